@@ -1,0 +1,62 @@
+"""The one error hierarchy of rnnrt.
+
+Every error a user can cause derives from :class:`RnnrtError`. Messages follow the shape
+``<subject> | <what happened>.\\nNote: <expected or hint>``. A broken internal invariant is a bug
+and is raised as :class:`RnnrtInternalError`, which is deliberately *not* an ``RnnrtError``.
+"""
+
+from __future__ import annotations
+
+
+class RnnrtError(Exception):
+    """Root of every error a user of rnnrt can cause."""
+
+
+class ConfigError(RnnrtError, ValueError):
+    """A YAML config is malformed or refers to something the model lacks."""
+
+
+class ModelImportError(RnnrtError):
+    """A Caffe or ONNX model cannot be read or converted."""
+
+
+class UnsupportedOpError(RnnrtError, NotImplementedError):
+    """A layer type, op or feature of a layer is not supported."""
+
+
+class PluginError(ModelImportError):
+    """A layer plugin failed to load or registered something twice."""
+
+
+class BuildError(RnnrtError):
+    """TensorRT could not parse or build the step graph."""
+
+
+class StateError(RnnrtError):
+    """A Session or StreamPool was used in a way its state does not allow."""
+
+
+class BindingError(RnnrtError, ValueError):
+    """A frame does not match the binding it is fed to (name, shape, dtype or memory space)."""
+
+
+class CudaError(RnnrtError, RuntimeError):
+    """A CUDA runtime call failed; carries the CUDA error name."""
+
+    def __init__(self, message: str, error_name: str = "") -> None:
+        super().__init__(message)
+        self.error_name = error_name
+
+
+class RnnrtInternalError(Exception):
+    """A broken internal invariant: a bug in rnnrt, not a user error."""
+
+
+def fmt(subject: str, what: str, note: str | None = None) -> str:
+    """Formats an error message as ``<subject> | <what>.\\nNote: <note>``."""
+    msg = f"{subject} | {what}"
+    if not msg.endswith("."):
+        msg += "."
+    if note:
+        msg += f"\nNote: {note}"
+    return msg
