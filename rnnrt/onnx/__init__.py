@@ -1,0 +1,1 @@
+"""ONNX-side passes on the step graph: state exposure, precision casts."""
