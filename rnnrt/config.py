@@ -1,0 +1,585 @@
+"""The YAML config that describes a step graph's bindings, its recurrent state and its engine.
+
+One YAML file sits next to the ONNX step graph. It names the user-fed inputs, the user-visible
+outputs, the recurrent state pairs (paired by name), the optional continuation input and, once
+``rnnrt build`` ran, the engine plan. Every later stage (build, engines, Session, CLI) reads it
+through :func:`load_config`; importers produce it through :func:`config_from_step_graph`.
+
+Example::
+
+    from rnnrt.config import load_config
+
+    cfg = load_config("out/model.yaml")  # validated against out/model.onnx
+    print(cfg.model_path, [s.input for s in cfg.state])
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from rnnrt.errors import ConfigError, fmt
+
+__all__ = [
+    "CONFIG_VERSION",
+    "ContinuationConfig",
+    "Dim",
+    "EngineConfig",
+    "ModelConfig",
+    "ProfileConfig",
+    "SessionConfig",
+    "StateConfig",
+    "TensorConfig",
+    "config_from_step_graph",
+    "json_schema",
+    "load_config",
+    "save_config",
+    "validate_against_model",
+]
+
+CONFIG_VERSION = 1
+
+Dim = Union[Annotated[int, Field(ge=0)], Annotated[str, Field(min_length=1)]]
+"""A dimension: a fixed size, or a name (e.g. ``"batch"``) for a dynamic one."""
+
+DType = Literal["float32", "float16", "bfloat16", "float64", "int8", "uint8", "int32", "int64", "bool"]
+
+# ONNX TensorProto element type -> the dtype names the config uses.
+_ONNX_TO_DTYPE = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    16: "bfloat16",
+}
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorConfig(BaseModel):
+    """A user-fed input or a user-visible output of the step graph."""
+
+    model_config = _STRICT
+
+    name: str = Field(min_length=1, description="Tensor name in the ONNX step graph.")
+    dtype: DType = Field(description="Element type, as a numpy dtype name.")
+    shape: list[Dim] = Field(description="Shape; a string names a dynamic dim (e.g. 'batch').")
+    batch_axis: Optional[int] = Field(
+        default=None, ge=0, description="Axis that indexes independent streams (slots); null if none."
+    )
+
+    @model_validator(mode="after")
+    def _check_axis(self) -> "TensorConfig":
+        if self.batch_axis is not None and self.batch_axis >= len(self.shape):
+            raise ValueError(f"batch_axis {self.batch_axis} is out of range for shape {self.shape}")
+        return self
+
+
+class StateConfig(BaseModel):
+    """A recurrent state pair: the graph reads ``input`` and writes the next state to ``output``."""
+
+    model_config = _STRICT
+
+    input: str = Field(min_length=1, description="Graph input that receives the previous state (e.g. 'lstm1.h0').")
+    output: str = Field(min_length=1, description="Graph output that carries the next state (e.g. 'lstm1.hT').")
+    shape: list[Dim] = Field(description="Shape of both tensors; only the batch dim may be dynamic.")
+    dtype: DType = Field(default="float32", description="Element type of both tensors.")
+    batch_axis: int = Field(default=0, ge=0, description="Slot axis; reset(slots=...) zeroes these rows.")
+    initial: Literal["zeros"] = Field(default="zeros", description="Initial value of the state.")
+
+    @model_validator(mode="after")
+    def _check_axis(self) -> "StateConfig":
+        if self.batch_axis >= len(self.shape):
+            raise ValueError(f"batch_axis {self.batch_axis} is out of range for shape {self.shape}")
+        for axis, dim in enumerate(self.shape):
+            if isinstance(dim, str) and axis != self.batch_axis:
+                raise ValueError(f"state dim {axis} is dynamic ({dim!r}); only the batch dim may be dynamic")
+        return self
+
+
+class ContinuationConfig(BaseModel):
+    """The input that says whether a sequence continues (Caffe ``cont``) and how the Session fills it."""
+
+    model_config = _STRICT
+
+    input: str = Field(min_length=1, description="Name of the continuation input; must be one of `inputs`.")
+    batch_axis: int = Field(ge=0, description="Slot axis of the continuation input.")
+    time_axis: Optional[int] = Field(default=None, ge=0, description="Time axis of the continuation input, or null.")
+    fill: Literal["auto", "never"] = Field(
+        default="auto",
+        description="'auto': when the caller omits the input, the Session feeds 1, or 0 at the first time "
+        "step of slots reset since the last step. 'never': the caller must always feed it.",
+    )
+
+
+class ProfileConfig(BaseModel):
+    """The batch range of a TensorRT optimization profile."""
+
+    model_config = _STRICT
+
+    min: int = Field(ge=1, description="Smallest batch size the engine accepts.")
+    opt: int = Field(ge=1, description="Batch size the engine is tuned for.")
+    max: int = Field(ge=1, description="Largest batch size the engine accepts.")
+
+    @model_validator(mode="after")
+    def _check_order(self) -> "ProfileConfig":
+        if not self.min <= self.opt <= self.max:
+            raise ValueError(f"profile must satisfy min <= opt <= max, got {self.min}/{self.opt}/{self.max}")
+        return self
+
+
+class EngineConfig(BaseModel):
+    """The TensorRT plan built from the step graph (written by ``rnnrt build``)."""
+
+    model_config = _STRICT
+
+    plan: str = Field(min_length=1, description="Serialized engine file, relative to the YAML file.")
+    flavour: Literal["tensorrt_rtx", "tensorrt"] = Field(description="Which TensorRT built the plan.")
+    version: str = Field(description="Version of the TensorRT that built the plan.")
+    precision: Literal["fp32", "fp16", "bf16"] = Field(default="fp32", description="Compute precision.")
+    io_dtype: DType = Field(default="float32", description="Element type of the user inputs and outputs.")
+    state_dtype: DType = Field(default="float32", description="Element type of the state tensors.")
+    profile: Optional[ProfileConfig] = Field(default=None, description="Batch range of the optimization profile.")
+
+
+class SessionConfig(BaseModel):
+    """Runtime defaults of a Session; arguments of ``rnnrt.load`` override them."""
+
+    model_config = _STRICT
+
+    backend: Literal["auto", "onnxruntime", "tensorrt"] = Field(default="auto", description="Engine backend.")
+    threads: Optional[int] = Field(default=None, ge=1, description="CPU threads of the ONNX Runtime engine.")
+    feedback: Literal["copy", "swap"] = Field(
+        default="copy",
+        description="How state outputs become the next state inputs: copy the output arena into the input "
+        "arena, or swap the two arenas.",
+    )
+    cuda_graph: bool = Field(default=False, description="Capture the GPU step into a CUDA graph (TensorRT only).")
+
+
+class ModelConfig(BaseModel):
+    """The whole YAML config: the step graph, its bindings, its state and its engine.
+
+    Relative paths (``model``, ``engine.plan``) are relative to the YAML file; :attr:`model_path` and
+    :attr:`plan_path` resolve them.
+    """
+
+    model_config = _STRICT
+
+    version: Literal[1] = Field(default=CONFIG_VERSION, description="Config format version.")
+    model: str = Field(min_length=1, description="ONNX step graph, relative to this YAML file.")
+    source: dict[str, Any] = Field(default_factory=dict, description="Where the step graph came from (free-form).")
+    inputs: list[TensorConfig] = Field(
+        default_factory=list, description="User-fed inputs, continuation included, state inputs excluded."
+    )
+    outputs: list[TensorConfig] = Field(default_factory=list, description="User-visible outputs, state excluded.")
+    state: list[StateConfig] = Field(default_factory=list, description="Recurrent state pairs, paired by name.")
+    continuation: Optional[ContinuationConfig] = Field(default=None, description="The continuation input, if any.")
+    engine: Optional[EngineConfig] = Field(default=None, description="The built plan (written by `rnnrt build`).")
+    session: SessionConfig = Field(default_factory=SessionConfig, description="Runtime defaults of the Session.")
+
+    # Directory the relative paths above are relative to (the YAML file's directory).
+    _base_dir: Optional[str] = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> "ModelConfig":
+        seen: dict[str, str] = {}
+        roles = (
+            [(t.name, "inputs") for t in self.inputs]
+            + [(t.name, "outputs") for t in self.outputs]
+            + [(s.input, "state.input") for s in self.state]
+            + [(s.output, "state.output") for s in self.state]
+        )
+        for name, role in roles:
+            if name in seen:
+                raise ValueError(f"binding name {name!r} is used twice (as {seen[name]} and as {role})")
+            seen[name] = role
+        if self.continuation is not None:
+            by_name = {t.name: t for t in self.inputs}
+            cont = by_name.get(self.continuation.input)
+            if cont is None:
+                raise ValueError(
+                    f"continuation input {self.continuation.input!r} is not one of the inputs {sorted(by_name)}"
+                )
+            rank = len(cont.shape)
+            for key in ("batch_axis", "time_axis"):
+                axis = getattr(self.continuation, key)
+                if axis is not None and axis >= rank:
+                    raise ValueError(f"continuation {key} {axis} is out of range for shape {cont.shape}")
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        """Directory that relative paths are relative to (the YAML file's, else the working directory)."""
+        return Path(self._base_dir) if self._base_dir is not None else Path.cwd()
+
+    def resolve(self, path: str) -> Path:
+        """Resolves a path written in the config against :attr:`base_dir`."""
+        p = Path(path)
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def model_path(self) -> Path:
+        """The ONNX step graph file."""
+        return self.resolve(self.model)
+
+    @property
+    def plan_path(self) -> Optional[Path]:
+        """The engine plan file, or None if no engine is recorded."""
+        return None if self.engine is None else self.resolve(self.engine.plan)
+
+    def with_base_dir(self, base_dir: Union[str, os.PathLike]) -> "ModelConfig":
+        """Returns a copy whose relative paths resolve against ``base_dir``."""
+        new = self.model_copy()
+        new._base_dir = str(Path(base_dir).absolute())
+        return new
+
+    def with_engine(self, engine: Optional[EngineConfig] = None, **fields: Any) -> "ModelConfig":
+        """Returns a copy that records a built plan.
+
+        Args:
+            engine (EngineConfig | None): The engine section. If None, one is made from ``fields``.
+            **fields: Fields of :class:`EngineConfig` (``plan``, ``flavour``, ``version`` ...).
+
+        Returns:
+            ModelConfig: The new config (this one is frozen and stays unchanged).
+        """
+        if engine is None:
+            try:
+                engine = EngineConfig(**fields)
+            except pydantic.ValidationError as err:
+                raise ConfigError(fmt("engine", f"Invalid engine section: {_format_errors(err)}")) from err
+        elif fields:
+            engine = engine.model_copy(update=fields)
+        return self.model_copy(update={"engine": engine})
+
+    def with_session(self, **fields: Any) -> "ModelConfig":
+        """Returns a copy whose ``session`` section has ``fields`` updated."""
+        try:
+            session = SessionConfig(**{**self.session.model_dump(), **fields})
+        except pydantic.ValidationError as err:
+            raise ConfigError(fmt("session", f"Invalid session section: {_format_errors(err)}")) from err
+        return self.model_copy(update={"session": session})
+
+    def binding_names(self) -> list[str]:
+        """Every binding name of the config: inputs, outputs, state inputs, state outputs."""
+        return (
+            [t.name for t in self.inputs]
+            + [t.name for t in self.outputs]
+            + [s.input for s in self.state]
+            + [s.output for s in self.state]
+        )
+
+
+def _format_errors(err: pydantic.ValidationError) -> str:
+    parts = []
+    for e in err.errors(include_url=False):
+        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def load_config(path: Union[str, os.PathLike], validate: bool = True) -> ModelConfig:
+    """Loads a YAML config and (by default) checks it against its ONNX model.
+
+    Args:
+        path (str | os.PathLike): The YAML file.
+        validate (bool): Whether to check the config against the ONNX step graph with
+            :func:`validate_against_model`. Defaults to True.
+
+    Returns:
+        ModelConfig: The config; relative paths in it resolve against the YAML file's directory.
+
+    Raises:
+        ConfigError: The file is missing or not YAML, a field is invalid or unknown (the message gives
+            the YAML path and the field location), or the config does not match the model.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(fmt(f"Config {str(path)!r}", f"Cannot be read: {err.strerror}")) from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(fmt(f"Config {str(path)!r}", f"Is not valid YAML: {err}")) from err
+    if not isinstance(data, dict):
+        raise ConfigError(
+            fmt(f"Config {str(path)!r}", f"Top level is a {type(data).__name__}", "Expected a mapping of config keys.")
+        )
+    try:
+        cfg = ModelConfig.model_validate(data)
+    except pydantic.ValidationError as err:
+        raise ConfigError(
+            fmt(
+                f"Config {str(path)!r}",
+                f"Invalid config: {_format_errors(err)}",
+                "See `rnnrt schema` for the keys a config may have.",
+            )
+        ) from err
+    cfg = cfg.with_base_dir(path.parent)
+    if validate:
+        validate_against_model(cfg)
+    return cfg
+
+
+class _FlowList(list):
+    """A list that YAML writes in flow style (``[1, 1, 5]``)."""
+
+
+class _FlowDict(dict):
+    """A mapping that YAML writes on one line (``{name: data, ...}``)."""
+
+
+def _flow_list_representer(dumper: yaml.SafeDumper, data: _FlowList) -> yaml.Node:
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+
+
+def _flow_dict_representer(dumper: yaml.SafeDumper, data: _FlowDict) -> yaml.Node:
+    return dumper.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=True)
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(_FlowList, _flow_list_representer)
+_Dumper.add_representer(_FlowDict, _flow_dict_representer)
+
+
+def _flow_shapes(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _flow_shapes(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        if all(isinstance(v, (int, str, float)) for v in obj):
+            return _FlowList(obj)
+        return [_flow_shapes(v) for v in obj]
+    return obj
+
+
+def _relative_to(path: Path, base: Path) -> str:
+    try:
+        return os.path.relpath(path.absolute(), base.absolute())
+    except ValueError:  # different drives on Windows
+        return str(path.absolute())
+
+
+def save_config(cfg: ModelConfig, path: Union[str, os.PathLike]) -> ModelConfig:
+    """Writes a config as YAML.
+
+    Relative paths in ``cfg`` are rewritten so that they stay correct relative to the new file.
+
+    Args:
+        cfg (ModelConfig): The config.
+        path (str | os.PathLike): The YAML file to write; its directory must exist.
+
+    Returns:
+        ModelConfig: The config as written, with its paths resolving against ``path``'s directory.
+    """
+    path = Path(path)
+    base = path.parent
+    update: dict[str, Any] = {}
+    if not Path(cfg.model).is_absolute():
+        update["model"] = _relative_to(cfg.model_path, base)
+    if cfg.engine is not None and not Path(cfg.engine.plan).is_absolute():
+        update["engine"] = cfg.engine.model_copy(update={"plan": _relative_to(cfg.plan_path, base)})
+    out = cfg.model_copy(update=update).with_base_dir(base)
+    data = out.model_dump(mode="json", exclude_none=False)
+    if out.engine is None:
+        data.pop("engine")
+    if out.continuation is None:
+        data.pop("continuation")
+    data = _flow_shapes(data)
+    for key in ("inputs", "outputs", "state"):
+        data[key] = [_FlowDict(item) for item in data[key]]
+    if isinstance(data.get("session"), dict):
+        data["session"] = _FlowDict(data["session"])
+    header = "# rnnrt model config (see `rnnrt schema`). Paths are relative to this file.\n"
+    try:
+        path.write_text(header + yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=120))
+    except OSError as err:
+        raise ConfigError(fmt(f"Config {str(path)!r}", f"Cannot be written: {err.strerror}")) from err
+    return out
+
+
+def config_from_step_graph(step: Any, model_path: Union[str, os.PathLike]) -> ModelConfig:
+    """Makes the config of a step graph whose ONNX file is (or will be) ``model_path``.
+
+    Args:
+        step (rnnrt.onnx.stepgraph.StepGraph): The step graph an importer produced.
+        model_path (str | os.PathLike): Where its ONNX file is saved. The config refers to it by file name
+            and resolves against its directory, so save the YAML next to it (``save_config``).
+
+    Returns:
+        ModelConfig: The config. It is not checked against the ONNX file (it may not exist yet).
+    """
+    model_path = Path(model_path)
+
+    def tensor(spec: Any) -> dict[str, Any]:
+        return {"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape), "batch_axis": spec.batch_axis}
+
+    data: dict[str, Any] = {
+        "version": CONFIG_VERSION,
+        "model": model_path.name,
+        "source": dict(step.source),
+        "inputs": [tensor(t) for t in step.inputs],
+        "outputs": [tensor(t) for t in step.outputs],
+        "state": [
+            {"input": s.input, "output": s.output, "shape": list(s.shape), "dtype": s.dtype, "batch_axis": s.batch_axis}
+            for s in step.states
+        ],
+    }
+    if step.continuation is not None:
+        c = step.continuation
+        data["continuation"] = {"input": c.input, "batch_axis": c.batch_axis, "time_axis": c.time_axis}
+    try:
+        cfg = ModelConfig.model_validate(data)
+    except pydantic.ValidationError as err:
+        raise ConfigError(fmt(f"Step graph for {str(model_path)!r}", f"Invalid description: {_format_errors(err)}")) from err
+    return cfg.with_base_dir(model_path.parent)
+
+
+def _onnx_tensor_info(value_info: Any) -> tuple[Optional[str], Optional[list[Dim]]]:
+    ttype = value_info.type.tensor_type
+    dtype = _ONNX_TO_DTYPE.get(ttype.elem_type)
+    if not ttype.HasField("shape"):
+        return dtype, None
+    dims: list[Dim] = []
+    for d in ttype.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        else:
+            dims.append(d.dim_param or "?")
+    return dtype, dims
+
+
+def _check_binding(
+    where: str, name: str, dtype: str, shape: list[Dim], graph: dict[str, Any], role: str, model: str
+) -> None:
+    if name not in graph:
+        raise ConfigError(
+            fmt(
+                f"{where} {name!r}",
+                f"Is not a graph {role} of {model!r}",
+                f"The graph {role}s are {sorted(graph)}.",
+            )
+        )
+    onnx_dtype, onnx_shape = _onnx_tensor_info(graph[name])
+    if onnx_dtype is not None and onnx_dtype != dtype:
+        raise ConfigError(
+            fmt(f"{where} {name!r}", f"Has dtype {dtype!r} in the config but {onnx_dtype!r} in {model!r}", "They must agree.")
+        )
+    if onnx_shape is None:
+        return
+    if len(onnx_shape) != len(shape):
+        raise ConfigError(
+            fmt(
+                f"{where} {name!r}",
+                f"Has rank {len(shape)} in the config (shape {shape}) but rank {len(onnx_shape)} in {model!r} "
+                f"(shape {onnx_shape})",
+                "They must agree.",
+            )
+        )
+    for axis, (ours, theirs) in enumerate(zip(shape, onnx_shape)):
+        if isinstance(theirs, int) and ours != theirs:
+            raise ConfigError(
+                fmt(
+                    f"{where} {name!r}",
+                    f"Dim {axis} is {ours!r} in the config but {theirs} in {model!r}",
+                    f"The model's shape is {onnx_shape}.",
+                )
+            )
+
+
+def validate_against_model(cfg: ModelConfig, onnx_path: Union[str, os.PathLike, None] = None) -> None:
+    """Checks that a config matches its ONNX step graph.
+
+    Every config binding must be a graph input or output of the right role, dtype and rank (fixed dims
+    must agree); every graph input and output must be declared; a continuation input must be one of the
+    inputs; no name may be used twice. Weights stored as external data are not loaded.
+
+    Args:
+        cfg (ModelConfig): The config.
+        onnx_path (str | os.PathLike | None): The ONNX file. Defaults to ``cfg.model_path``.
+
+    Raises:
+        ConfigError: On the first mismatch, naming the binding, the config value and the model's.
+    """
+    import onnx  # heavy; only needed here
+
+    path = Path(onnx_path) if onnx_path is not None else cfg.model_path
+    model_name = str(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except FileNotFoundError as err:
+        raise ConfigError(
+            fmt(f"Model {model_name!r}", "Does not exist", "`model` in the config is relative to the YAML file.")
+        ) from err
+    except Exception as err:  # onnx raises DecodeError and friends
+        raise ConfigError(fmt(f"Model {model_name!r}", f"Cannot be read as ONNX: {err}")) from err
+
+    # Old exporters list initializers as graph inputs too; those are weights, not bindings.
+    weights = {init.name for init in model.graph.initializer}
+    graph_inputs = {vi.name: vi for vi in model.graph.input if vi.name not in weights}
+    graph_outputs = {vi.name: vi for vi in model.graph.output}
+
+    # Names used twice are rejected by ModelConfig itself; re-check in case validation was bypassed.
+    names = cfg.binding_names()
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(fmt(f"Binding {dupes[0]!r}", "Is used twice in the config", "Every binding name is unique."))
+
+    for t in cfg.inputs:
+        _check_binding("Input", t.name, t.dtype, t.shape, graph_inputs, "input", model_name)
+    for s in cfg.state:
+        _check_binding("State input", s.input, s.dtype, s.shape, graph_inputs, "input", model_name)
+    for t in cfg.outputs:
+        _check_binding("Output", t.name, t.dtype, t.shape, graph_outputs, "output", model_name)
+    for s in cfg.state:
+        _check_binding("State output", s.output, s.dtype, s.shape, graph_outputs, "output", model_name)
+
+    declared_in = {t.name for t in cfg.inputs} | {s.input for s in cfg.state}
+    declared_out = {t.name for t in cfg.outputs} | {s.output for s in cfg.state}
+    for name in graph_inputs:
+        if name not in declared_in:
+            raise ConfigError(
+                fmt(
+                    f"Graph input {name!r}",
+                    f"Of {model_name!r} is not declared in the config",
+                    "Every graph input must be listed under `inputs` or as a `state` input.",
+                )
+            )
+    for name in graph_outputs:
+        if name not in declared_out:
+            raise ConfigError(
+                fmt(
+                    f"Graph output {name!r}",
+                    f"Of {model_name!r} is not declared in the config",
+                    "Every graph output must be listed under `outputs` or as a `state` output.",
+                )
+            )
+    if cfg.continuation is not None and cfg.continuation.input not in {t.name for t in cfg.inputs}:
+        raise ConfigError(
+            fmt(
+                f"Continuation input {cfg.continuation.input!r}",
+                "Is not one of the config inputs",
+                f"Inputs: {[t.name for t in cfg.inputs]}.",
+            )
+        )
+
+
+def json_schema() -> dict[str, Any]:
+    """Returns the JSON schema of the YAML config (what ``rnnrt schema`` prints)."""
+    return ModelConfig.model_json_schema()
