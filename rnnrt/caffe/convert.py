@@ -106,7 +106,7 @@ def convert_net(net: Any, *, dynamic_batch: bool = False, seed: int = 0, source:
     out_names = sorted(available)
     if not out_names and not ctx.states:
         raise ModelImportError(fmt(f"Net {net.name!r}", "Has no outputs"))
-    outputs = []
+    outputs, infos = [], {}
     for name in out_names:
         var = ctx.blobs[name]
         if var.name != name:
@@ -119,14 +119,13 @@ def convert_net(net: Any, *, dynamic_batch: bool = False, seed: int = 0, source:
                         fmt(f"Blob {name!r}", "Is both a net input and, rewritten in place, a net output", "Give the in-place layer a new top name.")
                     )
                 holder.name = ctx.unique(f"{name}__in")
+                ctx.info[holder.name] = ctx.info.pop(name)
+            ctx.info[name] = ctx.info.pop(var.name)
             var.name = name
-            ctx.info[name] = ctx.info[var.name] if var.name in ctx.info else ctx.info.get(name)
-        outputs.append(var)
-    infos = {}
-    for var, name in zip(outputs, out_names):
-        info = _info_of(ctx, var)
+        info = ctx.info[name]
         var.dtype = np.float32
         var.shape = ctx.export_shape(info.shape, info.batch_axis)
+        outputs.append(var)
         infos[name] = info
     state_outs = []
     for pair in ctx.states:
@@ -153,14 +152,6 @@ def convert_net(net: Any, *, dynamic_batch: bool = False, seed: int = 0, source:
     outs = [TensorSpec(n, "float32", tuple(ctx.export_shape(infos[n].shape, infos[n].batch_axis)), infos[n].batch_axis) for n in out_names]
     continuation, notes = _continuation(net, ctx, {i.name for i in inputs})
     return StepGraph(model=model, inputs=inputs, outputs=outs, states=list(ctx.states), continuation=continuation, source=dict(source or {}), notes=notes)
-
-
-def _info_of(ctx: ImportContext, var: gs.Tensor):
-    from rnnrt.caffe.context import TensorInfo
-
-    if var.name in ctx.info:
-        return ctx.info[var.name]
-    return TensorInfo(tuple(var.shape or ()), None)
 
 
 def _continuation(net: Any, ctx: ImportContext, input_names: set[str]) -> tuple[Continuation | None, list[str]]:

@@ -40,7 +40,9 @@ def _(layer, ctx: ImportContext) -> list:
 def _(layer, ctx: ImportContext) -> list:
     # Caffe scales at train time (scale_train defaults to true), so at test time Dropout is identity.
     (x,) = ctx.bottoms(layer, 1)
-    if not layer.param.dropout_param.scale_train:
+    p = layer.param.dropout_param
+    # BVLC has no scale_train; forks that add it (false) scale at test time instead.
+    if "scale_train" in p.DESCRIPTOR.fields_by_name and not p.scale_train:
         keep = 1.0 - layer.param.dropout_param.dropout_ratio
         scale = ctx.const(np.array(keep, np.float32), f"{layer.name}/keep")
         return [ctx.op("Mul", [x, scale], shape=ctx.shape(x), batch_axis=ctx.batch_axis(x), name=layer.tops[0])]

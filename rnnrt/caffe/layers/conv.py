@@ -12,7 +12,13 @@ def spatial_param(p, name: str, default: int | None) -> tuple[int, int]:
     if p.HasField(f"{name}_h") or p.HasField(f"{name}_w"):
         return int(getattr(p, f"{name}_h")), int(getattr(p, f"{name}_w"))
     field = "kernel_size" if name == "kernel" else name
-    values = list(getattr(p, field))
+    fdesc = p.DESCRIPTOR.fields_by_name[field]
+    # protobuf >= 6 has is_repeated; older versions only label.
+    repeated = fdesc.is_repeated if hasattr(fdesc, "is_repeated") else fdesc.label == fdesc.LABEL_REPEATED
+    if repeated:
+        values = list(getattr(p, field))
+    else:
+        values = [getattr(p, field)] if p.HasField(field) else []
     if not values:
         if default is None:
             raise ValueError(name)
