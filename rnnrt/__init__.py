@@ -14,6 +14,16 @@ from rnnrt.errors import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # `load` and `Session` pull in numpy, pydantic and onnx; import them on first use so that
+    # `import rnnrt` (and `rnnrt --help`) stays fast.
+    if name in ("load", "Session"):
+        from rnnrt import session
+
+        return getattr(session, name)
+    raise AttributeError(f"module 'rnnrt' has no attribute {name!r}")
+
 __all__ = [
     "BindingError",
     "BuildError",
@@ -22,7 +32,9 @@ __all__ = [
     "ModelImportError",
     "PluginError",
     "RnnrtError",
+    "Session",
     "StateError",
     "UnsupportedOpError",
     "__version__",
+    "load",
 ]
