@@ -24,9 +24,210 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_convert(sub) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="Caffe prototxt + caffemodel (or ONNX) -> ONNX step graph + YAML config.",
+        description="Converts a model into an ONNX step graph whose recurrent state is explicit inputs/outputs, "
+        "and writes DIR/model.onnx and DIR/model.yaml.",
+    )
+    p.add_argument("model", nargs="?", help="deploy.prototxt (Caffe) or model.onnx.")
+    p.add_argument("weights", nargs="?", help="weights.caffemodel (Caffe). Without it, weights are random (seeded).")
+    p.add_argument("-o", "--output", default="out", help="Output directory (default: out).")
+    p.add_argument("--name", default="model", help="File stem of the written files (default: model).")
+    p.add_argument("--batch", choices=["fixed", "dynamic"], default="fixed",
+                   help="'dynamic' makes the batch (stream) axis symbolic; build then takes --batch MIN:OPT:MAX.")
+    p.add_argument("--seed", type=int, default=0, help="Seed of random weights when no weights are given.")
+    p.add_argument("--phase", choices=["TEST", "TRAIN"], default="TEST", help="Caffe phase for include/exclude rules.")
+    p.set_defaults(func=_run_convert)
+
+
+def _run_convert(args) -> int:
+    from rnnrt.config import save_step_graph
+
+    if args.model is None:
+        raise RnnrtError("convert | No model given.\nNote: rnnrt convert DEPLOY.prototxt [WEIGHTS.caffemodel] -o DIR")
+    if args.model.endswith(".onnx"):
+        from rnnrt.onnx.importer import convert_onnx  # issue: ONNX recurrent models
+
+        step = convert_onnx(args.model, **_onnx_convert_options(args))
+    else:
+        from rnnrt.caffe.convert import convert_caffe
+
+        step = convert_caffe(
+            args.model,
+            args.weights,
+            batch="dynamic" if args.batch == "dynamic" else None,
+            seed=args.seed,
+            phase=args.phase,
+            progress=sys.stderr.isatty(),
+        )
+    path = save_step_graph(step, args.output, args.name)
+    print(f"wrote {path.with_suffix('.onnx')} and {path}")
+    for s in step.states:
+        print(f"  state {s.input} -> {s.output} {list(s.shape)}")
+    if step.continuation is not None:
+        print(f"  continuation input {step.continuation.input!r} (filled by the Session when omitted)")
+    for note in step.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def _onnx_convert_options(args) -> dict:
+    return {}
+
+
 # Subcommand registrars, in the order `rnnrt --help` lists them. Each module that owns a subcommand
 # appends its registrar here (see the _add_* functions below).
-_SUBCOMMANDS: list = []
+_SUBCOMMANDS: list = [_add_convert]
+
+
+# --- run / inspect / schema (owner: config + Session) -------------------------------------------
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="Replay a recorded stream through a Session.",
+        description="Replays FEED.npz (keys call{k}/{input}; call k is one step, state carried) and writes "
+        "call{k}/{output} for every model output to OUT.npz.",
+    )
+    p.add_argument("config", help="The model YAML config.")
+    p.add_argument("--feed", required=True, help="Input .npz with keys call{k}/{input}.")
+    p.add_argument("--out", required=True, help="Output .npz to write (keys call{k}/{output}).")
+    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"], help="Engine backend.")
+    p.add_argument("--batch-size", type=int, default=None, help="Slots, for a dynamic batch (default: from the feed).")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads.")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import re
+
+    import numpy as np
+
+    from rnnrt.config import load_config
+    from rnnrt.errors import BindingError, fmt
+    from rnnrt.session import load
+
+    cfg = load_config(args.config)
+    try:
+        with np.load(args.feed) as npz:
+            data = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as err:
+        raise BindingError(fmt(f"Feed {args.feed!r}", f"Cannot be read as .npz: {err}")) from err
+    inputs = {t.name: t for t in cfg.inputs}
+    outputs = {t.name for t in cfg.outputs}
+    calls: dict[int, dict[str, np.ndarray]] = {}
+    for key, value in data.items():
+        m = re.fullmatch(r"call(\d+)/(.+)", key)
+        if m is None:
+            raise BindingError(fmt(f"Feed key {key!r}", "Is not of the form call{k}/{input}"))
+        k, name = int(m.group(1)), m.group(2)
+        if name in inputs:
+            calls.setdefault(k, {})[name] = value
+        elif name not in outputs and not name.startswith("_internal/"):
+            # Recorded outputs and extra blobs (as in the golden io.npz files) are skipped.
+            raise BindingError(fmt(f"Feed key {key!r}", f"Names {name!r}, which is not a model input",
+                                   f"Inputs: {sorted(inputs)}."))
+    if sorted(calls) != list(range(len(calls))):
+        raise BindingError(fmt(f"Feed {args.feed!r}", f"Has calls {sorted(calls)}", "Calls are numbered 0, 1, 2 ... without gaps."))
+    batch_size = args.batch_size
+    if batch_size is None and calls:
+        for t in cfg.inputs:
+            if t.batch_axis is not None and isinstance(t.shape[t.batch_axis], str) and t.name in calls[0]:
+                batch_size = int(calls[0][t.name].shape[t.batch_axis])
+                break
+    kw = {"batch_size": batch_size} if batch_size is not None else {}
+    if args.threads is not None:
+        kw["threads"] = args.threads
+    out: dict[str, np.ndarray] = {}
+    with load(cfg, backend=args.backend, **kw) as session:
+        for k in range(len(calls)):
+            for name, value in session.step(calls[k]).items():
+                out[f"call{k}/{name}"] = value
+    np.savez(args.out, **out)
+    print(f"{len(calls)} calls, outputs {sorted(outputs)} -> {args.out}")
+    return 0
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="Show a config's bindings, state pairs and op counts.")
+    p.add_argument("path", help="A model YAML config.")
+    p.set_defaults(func=_inspect)
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    cells = [headers] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from collections import Counter
+    from pathlib import Path
+
+    from rnnrt.errors import ConfigError, fmt
+
+    if Path(args.path).suffix.lower() not in (".yaml", ".yml"):
+        raise ConfigError(fmt(f"Path {args.path!r}", "Is not a .yaml config", "`rnnrt inspect` reads model configs (.yaml)."))
+    import onnx
+
+    from rnnrt.config import load_config
+
+    cfg = load_config(args.path)
+    model = onnx.load(str(cfg.model_path), load_external_data=False)
+    ops: Counter = Counter()
+
+    def count(graph: onnx.GraphProto) -> None:
+        for node in graph.node:
+            ops[node.op_type] += 1
+            for attr in node.attribute:
+                for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    count(g)
+
+    count(model.graph)
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default="?")
+    print(f"Model: {cfg.model_path} (opset {opset}, {sum(ops.values())} nodes)")
+    if cfg.source:
+        print("Source: " + ", ".join(f"{k}={v}" for k, v in cfg.source.items()))
+    print()
+    rows = [["input", t.name, t.dtype, list(t.shape), t.batch_axis] for t in cfg.inputs]
+    rows += [["output", t.name, t.dtype, list(t.shape), t.batch_axis] for t in cfg.outputs]
+    print(_table(["role", "name", "dtype", "shape", "batch_axis"], rows))
+    print()
+    if cfg.state:
+        rows = [[s.input, s.output, s.dtype, list(s.shape), s.batch_axis, s.initial] for s in cfg.state]
+        print(_table(["state input", "state output", "dtype", "shape", "batch_axis", "initial"], rows))
+    else:
+        print("State: none (stateless model)")
+    c = cfg.continuation
+    print()
+    print(f"Continuation: {c.input} (batch_axis {c.batch_axis}, time_axis {c.time_axis}, fill {c.fill})" if c else "Continuation: none")
+    if cfg.engine is not None:
+        e = cfg.engine
+        print(f"Engine: {e.plan} ({e.flavour} {e.version}, {e.precision}"
+              + (f", batch {e.profile.min}/{e.profile.opt}/{e.profile.max})" if e.profile else ")"))
+    print()
+    print(_table(["op", "count"], sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))))
+    return 0
+
+
+def _add_schema(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("schema", help="Print the JSON schema of the model YAML config.")
+    p.set_defaults(func=_schema)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    import json
+
+    from rnnrt.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+_SUBCOMMANDS.extend([_add_run, _add_inspect, _add_schema])
 
 
 def main(argv: list[str] | None = None) -> int:

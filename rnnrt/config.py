@@ -583,3 +583,33 @@ def validate_against_model(cfg: ModelConfig, onnx_path: Union[str, os.PathLike, 
 def json_schema() -> dict[str, Any]:
     """Returns the JSON schema of the YAML config (what ``rnnrt schema`` prints)."""
     return ModelConfig.model_json_schema()
+
+
+def save_step_graph(step: Any, out_dir: Union[str, os.PathLike], name: str = "model") -> Path:
+    """Writes a step graph as ``out_dir/<name>.onnx`` plus its config ``out_dir/<name>.yaml``.
+
+    Args:
+        step (rnnrt.onnx.stepgraph.StepGraph): The step graph an importer produced.
+        out_dir (str | os.PathLike): Output directory; created if missing.
+        name (str): File stem of both files. Defaults to ``"model"``.
+
+    Returns:
+        Path: The YAML config's path.
+    """
+    import onnx
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(fmt(f"Output directory {str(out)!r}", f"Cannot be created: {err.strerror}")) from err
+    onnx_path = out / f"{name}.onnx"
+    # Protobuf cannot serialize 2 GiB; big weights go to an external data file next to the model.
+    external = step.model.ByteSize() > (1 << 30)
+    onnx.save_model(step.model, str(onnx_path), save_as_external_data=external,
+                    location=f"{name}.onnx.data" if external else None)
+    cfg = config_from_step_graph(step, onnx_path)
+    yaml_path = out / f"{name}.yaml"
+    save_config(cfg, yaml_path)
+    validate_against_model(load_config(yaml_path, validate=False), onnx_path)
+    return yaml_path
