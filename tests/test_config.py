@@ -197,3 +197,24 @@ def test_config_from_step_graph_and_schema() -> None:
     for name, prop in schema["properties"].items():
         assert prop.get("description"), name
     assert isinstance(ModelConfig.model_fields["state"].description, str)
+
+
+def test_cli_schema(capsys) -> None:
+    from rnnrt.cli import main
+
+    assert main(["schema"]) == 0
+    assert json.loads(capsys.readouterr().out) == json_schema()
+
+
+def test_cli_inspect(tmp_path: Path, capsys) -> None:
+    from rnnrt.cli import main
+
+    path = MODELS["lstm_scan"]().save(tmp_path)
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "lstm1.h0     lstm1.hT      float32  [3, 7]  0           zeros" in out
+    assert "input   data   float32  [4, 3, 5]  1" in out
+    assert "Continuation: cont (batch_axis 1, time_axis 0, fill auto)" in out
+    assert "Scan       1" in out and "MatMul     2" in out  # Scan body ops are counted too
+    assert main(["inspect", str(tmp_path / "model.onnx")]) == 2
+    assert "Is not a .yaml config" in capsys.readouterr().err

@@ -351,3 +351,35 @@ def test_golden_caffe_stream(tmp_path: Path, case: str) -> None:
     assert got
     for key, value in got.items():
         np.testing.assert_allclose(value, io[key], atol=tol["atol"], rtol=tol["rtol"], err_msg=key)
+
+
+def test_cli_run_round_trip(tmp_path: Path, capsys) -> None:
+    """`rnnrt run` replays call{k}/{input} with state carried and writes call{k}/{output}."""
+    from rnnrt.cli import main
+
+    m = MODELS["lstm_dynamic_batch"]()
+    path = m.save(tmp_path)
+    x = _frames(5, 3)
+    cont = np.ones((5, 1, 3), np.float32)
+    cont[2, 0, 0] = 0
+    feed = {}
+    for k in range(5):
+        feed[f"call{k}/data"] = x[k]
+        if k % 2 == 0:  # omitted on odd calls: the Session fills it
+            feed[f"call{k}/cont"] = cont[k]
+        feed[f"call{k}/lstm1"] = np.zeros(1)  # recorded outputs are skipped
+    np.savez(tmp_path / "feed.npz", **feed)
+    rc = main(["run", str(path), "--feed", str(tmp_path / "feed.npz"), "--out", str(tmp_path / "out.npz"), "--threads", "1"])
+    assert rc == 0 and "5 calls" in capsys.readouterr().out
+    out = np.load(tmp_path / "out.npz")
+    assert sorted(out.files) == [f"call{k}/lstm1" for k in range(5)]
+    ref, _ = m.reference({"data": x[:, 0], "cont": cont[:, 0]}, None)
+    np.testing.assert_allclose(np.concatenate([out[f"call{k}/lstm1"] for k in range(5)]), ref["lstm1"], atol=ATOL)
+
+    np.savez(tmp_path / "bad.npz", **{"call0/data": x[0], "call0/dta": x[0]})
+    rc = main(["run", str(path), "--feed", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "o.npz")])
+    assert rc == 2
+    assert "Feed key 'call0/dta' | Names 'dta', which is not a model input" in capsys.readouterr().err
+    np.savez(tmp_path / "gap.npz", **{"call0/data": x[0], "call2/data": x[0]})
+    assert main(["run", str(path), "--feed", str(tmp_path / "gap.npz"), "--out", str(tmp_path / "o.npz")]) == 2
+    assert "Has calls [0, 2]" in capsys.readouterr().err
