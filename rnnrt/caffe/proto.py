@@ -310,7 +310,8 @@ def _raw_file() -> descriptor_pb2.FileDescriptorProto:
     """Shadow messages that decode a caffemodel's packed blob data as raw bytes.
 
     A packed ``repeated float`` and a ``bytes`` field share the wire format, so numpy can view the
-    data without building a Python float per element. Blobs encoded otherwise fall back to BlobProto.
+    data without building a Python float per element. Layers keep each blob's serialized bytes so
+    that a blob encoded otherwise (unpacked, or split over chunks) can fall back to BlobProto.
     """
     f = descriptor_pb2.FileDescriptorProto(name="rnnrt_caffe_raw.proto", package=_RAW_PACKAGE, syntax="proto2")
     f.dependency.append(_FILE)
@@ -324,10 +325,10 @@ def _raw_file() -> descriptor_pb2.FileDescriptorProto:
     layer = f.message_type.add(name="RawLayer")
     layer.field.add(name="name", number=1, label=opt, type=_FDP.TYPE_STRING)
     layer.field.add(name="type", number=2, label=opt, type=_FDP.TYPE_STRING)
-    layer.field.add(name="blobs", number=7, label=rep, type=_FDP.TYPE_MESSAGE, type_name=f".{_RAW_PACKAGE}.RawBlob")
+    layer.field.add(name="blobs", number=7, label=rep, type=_FDP.TYPE_BYTES)  # serialized BlobProto
     v1 = f.message_type.add(name="RawV1Layer")
     v1.field.add(name="name", number=4, label=opt, type=_FDP.TYPE_STRING)
-    v1.field.add(name="blobs", number=6, label=rep, type=_FDP.TYPE_MESSAGE, type_name=f".{_RAW_PACKAGE}.RawBlob")
+    v1.field.add(name="blobs", number=6, label=rep, type=_FDP.TYPE_BYTES)
     net = f.message_type.add(name="RawNet")
     net.field.add(name="name", number=1, label=opt, type=_FDP.TYPE_STRING)
     net.field.add(name="layer", number=100, label=rep, type=_FDP.TYPE_MESSAGE, type_name=f".{_RAW_PACKAGE}.RawLayer")

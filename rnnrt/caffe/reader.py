@@ -332,7 +332,12 @@ def _blob_shape(blob: Message) -> tuple[int, ...]:
     return tuple(int(d) for d in blob.shape.dim)
 
 
-def _blob_array(raw: Message, layer: CaffeLayer, index: int, schema: CaffeSchema, bar: Any) -> np.ndarray:
+def _blob_array(data: bytes, layer: CaffeLayer, index: int, schema: CaffeSchema, bar: Any) -> np.ndarray:
+    subject = f"Layer {layer.name!r} ({layer.type}), blob {index}"
+    try:
+        raw = schema.raw_message("RawBlob").FromString(data)
+    except (DecodeError, RuntimeError, ValueError) as err:
+        raise ModelImportError(fmt(subject, f"Is not a valid BlobProto: {err}")) from None
     shape = _blob_shape(raw)
     count = int(np.prod(shape, dtype=np.int64))
     if raw.double_data:
@@ -344,7 +349,7 @@ def _blob_array(raw: Message, layer: CaffeLayer, index: int, schema: CaffeSchema
     else:
         # Not one packed chunk of the right size (unpacked encoding, split chunks, or a wrong
         # length): decode with the real BlobProto, which handles every valid encoding.
-        blob = schema.message("BlobProto").FromString(raw.SerializeToString())
+        blob = schema.message("BlobProto").FromString(data)
         if len(blob.double_data):
             arr = np.asarray(blob.double_data, dtype=np.float64)
         else:
@@ -352,7 +357,7 @@ def _blob_array(raw: Message, layer: CaffeLayer, index: int, schema: CaffeSchema
         if arr.size != count:
             raise ModelImportError(
                 fmt(
-                    f"Layer {layer.name!r} ({layer.type}), blob {index}",
+                    subject,
                     f"The caffemodel holds {arr.size} values for shape {shape}",
                     f"Expected {count} values (the product of the shape)",
                 )

@@ -74,9 +74,10 @@ def save_caffemodel(
                 raise ModelImportError(
                     fmt(f"Layer {layer_name!r}, blob {i}", f"Has dtype {arr.dtype}", "Expected a real-valued array")
                 )
-            out = layer.blobs.add()
+            out = schema.raw_message("RawBlob")()
             out.shape.dim.extend(int(d) for d in arr.shape)
             # Raw little-endian bytes encode exactly like Caffe's packed `repeated float data`.
             out.data = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+            layer.blobs.append(out.SerializeToString())
     with open(path, "wb") as f:
         f.write(net.SerializeToString())
