@@ -144,14 +144,31 @@ def convert_net(net: Any, *, dynamic_batch: bool = False, seed: int = 0, source:
         raise ModelImportError(fmt(f"Net {net.name!r}", f"The emitted ONNX graph is invalid: {err}")) from err
 
     state_inputs = {p.input for p in ctx.states}
-    inputs = [
-        TensorSpec(v.name, "float32", tuple(v.shape), ctx.info[v.name].batch_axis)
-        for v in ctx.graph_inputs
-        if v.name not in state_inputs
-    ]
-    outs = [TensorSpec(n, "float32", tuple(ctx.export_shape(infos[n].shape, infos[n].batch_axis)), infos[n].batch_axis) for n in out_names]
+    batch = _stream_count(ctx)
+
+    def spec(name: str, info) -> TensorSpec:
+        # A guessed batch axis whose size is not the number of streams (e.g. T*N frames) is no batch axis.
+        axis = info.batch_axis
+        if axis is not None and batch is not None and not ctx.dynamic_batch and info.shape[axis] != batch:
+            axis = None
+        return TensorSpec(name, "float32", tuple(ctx.export_shape(info.shape, info.batch_axis)), axis)
+
+    inputs = [spec(v.name, ctx.info[v.name]) for v in ctx.graph_inputs if v.name not in state_inputs]
+    outs = [spec(n, infos[n]) for n in out_names]
     continuation, notes = _continuation(net, ctx, {i.name for i in inputs})
     return StepGraph(model=model, inputs=inputs, outputs=outs, states=list(ctx.states), continuation=continuation, source=dict(source or {}), notes=notes)
+
+
+def _stream_count(ctx: ImportContext) -> int | None:
+    """The number of streams N: the batch dim of the recurrent state, if the net has any."""
+    for var in ctx.graph_inputs:
+        info = ctx.info[var.name]
+        if var.name in {p.input for p in ctx.states}:
+            return info.shape[info.batch_axis]
+    for layer in ctx.net.layers:
+        if layer.type in _RECURRENT and layer.bottoms[1] in ctx.info:
+            return ctx.info[layer.bottoms[1]].shape[1]
+    return None
 
 
 def _continuation(net: Any, ctx: ImportContext, input_names: set[str]) -> tuple[Continuation | None, list[str]]:
