@@ -218,3 +218,12 @@ def test_cli_inspect(tmp_path: Path, capsys) -> None:
     assert "Scan       1" in out and "MatMul     2" in out  # Scan body ops are counted too
     assert main(["inspect", str(tmp_path / "model.onnx")]) == 2
     assert "Is not a .yaml config" in capsys.readouterr().err
+
+
+def test_example_config_parses_and_matches_a_real_model(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[1] / "configs" / "example.yaml"
+    cfg = load_config(example, validate=False)
+    assert cfg.state[0].input == "lstm1.h0" and cfg.continuation.fill == "auto"
+    # The example describes exactly the tiny lstm_t1 model.
+    MODELS["lstm_t1"]().save(tmp_path)
+    validate_against_model(cfg, tmp_path / "model.onnx")
