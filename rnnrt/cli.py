@@ -150,8 +150,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="Show a config's bindings, state pairs and op counts.")
-    p.add_argument("path", help="A model YAML config.")
+    p = sub.add_parser("inspect", help="Show a config's bindings, state pairs and op counts, or a .plan's engine.")
+    p.add_argument("path", help="A model YAML config, or a TensorRT plan (.plan/.engine).")
+    p.add_argument("--trt-module", choices=["auto", "tensorrt", "tensorrt_rtx"], default=None,
+                   help="TensorRT module that deserializes a plan (default: the flavour that built it).")
     p.set_defaults(func=_inspect)
 
 
@@ -169,6 +171,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
     from rnnrt.errors import ConfigError, fmt
 
+    if Path(args.path).suffix.lower() in (".plan", ".engine"):
+        return _inspect_plan(args)
     if Path(args.path).suffix.lower() not in (".yaml", ".yml"):
         raise ConfigError(fmt(f"Path {args.path!r}", "Is not a .yaml config", "`rnnrt inspect` reads model configs (.yaml)."))
     import onnx
@@ -228,6 +232,93 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 _SUBCOMMANDS.extend([_add_run, _add_inspect, _add_schema])
+
+
+# --- build, inspect of .plan files (owner: build) -------------------------------------------------
+def _add_build(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "build",
+        help="Build a TensorRT engine (plan) from a model YAML config and record it in the config.",
+        description="Parses the config's ONNX step graph with TensorRT (tensorrt if importable, else tensorrt_rtx), "
+        "builds a plan with one optimization profile and writes the engine section of the config.",
+    )
+    p.add_argument("config", help="The model YAML config (DIR/model.yaml).")
+    p.add_argument("-o", "--output", default=None, help="Plan file to write (default: the config's path with .plan).")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
+                   help="Compute precision; fp16/bf16 rewrite the graph's compute and weights (default: fp32).")
+    p.add_argument("--io-dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                   help="dtype of the user inputs/outputs (default: float32).")
+    p.add_argument("--state-dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                   help="dtype of the recurrent state; float32 also keeps the state path in fp32 (default).")
+    p.add_argument("--batch", default=None, metavar="MIN:OPT:MAX",
+                   help="Batch (stream count) range of a dynamic-batch graph (default 1:1:64).")
+    p.add_argument("--dim", action="append", default=[], metavar="NAME=MIN:OPT:MAX",
+                   help="Range of another dynamic dim, by name (repeatable).")
+    p.add_argument("--trt-module", choices=["auto", "tensorrt", "tensorrt_rtx"], default="auto",
+                   help="TensorRT module (default: tensorrt if importable, else tensorrt_rtx).")
+    p.add_argument("--target", default=None, metavar="SM,...",
+                   help="TensorRT-RTX compute capabilities, e.g. sm80,sm86,sm89,sm120 (default: portable).")
+    p.add_argument("--timing-cache", default=None, metavar="PATH", help="Timing cache file (read, then updated).")
+    p.add_argument("--workspace", type=int, default=None, metavar="MIB", help="Workspace memory-pool limit in MiB.")
+    p.add_argument("--opt-level", type=int, default=None, choices=range(6), help="Builder optimization level 0-5.")
+    p.add_argument("--layers", "--verbose", dest="layers", action="store_true",
+                   help="Print the parsed network's layers and the engine layers the builder reports.")
+    p.set_defaults(func=_build)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from rnnrt.build import BuildOptions, parse_range, plan_from_config
+    from rnnrt.errors import ConfigError, fmt
+
+    dims = {}
+    for item in args.dim:
+        name, sep, rng = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(fmt(f"--dim {item!r}", "Is not NAME=MIN:OPT:MAX"))
+        dims[name] = parse_range(rng, f"--dim {name}")
+    options = BuildOptions(
+        precision=args.precision,
+        io_dtype=args.io_dtype,
+        state_dtype=args.state_dtype,
+        batch=parse_range(args.batch) if args.batch else None,
+        dims=dims,
+        trt_module=args.trt_module,
+        targets=tuple(t for t in (args.target or "").split(",") if t.strip()),
+        timing_cache=args.timing_cache,
+        workspace_mib=args.workspace,
+        optimization_level=args.opt_level,
+        progress=True,
+    )
+    r = plan_from_config(args.config, args.output, options)
+    prof = f", batch {r.profile[0]}:{r.profile[1]}:{r.profile[2]}" if r.profile else ""
+    print(f"wrote {r.plan_path} ({len(r.plan) / 2**20:.1f} MiB; {r.flavour} {r.version}, {r.precision}{prof}) "
+          f"in {r.parse_seconds + r.build_seconds:.2f} s; updated {r.config_path}")
+    for b in r.bindings:
+        print(f"  {b.describe()}")
+    if args.layers:
+        print(f"network layers ({len(r.layers)}):")
+        for layer in r.layers:
+            print(f"  {layer.describe()}")
+        print(f"engine layers ({len(r.engine_layers)}):")
+        for line in r.engine_layers:
+            print(f"  {line}")
+    return 0
+
+
+def _inspect_plan(args: argparse.Namespace) -> int:
+    from rnnrt.build import inspect_plan
+    from rnnrt.errors import BuildError
+
+    report = inspect_plan(args.path, None if args.trt_module in (None, "auto") else args.trt_module)
+    print(report.text())
+    if report.error is not None:
+        raise BuildError(f"Plan {args.path!r} | Could not be deserialized: {report.error}\n"
+                         "Note: Executing or inspecting an engine needs an NVIDIA GPU that its TensorRT flavour "
+                         "supports; what is known from the build record and the config is printed above.")
+    return 0
+
+
+_SUBCOMMANDS.insert(_SUBCOMMANDS.index(_add_convert) + 1, _add_build)
 
 
 def main(argv: list[str] | None = None) -> int:
