@@ -56,6 +56,7 @@ class ImportContext:
         self.info: dict[str, TensorInfo] = {}
         self.states: list[StatePair] = []
         self.state_outputs: dict[str, gs.Variable] = {}
+        self.notes: list[str] = []
         self.graph_inputs: list[gs.Variable] = []
         self.continuation_inputs: list[str] = []
         self._rng = np.random.default_rng(seed)

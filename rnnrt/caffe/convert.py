@@ -156,6 +156,7 @@ def convert_net(net: Any, *, dynamic_batch: bool = False, seed: int = 0, source:
     inputs = [spec(v.name, ctx.info[v.name]) for v in ctx.graph_inputs if v.name not in state_inputs]
     outs = [spec(n, infos[n]) for n in out_names]
     continuation, notes = _continuation(net, ctx, {i.name for i in inputs})
+    notes = ctx.notes + notes
     return StepGraph(model=model, inputs=inputs, outputs=outs, states=list(ctx.states), continuation=continuation, source=dict(source or {}), notes=notes)
 
 

@@ -46,4 +46,8 @@ def _(layer, ctx: ImportContext) -> list:
         raise ModelImportError(
             fmt(f"Layer {layer.name!r} (DummyData)", f"Declares {len(shapes)} shapes for {len(layer.tops)} tops")
         )
+    ctx.notes.append(
+        f"DummyData layer {layer.name!r}: its tops {list(layer.tops)} are graph inputs (deploy nets fill "
+        "DummyData blobs from the caller before each forward)."
+    )
     return [ctx.add_input(top, shape, ctx.input_batch_axis(top, shape)) for top, shape in zip(layer.tops, shapes)]
