@@ -254,6 +254,7 @@ def network_layers(network: Any) -> list[LayerInfo]:
 def _parser_error(parser: Any, model: onnx.ModelProto | None, where: str, log: list[tuple[str, str]]) -> BuildError:
     nodes = list(model.graph.node) if model is not None else []
     lines = []
+    ops_and_descs = []
     for i in range(parser.num_errors):
         err = parser.get_error(i)
         index = err.node()
@@ -263,13 +264,18 @@ def _parser_error(parser: Any, model: onnx.ModelProto | None, where: str, log: l
             name = name or nodes[index].name
             op = op or nodes[index].op_type
         desc = err.desc()
+        ops_and_descs.append((op, desc))
         if index >= 0 or name:
             lines.append(fmt(f"ONNX node {name!r} (op {op!r}, node #{index})", f"TensorRT's ONNX parser rejected it: {desc}"))
         else:
             lines.append(fmt(f"Step graph {where!r}", f"TensorRT's ONNX parser failed: {desc}"))
     if not lines:
         lines.append(fmt(f"Step graph {where!r}", f"TensorRT's ONNX parser failed: {trt_compat.errors_in(log) or 'no message'}"))
-    hint = "Check that every op is supported by the installed TensorRT (`rnnrt build -v` shows the parser log)."
+    hint = "Check that every op is supported by the installed TensorRT (`rnnrt -v build` shows the parser log)."
+    missing = sorted({op for op, desc in ops_and_descs if "Plugin not found" in desc})
+    if missing:
+        hint = (f"TensorRT has no importer for op {missing[0]!r} and no plugin of that name is registered; "
+                "rewrite the node with supported ops or register a TensorRT plugin for it.")
     return BuildError("\n".join(lines) + f"\nNote: {hint}")
 
 
@@ -456,7 +462,12 @@ def _configure(trt: ModuleType, builder: Any, config: Any, options: BuildOptions
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
     if options.optimization_level is not None:
         config.builder_optimization_level = int(options.optimization_level)
-    if options.timing_cache is not None:
+    if options.timing_cache is not None and trt_compat.is_rtx(trt):
+        G_LOGGER.warning(
+            "Timing cache %r | Ignored: timing caches are a no-op in TensorRT-RTX (it compiles kernels at run time; "
+            "see the runtime cache).", options.timing_cache
+        )
+    elif options.timing_cache is not None:
         data = b""
         if os.path.exists(options.timing_cache):
             with open(options.timing_cache, "rb") as f:
@@ -585,7 +596,7 @@ def plan_from_onnx(
                 "Run `rnnrt -vv build ...` for TensorRT's full log.",
             )
         )
-    if options.timing_cache is not None:
+    if options.timing_cache is not None and not trt_compat.is_rtx(trt):
         _save_timing_cache(config, options.timing_cache)
     plan = bytes(memoryview(serialized))
     del parser, network, builder
