@@ -1,0 +1,27 @@
+"""`rnnrt convert` on a golden case, then `rnnrt run` replays io.npz and reproduces Caffe's outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnrt.cli import main
+
+
+def test_convert_then_run_replays_golden_stream(golden, tmp_path, capsys):
+    case = golden("a_lstm_stream_t1n1")
+    assert main(["convert", str(case.prototxt), str(case.caffemodel), "-o", str(tmp_path / "m")]) == 0
+    assert "state lstm1.h0 -> lstm1.hT" in capsys.readouterr().out
+    feed = tmp_path / "feed.npz"
+    np.savez(feed, **{k: v for k, v in case.io.items() if k.split("/")[1] in case.meta["inputs"]})
+    out = tmp_path / "out.npz"
+    assert main(["run", str(tmp_path / "m" / "model.yaml"), "--feed", str(feed), "--out", str(out)]) == 0
+    with np.load(out) as got:
+        for k in range(case.num_calls):
+            np.testing.assert_allclose(got[f"call{k}/lstm1"], case.io[f"call{k}/lstm1"], atol=1e-5, rtol=1e-4)
+
+
+def test_convert_reports_typed_error(tmp_path, capsys):
+    bad = tmp_path / "bad.prototxt"
+    bad.write_text("layer { name: ")
+    assert main(["convert", str(bad), "-o", str(tmp_path / "o")]) == 2
+    assert "bad.prototxt:1:" in capsys.readouterr().err
