@@ -185,7 +185,7 @@ def _continuation(net: Any, ctx: ImportContext, input_names: set[str]) -> tuple[
         return Continuation(input=direct[0], batch_axis=1, time_axis=0), notes
     notes.append(
         f"The recurrent layers' continuation blobs {sorted(set(conts))} are not one net input of shape T x N; "
-        "the Session will not fill them: feed them on every step."
+        "the Session will not fill them: feed them on every step where they are net inputs."
     )
     return None, notes
 
