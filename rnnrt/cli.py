@@ -39,12 +39,19 @@ def _add_convert(sub) -> None:
                    help="'dynamic' makes the batch (stream) axis symbolic; build then takes --batch MIN:OPT:MAX.")
     p.add_argument("--seed", type=int, default=0, help="Seed of random weights when no weights are given.")
     p.add_argument("--phase", choices=["TEST", "TRAIN"], default="TEST", help="Caffe phase for include/exclude rules.")
+    p.add_argument("--plugins", action="append", default=[], metavar="DIR",
+                   help="Caffe layer plugins: a directory of plugin modules (*.py) or one .py file; repeatable. "
+                   "Installed entry points of group 'rnnrt.caffe_layers' load too. See plugins/README.md.")
+    p.add_argument("--list-layers", action="store_true",
+                   help="List the Caffe layer types rnnrt converts (built-in and plugins) and exit.")
     p.set_defaults(func=_run_convert)
 
 
 def _run_convert(args) -> int:
     from rnnrt.config import save_step_graph
 
+    if args.list_layers:
+        return _list_layers(args)
     if args.model is None:
         raise RnnrtError("convert | No model given.\nNote: rnnrt convert DEPLOY.prototxt [WEIGHTS.caffemodel] -o DIR")
     if args.model.endswith(".onnx"):
@@ -53,15 +60,20 @@ def _run_convert(args) -> int:
         step = convert_onnx(args.model, **_onnx_convert_options(args))
     else:
         from rnnrt.caffe.convert import convert_caffe
+        from rnnrt.caffe.plugins import load_plugins
 
+        plugins = load_plugins(args.plugins)
         step = convert_caffe(
             args.model,
             args.weights,
             batch="dynamic" if args.batch == "dynamic" else None,
             seed=args.seed,
             phase=args.phase,
+            schema=plugins.schema,
             progress=sys.stderr.isatty(),
         )
+        if plugins.plugins:
+            step.source["plugins"] = plugins.describe()
     path = save_step_graph(step, args.output, args.name)
     print(f"wrote {path.with_suffix('.onnx')} and {path}")
     for s in step.states:
@@ -70,6 +82,15 @@ def _run_convert(args) -> int:
         print(f"  continuation input {step.continuation.input!r} (filled by the Session when omitted)")
     for note in step.notes:
         print(f"  note: {note}")
+    return 0
+
+
+def _list_layers(args) -> int:
+    from rnnrt.caffe.plugins import layer_table, load_plugins
+
+    load_plugins(args.plugins)
+    rows = layer_table("caffe")
+    print(_table(["layer type", "origin", "source"], [list(r) for r in rows]))
     return 0
 
 
