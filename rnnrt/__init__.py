@@ -22,6 +22,10 @@ def __getattr__(name: str):
         from rnnrt import session
 
         return getattr(session, name)
+    if name in ("StreamPool", "StreamState"):
+        from rnnrt import pool
+
+        return getattr(pool, name)
     raise AttributeError(f"module 'rnnrt' has no attribute {name!r}")
 
 __all__ = [
@@ -34,6 +38,8 @@ __all__ = [
     "RnnrtError",
     "Session",
     "StateError",
+    "StreamPool",
+    "StreamState",
     "UnsupportedOpError",
     "__version__",
     "load",

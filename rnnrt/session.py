@@ -92,6 +92,15 @@ class _HostArena:
         view.flags.writeable = False
         return view
 
+    def read_rows(self, axes: Mapping[str, int], slots: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: np.take(view, slots, axis=axes[name]) for name, view in self.views.items()}
+
+    def write_rows(self, axes: Mapping[str, int], slots: np.ndarray, values: Mapping[str, np.ndarray]) -> None:
+        for name, view in self.views.items():
+            index = [slice(None)] * view.ndim
+            index[axes[name]] = slots
+            view[tuple(index)] = values[name]
+
 
 _ARENAS: dict[str, Callable[[list], Any]] = {"host": _HostArena}
 
@@ -360,6 +369,67 @@ class Session:
         arena.zero_slots(self._state_axes, slots_arr)
         self._marks[slots_arr] = True
         self._any_marks = True
+
+    def read_state(self, slots: Iterable[int]) -> dict[str, np.ndarray]:
+        """Copies the state rows of chosen slots (used by :class:`rnnrt.pool.StreamPool`).
+
+        Args:
+            slots (Iterable[int]): Slots to read, in the order wanted.
+
+        Returns:
+            dict[str, np.ndarray]: Host copies keyed by state *input* name; each has the state's shape
+            with its batch dim replaced by ``len(slots)``, rows in the order of ``slots``.
+
+        Raises:
+            StateError: A slot is invalid, or the session is closed.
+        """
+        slots_arr = self._slot_array(slots, "read_state")
+        return self._arenas[self._in].read_rows(self._state_axes, slots_arr)
+
+    def write_state(self, slots: Iterable[int], values: Mapping[str, np.ndarray]) -> None:
+        """Overwrites the state rows of chosen slots; the inverse of :meth:`read_state`.
+
+        Unlike :meth:`reset`, this does not mark the slots as starting a sequence.
+
+        Args:
+            slots (Iterable[int]): Slots to write.
+            values (Mapping[str, np.ndarray]): One array per state input name, shaped as
+                :meth:`read_state` returns it for these slots, with the state's dtype.
+
+        Raises:
+            StateError: A slot is invalid, or the session is closed.
+            BindingError: A state name is missing or unknown, or a shape or dtype differs. Nothing is
+                written then.
+        """
+        slots_arr = self._slot_array(slots, "write_state")
+        arena = self._arenas[self._in]
+        if set(values) != set(self._state_axes):
+            raise BindingError(
+                fmt("Session.write_state", f"Got state names {sorted(values)}", f"Expected {sorted(self._state_axes)}.")
+            )
+        for name, view in arena.views.items():
+            value = values[name]
+            shape = list(view.shape)
+            shape[self._state_axes[name]] = len(slots_arr)
+            if not isinstance(value, np.ndarray) or value.dtype != view.dtype or list(value.shape) != shape:
+                got = (value.dtype.name, value.shape) if isinstance(value, np.ndarray) else type(value).__name__
+                raise BindingError(
+                    fmt(f"State {name!r}", f"Received {got}", f"Expected a {view.dtype.name} array of shape {tuple(shape)}.")
+                )
+        arena.write_rows(self._state_axes, slots_arr, values)
+
+    def _slot_array(self, slots: Iterable[int], what: str) -> np.ndarray:
+        if self._closed:
+            raise StateError(fmt("Session", f"{what}() was called after close()", "Create a new Session."))
+        index = []
+        for slot in slots:
+            if isinstance(slot, (bool, np.bool_)) or not isinstance(slot, (int, np.integer)) or not 0 <= slot < self.batch_size:
+                raise StateError(
+                    fmt(f"Slot {slot!r}", f"Is not a valid slot of a session with batch size {self.batch_size}",
+                        f"Slots are integers in [0, {self.batch_size}).")
+                )
+            index.append(int(slot))
+        return np.asarray(index, dtype=np.intp)
 
     @property
     def state(self) -> Mapping[str, np.ndarray]:
