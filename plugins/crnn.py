@@ -101,7 +101,7 @@ def _(layer, ctx: ImportContext) -> list:
     )
     ref = _batch_reference(ctx) if ctx.dynamic_batch else None
     if ref is None:
-        return [ctx.const(continuation(t, n), layer.tops[0])]
+        return [ctx.const(continuation(t, n), f"{layer.name}/cont")]
     # A symbolic stream count: expand a T x 1 column to T x N, N read from an input's batch dim.
     var, bax = ref
     dims = ctx.op("Shape", [var], shape=(len(ctx.shape(var)),), batch_axis=None, dtype=np.int64, name=f"{layer.name}/shape")

@@ -294,7 +294,8 @@ def unload_plugin(name: str) -> None:
     if plugin is None:
         raise PluginError(fmt(f"Plugin {name!r}", "Is not loaded", f"Loaded: {sorted(_LOADED)}."))
     registry.unregister(name)
-    sys.modules.pop(_MODULE_PREFIX + name, None)
+    # Also an entry point's module: importing it again must run its registrations again.
+    sys.modules.pop(plugin.module.__name__, None)
 
 
 def loaded_plugins() -> tuple[LayerPlugin, ...]:
