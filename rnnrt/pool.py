@@ -42,6 +42,7 @@ import json
 import struct
 import threading
 import time
+from collections import abc
 from typing import Any, Callable, Hashable, Iterator, Mapping, Optional
 
 import numpy as np
@@ -522,52 +523,60 @@ class StreamPool:
 
     def _pack(self, active: list) -> dict[str, np.ndarray]:
         n = len(active)
-        full = n == self.capacity
-        slots = None if full else np.fromiter((r.slot for r, _ in active), dtype=np.intp, count=n)
-        single = self._single
+        slots = None if n == self.capacity else np.fromiter((r.slot for r, _ in active), dtype=np.intp, count=n)
+        names = self._input_names
+        # Each frame as a mapping; a bare array stands for the single user input.
+        maps = []
+        for rec, frame in active:
+            if type(frame) is np.ndarray and self._single is not None:
+                maps.append({self._single: frame})
+            elif type(frame) is dict or isinstance(frame, abc.Mapping):
+                for key in frame:
+                    if key not in names:
+                        raise BindingError(fmt(f"Stream {rec.id!r}", f"Frame has unknown input {key!r}",
+                                               f"Inputs: {sorted(names)}."))
+                maps.append(frame)
+            elif self._single is not None:
+                maps.append({self._single: frame})
+            else:
+                raise BindingError(fmt(f"Stream {rec.id!r}", f"Got a bare {type(frame).__name__}",
+                                       f"Pass a mapping {{input name: array}}; inputs: {sorted(names)}."))
         feeds: dict[str, np.ndarray] = {}
         for spec in self._inputs:
-            name = spec.name
+            name, dtype, shape = spec.name, spec.dtype, spec.shape
             is_cont = name == self._cont_name
             parts = []
-            for rec, frame in active:
-                if isinstance(frame, Mapping):
-                    value = frame.get(name)
-                elif name == single:
-                    value = frame
-                else:
-                    value = None
+            for (rec, _), frame in zip(active, maps):
+                value = frame.get(name)
+                if type(value) is np.ndarray and value.dtype == dtype and value.shape == shape:
+                    parts.append(value)  # the common case, checked cheaply
+                    continue
                 if value is None:
                     if is_cont:
                         parts.append(spec.start if rec.at_start else spec.ones)
                         continue
-                    if isinstance(frame, Mapping) or single is None:
-                        raise BindingError(fmt(f"Stream {rec.id!r}", f"Frame has no input {name!r}",
-                                               f"Feed every input of {sorted(self._input_names)}."))
-                    raise BindingError(fmt(f"Stream {rec.id!r}", f"Got a bare {type(frame).__name__}",
-                                           f"Pass a mapping {{input name: array}}; inputs: {sorted(self._input_names)}."))
-                if not isinstance(value, np.ndarray):
-                    try:
-                        value = np.asarray(value, dtype=spec.dtype)
-                    except (TypeError, ValueError) as err:
-                        raise BindingError(fmt(f"Stream {rec.id!r} input {name!r}",
-                                               f"Cannot be converted to {spec.dtype.name}: {err}")) from err
-                elif value.dtype != spec.dtype and not np.can_cast(value.dtype, spec.dtype, casting="safe"):
-                    raise BindingError(fmt(f"Stream {rec.id!r} input {name!r}", f"Received dtype {value.dtype.name}",
-                                           f"Expected {spec.dtype.name} (or one that casts to it safely)."))
-                if value.shape != spec.shape and not spec.matches(value.shape):
-                    shown = [d if d is not None else "*" for d in spec.shape]
-                    raise BindingError(fmt(f"Stream {rec.id!r} input {name!r}", f"Received shape {value.shape}",
-                                           f"Expected one stream's frame: shape {shown} (batch dim {spec.axis} is 1)."))
-                parts.append(value)
+                    raise BindingError(fmt(f"Stream {rec.id!r}", f"Frame has no input {name!r}",
+                                           f"Feed every input of {sorted(names)}."))
+                parts.append(self._convert(spec, rec, value))
             feeds[name] = self._gather(spec, parts, slots)
-        for rec, frame in active:
-            if isinstance(frame, Mapping):
-                unknown = [k for k in frame if k not in self._input_names]
-                if unknown:
-                    raise BindingError(fmt(f"Stream {rec.id!r}", f"Frame has unknown input {unknown[0]!r}",
-                                           f"Inputs: {sorted(self._input_names)}."))
         return feeds
+
+    def _convert(self, spec: _Input, rec: _Stream, value: Any) -> np.ndarray:
+        name = spec.name
+        if not isinstance(value, np.ndarray):
+            try:
+                value = np.asarray(value, dtype=spec.dtype)
+            except (TypeError, ValueError) as err:
+                raise BindingError(fmt(f"Stream {rec.id!r} input {name!r}",
+                                       f"Cannot be converted to {spec.dtype.name}: {err}")) from err
+        elif value.dtype != spec.dtype and not np.can_cast(value.dtype, spec.dtype, casting="safe"):
+            raise BindingError(fmt(f"Stream {rec.id!r} input {name!r}", f"Received dtype {value.dtype.name}",
+                                   f"Expected {spec.dtype.name} (or one that casts to it safely)."))
+        if not spec.matches(value.shape):
+            shown = [d if d is not None else "*" for d in spec.shape]
+            raise BindingError(fmt(f"Stream {rec.id!r} input {name!r}", f"Received shape {value.shape}",
+                                   f"Expected one stream's frame: shape {shown} (batch dim {spec.axis} is 1)."))
+        return value
 
     def _gather(self, spec: _Input, parts: list, slots: Optional[np.ndarray]) -> np.ndarray:
         axis = spec.axis
