@@ -431,3 +431,45 @@ def test_realworld_08_builds_with_tensorrt_rtx(batch):
     assert len(result.plan) > 0
     bindings = {b.name: b.shape for b in result.bindings}
     assert bindings["probs"] == ((13, -1, 11) if batch == "dynamic" else (13, 1, 11))
+
+
+def test_indicator_replaced_by_an_input_streams(tmp_path):
+    """The README's recipe: an Input instead of ContinuationIndicator makes the state carry across calls."""
+    from rnnrt.config import save_step_graph
+    from rnnrt.session import load
+
+    n, w = 2, 3
+    text = _small_crnn(n, w)
+    start = text.index('layer { name: "indicator"')
+    end = text.index("\nlayer", start)
+    text = text[:start] + f'layer {{ name: "indicator" type: "Input" top: "cont" input_param {{ shape {{ dim: {w} dim: {n} }} }} }}' + text[end:]
+    step = _crnn_net(text, tmp_path)
+    assert step.continuation is not None and step.continuation.input == "cont"
+    image = np.random.default_rng(3).standard_normal((n, _C, 1, w)).astype(np.float32)
+    with load(save_step_graph(step, tmp_path / "out"), backend="onnxruntime", batch_size=n, threads=1) as session:
+        first = session.step({"data": image})["probs"]
+        carried = session.step({"data": image})["probs"]
+        session.reset()
+        restarted = session.step({"data": image})["probs"]
+    assert np.abs(carried - first).max() > 1e-4
+    np.testing.assert_allclose(restarted, first, atol=1e-6)
+
+
+def test_plugin_may_emit_a_custom_domain_op(tmp_path):
+    """Room for TensorRT plugin libraries: a converter can emit a node in its own domain."""
+    _plugin(tmp_path / "p", "custom_tile", """
+        from rnnrt.caffe.registry import add_converter
+
+        @add_converter("caffe", "CustomTile")
+        def _(layer, ctx):
+            (x,) = ctx.bottoms(layer, 1)
+            out = ctx.variable(layer.tops[0], ctx.shape(x), ctx.batch_axis(x))
+            ctx.graph.layer(op="CustomTile", name=ctx.unique(layer.name), inputs=[x], outputs=[out],
+                            attrs={"plugin_version": "1"}, domain="my.trt.plugins")
+            return [out]
+    """)
+    plugins = load_plugins([tmp_path / "p"], entry_points=False)
+    proto, _ = write_net(tmp_path, input_layer(("data", (1, 3))) + 'layer { name: "t" type: "CustomTile" bottom: "data" top: "y" }\n')
+    model = convert_caffe(proto, schema=plugins.schema).model
+    assert [(n.op_type, n.domain) for n in model.graph.node] == [("CustomTile", "my.trt.plugins")]
+    assert {o.domain: o.version for o in model.opset_import}["my.trt.plugins"] == 1
