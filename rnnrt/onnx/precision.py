@@ -92,7 +92,9 @@ def _np_dtype(elem: int) -> np.dtype:
 def _convert_tensor(tensor: TensorProto, elem: int, name: str | None = None) -> TensorProto:
     array = numpy_helper.to_array(tensor)
     converted = array.astype(_np_dtype(elem))
-    overflow = int(np.count_nonzero(np.isfinite(array) & ~np.isfinite(converted.astype(np.float32))))
+    overflow = 0
+    if elem == TensorProto.FLOAT16 and array.size and float(np.nanmax(np.abs(array), initial=0.0)) > 65504.0:
+        overflow = int(np.count_nonzero(np.isfinite(array) & np.isinf(converted)))
     if overflow:
         G_LOGGER.warning(
             "Tensor %r | %d values overflow %s and become inf.", tensor.name, overflow, _SHORT.get(elem, elem)
@@ -164,12 +166,17 @@ def _set_elem(vi: onnx.ValueInfoProto, elem: int) -> None:
     vi.type.tensor_type.elem_type = elem
 
 
+_TYPE_STRS = {TensorProto.FLOAT16: "tensor(float16)", TensorProto.BFLOAT16: "tensor(bfloat16)"}
+
+
 class _Context:
     """State shared by every graph scope of one rewrite."""
 
     def __init__(self, model: onnx.ModelProto, target: int, keep_state_fp32: bool) -> None:
         self.target = target
         self.keep_state_fp32 = keep_state_fp32
+        self.opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+        self._allows: dict[tuple[str, str], bool] = {}
         self.types: dict[str, int] = {}
         _collect_types(model.graph, self.types)
         self.names: set[str] = set(self.types)
@@ -181,6 +188,27 @@ class _Context:
             self.names.update(node.input)
             for g in _subgraphs(node):
                 self._collect_names(g)
+
+    def allows_target(self, node: onnx.NodeProto) -> bool:
+        """Whether the op's ONNX schema (at the model's opset) accepts the target type for its float data.
+
+        Example: Conv takes no bf16 before opset 22; such an op then computes in fp32.
+        """
+        domain = node.domain or "ai.onnx"
+        key = (domain, node.op_type)
+        if key not in self._allows:
+            allowed = True
+            try:
+                schema = onnx.defs.get_schema(node.op_type, self.opsets.get(domain, 1), "" if domain == "ai.onnx" else domain)
+            except onnx.defs.SchemaError:
+                schema = None  # a custom op: trust the runtime
+            if schema is not None:
+                for constraint in schema.type_constraints:
+                    strs = set(constraint.allowed_type_strs)
+                    if "tensor(float)" in strs and _TYPE_STRS[self.target] not in strs:
+                        allowed = False
+            self._allows[key] = allowed
+        return self._allows[key]
 
     def unique(self, base: str) -> str:
         name, k = base, 1
@@ -357,6 +385,8 @@ def _convert_node(scope: _Scope, node: onnx.NodeProto, keep: set[str]) -> None:
         return
     on_state_path = ctx.keep_state_fp32 and any(o in keep for o in float_outs)
     elem = _FLOAT if on_state_path and op not in HEAVY_OPS else ctx.target
+    if elem != _FLOAT and not ctx.allows_target(node):
+        elem = _FLOAT
     if op in _MOVE_OPS:
         have = {scope.current_type(n) for n in node.input if n and ctx.orig(n) == _FLOAT}
         if len(have) == 1 and None not in have:
@@ -527,14 +557,42 @@ def convert_precision(
         out.CopyFrom(model)
         return out
 
-    inferred = onnx.shape_inference.infer_shapes(model)
-    ctx = _Context(inferred, target, keep_state_fp32=(state_elem == _FLOAT))
+    ctx = _Context(_typed_skeleton(model), target, keep_state_fp32=(state_elem == _FLOAT))
+    inferred = onnx.ModelProto()
+    inferred.CopyFrom(model)
     state_in, state_out = set(state_inputs), set(state_outputs)
     in_types = {vi.name: (state_elem if vi.name in state_in else io_elem) for vi in inferred.graph.input}
     out_types = {vo.name: (state_elem if vo.name in state_out else io_elem) for vo in inferred.graph.output}
     _convert_graph(_Scope(inferred.graph, ctx), in_types, out_types, list(zip(state_inputs, state_outputs)))
     _drop_unused_initializers(inferred.graph)
     return inferred
+
+
+def _typed_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with every tensor's type inferred, its big float weights replaced by typed inputs.
+
+    Shape inference copies the whole model; for a model with 1 GiB of weights that costs gigabytes.
+    Float weights never drive shape inference (only small integer constants do), so they are dropped.
+    """
+    skeleton = onnx.ModelProto()
+    _copy_without_float_weights(model, skeleton)
+    return onnx.shape_inference.infer_shapes(skeleton)
+
+
+def _copy_without_float_weights(model: onnx.ModelProto, skeleton: onnx.ModelProto) -> None:
+    graph = model.graph
+    skeleton.CopyFrom(onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import))
+    skeleton.graph.name = graph.name
+    skeleton.graph.node.extend(graph.node)
+    skeleton.graph.input.extend(graph.input)
+    skeleton.graph.output.extend(graph.output)
+    skeleton.graph.value_info.extend(graph.value_info)
+    inputs = {vi.name for vi in graph.input}
+    for init in graph.initializer:
+        if init.data_type == _FLOAT and init.name not in inputs:
+            skeleton.graph.input.append(helper.make_tensor_value_info(init.name, _FLOAT, list(init.dims)))
+        else:
+            skeleton.graph.initializer.append(init)
 
 
 def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
