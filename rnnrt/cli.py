@@ -342,6 +342,39 @@ def _inspect_plan(args: argparse.Namespace) -> int:
 _SUBCOMMANDS.insert(_SUBCOMMANDS.index(_add_convert) + 1, _add_build)
 
 
+# --- export-triton (owner: rnnrt/triton.py) ------------------------------------------------------
+def _add_export_triton(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export-triton",
+        help="Write a Triton model repository (sequence batching, implicit state) for a model config.",
+        description="Writes REPO/NAME/config.pbtxt (sequence_batching direct, START -> continuation input, "
+        "implicit state pairs with zero initial state) and REPO/NAME/1/model.plan or model.onnx.",
+    )
+    p.add_argument("config", help="The model YAML config (DIR/model.yaml).")
+    p.add_argument("-o", "--output", required=True, help="Triton model repository directory.")
+    p.add_argument("--engine", choices=["plan", "onnx"], default="plan",
+                   help="plan: the built TensorRT plan (backend tensorrt); onnx: the step graph (backend onnxruntime).")
+    p.add_argument("--name", default=None, help="Triton model name (default: the config's directory name).")
+    p.add_argument("--max-batch-size", type=int, default=None,
+                   help="Default: the plan's profile max, or 64 for a dynamic batch without a profile.")
+    p.add_argument("--idle-us", type=int, default=60_000_000, help="max_sequence_idle_microseconds (default: 60 s).")
+    p.add_argument("--instance-kind", choices=["KIND_GPU", "KIND_CPU"], default="KIND_GPU")
+    p.set_defaults(func=_export_triton)
+
+
+def _export_triton(args: argparse.Namespace) -> int:
+    from rnnrt.triton import export_triton
+
+    model_dir = export_triton(args.config, args.output, engine=args.engine, name=args.name,
+                              max_batch_size=args.max_batch_size, idle_us=args.idle_us,
+                              instance_kind=args.instance_kind)
+    print(f"wrote {model_dir / 'config.pbtxt'} and {model_dir / '1'}")
+    return 0
+
+
+_SUBCOMMANDS.append(_add_export_triton)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rnnrt`` console script; returns the process exit code."""
     parser = _build_parser()
