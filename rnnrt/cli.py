@@ -38,6 +38,12 @@ def _add_convert(sub) -> None:
     p.add_argument("--batch", choices=["fixed", "dynamic"], default="fixed",
                    help="'dynamic' makes the batch (stream) axis symbolic; build then takes --batch MIN:OPT:MAX.")
     p.add_argument("--seed", type=int, default=0, help="Seed of random weights when no weights are given.")
+    p.add_argument("--add-reset", action="store_true",
+                   help="ONNX: add a continuation input 'cont' [1, N] (0 zeroes a stream's state before the call).")
+    p.add_argument("--forward-only", action="store_true",
+                   help="ONNX: keep only the forward direction of bidirectional layers instead of failing.")
+    p.add_argument("--override", metavar="YAML", default=None,
+                   help="ONNX: YAML that fixes detected state pairs, batch axes or continuation (see docs/onnx.md).")
     p.add_argument("--phase", choices=["TEST", "TRAIN"], default="TEST", help="Caffe phase for include/exclude rules.")
     p.add_argument("--plugins", action="append", default=[], metavar="DIR",
                    help="Caffe layer plugins: a directory of plugin modules (*.py) or one .py file; repeatable. "
@@ -95,7 +101,7 @@ def _list_layers(args) -> int:
 
 
 def _onnx_convert_options(args) -> dict:
-    return {}
+    return {"add_reset": args.add_reset, "forward_only": args.forward_only, "override": args.override}
 
 
 # Subcommand registrars, in the order `rnnrt --help` lists them. Each module that owns a subcommand
