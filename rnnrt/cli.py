@@ -16,7 +16,9 @@ G_LOGGER = logging.getLogger("rnnrt")
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rnnrt", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="rnnrt", description="rnnrt: stateful recurrent inference for TensorRT (and ONNX Runtime on CPU)."
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="More logging (-vv: debug).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in _SUBCOMMANDS:
@@ -379,6 +381,65 @@ def _export_triton(args: argparse.Namespace) -> int:
 
 
 _SUBCOMMANDS.append(_add_export_triton)
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="Time Session.step on a model config with random frames (host time per step).",
+        description="Streams random frames through a Session and reports per-step host latency "
+        "(median and percentiles over several rounds). The continuation input is left to the Session.",
+    )
+    p.add_argument("config", help="The model YAML config.")
+    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
+    p.add_argument("--batch", type=int, default=None, help="Batch size (slots); required for a dynamic batch.")
+    p.add_argument("--steps", type=int, default=500, help="Timed steps per round (default: 500).")
+    p.add_argument("--warmup", type=int, default=50, help="Untimed steps first (default: 50).")
+    p.add_argument("--rounds", type=int, default=3, help="Rounds; the median of round medians is reported.")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads.")
+    p.set_defaults(func=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    import rnnrt
+
+    kw = {"batch_size": args.batch} if args.batch else {}
+    if args.threads:
+        kw["threads"] = args.threads
+    with rnnrt.load(args.config, backend=args.backend, **kw) as session:
+        cfg = session.config
+        cont = cfg.continuation.input if cfg.continuation else None
+        rng = np.random.default_rng(0)
+        frame = {}
+        for t in cfg.inputs:
+            if t.name == cont:
+                continue
+            shape = [session.batch_size if isinstance(d, str) else d for d in t.shape]
+            frame[t.name] = rng.uniform(-1, 1, shape).astype(t.dtype)
+        for _ in range(args.warmup):
+            session.step(frame)
+        medians, all_times = [], []
+        for _ in range(args.rounds):
+            times = []
+            for _ in range(args.steps):
+                t0 = time.perf_counter()
+                session.step(frame)
+                times.append(time.perf_counter() - t0)
+            medians.append(float(np.median(times)))
+            all_times += times
+        us = np.array(all_times) * 1e6
+        print(f"{session!r}")
+        print(f"steps {args.rounds} x {args.steps}, batch {session.batch_size}: "
+              f"median {np.median(medians) * 1e6:.1f} us/step (rounds {', '.join(f'{m * 1e6:.1f}' for m in medians)}), "
+              f"p10 {np.percentile(us, 10):.1f}, p90 {np.percentile(us, 90):.1f}, p99 {np.percentile(us, 99):.1f} us")
+    return 0
+
+
+_SUBCOMMANDS.insert(_SUBCOMMANDS.index(_add_run) + 1, _add_bench)
 
 
 def main(argv: list[str] | None = None) -> int:

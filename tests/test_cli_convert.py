@@ -25,3 +25,11 @@ def test_convert_reports_typed_error(tmp_path, capsys):
     bad.write_text("layer { name: ")
     assert main(["convert", str(bad), "-o", str(tmp_path / "o")]) == 2
     assert "bad.prototxt:1:" in capsys.readouterr().err
+
+
+def test_bench_reports_latency(golden, tmp_path, capsys):
+    case = golden("c_lstm_stacked_ip_softmax")
+    assert main(["convert", str(case.prototxt), str(case.caffemodel), "-o", str(tmp_path / "m")]) == 0
+    assert main(["bench", str(tmp_path / "m" / "model.yaml"), "--steps", "5", "--warmup", "1", "--rounds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "us/step" in out and "batch 2" in out
