@@ -254,6 +254,7 @@ class StreamPool:
         self._cont_name = cont.input if (cont is not None and cont.fill == "auto") else None
         self._inputs = [_Input(t.name, np.dtype(t.dtype), t.batch_axis, t.shape) for t in cfg.inputs]
         self._input_names = {t.name for t in cfg.inputs}
+        self._by_name = {spec.name: spec for spec in self._inputs}
         user = [t.name for t in cfg.inputs if cont is None or t.name != cont.input]
         self._single = user[0] if len(user) == 1 else None
         if self._cont_name is not None:
@@ -525,6 +526,20 @@ class StreamPool:
         n = len(active)
         slots = None if n == self.capacity else np.fromiter((r.slot for r, _ in active), dtype=np.intp, count=n)
         names = self._input_names
+        single = self._single
+        if single is not None:
+            # Fast path: every frame is a bare array of the single input, with its exact dtype and shape.
+            spec = self._by_name[single]
+            dtype, shape = spec.dtype, spec.shape
+            arrs = [f for _, f in active]
+            if all(type(f) is np.ndarray and f.dtype == dtype and f.shape == shape for f in arrs):
+                feeds = {single: self._gather(spec, arrs, slots)}
+                for spec in self._inputs:
+                    if spec.name == self._cont_name:
+                        parts = [spec.start if rec.at_start else spec.ones for rec, _ in active]
+                        feeds[spec.name] = self._gather(spec, parts, slots)
+                if len(feeds) == len(self._inputs):
+                    return feeds
         # Each frame as a mapping; a bare array stands for the single user input.
         maps = []
         for rec, frame in active:

@@ -101,7 +101,9 @@ def test_64_streams_equal_solo_sessions(golden, dynamic, name, batch):
                 if (s, t) in frames:
                     if t in plan[s][3]:
                         pool.reset(s)
-                    feed[s] = frames[(s, t)]
+                    frame = frames[(s, t)]
+                    # Single-input models: odd streams pass a bare array (the pool's fast path).
+                    feed[s] = next(iter(frame.values())) if (len(frame) == 1 and s % 2) else frame
             for s, outs in pool.step(feed).items():
                 got[(s, t)] = outs
     assert len(got) > 100, "the schedule must exercise the pool"
