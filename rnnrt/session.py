@@ -28,6 +28,22 @@ State: one contiguous arena per direction (inputs, outputs), allocated once and 
 tensor is a view into it. The engine writes the next state into the output arena, so a failed step
 leaves the input arena (the state) untouched. After a successful step the output arena is copied into
 the input arena (``feedback: copy``) or the two are swapped (``feedback: swap``).
+
+GPU (an engine with ``memory == "device"``, e.g. :class:`rnnrt.engines.trt.TrtEngine`): the arenas are
+two ``cudaMalloc`` allocations and everything runs on the Session's own CUDA stream. ``copy`` feedback
+is one device-to-device ``cudaMemcpyAsync`` of the whole arena per step; ``swap`` re-points the engine's
+state bindings instead (no copy). ``reset()`` is one ``cudaMemsetAsync``; ``reset(slots)`` one
+``cudaMemset2DAsync`` per state tensor and run of consecutive slots. Host frames go through pinned
+staging buffers; device arrays (``__cuda_array_interface__`` or DLPack: CuPy, torch, pycuda) are read
+in place when their dtype, shape and contiguity match exactly (no casts on the device). Outputs are
+numpy arrays (``outputs="host"``) or :class:`rnnrt.cuda.DeviceArray` views that the next step
+overwrites (``outputs="device"``). With ``cuda_graph=True`` the H2D copies, the engine, the feedback
+copy and the D2H copies are captured once per set of input shapes (one graph per arena orientation
+with ``swap``) and replayed; engines that cannot be captured fall back to plain enqueues with one log
+line. In graph mode a device-array input is copied (one D2D copy) into the buffer the graph reads.
+:attr:`Session.state`, :meth:`Session.read_state` and :meth:`Session.write_state` go through host copies.
+:meth:`Session.step_async` enqueues a step and returns a :class:`StepHandle`; ``step(x)`` is
+``step_async(x).wait()``.
 """
 
 from __future__ import annotations
@@ -45,7 +61,7 @@ from rnnrt.errors import BindingError, ConfigError, StateError, fmt
 
 G_LOGGER = logging.getLogger("rnnrt")
 
-__all__ = ["Session", "load"]
+__all__ = ["Session", "StepHandle", "load"]
 
 # Arena offsets are aligned like device allocations so the same layout serves device memory.
 _ALIGN = 256
@@ -103,6 +119,189 @@ class _HostArena:
 
 
 _ARENAS: dict[str, Callable[[list], Any]] = {"host": _HostArena}
+
+
+def _aligned_layout(sizes: list[int]) -> tuple[list[int], int]:
+    offsets, end = [], 0
+    for n in sizes:
+        end = -(-end // _ALIGN) * _ALIGN
+        offsets.append(end)
+        end += int(n)
+    return offsets, end
+
+
+class _DeviceArena:
+    """The device twin of :class:`_HostArena`: one ``cudaMalloc`` allocation, a DeviceTensor per state.
+
+    Every operation is enqueued on the Session's stream; host reads go through a pinned mirror.
+    """
+
+    def __init__(self, layout: list[tuple[str, tuple[int, ...], np.dtype]], stream: Any) -> None:
+        from rnnrt import cuda
+        from rnnrt.engines.base import DeviceTensor
+
+        self._cuda = cuda
+        self.stream = stream
+        sizes = [int(np.prod(shape, dtype=np.int64)) * dtype.itemsize for _, shape, dtype in layout]
+        offsets, self.nbytes = _aligned_layout(sizes)
+        self.layout = {name: (off, shape, dtype) for (name, shape, dtype), off in zip(layout, offsets)}
+        self.buffer = cuda.DeviceBuffer(self.nbytes)
+        self.views = {name: DeviceTensor(self.buffer.ptr + off, dtype, shape)
+                      for name, (off, shape, dtype) in self.layout.items()}
+        self._mirror: Any = None
+        self.zero()
+
+    def zero(self) -> None:
+        self._cuda.memset_async(self.buffer.ptr, 0, self.nbytes, self.stream)
+
+    def zero_slots(self, axes: Mapping[str, int], slots: np.ndarray) -> None:
+        # Runs of consecutive slots; per state and run one 2D memset: `outer` rows (the dims before the
+        # batch axis) of run*inner bytes, B*inner bytes apart. Batch axis 0 makes it a single row.
+        runs, start = [], None
+        ordered = np.unique(slots)
+        for i, slot in enumerate(ordered):
+            if start is None:
+                start = slot
+            if i + 1 == len(ordered) or ordered[i + 1] != slot + 1:
+                runs.append((int(start), int(slot) + 1))
+                start = None
+        for name, (off, shape, dtype) in self.layout.items():
+            axis = axes[name]
+            outer = int(np.prod(shape[:axis], dtype=np.int64))
+            inner = int(np.prod(shape[axis + 1:], dtype=np.int64)) * dtype.itemsize
+            pitch = shape[axis] * inner
+            for a, b in runs:
+                self._cuda.memset2d_async(self.buffer.ptr + off + a * inner, pitch, 0, (b - a) * inner, outer,
+                                          self.stream)
+
+    def copy_from(self, other: "_DeviceArena") -> None:
+        self._cuda.memcpy_async(self.buffer.ptr, other.buffer.ptr, self.nbytes, "d2d", self.stream)
+
+    def _download(self) -> dict[str, np.ndarray]:
+        if self._mirror is None:
+            self._mirror = self._cuda.PinnedBuffer(self.nbytes)
+        self._cuda.memcpy_async(self._mirror.ptr, self.buffer.ptr, self.nbytes, "d2h", self.stream)
+        self.stream.synchronize()
+        return {name: self._mirror.view(dtype, shape, off) for name, (off, shape, dtype) in self.layout.items()}
+
+    def read(self, name: str) -> np.ndarray:
+        view = self._download()[name].copy()
+        view.flags.writeable = False
+        return view
+
+    def read_all(self) -> dict[str, np.ndarray]:
+        views = {}
+        for name, view in self._download().items():
+            view = view.copy()
+            view.flags.writeable = False
+            views[name] = view
+        return views
+
+    def read_rows(self, axes: Mapping[str, int], slots: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: np.take(view, slots, axis=axes[name]) for name, view in self._download().items()}
+
+    def write_rows(self, axes: Mapping[str, int], slots: np.ndarray, values: Mapping[str, np.ndarray]) -> None:
+        for name, view in self._download().items():
+            index: list[Any] = [slice(None)] * view.ndim
+            index[axes[name]] = slots
+            view[tuple(index)] = values[name]
+        self._cuda.memcpy_async(self.buffer.ptr, self._mirror.ptr, self.nbytes, "h2d", self.stream)
+        self.stream.synchronize()
+
+    def free(self) -> None:
+        self.buffer.free()
+        if self._mirror is not None:
+            self._mirror.free()
+            self._mirror = None
+
+
+class _IOSet:
+    """Device buffers (and pinned staging) for one set of input shapes; graphs capture their addresses."""
+
+    def __init__(self, cuda: Any, inputs: list[tuple[str, tuple, np.dtype, bool]],
+                 outputs: list[tuple[str, tuple, np.dtype]], host_outputs: bool) -> None:
+        from rnnrt.engines.base import DeviceTensor
+
+        entries = [(n, shape, dt) for n, shape, dt, _ in inputs] + list(outputs)
+        sizes = [int(np.prod(shape, dtype=np.int64)) * dt.itemsize for _, shape, dt in entries]
+        offsets, total = _aligned_layout(sizes)
+        staged = [(n, shape, dt) for n, shape, dt, on_host in inputs if on_host] + (list(outputs) if host_outputs else [])
+        hsizes = [int(np.prod(shape, dtype=np.int64)) * dt.itemsize for _, shape, dt in staged]
+        hoffsets, htotal = _aligned_layout(hsizes)
+        self.device = cuda.DeviceBuffer(total)
+        try:
+            self.pinned = cuda.PinnedBuffer(htotal)
+        except BaseException:
+            self.device.free()
+            raise
+        self.tensors = {n: DeviceTensor(self.device.ptr + off, dt, shape)
+                        for (n, shape, dt), off in zip(entries, offsets)}
+        self.host = {n: self.pinned.view(dt, shape, off) for (n, shape, dt), off in zip(staged, hoffsets)}
+        self.host_ptr = {n: self.pinned.ptr + off for (n, _, _), off in zip(staged, hoffsets)}
+        self.nbytes = {n: size for (n, _, _), size in zip(entries, sizes)}
+        self.staged_inputs = [n for n, _, _, on_host in inputs if on_host]
+        self.device_inputs = [n for n, _, _, on_host in inputs if not on_host]
+        self.outputs = [n for n, _, _ in outputs]
+        self.warm = False
+        self.graphs: dict[int, Any] = {}
+
+    def free(self) -> None:
+        for g in self.graphs.values():
+            g.destroy()
+        self.graphs.clear()
+        self.host = {}
+        self.device.free()
+        self.pinned.free()
+
+
+class StepHandle:
+    """An enqueued GPU step; :meth:`wait` returns its outputs (see :meth:`Session.step_async`)."""
+
+    __slots__ = ("_session", "_io", "_keep", "_result")
+
+    def __init__(self, session: Optional["Session"], io: Optional[_IOSet], keep: Any, result: Any = None) -> None:
+        self._session = session
+        self._io = io
+        self._keep = keep
+        self._result = result
+
+    def done(self) -> bool:
+        """Whether the step has finished on the GPU (never blocks)."""
+        if self._result is not None:
+            return True
+        session = self._session
+        return session is None or session._dev_event.query()
+
+    def wait(self) -> dict[str, Any]:
+        """Blocks until the step has finished and returns its outputs (what :meth:`Session.step` returns).
+
+        Raises:
+            StateError: The session was closed before the step was waited for.
+            CudaError: The GPU reported an error for this step.
+        """
+        if self._result is not None:
+            return self._result
+        session = self._session
+        if session is None or session._closed:
+            raise StateError(fmt("StepHandle", "wait() was called after the session was closed",
+                                 "Wait for a step before closing its session."))
+        try:
+            session._dev_event.synchronize()
+        finally:
+            session._pending = None
+            self._keep = None
+        io = self._io
+        if session._host_outputs:
+            result = {name: np.array(io.host[name]) for name in session.output_names}
+        else:
+            from rnnrt.cuda import DeviceArray
+
+            stream = session._stream.handle
+            result = {name: DeviceArray(io.tensors[name].ptr, io.tensors[name].dtype, io.tensors[name].shape, stream)
+                      for name in session.output_names}
+        self._result = result
+        self._session = None
+        return result
 
 
 class _InputSpec:
@@ -180,6 +379,9 @@ class Session:
         *,
         batch_size: Optional[int] = None,
         feedback: Optional[str] = None,
+        cuda_graph: Optional[bool] = None,
+        outputs: str = "host",
+        input_memory: Union[str, Mapping[str, str]] = "auto",
     ) -> None:
         """
         Args:
@@ -191,6 +393,13 @@ class Session:
                 a fixed batch dim otherwise. Defaults to None.
             feedback (str | None): ``"copy"`` or ``"swap"`` (see the module doc). Defaults to the config's
                 ``session.feedback``.
+            cuda_graph (bool | None): Device engines only: capture each step into a CUDA graph and replay
+                it. Ignored for host engines. Defaults to the config's ``session.cuda_graph``.
+            outputs (str): Device engines only: ``"host"`` returns numpy arrays, ``"device"`` returns
+                :class:`rnnrt.cuda.DeviceArray` views that the next step overwrites. Defaults to ``"host"``.
+            input_memory (str | Mapping[str, str]): Device engines only: where inputs may live, for all
+                inputs or per input name: ``"auto"`` (numpy or device arrays), ``"host"`` (numpy only) or
+                ``"device"`` (device arrays only). Defaults to ``"auto"``.
         """
         from rnnrt.engines.base import invoke_if_callable
 
@@ -203,6 +412,13 @@ class Session:
         if feedback not in ("copy", "swap"):
             raise StateError(fmt("Session", f"feedback={feedback!r} is not supported", "Use 'copy' or 'swap'."))
         self.feedback = feedback
+        if outputs not in ("host", "device"):
+            raise StateError(fmt("Session", f"outputs={outputs!r} is not supported", "Use 'host' or 'device'."))
+        self.cuda_graph = bool(cfg.session.cuda_graph if cuda_graph is None else cuda_graph)
+        self._host_outputs = outputs == "host"
+        self._input_memory = input_memory
+        self._device = False
+        self._pending: Optional[StepHandle] = None
         self.batch_size, batch_symbols = _resolve_batch(cfg, batch_size)
 
         engine, created = invoke_if_callable(engine_or_factory)
@@ -213,6 +429,7 @@ class Session:
                 engine.activate()
             self._setup(cfg, batch_symbols)
         except BaseException:
+            self._free_device()
             if self._release and engine.is_active:
                 engine.deactivate()
             raise
@@ -221,6 +438,11 @@ class Session:
     def _setup(self, cfg: ModelConfig, batch_symbols: set) -> None:
         engine = self._engine
         arena_type = _ARENAS.get(engine.memory)
+        if engine.memory == "device":
+            arena_type = self._setup_device(cfg)
+        elif not self._host_outputs:
+            raise StateError(fmt("Session", f"outputs='device' needs a device engine; {engine.name!r} runs on the host",
+                                 "Use outputs='host'."))
         if arena_type is None:
             raise StateError(
                 fmt(f"Engine {engine.name!r}", f"Uses memory space {engine.memory!r}, which the Session does not support yet",
@@ -242,7 +464,13 @@ class Session:
             shape = tuple(B if isinstance(d, str) else d for d in s.shape)
             layout.append((s.input, shape, _np_dtype(s.dtype)))
             self._state_axes[s.input] = s.batch_axis
-        self._arenas = (arena_type(layout), arena_type(layout))
+        arenas: list = []
+        self._arenas = arenas  # a failure below frees what was made
+        arenas.append(arena_type(layout))
+        arenas.append(arena_type(layout))
+        self._arenas = tuple(arenas)
+        if self._device:
+            self._dev_setup_io(cfg)
         self._in = 0
         # Per orientation k (arena k is the input arena): the engine feeds and output destinations.
         self._state_feeds = [
@@ -258,6 +486,62 @@ class Session:
         # A fresh session starts every sequence at t=0.
         self._marks = np.ones(B, dtype=bool)
         self._any_marks = True
+
+    def _setup_device(self, cfg: ModelConfig) -> Callable[[list], Any]:
+        from rnnrt import cuda
+
+        self._cuda = cuda
+        self._device = True
+        self._arenas = ()
+        self._io_sets: dict[tuple, _IOSet] = {}
+        self._dev_ctx = None
+        self._stream = cuda.Stream()
+        self._dev_event = cuda.Event()
+        self._sync_event = cuda.Event()
+        self._device_id = cuda.current_device()
+        self._dev_ctx = self._engine.create_context()
+        self._graphs_ok = self.cuda_graph
+        stream = self._stream
+        return lambda layout: _DeviceArena(layout, stream)
+
+    def _dev_setup_io(self, cfg: ModelConfig) -> None:
+        policy = self._input_memory
+        names = [t.name for t in cfg.inputs]
+        if isinstance(policy, str):
+            policy = {n: policy for n in names}
+        else:
+            unknown = sorted(set(policy) - set(names))
+            if unknown:
+                raise StateError(fmt(f"input_memory {unknown[0]!r}", "Is not an input of the model", f"Inputs: {names}."))
+            policy = {n: policy.get(n, "auto") for n in names}
+        for n, where in policy.items():
+            if where not in ("auto", "host", "device"):
+                raise StateError(fmt(f"input_memory[{n!r}]", f"Is {where!r}", "Use 'auto', 'host' or 'device'."))
+        self._memory_policy = policy
+        self._state_shapes = {s.output: self._arenas[0].views[s.input].shape for s in cfg.state}
+
+    def _free_device(self) -> None:
+        if not self._device:
+            return
+        self._device = False
+        stream = getattr(self, "_stream", None)
+        try:
+            if stream is not None and stream.handle:
+                stream.synchronize()
+        finally:
+            for io in getattr(self, "_io_sets", {}).values():
+                io.free()
+            self._io_sets = {}
+            for arena in getattr(self, "_arenas", ()):
+                arena.free()
+            if getattr(self, "_dev_ctx", None) is not None and self._engine is not None:
+                self._engine.destroy_context(self._dev_ctx)
+                self._dev_ctx = None
+            for ev in (getattr(self, "_dev_event", None), getattr(self, "_sync_event", None)):
+                if ev is not None:
+                    ev.destroy()
+            if stream is not None:
+                stream.destroy()
 
     def _check_engine(self, cfg: ModelConfig) -> None:
         ins = {b.name: b for b in self._engine.input_bindings()}
@@ -299,6 +583,8 @@ class Session:
                 or a required input is missing. The state is unchanged.
             StateError: The session is closed, or the engine failed. The state is unchanged.
         """
+        if self._device:
+            return self.step_async(frame).wait()
         if self._closed:
             raise StateError(fmt("Session", "step() was called after close()", "Create a new Session."))
         if not isinstance(frame, Mapping):
@@ -336,6 +622,192 @@ class Session:
             self._marks[:] = False
             self._any_marks = False
         return {name: results[name] for name in self.output_names}
+
+    def step_async(self, frame: Union[Mapping[str, Any], np.ndarray]) -> StepHandle:
+        """Enqueues one step and returns at once; ``handle.wait()`` returns what :meth:`step` returns.
+
+        On a host engine the step runs synchronously and the handle is already done. On a device engine
+        the frame is checked and staged, the step (and its state feedback) is enqueued on the session's
+        stream, and the host is free until :meth:`StepHandle.wait`. ``reset()`` may be called before
+        ``wait()`` (it is ordered after the step); another ``step``/``step_async`` may not.
+
+        Args:
+            frame (Mapping[str, Any] | np.ndarray): As for :meth:`step`; on a device engine values may also
+                be device arrays (``__cuda_array_interface__`` or DLPack) with exactly the binding's dtype
+                and shape, C-contiguous, on the session's device.
+
+        Returns:
+            StepHandle: Call ``wait()`` for the outputs.
+
+        Raises:
+            BindingError: As for :meth:`step`; also a device array with another dtype, shape, layout or
+                device, or an array in a memory space that ``input_memory`` excludes. The state is unchanged.
+            StateError: The session is closed, or the previous step_async() was not waited for.
+        """
+        if not self._device:
+            return StepHandle(None, None, None, self.step(frame))
+        if self._closed:
+            raise StateError(fmt("Session", "step_async() was called after close()", "Create a new Session."))
+        if self._pending is not None:
+            raise StateError(fmt("Session", "A step was started before the previous step_async() was waited for",
+                                 "Call wait() on the previous handle first."))
+        return self._step_device(frame)
+
+    def _step_device(self, frame: Union[Mapping[str, Any], np.ndarray]) -> StepHandle:
+        cuda = self._cuda
+        if not isinstance(frame, Mapping):
+            if self._single_input is None:
+                raise BindingError(
+                    fmt("Session.step", f"Got a bare {type(frame).__name__} but the model has inputs {self._required}",
+                        "Pass a mapping {input name: array}.")
+                )
+            frame = {self._single_input: frame}
+        stream = self._stream
+        host: dict[str, np.ndarray] = {}
+        foreign: dict[str, Any] = {}
+        sizes: dict[str, int] = {}
+        policy = self._memory_policy
+        for name, value in frame.items():
+            spec = self._inputs.get(name)
+            if spec is None:
+                self._unknown_input(name)
+            if isinstance(value, np.ndarray) or not cuda.is_device_array(value):
+                if policy[name] == "device":
+                    raise BindingError(
+                        fmt(f"Input {name!r}", f"Received a host {type(value).__name__}",
+                            "This binding takes device arrays only (input_memory='device'): pass a CuPy/torch "
+                            "CUDA array.")
+                    )
+                host[name] = self._check(spec, value, sizes)
+            else:
+                if policy[name] == "host":
+                    raise BindingError(
+                        fmt(f"Input {name!r}", f"Received a device array ({type(value).__name__})",
+                            "This binding takes host (numpy) arrays only (input_memory='host').")
+                    )
+                foreign[name] = self._check_device(spec, value, sizes)
+        if len(frame) < len(self._inputs):
+            for name in self._required:
+                if name not in frame:
+                    raise BindingError(
+                        fmt(f"Input {name!r}", "Is missing from the frame", f"Feed every input of {self._required}.")
+                    )
+            if self._cont is not None and self._cont.input not in frame:
+                host[self._cont.input] = self._make_cont(sizes)
+
+        key = tuple((name, host[name].shape if name in host else foreign[name].shape, name in host)
+                    for name in self.input_names)
+        io = self._io_sets.get(key)
+        if io is None:
+            io = self._make_io(key)
+        for name, arr in host.items():
+            np.copyto(io.host[name], arr, casting="no")
+        for fa in foreign.values():
+            # The producer asked consumers to order after its stream (CUDA Array Interface v3).
+            if fa.stream is not None and fa.stream != stream.handle:
+                self._sync_event.record(fa.stream)
+                stream.wait_event(self._sync_event)
+
+        k = self._in
+        graph = io.graphs.get(k) if self._graphs_ok else None
+        if graph is None and self._graphs_ok and io.warm:
+            graph = self._capture(io, k)
+        if graph is not None:
+            for name, fa in foreign.items():
+                cuda.memcpy_async(io.tensors[name].ptr, fa.ptr, io.nbytes[name], "d2d", stream)
+            graph.launch(stream)
+        else:
+            self._enqueue_eager(io, k, foreign)
+            io.warm = True
+
+        # The step is enqueued: the state advances (stream-ordered after the engine's writes).
+        if self._state_axes and self.feedback == "swap":
+            self._in = 1 - k
+        if self._any_marks:
+            self._marks[:] = False
+            self._any_marks = False
+        self._dev_event.record(stream)
+        handle = StepHandle(self, io, [fa.keepalive for fa in foreign.values()] or None)
+        self._pending = handle
+        return handle
+
+    def _enqueue_eager(self, io: _IOSet, k: int, foreign: Mapping[str, Any], capture: bool = False) -> None:
+        from rnnrt.engines.base import DeviceTensor
+
+        cuda, stream = self._cuda, self._stream
+        for name in io.staged_inputs:
+            cuda.memcpy_async(io.tensors[name].ptr, io.host_ptr[name], io.nbytes[name], "h2d", stream)
+        feeds = dict(self._state_feeds[k])
+        for name in self.input_names:
+            fa = None if capture else foreign.get(name)
+            feeds[name] = DeviceTensor(fa.ptr, fa.dtype, fa.shape) if fa is not None else io.tensors[name]
+        dests = dict(self._state_dests[k])
+        for name in io.outputs:
+            dests[name] = io.tensors[name]
+        self._engine.enqueue(self._dev_ctx, feeds, dests, stream.handle)
+        if self._state_axes and self.feedback == "copy":
+            self._arenas[0].copy_from(self._arenas[1])
+        if self._host_outputs:
+            for name in io.outputs:
+                cuda.memcpy_async(io.host_ptr[name], io.tensors[name].ptr, io.nbytes[name], "d2h", stream)
+
+    def _capture(self, io: _IOSet, k: int) -> Any:
+        from rnnrt.errors import RnnrtError
+
+        if not getattr(self._engine, "capturable", True):
+            G_LOGGER.info(f"Session | Engine {self._engine.name!r} cannot be captured into a CUDA graph; "
+                          "running plain enqueues.")
+            self._graphs_ok = False
+            return None
+        try:
+            with self._cuda.capture(self._stream) as box:
+                self._enqueue_eager(io, k, {}, capture=True)
+        except (RnnrtError, RuntimeError) as err:
+            G_LOGGER.info(f"Session | CUDA graph capture failed for engine {self._engine.name!r} "
+                          f"({str(err).splitlines()[0]}); running plain enqueues.")
+            self._graphs_ok = False
+            return None
+        io.graphs[k] = box[0]
+        return box[0]
+
+    def _make_io(self, key: tuple) -> _IOSet:
+        shapes = {name: shape for name, shape, _ in key}
+        for name, view in self._state_feeds[self._in].items():
+            shapes[name] = view.shape
+        out_shapes = self._engine.output_shapes(self._dev_ctx, shapes)
+        for out, want in self._state_shapes.items():
+            if tuple(out_shapes[out]) != tuple(want):
+                raise StateError(
+                    fmt(f"State output {out!r}", f"The engine makes shape {tuple(out_shapes[out])}",
+                        f"Expected the state shape {tuple(want)}.")
+                )
+        outs = {o.name: o for o in self._engine.output_bindings()}
+        inputs = [(name, shape, self._inputs[name].dtype, on_host) for name, shape, on_host in key]
+        outputs = [(name, tuple(out_shapes[name]), np.dtype(outs[name].dtype)) for name in self.output_names]
+        io = _IOSet(self._cuda, inputs, outputs, self._host_outputs)
+        self._io_sets[key] = io
+        return io
+
+    def _check_device(self, spec: "_InputSpec", value: Any, sizes: dict[str, int]) -> Any:
+        fa = self._cuda.foreign_array(value, spec.name, self._stream.handle)
+        if fa.dtype != spec.dtype:
+            raise BindingError(
+                fmt(f"Input {spec.name!r}", f"Received a device array of dtype {fa.dtype.name}",
+                    f"Expected dtype {spec.dtype.name} exactly (device arrays are not cast).")
+            )
+        self._check_shape(spec, fa.shape, sizes)
+        if not fa.contiguous:
+            raise BindingError(
+                fmt(f"Input {spec.name!r}", "Received a non-contiguous device array",
+                    "Pass a C-contiguous array (e.g. x.contiguous() or cupy.ascontiguousarray(x)).")
+            )
+        if fa.device != self._device_id:
+            where = "host memory" if fa.device is None else f"device {fa.device}"
+            raise BindingError(
+                fmt(f"Input {spec.name!r}", f"Received an array in {where}",
+                    f"Expected an array on device {self._device_id}, the session's device.")
+            )
+        return fa
 
     def reset(self, slots: Optional[Iterable[int]] = None) -> None:
         """Zeroes the state and marks the slots as starting a new sequence.
@@ -433,8 +905,13 @@ class Session:
 
     @property
     def state(self) -> Mapping[str, np.ndarray]:
-        """Read-only views of the current state, keyed by state *input* name (what the next step reads)."""
+        """Read-only views of the current state, keyed by state *input* name (what the next step reads).
+
+        On a device engine these are read-only host *copies* taken now (one D2H copy and a stream sync).
+        """
         arena = self._arenas[self._in]
+        if self._device:
+            return types.MappingProxyType(arena.read_all())
         return types.MappingProxyType({name: arena.read(name) for name in self._state_axes})
 
     @property
@@ -447,12 +924,17 @@ class Session:
         return self._closed
 
     def close(self) -> None:
-        """Releases the engine if the session created or activated it. Closing twice is harmless."""
+        """Frees the session's device memory, streams and graphs, and releases the engine if the session
+        created or activated it. Closing twice is harmless; a pending step is waited for, its handle dies."""
         if self._closed:
             return
         self._closed = True
-        if self._release and self._engine is not None and self._engine.is_active:
-            self._engine.deactivate()
+        self._pending = None
+        try:
+            self._free_device()
+        finally:
+            if self._release and self._engine is not None and self._engine.is_active:
+                self._engine.deactivate()
 
     def __enter__(self) -> "Session":
         return self
@@ -491,7 +973,12 @@ class Session:
                 raise BindingError(
                     fmt(f"Input {spec.name!r}", f"Cannot be converted to {spec.dtype.name}: {err}")
                 ) from err
-        shape = arr.shape
+        self._check_shape(spec, arr.shape, sizes)
+        if not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr)
+        return arr
+
+    def _check_shape(self, spec: _InputSpec, shape: tuple, sizes: dict[str, int]) -> None:
         ok = len(shape) == len(spec.shape)
         if ok:
             for got, want, sym in zip(shape, spec.shape, spec.symbols):
@@ -509,9 +996,6 @@ class Session:
                     f"Expected shape {spec.display} (batch size {self.batch_size})"
                     + (f", dynamic dims so far {sizes}" if sizes else "") + ".")
             )
-        if not arr.flags.c_contiguous:
-            arr = np.ascontiguousarray(arr)
-        return arr
 
     def _make_cont(self, sizes: dict[str, int]) -> np.ndarray:
         spec = self._inputs[self._cont.input]
@@ -558,10 +1042,13 @@ def _probe_tensorrt(cfg: ModelConfig) -> Optional[str]:
         from cuda.bindings import runtime as cudart
     except ImportError:
         return "cuda-python is not installed"
+    err, version = cudart.cudaDriverGetVersion()
+    if int(err) != 0 or not version:
+        return "no CUDA driver"
     err, count = cudart.cudaGetDeviceCount()
     if int(err) != 0 or not count:
         return "no usable CUDA GPU"
-    return "the TensorRT Session backend is not implemented yet"
+    return None
 
 
 def load(config_path: Union[str, os.PathLike, ModelConfig], backend: str = "auto", **kwargs: Any) -> Session:
@@ -572,8 +1059,9 @@ def load(config_path: Union[str, os.PathLike, ModelConfig], backend: str = "auto
         backend (str): ``"auto"``, ``"onnxruntime"`` or ``"tensorrt"``. ``"auto"`` takes the config's
             ``session.backend``; if that is ``"auto"`` too, TensorRT when a plan is recorded and TensorRT
             and a GPU are usable, else ONNX Runtime (one log line says why). Defaults to ``"auto"``.
-        **kwargs: ``batch_size`` and ``feedback`` go to :class:`Session`; ``threads`` and ``providers``
-            to the ONNX Runtime engine.
+        **kwargs: ``batch_size``, ``feedback``, ``cuda_graph``, ``outputs`` and ``input_memory`` go to
+            :class:`Session`; ``threads`` and ``providers`` to the ONNX Runtime engine; ``runtime_cache``
+            to the TensorRT engine.
 
     Returns:
         Session: The session; close it, or use it as a context manager.
@@ -584,22 +1072,31 @@ def load(config_path: Union[str, os.PathLike, ModelConfig], backend: str = "auto
             y = s.step(x)
     """
     cfg = config_path if isinstance(config_path, ModelConfig) else load_config(config_path)
-    session_kw = {k: kwargs.pop(k) for k in ("batch_size", "feedback") if k in kwargs}
+    session_kw = {k: kwargs.pop(k) for k in ("batch_size", "feedback", "cuda_graph", "outputs", "input_memory")
+                  if k in kwargs}
     engine_kw = {k: kwargs.pop(k) for k in ("threads", "providers") if k in kwargs}
+    trt_kw = {k: kwargs.pop(k) for k in ("runtime_cache",) if k in kwargs}
     if kwargs:
         raise StateError(fmt("rnnrt.load", f"Unknown keyword arguments {sorted(kwargs)}",
-                             "Known: batch_size, feedback, threads, providers."))
+                             "Known: batch_size, feedback, cuda_graph, outputs, input_memory, threads, providers, "
+                             "runtime_cache."))
     if backend not in ("auto", "onnxruntime", "tensorrt"):
         raise StateError(fmt("rnnrt.load", f"Unknown backend {backend!r}", "Use 'auto', 'onnxruntime' or 'tensorrt'."))
     if backend == "auto":
         backend = cfg.session.backend
-    if backend == "tensorrt":
-        raise StateError(fmt("rnnrt.load", "The 'tensorrt' backend is not available yet", "Use backend='onnxruntime'."))
     if backend == "auto":
         why = _probe_tensorrt(cfg)
         if why is not None:
             G_LOGGER.info(f"rnnrt.load | Using ONNX Runtime: {why}.")
-        backend = "onnxruntime"
+        backend = "onnxruntime" if why is not None else "tensorrt"
+    if backend == "tensorrt":
+        if cfg.engine is None:
+            raise ConfigError(fmt("rnnrt.load", "The 'tensorrt' backend needs a plan but the config records none",
+                                  "Run `rnnrt build` first, or use backend='onnxruntime'."))
+        from rnnrt.engines.trt import TrtEngine
+
+        plan, flavour = cfg.plan_path, cfg.engine.flavour
+        return Session(cfg, lambda: TrtEngine(plan, flavour=flavour, **trt_kw), **session_kw)
 
     from rnnrt.engines.onnxruntime import OnnxRuntimeEngine
 

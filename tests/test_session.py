@@ -305,7 +305,7 @@ def test_load_backends(tmp_path: Path, caplog) -> None:
             assert isinstance(s.engine, OnnxRuntimeEngine)
     lines = [r.getMessage() for r in caplog.records if "Using ONNX Runtime" in r.getMessage()]
     assert lines == ["rnnrt.load | Using ONNX Runtime: no TensorRT plan is recorded in the config (run `rnnrt build`)."]
-    with pytest.raises(StateError, match="'tensorrt' backend is not available yet"):
+    with pytest.raises(ConfigError, match="'tensorrt' backend needs a plan but the config records none"):
         rnnrt.load(path, backend="tensorrt")
     with pytest.raises(StateError, match=r"Unknown backend 'cuda'"):
         rnnrt.load(path, backend="cuda")
