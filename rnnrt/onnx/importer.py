@@ -22,14 +22,13 @@ import copy
 import logging
 import os
 import re
-from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from rnnrt.errors import ConfigError, ModelImportError, UnsupportedOpError, fmt
+from rnnrt.errors import ModelImportError, UnsupportedOpError, fmt
 from rnnrt.onnx.stepgraph import Continuation, Dim, StatePair, StepGraph, TensorSpec
 
 G_LOGGER = logging.getLogger("rnnrt.onnx")
@@ -69,10 +68,6 @@ def _load(path: Union[str, os.PathLike, onnx.ModelProto]) -> tuple[onnx.ModelPro
     return model, name
 
 
-def _opset(model: onnx.ModelProto) -> int:
-    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-
-
 def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
@@ -101,6 +96,17 @@ def _const_value(t: gs.Tensor) -> Optional[np.ndarray]:
     if len(t.inputs) == 1 and t.inputs[0].op == "Constant" and "value" in t.inputs[0].attrs:
         return np.asarray(t.inputs[0].attrs["value"].values)
     return None
+
+
+def _nonzero_constant(t: gs.Tensor) -> bool:
+    """Whether an input-free initial state is known to hold non-zero values."""
+    value = _const_value(t)
+    if value is None and len(t.inputs) == 1 and t.inputs[0].op == "ConstantOfShape":
+        fill = t.inputs[0].attrs.get("value")
+        value = np.asarray(fill.values) if fill is not None else np.zeros(1)
+    if value is None and len(t.inputs) == 1 and t.inputs[0].op in ("Slice", "Expand", "Identity", "Reshape"):
+        return _nonzero_constant(t.inputs[0].inputs[0])
+    return value is not None and bool(np.any(value != 0))
 
 
 def _graph_input_sources(t: gs.Tensor, graph_inputs: set[str]) -> set[str]:
@@ -156,7 +162,7 @@ class _Slot:
         ins[self.in_index] = var
 
 
-def _check_node(node: gs.Node, opset: int, forward_only: bool, notes: list[str], graph: gs.Graph) -> None:
+def _check_node(node: gs.Node, forward_only: bool, notes: list[str], graph: gs.Graph) -> None:
     """Rejects what cannot stream; rewrites bidirectional (on request) and layout=1 nodes."""
     label = _node_label(node)
     if len(node.inputs) > _SEQUENCE_LENS and node.inputs[_SEQUENCE_LENS].name:
@@ -450,7 +456,6 @@ def convert_onnx(
         rnnrt.config.save_step_graph(step, "out")
     """
     model, where = _load(path)
-    opset = _opset(model)
     notes: list[str] = []
     model = _infer(model)
     try:
@@ -468,7 +473,7 @@ def convert_onnx(
                      "(declare state pairs with an override if the model carries state by other means).")
     else:
         for node in nodes:
-            _check_node(node, opset, forward_only, notes, graph)
+            _check_node(node, forward_only, notes, graph)
         # Rewrites above made tensors without shapes: infer them again.
         graph.cleanup().toposort()
         graph = gs.import_onnx(_infer(gs.export_onnx(graph, do_type_check=False)))
@@ -552,6 +557,9 @@ def _expose_and_pair(graph: gs.Graph, nodes: list[gs.Node], notes: list[str]) ->
             init = slot.initial()
             sources = _graph_input_sources(init, set(graph_inputs)) if init is not None else set()
             if not sources:
+                if init is not None and _nonzero_constant(init):
+                    notes.append(f"{_node_label(node)}: its constant initial state {init.name!r} is not zero; the "
+                                 "Session starts every sequence from zeros instead.")
                 to_expose.append(slot)
             elif len(sources) == 1:
                 slots_by_input.setdefault(next(iter(sources)), []).append(slot)
@@ -570,7 +578,7 @@ def _expose_and_pair(graph: gs.Graph, nodes: list[gs.Node], notes: list[str]) ->
         if out_name is None:
             notes.append(f"Input {name!r} feeds the initial state of {[_node_label(s.node) for s in slots]} but no "
                          "output carries their final states element for element; each node's state is exposed on "
-                         f"its own and {name!r} is no longer used.")
+                         f"its own, and the initial state that came from {name!r} is no longer used.")
             to_expose.extend(slots)
             continue
         shape = _spec_shape(state_in)

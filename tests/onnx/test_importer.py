@@ -114,7 +114,7 @@ def test_state_bindings(export_dir, case):
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_converted_model_builds_with_tensorrt_rtx(export_dir, case):
-    trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX builds without a GPU")
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX builds without a GPU")
     from rnnrt.build import BuildOptions, plan_from_config
 
     model, step, yaml_path = _converted(export_dir, case, add_reset=True)
@@ -353,6 +353,18 @@ def test_state_input_that_no_output_carries_is_exposed_per_node(tmp_path):
     assert [p.input for p in step.states] == ["lstm.h0", "lstm.c0"]
     assert "h0" not in {i.name for i in step.model.graph.input}
     assert any("'h0'" in n and "no longer used" in n for n in step.notes)
+
+
+@pytest.mark.parametrize("value, noted", [(0.0, False), (0.5, True)])
+def test_constant_initial_state_is_exposed_and_non_zero_is_noted(value, noted):
+    model = _lstm_model()
+    g = model.graph
+    g.initializer.append(helper.make_tensor("h_init", TensorProto.FLOAT, [1, 2, 4], np.full(8, value, np.float32)))
+    g.node[0].input.extend(["", "h_init"])
+    step = convert_onnx(model)
+    assert [p.input for p in step.states] == ["lstm.h0", "lstm.c0"]
+    assert "h_init" not in {t.name for t in step.model.graph.initializer}
+    assert any("is not zero" in n for n in step.notes) == noted
 
 
 def test_cli_convert_onnx_with_flags(export_dir, tmp_path, capsys):
