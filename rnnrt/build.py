@@ -334,14 +334,20 @@ def _profile_shapes(
     graph_dims: Mapping[str, list[Union[int, str]]],
     batch_axes: Mapping[str, int | None],
     options: BuildOptions,
+    state_inputs: Sequence[str] = (),
 ) -> tuple[dict[str, tuple[tuple[int, ...], ...]], tuple[int, int, int] | None]:
     """Min/opt/max shapes of every dynamic input, and the batch range (None if there is no batch axis)."""
     batch_names = {graph_dims[n][a] for n, a in batch_axes.items() if a is not None and n in graph_dims
                    and a < len(graph_dims[n]) and isinstance(graph_dims[n][a], str)}
     if not batch_axes:
         batch_names = {d for shape in graph_dims.values() for d in shape if d in BATCH_DIM_NAMES}
-    static_batches = {graph_dims[n][a] for n, a in batch_axes.items() if a is not None and n in graph_dims
-                      and a < len(graph_dims[n]) and isinstance(graph_dims[n][a], int)}
+    # The stream count of a static graph: the state's batch dim, else the inputs'.
+    static_batches: set = set()
+    for names in (state_inputs, list(batch_axes)):
+        static_batches = {graph_dims[n][a] for n in names if (a := batch_axes.get(n)) is not None and n in graph_dims
+                          and a < len(graph_dims[n]) and isinstance(graph_dims[n][a], int)}
+        if static_batches:
+            break
     if batch_names:
         batch = options.batch or DEFAULT_DYNAMIC_BATCH
         if options.batch is None:
@@ -375,7 +381,7 @@ def _profile_shapes(
         for axis, d in enumerate(dims):
             if isinstance(d, int):
                 rng = (d, d, d)
-            elif d in batch_names or batch_axes.get(name) == axis and batch is not None:
+            elif d in batch_names or (batch_axes.get(name) == axis and batch is not None):
                 rng = batch  # type: ignore[assignment]
             elif d in options.dims:
                 rng = options.dims[d]
@@ -533,7 +539,7 @@ def plan_from_onnx(
         proto = onnx.load(str(path), load_external_data=rewrite)
     assert proto is not None
     dims = _graph_dims(proto)
-    shapes, batch = _profile_shapes(dims, dict(batch_axes or {}), options)
+    shapes, batch = _profile_shapes(dims, dict(batch_axes or {}), options, state_inputs)
     rewritten = None
     if rewrite:
         rewritten = convert_precision(
