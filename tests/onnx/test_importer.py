@@ -380,3 +380,58 @@ def test_cli_convert_onnx_with_flags(export_dir, tmp_path, capsys):
     assert cli_main(["convert", str(bi.path), "-o", str(tmp_path / "bi")]) == 2
     assert "bidirectional" in capsys.readouterr().err
     assert cli_main(["convert", str(bi.path), "-o", str(tmp_path / "bi"), "--forward-only"]) == 0
+
+
+def _two_layer_model(swap_output: bool) -> onnx.ModelProto:
+    """Two stacked GRUs whose initial states are rows of h0; hn concatenates their final states.
+
+        h0[2,N,4] ─Slice 0:1─ GRU1 ─Squeeze─ GRU2 ─ ... ─ y
+                  └Slice 1:2───────────────┘
+        hn = Concat(Y_h1, Y_h2)   (swap_output: Concat(Y_h2, Y_h1): rows do not go back where they came from)
+    """
+    rng = np.random.default_rng(0)
+    H, I, N = 4, 3, 2
+    inits, nodes = [], []
+    for k, size in ((1, I), (2, H)):
+        inits += [
+            helper.make_tensor(f"W{k}", TensorProto.FLOAT, [1, 3 * H, size], rng.standard_normal(3 * H * size).astype(np.float32) * 0.5),
+            helper.make_tensor(f"R{k}", TensorProto.FLOAT, [1, 3 * H, H], rng.standard_normal(3 * H * H).astype(np.float32) * 0.5),
+        ]
+    for k, (a, b) in enumerate(((0, 1), (1, 2)), start=1):
+        inits += [helper.make_tensor(f"s{k}", TensorProto.INT64, [1], [a]), helper.make_tensor(f"e{k}", TensorProto.INT64, [1], [b])]
+    inits.append(helper.make_tensor("ax0", TensorProto.INT64, [1], [0]))
+    inits.append(helper.make_tensor("ax1", TensorProto.INT64, [1], [1]))
+    nodes += [
+        helper.make_node("Slice", ["h0", "s1", "e1", "ax0"], ["i1"]),
+        helper.make_node("Slice", ["h0", "s2", "e2", "ax0"], ["i2"]),
+        helper.make_node("GRU", ["x", "W1", "R1", "", "", "i1"], ["y1", "yh1"], hidden_size=H, name="gru1"),
+        helper.make_node("Squeeze", ["y1", "ax1"], ["x2"]),
+        helper.make_node("GRU", ["x2", "W2", "R2", "", "", "i2"], ["y2", "yh2"], hidden_size=H, name="gru2"),
+        helper.make_node("Squeeze", ["y2", "ax1"], ["y"]),
+        helper.make_node("Concat", ["yh2", "yh1"] if swap_output else ["yh1", "yh2"], ["hn"], axis=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", N, I]), helper.make_tensor_value_info("h0", TensorProto.FLOAT, [2, N, H])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", N, H]), helper.make_tensor_value_info("hn", TensorProto.FLOAT, [2, N, H])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("swap_output", [False, True])
+def test_pairing_checks_rows_go_back_where_they_came_from(tmp_path, swap_output):
+    step = convert_onnx(_two_layer_model(swap_output))
+    if swap_output:
+        assert [(p.input, p.output) for p in step.states] == [("gru1.h0", "gru1.hT"), ("gru2.h0", "gru2.hT")]
+        assert {t.name for t in step.outputs} == {"y", "hn"}
+    else:
+        assert [(p.input, p.output, p.batch_axis) for p in step.states] == [("h0", "hn", 1)]
+    # Either way, streaming equals one full-sequence run from zero state.
+    from onnx.reference import ReferenceEvaluator
+
+    x = np.random.default_rng(3).standard_normal((6, 2, 3)).astype(np.float32)
+    ref = ReferenceEvaluator(_two_layer_model(swap_output)).run(["y"], {"x": x, "h0": np.zeros((2, 2, 4), np.float32)})[0]
+    with rnnrt.load(save_step_graph(step, tmp_path), backend="onnxruntime") as s:
+        y = np.concatenate([s.step({"x": x[t:t + 1]})["y"] for t in range(6)], axis=0)
+    np.testing.assert_allclose(y, ref, atol=ATOL, rtol=0)
