@@ -28,6 +28,14 @@ def spatial_param(p, name: str, default: int | None) -> tuple[int, int]:
     return int(values[0]), int(values[1])
 
 
+def kernel_param(layer, p) -> tuple[int, int]:
+    """The 2-D kernel size of a Convolution or Pooling layer, naming the layer if it has none."""
+    try:
+        return spatial_param(p, "kernel", None)
+    except ValueError:
+        raise ModelImportError(fmt(f"Layer {layer.name!r} ({layer.type})", "Has no kernel size")) from None
+
+
 @add_converter("caffe", "Convolution")
 def _(layer, ctx: ImportContext) -> list:
     p = layer.param.convolution_param
@@ -37,10 +45,7 @@ def _(layer, ctx: ImportContext) -> list:
         raise unsupported(layer, f"Convolution of a {len(shape)}-D input (only 4-D N x C x H x W)")
     if p.axis != 1:
         raise unsupported(layer, f"Convolution with axis {p.axis}")
-    try:
-        kh, kw = spatial_param(p, "kernel", None)
-    except ValueError:
-        raise ModelImportError(fmt(f"Layer {layer.name!r} (Convolution)", "Has no kernel size")) from None
+    kh, kw = kernel_param(layer, p)
     ph, pw = spatial_param(p, "pad", 0)
     sh, sw = spatial_param(p, "stride", 1)
     dils = list(p.dilation) or [1]

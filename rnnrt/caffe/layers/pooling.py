@@ -7,9 +7,9 @@ import math
 import numpy as np
 
 from rnnrt.caffe.context import ImportContext, unsupported
-from rnnrt.caffe.layers.conv import spatial_param
+from rnnrt.caffe.layers.conv import kernel_param, spatial_param
 from rnnrt.caffe.registry import add_converter
-from rnnrt.errors import ModelImportError, RnnrtInternalError, fmt
+from rnnrt.errors import RnnrtInternalError
 
 # PoolingParameter.PoolMethod values.
 _MAX, _AVE = 0, 1
@@ -48,10 +48,7 @@ def _(layer, ctx: ImportContext) -> list:
     if p.global_pooling:
         kh, kw, ph, pw, sh, sw = h, w, 0, 0, 1, 1
     else:
-        try:
-            kh, kw = spatial_param(p, "kernel", None)
-        except ValueError:
-            raise ModelImportError(fmt(f"Layer {layer.name!r} (Pooling)", "Has no kernel size")) from None
+        kh, kw = kernel_param(layer, p)
         ph, pw = spatial_param(p, "pad", 0)
         sh, sw = spatial_param(p, "stride", 1)
     oh, ow = _pooled(h, kh, ph, sh), _pooled(w, kw, pw, sw)
