@@ -1,0 +1,253 @@
+"""GPU step benchmark: per-step host time of the GPU Session vs the engine's own CUDA graph (run on a GPU).
+
+Model: a generated 2-layer Caffe LSTM (input 256, hidden 512, T=1), converted with rnnrt, computed by
+the torch stand-in engine (tests/engines/standin.py; TensorRT cannot run on the lent H100). Every
+number is the host wall time of one step *including* the wait for the GPU (each step synchronised),
+median over steps within a round, then median [min..max] over rounds; variants are interleaved
+within each round so that drift hits all alike.
+
+Variants:
+
+- ``engine graph``: the stand-in's forward captured in a torch CUDA graph; ``replay()`` + sync. The
+  floor: no frame upload, no output download, no feedback.
+- ``hand graph``: what the Session does, written by hand in one torch CUDA graph: pinned H2D frame,
+  engine, one arena D2D feedback copy, D2H output; ``replay()`` + sync.
+- ``engine graph + per-tensor feedback``: engine graph, then one ``cudaMemcpyAsync`` D2D per state
+  tensor (4), then sync: the naive feedback.
+- ``Session eager/copy``, ``eager/swap``, ``graph/copy``, ``graph/swap``: ``session.step(numpy frame)``
+  returning numpy outputs.
+- ``Session graph/swap, device IO``: a torch CUDA frame in, a DeviceArray out.
+
+Also: feedback alone (+ sync) for 1, 2 and 4 LSTM layers: per-tensor copies vs one arena copy vs swap.
+
+Usage::
+
+    python benchmarks/gpu_step.py [--batch 1 64] [--rounds 5] [--steps 2000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from rnnrt import cuda  # noqa: E402
+from rnnrt.caffe.convert import convert_caffe  # noqa: E402
+from rnnrt.caffe.writer import save_caffemodel  # noqa: E402
+from rnnrt.config import load_config, save_step_graph  # noqa: E402
+from rnnrt.session import Session  # noqa: E402
+from tests.engines.standin import StandinEngine  # noqa: E402
+
+I, H = 256, 512
+
+
+def write_model(d: Path, B: int, layers: int = 2) -> tuple[Path, Path, Path]:
+    rng = np.random.default_rng(0)
+    proto = (
+        'name: "bench"\nlayer { name: "input" type: "Input" top: "data" top: "cont"\n'
+        f"  input_param {{ shape {{ dim: 1 dim: {B} dim: {I} }} shape {{ dim: 1 dim: {B} }} }} }}\n"
+    )
+    blobs, bottom, size = {}, "data", I
+    for k in range(1, layers + 1):
+        proto += (f'layer {{ name: "lstm{k}" type: "LSTM" bottom: "{bottom}" bottom: "cont" top: "lstm{k}"\n'
+                  f"  recurrent_param {{ num_output: {H} }} }}\n")
+        u = lambda *s: rng.uniform(-0.08, 0.08, s).astype(np.float32)  # noqa: E731
+        blobs[f"lstm{k}"] = [u(4 * H, size), u(4 * H), u(4 * H, H)]
+        bottom, size = f"lstm{k}", H
+    (d / "deploy.prototxt").write_text(proto)
+    save_caffemodel(d / "weights.caffemodel", blobs)
+    yaml = save_step_graph(convert_caffe(d / "deploy.prototxt", d / "weights.caffemodel"), d / "model")
+    return d / "deploy.prototxt", d / "weights.caffemodel", Path(yaml)
+
+
+def timed(fn, steps: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    clock = time.perf_counter
+    for _ in range(steps):
+        t0 = clock()
+        fn()
+        times.append(clock() - t0)
+    return statistics.median(times) * 1e6
+
+
+def bench_batch(B: int, rounds: int, steps: int, warmup: int) -> dict:
+    d = Path(tempfile.mkdtemp())
+    proto, weights, yaml = write_model(d, B)
+    cfg = load_config(yaml)
+    engine = StandinEngine(proto, weights)
+    engine.activate()
+    rng = np.random.default_rng(1)
+    frames = [rng.uniform(-1, 1, (1, B, I)).astype(np.float32) for _ in range(8)]
+    dev = torch.device("cuda")
+
+    # The engine's own graph, and the hand-written full step graph.
+    names_in = [b.name for b in engine.input_bindings()]
+    shapes_out = engine.output_shapes(None, {b.name: b.shape for b in engine.input_bindings()})
+    state_in = [n for n in names_in if n.endswith("0")]
+    arena_in = torch.zeros(len(state_in), B, H, device=dev)
+    arena_out = torch.zeros(len(state_in), B, H, device=dev)
+    ins = {"data": torch.zeros(1, B, I, device=dev), "cont": torch.ones(1, B, device=dev)}
+    ins.update({n: arena_in[k] for k, n in enumerate(state_in)})
+    outs = {n: torch.zeros(s, device=dev) for n, s in shapes_out.items() if not n.endswith("T")}
+    outs.update({n[:-1] + "T": arena_out[k] for k, n in enumerate(state_in)})
+    x_pin = torch.zeros(1, B, I).pin_memory()
+    y_pin = torch.zeros(shapes_out["lstm2"]).pin_memory()
+    work: dict = {}
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            engine.forward(ins, outs, work)
+    torch.cuda.synchronize()
+    g_engine, g_hand = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g_engine):
+        engine.forward(ins, outs, work)
+    with torch.cuda.graph(g_hand):
+        ins["data"].copy_(x_pin, non_blocking=True)
+        engine.forward(ins, outs, work)
+        arena_in.copy_(arena_out)
+        y_pin.copy_(outs["lstm2"], non_blocking=True)
+    cur = torch.cuda.current_stream()
+    handle = cur.cuda_stream
+    pairs = [(ins[n].data_ptr(), outs[n[:-1] + "T"].data_ptr()) for n in state_in]
+    nbytes = B * H * 4
+
+    def engine_graph():
+        g_engine.replay()
+        cur.synchronize()
+
+    def hand_graph():
+        g_hand.replay()
+        cur.synchronize()
+
+    def per_tensor():
+        g_engine.replay()
+        for dst, src in pairs:
+            cuda.memcpy_async(dst, src, nbytes, "d2d", handle)
+        cur.synchronize()
+
+    sessions = {}
+    for label, kw in (("Session eager/copy", dict(feedback="copy", cuda_graph=False)),
+                      ("Session eager/swap", dict(feedback="swap", cuda_graph=False)),
+                      ("Session graph/copy", dict(feedback="copy", cuda_graph=True)),
+                      ("Session graph/swap", dict(feedback="swap", cuda_graph=True)),
+                      ("Session graph/swap, device IO", dict(feedback="swap", cuda_graph=True, outputs="device"))):
+        sessions[label] = Session(cfg, engine, **kw)
+    x_dev = torch.as_tensor(frames[0], device=dev)
+    torch.cuda.synchronize()
+
+    def session_step(s, device_io=False):
+        i = [0]
+
+        def run():
+            i[0] += 1
+            s.step({"data": x_dev} if device_io else {"data": frames[i[0] & 7]})
+        return run
+
+    variants = {
+        "engine graph (floor)": engine_graph,
+        "hand graph (H2D+engine+arena copy+D2H)": hand_graph,
+        "engine graph + 4 per-tensor D2D copies": per_tensor,
+    }
+    for label, s in sessions.items():
+        variants[label] = session_step(s, device_io="device IO" in label)
+
+    results: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for label, fn in variants.items():
+            results[label].append(timed(fn, steps, warmup))
+    for s in sessions.values():
+        s.close()
+    engine.deactivate()
+    return {k: v for k, v in results.items()}
+
+
+def bench_feedback(rounds: int, steps: int, warmup: int, B: int) -> dict:
+    """Feedback alone (+ sync): 2L per-tensor copies vs one arena copy vs swap (nothing to copy)."""
+    stream = cuda.Stream()
+    out: dict = {}
+    try:
+        for layers in (1, 2, 4):
+            n = 2 * layers
+            src, dst = cuda.DeviceBuffer(n * B * H * 4), cuda.DeviceBuffer(n * B * H * 4)
+            size = B * H * 4
+
+            def per_tensor():
+                for k in range(n):
+                    cuda.memcpy_async(dst.ptr + k * size, src.ptr + k * size, size, "d2d", stream)
+                stream.synchronize()
+
+            def arena():
+                cuda.memcpy_async(dst.ptr, src.ptr, n * size, "d2d", stream)
+                stream.synchronize()
+
+            def swap():
+                stream.synchronize()
+
+            for label, fn in ((f"L={layers}: {n} per-tensor copies", per_tensor), (f"L={layers}: 1 arena copy", arena),
+                              (f"L={layers}: swap", swap)):
+                out.setdefault(label, []).extend(timed(fn, steps, warmup) for _ in range(rounds))
+            src.free()
+            dst.free()
+    finally:
+        stream.destroy()
+    return out
+
+
+def fmt_row(label: str, values: list[float]) -> str:
+    return f"| {label} | {statistics.median(values):.1f} [{min(values):.1f}..{max(values):.1f}] |"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 64])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    if not cuda.available() or not torch.cuda.is_available():
+        sys.exit("gpu_step.py needs a CUDA GPU")
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    machine = {"gpu": torch.cuda.get_device_name(), "cpu": cpu, "python": platform.python_version(),
+               "torch": torch.__version__, "driver": cuda._rt().cudaDriverGetVersion()[1]}
+    report = {"machine": machine, "batches": {}, "feedback": {}}
+    print(f"machine: {machine}")
+    for B in args.batch:
+        report["batches"][B] = bench_batch(B, args.rounds, args.steps, args.warmup)
+    report["feedback"] = bench_feedback(args.rounds, args.steps, args.warmup, 64)
+    lines = [f"GPU: {machine['gpu']}; CPU: {cpu}; torch {machine['torch']}; Python {machine['python']}.",
+             f"Per-step host time in us incl. sync, median of {args.steps} steps, median [min..max] over "
+             f"{args.rounds} rounds.", ""]
+    for B, res in report["batches"].items():
+        lines += [f"**2-layer LSTM 256->512, batch {B}**", "", "| variant | us/step |", "|---|---|"]
+        lines += [fmt_row(k, v) for k, v in res.items()]
+        floor = statistics.median(res["engine graph (floor)"])
+        hand = statistics.median(res["hand graph (H2D+engine+arena copy+D2H)"])
+        for k in ("Session graph/copy", "Session graph/swap", "Session graph/swap, device IO"):
+            m = statistics.median(res[k])
+            lines.append(f"| {k} minus engine graph / minus hand graph | {m - floor:+.1f} / {m - hand:+.1f} |")
+        lines.append("")
+    lines += ["**Feedback alone + sync, batch 64, hidden 512**", "", "| variant | us |", "|---|---|"]
+    lines += [fmt_row(k, v) for k, v in report["feedback"].items()]
+    text = "\n".join(lines)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, default=str))
+        args.json.with_suffix(".md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
