@@ -183,10 +183,16 @@ def _continuation(net: Any, ctx: ImportContext, input_names: set[str]) -> tuple[
         return None, notes
     if len(direct) == 1 and all(c == direct[0] for c in conts):
         return Continuation(input=direct[0], batch_axis=1, time_axis=0), notes
-    notes.append(
-        f"The recurrent layers' continuation blobs {sorted(set(conts))} are not one net input of shape T x N; "
-        "the Session will not fill them: feed them on every step where they are net inputs."
-    )
+    if direct:
+        notes.append(
+            f"The recurrent layers take their continuation from several blobs {sorted(set(conts))}; "
+            f"the Session does not fill the net inputs among them ({direct}): feed them on every step."
+        )
+    else:
+        notes.append(
+            f"The continuation blobs {sorted(set(conts))} are computed inside the net, so the Session has no "
+            "continuation input to fill; sequence starts are whatever the net computes them to be."
+        )
     return None, notes
 
 
