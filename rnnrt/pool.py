@@ -39,6 +39,7 @@ import dataclasses
 import hashlib
 import heapq
 import json
+import operator
 import struct
 import threading
 import time
@@ -163,20 +164,42 @@ class StreamState:
 
 
 class _Stream:
-    __slots__ = ("id", "slot", "at_start", "last_used", "steps")
+    # Per-slot bookkeeping (t=0 flag, step count, last use) lives in the pool's arrays, indexed by slot.
+    __slots__ = ("id", "slot")
 
-    def __init__(self, stream_id: Hashable, slot: int, now: float) -> None:
+    def __init__(self, stream_id: Hashable, slot: int) -> None:
         self.id = stream_id
         self.slot = slot
-        self.at_start = True
-        self.last_used = now
-        self.steps = 0
+
+
+class _Plan:
+    """What a step needs that depends only on which streams step, and in which order.
+
+    Cached between steps: a step with the same stream ids in the same order, while no stream was opened,
+    closed or released, reuses it instead of looking every stream up again.
+    """
+
+    __slots__ = ("gen", "keys", "slots", "dest", "idle")
+
+    def __init__(self, gen: int, keys: tuple, slots: list, open_slots: list) -> None:
+        self.gen = gen
+        self.keys = keys
+        n = len(slots)
+        self.slots = np.asarray(slots, dtype=np.intp)
+        # Where the packed rows (frame order) go along the batch axis: a slice when frame order is slot
+        # order from 0 (rows are concatenated in place), else the slots (one scatter).
+        self.dest: Any = slice(0, n) if slots == list(range(n)) else self.slots
+        self.idle = sorted(set(open_slots) - set(slots)) if len(open_slots) > n else []
+
+
+_DTYPE = operator.attrgetter("dtype")
+_SIZE = operator.attrgetter("size")
 
 
 class _Input:
     """A user input as the pool packs it: per-stream shape (batch dim 1) and the packed buffers."""
 
-    __slots__ = ("name", "dtype", "axis", "shape", "buffers", "ones", "start")
+    __slots__ = ("name", "dtype", "axis", "shape", "buffers", "ones", "start", "mask_shape")
 
     def __init__(self, name: str, dtype: np.dtype, axis: int, shape: list) -> None:
         self.name = name
@@ -185,8 +208,10 @@ class _Input:
         # Per-stream shape: batch dim 1, other dynamic dims None (any size, checked by the Session).
         self.shape = tuple(1 if i == axis else (d if isinstance(d, int) else None) for i, d in enumerate(shape))
         self.buffers: dict[tuple, np.ndarray] = {}
+        # Continuation input only: the whole batch of ones and of t=0 values, and the shape of a per-slot mask.
         self.ones: Optional[np.ndarray] = None
         self.start: Optional[np.ndarray] = None
+        self.mask_shape: tuple = ()
 
     def matches(self, shape: tuple) -> bool:
         if len(shape) != len(self.shape):
@@ -195,6 +220,9 @@ class _Input:
             if want is not None and got != want:
                 return False
         return True
+
+    def index(self, dest: Any) -> tuple:
+        return (slice(None),) * self.axis + (dest,)
 
 
 class StreamPool:
@@ -258,23 +286,23 @@ class StreamPool:
         user = [t.name for t in cfg.inputs if cont is None or t.name != cont.input]
         self._single = user[0] if len(user) == 1 else None
         if self._cont_name is not None:
-            spec = next(i for i in self._inputs if i.name == self._cont_name)
+            spec = self._by_name[self._cont_name]
             if None in spec.shape:
                 self._cont_name = None  # dynamic non-batch dims: the caller must feed it
             else:
-                spec.ones = np.ones(spec.shape, spec.dtype)
+                full = spec.shape[:spec.axis] + (self.capacity,) + spec.shape[spec.axis + 1:]
+                spec.ones = np.ones(full, spec.dtype)
                 spec.start = spec.ones.copy()
                 if cont.time_axis is not None:
-                    index: list[Any] = [slice(None)] * len(spec.shape)
+                    index: list[Any] = [slice(None)] * len(full)
                     index[cont.time_axis] = 0
                     spec.start[tuple(index)] = 0
                 else:
                     spec.start[...] = 0
-        # Per output and slot: the index that cuts that slot's rows (batch dim kept, size 1).
-        self._cuts = {
-            t.name: [tuple([slice(None)] * t.batch_axis + [slice(s, s + 1)]) for s in range(self.capacity)]
-            for t in cfg.outputs
-        }
+                spec.mask_shape = tuple(self.capacity if i == spec.axis else 1 for i in range(len(full)))
+        self._cont_spec = self._by_name[self._cont_name] if self._cont_name is not None else None
+        self._single_spec = self._by_name[self._single] if self._single is not None else None
+        self._outputs = [(t.name, t.batch_axis) for t in cfg.outputs]
         self._state_outputs = {s.input: s.output for s in cfg.state}
         self._state_axes = {s.input: s.batch_axis for s in cfg.state}
 
@@ -284,6 +312,12 @@ class StreamPool:
         self._free = list(range(self.capacity))  # a heap: the lowest free slot is taken first
         self._pending: set[int] = set()          # slots to zero before the next step
         self._next_sweep = float("inf")
+        # Per slot, for the stream in it: its next frame is its t=0; frames since open/reset; last use.
+        self._at_start = np.ones(self.capacity, dtype=bool)
+        self._steps = np.zeros(self.capacity, dtype=np.int64)
+        self._last_used = np.zeros(self.capacity, dtype=np.float64)
+        self._gen = 0                       # bumped whenever the set of open streams changes
+        self._plan: Optional[_Plan] = None  # the last step's plan
 
     # Streams.
     def open(self, stream_id: Hashable) -> int:
@@ -322,6 +356,7 @@ class StreamPool:
                     return
                 raise self._not_open(stream_id)
             heapq.heappush(self._free, rec.slot)
+            self._gen += 1
 
     def reset(self, stream_id: Hashable) -> None:
         """Starts a new sequence on an open stream: zero state, and t=0 for its next frame."""
@@ -329,8 +364,8 @@ class StreamPool:
             rec = self._streams.get(stream_id)
             if rec is None:
                 raise self._not_open(stream_id)
-            rec.at_start = True
-            rec.steps = 0
+            self._at_start[rec.slot] = True
+            self._steps[rec.slot] = 0
             self._pending.add(rec.slot)
 
     def expire(self) -> list[Hashable]:
@@ -351,7 +386,9 @@ class StreamPool:
 
         Returns:
             dict[Hashable, dict[str, np.ndarray]]: Each stepped stream's outputs by name, batch dim 1,
-            in the order of ``frames``. The arrays are the caller's (not reused by the pool).
+            in the order of ``frames``. The arrays are the caller's (never reused or overwritten by the
+            pool): per output, one array is made for this step with the stepped streams' rows, and each
+            stream gets a view of its row, so keeping one stream's output keeps that array alive.
 
         Raises:
             StateError: A stream is not open, or the Session failed. No stream advances then.
@@ -360,40 +397,71 @@ class StreamPool:
         """
         expired: list = []
         with self._session_lock:
-            with self._lock:
-                self._sweep(self._clock(), expired)
-                try:
-                    in_order = [(self._streams[sid], frame) for sid, frame in frames.items()]
-                except KeyError as err:
-                    raise self._not_open(err.args[0]) from None
-                active = sorted(in_order, key=lambda rf: rf[0].slot)
-                idle = [r.slot for r in self._streams.values()] if len(active) < len(self._streams) else []
-                if idle:
-                    stepping = {r.slot for r, _ in active}
-                    idle = sorted(s for s in idle if s not in stepping)
-                pending, self._pending = self._pending, set()
-            self._notify(expired)
+            try:
+                with self._lock:
+                    if self.idle_timeout is not None:
+                        self._sweep(self._clock(), expired)
+                    plan = self._plan_for(frames)
+                    pending, self._pending = self._pending, set()
+                    at_start = self._at_start.copy() if self._cont_spec is not None else None
+            finally:
+                self._notify(expired)
             if pending:
                 self.session.reset(slots=sorted(pending))
-            if not active:
+            if not plan.keys:
                 return {}
-            feeds = self._pack(active)
-            saved = self.session.read_state(idle) if (idle and self._state_axes) else None
+            feeds = self._pack(plan, list(frames.values()), at_start)
+            saved = self.session.read_state(plan.idle) if (plan.idle and self._state_axes) else None
             # On failure the Session leaves its state untouched, so no stream advanced.
             outs = self.session.step(feeds)
             if saved is not None:
-                self.session.write_state(idle, saved)
+                self.session.write_state(plan.idle, saved)
             now = self._clock()
+            slots = plan.slots
             with self._lock:
-                for rec, _ in active:
-                    # A reset() that arrived during the step wins: the stream starts over next time.
-                    if rec.slot not in self._pending:
-                        rec.at_start = False
-                        rec.steps += 1
-                    rec.last_used = now
-            full = {name: np.array(arr) for name, arr in outs.items()}  # one copy: the Session may reuse its buffers
-            cuts = self._cuts
-            return {rec.id: {name: arr[cuts[name][rec.slot]] for name, arr in full.items()} for rec, _ in in_order}
+                # A reset() or open() that arrived during the step wins: that slot starts over next time.
+                advanced = slots if not self._pending else slots[[s not in self._pending for s in slots.tolist()]]
+                self._at_start[advanced] = False
+                self._steps[advanced] += 1
+                self._last_used[slots] = now
+            return self._unpack(plan, outs)
+
+    def _plan_for(self, frames: Mapping[Hashable, Any]) -> _Plan:
+        keys = tuple(frames)
+        plan = self._plan
+        if plan is not None and plan.gen == self._gen and plan.keys == keys:
+            return plan
+        streams = self._streams
+        try:
+            slots = [streams[sid].slot for sid in keys]
+        except KeyError as err:
+            raise self._not_open(err.args[0]) from None
+        open_slots = [rec.slot for rec in streams.values()] if len(streams) > len(slots) else []
+        plan = _Plan(self._gen, keys, slots, open_slots)
+        self._plan = plan
+        return plan
+
+    def _unpack(self, plan: _Plan, outs: Mapping[str, np.ndarray]) -> dict[Hashable, dict[str, np.ndarray]]:
+        """Cuts the batch outputs into per-stream rows, in frame order: one copy per output, then views."""
+        n = len(plan.keys)
+        rows = []
+        for name, axis in self._outputs:
+            arr = outs[name]
+            if type(plan.dest) is slice:
+                # The Session may reuse its buffers: copy what the streams get.
+                full = np.array(arr[(slice(None),) * axis + (slice(0, n),)])
+            else:
+                full = np.take(arr, plan.slots, axis=axis)
+            # Row i of `per` is stream i's output, its batch dim (size 1) in place: a strided view of `full`.
+            shape, strides = full.shape, full.strides
+            per = np.ndarray((n,) + shape[:axis] + (1,) + shape[axis + 1:], full.dtype, full, 0,
+                             (strides[axis],) + strides[:axis] + (strides[axis],) + strides[axis + 1:])
+            rows.append(list(per))
+        if len(rows) == 1:
+            name = self._outputs[0][0]
+            return {sid: {name: row} for sid, row in zip(plan.keys, rows[0])}
+        names = [name for name, _ in self._outputs]
+        return {sid: dict(zip(names, row)) for sid, *row in zip(plan.keys, *rows)}
 
     # Snapshot / restore.
     def snapshot(self, stream_id: Hashable) -> StreamState:
@@ -410,7 +478,7 @@ class StreamPool:
                 if rec is None:
                     raise self._not_open(stream_id)
                 pending, self._pending = self._pending, set()
-                slot, at_start, steps = rec.slot, rec.at_start, rec.steps
+                slot, at_start, steps = rec.slot, bool(self._at_start[rec.slot]), int(self._steps[rec.slot])
             if pending:
                 self.session.reset(slots=sorted(pending))
             rows = self.session.read_state([slot]) if self._state_axes else {}
@@ -441,7 +509,7 @@ class StreamPool:
         with self._session_lock:
             with self._lock:
                 rec = self._open_locked(stream_id, expired)
-                rec.at_start, rec.steps = state.at_start, state.steps
+                self._at_start[rec.slot], self._steps[rec.slot] = bool(state.at_start), int(state.steps)
                 pending, self._pending = self._pending - {rec.slot}, set()
             self._notify(expired)
             try:
@@ -492,8 +560,12 @@ class StreamPool:
                 fmt("StreamPool", f"All {self.capacity} slots are taken; cannot open stream {stream_id!r}",
                     "Close streams, set idle_timeout, or load the Session with a bigger batch_size.")
             )
-        rec = _Stream(stream_id, heapq.heappop(self._free), now)
+        rec = _Stream(stream_id, heapq.heappop(self._free))
         self._streams[stream_id] = rec
+        self._gen += 1
+        self._at_start[rec.slot] = True
+        self._steps[rec.slot] = 0
+        self._last_used[rec.slot] = now
         if self.idle_timeout is not None:
             self._next_sweep = min(self._next_sweep, now + self.idle_timeout)
         return rec
@@ -503,13 +575,16 @@ class StreamPool:
             return
         limit = now - self.idle_timeout
         oldest = float("inf")
+        last_used = self._last_used.tolist()
         for sid, rec in list(self._streams.items()):
-            if rec.last_used < limit:
+            used = last_used[rec.slot]
+            if used < limit:
                 del self._streams[sid]
                 heapq.heappush(self._free, rec.slot)
                 expired.append(sid)
+                self._gen += 1
             else:
-                oldest = min(oldest, rec.last_used)
+                oldest = min(oldest, used)
         # last_used only grows, so this bounds the next expiry from below.
         self._next_sweep = oldest + self.idle_timeout
 
@@ -522,93 +597,137 @@ class StreamPool:
         return StateError(fmt(f"Stream {stream_id!r}", "Is not open in this pool",
                               "open() it first (streams idle longer than idle_timeout are released)."))
 
-    def _pack(self, active: list) -> dict[str, np.ndarray]:
-        n = len(active)
-        slots = None if n == self.capacity else np.fromiter((r.slot for r, _ in active), dtype=np.intp, count=n)
+    def _pack(self, plan: _Plan, values: list, at_start: Optional[np.ndarray]) -> dict[str, np.ndarray]:
+        """The Session feeds for this step: each input's frames in their slots, whole-batch arrays."""
+        spec = self._single_spec
+        if spec is not None and len(self._inputs) == 1 + (self._cont_spec is not None):
+            # Fast path: every frame is a bare array of the single user input.
+            packed = self._bulk(spec, values, plan.dest)
+            if packed is not None:
+                feeds = {spec.name: packed}
+                if self._cont_spec is not None:
+                    feeds[self._cont_spec.name] = self._fill_cont(at_start)
+                return feeds
+        # Each frame as a mapping; a bare array stands for the single user input.
         names = self._input_names
         single = self._single
-        if single is not None:
-            # Fast path: every frame is a bare array of the single input, with its exact dtype and shape.
-            spec = self._by_name[single]
-            dtype, shape = spec.dtype, spec.shape
-            arrs = [f for _, f in active]
-            if all(type(f) is np.ndarray and f.dtype == dtype and f.shape == shape for f in arrs):
-                feeds = {single: self._gather(spec, arrs, slots)}
-                for spec in self._inputs:
-                    if spec.name == self._cont_name:
-                        parts = [spec.start if rec.at_start else spec.ones for rec, _ in active]
-                        feeds[spec.name] = self._gather(spec, parts, slots)
-                if len(feeds) == len(self._inputs):
-                    return feeds
-        # Each frame as a mapping; a bare array stands for the single user input.
         maps = []
-        for rec, frame in active:
-            if type(frame) is np.ndarray and self._single is not None:
-                maps.append({self._single: frame})
-            elif type(frame) is dict or isinstance(frame, abc.Mapping):
-                for key in frame:
-                    if key not in names:
-                        raise BindingError(fmt(f"Stream {rec.id!r}", f"Frame has unknown input {key!r}",
-                                               f"Inputs: {sorted(names)}."))
+        for sid, frame in zip(plan.keys, values):
+            if type(frame) is np.ndarray and single is not None:
+                maps.append({single: frame})
+            elif isinstance(frame, abc.Mapping):
+                if not frame.keys() <= names:
+                    key = next(k for k in frame if k not in names)
+                    raise BindingError(fmt(f"Stream {sid!r}", f"Frame has unknown input {key!r}",
+                                           f"Inputs: {sorted(names)}."))
                 maps.append(frame)
-            elif self._single is not None:
-                maps.append({self._single: frame})
+            elif single is not None:
+                maps.append({single: frame})
             else:
-                raise BindingError(fmt(f"Stream {rec.id!r}", f"Got a bare {type(frame).__name__}",
+                raise BindingError(fmt(f"Stream {sid!r}", f"Got a bare {type(frame).__name__}",
                                        f"Pass a mapping {{input name: array}}; inputs: {sorted(names)}."))
         feeds: dict[str, np.ndarray] = {}
         for spec in self._inputs:
-            name, dtype, shape = spec.name, spec.dtype, spec.shape
-            is_cont = name == self._cont_name
-            parts = []
-            for (rec, _), frame in zip(active, maps):
-                value = frame.get(name)
-                if type(value) is np.ndarray and value.dtype == dtype and value.shape == shape:
-                    parts.append(value)  # the common case, checked cheaply
-                    continue
+            name = spec.name
+            parts = [frame.get(name) for frame in maps]
+            packed = self._bulk(spec, parts, plan.dest)  # the common case, checked in bulk
+            if packed is not None:
+                feeds[name] = packed
+                continue
+            fill = spec is self._cont_spec
+            fed = []
+            for i, (sid, value) in enumerate(zip(plan.keys, parts)):
                 if value is None:
-                    if is_cont:
-                        parts.append(spec.start if rec.at_start else spec.ones)
+                    if fill:
                         continue
-                    raise BindingError(fmt(f"Stream {rec.id!r}", f"Frame has no input {name!r}",
+                    raise BindingError(fmt(f"Stream {sid!r}", f"Frame has no input {name!r}",
                                            f"Feed every input of {sorted(names)}."))
-                parts.append(self._convert(spec, rec, value))
-            feeds[name] = self._gather(spec, parts, slots)
+                parts[i] = self._convert(spec, sid, value)
+                fed.append(i)
+            if len(fed) == len(parts):
+                feeds[name] = self._gather(spec, parts, plan.dest)
+            else:
+                # Some frames omit the continuation input: fill every slot, then write the fed values.
+                buf = self._fill_cont(at_start)
+                if fed:
+                    self._gather(spec, [parts[i] for i in fed], plan.slots[fed], buf)
+                feeds[name] = buf
         return feeds
 
-    def _convert(self, spec: _Input, rec: _Stream, value: Any) -> np.ndarray:
+    def _fill_cont(self, at_start: np.ndarray) -> np.ndarray:
+        """The continuation input of the whole batch: 1, and the t=0 value in slots at the start of a sequence."""
+        spec = self._cont_spec
+        buf = self._buffer(spec, spec.shape)
+        np.copyto(buf, spec.ones)
+        if at_start.any():
+            np.copyto(buf, spec.start, where=at_start.reshape(spec.mask_shape))
+        return buf
+
+    def _convert(self, spec: _Input, stream_id: Hashable, value: Any) -> np.ndarray:
         name = spec.name
         if not isinstance(value, np.ndarray):
             try:
                 value = np.asarray(value, dtype=spec.dtype)
             except (TypeError, ValueError) as err:
-                raise BindingError(fmt(f"Stream {rec.id!r} input {name!r}",
+                raise BindingError(fmt(f"Stream {stream_id!r} input {name!r}",
                                        f"Cannot be converted to {spec.dtype.name}: {err}")) from err
         elif value.dtype != spec.dtype and not np.can_cast(value.dtype, spec.dtype, casting="safe"):
-            raise BindingError(fmt(f"Stream {rec.id!r} input {name!r}", f"Received dtype {value.dtype.name}",
+            raise BindingError(fmt(f"Stream {stream_id!r} input {name!r}", f"Received dtype {value.dtype.name}",
                                    f"Expected {spec.dtype.name} (or one that casts to it safely)."))
         if not spec.matches(value.shape):
             shown = [d if d is not None else "*" for d in spec.shape]
-            raise BindingError(fmt(f"Stream {rec.id!r} input {name!r}", f"Received shape {value.shape}",
+            raise BindingError(fmt(f"Stream {stream_id!r} input {name!r}", f"Received shape {value.shape}",
                                    f"Expected one stream's frame: shape {shown} (batch dim {spec.axis} is 1)."))
         return value
 
-    def _gather(self, spec: _Input, parts: list, slots: Optional[np.ndarray]) -> np.ndarray:
-        axis = spec.axis
-        first = parts[0].shape
-        key = first[:axis] + (self.capacity,) + first[axis + 1:]
+    def _bulk(self, spec: _Input, parts: list, dest: Any) -> Optional[np.ndarray]:
+        """Packs the frames in one go when each is an array of the input's dtype and a valid shape, else None.
+
+        One C-level pass per attribute instead of a check per frame: every part has the dtype and the
+        size of the first, whose shape is a valid frame (batch dim 1); ``np.concatenate`` checks the
+        rank and every non-batch dim, so each part's batch dim is 1 too.
+        """
+        try:
+            first = parts[0].shape
+            dtypes = set(map(_DTYPE, parts))
+            sizes = set(map(_SIZE, parts))
+        except AttributeError:
+            return None  # None (an omitted input), a list, a mapping ...
+        if dtypes != {spec.dtype} or not spec.matches(first):
+            return None
+        size = 1
+        for d in first:
+            size *= d
+        if sizes != {size} or not size:
+            return None
+        buf = self._buffer(spec, first)
+        try:
+            if type(dest) is slice:
+                np.concatenate(parts, axis=spec.axis, out=buf[spec.index(dest)], casting="no")
+            else:
+                buf[spec.index(dest)] = np.concatenate(parts, axis=spec.axis, casting="no")
+        except (TypeError, ValueError):
+            return None  # array-likes numpy will not take as they are: the per-frame path says why
+        return buf
+
+    def _buffer(self, spec: _Input, shape: tuple) -> np.ndarray:
+        key = shape[:spec.axis] + (self.capacity,) + shape[spec.axis + 1:]
         buf = spec.buffers.get(key)
         if buf is None:
             # Zero-filled once; slots without a frame keep finite old values (their state is restored).
-            buf = np.zeros(key, dtype=spec.dtype)
-            spec.buffers[key] = buf
+            buf = spec.buffers[key] = np.zeros(key, dtype=spec.dtype)
+        return buf
+
+    def _gather(self, spec: _Input, parts: list, dest: Any, buf: Optional[np.ndarray] = None) -> np.ndarray:
+        """Writes the frames (batch dim 1 each) into the whole-batch buffer at ``dest`` along the batch axis."""
+        axis = spec.axis
+        if buf is None:
+            buf = self._buffer(spec, parts[0].shape)
         try:
-            if slots is None:
-                np.concatenate(parts, axis=axis, out=buf)
+            if type(dest) is slice:
+                np.concatenate(parts, axis=axis, out=buf[spec.index(dest)])
             else:
-                index: list[Any] = [slice(None)] * buf.ndim
-                index[axis] = slots
-                buf[tuple(index)] = np.concatenate(parts, axis=axis)
+                buf[spec.index(dest)] = np.concatenate(parts, axis=axis)
         except ValueError as err:
             raise BindingError(fmt(f"Input {spec.name!r}", f"Frames of this step disagree on a dynamic dim: {err}",
                                    "Every stream stepped together must use the same sizes for non-batch dims.")) from err

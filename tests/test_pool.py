@@ -361,3 +361,87 @@ def test_pool_fills_continuation_per_stream(dynamic, monkeypatch):
     np.testing.assert_array_equal(fed[1][0, :2], [1, 0])
     np.testing.assert_array_equal(fed[2][0, :2], [0, 1])
     np.testing.assert_array_equal(fed[3][0, :2], [0, 1])
+
+
+def test_repeated_frames_reuse_the_plan_and_match_solo_sessions(dynamic):
+    """The same streams stepped in the same order (the cached plan), in reverse slot order (scattered
+    packing), with one stream absent and one reset between steps, equal each stream alone."""
+    path = dynamic("a_lstm_stream_t1n1")
+    cfg = rnnrt.config.load_config(path)
+    rng = np.random.default_rng(7)
+    ids = ["p", "q", "r", "s"]
+    ticks = 6
+    xs = {(sid, t): _frame(cfg, rng)["data"] for sid in ids for t in range(ticks)}
+    absent = {(3, "r")}
+    resets = {(4, "q")}
+    with _load(path, 4) as session:
+        pool = StreamPool(session)
+        for sid in ids:
+            pool.open(sid)
+        got = {}
+        for t in range(ticks):
+            order = ids if t % 3 else ids[::-1]
+            for sid in order:
+                if (t, sid) in resets:
+                    pool.reset(sid)
+            out = pool.step({sid: xs[(sid, t)] for sid in order if (t, sid) not in absent})
+            assert list(out) == [sid for sid in order if (t, sid) not in absent]
+            got.update({(sid, t): o["lstm1"] for sid, o in out.items()})
+    with _load(path, 1) as solo:
+        for sid in ids:
+            solo.reset()
+            for t in range(ticks):
+                if (t, sid) in resets:
+                    solo.reset()
+                if (t, sid) in absent:
+                    continue
+                np.testing.assert_array_equal(got[(sid, t)], solo.step(xs[(sid, t)])["lstm1"],
+                                              err_msg=f"stream {sid} tick {t}")
+
+
+def test_outputs_survive_later_steps_and_slots_do_not_alias(dynamic):
+    path = dynamic("a_lstm_stream_t1n1")
+    rng = np.random.default_rng(8)
+    with _load(path, 3) as session:
+        pool = StreamPool(session)
+        for sid in "abc":
+            pool.open(sid)
+        frames = {sid: rng.uniform(-1, 1, (1, 1, 5)).astype(np.float32) for sid in "abc"}
+        first = pool.step(frames)
+        kept = {sid: o["lstm1"].copy() for sid, o in first.items()}
+        assert first["a"]["lstm1"].shape == (1, 1, 7)
+        pool.step(frames)
+        pool.step({"b": frames["b"]})
+        for sid in "abc":
+            np.testing.assert_array_equal(first[sid]["lstm1"], kept[sid])
+        first["a"]["lstm1"][...] = 42.0  # the caller's arrays: writing one row touches no other stream
+        np.testing.assert_array_equal(first["b"]["lstm1"], kept["b"])
+
+
+def test_safe_cast_and_list_frames_equal_float32_frames(dynamic):
+    path = dynamic("a_lstm_stream_t1n1")
+    rng = np.random.default_rng(9)
+    x = rng.uniform(-1, 1, (3, 1, 1, 5)).astype(np.float16)
+    with _load(path, 4) as s1, _load(path, 4) as s2:
+        mixed, plain = StreamPool(s1), StreamPool(s2)
+        for pool in (mixed, plain):
+            for sid in range(3):
+                pool.open(sid)
+        got = mixed.step({0: x[0], 1: x[1].astype(np.float32), 2: {"data": x[2].tolist()}})
+        want = plain.step({i: x[i].astype(np.float32) for i in range(3)})
+    for i in range(3):
+        np.testing.assert_array_equal(got[i]["lstm1"], want[i]["lstm1"])
+
+
+def test_streams_released_by_a_failing_step_are_still_reported(dynamic):
+    path = dynamic("a_lstm_stream_t1n1")
+    now = [0.0]
+    released = []
+    with _load(path, 2) as s:
+        pool = StreamPool(s, idle_timeout=10.0, clock=lambda: now[0], on_expire=released.append)
+        pool.open("a")
+        pool.open("b")
+        now[0] = 20.0
+        with pytest.raises(StateError, match="'a' \\| Is not open"):
+            pool.step({"a": np.zeros((1, 1, 5), np.float32)})
+        assert sorted(released) == ["a", "b"] and len(pool) == 0
