@@ -188,6 +188,15 @@ class Stream:
     def synchronize(self) -> None:
         _check(_rt().cudaStreamSynchronize(self.handle), "cudaStreamSynchronize")
 
+    def query(self) -> bool:
+        """True when all work enqueued so far has finished (never blocks)."""
+        rt = _rt()
+        err = rt.cudaStreamQuery(self.handle)[0]
+        if int(err) == int(rt.cudaError_t.cudaErrorNotReady):
+            return False
+        _check((err,), "cudaStreamQuery")
+        return True
+
     def wait_event(self, event: "Event") -> None:
         _check(_rt().cudaStreamWaitEvent(self.handle, event.handle, 0), "cudaStreamWaitEvent")
 

@@ -270,7 +270,7 @@ class StepHandle:
         if self._result is not None:
             return True
         session = self._session
-        return session is None or session._dev_event.query()
+        return session is None or session._stream.query()
 
     def wait(self) -> dict[str, Any]:
         """Blocks until the step has finished and returns its outputs (what :meth:`Session.step` returns).
@@ -286,7 +286,8 @@ class StepHandle:
             raise StateError(fmt("StepHandle", "wait() was called after the session was closed",
                                  "Wait for a step before closing its session."))
         try:
-            session._dev_event.synchronize()
+            # One step in flight on the session's own stream: the stream's end is this step's end.
+            session._stream.synchronize()
         finally:
             session._pending = None
             self._keep = None
@@ -496,7 +497,6 @@ class Session:
         self._io_sets: dict[tuple, _IOSet] = {}
         self._dev_ctx = None
         self._stream = cuda.Stream()
-        self._dev_event = cuda.Event()
         self._sync_event = cuda.Event()
         self._device_id = cuda.current_device()
         self._dev_ctx = self._engine.create_context()
@@ -537,9 +537,9 @@ class Session:
             if getattr(self, "_dev_ctx", None) is not None and self._engine is not None:
                 self._engine.destroy_context(self._dev_ctx)
                 self._dev_ctx = None
-            for ev in (getattr(self, "_dev_event", None), getattr(self, "_sync_event", None)):
-                if ev is not None:
-                    ev.destroy()
+            ev = getattr(self, "_sync_event", None)
+            if ev is not None:
+                ev.destroy()
             if stream is not None:
                 stream.destroy()
 
@@ -655,7 +655,7 @@ class Session:
 
     def _step_device(self, frame: Union[Mapping[str, Any], np.ndarray]) -> StepHandle:
         cuda = self._cuda
-        if not isinstance(frame, Mapping):
+        if type(frame) is not dict and not isinstance(frame, Mapping):
             if self._single_input is None:
                 raise BindingError(
                     fmt("Session.step", f"Got a bare {type(frame).__name__} but the model has inputs {self._required}",
@@ -726,7 +726,6 @@ class Session:
         if self._any_marks:
             self._marks[:] = False
             self._any_marks = False
-        self._dev_event.record(stream)
         handle = StepHandle(self, io, [fa.keepalive for fa in foreign.values()] or None)
         self._pending = handle
         return handle

@@ -99,6 +99,9 @@ def _make_sim_cuda(sim: _Sim) -> types.ModuleType:
         def synchronize(self):
             pass
 
+        def query(self):
+            return True
+
         def wait_event(self, event):
             pass
 
@@ -385,8 +388,9 @@ def test_step_async(backend, golden, converted):
             if k == 3:
                 with pytest.raises(StateError, match="before the previous step_async\\(\\) was waited for"):
                     s.step_async(feeds)
+            assert isinstance(h.done(), bool)
             got = h.wait()
-            assert h.wait() is got
+            assert h.done() and h.wait() is got
             np.testing.assert_allclose(got["lstm1"], expected["lstm1"], atol=ATOL, rtol=RTOL)
         h = s.step_async(case.call(0)[0])
     with pytest.raises(StateError, match="after the session was closed"):
@@ -433,6 +437,18 @@ def test_host_pointer_is_rejected_on_gpu(golden, converted):
             s.step({"data": fake})
 
 
+def _device_free_after_torch_caches() -> int:
+    # The stand-in computes with torch, whose caching allocator keeps blocks per stream and whose cuBLAS
+    # keeps a workspace per (handle, stream); every Session brings a new stream. Those caches are the
+    # stand-in's, not rnnrt's: drop them (no Session or graph is alive here) before reading free memory.
+    torch.cuda.synchronize()
+    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+    if clear is not None:
+        clear()
+    torch.cuda.empty_cache()
+    return real_cuda.mem_get_info()[0]
+
+
 def test_close_frees_everything(backend, converted):
     yaml, d = converted("a_lstm_stream_t1n1")
     cfg = load_config(yaml)
@@ -444,8 +460,7 @@ def test_close_frees_everything(backend, converted):
             for _ in range(3):
                 s.step(x)
         if backend.kind == "gpu":
-            torch.cuda.synchronize()
-            free0 = real_cuda.mem_get_info()[0]
+            free0 = _device_free_after_torch_caches()
         live0 = backend.live()
         for i in range(1000):
             s = Session(cfg, engine, cuda_graph=(i % 10 == 0), feedback="swap" if i % 2 else "copy")
@@ -456,8 +471,8 @@ def test_close_frees_everything(backend, converted):
             s.close()
         assert backend.live() == live0
         if backend.kind == "gpu":
-            torch.cuda.synchronize()
-            assert real_cuda.mem_get_info()[0] == free0
+            free1 = _device_free_after_torch_caches()
+            assert free1 == free0, f"device memory: {(free0 - free1) / 2**20:.1f} MiB not given back"
     finally:
         engine.deactivate()
 
