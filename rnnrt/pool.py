@@ -192,7 +192,6 @@ class _Plan:
         self.idle = sorted(set(open_slots) - set(slots)) if len(open_slots) > n else []
 
 
-_DTYPE = operator.attrgetter("dtype")
 _SIZE = operator.attrgetter("size")
 
 
@@ -420,10 +419,13 @@ class StreamPool:
             slots = plan.slots
             with self._lock:
                 # A reset() or open() that arrived during the step wins: that slot starts over next time.
-                advanced = slots if not self._pending else slots[[s not in self._pending for s in slots.tolist()]]
+                if self._pending:
+                    advanced = slots[[s not in self._pending for s in slots.tolist()]]
+                else:
+                    advanced = plan.dest  # a slice where it can, cheaper than indexing by slots
                 self._at_start[advanced] = False
                 self._steps[advanced] += 1
-                self._last_used[slots] = now
+                self._last_used[plan.dest] = now
             return self._unpack(plan, outs)
 
     def _plan_for(self, frames: Mapping[Hashable, Any]) -> _Plan:
@@ -456,7 +458,7 @@ class StreamPool:
             shape, strides = full.shape, full.strides
             per = np.ndarray((n,) + shape[:axis] + (1,) + shape[axis + 1:], full.dtype, full, 0,
                              (strides[axis],) + strides[:axis] + (strides[axis],) + strides[axis + 1:])
-            rows.append(list(per))
+            rows.append(per)  # iterating it yields the row views
         if len(rows) == 1:
             name = self._outputs[0][0]
             return {sid: {name: row} for sid, row in zip(plan.keys, rows[0])}
@@ -683,17 +685,16 @@ class StreamPool:
     def _bulk(self, spec: _Input, parts: list, dest: Any) -> Optional[np.ndarray]:
         """Packs the frames in one go when each is an array of the input's dtype and a valid shape, else None.
 
-        One C-level pass per attribute instead of a check per frame: every part has the dtype and the
-        size of the first, whose shape is a valid frame (batch dim 1); ``np.concatenate`` checks the
-        rank and every non-batch dim, so each part's batch dim is 1 too.
+        No check per frame: the first frame's shape is a valid frame (batch dim 1); every frame has its
+        size (one C-level pass); ``np.concatenate`` checks every frame's rank and non-batch dims, so each
+        frame's batch dim is 1 too, and with ``casting="no"`` that each has exactly the input's dtype.
         """
         try:
             first = parts[0].shape
-            dtypes = set(map(_DTYPE, parts))
             sizes = set(map(_SIZE, parts))
         except AttributeError:
             return None  # None (an omitted input), a list, a mapping ...
-        if dtypes != {spec.dtype} or not spec.matches(first):
+        if not spec.matches(first):
             return None
         size = 1
         for d in first:
@@ -705,7 +706,7 @@ class StreamPool:
             if type(dest) is slice:
                 np.concatenate(parts, axis=spec.axis, out=buf[spec.index(dest)], casting="no")
             else:
-                buf[spec.index(dest)] = np.concatenate(parts, axis=spec.axis, casting="no")
+                buf[spec.index(dest)] = np.concatenate(parts, axis=spec.axis, dtype=spec.dtype, casting="no")
         except (TypeError, ValueError):
             return None  # array-likes numpy will not take as they are: the per-frame path says why
         return buf

@@ -445,3 +445,29 @@ def test_streams_released_by_a_failing_step_are_still_reported(dynamic):
         with pytest.raises(StateError, match="'a' \\| Is not open"):
             pool.step({"a": np.zeros((1, 1, 5), np.float32)})
         assert sorted(released) == ["a", "b"] and len(pool) == 0
+
+
+def test_uniform_bad_frames_are_caught_by_the_bulk_path(dynamic):
+    """Every frame wrong in the same way (the bulk path's checks), in slot order and scattered."""
+    path = dynamic("a_lstm_stream_t1n1")
+    with _load(path, 4) as s:
+        pool = StreamPool(s)
+        for sid in "abc":
+            pool.open(sid)
+        for order in ("abc", "cba"):
+            with pytest.raises(BindingError, match="Received dtype float64"):
+                pool.step({sid: np.ones((1, 1, 5)) for sid in order})
+            with pytest.raises(BindingError, match="Received shape \\(1, 5, 1\\)"):
+                pool.step({sid: np.ones((1, 5, 1), np.float32) for sid in order})
+            # Batch dims 1 + 2 + 0 add up to the streams stepped: still refused.
+            with pytest.raises(BindingError, match="Stream 'b' input 'data' \\| Received shape \\(1, 2, 5\\)"):
+                pool.step({"a": np.ones((1, 1, 5), np.float32), "b": np.ones((1, 2, 5), np.float32),
+                           "c": np.ones((1, 0, 5), np.float32)})
+        assert pool.snapshot("a").steps == 0
+        # Strided (non-contiguous) frames are fine.
+        big = np.random.default_rng(10).uniform(-1, 1, (1, 3, 10)).astype(np.float32)
+        got = pool.step({sid: big[:, i:i + 1, ::2] for i, sid in enumerate("abc")})
+    with _load(path, 3) as ref:
+        want = ref.step(np.ascontiguousarray(big[:, :, ::2]))["lstm1"]
+    for i, sid in enumerate("abc"):
+        np.testing.assert_array_equal(got[sid]["lstm1"], want[:, i:i + 1])
