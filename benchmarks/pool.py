@@ -5,21 +5,29 @@ Throughput: every stream has a frame every tick, so the pool packs 256 per-strea
 ``Session.step`` and cuts 256 per-stream outputs; the raw side feeds one ready (1, 256, I) array.
 Both sides run the same model (tests/models ``lstm2_bench``: 2-layer LSTM, T=1) in two Sessions with
 the same ONNX Runtime options. Rounds alternate between the sides so that noise on a shared VM hits
-both alike; the table reports the median over rounds of each round's median step time.
+both alike (the order of the sides rotates from round to round); the table reports the median over
+rounds of each round's median step time, and the range of the per-round pool/raw ratios.
 
 Soak: ``--soak-steps`` pool steps of a small model with streams opening, closing, resetting, going
 idle, being snapshotted and restored and expiring (fake clock), checking the process RSS at the start
 and the end (after a warm-up) so that a leak per step shows.
 
+``--compare OLD_POOL_PY`` adds a third side, another ``StreamPool`` implementation on its own Session,
+in the same rounds (before/after comparisons on a noisy machine).
+
 Usage::
 
     python benchmarks/pool.py [--threads 2] [--hidden 512 128] [--rounds 7] [--soak-steps 100000]
+    git show REV:rnnrt/pool.py > /tmp/old_pool.py && python benchmarks/pool.py --compare /tmp/old_pool.py
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import gc
+import importlib.util
 import os
 import statistics
 import sys
@@ -58,28 +66,50 @@ def _median_step(fn, steps: int) -> float:
     return statistics.median(times)
 
 
-def throughput(hidden: int, input_size: int, threads: int, rounds: int, seconds: float) -> tuple:
+def load_pool_class(path: str) -> type:
+    """The ``StreamPool`` class of another pool.py (e.g. ``git show REV:rnnrt/pool.py > old_pool.py``)."""
+    spec = importlib.util.spec_from_file_location("rnnrt_pool_compare", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.StreamPool
+
+
+def throughput(hidden: int, input_size: int, threads: int, rounds: int, seconds: float,
+               other: type | None = None) -> dict:
+    """Median step time (µs) of each side, and the pool/raw ratio of every round.
+
+    Sides: ``raw`` (one ready batch array), ``pool`` (this checkout's StreamPool) and, with ``other``,
+    ``other`` (another StreamPool class). Each side has its own Session; every round runs each side once,
+    in an order that rotates from round to round.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         path = MODELS["lstm2_bench"](batch=STREAMS, input_size=input_size, hidden=hidden).save(Path(tmp) / "m")
         rng = np.random.default_rng(0)
         frames = {f"s{i}": rng.uniform(-1, 1, (1, 1, input_size)).astype(np.float32) for i in range(STREAMS)}
         x = np.concatenate(list(frames.values()), axis=1)
-        with rnnrt.load(path, backend="onnxruntime", threads=threads) as raw, \
-                rnnrt.load(path, backend="onnxruntime", threads=threads) as pooled:
-            pool = StreamPool(pooled)
-            for sid in frames:
-                pool.open(sid)
-            raw_step = lambda: raw.step(x)  # noqa: E731
-            pool_step = lambda: pool.step(frames)  # noqa: E731
-            per = _median_step(raw_step, 10)
-            _median_step(pool_step, 10)
+        classes = {"pool": StreamPool, **({"other": other} if other is not None else {})}
+        with contextlib.ExitStack() as stack:
+            raw = stack.enter_context(rnnrt.load(path, backend="onnxruntime", threads=threads))
+            sides = {"raw": lambda: raw.step(x)}
+            for name, cls in classes.items():
+                pool = cls(stack.enter_context(rnnrt.load(path, backend="onnxruntime", threads=threads)))
+                for sid in frames:
+                    pool.open(sid)
+                sides[name] = functools.partial(pool.step, frames)
+            per = _median_step(sides["raw"], 10)
+            for fn in sides.values():
+                _median_step(fn, 10)
             steps = max(10, int(seconds / per))
-            r_med, p_med = [], []
-            for _ in range(rounds):
-                r_med.append(_median_step(raw_step, steps))
-                p_med.append(_median_step(pool_step, steps))
-    r_us, p_us = statistics.median(r_med) * 1e6, statistics.median(p_med) * 1e6
-    return r_us, p_us, steps
+            medians: dict[str, list] = {name: [] for name in sides}
+            order = list(sides)
+            for k in range(rounds):
+                for name in order[k % len(order):] + order[:k % len(order)]:
+                    medians[name].append(_median_step(sides[name], steps))
+    result = {name: statistics.median(m) * 1e6 for name, m in medians.items()}
+    result["ratios"] = [r / p for r, p in zip(medians["raw"], medians["pool"])]
+    result["steps"] = steps
+    return result
 
 
 def soak(steps: int, batch: int, threads: int, report_every: int) -> tuple[float, float, float, float]:
@@ -141,21 +171,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=0.5, help="Target time per side per round.")
     p.add_argument("--soak-steps", type=int, default=100_000, help="0 skips the soak.")
     p.add_argument("--soak-batch", type=int, default=64)
+    p.add_argument("--compare", metavar="POOL_PY", help="Also measure the StreamPool of this file in the same rounds "
+                   "(e.g. an older rnnrt/pool.py from git show).")
     args = p.parse_args(argv)
 
+    other = load_pool_class(args.compare) if args.compare else None
     rows = []
     for hidden in args.hidden:
-        r_us, p_us, steps = throughput(hidden, args.input_size, args.threads, args.rounds, args.seconds)
-        rows.append((hidden, r_us, p_us, steps))
-        print(f"hidden {hidden}: raw Session.step {r_us:9.1f} us  pool.step {p_us:9.1f} us  "
-              f"pool throughput {r_us / p_us:.3f} x raw", flush=True)
+        res = throughput(hidden, args.input_size, args.threads, args.rounds, args.seconds, other)
+        rows.append((hidden, res))
+        line = (f"hidden {hidden}: raw Session.step {res['raw']:9.1f} us  pool.step {res['pool']:9.1f} us  "
+                f"pool throughput {res['raw'] / res['pool']:.3f} x raw (rounds {min(res['ratios']):.3f}"
+                f"..{max(res['ratios']):.3f})")
+        if other is not None:
+            line += f"  compared pool.step {res['other']:9.1f} us ({res['raw'] / res['other']:.3f} x raw)"
+        print(line, flush=True)
     print()
+    extra = " | compared pool µs | compared vs raw" if other is not None else ""
     print(f"| model (2-layer LSTM, input {args.input_size}, T=1) | threads | raw batch-{STREAMS} `Session.step` µs "
-          f"| `pool.step` of {STREAMS} streams µs | pool throughput vs raw | steps × rounds |")
-    print("|---|---|---|---|---|---|")
-    for hidden, r_us, p_us, steps in rows:
-        print(f"| hidden {hidden} | {args.threads} | {r_us:.0f} | {p_us:.0f} | {r_us / p_us:.3f}× "
-              f"({p_us - r_us:+.0f} µs/step) | {steps} × {args.rounds} |")
+          f"| `pool.step` of {STREAMS} streams µs | pool throughput vs raw | per-round range{extra} | steps × rounds |")
+    print("|---|---|---|---|---|---|" + ("---|---|" if other is not None else "") + "---|")
+    for hidden, res in rows:
+        r_us, p_us = res["raw"], res["pool"]
+        cells = [f"hidden {hidden}", str(args.threads), f"{r_us:.0f}", f"{p_us:.0f}",
+                 f"{r_us / p_us:.3f}× ({p_us - r_us:+.0f} µs/step)", f"{min(res['ratios']):.3f}–{max(res['ratios']):.3f}"]
+        if other is not None:
+            cells += [f"{res['other']:.0f}", f"{r_us / res['other']:.3f}× ({res['other'] - r_us:+.0f} µs/step)"]
+        cells.append(f"{res['steps']} × {args.rounds}")
+        print("| " + " | ".join(cells) + " |")
 
     if args.soak_steps:
         print()
