@@ -8,6 +8,9 @@ the same ONNX Runtime options. Rounds alternate between the sides so that noise 
 both alike (the order of the sides rotates from round to round); the table reports the median over
 rounds of each round's median step time, and the range of the per-round pool/raw ratios.
 
+Pool work alone: ``pool.step`` of the 256 streams on a stand-in Session whose ``step`` returns a
+cached result, i.e. the pool's own packing, bookkeeping and unpacking without the engine.
+
 Soak: ``--soak-steps`` pool steps of a small model with streams opening, closing, resetting, going
 idle, being snapshotted and restored and expiring (fake clock), checking the process RSS at the start
 and the end (after a warm-up) so that a leak per step shows.
@@ -55,6 +58,50 @@ def rss_mib() -> float:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class CachedSession:
+    """A Session stand-in whose step returns one cached result: ``pool.step`` on it times the pool's own work."""
+
+    def __init__(self, session: rnnrt.Session, frame: np.ndarray) -> None:
+        self.config, self.batch_size = session.config, session.batch_size
+        self._session = session
+        self._outs = {k: np.array(v) for k, v in session.step(frame).items()}
+
+    def step(self, feeds: dict) -> dict:
+        return self._outs
+
+    def reset(self, slots=None) -> None:
+        self._session.reset(slots)
+
+    def read_state(self, slots) -> dict:
+        return self._session.read_state(slots)
+
+    def write_state(self, slots, values) -> None:
+        self._session.write_state(slots, values)
+
+
+def pool_work(hidden: int, input_size: int, rounds: int, other: type | None = None, steps: int = 500) -> dict:
+    """Median µs of ``pool.step`` for 256 streams on a :class:`CachedSession` (no engine work), per pool class."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = MODELS["lstm2_bench"](batch=STREAMS, input_size=input_size, hidden=hidden).save(Path(tmp) / "m")
+        rng = np.random.default_rng(0)
+        frames = {f"s{i}": rng.uniform(-1, 1, (1, 1, input_size)).astype(np.float32) for i in range(STREAMS)}
+        x = np.concatenate(list(frames.values()), axis=1)
+        classes = {"pool": StreamPool, **({"other": other} if other is not None else {})}
+        with rnnrt.load(path, backend="onnxruntime", threads=1) as session:
+            sides = {}
+            for name, cls in classes.items():
+                pool = cls(CachedSession(session, x))
+                for sid in frames:
+                    pool.open(sid)
+                sides[name] = functools.partial(pool.step, frames)
+                _median_step(sides[name], 50)
+            medians: dict[str, list] = {name: [] for name in sides}
+            for _ in range(rounds):
+                for name, fn in sides.items():
+                    medians[name].append(_median_step(fn, steps))
+    return {name: statistics.median(m) * 1e6 for name, m in medians.items()}
 
 
 def _median_step(fn, steps: int) -> float:
@@ -186,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         if other is not None:
             line += f"  compared pool.step {res['other']:9.1f} us ({res['raw'] / res['other']:.3f} x raw)"
         print(line, flush=True)
+    work = pool_work(args.hidden[0], args.input_size, args.rounds, other)
+    print(f"pool work alone (Session returning cached outputs): pool.step {work['pool']:.1f} us"
+          + (f", compared pool.step {work['other']:.1f} us" if other is not None else ""), flush=True)
     print()
     extra = " | compared pool µs | compared vs raw" if other is not None else ""
     print(f"| model (2-layer LSTM, input {args.input_size}, T=1) | threads | raw batch-{STREAMS} `Session.step` µs "
