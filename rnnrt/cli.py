@@ -35,18 +35,20 @@ def _add_convert(sub) -> None:
     )
     p.add_argument("model", nargs="?", help="deploy.prototxt (Caffe) or model.onnx.")
     p.add_argument("weights", nargs="?", help="weights.caffemodel (Caffe). Without it, weights are random (seeded).")
-    p.add_argument("-o", "--output", default="out", help="Output directory (default: out).")
-    p.add_argument("--name", default="model", help="File stem of the written files (default: model).")
-    p.add_argument("--batch", choices=["fixed", "dynamic"], default="fixed",
+    p.add_argument("--config", metavar="YAML", default=None,
+                   help="Import options from YAML (see `rnnrt schema --kind import`); every flag overrides one field.")
+    p.add_argument("-o", "--output", default=None, help="Output directory (default: out).")
+    p.add_argument("--name", default=None, help="File stem of the written files (default: model).")
+    p.add_argument("--batch", choices=["fixed", "dynamic"], default=None,
                    help="'dynamic' makes the batch (stream) axis symbolic; build then takes --batch MIN:OPT:MAX.")
-    p.add_argument("--seed", type=int, default=0, help="Seed of random weights when no weights are given.")
-    p.add_argument("--add-reset", action="store_true",
+    p.add_argument("--seed", type=int, default=None, help="Seed of random weights when no weights are given (default: 0).")
+    p.add_argument("--add-reset", action="store_true", default=None,
                    help="ONNX: add a continuation input 'cont' [1, N] (0 zeroes a stream's state before the call).")
-    p.add_argument("--forward-only", action="store_true",
+    p.add_argument("--forward-only", action="store_true", default=None,
                    help="ONNX: keep only the forward direction of bidirectional layers instead of failing.")
     p.add_argument("--override", metavar="YAML", default=None,
                    help="ONNX: YAML that fixes detected state pairs, batch axes or continuation (see docs/onnx.md).")
-    p.add_argument("--phase", choices=["TEST", "TRAIN"], default="TEST", help="Caffe phase for include/exclude rules.")
+    p.add_argument("--phase", choices=["TEST", "TRAIN"], default=None, help="Caffe phase for include/exclude rules.")
     p.add_argument("--plugins", action="append", default=[], metavar="DIR",
                    help="Caffe layer plugins: a directory of plugin modules (*.py) or one .py file; repeatable. "
                    "Installed entry points of group 'rnnrt.caffe_layers' load too. See plugins/README.md.")
@@ -55,34 +57,47 @@ def _add_convert(sub) -> None:
     p.set_defaults(func=_run_convert)
 
 
+def _import_options(args):
+    """The convert options: the --config YAML (if any) overridden flag by flag."""
+    from rnnrt.config import ImportConfig, load_import_config
+
+    fields = ("model", "weights", "output", "name", "batch", "seed", "phase", "plugins", "add_reset",
+              "forward_only", "override")
+    flags = {f: getattr(args, f) for f in fields}
+    if args.config:
+        return load_import_config(args.config, flags)
+    return ImportConfig.model_validate({k: v for k, v in flags.items() if v is not None})
+
+
 def _run_convert(args) -> int:
     from rnnrt.config import save_step_graph
 
+    opts = _import_options(args)
     if args.list_layers:
-        return _list_layers(args)
-    if args.model is None:
+        return _list_layers(opts)
+    if opts.model is None:
         raise RnnrtError("convert | No model given.\nNote: rnnrt convert DEPLOY.prototxt [WEIGHTS.caffemodel] -o DIR")
-    if args.model.endswith(".onnx"):
+    if opts.model.endswith(".onnx"):
         from rnnrt.onnx.importer import convert_onnx  # issue: ONNX recurrent models
 
-        step = convert_onnx(args.model, **_onnx_convert_options(args))
+        step = convert_onnx(opts.model, **_onnx_convert_options(opts))
     else:
         from rnnrt.caffe.convert import convert_caffe
         from rnnrt.caffe.plugins import load_plugins
 
-        plugins = load_plugins(args.plugins)
+        plugins = load_plugins(opts.plugins)
         step = convert_caffe(
-            args.model,
-            args.weights,
-            batch="dynamic" if args.batch == "dynamic" else None,
-            seed=args.seed,
-            phase=args.phase,
+            opts.model,
+            opts.weights,
+            batch="dynamic" if opts.batch == "dynamic" else None,
+            seed=opts.seed,
+            phase=opts.phase,
             schema=plugins.schema,
             progress=sys.stderr.isatty(),
         )
         if plugins.plugins:
             step.source["plugins"] = plugins.describe()
-    path = save_step_graph(step, args.output, args.name)
+    path = save_step_graph(step, opts.output, opts.name)
     print(f"wrote {path.with_suffix('.onnx')} and {path}")
     for s in step.states:
         print(f"  state {s.input} -> {s.output} {list(s.shape)}")
@@ -102,8 +117,8 @@ def _list_layers(args) -> int:
     return 0
 
 
-def _onnx_convert_options(args) -> dict:
-    return {"add_reset": args.add_reset, "forward_only": args.forward_only, "override": args.override}
+def _onnx_convert_options(opts) -> dict:
+    return {"add_reset": opts.add_reset, "forward_only": opts.forward_only, "override": opts.override}
 
 
 # Subcommand registrars, in the order `rnnrt --help` lists them. Each module that owns a subcommand
@@ -247,7 +262,9 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _add_schema(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("schema", help="Print the JSON schema of the model YAML config.")
+    p = sub.add_parser("schema", help="Print the JSON schema of the model YAML config (or of import options).")
+    p.add_argument("--kind", choices=["model", "import"], default="model",
+                   help="model: the model config written by convert; import: the options of `convert --config`.")
     p.set_defaults(func=_schema)
 
 
@@ -256,7 +273,7 @@ def _schema(args: argparse.Namespace) -> int:
 
     from rnnrt.config import json_schema
 
-    print(json.dumps(json_schema(), indent=2))
+    print(json.dumps(json_schema(getattr(args, "kind", "model")), indent=2))
     return 0
 
 

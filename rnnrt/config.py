@@ -580,9 +580,69 @@ def validate_against_model(cfg: ModelConfig, onnx_path: Union[str, os.PathLike, 
         )
 
 
-def json_schema() -> dict[str, Any]:
-    """Returns the JSON schema of the YAML config (what ``rnnrt schema`` prints)."""
-    return ModelConfig.model_json_schema()
+def json_schema(kind: str = "model") -> dict[str, Any]:
+    """Returns the JSON schema of the model config (``"model"``) or of the import options (``"import"``)."""
+    return (ImportConfig if kind == "import" else ModelConfig).model_json_schema()
+
+
+class ImportConfig(BaseModel):
+    """Options of ``rnnrt convert`` kept in a YAML file (``rnnrt convert --config import.yaml``).
+
+    Every ``rnnrt convert`` flag overrides exactly one field; ``--plugins`` adds to ``plugins``. Paths are
+    relative to the YAML file.
+    """
+
+    model_config = _STRICT
+
+    model: Optional[str] = Field(default=None, description="deploy.prototxt (Caffe) or model.onnx to convert.")
+    weights: Optional[str] = Field(default=None, description="weights.caffemodel; none means seeded random weights.")
+    output: str = Field(default="out", description="Output directory for <name>.onnx and <name>.yaml.")
+    name: str = Field(default="model", min_length=1, description="File stem of the written files.")
+    batch: Literal["fixed", "dynamic"] = Field(default="fixed", description="'dynamic': symbolic batch (stream) axis.")
+    seed: int = Field(default=0, description="Seed of random weights when no weights are given.")
+    phase: Literal["TEST", "TRAIN"] = Field(default="TEST", description="Caffe phase for include/exclude rules.")
+    plugins: list[str] = Field(default_factory=list, description="Caffe layer plugin directories or .py files.")
+    add_reset: bool = Field(default=False, description="ONNX: add a continuation input 'cont'.")
+    forward_only: bool = Field(default=False, description="ONNX: keep the forward direction of bidirectional layers.")
+    override: Optional[str] = Field(default=None, description="ONNX: YAML that fixes detected state pairs.")
+
+
+_IMPORT_PATHS = ("model", "weights", "output", "override")
+
+
+def load_import_config(path: Union[str, os.PathLike], overrides: Optional[dict[str, Any]] = None) -> ImportConfig:
+    """Reads import options from YAML (paths resolved against its directory) and applies ``overrides``.
+
+    Args:
+        path (str | os.PathLike): The YAML file.
+        overrides (dict | None): Field values that win over the file (None values are ignored);
+            ``plugins`` is appended to the file's list.
+
+    Raises:
+        ConfigError: naming the file and the field when the YAML is malformed or has unknown keys.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(fmt(f"Import config {str(path)!r}", f"Cannot be read: {err.strerror}")) from err
+    except yaml.YAMLError as err:
+        raise ConfigError(fmt(f"Import config {str(path)!r}", f"Is not valid YAML: {err}")) from err
+    if not isinstance(data, dict):
+        raise ConfigError(fmt(f"Import config {str(path)!r}", "Is not a mapping", "Expected keys such as model: and weights:."))
+    for key in _IMPORT_PATHS:
+        if isinstance(data.get(key), str):
+            data[key] = str((path.parent / data[key]).resolve()) if not os.path.isabs(data[key]) else data[key]
+    if isinstance(data.get("plugins"), list):
+        data["plugins"] = [p if not isinstance(p, str) or os.path.isabs(p) else str((path.parent / p).resolve()) for p in data["plugins"]]
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        data[key] = list(data.get("plugins") or []) + list(value) if key == "plugins" else value
+    try:
+        return ImportConfig.model_validate(data)
+    except pydantic.ValidationError as err:
+        raise ConfigError(fmt(f"Import config {str(path)!r}", f"Invalid: {_format_errors(err)}")) from err
 
 
 def save_step_graph(step: Any, out_dir: Union[str, os.PathLike], name: str = "model") -> Path:

@@ -33,3 +33,29 @@ def test_bench_reports_latency(golden, tmp_path, capsys):
     assert main(["bench", str(tmp_path / "m" / "model.yaml"), "--steps", "5", "--warmup", "1", "--rounds", "2"]) == 0
     out = capsys.readouterr().out
     assert "us/step" in out and "batch 2" in out
+
+
+def test_convert_from_import_config_flags_override(golden, tmp_path):
+    case = golden("a_lstm_stream_t1n1")
+    (tmp_path / "import.yaml").write_text(
+        f"model: {case.prototxt}\nweights: {case.caffemodel}\noutput: out\nbatch: dynamic\n"
+    )
+    assert main(["convert", "--config", str(tmp_path / "import.yaml")]) == 0
+    assert "[1, batch, 5]" in (tmp_path / "out" / "model.yaml").read_text()  # relative output: next to the YAML
+    assert main(["convert", "--config", str(tmp_path / "import.yaml"), "--batch", "fixed", "-o", str(tmp_path / "f")]) == 0
+    assert "[1, 1, 5]" in (tmp_path / "f" / "model.yaml").read_text()
+
+
+def test_import_config_unknown_key_is_named(tmp_path, capsys):
+    (tmp_path / "import.yaml").write_text("model: x.prototxt\nbogus: 1\n")
+    assert main(["convert", "--config", str(tmp_path / "import.yaml")]) == 2
+    assert "bogus: unknown key" in capsys.readouterr().err
+
+
+def test_import_config_plugins_add_to_flags(tmp_path):
+    from rnnrt.config import load_import_config
+
+    (tmp_path / "import.yaml").write_text("model: m.prototxt\nplugins: [plugs]\n")
+    cfg = load_import_config(tmp_path / "import.yaml", {"plugins": ["/abs/more"], "seed": None})
+    assert cfg.plugins == [str((tmp_path / "plugs").resolve()), "/abs/more"]
+    assert cfg.model == str((tmp_path / "m.prototxt").resolve()) and cfg.seed == 0
