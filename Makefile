@@ -10,26 +10,31 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[dev]'
+# The demo needs only the package; tests and benchmarks also need the dev extra (TensorRT-RTX, torch, ...).
+$(VENV)/.installed-base: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
 	touch $@
 
-install: $(VENV)/.installed
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(VENV)/.installed-base $@
 
-run: install
+install: $(VENV)/.installed-dev
+
+run: $(VENV)/.installed-base
 	$(BIN)/python -m rnnrt.demo
 
-test: install
+test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
 
-test-gpu: install
+test-gpu: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -m gpu
 
-bench: install
+bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/cpu_step.py
 
 # Regenerates rnnrt/caffe/caffe.desc (a FileDescriptorSet) from rnnrt/caffe/caffe.proto.
-proto: install
+proto: $(VENV)/.installed-dev
 	$(BIN)/python -m grpc_tools.protoc -Irnnrt/caffe --include_imports \
 		--descriptor_set_out=rnnrt/caffe/caffe.desc rnnrt/caffe/caffe.proto
 
