@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import threading
 from typing import Any, Iterator, Optional
 
@@ -46,6 +47,9 @@ __all__ = [
     "memcpy_async",
     "memset2d_async",
     "memset_async",
+    "raise_status",
+    "raw_launcher",
+    "raw_synchronizer",
 ]
 
 _RT: Any = None
@@ -264,6 +268,26 @@ def memset2d_async(ptr: int, pitch: int, value: int, width: int, height: int, st
         _check(_rt().cudaMemset2DAsync(ptr, pitch, value, width, height, _handle(stream)), "cudaMemset2DAsync")
 
 
+def raw_launcher(graph: "GraphExec", stream: "Stream") -> Any:
+    """A zero-argument callable that launches ``graph`` on ``stream`` (the Session's per-step hot path).
+
+    It is ``cudaGraphLaunch`` with its arguments bound as cuda-python objects (no per-call conversion)
+    and returns cuda-python's raw ``(err,)`` tuple: the caller checks ``err`` (0 is success) and passes
+    a failure to :func:`raise_status`. Valid until the graph or the stream is destroyed.
+    """
+    return functools.partial(_rt().cudaGraphLaunch, graph._exec, stream._obj)
+
+
+def raw_synchronizer(stream: "Stream") -> Any:
+    """Like :func:`raw_launcher`, for ``cudaStreamSynchronize(stream)``."""
+    return functools.partial(_rt().cudaStreamSynchronize, stream._obj)
+
+
+def raise_status(err: Any, what: str) -> None:
+    """Raises the CudaError for a failed raw call's status ``err`` (see :func:`raw_launcher`)."""
+    _check((err,), what)
+
+
 class GraphExec:
     """An instantiated CUDA graph; :meth:`launch` replays it on a stream."""
 
@@ -331,6 +355,13 @@ class DeviceArray:
         self.dtype = np.dtype(dtype)
         self.shape = tuple(int(d) for d in shape)
         self.stream = int(stream)
+
+    @classmethod
+    def _view(cls, ptr: int, dtype: np.dtype, shape: tuple, stream: int) -> "DeviceArray":
+        # Per-step constructor for values that are already normalised (int, np.dtype, tuple of ints).
+        obj = object.__new__(cls)
+        obj.ptr, obj.dtype, obj.shape, obj.stream = ptr, dtype, shape, stream
+        return obj
 
     @property
     def nbytes(self) -> int:

@@ -254,6 +254,38 @@ class _IOSet:
         self.pinned.free()
 
 
+class _FastPlan:
+    """What a graph-mode step with the same frame layout as the last one needs, resolved once.
+
+    Built after a step that went the whole way (checks, staging, graph launch) with host frames only.
+    A later frame with the same names, each an exact ``np.ndarray`` of the same dtype and shape, is
+    copied straight into the pinned staging views and the graph of the current parity is launched;
+    anything else takes the full path, which raises the usual errors or builds a new plan. Graph mode
+    stages the continuation input too: an auto-filled one stays all ones in pinned memory, so it is
+    not copied at all (a step after reset() takes the full path, which writes the zeros; ``refill``
+    then names the staging view to set back to ones before the next launch).
+    """
+
+    __slots__ = ("io", "inputs", "nfed", "bare", "launch", "swap", "host_outputs", "outputs", "refill")
+
+    def __init__(self, io: "_IOSet", names: list[str], bare: bool, launch: tuple, swap: bool,
+                 host_outputs: bool, output_names: list[str], stream: int, refill: Optional[np.ndarray]) -> None:
+        self.io = io
+        self.refill = refill
+        # (name, dtype, shape, pinned staging view)
+        self.inputs = tuple((n, io.host[n].dtype, io.host[n].shape, io.host[n]) for n in names)
+        self.nfed = len(names)
+        self.bare = bare
+        self.launch = launch  # per parity (the input arena's index): a raw cudaGraphLaunch, or None
+        self.swap = swap
+        self.host_outputs = host_outputs
+        if host_outputs:
+            self.outputs = tuple((n, io.host[n]) for n in output_names)
+        else:
+            self.outputs = tuple((n, io.tensors[n].ptr, np.dtype(io.tensors[n].dtype),
+                                  tuple(int(d) for d in io.tensors[n].shape), stream) for n in output_names)
+
+
 class StepHandle:
     """An enqueued GPU step; :meth:`wait` returns its outputs (see :meth:`Session.step_async`)."""
 
@@ -407,6 +439,7 @@ class Session:
         self._closed = True  # until set up; makes close() and __del__ safe on failure
         self._engine: Any = None
         self._release = False
+        self._fast: Optional[_FastPlan] = None
         self.config = config if isinstance(config, ModelConfig) else load_config(config)
         cfg = self.config
         feedback = feedback or cfg.session.feedback
@@ -497,6 +530,7 @@ class Session:
         self._io_sets: dict[tuple, _IOSet] = {}
         self._dev_ctx = None
         self._stream = cuda.Stream()
+        self._sync = cuda.raw_synchronizer(self._stream)
         self._sync_event = cuda.Event()
         self._device_id = cuda.current_device()
         self._dev_ctx = self._engine.create_context()
@@ -521,6 +555,7 @@ class Session:
         self._state_shapes = {s.output: self._arenas[0].views[s.input].shape for s in cfg.state}
 
     def _free_device(self) -> None:
+        self._fast = None
         if not self._device:
             return
         self._device = False
@@ -583,6 +618,15 @@ class Session:
                 or a required input is missing. The state is unchanged.
             StateError: The session is closed, or the engine failed. The state is unchanged.
         """
+        plan = self._fast
+        if plan is not None and self._pending is None and not self._any_marks and self._launch_fast(plan, frame):
+            err = self._sync()[0]
+            if err:
+                self._cuda.raise_status(err, "cudaStreamSynchronize")
+            if plan.host_outputs:
+                return {name: view.copy() for name, view in plan.outputs}
+            view = self._cuda.DeviceArray._view
+            return {o[0]: view(*o[1:]) for o in plan.outputs}
         if self._device:
             return self.step_async(frame).wait()
         if self._closed:
@@ -651,11 +695,54 @@ class Session:
         if self._pending is not None:
             raise StateError(fmt("Session", "A step was started before the previous step_async() was waited for",
                                  "Call wait() on the previous handle first."))
+        plan = self._fast
+        if plan is not None and not self._any_marks and self._launch_fast(plan, frame):
+            handle = StepHandle(self, plan.io, None)
+            self._pending = handle
+            return handle
         return self._step_device(frame)
+
+    def _launch_fast(self, plan: _FastPlan, frame: Any) -> bool:
+        """Stages ``frame`` and launches the graph through ``plan``; False, having done nothing, when the
+        frame does not match the plan exactly (the full path then checks it)."""
+        launch = plan.launch[self._in]
+        if launch is None:
+            return False
+        if type(frame) is dict:
+            if len(frame) != plan.nfed:
+                return False
+            for name, dtype, shape, _ in plan.inputs:
+                value = frame.get(name)
+                if type(value) is not np.ndarray or value.dtype != dtype or value.shape != shape:
+                    return False
+            for name, _, _, staging in plan.inputs:
+                staging[...] = frame[name]
+        elif plan.bare and type(frame) is np.ndarray:
+            _, dtype, shape, staging = plan.inputs[0]
+            if frame.dtype != dtype or frame.shape != shape:
+                return False
+            staging[...] = frame
+        else:
+            return False
+        if plan.refill is not None:
+            plan.refill[...] = 1
+            plan.refill = None
+        err = launch()[0]
+        if err:
+            self._cuda.raise_status(err, "cudaGraphLaunch")
+        if plan.swap:
+            self._in ^= 1
+        return True
 
     def _step_device(self, frame: Union[Mapping[str, Any], np.ndarray]) -> StepHandle:
         cuda = self._cuda
-        if type(frame) is not dict and not isinstance(frame, Mapping):
+        # The staging buffers may change below: no plan until this step has gone through.
+        self._fast = None
+        bare = type(frame) is not dict and not isinstance(frame, Mapping)
+        # Only layouts that _launch_fast accepts are worth a plan.
+        plannable = (type(frame) is np.ndarray) if bare else (
+            type(frame) is dict and all(type(v) is np.ndarray for v in frame.values()))
+        if bare:
             if self._single_input is None:
                 raise BindingError(
                     fmt("Session.step", f"Got a bare {type(frame).__name__} but the model has inputs {self._required}",
@@ -723,12 +810,24 @@ class Session:
         # The step is enqueued: the state advances (stream-ordered after the engine's writes).
         if self._state_axes and self.feedback == "swap":
             self._in = 1 - k
+        if graph is not None and plannable:
+            # The staging buffers now hold this frame and, if auto-filled, a continuation of ones
+            # unless slots were reset before this step.
+            auto_cont = self._cont is not None and self._cont.input not in frame
+            refill = io.host[self._cont.input] if auto_cont and self._any_marks else None
+            self._fast = self._make_plan(io, list(frame), bare, refill)
         if self._any_marks:
             self._marks[:] = False
             self._any_marks = False
         handle = StepHandle(self, io, [fa.keepalive for fa in foreign.values()] or None)
         self._pending = handle
         return handle
+
+    def _make_plan(self, io: _IOSet, names: list[str], bare: bool, refill: Optional[np.ndarray]) -> _FastPlan:
+        launch = tuple(self._cuda.raw_launcher(io.graphs[j], self._stream) if j in io.graphs else None
+                       for j in (0, 1))
+        return _FastPlan(io, names, bare, launch, bool(self._state_axes) and self.feedback == "swap",
+                         self._host_outputs, self.output_names, self._stream.handle, refill)
 
     def _enqueue_eager(self, io: _IOSet, k: int, foreign: Mapping[str, Any], capture: bool = False) -> None:
         from rnnrt.engines.base import DeviceTensor

@@ -181,6 +181,15 @@ def _make_sim_cuda(sim: _Sim) -> types.ModuleType:
     mod.DeviceBuffer, mod.PinnedBuffer, mod.Stream, mod.Event = DeviceBuffer, PinnedBuffer, Stream, Event
     mod.memcpy_async, mod.memset_async, mod.memset2d_async, mod.capture = memcpy_async, memset_async, memset2d_async, capture
     mod.GraphExec, mod.run = GraphExec, run
+
+    def raw_launcher(graph, stream):
+        def launch():
+            graph.launch(stream)
+            return (0,)
+        return launch
+
+    mod.raw_launcher, mod.raw_synchronizer = raw_launcher, lambda stream: (lambda: (0,))
+    mod.raise_status = real_cuda.raise_status
     mod.DeviceArray, mod.ForeignArray = real_cuda.DeviceArray, real_cuda.ForeignArray
     mod.is_device_array = real_cuda.is_device_array
     mod.foreign_array = real_cuda.foreign_array
@@ -489,3 +498,114 @@ def test_uncapturable_engine_falls_back(backend, golden, converted, caplog):
                 np.testing.assert_allclose(s.step(feeds)["lstm1"], expected["lstm1"], atol=ATOL, rtol=RTOL)
     lines = [r.getMessage() for r in caplog.records if "CUDA graph" in r.getMessage()]
     assert len(lines) == 1 and "running plain enqueues" in lines[0]
+
+
+def _count_full_steps(s: Session) -> list:
+    calls = []
+    full = s._step_device
+
+    def counted(frame):
+        calls.append(1)
+        return full(frame)
+
+    s._step_device = counted
+    return calls
+
+
+@pytest.mark.parametrize("feedback", ["copy", "swap"])
+def test_graph_fast_path_matches_cpu_session(backend, golden, converted, feedback):
+    """Steady-state graph steps take the cached plan; any other frame takes the full path (errors,
+    casts, new layouts) and the results equal the ORT Session's under the same calls."""
+    case = golden("b_lstm_batch_resets")
+    yaml, d = converted("b_lstm_batch_resets")
+    rng = np.random.default_rng(7)
+    x = lambda: rng.uniform(-1, 1, (8, 3, 5)).astype(np.float32)  # noqa: E731
+    cont = case.call(1)[0]["cont"]
+    with backend.session(yaml, d, feedback=feedback, cuda_graph=True) as s, \
+            rnnrt.load(yaml, backend="onnxruntime") as ref:
+        full = _count_full_steps(s)
+
+        def both(frame, ref_frame=None):
+            got, want = s.step(frame), ref.step(frame if ref_frame is None else ref_frame)
+            np.testing.assert_allclose(got["lstm1"], want["lstm1"], atol=ATOL, rtol=RTOL)
+            for n, v in ref.state.items():
+                np.testing.assert_allclose(s.state[n], v, atol=ATOL, rtol=RTOL, err_msg=n)
+            return got
+
+        for _ in range(4):  # eager warm-up, capture(s), then the plan
+            both({"data": x()})
+        n0 = len(full)
+        outs = [both({"data": x()}) for _ in range(3)]
+        assert len(full) == n0, "steady-state steps must not take the full path"
+        assert not np.shares_memory(outs[0]["lstm1"], outs[1]["lstm1"]), "outputs are fresh arrays"
+
+        # Bad frames: typed errors from the full path, state untouched, and the plan still serves afterwards.
+        before = {n: v.copy() for n, v in s.state.items()}
+        for bad, match in (({"data": x().astype(np.float64)}, r"Input 'data' \| Received dtype float64"),
+                           ({"data": x()[:, :2]}, r"Input 'data' \| Received shape \(8, 2, 5\)"),
+                           ({"data": x(), "h0": x()}, r"Input 'h0' \| Is not an input of the model"),
+                           ({"lstm1.h0": x()}, r"Input 'lstm1.h0' \| Is a state input"),
+                           ({"cont": cont}, r"Input 'data' \| Is missing from the frame"),
+                           ({"data": [[1.0]]}, r"Input 'data' \| Received shape \(1, 1\)")):
+            with pytest.raises(BindingError, match=match):
+                s.step(bad)
+        for n, v in s.state.items():
+            np.testing.assert_array_equal(v, before[n])
+        # Safe casts, non-contiguous arrays, bare arrays and fed cont go through the full path and stay right.
+        both({"data": x().astype(np.float16)})
+        y = x()
+        both({"data": np.asfortranarray(y)}, {"data": y})
+        both(x())
+        n1 = len(full)
+        both(x())
+        assert len(full) == n1, "a bare array gets its own plan"
+        both({"data": x(), "cont": cont})
+        n2 = len(full)
+        both({"data": x(), "cont": cont})
+        both({"cont": cont, "data": x()})
+        assert len(full) == n2, "a fed continuation input is part of the plan"
+        both({"data": x()})  # back to the auto-filled continuation: full path rewrites the ones
+        both({"data": x()})
+        # reset(slots) after plan steps: the full path zeroes cont at t=0 for those slots, then the plan
+        # resumes at once (it sets the staged cont back to ones).
+        for slots in ([1], [0, 2], None):
+            s.reset(slots=slots)
+            ref.reset(slots=slots)
+            both({"data": x()})
+            n3 = len(full)
+            both({"data": x()})
+            both({"data": x()})
+            assert len(full) == n3
+        # step_async takes the plan too, and still refuses a second step before wait().
+        h = s.step_async({"data": y})
+        with pytest.raises(StateError, match="before the previous step_async\\(\\) was waited for"):
+            s.step({"data": y})
+        np.testing.assert_allclose(h.wait()["lstm1"], ref.step({"data": y})["lstm1"], atol=ATOL, rtol=RTOL)
+        assert len(full) == n3
+    with pytest.raises(StateError, match="after close"):
+        s.step({"data": y})
+
+
+def test_graph_fast_path_failed_launch_leaves_state(backend, golden, converted):
+    """A launch that fails on the plan's path raises CudaError and does not advance the state."""
+    from rnnrt.errors import CudaError
+
+    case = golden("a_lstm_stream_t1n1")
+    yaml, d = converted("a_lstm_stream_t1n1")
+    with backend.session(yaml, d, feedback="swap", cuda_graph=True, outputs="device") as s:
+        for k in range(4):
+            out = s.step(case.call(k)[0])["lstm1"]
+            assert hasattr(out, "__cuda_array_interface__")
+        plan = s._fast
+        assert plan is not None
+        before, k_in = {n: v.copy() for n, v in s.state.items()}, s._in
+        real_launch = plan.launch
+        plan.launch = (lambda: (1,), lambda: (1,))  # cudaErrorInvalidValue
+        with pytest.raises(CudaError, match="cudaGraphLaunch"):
+            s.step(case.call(4)[0])
+        assert s._in == k_in
+        for n, v in s.state.items():
+            np.testing.assert_array_equal(v, before[n])
+        plan.launch = real_launch
+        feeds, expected = case.call(4)
+        np.testing.assert_allclose(backend.to_host(s.step(feeds)["lstm1"]), expected["lstm1"], atol=ATOL, rtol=RTOL)
