@@ -216,31 +216,45 @@ class _DeviceArena:
 
 
 class _IOSet:
-    """Device buffers (and pinned staging) for one set of input shapes; graphs capture their addresses."""
+    """Device buffers (and pinned staging) for one set of input shapes; graphs capture their addresses.
+
+    The device buffer holds the host-staged inputs first, then the device-fed inputs, then the outputs.
+    The pinned buffer mirrors the staged inputs at the same offsets, then the outputs (host outputs
+    only) at the same offsets relative to the first output. So one H2D copy uploads every staged input
+    and one D2H copy downloads every output (fewer copy nodes in a graph, fewer calls when eager).
+    """
 
     def __init__(self, cuda: Any, inputs: list[tuple[str, tuple, np.dtype, bool]],
                  outputs: list[tuple[str, tuple, np.dtype]], host_outputs: bool) -> None:
         from rnnrt.engines.base import DeviceTensor
 
-        entries = [(n, shape, dt) for n, shape, dt, _ in inputs] + list(outputs)
+        staged = [(n, shape, dt) for n, shape, dt, on_host in inputs if on_host]
+        fed = [(n, shape, dt) for n, shape, dt, on_host in inputs if not on_host]
+        entries = staged + fed + list(outputs)
         sizes = [int(np.prod(shape, dtype=np.int64)) * dt.itemsize for _, shape, dt in entries]
         offsets, total = _aligned_layout(sizes)
-        staged = [(n, shape, dt) for n, shape, dt, on_host in inputs if on_host] + (list(outputs) if host_outputs else [])
-        hsizes = [int(np.prod(shape, dtype=np.int64)) * dt.itemsize for _, shape, dt in staged]
-        hoffsets, htotal = _aligned_layout(hsizes)
+        ns, no = len(staged), len(outputs)
+        staged_end = offsets[ns - 1] + sizes[ns - 1] if ns else 0
+        out_start = offsets[len(entries) - no] if no else total
+        pin_out = -(-staged_end // _ALIGN) * _ALIGN  # where the outputs' mirror starts in pinned memory
         self.device = cuda.DeviceBuffer(total)
         try:
-            self.pinned = cuda.PinnedBuffer(htotal)
+            self.pinned = cuda.PinnedBuffer(pin_out + (total - out_start if host_outputs else 0))
         except BaseException:
             self.device.free()
             raise
         self.tensors = {n: DeviceTensor(self.device.ptr + off, dt, shape)
                         for (n, shape, dt), off in zip(entries, offsets)}
-        self.host = {n: self.pinned.view(dt, shape, off) for (n, shape, dt), off in zip(staged, hoffsets)}
-        self.host_ptr = {n: self.pinned.ptr + off for (n, _, _), off in zip(staged, hoffsets)}
+        self.host = {n: self.pinned.view(dt, shape, off) for (n, shape, dt), off in zip(staged, offsets)}
+        if host_outputs:
+            self.host.update({n: self.pinned.view(dt, shape, off - out_start + pin_out)
+                              for (n, shape, dt), off in zip(outputs, offsets[len(entries) - no:])})
+        # (dst, src, nbytes) of the one upload and the one download.
+        self.h2d = (self.device.ptr, self.pinned.ptr, staged_end)
+        self.d2h = (self.pinned.ptr + pin_out, self.device.ptr + out_start, total - out_start if host_outputs else 0)
         self.nbytes = {n: size for (n, _, _), size in zip(entries, sizes)}
-        self.staged_inputs = [n for n, _, _, on_host in inputs if on_host]
-        self.device_inputs = [n for n, _, _, on_host in inputs if not on_host]
+        self.staged_inputs = [n for n, _, _ in staged]
+        self.device_inputs = [n for n, _, _ in fed]
         self.outputs = [n for n, _, _ in outputs]
         self.warm = False
         self.graphs: dict[int, Any] = {}
@@ -833,8 +847,7 @@ class Session:
         from rnnrt.engines.base import DeviceTensor
 
         cuda, stream = self._cuda, self._stream
-        for name in io.staged_inputs:
-            cuda.memcpy_async(io.tensors[name].ptr, io.host_ptr[name], io.nbytes[name], "h2d", stream)
+        cuda.memcpy_async(*io.h2d, "h2d", stream)  # every staged input (nothing if none)
         feeds = dict(self._state_feeds[k])
         for name in self.input_names:
             fa = None if capture else foreign.get(name)
@@ -845,9 +858,7 @@ class Session:
         self._engine.enqueue(self._dev_ctx, feeds, dests, stream.handle)
         if self._state_axes and self.feedback == "copy":
             self._arenas[0].copy_from(self._arenas[1])
-        if self._host_outputs:
-            for name in io.outputs:
-                cuda.memcpy_async(io.host_ptr[name], io.tensors[name].ptr, io.nbytes[name], "d2h", stream)
+        cuda.memcpy_async(*io.d2h, "d2h", stream)  # every output (nothing with outputs="device")
 
     def _capture(self, io: _IOSet, k: int) -> Any:
         from rnnrt.errors import RnnrtError

@@ -609,3 +609,38 @@ def test_graph_fast_path_failed_launch_leaves_state(backend, golden, converted):
         plan.launch = real_launch
         feeds, expected = case.call(4)
         np.testing.assert_allclose(backend.to_host(s.step(feeds)["lstm1"]), expected["lstm1"], atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("host_outputs", [True, False])
+def test_ioset_one_upload_one_download(host_outputs):
+    """Staged inputs sit at the same offsets in pinned and device memory, outputs likewise relative to the
+    first output: one H2D and one D2H move them all (checked on the host simulation)."""
+    from rnnrt.session import _IOSet
+
+    sim = _Sim()
+    mod = _make_sim_cuda(sim)
+    f32, f16 = np.dtype(np.float32), np.dtype(np.float16)
+    inputs = [("a", (3, 5), f32, True), ("dev", (7,), f32, False), ("b", (1,), f16, True), ("c", (2, 300), f32, True)]
+    outputs = [("y", (4, 3), f32), ("z", (1,), f16), ("w", (65,), f32)]
+    io = _IOSet(mod, inputs, outputs, host_outputs)
+    try:
+        rng = np.random.default_rng(0)
+        for n in ("a", "b", "c"):
+            io.host[n][...] = rng.uniform(-1, 1, io.host[n].shape)
+        mod.memcpy_async(*io.h2d, "h2d", None)
+        assert sim.copies == 1
+        dev = {n: io.device.view(t.dtype, t.shape, t.ptr - io.device.ptr) for n, t in io.tensors.items()}
+        for n in ("a", "b", "c"):
+            np.testing.assert_array_equal(dev[n], io.host[n], err_msg=n)
+        assert io.h2d[2] <= io.tensors["dev"].ptr - io.device.ptr, "the upload must not cover device-fed inputs"
+        for n, _, _ in outputs:
+            dev[n][...] = rng.uniform(-1, 1, dev[n].shape)
+        mod.memcpy_async(*io.d2h, "d2h", None)
+        if host_outputs:
+            assert sim.copies == 2
+            for n, _, _ in outputs:
+                np.testing.assert_array_equal(io.host[n], dev[n], err_msg=n)
+        else:
+            assert sim.copies == 1 and io.d2h[2] == 0 and "y" not in io.host
+    finally:
+        io.free()
