@@ -16,18 +16,31 @@ Variants:
   tensor (4), then sync: the naive feedback.
 - ``Session eager/copy``, ``eager/swap``, ``graph/copy``, ``graph/swap``: ``session.step(numpy frame)``
   returning numpy outputs.
+- ``Session graph/swap, DeviceArray out``: numpy frame in, a DeviceArray out (no D2H, no feedback
+  copy: the graph is one H2D copy plus the engine, the closest to the engine's own graph).
 - ``Session graph/swap, device IO``: a torch CUDA frame in, a DeviceArray out.
+- ``... [baseline]`` (with ``--baseline SESSION_PY``): the graph-mode variants again on the ``Session``
+  class of another ``rnnrt/session.py`` (e.g. the version before a change), in the same rounds, over
+  the same engine and ``rnnrt.cuda``; the variant order is reversed every other round.
 
 Also: feedback alone (+ sync) for 1, 2 and 4 LSTM layers: per-tensor copies vs one arena copy vs swap.
+
+``--sim`` runs on any machine instead: the Session's own Python work per graph-mode step (numpy frame
+in, numpy outputs out), with ``rnnrt.cuda`` replaced by the tests' host simulation
+(tests/test_session_gpu.py) and the captured graph emptied, so no engine or copy work is timed; with
+``--baseline`` side by side with another session.py.
 
 Usage::
 
     python benchmarks/gpu_step.py [--batch 1 64] [--rounds 5] [--steps 2000] [--json out.json]
+    python benchmarks/gpu_step.py --sim [--baseline out/session_before.py]
+    git show REV:rnnrt/session.py > out/session_before.py && python benchmarks/gpu_step.py --baseline out/session_before.py
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import statistics
@@ -83,7 +96,15 @@ def timed(fn, steps: int, warmup: int) -> float:
     return statistics.median(times) * 1e6
 
 
-def bench_batch(B: int, rounds: int, steps: int, warmup: int) -> dict:
+def load_session_class(path: Path) -> type:
+    """The ``Session`` class of another session.py, imported under a private module name."""
+    spec = importlib.util.spec_from_file_location("rnnrt_session_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Session
+
+
+def bench_batch(B: int, rounds: int, steps: int, warmup: int, baseline: type | None = None) -> dict:
     d = Path(tempfile.mkdtemp())
     proto, weights, yaml = write_model(d, B)
     cfg = load_config(yaml)
@@ -143,8 +164,11 @@ def bench_batch(B: int, rounds: int, steps: int, warmup: int) -> dict:
                       ("Session eager/swap", dict(feedback="swap", cuda_graph=False)),
                       ("Session graph/copy", dict(feedback="copy", cuda_graph=True)),
                       ("Session graph/swap", dict(feedback="swap", cuda_graph=True)),
+                      ("Session graph/swap, DeviceArray out", dict(feedback="swap", cuda_graph=True, outputs="device")),
                       ("Session graph/swap, device IO", dict(feedback="swap", cuda_graph=True, outputs="device"))):
         sessions[label] = Session(cfg, engine, **kw)
+        if baseline is not None and kw["cuda_graph"]:
+            sessions[label + " [baseline]"] = baseline(cfg, engine, **kw)
     x_dev = torch.as_tensor(frames[0], device=dev)
     torch.cuda.synchronize()
 
@@ -165,8 +189,9 @@ def bench_batch(B: int, rounds: int, steps: int, warmup: int) -> dict:
         variants[label] = session_step(s, device_io="device IO" in label)
 
     results: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(rounds):
-        for label, fn in variants.items():
+    for r in range(rounds):
+        order = list(variants.items())
+        for label, fn in (reversed(order) if r % 2 else order):
             results[label].append(timed(fn, steps, warmup))
     for s in sessions.values():
         s.close()
@@ -206,6 +231,48 @@ def bench_feedback(rounds: int, steps: int, warmup: int, B: int) -> dict:
     return out
 
 
+def bench_sim(batches: list[int], rounds: int, steps: int, baseline_path: Path | None) -> None:
+    """Python work per graph-mode step on the host simulation of rnnrt.cuda (graph replay emptied)."""
+    import rnnrt
+    from tests.test_session_gpu import SimStandinEngine, _make_sim_cuda, _Sim
+
+    mod = _make_sim_cuda(_Sim())
+    sys.modules["rnnrt.cuda"] = mod
+    rnnrt.cuda = mod
+    classes = [("Session", Session)]
+    if baseline_path is not None:
+        classes.append(("baseline", load_session_class(baseline_path)))
+    print(f"host simulation, Python {platform.python_version()}; us per step, median [min..max] of {rounds} "
+          f"rounds of {steps} steps")
+    for B in batches:
+        d = Path(tempfile.mkdtemp())
+        proto, weights, yaml = write_model(d, B)
+        cfg = load_config(yaml)
+        engine = SimStandinEngine(proto, weights, sim_cuda=mod)
+        engine.activate()
+        frames = [np.random.default_rng(k).uniform(-1, 1, (1, B, I)).astype(np.float32) for k in range(8)]
+        for feedback in ("copy", "swap"):
+            sessions = {label: cls(cfg, engine, feedback=feedback, cuda_graph=True) for label, cls in classes}
+            for s in sessions.values():
+                for k in range(4):  # eager, then capture (both parities with swap)
+                    s.step({"data": frames[k]})
+                    for io in s._io_sets.values():
+                        for g in io.graphs.values():
+                            g.ops = []
+            times: dict[str, list[float]] = {label: [] for label in sessions}
+            for r in range(rounds):
+                for label, s in (reversed(sessions.items()) if r % 2 else sessions.items()):
+                    t0 = time.perf_counter()
+                    for k in range(steps):
+                        s.step({"data": frames[k & 7]})
+                    times[label].append((time.perf_counter() - t0) / steps * 1e6)
+            for label, v in times.items():
+                print(f"batch {B} graph/{feedback} {label}: {statistics.median(v):.2f} [{min(v):.2f}..{max(v):.2f}]")
+            for s in sessions.values():
+                s.close()
+        engine.deactivate()
+
+
 def fmt_row(label: str, values: list[float]) -> str:
     return f"| {label} | {statistics.median(values):.1f} [{min(values):.1f}..{max(values):.1f}] |"
 
@@ -214,19 +281,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 64])
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=None, help="steps per round (default 2000; 20000 with --sim)")
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--baseline", type=Path, default=None, metavar="SESSION_PY",
+                    help="also time the graph-mode variants on the Session class of this session.py")
+    ap.add_argument("--sim", action="store_true", help="CPU only: the Session's Python work per graph step")
     args = ap.parse_args()
+    if args.sim:
+        bench_sim(args.batch, args.rounds, args.steps or 20000, args.baseline)
+        return
+    args.steps = args.steps or 2000
+    baseline = load_session_class(args.baseline) if args.baseline else None
     if not cuda.available() or not torch.cuda.is_available():
         sys.exit("gpu_step.py needs a CUDA GPU")
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     machine = {"gpu": torch.cuda.get_device_name(), "cpu": cpu, "python": platform.python_version(),
-               "torch": torch.__version__, "driver": cuda._rt().cudaDriverGetVersion()[1]}
+               "torch": torch.__version__, "driver": cuda._rt().cudaDriverGetVersion()[1],
+               "cuda_bindings": getattr(sys.modules.get("cuda.bindings"), "__version__", "?"),
+               "baseline": str(args.baseline) if args.baseline else None}
     report = {"machine": machine, "batches": {}, "feedback": {}}
     print(f"machine: {machine}")
     for B in args.batch:
-        report["batches"][B] = bench_batch(B, args.rounds, args.steps, args.warmup)
+        report["batches"][B] = bench_batch(B, args.rounds, args.steps, args.warmup, baseline)
     report["feedback"] = bench_feedback(args.rounds, args.steps, args.warmup, 64)
     lines = [f"GPU: {machine['gpu']}; CPU: {cpu}; torch {machine['torch']}; Python {machine['python']}.",
              f"Per-step host time in us incl. sync, median of {args.steps} steps, median [min..max] over "
@@ -236,9 +313,15 @@ def main() -> None:
         lines += [fmt_row(k, v) for k, v in res.items()]
         floor = statistics.median(res["engine graph (floor)"])
         hand = statistics.median(res["hand graph (H2D+engine+arena copy+D2H)"])
-        for k in ("Session graph/copy", "Session graph/swap", "Session graph/swap, device IO"):
+        for k in ("Session graph/copy", "Session graph/swap", "Session graph/swap, DeviceArray out",
+                  "Session graph/swap, device IO"):
             m = statistics.median(res[k])
             lines.append(f"| {k} minus engine graph / minus hand graph | {m - floor:+.1f} / {m - hand:+.1f} |")
+            if k + " [baseline]" in res:
+                b = statistics.median(res[k + " [baseline]"])
+                ratios = [x / y for x, y in zip(res[k], res[k + " [baseline]"])]
+                lines.append(f"| {k} minus baseline (per-round ratio) | {m - b:+.1f} "
+                             f"({min(ratios):.3f}..{max(ratios):.3f}) |")
         lines.append("")
     lines += ["**Feedback alone + sync, batch 64, hidden 512**", "", "| variant | us |", "|---|---|"]
     lines += [fmt_row(k, v) for k, v in report["feedback"].items()]
