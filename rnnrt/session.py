@@ -753,9 +753,6 @@ class Session:
         # The staging buffers may change below: no plan until this step has gone through.
         self._fast = None
         bare = type(frame) is not dict and not isinstance(frame, Mapping)
-        # Only layouts that _launch_fast accepts are worth a plan.
-        plannable = (type(frame) is np.ndarray) if bare else (
-            type(frame) is dict and all(type(v) is np.ndarray for v in frame.values()))
         if bare:
             if self._single_input is None:
                 raise BindingError(
@@ -824,9 +821,9 @@ class Session:
         # The step is enqueued: the state advances (stream-ordered after the engine's writes).
         if self._state_axes and self.feedback == "swap":
             self._in = 1 - k
-        if graph is not None and plannable:
-            # The staging buffers now hold this frame and, if auto-filled, a continuation of ones
-            # unless slots were reset before this step.
+        if graph is not None and not foreign and type(frame) is dict and all(type(v) is np.ndarray for v in frame.values()):
+            # A layout that _launch_fast accepts. The staging buffers now hold this frame and, if
+            # auto-filled, a continuation of ones unless slots were reset before this step.
             auto_cont = self._cont is not None and self._cont.input not in frame
             refill = io.host[self._cont.input] if auto_cont and self._any_marks else None
             self._fast = self._make_plan(io, list(frame), bare, refill)
