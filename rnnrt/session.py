@@ -40,7 +40,10 @@ numpy arrays (``outputs="host"``) or :class:`rnnrt.cuda.DeviceArray` views that 
 overwrites (``outputs="device"``). With ``cuda_graph=True`` the H2D copies, the engine, the feedback
 copy and the D2H copies are captured once per set of input shapes (one graph per arena orientation
 with ``swap``) and replayed; engines that cannot be captured fall back to plain enqueues with one log
-line. In graph mode a device-array input is copied (one D2D copy) into the buffer the graph reads.
+line. In graph mode a device-array input is copied (one D2D copy) into the buffer the graph reads, and a
+step whose numpy frame has exactly the layout of the previous one (names, dtypes, shapes) reuses a
+cached plan: each array is checked against it and copied straight into pinned staging, and the graph is
+launched; any other frame takes the full path (casts, errors, a new plan).
 :attr:`Session.state`, :meth:`Session.read_state` and :meth:`Session.write_state` go through host copies.
 :meth:`Session.step_async` enqueues a step and returns a :class:`StepHandle`; ``step(x)`` is
 ``step_async(x).wait()``.
