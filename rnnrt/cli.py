@@ -304,6 +304,9 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
                    help="TensorRT module (default: tensorrt if importable, else tensorrt_rtx).")
     p.add_argument("--target", default=None, metavar="SM,...",
                    help="TensorRT-RTX compute capabilities, e.g. sm80,sm86,sm89,sm120 (default: portable).")
+    p.add_argument("--runtime-cache", metavar="PATH", default=None,
+                   help="TensorRT-RTX runtime cache file recorded in the config's session section; the engine "
+                   "reads it at load and writes it at release (kernels compiled for the GPU it runs on).")
     p.add_argument("--timing-cache", default=None, metavar="PATH", help="Timing cache file (read, then updated).")
     p.add_argument("--workspace", type=int, default=None, metavar="MIB", help="Workspace memory-pool limit in MiB.")
     p.add_argument("--opt-level", type=int, default=None, choices=range(6), help="Builder optimization level 0-5.")
@@ -336,6 +339,14 @@ def _build(args: argparse.Namespace) -> int:
         progress=True,
     )
     r = plan_from_config(args.config, args.output, options)
+    if args.runtime_cache:
+        import os
+
+        from rnnrt.config import load_config, save_config
+
+        cfg = load_config(r.config_path, validate=False)
+        rel = os.path.relpath(os.path.abspath(args.runtime_cache), cfg.base_dir)
+        save_config(cfg.with_session(runtime_cache=rel), r.config_path)
     prof = f", batch {r.profile[0]}:{r.profile[1]}:{r.profile[2]}" if r.profile else ""
     print(f"wrote {r.plan_path} ({len(r.plan) / 2**20:.1f} MiB; {r.flavour} {r.version}, {r.precision}{prof}) "
           f"in {r.parse_seconds + r.build_seconds:.2f} s; updated {r.config_path}")

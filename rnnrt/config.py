@@ -164,6 +164,11 @@ class SessionConfig(BaseModel):
         "arena, or swap the two arenas.",
     )
     cuda_graph: bool = Field(default=False, description="Capture the GPU step into a CUDA graph (TensorRT only).")
+    runtime_cache: Optional[str] = Field(
+        default=None,
+        description="TensorRT-RTX runtime cache file (kernels compiled for this GPU at load time), relative to "
+        "this file; read when the engine loads, written when it is released. Ignored by TensorRT.",
+    )
 
 
 class ModelConfig(BaseModel):

@@ -1205,6 +1205,8 @@ def load(config_path: Union[str, os.PathLike, ModelConfig], backend: str = "auto
         from rnnrt.engines.trt import TrtEngine
 
         plan, flavour = cfg.plan_path, cfg.engine.flavour
+        if cfg.session.runtime_cache and "runtime_cache" not in trt_kw:
+            trt_kw["runtime_cache"] = cfg.resolve(cfg.session.runtime_cache)
         return Session(cfg, lambda: TrtEngine(plan, flavour=flavour, **trt_kw), **session_kw)
 
     from rnnrt.engines.onnxruntime import OnnxRuntimeEngine

@@ -324,3 +324,27 @@ def test_golden_case_builds(converted, name, variant, tmp_path):
 @pytest.mark.parametrize("name", realworld_loadable())
 def test_realworld_prototxt_builds(converted, name, variant, tmp_path):
     _variant_build(converted, name, REALWORLD / name, None, variant, tmp_path)
+
+
+def test_cli_build_records_runtime_cache_and_load_passes_it(tmp_path, capsys, monkeypatch):
+    import rnnrt
+    import rnnrt.engines.trt as trt_engine
+    from rnnrt.cli import main
+    from rnnrt.config import load_config
+
+    yaml_path = _save(lstm_model(), tmp_path)
+    assert main(["build", str(yaml_path), "--trt-module", "tensorrt_rtx", "--runtime-cache", str(tmp_path / "rt.cache")]) == 0
+    cfg = load_config(yaml_path)
+    assert cfg.session.runtime_cache == "rt.cache" and cfg.engine is not None
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, plan, **kw):
+            seen.update(kw, plan=plan)
+            raise BuildError("recorded")
+
+    monkeypatch.setattr(trt_engine, "TrtEngine", Recorder)
+    with pytest.raises(BuildError, match="recorded"):
+        rnnrt.load(yaml_path, backend="tensorrt")
+    assert seen["runtime_cache"] == tmp_path / "rt.cache" and seen["plan"] == tmp_path / "model.plan"
