@@ -662,14 +662,7 @@ class Session:
             if spec is None:
                 self._unknown_input(name)
             feeds[name] = self._check(spec, value, sizes)
-        if len(frame) < len(self._inputs):
-            for name in self._required:
-                if name not in frame:
-                    raise BindingError(
-                        fmt(f"Input {name!r}", "Is missing from the frame", f"Feed every input of {self._required}.")
-                    )
-            if self._cont is not None and self._cont.input not in frame:
-                feeds[self._cont.input] = self._make_cont(sizes)
+        self._complete(frame, feeds, sizes)
 
         results = self._engine.execute(feeds, self._state_dests[self._in])
 
@@ -787,14 +780,7 @@ class Session:
                             "This binding takes host (numpy) arrays only (input_memory='host').")
                     )
                 foreign[name] = self._check_device(spec, value, sizes)
-        if len(frame) < len(self._inputs):
-            for name in self._required:
-                if name not in frame:
-                    raise BindingError(
-                        fmt(f"Input {name!r}", "Is missing from the frame", f"Feed every input of {self._required}.")
-                    )
-            if self._cont is not None and self._cont.input not in frame:
-                host[self._cont.input] = self._make_cont(sizes)
+        self._complete(frame, host, sizes)
 
         key = tuple((name, host[name].shape if name in host else foreign[name].shape, name in host)
                     for name in self.input_names)
@@ -1105,6 +1091,18 @@ class Session:
                     f"Expected shape {spec.display} (batch size {self.batch_size})"
                     + (f", dynamic dims so far {sizes}" if sizes else "") + ".")
             )
+
+    def _complete(self, frame: Mapping[str, Any], feeds: dict, sizes: dict[str, int]) -> None:
+        """Checks that no required input is missing and adds the auto-filled continuation input."""
+        if len(frame) == len(self._inputs):
+            return
+        for name in self._required:
+            if name not in frame:
+                raise BindingError(
+                    fmt(f"Input {name!r}", "Is missing from the frame", f"Feed every input of {self._required}.")
+                )
+        if self._cont is not None and self._cont.input not in frame:
+            feeds[self._cont.input] = self._make_cont(sizes)
 
     def _make_cont(self, sizes: dict[str, int]) -> np.ndarray:
         spec = self._inputs[self._cont.input]
