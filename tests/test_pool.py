@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 import rnnrt
-from rnnrt.caffe.convert import convert_caffe
-from rnnrt.config import save_step_graph
 from rnnrt.errors import BindingError, ConfigError, StateError
 from rnnrt.pool import StreamPool, StreamState
+from tests.conftest import converted_golden
 
 # LSTM-only golden cases that convert with a dynamic batch (one slot per stream).
 POOL_CASES = ["a_lstm_stream_t1n1", "c_lstm_stacked_ip_softmax", "e_lstm_static_input", "i_embed_lstm_lm_stream"]
@@ -24,9 +23,7 @@ def dynamic(tmp_path_factory, golden):
 
     def get(name: str):
         if name not in cache:
-            case = golden(name)
-            step = convert_caffe(case.prototxt, case.caffemodel, batch="dynamic")
-            cache[name] = save_step_graph(step, tmp_path_factory.mktemp(name))
+            cache[name] = converted_golden(golden(name), tmp_path_factory, "dynamic")
         return cache[name]
 
     return get

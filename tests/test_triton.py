@@ -8,11 +8,10 @@ import onnx
 import pytest
 
 import rnnrt
-from rnnrt.caffe.convert import convert_caffe
 from rnnrt.cli import main as cli_main
-from rnnrt.config import save_step_graph
 from rnnrt.errors import ConfigError
 from rnnrt.triton import TRITON_DTYPES, export_triton
+from tests.conftest import converted_golden
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] not installed")
 from google.protobuf import text_format  # noqa: E402
@@ -28,9 +27,7 @@ def dynamic(tmp_path_factory, golden):
 
     def get(name: str):
         if name not in cache:
-            case = golden(name)
-            step = convert_caffe(case.prototxt, case.caffemodel, batch="dynamic")
-            cache[name] = save_step_graph(step, tmp_path_factory.mktemp(name))
+            cache[name] = converted_golden(golden(name), tmp_path_factory, "dynamic")
         return cache[name]
 
     return get

@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 
 import rnnrt
-from rnnrt.caffe.convert import convert_caffe
-from rnnrt.config import save_step_graph
-from tests.conftest import golden_cases
+from tests.conftest import converted_golden, golden_cases
 
 ATOL, RTOL = 1e-5, 1e-4
 
@@ -19,8 +17,7 @@ def converted(tmp_path_factory):
 
     def get(case):
         if case.name not in cache:
-            step = convert_caffe(case.prototxt, case.caffemodel)
-            cache[case.name] = save_step_graph(step, tmp_path_factory.mktemp(case.name))
+            cache[case.name] = converted_golden(case, tmp_path_factory)
         return cache[case.name]
 
     return get
