@@ -100,7 +100,7 @@ def _run_convert(args) -> int:
     path = save_step_graph(step, opts.output, opts.name)
     print(f"wrote {path.with_suffix('.onnx')} and {path}")
     for s in step.states:
-        print(f"  state {s.input} -> {s.output} {list(s.shape)}")
+        print(f"  state {s.input} -> {s.output} {_dims(s.shape)}")
     if step.continuation is not None:
         print(f"  continuation input {step.continuation.input!r} (filled by the Session when omitted)")
     for note in step.notes:
@@ -115,6 +115,11 @@ def _list_layers(args) -> int:
     rows = layer_table("caffe")
     print(_table(["layer type", "origin", "source"], [list(r) for r in rows]))
     return 0
+
+
+def _dims(shape) -> str:
+    """A shape as the YAML writes it: ``[8, batch, 5]``."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def _onnx_convert_options(opts) -> dict:
@@ -240,12 +245,12 @@ def _inspect(args: argparse.Namespace) -> int:
     if cfg.source:
         print("Source: " + ", ".join(f"{k}={v}" for k, v in cfg.source.items()))
     print()
-    rows = [["input", t.name, t.dtype, list(t.shape), t.batch_axis] for t in cfg.inputs]
-    rows += [["output", t.name, t.dtype, list(t.shape), t.batch_axis] for t in cfg.outputs]
+    rows = [["input", t.name, t.dtype, _dims(t.shape), t.batch_axis] for t in cfg.inputs]
+    rows += [["output", t.name, t.dtype, _dims(t.shape), t.batch_axis] for t in cfg.outputs]
     print(_table(["role", "name", "dtype", "shape", "batch_axis"], rows))
     print()
     if cfg.state:
-        rows = [[s.input, s.output, s.dtype, list(s.shape), s.batch_axis, s.initial] for s in cfg.state]
+        rows = [[s.input, s.output, s.dtype, _dims(s.shape), s.batch_axis, s.initial] for s in cfg.state]
         print(_table(["state input", "state output", "dtype", "shape", "batch_axis", "initial"], rows))
     else:
         print("State: none (stateless model)")
