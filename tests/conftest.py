@@ -70,3 +70,16 @@ def golden():
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def dynamic(tmp_path_factory, golden):
+    """``dynamic(name)``: a golden case converted with a dynamic batch, once per test module."""
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = converted_golden(golden(name), tmp_path_factory, "dynamic")
+        return cache[name]
+
+    return get

@@ -11,22 +11,9 @@ import pytest
 import rnnrt
 from rnnrt.errors import BindingError, ConfigError, StateError
 from rnnrt.pool import StreamPool, StreamState
-from tests.conftest import converted_golden
 
 # LSTM-only golden cases that convert with a dynamic batch (one slot per stream).
 POOL_CASES = ["a_lstm_stream_t1n1", "c_lstm_stacked_ip_softmax", "e_lstm_static_input", "i_embed_lstm_lm_stream"]
-
-
-@pytest.fixture(scope="module")
-def dynamic(tmp_path_factory, golden):
-    cache = {}
-
-    def get(name: str):
-        if name not in cache:
-            cache[name] = converted_golden(golden(name), tmp_path_factory, "dynamic")
-        return cache[name]
-
-    return get
 
 
 def _load(path, batch):

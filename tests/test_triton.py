@@ -11,7 +11,6 @@ import rnnrt
 from rnnrt.cli import main as cli_main
 from rnnrt.errors import ConfigError
 from rnnrt.triton import TRITON_DTYPES, export_triton
-from tests.conftest import converted_golden
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] not installed")
 from google.protobuf import text_format  # noqa: E402
@@ -19,18 +18,6 @@ from google.protobuf import text_format  # noqa: E402
 CASES = ["a_lstm_stream_t1n1", "c_lstm_stacked_ip_softmax", "e_lstm_static_input", "i_embed_lstm_lm_stream"]
 _ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16",
                    onnx.TensorProto.INT32: "TYPE_INT32", onnx.TensorProto.INT64: "TYPE_INT64"}
-
-
-@pytest.fixture(scope="module")
-def dynamic(tmp_path_factory, golden):
-    cache = {}
-
-    def get(name: str):
-        if name not in cache:
-            cache[name] = converted_golden(golden(name), tmp_path_factory, "dynamic")
-        return cache[name]
-
-    return get
 
 
 def _parse(model_dir):
