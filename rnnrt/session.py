@@ -922,17 +922,9 @@ class Session:
             self._marks[:] = True
             self._any_marks = True
             return
-        index = []
-        for slot in slots:
-            if isinstance(slot, (bool, np.bool_)) or not isinstance(slot, (int, np.integer)) or not 0 <= slot < self.batch_size:
-                raise StateError(
-                    fmt(f"Slot {slot!r}", f"Is not a valid slot of a session with batch size {self.batch_size}",
-                        f"Slots are integers in [0, {self.batch_size}).")
-                )
-            index.append(int(slot))
-        if not index:
+        slots_arr = self._slot_array(slots, "reset")
+        if not len(slots_arr):
             return
-        slots_arr = np.asarray(index, dtype=np.intp)
         arena.zero_slots(self._state_axes, slots_arr)
         self._marks[slots_arr] = True
         self._any_marks = True
