@@ -33,10 +33,10 @@ test-gpu: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/cpu_step.py
 
-# Regenerates rnnrt/caffe/caffe.desc (a FileDescriptorSet) from rnnrt/caffe/caffe.proto.
+# Regenerates rnnrt/importers/caffe/caffe.desc (a FileDescriptorSet) from rnnrt/importers/caffe/caffe.proto.
 proto: $(VENV)/.installed-dev
-	$(BIN)/python -m grpc_tools.protoc -Irnnrt/caffe --include_imports \
-		--descriptor_set_out=rnnrt/caffe/caffe.desc rnnrt/caffe/caffe.proto
+	$(BIN)/python -m grpc_tools.protoc -Irnnrt/importers/caffe --include_imports \
+		--descriptor_set_out=rnnrt/importers/caffe/caffe.desc rnnrt/importers/caffe/caffe.proto
 
 clean:
 	rm -rf $(VENV) build *.egg-info

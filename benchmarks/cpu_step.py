@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import onnxruntime as ort  # noqa: E402
 
 import rnnrt  # noqa: E402
-import rnnrt.session  # noqa: E402
+import rnnrt.runtime.session  # noqa: E402
 from tests.models import MODELS  # noqa: E402
 
 
@@ -83,7 +83,7 @@ def _bookkeeping(path: Path, x: np.ndarray, steps: int, feedback: str) -> float:
                 result[name] = dst
             return result
 
-    with rnnrt.session.Session(path, lambda: _Cached(path.parent / "model.onnx", threads=1), feedback=feedback) as s:
+    with rnnrt.runtime.session.Session(path, lambda: _Cached(path.parent / "model.onnx", threads=1), feedback=feedback) as s:
         return _time_session(s, x, steps)
 
 

@@ -20,21 +20,21 @@ Variants:
   copy: the graph is one H2D copy plus the engine, the closest to the engine's own graph).
 - ``Session graph/swap, device IO``: a torch CUDA frame in, a DeviceArray out.
 - ``... [baseline]`` (with ``--baseline SESSION_PY``): the graph-mode variants again on the ``Session``
-  class of another ``rnnrt/session.py`` (e.g. the version before a change), in the same rounds, over
+  class of another ``rnnrt/runtime/session.py`` (e.g. the version before a change), in the same rounds, over
   the same engine and ``rnnrt.cuda``; the variant order is reversed every other round.
 
 Also: feedback alone (+ sync) for 1, 2 and 4 LSTM layers: per-tensor copies vs one arena copy vs swap.
 
 ``--sim`` runs on any machine instead: the Session's own Python work per graph-mode step (numpy frame
 in, numpy outputs out), with ``rnnrt.cuda`` replaced by the tests' host simulation
-(tests/test_session_gpu.py) and the captured graph emptied, so no engine or copy work is timed; with
+(tests/runtime/test_session_gpu.py) and the captured graph emptied, so no engine or copy work is timed; with
 ``--baseline`` side by side with another session.py.
 
 Usage::
 
     python benchmarks/gpu_step.py [--batch 1 64] [--rounds 5] [--steps 2000] [--json out.json]
     python benchmarks/gpu_step.py --sim [--baseline out/session_before.py]
-    git show REV:rnnrt/session.py > out/session_before.py && python benchmarks/gpu_step.py --baseline out/session_before.py
+    git show REV:rnnrt/runtime/session.py > out/session_before.py && python benchmarks/gpu_step.py --baseline out/session_before.py
 """
 
 from __future__ import annotations
@@ -56,10 +56,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from rnnrt import cuda  # noqa: E402
-from rnnrt.caffe.convert import convert_caffe  # noqa: E402
-from rnnrt.caffe.writer import save_caffemodel  # noqa: E402
+from rnnrt.importers.caffe.convert import convert_caffe  # noqa: E402
+from rnnrt.importers.caffe.writer import save_caffemodel  # noqa: E402
 from rnnrt.config import load_config, save_step_graph  # noqa: E402
-from rnnrt.session import Session  # noqa: E402
+from rnnrt.runtime.session import Session  # noqa: E402
 from tests.engines.standin import StandinEngine  # noqa: E402
 
 I, H = 256, 512

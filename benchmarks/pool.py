@@ -21,7 +21,7 @@ in the same rounds (before/after comparisons on a noisy machine).
 Usage::
 
     python benchmarks/pool.py [--threads 2] [--hidden 512 128] [--rounds 7] [--soak-steps 100000]
-    git show REV:rnnrt/pool.py > /tmp/old_pool.py && python benchmarks/pool.py --compare /tmp/old_pool.py
+    git show REV:rnnrt/runtime/pool.py > /tmp/old_pool.py && python benchmarks/pool.py --compare /tmp/old_pool.py
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import rnnrt  # noqa: E402
-from rnnrt.pool import StreamPool, StreamState  # noqa: E402
+from rnnrt.runtime.pool import StreamPool, StreamState  # noqa: E402
 from tests.models import MODELS  # noqa: E402
 
 STREAMS = 256
@@ -114,7 +114,7 @@ def _median_step(fn, steps: int) -> float:
 
 
 def load_pool_class(path: str) -> type:
-    """The ``StreamPool`` class of another pool.py (e.g. ``git show REV:rnnrt/pool.py > old_pool.py``)."""
+    """The ``StreamPool`` class of another pool.py (e.g. ``git show REV:rnnrt/runtime/pool.py > old_pool.py``)."""
     spec = importlib.util.spec_from_file_location("rnnrt_pool_compare", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--soak-steps", type=int, default=100_000, help="0 skips the soak.")
     p.add_argument("--soak-batch", type=int, default=64)
     p.add_argument("--compare", metavar="POOL_PY", help="Also measure the StreamPool of this file in the same rounds "
-                   "(e.g. an older rnnrt/pool.py from git show).")
+                   "(e.g. an older rnnrt/runtime/pool.py from git show).")
     args = p.parse_args(argv)
 
     other = load_pool_class(args.compare) if args.compare else None

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnrt.caffe.context import ImportContext, normalize_axis
-from rnnrt.caffe.proto import ProtoExtension, ProtoField, ProtoMessage
-from rnnrt.caffe.registry import add_converter
+from rnnrt.importers.caffe.context import ImportContext, normalize_axis
+from rnnrt.importers.caffe.proto import ProtoExtension, ProtoField, ProtoMessage
+from rnnrt.importers.caffe.registry import add_converter
 from rnnrt.errors import ModelImportError, UnsupportedOpError, fmt
 
 CAFFE_PROTO = ProtoExtension(

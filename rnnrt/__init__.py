@@ -5,9 +5,11 @@ from rnnrt.errors import (
     BuildError,
     ConfigError,
     CudaError,
+    EngineError,
     ModelImportError,
     PluginError,
     RnnrtError,
+    SnapshotError,
     StateError,
     UnsupportedOpError,
 )
@@ -19,11 +21,11 @@ def __getattr__(name: str):
     # `load` and `Session` pull in numpy, pydantic and onnx; import them on first use so that
     # `import rnnrt` (and `rnnrt --help`) stays fast.
     if name in ("load", "Session"):
-        from rnnrt import session
+        from rnnrt.runtime import session
 
         return getattr(session, name)
     if name in ("StreamPool", "StreamState"):
-        from rnnrt import pool
+        from rnnrt.runtime import pool
 
         return getattr(pool, name)
     raise AttributeError(f"module 'rnnrt' has no attribute {name!r}")
@@ -33,10 +35,12 @@ __all__ = [
     "BuildError",
     "ConfigError",
     "CudaError",
+    "EngineError",
     "ModelImportError",
     "PluginError",
     "RnnrtError",
     "Session",
+    "SnapshotError",
     "StateError",
     "StreamPool",
     "StreamState",

@@ -78,12 +78,12 @@ def _run_convert(args) -> int:
     if opts.model is None:
         raise RnnrtError("convert | No model given.\nNote: rnnrt convert DEPLOY.prototxt [WEIGHTS.caffemodel] -o DIR")
     if opts.model.endswith(".onnx"):
-        from rnnrt.onnx.importer import convert_onnx  # issue: ONNX recurrent models
+        from rnnrt.importers.onnx.importer import convert_onnx  # issue: ONNX recurrent models
 
         step = convert_onnx(opts.model, **_onnx_convert_options(opts))
     else:
-        from rnnrt.caffe.convert import convert_caffe
-        from rnnrt.caffe.plugins import load_plugins
+        from rnnrt.importers.caffe.convert import convert_caffe
+        from rnnrt.importers.caffe.plugins import load_plugins
 
         plugins = load_plugins(opts.plugins)
         step = convert_caffe(
@@ -109,7 +109,7 @@ def _run_convert(args) -> int:
 
 
 def _list_layers(args) -> int:
-    from rnnrt.caffe.plugins import layer_table, load_plugins
+    from rnnrt.importers.caffe.plugins import layer_table, load_plugins
 
     load_plugins(args.plugins)
     rows = layer_table("caffe")
@@ -155,7 +155,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from rnnrt.config import load_config
     from rnnrt.errors import BindingError, fmt
-    from rnnrt.session import load
+    from rnnrt.runtime.session import load
 
     cfg = load_config(args.config)
     try:
@@ -383,7 +383,7 @@ def _inspect_plan(args: argparse.Namespace) -> int:
 _SUBCOMMANDS.insert(_SUBCOMMANDS.index(_add_convert) + 1, _add_build)
 
 
-# --- export-triton (owner: rnnrt/triton.py) ------------------------------------------------------
+# --- export-triton (owner: rnnrt/serve/triton.py) ------------------------------------------------------
 def _add_export_triton(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export-triton",
@@ -404,7 +404,7 @@ def _add_export_triton(sub: argparse._SubParsersAction) -> None:
 
 
 def _export_triton(args: argparse.Namespace) -> int:
-    from rnnrt.triton import export_triton
+    from rnnrt.serve.triton import export_triton
 
     model_dir = export_triton(args.config, args.output, engine=args.engine, name=args.name,
                               max_batch_size=args.max_batch_size, idle_us=args.idle_us,

@@ -423,7 +423,7 @@ def config_from_step_graph(step: Any, model_path: Union[str, os.PathLike]) -> Mo
     """Makes the config of a step graph whose ONNX file is (or will be) ``model_path``.
 
     Args:
-        step (rnnrt.onnx.stepgraph.StepGraph): The step graph an importer produced.
+        step (rnnrt.ir.stepgraph.StepGraph): The step graph an importer produced.
         model_path (str | os.PathLike): Where its ONNX file is saved. The config refers to it by file name
             and resolves against its directory, so save the YAML next to it (``save_config``).
 
@@ -654,7 +654,7 @@ def save_step_graph(step: Any, out_dir: Union[str, os.PathLike], name: str = "mo
     """Writes a step graph as ``out_dir/<name>.onnx`` plus its config ``out_dir/<name>.yaml``.
 
     Args:
-        step (rnnrt.onnx.stepgraph.StepGraph): The step graph an importer produced.
+        step (rnnrt.ir.stepgraph.StepGraph): The step graph an importer produced.
         out_dir (str | os.PathLike): Output directory; created if missing.
         name (str): File stem of both files. Defaults to ``"model"``.
 

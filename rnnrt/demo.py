@@ -31,7 +31,7 @@ layer { name: "prob" type: "Softmax" bottom: "score" top: "prob" softmax_param {
 
 def write_demo_model(directory: Path, seed: int = 0) -> tuple[Path, Path]:
     """Writes the demo's deploy.prototxt and weights.caffemodel into ``directory``."""
-    from rnnrt.caffe.writer import save_caffemodel
+    from rnnrt.importers.caffe.writer import save_caffemodel
 
     rng = np.random.default_rng(seed)
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import rnnrt
-    from rnnrt.caffe.convert import convert_caffe
+    from rnnrt.importers.caffe.convert import convert_caffe
     from rnnrt.config import save_step_graph
 
     out = args.out or Path(tempfile.mkdtemp(prefix="rnnrt-demo-"))

@@ -33,7 +33,15 @@ class BuildError(RnnrtError):
 
 
 class StateError(RnnrtError):
-    """A Session or StreamPool was used in a way its state does not allow."""
+    """A Session or StreamPool was used in a way its state does not allow (closed, full, unknown stream)."""
+
+
+class EngineError(RnnrtError, RuntimeError):
+    """An engine failed to load (a plan TensorRT cannot deserialize) or to execute a step."""
+
+
+class SnapshotError(RnnrtError, ValueError):
+    """Snapshot bytes (a serialized StreamState) are corrupt, truncated or belong to another model."""
 
 
 class BindingError(RnnrtError, ValueError):

@@ -6,7 +6,7 @@ Two Python modules can build and run rnnrt engines:
 - ``tensorrt_rtx``: TensorRT for RTX. Its builder also works on a machine without a GPU, which is
   how CI proves that every step graph is a valid TensorRT network.
 
-Both are strongly typed here (precision comes from the ONNX dtypes, see :mod:`rnnrt.onnx.precision`).
+Both are strongly typed here (precision comes from the ONNX dtypes, see :mod:`rnnrt.build.precision`).
 TensorRT keeps one logger per process; :func:`get_logger` makes that one logger and routes it to
 Python :mod:`logging` (logger ``rnnrt.trt``).
 

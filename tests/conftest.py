@@ -51,7 +51,7 @@ class GoldenCase:
 
 def converted_golden(case: GoldenCase, tmp_path_factory, batch: str | None = None) -> Path:
     """Converts a golden case (fixed or dynamic batch) into a fresh directory; returns its model.yaml."""
-    from rnnrt.caffe.convert import convert_caffe
+    from rnnrt.importers.caffe.convert import convert_caffe
     from rnnrt.config import save_step_graph
 
     step = convert_caffe(case.prototxt, case.caffemodel, batch=batch)

@@ -1,7 +1,7 @@
 """The engine interface every backend implements (ONNX Runtime on CPU, TensorRT on the GPU).
 
 An engine runs the step graph once per call and knows nothing about recurrent state: the one
-:class:`rnnrt.session.Session` owns state, ``step`` and ``reset`` for every engine.
+:class:`rnnrt.runtime.session.Session` owns state, ``step`` and ``reset`` for every engine.
 
 Memory spaces: an engine declares :attr:`BaseEngine.memory`. A ``"host"`` engine takes and returns
 numpy arrays. A ``"device"`` engine takes :class:`DeviceTensor` views (a raw device pointer with

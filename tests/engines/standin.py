@@ -23,7 +23,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from rnnrt.caffe.reader import load_net
+from rnnrt.importers.caffe.reader import load_net
 from rnnrt.engines.base import Binding, DeviceTensor
 from rnnrt.engines.trt import BaseDeviceEngine
 from rnnrt.errors import UnsupportedOpError, fmt

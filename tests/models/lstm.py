@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from rnnrt.onnx.stepgraph import Continuation, StatePair, StepGraph, TensorSpec
+from rnnrt.ir.stepgraph import Continuation, StatePair, StepGraph, TensorSpec
 from tests.models.registry import TinyModel, register
 
 OPSET = 17

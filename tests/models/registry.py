@@ -9,7 +9,7 @@ from typing import Any, Callable
 import onnx
 
 from rnnrt.config import config_from_step_graph, save_config
-from rnnrt.onnx.stepgraph import StepGraph
+from rnnrt.ir.stepgraph import StepGraph
 
 MODELS: dict[str, Callable[..., "TinyModel"]] = {}
 

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from rnnrt.onnx.stepgraph import StepGraph, TensorSpec
+from rnnrt.ir.stepgraph import StepGraph, TensorSpec
 from tests.models.registry import TinyModel, register
 
 

@@ -1,0 +1,853 @@
+"""Builds TensorRT engines (serialized plans) from ONNX step graphs.
+
+The step graph goes through TensorRT's ``OnnxParser`` into a strongly typed network, gets one
+optimization profile (the batch range, i.e. how many concurrent streams), and
+``build_serialized_network`` turns it into a plan. Reduced precision is a graph rewrite done before
+parsing (:mod:`rnnrt.build.precision`), because TensorRT 11 and TensorRT-RTX have no FP16 builder flag.
+
+Either TensorRT flavour works: ``tensorrt`` (10/11, picked first) or ``tensorrt_rtx``; see
+:mod:`rnnrt.trt_compat`. TensorRT-RTX builds without a GPU, which is how CI checks every graph.
+
+Example::
+
+    from rnnrt.build import BuildOptions, plan_from_config
+
+    result = plan_from_config("out/model.yaml", options=BuildOptions(precision="fp16", batch=(1, 8, 64)))
+    print(result.plan_path, f"{result.build_seconds:.2f} s")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Union
+
+import onnx
+
+from rnnrt import trt_compat
+from rnnrt.errors import BuildError, ConfigError, RnnrtError, fmt
+
+G_LOGGER = logging.getLogger("rnnrt.build")
+
+__all__ = [
+    "BindingInfo",
+    "BuildOptions",
+    "BuildResult",
+    "LayerInfo",
+    "PlanInspection",
+    "DEFAULT_DYNAMIC_BATCH",
+    "inspect_plan",
+    "network_from_onnx",
+    "parse_range",
+    "plan_from_config",
+    "plan_from_onnx",
+]
+
+DEFAULT_DYNAMIC_BATCH = (1, 1, 64)
+"""Profile used for a dynamic batch dim when no ``batch`` range is given: min 1, opt 1, max 64."""
+
+BATCH_DIM_NAMES = frozenset({"batch", "N", "batch_size"})
+"""Dim names taken as the batch dim when no config says which axis is the batch axis."""
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildOptions:
+    """How to build a plan. Every field has a ``rnnrt build`` flag of the same name.
+
+    Args:
+        precision (str): Compute precision, ``"fp32"``, ``"fp16"`` or ``"bf16"``. Defaults to ``"fp32"``.
+        io_dtype (str): dtype of the float user inputs/outputs. Defaults to ``"float32"``.
+        state_dtype (str): dtype of the recurrent state. ``"float32"`` (the default) also keeps the
+            element-wise state path in fp32 when ``precision`` is reduced.
+        batch (tuple[int, int, int] | None): ``(min, opt, max)`` of the dynamic batch dim. None: the
+            static batch of the graph, or :data:`DEFAULT_DYNAMIC_BATCH` for a dynamic one.
+        dims (Mapping[str, tuple[int, int, int]]): Ranges of other dynamic dims, by dim name.
+        trt_module (str | None): ``"tensorrt"``, ``"tensorrt_rtx"`` or None/``"auto"``.
+        targets (tuple[str, ...]): TensorRT-RTX compute capabilities, e.g. ``("sm86", "sm89")``.
+            Empty: the flavour's default (TensorRT-RTX: portable across its supported GPUs).
+        timing_cache (str | None): Timing cache file, read if present and written after the build.
+        workspace_mib (int | None): Workspace memory-pool limit in MiB. None: TensorRT's default.
+        optimization_level (int | None): Builder optimization level (0-5). None: TensorRT's default.
+        progress (bool): Show a progress bar per build phase (on a terminal). Defaults to False.
+    """
+
+    precision: str = "fp32"
+    io_dtype: str = "float32"
+    state_dtype: str = "float32"
+    batch: tuple[int, int, int] | None = None
+    dims: Mapping[str, tuple[int, int, int]] = dataclasses.field(default_factory=dict)
+    trt_module: str | None = None
+    targets: tuple[str, ...] = ()
+    timing_cache: str | None = None
+    workspace_mib: int | None = None
+    optimization_level: int | None = None
+    progress: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class BindingInfo:
+    """One input or output of a network or engine.
+
+    Args:
+        name (str): Tensor name.
+        mode (str): ``"input"`` or ``"output"``.
+        dtype (str): dtype name (``"float32"``, ``"float16"`` ...).
+        shape (tuple[int, ...]): Shape; -1 marks a dynamic dim.
+        profile (tuple | None): ``(min, opt, max)`` shapes of a dynamic input, else None.
+    """
+
+    name: str
+    mode: str
+    dtype: str
+    shape: tuple[int, ...]
+    profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
+
+    def describe(self) -> str:
+        """One line: ``input  data  float32 [-1, 1, 5]  profile [1,1,5] / [8,1,5] / [64,1,5]``."""
+        text = f"{self.mode:<6} {self.name:<24} {self.dtype:<9} {list(self.shape)}"
+        if self.profile is not None:
+            text += "  profile " + " / ".join(str(list(s)) for s in self.profile)
+        return text
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerInfo:
+    """One layer of a parsed TensorRT network.
+
+    Args:
+        name (str): Layer name (usually the ONNX node name).
+        type (str): TensorRT layer type, e.g. ``"MATRIX_MULTIPLY"``.
+        outputs (tuple[str, ...]): ``"name: dtype[shape]"`` of each output.
+    """
+
+    name: str
+    type: str
+    outputs: tuple[str, ...]
+
+    def describe(self) -> str:
+        """One line: ``MATRIX_MULTIPLY  node_name -> y: float16[1, 28]``."""
+        return f"{self.type:<18} {self.name} -> {', '.join(self.outputs)}"
+
+
+@dataclasses.dataclass
+class BuildResult:
+    """What :func:`plan_from_onnx` built.
+
+    Args:
+        plan (bytes): The serialized engine.
+        flavour (str): ``"tensorrt"`` or ``"tensorrt_rtx"``.
+        version (str): Version of the TensorRT module.
+        precision (str): Compute precision.
+        io_dtype (str): dtype of the user bindings.
+        state_dtype (str): dtype of the state bindings.
+        profile (tuple[int, int, int] | None): Batch range; None if the graph has no batch axis.
+        bindings (list[BindingInfo]): Network inputs and outputs, with profile shapes.
+        layers (list[LayerInfo]): Layers of the parsed network (always available, no GPU needed).
+        engine_layers (list[str]): Engine layer lines the builder logged (fused layers, tactics).
+        parse_seconds (float): Time to parse the ONNX graph.
+        build_seconds (float): Time of ``build_serialized_network``.
+        model (onnx.ModelProto | None): The graph that was parsed, when it was rewritten for precision.
+        plan_path (Path | None): Where :func:`plan_from_config` wrote the plan.
+        config_path (Path | None): The config :func:`plan_from_config` updated.
+    """
+
+    plan: bytes
+    flavour: str
+    version: str
+    precision: str
+    io_dtype: str
+    state_dtype: str
+    profile: tuple[int, int, int] | None
+    bindings: list[BindingInfo]
+    layers: list[LayerInfo]
+    engine_layers: list[str]
+    parse_seconds: float
+    build_seconds: float
+    model: onnx.ModelProto | None = None
+    plan_path: Path | None = None
+    config_path: Path | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able record of the build (written next to the plan as ``<plan>.json``)."""
+        return {
+            "flavour": self.flavour,
+            "version": self.version,
+            "precision": self.precision,
+            "io_dtype": self.io_dtype,
+            "state_dtype": self.state_dtype,
+            "profile": list(self.profile) if self.profile else None,
+            "plan_bytes": len(self.plan),
+            "plan_sha256": hashlib.sha256(self.plan).hexdigest(),
+            "parse_seconds": round(self.parse_seconds, 4),
+            "build_seconds": round(self.build_seconds, 4),
+            "bindings": [dataclasses.asdict(b) for b in self.bindings],
+            "num_network_layers": len(self.layers),
+            "engine_layers": self.engine_layers,
+        }
+
+
+def parse_range(text: str, what: str = "--batch") -> tuple[int, int, int]:
+    """Parses ``"MIN:OPT:MAX"``, ``"MIN:MAX"`` (opt = min) or ``"N"`` into ``(min, opt, max)``.
+
+    Raises:
+        ConfigError: Not integers, not positive, or not ``min <= opt <= max``.
+    """
+    parts = str(text).split(":")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values = values * 3
+    elif len(values) == 2:
+        values = [values[0], values[0], values[1]]
+    if len(values) != 3 or values[0] < 1 or not values[0] <= values[1] <= values[2]:
+        raise ConfigError(
+            fmt(f"{what} {text!r}", "Is not a valid range", "Expected MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, e.g. 1:8:64.")
+        )
+    return values[0], values[1], values[2]
+
+
+# TensorRT DataType member name -> dtype name.
+_TRT_DTYPES = {
+    "FLOAT": "float32",
+    "HALF": "float16",
+    "BF16": "bfloat16",
+    "INT8": "int8",
+    "UINT8": "uint8",
+    "INT32": "int32",
+    "INT64": "int64",
+    "BOOL": "bool",
+    "FP8": "float8",
+    "INT4": "int4",
+}
+
+
+def _dtype_name(dt: Any) -> str:
+    name = getattr(dt, "name", str(dt).split(".")[-1])
+    return _TRT_DTYPES.get(name, name.lower())
+
+
+def _tensor_text(t: Any) -> str:
+    return f"{t.name}: {_dtype_name(t.dtype)}{list(t.shape)}"
+
+
+def network_layers(network: Any) -> list[LayerInfo]:
+    """The layers of a parsed network (no GPU needed)."""
+    layers = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        outputs = tuple(_tensor_text(layer.get_output(j)) for j in range(layer.num_outputs))
+        layers.append(LayerInfo(name=layer.name, type=getattr(layer.type, "name", str(layer.type)), outputs=outputs))
+    return layers
+
+
+def _parser_error(parser: Any, model: onnx.ModelProto | None, where: str, log: list[tuple[str, str]]) -> BuildError:
+    nodes = list(model.graph.node) if model is not None else []
+    lines = []
+    ops_and_descs = []
+    for i in range(parser.num_errors):
+        err = parser.get_error(i)
+        index = err.node()
+        name = err.node_name() if hasattr(err, "node_name") else ""
+        op = err.node_operator() if hasattr(err, "node_operator") else ""
+        if 0 <= index < len(nodes):
+            name = name or nodes[index].name
+            op = op or nodes[index].op_type
+        desc = err.desc()
+        ops_and_descs.append((op, desc))
+        if index >= 0 or name:
+            lines.append(fmt(f"ONNX node {name!r} (op {op!r}, node #{index})", f"TensorRT's ONNX parser rejected it: {desc}"))
+        else:
+            lines.append(fmt(f"Step graph {where!r}", f"TensorRT's ONNX parser failed: {desc}"))
+    if not lines:
+        lines.append(fmt(f"Step graph {where!r}", f"TensorRT's ONNX parser failed: {trt_compat.errors_in(log) or 'no message'}"))
+    hint = "Check that every op is supported by the installed TensorRT (`rnnrt -v build` shows the parser log)."
+    missing = sorted({op for op, desc in ops_and_descs if "Plugin not found" in desc})
+    if missing:
+        hint = (f"TensorRT has no importer for op {missing[0]!r} and no plugin of that name is registered; "
+                "rewrite the node with supported ops or register a TensorRT plugin for it.")
+    return BuildError("\n".join(lines) + f"\nNote: {hint}")
+
+
+def network_from_onnx(
+    trt: ModuleType, model: onnx.ModelProto | None = None, path: PathLike | None = None
+) -> tuple[Any, Any, Any]:
+    """Parses an ONNX step graph into a strongly typed TensorRT network.
+
+    Args:
+        trt (ModuleType): The TensorRT module (see :func:`rnnrt.trt_compat.import_trt`).
+        model (onnx.ModelProto | None): The graph. If None, ``path`` is parsed from disk.
+        path (PathLike | None): The ONNX file (also where external weights are looked up).
+
+    Returns:
+        tuple: ``(builder, network, parser)``; keep all three alive while using the network.
+
+    Raises:
+        BuildError: The parser rejected the graph; the message names each rejected node, its op and
+            the parser's text.
+    """
+    logger = trt_compat.get_logger(trt)
+    builder = trt.Builder(logger)
+    if builder is None:
+        raise BuildError(fmt("TensorRT", "Could not create a Builder", "See the TensorRT log (rnnrt build -vv)."))
+    network = builder.create_network(trt_compat.network_flags(trt))
+    parser = trt.OnnxParser(network, logger)
+    where = str(path) if path is not None else "<in-memory model>"
+    with trt_compat.capture_log() as log:
+        if model is None:
+            ok = parser.parse_from_file(str(path))
+        else:
+            data = model.SerializeToString()
+            # The path tells the parser where external weights live.
+            ok = parser.parse(data, str(path)) if path is not None else parser.parse(data)
+    if not ok:
+        if model is None and path is not None:
+            model = onnx.load(str(path), load_external_data=False)
+        raise _parser_error(parser, model, where, log)
+    return builder, network, parser
+
+
+def _graph_dims(model: onnx.ModelProto) -> dict[str, list[Union[int, str]]]:
+    dims: dict[str, list[Union[int, str]]] = {}
+    weights = {t.name for t in model.graph.initializer}
+    for vi in model.graph.input:
+        if vi.name in weights:
+            continue
+        shape = []
+        for d in vi.type.tensor_type.shape.dim:
+            shape.append(int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?"))
+        dims[vi.name] = shape
+    return dims
+
+
+def _profile_shapes(
+    graph_dims: Mapping[str, list[Union[int, str]]],
+    batch_axes: Mapping[str, int | None],
+    options: BuildOptions,
+    state_inputs: Sequence[str] = (),
+) -> tuple[dict[str, tuple[tuple[int, ...], ...]], tuple[int, int, int] | None]:
+    """Min/opt/max shapes of every dynamic input, and the batch range (None if there is no batch axis)."""
+    batch_names = {graph_dims[n][a] for n, a in batch_axes.items() if a is not None and n in graph_dims
+                   and a < len(graph_dims[n]) and isinstance(graph_dims[n][a], str)}
+    if not batch_axes:
+        batch_names = {d for shape in graph_dims.values() for d in shape if d in BATCH_DIM_NAMES}
+    # The stream count of a static graph: the state's batch dim, else the inputs'.
+    static_batches: set = set()
+    for names in (state_inputs, list(batch_axes)):
+        static_batches = {graph_dims[n][a] for n in names if (a := batch_axes.get(n)) is not None and n in graph_dims
+                          and a < len(graph_dims[n]) and isinstance(graph_dims[n][a], int)}
+        if static_batches:
+            break
+    if batch_names:
+        batch = options.batch or DEFAULT_DYNAMIC_BATCH
+        if options.batch is None:
+            G_LOGGER.info("Dynamic batch %s: using the default profile %s.", sorted(batch_names), batch)
+    else:
+        batch = None
+        if static_batches:
+            n = min(static_batches)
+            if options.batch is not None and options.batch != (n, n, n):
+                raise BuildError(
+                    fmt(
+                        f"--batch {':'.join(map(str, options.batch))}",
+                        f"The step graph has a static batch of {n}",
+                        "Convert it with a dynamic batch (`rnnrt convert --batch dynamic`) to build a batch range.",
+                    )
+                )
+            batch = (n, n, n)
+        elif options.batch is not None:
+            raise BuildError(
+                fmt(
+                    f"--batch {':'.join(map(str, options.batch))}",
+                    "The step graph has no batch axis",
+                    "Its inputs declare no batch_axis and no dim is named 'batch'.",
+                )
+            )
+    shapes: dict[str, tuple[tuple[int, ...], ...]] = {}
+    for name, dims in graph_dims.items():
+        if all(isinstance(d, int) for d in dims):
+            continue
+        mins, opts, maxs = [], [], []
+        for axis, d in enumerate(dims):
+            if isinstance(d, int):
+                rng = (d, d, d)
+            elif d in batch_names or (batch_axes.get(name) == axis and batch is not None):
+                rng = batch  # type: ignore[assignment]
+            elif d in options.dims:
+                rng = options.dims[d]
+            else:
+                raise BuildError(
+                    fmt(
+                        f"Input {name!r}",
+                        f"Dim {axis} ({d!r}) is dynamic and has no range",
+                        f"Give one with --dim {d}=MIN:OPT:MAX; only the batch dim gets a default.",
+                    )
+                )
+            mins.append(rng[0])
+            opts.append(rng[1])
+            maxs.append(rng[2])
+        shapes[name] = (tuple(mins), tuple(opts), tuple(maxs))
+    return shapes, batch
+
+
+class _Progress:
+    """Shows TensorRT's build phases as tqdm bars (only on a terminal) and logs them at DEBUG."""
+
+    def __init__(self, trt: ModuleType) -> None:
+        from tqdm import tqdm
+
+        outer = self
+
+        class _Monitor(trt.IProgressMonitor):
+            def __init__(self) -> None:
+                trt.IProgressMonitor.__init__(self)
+
+            def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+                depth = outer.depth.get(parent_phase, -1) + 1 if parent_phase else 0
+                outer.depth[phase_name] = depth
+                G_LOGGER.debug("TensorRT build phase %r (%d steps)", phase_name, num_steps)
+                outer.bars[phase_name] = tqdm(
+                    total=num_steps, desc=phase_name, position=depth, leave=False, disable=None, unit="step"
+                )
+
+            def step_complete(self, phase_name: str, step: int) -> bool:
+                bar = outer.bars.get(phase_name)
+                if bar is not None:
+                    bar.update(max(0, step + 1 - bar.n))
+                return True
+
+            def phase_finish(self, phase_name: str) -> None:
+                bar = outer.bars.pop(phase_name, None)
+                if bar is not None:
+                    bar.close()
+
+        self.depth: dict[str, int] = {}
+        self.bars: dict[str, Any] = {}
+        self.monitor = _Monitor()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+
+def _engine_layer_lines(log: Sequence[tuple[str, str]]) -> list[str]:
+    lines: list[str] = []
+    for _, msg in log:
+        if msg.startswith("Engine Layer Information"):
+            lines.extend(line.strip() for line in msg.splitlines()[1:] if line.strip())
+    return lines
+
+
+def _configure(trt: ModuleType, builder: Any, config: Any, options: BuildOptions) -> None:
+    if options.targets:
+        if not hasattr(config, "set_compute_capability"):
+            raise BuildError(
+                fmt(
+                    f"--target {','.join(options.targets)}",
+                    f"{trt_compat.flavour_of(trt)} {trt.__version__} has no compute-capability targets",
+                    "--target is a TensorRT-RTX option; TensorRT builds for the GPU it runs on.",
+                )
+            )
+        caps = [trt_compat.compute_capability(trt, t) for t in options.targets]
+        config.num_compute_capabilities = len(caps)
+        for i, cap in enumerate(caps):
+            if not config.set_compute_capability(cap, i):
+                raise BuildError(fmt(f"Target {options.targets[i]!r}", "TensorRT did not accept it"))
+    if options.workspace_mib is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
+    if options.optimization_level is not None:
+        config.builder_optimization_level = int(options.optimization_level)
+    if options.timing_cache is not None and trt_compat.is_rtx(trt):
+        G_LOGGER.warning(
+            "Timing cache %r | Ignored: timing caches are a no-op in TensorRT-RTX (it compiles kernels at run time; "
+            "see the runtime cache).", options.timing_cache
+        )
+    elif options.timing_cache is not None:
+        data = b""
+        if os.path.exists(options.timing_cache):
+            with open(options.timing_cache, "rb") as f:
+                data = f.read()
+        cache = config.create_timing_cache(data)
+        if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+            raise BuildError(
+                fmt(f"Timing cache {options.timing_cache!r}", "TensorRT could not use it", "Delete the file to start a new cache.")
+            )
+
+
+def _save_timing_cache(config: Any, path: str) -> None:
+    cache = config.get_timing_cache()
+    if cache is None:
+        return
+    data = cache.serialize()
+    with open(path, "wb") as f:
+        f.write(memoryview(data))
+
+
+def plan_from_onnx(
+    model: onnx.ModelProto | PathLike,
+    options: BuildOptions = BuildOptions(),
+    *,
+    batch_axes: Mapping[str, int | None] | None = None,
+    state_inputs: Sequence[str] = (),
+    state_outputs: Sequence[str] = (),
+) -> BuildResult:
+    """Builds a serialized TensorRT plan from an ONNX step graph.
+
+    Args:
+        model (onnx.ModelProto | PathLike): The fp32 step graph, or its file.
+        options (BuildOptions): Precision, batch range, TensorRT module and builder settings.
+            Defaults to fp32 with the graph's own batch.
+        batch_axes (Mapping[str, int | None] | None): Batch axis of each input (state inputs included),
+            as the config declares them. None: a dim named ``batch`` (or ``N``, ``batch_size``) is the
+            batch dim.
+        state_inputs (Sequence[str]): State inputs (kept in ``options.state_dtype``).
+        state_outputs (Sequence[str]): State outputs, paired with ``state_inputs`` by position.
+
+    Returns:
+        BuildResult: The plan and what is known about it.
+
+    Raises:
+        BuildError: No TensorRT module, a node the parser rejects, a dynamic dim without a range, or a
+            failed build (with TensorRT's error text).
+
+    Example::
+
+        result = plan_from_onnx("model.onnx", BuildOptions(batch=(1, 8, 64)), batch_axes={"data": 1})
+        Path("model.plan").write_bytes(result.plan)
+    """
+    from rnnrt.build.precision import convert_precision
+
+    trt = trt_compat.import_trt(options.trt_module)
+    flavour = trt_compat.flavour_of(trt)
+    path = Path(model) if not isinstance(model, onnx.ModelProto) else None
+    rewrite = options.precision != "fp32" or options.io_dtype != "float32" or options.state_dtype != "float32"
+    proto: onnx.ModelProto | None = model if isinstance(model, onnx.ModelProto) else None
+    if path is not None:
+        if not path.exists():
+            raise BuildError(fmt(f"Step graph {str(path)!r}", "Does not exist"))
+        proto = onnx.load(str(path), load_external_data=rewrite)
+    assert proto is not None
+    dims = _graph_dims(proto)
+    shapes, batch = _profile_shapes(dims, dict(batch_axes or {}), options, state_inputs)
+    rewritten = None
+    if rewrite:
+        rewritten = convert_precision(
+            proto,
+            options.precision,
+            io_dtype=options.io_dtype,
+            state_dtype=options.state_dtype,
+            state_inputs=state_inputs,
+            state_outputs=state_outputs,
+        )
+
+    t0 = time.perf_counter()
+    if rewritten is not None:
+        builder, network, parser = network_from_onnx(trt, rewritten, path)
+    elif path is not None:
+        builder, network, parser = network_from_onnx(trt, None, path)
+    else:
+        builder, network, parser = network_from_onnx(trt, proto)
+    parse_seconds = time.perf_counter() - t0
+
+    config = builder.create_builder_config()
+    _configure(trt, builder, config, options)
+    profile_inputs: dict[str, tuple[tuple[int, ...], ...]] = {}
+    if shapes:
+        profile = builder.create_optimization_profile()
+        for i in range(network.num_inputs):
+            tensor = network.get_input(i)
+            if tensor.name in shapes:
+                lo, opt, hi = shapes[tensor.name]
+                profile.set_shape(tensor.name, lo, opt, hi)
+                profile_inputs[tensor.name] = (lo, opt, hi)
+        config.add_optimization_profile(profile)
+
+    bindings = [
+        BindingInfo(t.name, "input", _dtype_name(t.dtype), tuple(t.shape), profile_inputs.get(t.name))
+        for t in (network.get_input(i) for i in range(network.num_inputs))
+    ] + [
+        BindingInfo(t.name, "output", _dtype_name(t.dtype), tuple(t.shape))
+        for t in (network.get_output(i) for i in range(network.num_outputs))
+    ]
+    layers = network_layers(network)
+
+    progress = _Progress(trt) if options.progress and hasattr(trt, "IProgressMonitor") else None
+    if progress is not None:
+        config.progress_monitor = progress.monitor
+    G_LOGGER.info("Building a %s engine with %s %s (%d network layers) ...", options.precision, flavour, trt.__version__, len(layers))
+    t0 = time.perf_counter()
+    try:
+        with trt_compat.capture_log() as log:
+            serialized = builder.build_serialized_network(network, config)
+    finally:
+        if progress is not None:
+            progress.close()
+    build_seconds = time.perf_counter() - t0
+    if serialized is None:
+        raise BuildError(
+            fmt(
+                f"Step graph {str(path) if path else '<in-memory model>'!r}",
+                f"{flavour} {trt.__version__} failed to build an engine:\n{trt_compat.errors_in(log) or 'no error message'}",
+                "Run `rnnrt -vv build ...` for TensorRT's full log.",
+            )
+        )
+    if options.timing_cache is not None and not trt_compat.is_rtx(trt):
+        _save_timing_cache(config, options.timing_cache)
+    plan = bytes(memoryview(serialized))
+    del parser, network, builder
+    return BuildResult(
+        plan=plan,
+        flavour=flavour,
+        version=str(trt.__version__),
+        precision=options.precision,
+        io_dtype=options.io_dtype,
+        state_dtype=options.state_dtype,
+        profile=batch,
+        bindings=bindings,
+        layers=layers,
+        engine_layers=_engine_layer_lines(log),
+        parse_seconds=parse_seconds,
+        build_seconds=build_seconds,
+        model=rewritten,
+    )
+
+
+def _retype(cfg: Any, io_dtype: str, state_dtype: str) -> Any:
+    """The config with its float bindings re-typed to the rewritten graph's dtypes."""
+    floats = ("float32", "float16", "bfloat16")
+    inputs = [t.model_copy(update={"dtype": io_dtype}) if t.dtype in floats else t for t in cfg.inputs]
+    outputs = [t.model_copy(update={"dtype": io_dtype}) if t.dtype in floats else t for t in cfg.outputs]
+    state = [s.model_copy(update={"dtype": state_dtype}) if s.dtype in floats else s for s in cfg.state]
+    return cfg.model_copy(update={"inputs": inputs, "outputs": outputs, "state": state})
+
+
+def plan_from_config(
+    config: PathLike,
+    plan: PathLike | None = None,
+    options: BuildOptions = BuildOptions(),
+) -> BuildResult:
+    """Builds the plan of a YAML config and records it in that config (``rnnrt build``).
+
+    Writes the plan, ``<plan>.json`` (bindings, layer lines, timings, for ``rnnrt inspect`` on machines
+    that cannot deserialize the plan) and updates the config's ``engine`` section (plan path,
+    flavour, version, precision, dtypes, profile). When ``io_dtype``/``state_dtype`` change the
+    bindings' dtypes, the rewritten graph is saved as ``<plan stem>.onnx`` and the config's ``model``
+    points to it, so the ONNX Runtime and TensorRT backends see the same bindings.
+
+    Args:
+        config (PathLike): The YAML config (``model.yaml``).
+        plan (PathLike | None): Plan file to write. Defaults to the config's name with ``.plan``.
+        options (BuildOptions): See :class:`BuildOptions`.
+
+    Returns:
+        BuildResult: With ``plan_path`` and ``config_path`` set.
+
+    Raises:
+        ConfigError: The config cannot be read or does not match its model.
+        BuildError: See :func:`plan_from_onnx`.
+    """
+    from rnnrt.config import load_config, save_config
+
+    config_path = Path(config)
+    cfg = load_config(config_path)
+    plan_path = Path(plan) if plan is not None else config_path.with_suffix(".plan")
+    bound = [t.dtype for t in cfg.inputs] + [t.dtype for t in cfg.outputs] + [s.dtype for s in cfg.state]
+    if any(d in ("float16", "bfloat16") for d in bound):
+        raise BuildError(
+            fmt(
+                f"Config {str(config_path)!r}",
+                "Has fp16/bf16 bindings: its model is a graph an earlier build rewrote",
+                "Build from the config `rnnrt convert` wrote, whose graph is fp32.",
+            )
+        )
+    batch_axes: dict[str, int | None] = {t.name: t.batch_axis for t in cfg.inputs}
+    batch_axes.update({s.input: s.batch_axis for s in cfg.state})
+    result = plan_from_onnx(
+        cfg.model_path,
+        options,
+        batch_axes=batch_axes,
+        state_inputs=[s.input for s in cfg.state],
+        state_outputs=[s.output for s in cfg.state],
+    )
+    try:
+        plan_path.parent.mkdir(parents=True, exist_ok=True)
+        plan_path.write_bytes(result.plan)
+        summary = result.summary()
+        Path(f"{plan_path}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    except OSError as err:
+        raise BuildError(fmt(f"Plan {str(plan_path)!r}", f"Cannot be written: {err.strerror}")) from err
+
+    new_cfg = cfg
+    if result.io_dtype != "float32" or result.state_dtype != "float32":
+        assert result.model is not None
+        onnx_path = plan_path.with_suffix(".onnx")
+        onnx.save(result.model, str(onnx_path))
+        new_cfg = _retype(cfg, result.io_dtype, result.state_dtype).model_copy(
+            update={"model": os.path.relpath(onnx_path.absolute(), config_path.parent.absolute())}
+        )
+        new_cfg = new_cfg.with_base_dir(config_path.parent)
+    profile = None
+    if result.profile is not None:
+        profile = {"min": result.profile[0], "opt": result.profile[1], "max": result.profile[2]}
+    new_cfg = new_cfg.with_engine(
+        plan=os.path.relpath(plan_path.absolute(), config_path.parent.absolute()),
+        flavour=result.flavour,
+        version=result.version,
+        precision=result.precision,
+        io_dtype=result.io_dtype,
+        state_dtype=result.state_dtype,
+        profile=profile,
+    )
+    save_config(new_cfg, config_path)
+    result.plan_path = plan_path
+    result.config_path = config_path
+    return result
+
+
+@dataclasses.dataclass
+class PlanInspection:
+    """What :func:`inspect_plan` found out about a plan file.
+
+    Args:
+        path (Path): The plan file.
+        size (int): Its size in bytes.
+        flavour (str | None): TensorRT module used to deserialize it (None if none is installed).
+        bindings (list[BindingInfo]): Engine bindings (empty if it could not be deserialized).
+        layers (list[str]): Layer information from the engine inspector.
+        error (str | None): Why the engine could not be deserialized, with TensorRT's message.
+        build_record (dict | None): ``<plan>.json`` written at build time, if it matches the plan.
+        config_path (Path | None): A YAML config in the same folder whose engine is this plan.
+        config_engine (dict | None): That config's ``engine`` section.
+    """
+
+    path: Path
+    size: int
+    flavour: str | None = None
+    bindings: list[BindingInfo] = dataclasses.field(default_factory=list)
+    layers: list[str] = dataclasses.field(default_factory=list)
+    error: str | None = None
+    build_record: dict[str, Any] | None = None
+    config_path: Path | None = None
+    config_engine: dict[str, Any] | None = None
+
+    def text(self) -> str:
+        """A human-readable report (what ``rnnrt inspect model.plan`` prints)."""
+        out = [f"Plan {str(self.path)!r}: {self.size} bytes"]
+        if self.config_path is not None:
+            out.append(f"Config {str(self.config_path)!r}, engine section:")
+            out.extend(f"  {k}: {v}" for k, v in (self.config_engine or {}).items())
+        if self.bindings:
+            out.append(f"Engine bindings ({self.flavour}):")
+            out.extend(f"  {b.describe()}" for b in self.bindings)
+            out.append(f"Engine layers ({len(self.layers)}):")
+            out.extend(f"  {line}" for line in self.layers)
+        else:
+            out.append(f"Engine: not deserialized ({self.error})")
+            if self.build_record is not None:
+                rec = self.build_record
+                out.append(
+                    f"Build record ({rec.get('flavour')} {rec.get('version')}, {rec.get('precision')}, "
+                    f"built in {rec.get('build_seconds')} s):"
+                )
+                for b in rec.get("bindings", []):
+                    prof = b.get("profile")
+                    info = BindingInfo(b["name"], b["mode"], b["dtype"], tuple(b["shape"]),
+                                       tuple(tuple(s) for s in prof) if prof else None)  # type: ignore[arg-type]
+                    out.append(f"  {info.describe()}")
+                out.append(f"  network layers: {rec.get('num_network_layers')}")
+                out.append("Engine layers (from the builder log):")
+                out.extend(f"  {line}" for line in rec.get("engine_layers", []))
+        return "\n".join(out)
+
+
+def _config_for_plan(plan: Path) -> tuple[Path | None, dict[str, Any] | None]:
+    import yaml
+
+    for candidate in sorted(plan.parent.glob("*.y*ml")):
+        try:
+            data = yaml.safe_load(candidate.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        engine = data.get("engine") if isinstance(data, dict) else None
+        if isinstance(engine, dict) and isinstance(engine.get("plan"), str):
+            target = Path(engine["plan"])
+            target = target if target.is_absolute() else candidate.parent / target
+            if target.resolve() == plan.resolve():
+                return candidate, engine
+    return None, None
+
+
+def inspect_plan(path: PathLike, trt_module: str | None = None) -> PlanInspection:
+    """Deserializes a plan and lists its bindings and layers; falls back to what is known without it.
+
+    Deserializing needs a GPU that the plan's TensorRT flavour supports. When it fails (no GPU, no
+    TensorRT, a plan of another version) the result carries the error and whatever the build record
+    ``<plan>.json`` and a YAML config in the same folder say about the plan.
+
+    Args:
+        path (PathLike): The plan file.
+        trt_module (str | None): TensorRT module to use; None: the config's flavour, else auto.
+
+    Returns:
+        PlanInspection: Call :meth:`PlanInspection.text` for the report; ``error`` is None on success.
+
+    Raises:
+        BuildError: The file does not exist.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise BuildError(fmt(f"Plan {str(path)!r}", f"Cannot be read: {err.strerror}")) from err
+    report = PlanInspection(path=path, size=len(data))
+    report.config_path, report.config_engine = _config_for_plan(path)
+    record_path = Path(f"{path}.json")
+    if record_path.exists():
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            record = None
+        if isinstance(record, dict) and record.get("plan_sha256") == hashlib.sha256(data).hexdigest():
+            report.build_record = record
+    module = trt_module or (report.config_engine or {}).get("flavour") or (report.build_record or {}).get("flavour")
+    try:
+        trt = trt_compat.import_trt(module)
+    except RnnrtError as err:
+        report.error = str(err)
+        return report
+    report.flavour = trt_compat.flavour_of(trt)
+    runtime = trt.Runtime(trt_compat.get_logger(trt))
+    with trt_compat.capture_log() as log:
+        engine = runtime.deserialize_cuda_engine(data) if runtime is not None else None
+    if engine is None:
+        report.error = (
+            f"{report.flavour} {trt.__version__} could not deserialize it: "
+            f"{trt_compat.errors_in(log) or 'no error message'}"
+        )
+        return report
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+        shape = tuple(engine.get_tensor_shape(name))
+        profile = None
+        if is_input and -1 in shape and engine.num_optimization_profiles > 0:
+            profile = tuple(tuple(s) for s in engine.get_tensor_profile_shape(name, 0))
+        report.bindings.append(
+            BindingInfo(name, "input" if is_input else "output", _dtype_name(engine.get_tensor_dtype(name)), shape, profile)  # type: ignore[arg-type]
+        )
+    inspector = engine.create_engine_inspector() if hasattr(engine, "create_engine_inspector") else None
+    if inspector is not None:
+        for i in range(engine.num_layers):
+            report.layers.append(str(inspector.get_layer_information(i, trt.LayerInformationFormat.ONELINE)))
+    return report

@@ -1,0 +1,243 @@
+"""Caffe net → ONNX step graph.
+
+::
+
+    from rnnrt.importers.caffe.convert import convert_caffe
+    step = convert_caffe("deploy.prototxt", "weights.caffemodel")
+    onnx.save(step.model, "model.onnx")
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from rnnrt.importers.caffe import layers as _layers  # noqa: F401 (registers the built-in converters)
+from rnnrt.importers.caffe.context import BATCH_DIM, ImportContext
+from rnnrt.importers.caffe.registry import get_converter
+from rnnrt.errors import ModelImportError, RnnrtError, fmt
+from rnnrt.ir.stepgraph import Continuation, StepGraph, TensorSpec
+
+G_LOGGER = logging.getLogger("rnnrt.importers.caffe")
+
+_RECURRENT = ("LSTM", "RNN")
+# Layers whose tops keep the leading axes of their (first) bottom, so a batch axis known at the top
+# is the batch axis of the bottom too.
+_KEEPS_LEADING_AXES = {
+    "ReLU", "Sigmoid", "TanH", "AbsVal", "Dropout", "Power", "Embed", "Eltwise", "Scale", "Bias",
+    "Split", "Softmax", "InnerProduct", "Concat", "Slice", "Tile",
+}
+
+
+def _batch_axis_hints(net: Any) -> dict[str, int]:
+    """Batch (stream) axis of each blob that we can tell from how recurrent layers consume it."""
+    hints: dict[str, int] = {}
+    for layer in reversed(net.layers):
+        if layer.type in _RECURRENT:
+            n_state = 2 if layer.type == "LSTM" else 1
+            exposed = n_state if layer.param.recurrent_param.expose_hidden else 0
+            static = len(layer.bottoms) == 3 + exposed
+            for i, b in enumerate(layer.bottoms):
+                hints.setdefault(b, 0 if (static and i == 2) else 1)
+        elif layer.type in _KEEPS_LEADING_AXES:
+            known = [hints[t] for t in layer.tops if t in hints]
+            if known:
+                for b in layer.bottoms:
+                    hints.setdefault(b, known[0])
+    return hints
+
+
+class _Context(ImportContext):
+    def __init__(self, net: Any, **kw) -> None:
+        super().__init__(net, **kw)
+        self.hints = _batch_axis_hints(net)
+
+    def input_batch_axis(self, name: str, shape: Sequence[int]) -> int | None:
+        if not shape:
+            return None
+        return self.hints.get(name, 0)
+
+
+def convert_net(net: Any, *, dynamic_batch: bool = False, seed: int = 0, source: dict | None = None) -> StepGraph:
+    """Converts a loaded CaffeNet (``rnnrt.importers.caffe.reader.load_net``) into a step graph.
+
+    Args:
+        net: The CaffeNet.
+        dynamic_batch (bool): Emit a symbolic ``batch`` dim (streams) instead of the prototxt's N.
+            Default: False.
+        seed (int): Seed for random weights where the net has no caffemodel. Default: 0.
+        source (dict | None): Provenance recorded in the config.
+
+    Returns:
+        StepGraph: The ONNX model and its bindings.
+    """
+    ctx = _Context(net, dynamic_batch=dynamic_batch, seed=seed)
+    for name, shape in net.inputs.items():
+        ctx.blobs[name] = ctx.add_input(name, shape, ctx.input_batch_axis(name, shape))
+    available: dict[str, None] = {name: None for name in net.inputs}
+    for layer in net.layers:
+        ctx.layer = layer
+        reg = get_converter("caffe", layer.type, layer_name=layer.name)
+        try:
+            tops = reg.func(layer, ctx)
+        except RnnrtError:
+            raise
+        except Exception as err:  # a converter bug or a plugin failure: name the layer
+            raise ModelImportError(
+                fmt(f"Layer {layer.name!r} ({layer.type})", f"Conversion failed ({reg.origin}): {type(err).__name__}: {err}")
+            ) from err
+        if len(tops) != len(layer.tops):
+            raise ModelImportError(
+                fmt(f"Layer {layer.name!r} ({layer.type})", f"Converter returned {len(tops)} tensors for {len(layer.tops)} tops")
+            )
+        for b in layer.bottoms:
+            available.pop(b, None)
+        for top, var in zip(layer.tops, tops):
+            ctx.blobs[top] = var
+            available[top] = None
+    ctx.layer = None
+
+    # Caffe's net outputs are the blobs nobody consumed, in std::set (sorted) order.
+    out_names = sorted(available)
+    if not out_names and not ctx.states:
+        raise ModelImportError(fmt(f"Net {net.name!r}", "Has no outputs"))
+    outputs, infos = [], {}
+    for name in out_names:
+        var = ctx.blobs[name]
+        if var.name != name:
+            if var in ctx.graph.inputs or isinstance(var, gs.Constant):
+                var = ctx.op("Identity", [var], shape=ctx.shape(var), batch_axis=ctx.batch_axis(var))
+            holder = next((t for t in ctx.graph.tensors().values() if t.name == name), None)
+            if holder is not None:
+                if holder in ctx.graph.inputs:
+                    raise ModelImportError(
+                        fmt(f"Blob {name!r}", "Is both a net input and, rewritten in place, a net output", "Give the in-place layer a new top name.")
+                    )
+                holder.name = ctx.unique(f"{name}__in")
+                ctx.info[holder.name] = ctx.info.pop(name)
+            ctx.info[name] = ctx.info.pop(var.name)
+            var.name = name
+        info = ctx.info[name]
+        var.dtype = np.float32
+        var.shape = ctx.export_shape(info.shape, info.batch_axis)
+        outputs.append(var)
+        infos[name] = info
+    state_outs = []
+    for pair in ctx.states:
+        var = ctx.state_outputs[pair.output]
+        var.dtype = np.float32
+        var.shape = list(pair.shape)
+        state_outs.append(var)
+    ctx.graph.outputs = outputs + state_outs
+    ctx.graph.cleanup().toposort()
+    model = gs.export_onnx(ctx.graph, do_type_check=False)
+    model.ir_version = 8
+    model.producer_name = "rnnrt"
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as err:
+        raise ModelImportError(fmt(f"Net {net.name!r}", f"The emitted ONNX graph is invalid: {err}")) from err
+
+    state_inputs = {p.input for p in ctx.states}
+    batch = _stream_count(ctx)
+
+    def spec(name: str, info) -> TensorSpec:
+        # A guessed batch axis whose size is not the number of streams (e.g. T*N frames) is no batch axis.
+        axis = info.batch_axis
+        if axis is not None and batch is not None and not ctx.dynamic_batch and info.shape[axis] != batch:
+            axis = None
+        return TensorSpec(name, "float32", tuple(ctx.export_shape(info.shape, info.batch_axis)), axis)
+
+    inputs = [spec(v.name, ctx.info[v.name]) for v in ctx.graph_inputs if v.name not in state_inputs]
+    outs = [spec(n, infos[n]) for n in out_names]
+    continuation, notes = _continuation(net, ctx, {i.name for i in inputs})
+    notes = ctx.notes + notes
+    return StepGraph(model=model, inputs=inputs, outputs=outs, states=list(ctx.states), continuation=continuation, source=dict(source or {}), notes=notes)
+
+
+def _stream_count(ctx: ImportContext) -> int | None:
+    """The number of streams N: the batch dim of the recurrent state, if the net has any."""
+    for var in ctx.graph_inputs:
+        info = ctx.info[var.name]
+        if var.name in {p.input for p in ctx.states}:
+            return info.shape[info.batch_axis]
+    for layer in ctx.net.layers:
+        if layer.type in _RECURRENT and layer.bottoms[1] in ctx.info:
+            return ctx.info[layer.bottoms[1]].shape[1]
+    return None
+
+
+def _continuation(net: Any, ctx: ImportContext, input_names: set[str]) -> tuple[Continuation | None, list[str]]:
+    notes: list[str] = []
+    conts = []
+    for layer in net.layers:
+        if layer.type in _RECURRENT and len(layer.bottoms) > 1:
+            conts.append(layer.bottoms[1])
+    direct = sorted({c for c in conts if c in input_names})
+    if not conts:
+        return None, notes
+    if len(direct) == 1 and all(c == direct[0] for c in conts):
+        return Continuation(input=direct[0], batch_axis=1, time_axis=0), notes
+    if direct:
+        notes.append(
+            f"The recurrent layers take their continuation from several blobs {sorted(set(conts))}; "
+            f"the Session does not fill the net inputs among them ({direct}): feed them on every step."
+        )
+    else:
+        notes.append(
+            f"The continuation blobs {sorted(set(conts))} are computed inside the net, so the Session has no "
+            "continuation input to fill; sequence starts are whatever the net computes them to be."
+        )
+    return None, notes
+
+
+def convert_caffe(
+    prototxt: str | os.PathLike,
+    caffemodel: str | os.PathLike | None = None,
+    *,
+    batch: str | None = None,
+    seed: int = 0,
+    phase: str = "TEST",
+    schema: Any = None,
+    progress: bool = False,
+) -> StepGraph:
+    """Reads a Caffe deploy prototxt (and caffemodel) and converts it into a step graph.
+
+    Args:
+        prototxt (str | os.PathLike): The deploy prototxt.
+        caffemodel (str | os.PathLike | None): Trained weights. When None, weights are drawn at random
+            (seeded) from the layers' fillers: useful to check a net converts and builds.
+        batch (str | None): ``"dynamic"`` for a symbolic batch (stream) dim; None keeps the prototxt's N.
+        seed (int): Seed of the random weights. Default: 0.
+        phase (str): Caffe phase for include/exclude rules. Default: ``"TEST"``.
+        schema: A ``CaffeSchema`` with plugin extensions, if any.
+        progress (bool): Show a progress bar while reading big weights.
+
+    Returns:
+        StepGraph: The ONNX step graph with its bindings.
+
+    Example::
+
+        step = convert_caffe("deploy.prototxt", "weights.caffemodel", batch="dynamic")
+    """
+    from rnnrt.importers.caffe.reader import load_net
+
+    if batch not in (None, "dynamic"):
+        raise ModelImportError(fmt("Option batch", f"Got {batch!r}", "Expected None or 'dynamic'."))
+    net = load_net(prototxt, caffemodel, phase=phase, schema=schema, progress=progress)
+    source = {
+        "format": "caffe",
+        "prototxt": os.path.abspath(os.fspath(prototxt)),
+        "caffemodel": os.path.abspath(os.fspath(caffemodel)) if caffemodel else None,
+    }
+    if caffemodel is None:
+        source["random_weights_seed"] = seed
+    return convert_net(net, dynamic_batch=batch == "dynamic", seed=seed, source=source)
+
+
+__all__ = ["BATCH_DIM", "convert_caffe", "convert_net"]

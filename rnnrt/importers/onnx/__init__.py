@@ -1,0 +1,1 @@
+"""ONNX importer: find or expose the recurrent state of an ONNX model and pair it for the step graph."""

@@ -1,0 +1,664 @@
+"""ONNX model with LSTM/GRU/RNN nodes → step graph whose recurrent state is explicit inputs/outputs.
+
+Exported recurrent models come in two shapes. Either the recurrent nodes have no state inputs (or
+constant zeros, as torch emits when no ``h0`` is passed), so every call starts from zero and the model
+cannot stream; or the model has ``h0``/``c0``-style inputs and ``hn``/``cn``-style outputs that nothing
+connects. :func:`convert_onnx` handles both: it exposes absent or constant initial states as graph
+inputs and the final states as graph outputs, and it pairs existing state inputs with state outputs by
+following the graph (an index-tracing check, not names or positions).
+
+::
+
+    from rnnrt.config import save_step_graph
+    from rnnrt.importers.onnx.importer import convert_onnx
+
+    step = convert_onnx("lstm.onnx", add_reset=True)
+    save_step_graph(step, "out")          # out/model.onnx + out/model.yaml
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+from typing import Any, Mapping, Optional, Union
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from rnnrt.errors import ModelImportError, UnsupportedOpError, fmt
+from rnnrt.ir.stepgraph import Continuation, Dim, StatePair, StepGraph, TensorSpec
+
+G_LOGGER = logging.getLogger("rnnrt.onnx")
+
+__all__ = ["RECURRENT_OPS", "convert_onnx"]
+
+# Per recurrent op: (input index of an initial state, output index of the matching final state, suffixes).
+# Inputs are X, W, R, B, sequence_lens, initial_h[, initial_c, P]; outputs Y, Y_h[, Y_c].
+RECURRENT_OPS: dict[str, tuple[tuple[int, int, str, str], ...]] = {
+    "LSTM": ((5, 1, "h0", "hT"), (6, 2, "c0", "cT")),
+    "GRU": ((5, 1, "h0", "hT"),),
+    "RNN": ((5, 1, "h0", "hT"),),
+}
+_SEQUENCE_LENS = 4
+
+# Ops through which an index-tracing check may follow a state (values are moved, never computed).
+_SHAPE_ONLY = {"Shape", "Size"}
+
+# layout=1 (batch-major) <-> layout=0 (time-major) permutations.
+# X, initial/final state: [B, T|D, .] <-> [T|D, B, .]   Y: [T, D, B, H] -> [B, T, D, H]
+_SWAP01 = [1, 0, 2]
+_Y_TO_LAYOUT1 = [2, 0, 1, 3]
+
+_ONNX_TO_DTYPE = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64", 16: "bfloat16"}
+
+
+def _load(path: Union[str, os.PathLike, onnx.ModelProto]) -> tuple[onnx.ModelProto, str]:
+    if isinstance(path, onnx.ModelProto):
+        return path, "<in-memory model>"
+    name = os.fspath(path)
+    try:
+        model = onnx.load(name)
+    except FileNotFoundError as err:
+        raise ModelImportError(fmt(f"Model {name!r}", "Does not exist")) from err
+    except Exception as err:  # DecodeError and friends
+        raise ModelImportError(fmt(f"Model {name!r}", f"Cannot be read as ONNX: {err}")) from err
+    return model, name
+
+
+def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception as err:  # a model onnx cannot infer is still convertible; shapes come from the exporter
+        G_LOGGER.debug("Shape inference failed: %s", err)
+        return model
+
+
+def _node_label(node: gs.Node) -> str:
+    return f"{node.op} node {node.name!r}" if node.name else f"{node.op} node (outputs {[t.name for t in node.outputs]})"
+
+
+def _base_name(node: gs.Node, index: int, used: set[str]) -> str:
+    """A readable, unique stem for a node's state tensors: '/rnn/LSTM_1' -> 'rnn.LSTM_1'."""
+    stem = re.sub(r"[^A-Za-z0-9_.:-]+", ".", node.name or "").strip(".") or f"{node.op.lower()}{index}"
+    name, k = stem, 1
+    while name in used:
+        name, k = f"{stem}_{k}", k + 1
+    used.add(name)
+    return name
+
+
+def _const_value(t: gs.Tensor) -> Optional[np.ndarray]:
+    if isinstance(t, gs.Constant):
+        return np.asarray(t.values)
+    if len(t.inputs) == 1 and t.inputs[0].op == "Constant" and "value" in t.inputs[0].attrs:
+        return np.asarray(t.inputs[0].attrs["value"].values)
+    return None
+
+
+def _nonzero_constant(t: gs.Tensor) -> bool:
+    """Whether an input-free initial state is known to hold non-zero values."""
+    value = _const_value(t)
+    if value is None and len(t.inputs) == 1 and t.inputs[0].op == "ConstantOfShape":
+        fill = t.inputs[0].attrs.get("value")
+        value = np.asarray(fill.values) if fill is not None else np.zeros(1)
+    if value is None and len(t.inputs) == 1 and t.inputs[0].op in ("Slice", "Expand", "Identity", "Reshape"):
+        return _nonzero_constant(t.inputs[0].inputs[0])
+    return value is not None and bool(np.any(value != 0))
+
+
+def _graph_input_sources(t: gs.Tensor, graph_inputs: set[str]) -> set[str]:
+    """Graph inputs whose *values* reach ``t`` (dependencies through Shape/Size only are not counted)."""
+    found: set[str] = set()
+    seen: set[int] = set()
+    stack = [t]
+    while stack:
+        cur = stack.pop()
+        if id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, gs.Variable) and cur.name in graph_inputs:
+            found.add(cur.name)
+            continue
+        for node in cur.inputs:
+            if node.op in _SHAPE_ONLY:
+                continue
+            stack.extend(i for i in node.inputs if i.name)
+    return found
+
+
+class _Slot:
+    """One recurrent state of one node: its initial-state input and final-state output."""
+
+    def __init__(self, node: gs.Node, in_index: int, out_index: int, in_suffix: str, out_suffix: str) -> None:
+        self.node = node
+        self.in_index = in_index
+        self.out_index = out_index
+        self.in_suffix = in_suffix
+        self.out_suffix = out_suffix
+
+    def initial(self) -> Optional[gs.Tensor]:
+        if len(self.node.inputs) > self.in_index and self.node.inputs[self.in_index].name:
+            return self.node.inputs[self.in_index]
+        return None
+
+    def final(self, dtype: Any, shape: list) -> gs.Variable:
+        """The final-state output, created if the node does not emit it."""
+        outs = self.node.outputs
+        while len(outs) <= self.out_index:
+            outs.append(gs.Variable.empty())
+        var = outs[self.out_index]
+        if not var.name:
+            var = gs.Variable(f"{self.node.name or self.node.op}__{self.out_suffix}", dtype=dtype, shape=shape)
+            outs[self.out_index] = var
+        return var
+
+    def set_initial(self, var: gs.Tensor) -> None:
+        ins = self.node.inputs
+        while len(ins) <= self.in_index:
+            ins.append(gs.Variable.empty())
+        ins[self.in_index] = var
+
+
+def _check_node(node: gs.Node, forward_only: bool, notes: list[str], graph: gs.Graph) -> None:
+    """Rejects what cannot stream; rewrites bidirectional (on request) and layout=1 nodes."""
+    label = _node_label(node)
+    if len(node.inputs) > _SEQUENCE_LENS and node.inputs[_SEQUENCE_LENS].name:
+        raise UnsupportedOpError(
+            fmt(label, f"Has a sequence_lens input ({node.inputs[_SEQUENCE_LENS].name!r}), which cannot be honoured "
+                "when the sequence is fed frame by frame",
+                "Re-export without sequence lengths (no packed sequences); use Session.reset(slots=...) or "
+                "--add-reset to start new sequences.")
+        )
+    direction = node.attrs.get("direction", "forward")
+    if isinstance(direction, bytes):
+        direction = direction.decode()
+    if direction == "reverse":
+        raise UnsupportedOpError(
+            fmt(label, "Runs in direction 'reverse', which needs the whole sequence and cannot stream",
+                "Only forward recurrent layers can be streamed frame by frame.")
+        )
+    if direction == "bidirectional":
+        if not forward_only:
+            raise UnsupportedOpError(
+                fmt(label, "Is bidirectional; its backward direction needs the whole sequence and cannot stream",
+                    "Export a unidirectional model, or convert with forward_only=True (--forward-only) to keep "
+                    "the forward direction (the backward half of its outputs becomes zeros).")
+            )
+        _keep_forward(node, graph)
+        notes.append(f"{label} is bidirectional: only its forward direction is kept (--forward-only); "
+                     "the backward half of its outputs is zeros.")
+    if int(node.attrs.get("layout", 0)) == 1:
+        _to_layout0(node, graph)
+
+
+def _keep_forward(node: gs.Node, graph: gs.Graph) -> None:
+    label = _node_label(node)
+    for idx in (1, 2, 3, 7):  # W, R, B, P: direction is axis 0
+        if len(node.inputs) <= idx or not node.inputs[idx].name:
+            continue
+        value = _const_value(node.inputs[idx])
+        if value is None:
+            raise UnsupportedOpError(
+                fmt(label, f"Input {idx} ({node.inputs[idx].name!r}) is not a constant, so its forward direction "
+                    "cannot be split off", "forward_only needs constant weights.")
+            )
+        node.inputs[idx] = gs.Constant(f"{node.inputs[idx].name}__fwd", np.ascontiguousarray(value[:1]))
+    layout = int(node.attrs.get("layout", 0))
+    dir_axis_state = 1 if layout == 1 else 0
+    for idx in (5, 6):  # initial states: keep direction 0
+        if len(node.inputs) > idx and node.inputs[idx].name:
+            src = node.inputs[idx]
+            out = gs.Variable(f"{src.name}__fwd", dtype=src.dtype)
+            starts = gs.Constant(f"{out.name}__starts", np.array([0], np.int64))
+            ends = gs.Constant(f"{out.name}__ends", np.array([1], np.int64))
+            axes = gs.Constant(f"{out.name}__axes", np.array([dir_axis_state], np.int64))
+            graph.layer(op="Slice", inputs=[src, starts, ends, axes], outputs=[out])
+            node.inputs[idx] = out
+    node.attrs["direction"] = "forward"
+    # Consumers still expect two directions: concatenate zeros for the backward one.
+    dir_axis = {0: 2 if layout == 1 else 1, 1: dir_axis_state, 2: dir_axis_state}
+    for k, var in enumerate(list(node.outputs)):
+        if not var.name or not var.outputs and var not in graph.outputs:
+            continue
+        fwd = gs.Variable(f"{var.name}__fwd", dtype=var.dtype)
+        node.outputs[k] = fwd
+        zeros = gs.Variable(f"{var.name}__zeros", dtype=var.dtype)
+        graph.layer(op="Mul", inputs=[fwd, gs.Constant(f"{var.name}__zero", np.zeros((), _np_dtype(var.dtype)))],
+                    outputs=[zeros])
+        graph.layer(op="Concat", inputs=[fwd, zeros], outputs=[var], attrs={"axis": dir_axis[k]})
+
+
+def _np_dtype(dtype: Any) -> np.dtype:
+    try:
+        return np.dtype(dtype) if dtype is not None else np.dtype(np.float32)
+    except TypeError:
+        return np.dtype(np.float32)
+
+
+def _to_layout0(node: gs.Node, graph: gs.Graph) -> None:
+    """Rewrites a layout=1 (batch-major) node as layout=0 between Transposes (ORT and TensorRT want 0)."""
+    x = node.inputs[0]
+    xt = gs.Variable(f"{x.name}__tm", dtype=x.dtype)
+    graph.layer(op="Transpose", inputs=[x], outputs=[xt], attrs={"perm": _SWAP01})
+    node.inputs[0] = xt
+    for idx in (5, 6):
+        if len(node.inputs) > idx and node.inputs[idx].name:
+            src = node.inputs[idx]
+            dst = gs.Variable(f"{src.name}__tm", dtype=src.dtype)
+            graph.layer(op="Transpose", inputs=[src], outputs=[dst], attrs={"perm": _SWAP01})
+            node.inputs[idx] = dst
+    for k, var in enumerate(list(node.outputs)):
+        if not var.name:
+            continue
+        inner = gs.Variable(f"{var.name}__tm", dtype=var.dtype)
+        node.outputs[k] = inner
+        graph.layer(op="Transpose", inputs=[inner], outputs=[var], attrs={"perm": _Y_TO_LAYOUT1 if k == 0 else _SWAP01})
+    node.attrs["layout"] = 0
+
+
+def _concrete(shape: Any, fill: int = 3) -> Optional[tuple[int, ...]]:
+    if shape is None:
+        return None
+    return tuple(d if isinstance(d, int) and d >= 0 else fill for d in shape)
+
+
+def _run_subgraph(graph: gs.Graph, feeds: dict[str, np.ndarray], outputs: list[str]) -> Optional[list[np.ndarray]]:
+    """Runs a small graph in ONNX Runtime; None if it cannot be run."""
+    try:
+        import onnxruntime as ort
+
+        model = gs.export_onnx(graph, do_type_check=False)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 4
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        names = {i.name for i in sess.get_inputs()}
+        return sess.run(outputs, {k: v for k, v in feeds.items() if k in names})
+    except Exception as err:  # an unrunnable wiring means "not a plain state pair"
+        G_LOGGER.debug("Wiring check could not run: %s", err)
+        return None
+
+
+def _zeros_for(var: gs.Variable) -> Optional[np.ndarray]:
+    shape = _concrete(var.shape)
+    if shape is None:
+        return None
+    return np.zeros(shape, _np_dtype(var.dtype))
+
+
+def _wired_pair(graph: gs.Graph, state_in: gs.Variable, slots: list[_Slot], out_candidates: list[gs.Variable]) -> Optional[str]:
+    """The graph output that carries exactly the state ``state_in`` feeds to ``slots``, element for element.
+
+    Index tracing: feed ``state_in`` with 1..n, read which element reaches each node's initial state,
+    feed those indices in place of the nodes' final states and check an output reproduces 1..n in the
+    shape of ``state_in``. Only moves of values (Slice, Concat, Squeeze, Transpose ...) pass this.
+    """
+    shape = _concrete(state_in.shape)
+    if shape is None or int(np.prod(shape)) >= (1 << 24):
+        return None
+    n = int(np.prod(shape))
+    index = np.arange(1, n + 1, dtype=_np_dtype(state_in.dtype)).reshape(shape)
+    others = {v.name: _zeros_for(v) for v in graph.inputs if v.name != state_in.name}
+    if any(v is None for v in others.values()):
+        return None
+
+    # Input side: which elements of state_in reach each initial state.
+    g1 = graph.copy()
+    t1 = g1.tensors()
+    g1.outputs = [t1[s.initial().name] for s in slots]
+    for v in g1.outputs:
+        v.dtype = v.dtype or state_in.dtype
+    g1.cleanup(remove_unused_graph_inputs=True)
+    got = _run_subgraph(g1, {state_in.name: index, **others}, [v.name for v in g1.outputs])
+    if got is None:
+        return None
+
+    # Output side: feed those indices as the final states.
+    for cand in out_candidates:
+        g2 = graph.copy()
+        t2 = g2.tensors()
+        finals = []
+        replaced: dict[str, gs.Variable] = {}
+        for k, s in enumerate(slots):
+            old = t2[s.node.outputs[s.out_index].name]
+            new = gs.Variable(f"__trace_final_{k}", dtype=state_in.dtype, shape=list(got[k].shape))
+            for consumer in list(old.outputs):
+                _replace_input(consumer, old, new)
+            if old in g2.outputs:
+                g2.outputs = [new if o is old else o for o in g2.outputs]
+            finals.append(new)
+            replaced[old.name] = new
+        target = replaced.get(cand.name, t2[cand.name])
+        g2.inputs = finals + [t2[name] for name in others]
+        g2.outputs = [target]
+        g2.cleanup(remove_unused_graph_inputs=True)
+        feeds = {f"__trace_final_{k}": got[k] for k in range(len(slots))}
+        out = _run_subgraph(g2, {**feeds, **others}, [target.name])
+        if out is not None and out[0].shape == index.shape and np.array_equal(out[0], index):
+            return cand.name
+    return None
+
+
+def _replace_input(node: gs.Node, old: gs.Tensor, new: gs.Tensor) -> None:
+    for k, t in enumerate(node.inputs):
+        if t is old:
+            node.inputs[k] = new
+
+
+def _ancestor_tensors(t: gs.Tensor) -> set[int]:
+    seen: set[int] = set()
+    stack = [t]
+    while stack:
+        cur = stack.pop()
+        if id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        for node in cur.inputs:
+            stack.extend(node.inputs)
+    return seen
+
+
+def _spec_shape(var: Any) -> Optional[list[Dim]]:
+    if var.shape is None:
+        return None
+    return [d if isinstance(d, int) and d >= 0 else (d if isinstance(d, str) and d else "?") for d in var.shape]
+
+
+def _batch_axes(model: onnx.ModelProto) -> dict[str, Optional[int]]:
+    """Batch axis of every graph input and output, found by symbolic shape inference.
+
+    Each input axis gets its own symbol; the symbols that land on a recurrent node's batch axis are
+    batch symbols, and a binding's batch axis is the axis that carries one of them.
+    """
+    m = copy.deepcopy(model)
+    weights = {t.name for t in m.graph.initializer}
+    for vi in m.graph.input:
+        if vi.name in weights:
+            continue
+        for axis, d in enumerate(vi.type.tensor_type.shape.dim):
+            d.Clear()
+            d.dim_param = f"__{vi.name}:{axis}"
+    del m.graph.value_info[:]
+    for vi in m.graph.output:
+        vi.type.tensor_type.ClearField("shape")
+    try:
+        m = onnx.shape_inference.infer_shapes(m, strict_mode=False)
+    except Exception as err:
+        G_LOGGER.debug("Symbolic shape inference failed: %s", err)
+        return {}
+    dims: dict[str, list[str]] = {}
+    for vi in list(m.graph.input) + list(m.graph.value_info) + list(m.graph.output):
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            dims[vi.name] = [d.dim_param if d.HasField("dim_param") else "" for d in t.shape.dim]
+    batch_syms: set[str] = set()
+    for node in m.graph.node:
+        if node.op_type not in RECURRENT_OPS:
+            continue
+        for idx in (0, 5, 6):
+            if len(node.input) > idx and node.input[idx] and len(dims.get(node.input[idx], [])) > 1:
+                sym = dims[node.input[idx]][1]
+                if sym:
+                    batch_syms.add(sym)
+    axes: dict[str, Optional[int]] = {}
+    for vi in list(m.graph.input) + list(m.graph.output):
+        if vi.name in weights:
+            continue
+        found = [a for a, s in enumerate(dims.get(vi.name, [])) if s in batch_syms]
+        axes[vi.name] = found[0] if found else None
+    return axes
+
+
+def convert_onnx(
+    path: Union[str, os.PathLike, onnx.ModelProto],
+    *,
+    add_reset: bool = False,
+    forward_only: bool = False,
+    override: Union[str, os.PathLike, Mapping[str, Any], None] = None,
+    reset_name: str = "cont",
+) -> StepGraph:
+    """Converts an ONNX model with LSTM/GRU/RNN nodes into a streaming step graph.
+
+    For every recurrent node of the main graph: an initial state that is absent or constant becomes a
+    graph input ``<node>.h0`` (``.c0``) and its final state a graph output ``<node>.hT`` (``.cT``); an
+    initial state that comes from a model input is paired with the model output that carries the
+    matching final states, when an index-tracing check proves the wiring element for element (else the
+    node's state is exposed on its own and the note says so). ``layout=1`` nodes are rewritten to
+    ``layout=0`` between Transposes. A model without recurrent nodes gives a stateless step graph.
+
+    Args:
+        path (str | os.PathLike | onnx.ModelProto): The ONNX model (or its file).
+        add_reset (bool): Add a continuation input ``cont`` of shape ``[1, N]``: where it is 0 the
+            stream's state is zeroed before this call (Caffe ``cont`` semantics at the call's first
+            frame). Defaults to False.
+        forward_only (bool): Keep only the forward direction of bidirectional nodes instead of raising.
+            The backward half of their outputs becomes zeros. Defaults to False.
+        override (str | os.PathLike | Mapping | None): A YAML file (or mapping) that replaces what the
+            detection found: ``state`` (the list of pairs), ``continuation`` and per-binding
+            ``batch_axis`` under ``inputs``/``outputs``; see ``docs/onnx.md``. Validated against the model.
+        reset_name (str): Name of the continuation input added by ``add_reset``. Defaults to ``"cont"``.
+
+    Returns:
+        StepGraph: The step graph; ``notes`` tell what was exposed, paired or left alone.
+
+    Raises:
+        ModelImportError: The file cannot be read.
+        UnsupportedOpError: A bidirectional (without ``forward_only``) or reverse node, or one with
+            ``sequence_lens``.
+        ConfigError: The override does not match the model.
+
+    Example::
+
+        step = convert_onnx("lstm.onnx", add_reset=True)
+        rnnrt.config.save_step_graph(step, "out")
+    """
+    model, where = _load(path)
+    notes: list[str] = []
+    model = _infer(model)
+    try:
+        graph = gs.import_onnx(model)
+    except Exception as err:
+        raise ModelImportError(fmt(f"Model {where!r}", f"Cannot be imported: {err}")) from err
+
+    nested = [n for n in _subgraph_nodes(graph) if n.op in RECURRENT_OPS]
+    if nested:
+        notes.append(f"{len(nested)} recurrent node(s) inside Loop/Scan/If bodies are left as they are (their state is not exposed).")
+    nodes = [n for n in graph.nodes if n.op in RECURRENT_OPS]
+    states: list[StatePair] = []
+    if not nodes:
+        notes.append("The model has no LSTM, GRU or RNN nodes: the config is stateless "
+                     "(declare state pairs with an override if the model carries state by other means).")
+    else:
+        for node in nodes:
+            _check_node(node, forward_only, notes, graph)
+        # Rewrites above made tensors without shapes: infer them again.
+        graph.cleanup().toposort()
+        graph = gs.import_onnx(_infer(gs.export_onnx(graph, do_type_check=False)))
+        nodes = [n for n in graph.nodes if n.op in RECURRENT_OPS]
+        states = _expose_and_pair(graph, nodes, notes)
+
+    continuation = None
+    if add_reset:
+        if not states:
+            notes.append("add_reset was ignored: the model has no recurrent state.")
+        else:
+            continuation = _add_reset(graph, states, reset_name, notes)
+
+    graph.cleanup(remove_unused_graph_inputs=True).toposort()
+    out_model = gs.export_onnx(graph, do_type_check=False)
+    out_model.producer_name = "rnnrt"
+    out_model = _infer(out_model)
+    state_in = {s.input for s in states}
+    state_out = {s.output for s in states}
+    axes = _batch_axes(out_model)
+    weights = {t.name for t in out_model.graph.initializer}
+    if continuation is not None:
+        axes[continuation.input] = continuation.batch_axis
+    inputs = [_spec(vi, axes) for vi in out_model.graph.input if vi.name not in weights and vi.name not in state_in]
+    outputs = [_spec(vi, axes) for vi in out_model.graph.output if vi.name not in state_out]
+    try:
+        onnx.checker.check_model(out_model)
+    except onnx.checker.ValidationError as err:
+        raise ModelImportError(fmt(f"Model {where!r}", f"The step graph is invalid ONNX: {err}")) from err
+
+    source: dict[str, Any] = {"format": "onnx"}
+    if where != "<in-memory model>":
+        source["model"] = os.path.abspath(where)
+    step = StepGraph(model=out_model, inputs=inputs, outputs=outputs, states=states, continuation=continuation,
+                     source=source, notes=notes)
+    if override is not None:
+        from rnnrt.importers.onnx.override import apply_override
+
+        step = apply_override(step, override)
+    return step
+
+
+def _subgraph_nodes(graph: gs.Graph) -> list[gs.Node]:
+    found = []
+    for node in graph.nodes:
+        for value in node.attrs.values():
+            subs = value if isinstance(value, list) else [value]
+            for sub in subs:
+                if isinstance(sub, gs.Graph):
+                    found.extend(sub.nodes)
+                    found.extend(_subgraph_nodes(sub))
+    return found
+
+
+def _spec(vi: onnx.ValueInfoProto, axes: Mapping[str, Optional[int]]) -> TensorSpec:
+    t = vi.type.tensor_type
+    dtype = _ONNX_TO_DTYPE.get(t.elem_type)
+    if dtype is None:
+        raise ModelImportError(fmt(f"Tensor {vi.name!r}", f"Has element type {t.elem_type}, which rnnrt cannot bind"))
+    if not t.HasField("shape"):
+        raise ModelImportError(fmt(f"Tensor {vi.name!r}", "Has no known shape", "Export the model with shapes for every graph input and output."))
+    shape: list[Dim] = []
+    for axis, d in enumerate(t.shape.dim):
+        if d.HasField("dim_value"):
+            shape.append(int(d.dim_value))
+        else:
+            shape.append(d.dim_param or f"{vi.name}_dim{axis}")
+    return TensorSpec(vi.name, dtype, tuple(shape), axes.get(vi.name))
+
+
+def _expose_and_pair(graph: gs.Graph, nodes: list[gs.Node], notes: list[str]) -> list[StatePair]:
+    graph_inputs = {v.name: v for v in graph.inputs}
+    used = {t for t in graph.tensors()}
+    stems: set[str] = set()
+    node_stem = {id(n): _base_name(n, k, stems) for k, n in enumerate(nodes)}
+    slots_by_input: dict[str, list[_Slot]] = {}
+    to_expose: list[_Slot] = []
+    for node in nodes:
+        for in_idx, out_idx, sin, sout in RECURRENT_OPS[node.op]:
+            slot = _Slot(node, in_idx, out_idx, sin, sout)
+            init = slot.initial()
+            sources = _graph_input_sources(init, set(graph_inputs)) if init is not None else set()
+            if not sources:
+                if init is not None and _nonzero_constant(init):
+                    notes.append(f"{_node_label(node)}: its constant initial state {init.name!r} is not zero; the "
+                                 "Session starts every sequence from zeros instead.")
+                to_expose.append(slot)
+            elif len(sources) == 1:
+                slots_by_input.setdefault(next(iter(sources)), []).append(slot)
+            else:
+                notes.append(f"{_node_label(node)}: its initial state {init.name!r} is computed from several inputs "
+                             f"{sorted(sources)}; its state is exposed on its own instead.")
+                to_expose.append(slot)
+
+    pairs: list[StatePair] = []
+    for name, slots in slots_by_input.items():
+        state_in = graph_inputs[name]
+        finals = [s.final(state_in.dtype, None) for s in slots]
+        final_ids = {id(f) for f in finals}
+        candidates = [o for o in graph.outputs if final_ids & _ancestor_tensors(o)]
+        out_name = _wired_pair(graph, state_in, slots, candidates)
+        if out_name is None:
+            notes.append(f"Input {name!r} feeds the initial state of {[_node_label(s.node) for s in slots]} but no "
+                         "output carries their final states element for element; each node's state is exposed on "
+                         f"its own, and the initial state that came from {name!r} is no longer used.")
+            to_expose.extend(slots)
+            continue
+        shape = _spec_shape(state_in)
+        out_var = next(o for o in graph.outputs if o.name == out_name)
+        axis = _state_batch_axis(slots, state_in)
+        pairs.append(StatePair(name, out_name, tuple(shape), _np_dtype(state_in.dtype).name, axis))
+        notes.append(f"Paired existing state {name!r} -> {out_name!r} (checked through the graph wiring).")
+        out_var.shape = list(shape)
+
+    order = {id(n): k for k, n in enumerate(nodes)}
+    to_expose.sort(key=lambda sl: (order[id(sl.node)], sl.in_index))
+    for slot in to_expose:
+        node = slot.node
+        x = node.inputs[0]
+        dtype = x.dtype or np.float32
+        hidden = int(node.attrs["hidden_size"])
+        batch = x.shape[1] if x.shape is not None and len(x.shape) > 1 else None
+        if not (isinstance(batch, int) and batch > 0) and not (isinstance(batch, str) and batch):
+            batch = "batch"
+        shape = [1, batch, hidden]
+        stem = node_stem[id(node)]
+        in_name, out_name = _unique(f"{stem}.{slot.in_suffix}", used), _unique(f"{stem}.{slot.out_suffix}", used)
+        var_in = gs.Variable(in_name, dtype=dtype, shape=shape)
+        slot.set_initial(var_in)
+        graph.inputs.append(var_in)
+        final = slot.final(dtype, shape)
+        var_out = gs.Variable(out_name, dtype=dtype, shape=shape)
+        graph.layer(op="Identity", inputs=[final], outputs=[var_out])
+        graph.outputs.append(var_out)
+        pairs.append(StatePair(in_name, out_name, tuple(shape), _np_dtype(dtype).name, 1))
+    if to_expose:
+        names = sorted({node_stem[id(s.node)] for s in to_expose})
+        notes.append(f"Exposed the recurrent state of {names} as inputs <node>.h0/.c0 and outputs <node>.hT/.cT.")
+    return pairs
+
+
+def _unique(name: str, used: set[str]) -> str:
+    out, k = name, 1
+    while out in used:
+        out, k = f"{name}_{k}", k + 1
+    used.add(out)
+    return out
+
+
+def _state_batch_axis(slots: list[_Slot], state_in: gs.Variable) -> int:
+    """The axis of an existing state input that indexes streams: the one with the recurrent nodes' batch dim."""
+    shape = state_in.shape or []
+    x = slots[0].node.inputs[0]
+    batch = x.shape[1] if x.shape is not None and len(x.shape) > 1 else None
+    hits = [a for a, d in enumerate(shape) if batch is not None and d == batch]
+    if len(hits) == 1:
+        return hits[0]
+    init = slots[0].initial()
+    init_batch = init.shape[1] if init is not None and init.shape is not None and len(init.shape) > 1 else None
+    hits = [a for a, d in enumerate(shape) if init_batch is not None and d == init_batch]
+    if len(hits) == 1:
+        return hits[0]
+    return 1 if len(shape) == 3 else 0
+
+
+def _add_reset(graph: gs.Graph, states: list[StatePair], name: str, notes: list[str]) -> Continuation:
+    """Adds ``name`` [1, N]: each state input is multiplied by it (reshaped to its batch axis)."""
+    tensors = graph.tensors()
+    if name in tensors:
+        raise ModelImportError(fmt(f"Reset input {name!r}", "Is already a tensor of the model", "Choose another reset_name."))
+    first = states[0]
+    batch = first.shape[first.batch_axis]
+    dtype = tensors[first.input].dtype or np.float32
+    cont = gs.Variable(name, dtype=dtype, shape=[1, batch])
+    graph.inputs.append(cont)
+    for k, s in enumerate(states):
+        var = tensors[s.input]
+        consumers = list(var.outputs)
+        target = [1] * len(s.shape)
+        target[s.batch_axis] = -1
+        mask = gs.Variable(f"{s.input}__mask", dtype=dtype)
+        graph.layer(op="Reshape", inputs=[cont, gs.Constant(f"{s.input}__mask_shape", np.array(target, np.int64))], outputs=[mask])
+        masked = gs.Variable(f"{s.input}__masked", dtype=var.dtype)
+        graph.layer(op="Mul", inputs=[var, mask], outputs=[masked])
+        for node in consumers:
+            _replace_input(node, var, masked)
+    notes.append(f"Added reset input {name!r} [1, N]: 0 zeroes that stream's state before this call's first frame.")
+    return Continuation(input=name, batch_axis=1, time_axis=0)

@@ -1,1 +1,0 @@
-"""ONNX-side passes on the step graph: state exposure, precision casts."""

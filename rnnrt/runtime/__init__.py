@@ -1,0 +1,1 @@
+"""Runtime: the Session (state core) and the StreamPool over it."""

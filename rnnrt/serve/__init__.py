@@ -1,0 +1,1 @@
+"""Serving: Triton model repositories for step graphs."""

@@ -1,0 +1,350 @@
+"""Tests of rnnrt.build: step graphs -> TensorRT plans, built with TensorRT-RTX on CPU.
+
+TensorRT-RTX's builder runs without a GPU, so every graph rnnrt emits is proven to be a valid TensorRT
+network here; executing the engines needs a GPU and is not tested in this file.
+
+Set RNNRT_BUILD_TIMES=path.json to record the build time of every golden/realworld engine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from rnnrt import trt_compat
+from rnnrt.build import BuildOptions, inspect_plan, parse_range, plan_from_config, plan_from_onnx
+from rnnrt.errors import BuildError, ConfigError, ModelImportError
+from tests.conftest import GOLDEN, REALWORLD, golden_cases, realworld_loadable
+from tests.build.test_precision import STATE_IN, STATE_OUT, lstm_model
+
+trt = pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx is not installed (pip install tensorrt-rtx)")
+
+RTX = BuildOptions(trt_module="tensorrt_rtx")
+AXES = {"data": 1, "cont": 1, "lstm1.h0": 0, "lstm1.c0": 0}
+
+
+def _opts(**kw) -> BuildOptions:
+    return BuildOptions(trt_module="tensorrt_rtx", **kw)
+
+
+def _bindings(result) -> dict:
+    return {b.name: b for b in result.bindings}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Hand-built step graphs (see tests/importers/onnx/test_precision.py for the drawings)
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize(
+    "shape", [dict(), dict(batch="batch"), dict(scan=True, T=8), dict(scan=True, T=8, batch="batch")],
+    ids=["cell", "cell-dyn", "scan", "scan-dyn"],
+)
+def test_hand_built_graphs_build(precision, shape):
+    model = lstm_model(head=3, **shape)
+    dynamic = shape.get("batch") == "batch"
+    options = _opts(precision=precision, batch=(1, 8, 64) if dynamic else None)
+    result = plan_from_onnx(model, options, batch_axes=AXES, state_inputs=STATE_IN, state_outputs=STATE_OUT)
+    assert len(result.plan) > 1000
+    assert result.flavour == "tensorrt_rtx" and result.version == trt.__version__
+    b = _bindings(result)
+    # Bindings stay fp32 whatever the compute precision (casts at the graph boundary).
+    assert {x.dtype for x in b.values()} == {"float32"}
+    assert set(b) == {"data", "cont", "lstm1.h0", "lstm1.c0", "prob", "lstm1.hT", "lstm1.cT"}
+    if dynamic:
+        assert result.profile == (1, 8, 64)
+        assert b["lstm1.h0"].shape == (-1, 7)
+        assert b["lstm1.h0"].profile == ((1, 7), (8, 7), (64, 7))
+        assert b["data"].profile[2] == (shape.get("T", 1), 64, 5)
+    else:
+        assert result.profile == (1, 1, 1)
+        assert b["data"].profile is None
+    # The network is inspectable without a GPU; reduced precision shows in its layers.
+    reduced = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}[precision]
+    outs = " ".join(o for layer in result.layers for o in layer.outputs)
+    assert (reduced in outs) if reduced else ("float16" not in outs)
+    assert result.engine_layers, "the builder logs its engine layers"
+    if precision != "fp32":
+        onnx.checker.check_model(result.model, full_check=True)
+
+
+def test_io_dtype_fp16_makes_fp16_bindings():
+    result = plan_from_onnx(
+        lstm_model(), _opts(precision="fp16", io_dtype="float16"), state_inputs=STATE_IN, state_outputs=STATE_OUT
+    )
+    b = _bindings(result)
+    assert b["data"].dtype == b["lstm1"].dtype == "float16"
+    assert b["lstm1.h0"].dtype == b["lstm1.cT"].dtype == "float32"
+
+
+def test_state_dtype_fp16_makes_fp16_state():
+    result = plan_from_onnx(
+        lstm_model(), _opts(precision="fp16", state_dtype="float16"), state_inputs=STATE_IN, state_outputs=STATE_OUT
+    )
+    b = _bindings(result)
+    assert b["lstm1.h0"].dtype == b["lstm1.cT"].dtype == "float16"
+    assert b["data"].dtype == "float32"
+
+
+# Graph with an op TensorRT has no importer for:
+#
+#   x(2,3) -> Relu ("ok_node") -> r -> NotARealOp ("bad_node") -> y
+def _unsupported_model() -> onnx.ModelProto:
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="ok_node"), helper.make_node("NotARealOp", ["r"], ["y"], name="bad_node")]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_parser_rejection_names_node_op_and_message(caplog):
+    with caplog.at_level(logging.ERROR, logger="rnnrt.trt"):
+        with pytest.raises(BuildError, match=r"ONNX node 'bad_node' \(op 'NotARealOp', node #1\) \| TensorRT's ONNX parser rejected it: .*Plugin not found.*\n.*no importer for op 'NotARealOp'"):
+            plan_from_onnx(_unsupported_model(), RTX)
+    # TensorRT's own log went through the one Python logger.
+    assert any(r.name == "rnnrt.trt" for r in caplog.records)
+
+
+def test_one_logger_per_process():
+    assert trt_compat.get_logger(trt) is trt_compat.get_logger(trt)
+
+
+def test_dynamic_dim_without_range_is_an_error():
+    model = lstm_model(scan=True, T=4)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "time"
+    model.graph.input[1].type.tensor_type.shape.dim[0].dim_param = "time"
+    with pytest.raises(BuildError, match=r"Input 'data' \| Dim 0 \('time'\) is dynamic and has no range"):
+        plan_from_onnx(model, RTX, batch_axes=AXES)
+    result = plan_from_onnx(model, _opts(dims={"time": (1, 4, 16)}), batch_axes=AXES)
+    assert _bindings(result)["data"].profile == ((1, 1, 5), (4, 1, 5), (16, 1, 5))
+
+
+def test_batch_range_on_static_graph_is_an_error():
+    with pytest.raises(BuildError, match=r"--batch 1:8:64 \| The step graph has a static batch of 1"):
+        plan_from_onnx(lstm_model(), _opts(batch=(1, 8, 64)), batch_axes=AXES)
+
+
+def test_dynamic_batch_defaults_to_1_1_64():
+    result = plan_from_onnx(lstm_model(batch="batch"), RTX, batch_axes=AXES)
+    assert result.profile == (1, 1, 64)
+
+
+def test_rtx_targets():
+    result = plan_from_onnx(lstm_model(), _opts(targets=("sm80", "8.6")))
+    assert len(result.plan) > 1000
+    with pytest.raises(BuildError, match=r"(?s)Target 'sm90' \| Is not a compute capability .*Hopper"):
+        plan_from_onnx(lstm_model(), _opts(targets=("sm90",)))
+
+
+def test_timing_cache_is_ignored_by_rtx(tmp_path, caplog):
+    # Timing caches are no-ops in TensorRT-RTX (deprecated since 1.2); rnnrt says so instead of
+    # writing an empty file. With the `tensorrt` flavour the cache is read and written.
+    cache = tmp_path / "timing.cache"
+    with caplog.at_level(logging.WARNING, logger="rnnrt.build"):
+        plan_from_onnx(lstm_model(), _opts(timing_cache=str(cache)))
+    assert not cache.exists()
+    assert "Timing cache" in caplog.text and "no-op in TensorRT-RTX" in caplog.text
+
+
+@pytest.mark.parametrize("text,expected", [("4", (4, 4, 4)), ("1:64", (1, 1, 64)), ("1:8:64", (1, 8, 64))])
+def test_parse_range(text, expected):
+    assert parse_range(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0:1:2", "8:4:16", "a:b:c", "1:2:3:4", ""])
+def test_parse_range_rejects(text):
+    with pytest.raises(ConfigError, match="Is not a valid range"):
+        parse_range(text)
+
+
+def test_no_tensorrt_module_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)
+    with pytest.raises(BuildError, match=r"(?s)No TensorRT Python module could be imported.*pip install tensorrt"):
+        plan_from_onnx(lstm_model())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Config + CLI
+# ---------------------------------------------------------------------------------------------------
+
+
+def _save(model: onnx.ModelProto, directory: Path, batch_axis: bool = True) -> Path:
+    from rnnrt.config import save_step_graph
+    from rnnrt.ir.stepgraph import Continuation, StatePair, StepGraph, TensorSpec
+
+    dims = {vi.name: [d.dim_value or d.dim_param for d in vi.type.tensor_type.shape.dim] for vi in model.graph.input}
+    dims.update({vo.name: [d.dim_value or d.dim_param for d in vo.type.tensor_type.shape.dim] for vo in model.graph.output})
+    step = StepGraph(
+        model=model,
+        inputs=[TensorSpec("data", "float32", tuple(dims["data"]), 1), TensorSpec("cont", "float32", tuple(dims["cont"]), 1)],
+        outputs=[TensorSpec("lstm1", "float32", tuple(dims["lstm1"]), 1)],
+        states=[StatePair(i, o, tuple(dims[i])) for i, o in zip(STATE_IN, STATE_OUT)],
+        continuation=Continuation("cont", 1, 0),
+    )
+    return save_step_graph(step, directory)
+
+
+def test_plan_from_config_records_engine(tmp_path):
+    from rnnrt.config import load_config
+
+    yaml_path = _save(lstm_model(scan=True, T=4, batch="batch"), tmp_path)
+    result = plan_from_config(yaml_path, options=_opts(precision="fp16", batch=(2, 4, 8)))
+    assert result.plan_path == tmp_path / "model.plan" and result.plan_path.read_bytes() == result.plan
+    cfg = load_config(yaml_path)
+    assert cfg.engine.plan == "model.plan" and cfg.plan_path == result.plan_path
+    assert (cfg.engine.flavour, cfg.engine.version, cfg.engine.precision) == ("tensorrt_rtx", trt.__version__, "fp16")
+    assert (cfg.engine.profile.min, cfg.engine.profile.opt, cfg.engine.profile.max) == (2, 4, 8)
+    assert cfg.model == "model.onnx"  # fp32 bindings: the original graph still describes them
+    record = json.loads((tmp_path / "model.plan.json").read_text())
+    assert record["precision"] == "fp16" and record["profile"] == [2, 4, 8]
+
+
+def test_plan_from_config_io_fp16_points_config_at_rewritten_graph(tmp_path):
+    from rnnrt.config import load_config
+
+    yaml_path = _save(lstm_model(), tmp_path)
+    plan_from_config(yaml_path, tmp_path / "fp16" / "m.plan", _opts(precision="fp16", io_dtype="float16"))
+    cfg = load_config(yaml_path)  # validates the config against the rewritten graph
+    assert cfg.model == "fp16/m.onnx" and cfg.engine.plan == "fp16/m.plan" and cfg.engine.io_dtype == "float16"
+    assert {t.dtype for t in cfg.inputs} == {"float16"} and {s.dtype for s in cfg.state} == {"float32"}
+    with pytest.raises(BuildError, match="Has fp16/bf16 bindings"):
+        plan_from_config(yaml_path, options=RTX)
+
+
+def test_cli_build_and_inspect(tmp_path, capsys):
+    from rnnrt.cli import main
+
+    yaml_path = _save(lstm_model(batch="batch"), tmp_path)
+    rc = main(["build", str(yaml_path), "-o", str(tmp_path / "e.plan"), "--batch", "1:8:64", "--trt-module", "tensorrt_rtx", "--layers"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "wrote" in out and "batch 1:8:64" in out and "network layers (" in out and "Layer(Myelin)" in out
+    rc = main(["inspect", str(tmp_path / "e.plan")])
+    captured = capsys.readouterr()
+    assert "engine section" in captured.out and "plan: e.plan" in captured.out
+    if rc != 0:  # no GPU here: deserialization fails, what is known is printed, and the error says why
+        assert "Build record (tensorrt_rtx" in captured.out and "lstm1.h0" in captured.out
+        assert "Could not be deserialized" in captured.err and "needs an NVIDIA GPU" in captured.err
+    else:
+        assert "Engine bindings" in captured.out
+
+
+def test_cli_build_without_tensorrt(tmp_path, capsys, monkeypatch):
+    from rnnrt.cli import main
+
+    yaml_path = _save(lstm_model(), tmp_path)
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)
+    assert main(["build", str(yaml_path)]) == 2
+    assert "pip install tensorrt" in capsys.readouterr().err
+
+
+def test_inspect_plan_reports_missing_file(tmp_path):
+    with pytest.raises(BuildError, match="Cannot be read"):
+        inspect_plan(tmp_path / "nope.plan")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Every golden Caffe case and every BVLC-loadable realworld prototxt: fp32 with the prototxt's batch,
+# fp32 with a dynamic batch 1:8:64, and fp16 (on the dynamic graph when the converter can make one).
+# Conversions are cached per model; no engine is built twice.
+# ---------------------------------------------------------------------------------------------------
+
+_TIMES: dict[str, dict[str, float]] = {}
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    convert = pytest.importorskip("rnnrt.importers.caffe.convert", reason="the Caffe converter is not there yet")
+    from rnnrt.config import save_step_graph
+
+    cache: dict = {}
+
+    def get(name: str, prototxt: Path, caffemodel: Path | None, batch: str | None):
+        key = (name, batch)
+        if key not in cache:
+            try:
+                step = convert.convert_caffe(prototxt, caffemodel, batch=batch)
+                cache[key] = save_step_graph(step, tmp_path_factory.mktemp(f"{name[:20]}-{batch or 'fixed'}"))
+            except ModelImportError as err:
+                cache[key] = err
+        if isinstance(cache[key], ModelImportError) and batch is None:
+            raise cache[key]
+        return cache[key]  # a dynamic-batch refusal is returned, not raised
+
+    yield get
+    out = os.environ.get("RNNRT_BUILD_TIMES")
+    if out:
+        Path(out).write_text(json.dumps(_TIMES, indent=1) + "\n")
+
+
+def _variant_build(converted, name, prototxt, caffemodel, variant, tmp_path):
+    if variant == "fp32":
+        yaml_path, options = converted(name, prototxt, caffemodel, None), RTX
+    else:
+        yaml_path = converted(name, prototxt, caffemodel, "dynamic")
+        options = _opts(batch=(1, 8, 64), precision="fp16" if variant == "fp16" else "fp32")
+        if isinstance(yaml_path, ModelImportError):
+            if variant == "fp32-dyn":
+                pytest.skip(f"the converter refuses a dynamic batch for {name!r}: {yaml_path}")
+            yaml_path, options = converted(name, prototxt, caffemodel, None), _opts(precision="fp16")
+    t0 = time.perf_counter()
+    result = plan_from_config(yaml_path, tmp_path / "model.plan", options)
+    _TIMES.setdefault(name, {})[variant] = round(time.perf_counter() - t0, 3)
+    assert len(result.plan) > 1000
+    if variant == "fp32-dyn":
+        assert result.profile == (1, 8, 64)
+    return result
+
+
+VARIANTS = ["fp32", "fp32-dyn", "fp16"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("name", golden_cases())
+def test_golden_case_builds(converted, name, variant, tmp_path):
+    _variant_build(converted, name, GOLDEN / name / "deploy.prototxt", GOLDEN / name / "weights.caffemodel", variant, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("name", realworld_loadable())
+def test_realworld_prototxt_builds(converted, name, variant, tmp_path):
+    _variant_build(converted, name, REALWORLD / name, None, variant, tmp_path)
+
+
+def test_cli_build_records_runtime_cache_and_load_passes_it(tmp_path, capsys, monkeypatch):
+    import rnnrt
+    import rnnrt.engines.trt as trt_engine
+    from rnnrt.cli import main
+    from rnnrt.config import load_config
+
+    yaml_path = _save(lstm_model(), tmp_path)
+    assert main(["build", str(yaml_path), "--trt-module", "tensorrt_rtx", "--runtime-cache", str(tmp_path / "rt.cache")]) == 0
+    cfg = load_config(yaml_path)
+    assert cfg.session.runtime_cache == "rt.cache" and cfg.engine is not None
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, plan, **kw):
+            seen.update(kw, plan=plan)
+            raise BuildError("recorded")
+
+    monkeypatch.setattr(trt_engine, "TrtEngine", Recorder)
+    with pytest.raises(BuildError, match="recorded"):
+        rnnrt.load(yaml_path, backend="tensorrt")
+    assert seen["runtime_cache"] == tmp_path / "rt.cache" and seen["plan"] == tmp_path / "model.plan"

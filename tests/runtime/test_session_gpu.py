@@ -1,0 +1,646 @@
+"""The Session on a device engine: golden Caffe cases, copy/swap feedback, CUDA graphs, slot resets, bad input.
+
+Every test runs twice:
+
+- ``sim``: on any machine. ``rnnrt.cuda`` is replaced by a host simulation (buffers are host memory,
+  copies are memmoves, a "graph" records the enqueued operations and replays them), and the stand-in
+  engine computes with torch on the CPU. This proves the Session's device bookkeeping in CI.
+- ``gpu`` (``@pytest.mark.gpu``): the real ``rnnrt.cuda`` and the torch stand-in engine on an NVIDIA GPU
+  (skipped without one). TensorRT cannot run on the lent H100, so the stand-in takes its place.
+
+Reference: the golden data of real BVLC Caffe, and the CPU Session (ONNX Runtime) fed the same calls.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import rnnrt
+from rnnrt import cuda as real_cuda
+from rnnrt.importers.caffe.convert import convert_caffe
+from rnnrt.config import load_config, save_step_graph
+from rnnrt.errors import BindingError, StateError
+from rnnrt.runtime.session import Session
+from tests.conftest import GOLDEN
+
+torch = pytest.importorskip("torch")
+
+from tests.engines.standin import StandinEngine  # noqa: E402
+
+ATOL, RTOL = 1e-5, 1e-4
+CASES = ["a_lstm_stream_t1n1", "b_lstm_batch_resets", "c_lstm_stacked_ip_softmax", "e_lstm_static_input",
+         "f_rnn_vanilla", "h1_lstm_hidden1", "h2_lstm_input1", "h3_lstm_large", "h4_lstm_cont_all_zero",
+         "h5_lstm_long_t200", "h6_lstm_x_multidim", "h7_lstm_cont_fractional", "h8_rnn_hidden1"]
+MODES = [("copy", False), ("swap", False), ("copy", True), ("swap", True)]
+
+
+def gpu_available() -> bool:
+    return real_cuda.available() and torch.cuda.is_available()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Host simulation of rnnrt.cuda.
+class _Sim:
+    """State of the simulated CUDA layer: live buffers, the capture in progress, launched graphs."""
+
+    def __init__(self) -> None:
+        self.capturing: list | None = None
+        self.launches = 0
+        self.copies = 0
+        self.memsets = 0
+
+
+def _make_sim_cuda(sim: _Sim) -> types.ModuleType:
+    mod = types.ModuleType("rnnrt.cuda")
+    live = {"device": 0, "pinned": 0, "stream": 0, "event": 0, "graph": 0}
+
+    def run(fn):
+        if sim.capturing is not None:
+            sim.capturing.append(fn)
+        else:
+            fn()
+
+    class _Buffer:
+        kind = "device"
+
+        def __init__(self, nbytes):
+            self.nbytes = int(nbytes)
+            self._mem = np.full(max(self.nbytes, 1), 0xAB, dtype=np.uint8)  # poisoned, like fresh device memory
+            self.ptr = self._mem.ctypes.data if self.nbytes else 0
+            live[self.kind] += 1
+
+        def view(self, dtype, shape, offset=0):
+            return np.ndarray(shape, dtype=dtype, buffer=self._mem, offset=offset)
+
+        def free(self):
+            if self._mem is not None:
+                self._mem = None
+                self.ptr = 0
+                live[self.kind] -= 1
+
+    class DeviceBuffer(_Buffer):
+        kind = "device"
+
+    class PinnedBuffer(_Buffer):
+        kind = "pinned"
+
+    class Stream:
+        _next = [100]
+
+        def __init__(self):
+            self.handle = Stream._next[0] = Stream._next[0] + 1
+            live["stream"] += 1
+
+        def synchronize(self):
+            pass
+
+        def query(self):
+            return True
+
+        def wait_event(self, event):
+            pass
+
+        def destroy(self):
+            if self.handle:
+                self.handle = 0
+                live["stream"] -= 1
+
+    class Event:
+        def __init__(self):
+            self.handle = 1
+            live["event"] += 1
+
+        def record(self, stream):
+            pass
+
+        def synchronize(self):
+            pass
+
+        def query(self):
+            return True
+
+        def destroy(self):
+            if self.handle:
+                self.handle = 0
+                live["event"] -= 1
+
+    def memcpy_async(dst, src, nbytes, kind, stream):
+        if nbytes:
+            def op():
+                sim.copies += 1
+                ctypes.memmove(dst, src, nbytes)
+            run(op)
+
+    def memset_async(ptr, value, nbytes, stream):
+        if nbytes:
+            def op():
+                sim.memsets += 1
+                ctypes.memset(ptr, value, nbytes)
+            run(op)
+
+    def memset2d_async(ptr, pitch, value, width, height, stream):
+        if width and height:
+            def op():
+                sim.memsets += 1
+                for r in range(height):
+                    ctypes.memset(ptr + r * pitch, value, width)
+            run(op)
+
+    class GraphExec:
+        def __init__(self, ops):
+            self.ops = ops
+            live["graph"] += 1
+
+        def launch(self, stream):
+            sim.launches += 1
+            for op in self.ops:
+                op()
+
+        def destroy(self):
+            if self.ops is not None:
+                self.ops = None
+                live["graph"] -= 1
+
+    import contextlib
+
+    @contextlib.contextmanager
+    def capture(stream):
+        sim.capturing = []
+        box = []
+        try:
+            yield box
+        finally:
+            ops, sim.capturing = sim.capturing, None
+        box.append(GraphExec(ops))
+
+    mod.DeviceBuffer, mod.PinnedBuffer, mod.Stream, mod.Event = DeviceBuffer, PinnedBuffer, Stream, Event
+    mod.memcpy_async, mod.memset_async, mod.memset2d_async, mod.capture = memcpy_async, memset_async, memset2d_async, capture
+    mod.GraphExec, mod.run = GraphExec, run
+
+    def raw_launcher(graph, stream):
+        def launch():
+            graph.launch(stream)
+            return (0,)
+        return launch
+
+    mod.raw_launcher, mod.raw_synchronizer = raw_launcher, lambda stream: (lambda: (0,))
+    mod.raise_status = real_cuda.raise_status
+    mod.DeviceArray, mod.ForeignArray = real_cuda.DeviceArray, real_cuda.ForeignArray
+    mod.is_device_array = real_cuda.is_device_array
+    mod.foreign_array = real_cuda.foreign_array
+    mod.current_device = lambda: 0
+    mod.live_allocations = lambda: dict(live)
+    mod.available = lambda: True
+    return mod
+
+
+class SimStandinEngine(StandinEngine):
+    """The stand-in on the CPU: "device" pointers are host addresses; enqueues go through the simulation."""
+
+    def __init__(self, *args, sim_cuda, **kwargs):
+        super().__init__(*args, device="cpu", **kwargs)
+        self._sim_cuda = sim_cuda
+
+    def _wrap(self, context, t):
+        key = (t.ptr, tuple(t.shape), np.dtype(t.dtype).str)
+        tensor = context.wrapped.get(key)
+        if tensor is None:
+            nbytes = int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize
+            raw = (ctypes.c_char * max(nbytes, 1)).from_address(t.ptr)
+            tensor = torch.frombuffer(raw, dtype=torch.float32, count=nbytes // 4).view(t.shape)
+            context.wrapped[key] = tensor
+        return tensor
+
+    def enqueue_impl(self, context, feeds, outputs, stream):
+        ins = {n: self._wrap(context, t) for n, t in feeds.items()}
+        outs = {n: self._wrap(context, t) for n, t in outputs.items()}
+        self._sim_cuda.run(lambda: self.forward(ins, outs, context.work))
+
+
+def _sim_device_array(sim_cuda, arr: np.ndarray):
+    buf = sim_cuda.DeviceBuffer(arr.nbytes)
+    buf.view(arr.dtype, arr.shape)[...] = arr
+    da = real_cuda.DeviceArray(buf.ptr, arr.dtype, arr.shape)
+    da._buf = buf
+    return da
+
+
+class Backend:
+    """What a test needs from one backend: a session factory, device arrays, live allocation counts."""
+
+    def __init__(self, kind: str, cuda_mod=None, sim: _Sim | None = None) -> None:
+        self.kind, self.cuda, self.sim = kind, cuda_mod, sim
+
+    def engine(self, case_dir):
+        proto, weights = case_dir / "deploy.prototxt", case_dir / "weights.caffemodel"
+        if self.kind == "sim":
+            return SimStandinEngine(proto, weights, sim_cuda=self.cuda)
+        return StandinEngine(proto, weights)
+
+    def session(self, yaml, case_dir, **kw) -> Session:
+        return Session(yaml, lambda: self.engine(case_dir), **kw)
+
+    def device_array(self, arr: np.ndarray):
+        if self.kind == "sim":
+            return _sim_device_array(self.cuda, arr)
+        return torch.as_tensor(arr, device="cuda")
+
+    def to_host(self, arr) -> np.ndarray:
+        if self.kind == "sim":
+            nbytes = arr.nbytes
+            raw = (ctypes.c_char * nbytes).from_address(arr.ptr)
+            return np.frombuffer(raw, dtype=arr.dtype).reshape(arr.shape).copy()
+        return arr.get()
+
+    def live(self) -> dict:
+        return self.cuda.live_allocations()
+
+
+@pytest.fixture(params=["sim", pytest.param("gpu", marks=pytest.mark.gpu)])
+def backend(request, monkeypatch):
+    if request.param == "gpu":
+        if not gpu_available():
+            pytest.skip("no CUDA GPU (cudaDriverGetVersion() == 0 or torch.cuda unavailable)")
+        return Backend("gpu", real_cuda)
+    sim = _Sim()
+    mod = _make_sim_cuda(sim)
+    monkeypatch.setitem(sys.modules, "rnnrt.cuda", mod)
+    monkeypatch.setattr(rnnrt, "cuda", mod, raising=False)
+    monkeypatch.setattr(real_cuda, "_pointer_device", lambda ptr: 0)
+    return Backend("sim", mod, sim)
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    if not GOLDEN.is_dir():
+        pytest.skip(f"ground truth not found at {GOLDEN}")
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            d = GOLDEN / name
+            step = convert_caffe(d / "deploy.prototxt", d / "weights.caffemodel")
+            cache[name] = (save_step_graph(step, tmp_path_factory.mktemp(name)), d)
+        return cache[name]
+
+    return get
+
+
+# ---------------------------------------------------------------------------------------------------
+def test_standin_matches_golden_on_cpu(golden):
+    """The stand-in's torch math reproduces Caffe on the CPU (the GPU run uses the same code)."""
+    for name in CASES:
+        case = golden(name)
+        e = StandinEngine(case.prototxt, case.caffemodel, device="cpu")
+        with e:
+            state = {b.name: torch.zeros(b.shape) for b in e.input_bindings() if b.name.endswith("0")}
+            work: dict = {}
+            for k in range(case.num_calls):
+                feeds, expected = case.call(k)
+                ins = {n: torch.as_tensor(v) for n, v in feeds.items()} | state
+                shapes = e.output_shapes(None, {n: tuple(t.shape) for n, t in ins.items()})
+                outs = {n: torch.full(s, float("nan")) for n, s in shapes.items()}
+                e.forward(ins, outs, work)
+                for n, ref in expected.items():
+                    np.testing.assert_allclose(outs[n].numpy(), ref, atol=ATOL, rtol=RTOL, err_msg=f"{name} call {k}")
+                state = {n[:-1] + "0": outs[n].clone() for n in outs if n.endswith("T")}
+
+
+@pytest.mark.parametrize("feedback,graph", MODES, ids=[f"{f}-{'graph' if g else 'eager'}" for f, g in MODES])
+@pytest.mark.parametrize("name", CASES)
+def test_golden_every_call(backend, golden, converted, name, feedback, graph):
+    case = golden(name)
+    yaml, d = converted(name)
+    with backend.session(yaml, d, feedback=feedback, cuda_graph=graph) as s:
+        for k in range(case.num_calls):
+            feeds, expected = case.call(k)
+            got = s.step(feeds)
+            assert set(got) == set(expected)
+            for out, ref in expected.items():
+                assert isinstance(got[out], np.ndarray)
+                np.testing.assert_allclose(got[out], ref, atol=ATOL, rtol=RTOL, err_msg=f"{name} call {k} {out}")
+    if backend.sim is not None and graph and case.num_calls > 2:
+        assert backend.sim.launches >= case.num_calls - 2, "graph mode must replay graphs after the warm-up step"
+
+
+@pytest.mark.parametrize("feedback,graph", MODES, ids=[f"{f}-{'graph' if g else 'eager'}" for f, g in MODES])
+def test_slot_resets_match_cpu_session(backend, golden, converted, feedback, graph):
+    """reset(slots=...) between calls, auto-filled cont: the device Session equals the ORT Session."""
+    case = golden("b_lstm_batch_resets")
+    yaml, d = converted("b_lstm_batch_resets")
+    plan = [None, [1], [0, 2], [2], [0, 1, 2], [1]]
+    with backend.session(yaml, d, feedback=feedback, cuda_graph=graph) as s, \
+            rnnrt.load(yaml, backend="onnxruntime") as ref:
+        for k, slots in enumerate(plan):
+            feeds, _ = case.call(k % case.num_calls)
+            feeds = {"data": feeds["data"]}
+            if slots is not None:
+                s.reset(slots=slots)
+                ref.reset(slots=slots)
+            got, want = s.step(feeds), ref.step(feeds)
+            np.testing.assert_allclose(got["lstm1"], want["lstm1"], atol=ATOL, rtol=RTOL, err_msg=f"call {k}")
+            for n, v in ref.state.items():
+                np.testing.assert_allclose(s.state[n], v, atol=ATOL, rtol=RTOL, err_msg=f"state {n} call {k}")
+        s.reset()
+        ref.reset()
+        got, want = s.step({"data": case.call(0)[0]["data"]}), ref.step({"data": case.call(0)[0]["data"]})
+        np.testing.assert_allclose(got["lstm1"], want["lstm1"], atol=ATOL, rtol=RTOL)
+
+
+def test_read_write_state_and_state_copies(backend, golden, converted):
+    case = golden("c_lstm_stacked_ip_softmax")
+    yaml, d = converted("c_lstm_stacked_ip_softmax")
+    with backend.session(yaml, d, feedback="swap", cuda_graph=True) as s, \
+            rnnrt.load(yaml, backend="onnxruntime") as ref:
+        for k in range(case.num_calls):
+            feeds, _ = case.call(k)
+            s.step(feeds)
+            ref.step(feeds)
+        snap = s.state
+        assert all(not v.flags.writeable for v in snap.values())
+        rows = s.read_state([1])
+        for n, v in ref.read_state([1]).items():
+            np.testing.assert_allclose(rows[n], v, atol=ATOL, rtol=RTOL)
+        s.write_state([0], s.read_state([1]))
+        ref.write_state([0], ref.read_state([1]))
+        feeds, _ = case.call(0)
+        np.testing.assert_allclose(s.step(feeds)["prob"], ref.step(feeds)["prob"], atol=ATOL, rtol=RTOL)
+        assert not np.array_equal(snap["lstm1.h0"], s.state["lstm1.h0"]), "state() must be a copy taken when read"
+
+
+def test_device_inputs_and_outputs(backend, golden, converted):
+    case = golden("e_lstm_static_input")
+    yaml, d = converted("e_lstm_static_input")
+    for graph in (False, True):
+        with backend.session(yaml, d, outputs="device", cuda_graph=graph) as s:
+            for k in range(case.num_calls):
+                feeds, expected = case.call(k)
+                dev = {n: backend.device_array(v) for n, v in feeds.items()}
+                dev["cont"] = feeds["cont"]  # host and device inputs mixed
+                got = s.step(dev)["lstm1"]
+                assert hasattr(got, "__cuda_array_interface__")
+                np.testing.assert_allclose(backend.to_host(got), expected["lstm1"], atol=ATOL, rtol=RTOL, err_msg=f"call {k}")
+
+
+def test_step_async(backend, golden, converted):
+    case = golden("a_lstm_stream_t1n1")
+    yaml, d = converted("a_lstm_stream_t1n1")
+    with backend.session(yaml, d, cuda_graph=True) as s:
+        for k in range(case.num_calls):
+            feeds, expected = case.call(k)
+            h = s.step_async(feeds)
+            if k == 3:
+                with pytest.raises(StateError, match="before the previous step_async\\(\\) was waited for"):
+                    s.step_async(feeds)
+            assert isinstance(h.done(), bool)
+            got = h.wait()
+            assert h.done() and h.wait() is got
+            np.testing.assert_allclose(got["lstm1"], expected["lstm1"], atol=ATOL, rtol=RTOL)
+        h = s.step_async(case.call(0)[0])
+    with pytest.raises(StateError, match="after the session was closed"):
+        h.wait()
+
+
+def test_bad_inputs_leave_state_untouched(backend, golden, converted):
+    case = golden("b_lstm_batch_resets")
+    yaml, d = converted("b_lstm_batch_resets")
+    with backend.session(yaml, d, input_memory={"data": "device"}) as s:
+        feeds, _ = case.call(0)
+        s.step({"data": backend.device_array(feeds["data"]), "cont": feeds["cont"]})
+        before = dict(s.state)
+        x = feeds["data"]
+        with pytest.raises(BindingError, match=r"Input 'data' \| Received a host ndarray"):
+            s.step({"data": x, "cont": feeds["cont"]})
+        with pytest.raises(BindingError, match=r"Input 'data' \| Received a device array of dtype float64"):
+            s.step({"data": backend.device_array(x.astype(np.float64)), "cont": feeds["cont"]})
+        with pytest.raises(BindingError, match=r"Input 'data' \| Received shape \(8, 3, 4\)"):
+            s.step({"data": backend.device_array(np.ascontiguousarray(x[..., :4])), "cont": feeds["cont"]})
+        if backend.kind == "gpu":
+            t = torch.as_tensor(np.ascontiguousarray(x.transpose(1, 0, 2)), device="cuda").transpose(0, 1)
+            with pytest.raises(BindingError, match=r"Input 'data' \| Received a non-contiguous device array"):
+                s.step({"data": t, "cont": feeds["cont"]})
+        with pytest.raises(BindingError, match=r"Input 'cont' \| Received shape"):
+            s.step({"data": backend.device_array(x), "cont": feeds["cont"][:, :2]})
+        after = s.state
+        for n in before:
+            np.testing.assert_array_equal(after[n], before[n])
+    with backend.session(yaml, d, input_memory="host") as s:
+        with pytest.raises(BindingError, match=r"Input 'data' \| Received a device array"):
+            s.step({"data": backend.device_array(x)})
+
+
+@pytest.mark.gpu
+def test_host_pointer_is_rejected_on_gpu(golden, converted):
+    if not gpu_available():
+        pytest.skip("no CUDA GPU (cudaDriverGetVersion() == 0)")
+    yaml, d = converted("a_lstm_stream_t1n1")
+    x = np.zeros((1, 1, 5), np.float32)
+    fake = real_cuda.DeviceArray(x.ctypes.data, np.float32, (1, 1, 5))  # a host address posing as device memory
+    with Backend("gpu", real_cuda).session(yaml, d) as s:
+        with pytest.raises(BindingError, match=r"Input 'data' \| Received an array in host memory"):
+            s.step({"data": fake})
+
+
+def _device_free_after_torch_caches() -> int:
+    # The stand-in computes with torch, whose caching allocator keeps blocks per stream and whose cuBLAS
+    # keeps a workspace per (handle, stream); every Session brings a new stream. Those caches are the
+    # stand-in's, not rnnrt's: drop them (no Session or graph is alive here) before reading free memory.
+    torch.cuda.synchronize()
+    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+    if clear is not None:
+        clear()
+    torch.cuda.empty_cache()
+    return real_cuda.mem_get_info()[0]
+
+
+def test_close_frees_everything(backend, converted):
+    yaml, d = converted("a_lstm_stream_t1n1")
+    cfg = load_config(yaml)
+    engine = backend.engine(d)
+    engine.activate()
+    x = {"data": np.ones((1, 1, 5), np.float32)}
+    try:
+        with Session(cfg, engine, cuda_graph=True, feedback="swap") as s:  # warm up torch's allocator
+            for _ in range(3):
+                s.step(x)
+        if backend.kind == "gpu":
+            free0 = _device_free_after_torch_caches()
+        live0 = backend.live()
+        for i in range(1000):
+            s = Session(cfg, engine, cuda_graph=(i % 10 == 0), feedback="swap" if i % 2 else "copy")
+            s.step(x)
+            if i % 10 == 0:
+                s.step(x)
+                s.step(x)
+            s.close()
+        assert backend.live() == live0
+        if backend.kind == "gpu":
+            free1 = _device_free_after_torch_caches()
+            assert free1 == free0, f"device memory: {(free0 - free1) / 2**20:.1f} MiB not given back"
+    finally:
+        engine.deactivate()
+
+
+def test_uncapturable_engine_falls_back(backend, golden, converted, caplog):
+    case = golden("a_lstm_stream_t1n1")
+    yaml, d = converted("a_lstm_stream_t1n1")
+    engine = backend.engine(d)
+    engine.capturable = False
+    with caplog.at_level("INFO", logger="rnnrt"):
+        with Session(yaml, lambda: engine, cuda_graph=True) as s:
+            for k in range(case.num_calls):
+                feeds, expected = case.call(k)
+                np.testing.assert_allclose(s.step(feeds)["lstm1"], expected["lstm1"], atol=ATOL, rtol=RTOL)
+    lines = [r.getMessage() for r in caplog.records if "CUDA graph" in r.getMessage()]
+    assert len(lines) == 1 and "running plain enqueues" in lines[0]
+
+
+def _count_full_steps(s: Session) -> list:
+    calls = []
+    full = s._step_device
+
+    def counted(frame):
+        calls.append(1)
+        return full(frame)
+
+    s._step_device = counted
+    return calls
+
+
+@pytest.mark.parametrize("feedback", ["copy", "swap"])
+def test_graph_fast_path_matches_cpu_session(backend, golden, converted, feedback):
+    """Steady-state graph steps take the cached plan; any other frame takes the full path (errors,
+    casts, new layouts) and the results equal the ORT Session's under the same calls."""
+    case = golden("b_lstm_batch_resets")
+    yaml, d = converted("b_lstm_batch_resets")
+    rng = np.random.default_rng(7)
+    x = lambda: rng.uniform(-1, 1, (8, 3, 5)).astype(np.float32)  # noqa: E731
+    cont = case.call(1)[0]["cont"]
+    with backend.session(yaml, d, feedback=feedback, cuda_graph=True) as s, \
+            rnnrt.load(yaml, backend="onnxruntime") as ref:
+        full = _count_full_steps(s)
+
+        def both(frame, ref_frame=None):
+            got, want = s.step(frame), ref.step(frame if ref_frame is None else ref_frame)
+            np.testing.assert_allclose(got["lstm1"], want["lstm1"], atol=ATOL, rtol=RTOL)
+            for n, v in ref.state.items():
+                np.testing.assert_allclose(s.state[n], v, atol=ATOL, rtol=RTOL, err_msg=n)
+            return got
+
+        for _ in range(4):  # eager warm-up, capture(s), then the plan
+            both({"data": x()})
+        n0 = len(full)
+        outs = [both({"data": x()}) for _ in range(3)]
+        assert len(full) == n0, "steady-state steps must not take the full path"
+        assert not np.shares_memory(outs[0]["lstm1"], outs[1]["lstm1"]), "outputs are fresh arrays"
+
+        # Bad frames: typed errors from the full path, state untouched, and the plan still serves afterwards.
+        before = {n: v.copy() for n, v in s.state.items()}
+        for bad, match in (({"data": x().astype(np.float64)}, r"Input 'data' \| Received dtype float64"),
+                           ({"data": x()[:, :2]}, r"Input 'data' \| Received shape \(8, 2, 5\)"),
+                           ({"data": x(), "h0": x()}, r"Input 'h0' \| Is not an input of the model"),
+                           ({"lstm1.h0": x()}, r"Input 'lstm1.h0' \| Is a state input"),
+                           ({"cont": cont}, r"Input 'data' \| Is missing from the frame"),
+                           ({"data": [[1.0]]}, r"Input 'data' \| Received shape \(1, 1\)")):
+            with pytest.raises(BindingError, match=match):
+                s.step(bad)
+        for n, v in s.state.items():
+            np.testing.assert_array_equal(v, before[n])
+        # Safe casts, non-contiguous arrays, bare arrays and fed cont go through the full path and stay right.
+        both({"data": x().astype(np.float16)})
+        y = x()
+        both({"data": np.asfortranarray(y)}, {"data": y})
+        both(x())
+        n1 = len(full)
+        both(x())
+        assert len(full) == n1, "a bare array gets its own plan"
+        both({"data": x(), "cont": cont})
+        n2 = len(full)
+        both({"data": x(), "cont": cont})
+        both({"cont": cont, "data": x()})
+        assert len(full) == n2, "a fed continuation input is part of the plan"
+        both({"data": x()})  # back to the auto-filled continuation: full path rewrites the ones
+        both({"data": x()})
+        # reset(slots) after plan steps: the full path zeroes cont at t=0 for those slots, then the plan
+        # resumes at once (it sets the staged cont back to ones).
+        for slots in ([1], [0, 2], None):
+            s.reset(slots=slots)
+            ref.reset(slots=slots)
+            both({"data": x()})
+            n3 = len(full)
+            both({"data": x()})
+            both({"data": x()})
+            assert len(full) == n3
+        # step_async takes the plan too, and still refuses a second step before wait().
+        h = s.step_async({"data": y})
+        with pytest.raises(StateError, match="before the previous step_async\\(\\) was waited for"):
+            s.step({"data": y})
+        np.testing.assert_allclose(h.wait()["lstm1"], ref.step({"data": y})["lstm1"], atol=ATOL, rtol=RTOL)
+        assert len(full) == n3
+    with pytest.raises(StateError, match="after close"):
+        s.step({"data": y})
+
+
+def test_graph_fast_path_failed_launch_leaves_state(backend, golden, converted):
+    """A launch that fails on the plan's path raises CudaError and does not advance the state."""
+    from rnnrt.errors import CudaError
+
+    case = golden("a_lstm_stream_t1n1")
+    yaml, d = converted("a_lstm_stream_t1n1")
+    with backend.session(yaml, d, feedback="swap", cuda_graph=True, outputs="device") as s:
+        for k in range(4):
+            out = s.step(case.call(k)[0])["lstm1"]
+            assert hasattr(out, "__cuda_array_interface__")
+        plan = s._fast
+        assert plan is not None
+        before, k_in = {n: v.copy() for n, v in s.state.items()}, s._in
+        real_launch = plan.launch
+        plan.launch = (lambda: (1,), lambda: (1,))  # cudaErrorInvalidValue
+        with pytest.raises(CudaError, match="cudaGraphLaunch"):
+            s.step(case.call(4)[0])
+        assert s._in == k_in
+        for n, v in s.state.items():
+            np.testing.assert_array_equal(v, before[n])
+        plan.launch = real_launch
+        feeds, expected = case.call(4)
+        np.testing.assert_allclose(backend.to_host(s.step(feeds)["lstm1"]), expected["lstm1"], atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("host_outputs", [True, False])
+def test_ioset_one_upload_one_download(host_outputs):
+    """Staged inputs sit at the same offsets in pinned and device memory, outputs likewise relative to the
+    first output: one H2D and one D2H move them all (checked on the host simulation)."""
+    from rnnrt.runtime.session import _IOSet
+
+    sim = _Sim()
+    mod = _make_sim_cuda(sim)
+    f32, f16 = np.dtype(np.float32), np.dtype(np.float16)
+    inputs = [("a", (3, 5), f32, True), ("dev", (7,), f32, False), ("b", (1,), f16, True), ("c", (2, 300), f32, True)]
+    outputs = [("y", (4, 3), f32), ("z", (1,), f16), ("w", (65,), f32)]
+    io = _IOSet(mod, inputs, outputs, host_outputs)
+    try:
+        rng = np.random.default_rng(0)
+        for n in ("a", "b", "c"):
+            io.host[n][...] = rng.uniform(-1, 1, io.host[n].shape)
+        mod.memcpy_async(*io.h2d, "h2d", None)
+        assert sim.copies == 1
+        dev = {n: io.device.view(t.dtype, t.shape, t.ptr - io.device.ptr) for n, t in io.tensors.items()}
+        for n in ("a", "b", "c"):
+            np.testing.assert_array_equal(dev[n], io.host[n], err_msg=n)
+        assert io.h2d[2] <= io.tensors["dev"].ptr - io.device.ptr, "the upload must not cover device-fed inputs"
+        for n, _, _ in outputs:
+            dev[n][...] = rng.uniform(-1, 1, dev[n].shape)
+        mod.memcpy_async(*io.d2h, "d2h", None)
+        if host_outputs:
+            assert sim.copies == 2
+            for n, _, _ in outputs:
+                np.testing.assert_array_equal(io.host[n], dev[n], err_msg=n)
+        else:
+            assert sim.copies == 1 and io.d2h[2] == 0 and "y" not in io.host
+    finally:
+        io.free()

@@ -1,0 +1,177 @@
+"""rnnrt export-triton: config.pbtxt parses with Triton's own protobuf, names/dtypes/dims match the exported
+model, and the wrapped graph driven the way Triton drives it (START, implicit state) equals a Session."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+import rnnrt
+from rnnrt.cli import main as cli_main
+from rnnrt.errors import ConfigError
+from rnnrt.serve.triton import TRITON_DTYPES, export_triton
+
+model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] not installed")
+from google.protobuf import text_format  # noqa: E402
+
+CASES = ["a_lstm_stream_t1n1", "c_lstm_stacked_ip_softmax", "e_lstm_static_input", "i_embed_lstm_lm_stream"]
+_ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16",
+                   onnx.TensorProto.INT32: "TYPE_INT32", onnx.TensorProto.INT64: "TYPE_INT64"}
+
+
+def _parse(model_dir):
+    return text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+
+
+def _graph_tensors(path):
+    model = onnx.load(str(path))
+    out = {}
+    for vi in list(model.graph.input) + list(model.graph.output):
+        t = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
+        out[vi.name] = (_ONNX_TO_TRITON[t.elem_type], dims)
+    return out
+
+
+def _check_names(mc, tensors):
+    """Every tensor the config names exists in the model with its dtype and (batch-first) dims."""
+    batch = [-1] if mc.max_batch_size > 0 else []
+    named = [(t.name, t.data_type, list(t.dims)) for t in list(mc.input) + list(mc.output)]
+    for s in mc.sequence_batching.state:
+        named += [(s.input_name, s.data_type, list(s.dims)), (s.output_name, s.data_type, list(s.dims))]
+        (init,) = s.initial_state
+        assert init.zero_data and list(init.dims) == list(s.dims) and init.data_type == s.data_type
+    for c in mc.sequence_batching.control_input:
+        named.append((c.name, model_config_pb2.TYPE_FP32, [1]))
+    for name, dtype, dims in named:
+        assert name in tensors, f"{name!r} is not a tensor of the exported model {sorted(tensors)}"
+        want_type, want_dims = tensors[name]
+        assert model_config_pb2.DataType.Name(dtype) == want_type, name
+        assert batch + dims == want_dims, f"{name}: config {batch + dims} vs model {want_dims}"
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_config_parses_and_matches_model(dynamic, tmp_path, name):
+    path = dynamic(name)
+    model_dir = export_triton(path, tmp_path / "repo", engine="onnx", name=name)
+    mc = _parse(model_dir)
+    assert mc.name == name and mc.backend == "onnxruntime" and mc.max_batch_size == 64
+    sb = mc.sequence_batching
+    assert sb.HasField("direct")
+    (ctrl,) = sb.control_input
+    (c,) = ctrl.control
+    assert c.kind == model_config_pb2.ModelSequenceBatching.Control.CONTROL_SEQUENCE_START
+    assert list(c.fp32_false_true) == [1.0, 0.0]
+    cfg = rnnrt.config.load_config(path)
+    assert ctrl.name == cfg.continuation.input
+    assert [(s.input_name, s.output_name) for s in sb.state] == [(s.input, s.output) for s in cfg.state]
+    assert {t.name for t in mc.input} == {t.name for t in cfg.inputs} - {cfg.continuation.input}
+    _check_names(mc, _graph_tensors(model_dir / "1" / "model.onnx"))
+
+
+@pytest.mark.parametrize("name", ["a_lstm_stream_t1n1", "c_lstm_stacked_ip_softmax", "e_lstm_static_input"])
+def test_wrapped_graph_driven_like_triton_equals_session(dynamic, tmp_path, name):
+    """Requests of 3 sequences (START on the first of each, implicit state fed back by name) through the
+    exported graph equal a 3-slot Session with resets at the sequence starts."""
+    import onnxruntime as ort
+
+    path = dynamic(name)
+    cfg = rnnrt.config.load_config(path)
+    model_dir = export_triton(path, tmp_path / "repo", engine="onnx")
+    sess = ort.InferenceSession(str(model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    B, cont = 3, cfg.continuation.input
+    state = {s.input: np.zeros([B] + [d for d in s.shape if not isinstance(d, str)], np.float32) for s in cfg.state}
+    starts = {0: [0, 1, 2], 2: [1], 3: [0, 2]}
+    with rnnrt.load(path, backend="onnxruntime", batch_size=B) as ref:
+        for k in range(5):
+            feeds = {}
+            for t in cfg.inputs:
+                if t.name != cont:
+                    shape = [B if isinstance(d, str) else d for d in t.shape]
+                    feeds[t.name] = rng.uniform(-1, 1, shape).astype(np.float32)
+            if k in starts:
+                ref.reset(slots=starts[k])
+            want = ref.step(feeds)
+            # Triton's view: batch-first tensors, START control (N, 1), implicit state zeroed at START.
+            start = np.zeros((B, 1), np.float32)
+            for slot in starts.get(k, []):
+                start[slot] = 1
+                for v in state.values():
+                    v[slot] = 0
+            tfeeds = {n: np.moveaxis(v, next(t.batch_axis for t in cfg.inputs if t.name == n), 0) for n, v in feeds.items()}
+            tfeeds[cont] = np.where(start == 1, 0.0, 1.0).astype(np.float32)  # fp32_false_true: [1, 0]
+            tfeeds.update(state)
+            names = [o.name for o in sess.get_outputs()]
+            got = dict(zip(names, sess.run(names, {n: np.ascontiguousarray(v) for n, v in tfeeds.items()})))
+            for s in cfg.state:
+                state[s.input] = got[s.output]
+            for t in cfg.outputs:
+                np.testing.assert_allclose(got[t.name], np.moveaxis(want[t.name], t.batch_axis, 0), rtol=0, atol=1e-6,
+                                           err_msg=f"request {k} {t.name}")
+
+
+def test_model_without_continuation_uses_initial_state_only(dynamic, tmp_path):
+    cfg = rnnrt.config.load_config(dynamic("a_lstm_stream_t1n1"))
+    no_cont = cfg.model_copy(update={"continuation": None})
+    model_dir = export_triton(no_cont, tmp_path / "repo", engine="onnx", name="nocont")
+    mc = _parse(model_dir)
+    assert len(mc.sequence_batching.control_input) == 0
+    assert "cont" in {t.name for t in mc.input} and len(mc.sequence_batching.state) == 2
+    _check_names(mc, _graph_tensors(model_dir / "1" / "model.onnx"))
+
+
+def test_fixed_batch_exports_without_triton_batching(tmp_path):
+    from tests.models import MODELS
+
+    path = MODELS["lstm_t1"]().save(tmp_path / "m")
+    model_dir = export_triton(path, tmp_path / "repo", engine="onnx", name="fixed")
+    mc = _parse(model_dir)
+    assert mc.max_batch_size == 0
+    _check_names(mc, _graph_tensors(model_dir / "1" / "model.onnx"))
+
+
+def test_plan_engine_needs_a_plan_and_known_engine(dynamic, tmp_path):
+    path = dynamic("a_lstm_stream_t1n1")
+    with pytest.raises(ConfigError, match="Records no built plan"):
+        export_triton(path, tmp_path / "repo", engine="plan")
+    with pytest.raises(ConfigError, match="Unknown engine 'savedmodel'"):
+        export_triton(path, tmp_path / "repo", engine="savedmodel")
+
+
+def test_plan_engine_rebuilds_batch_first_plan(dynamic, tmp_path):
+    build = pytest.importorskip("rnnrt.build", reason="rnnrt.build not available")
+    pytest.importorskip("tensorrt_rtx", reason="tensorrt_rtx not installed")
+    import shutil
+
+    src = dynamic("a_lstm_stream_t1n1")
+    work = tmp_path / "m"
+    shutil.copytree(src.parent, work)
+    build.plan_from_config(work / "model.yaml", options=build.BuildOptions(batch=(1, 8, 32)))
+    model_dir = export_triton(work / "model.yaml", tmp_path / "repo", engine="plan", name="planned")
+    mc = _parse(model_dir)
+    assert mc.backend == "tensorrt" and mc.max_batch_size == 32
+    assert (model_dir / "1" / "model.plan").stat().st_size > 0
+
+
+def test_cli_export_triton(dynamic, tmp_path, capsys):
+    path = dynamic("c_lstm_stacked_ip_softmax")
+    rc = cli_main(["export-triton", str(path), "-o", str(tmp_path / "repo"), "--engine", "onnx", "--name", "lm",
+                   "--max-batch-size", "16"])
+    assert rc == 0
+    mc = _parse(tmp_path / "repo" / "lm")
+    assert mc.max_batch_size == 16
+    assert "repo" in capsys.readouterr().out
+    assert cli_main(["export-triton", str(path), "-o", str(tmp_path / "repo2")]) == 2  # no plan built
+    assert "rnnrt build" in capsys.readouterr().err
+
+
+def test_dtype_table_covers_config_dtypes():
+    from typing import get_args
+
+    from rnnrt.config import DType
+
+    assert set(get_args(DType)) == set(TRITON_DTYPES)
+    for v in TRITON_DTYPES.values():
+        model_config_pb2.DataType.Value(v)
