@@ -1,86 +1,195 @@
-"""The ``rnnrt`` command line: convert | build | run | bench | inspect | schema | ...
+"""The ``rnnrt`` command line.
 
-Each subcommand lives in one ``_add_<name>(subparsers)`` function that registers its parser and sets
-``func``; heavy modules are imported inside the handlers so ``rnnrt --help`` stays fast.
+Every subcommand is one row of :data:`SUBCOMMANDS` (in the order ``rnnrt --help`` lists them): its name, help
+line, description, ``--help`` examples, a function that adds its arguments and a function that runs it on the
+parsed arguments and returns the exit code. Argument groups that several subcommands share (the Session options,
+``-o/--output``) are defined once. Heavy modules are imported inside the handlers so ``rnnrt --help`` stays fast.
+
+A flag means one thing everywhere:
+
+- ``-o/--output``: where the subcommand writes (convert: a directory; build: the plan; run: the .npz).
+- ``--name``: the name of what is written (convert: file stem; export-triton: Triton model name).
+- ``--backend``, ``--threads``, ``--streams``: the Session (run, bench); ``--streams`` is the number of slots,
+  the batch size of a dynamic-batch graph.
+- ``--batch fixed|dynamic`` (convert): whether the graph's batch (stream) axis is symbolic;
+  ``--batch-profile MIN:OPT:MAX`` (build): the range of stream counts a plan accepts.
+- ``-v/--verbose``, ``-q/--quiet`` (before the subcommand): logging.
+
+Old spellings keep working and log one deprecation warning: ``build --batch`` (``--batch-profile``),
+``build --verbose`` (``--layers``), ``run --batch-size`` and ``bench --batch`` (``--streams``), ``run --out``
+(``--output``).
+
+Exit codes: 0 success; 2 a user error (an :class:`~rnnrt.errors.RnnrtError`, a bad flag, a file that cannot be
+read or written), printed as ``rnnrt <command>: error: <message>`` without a traceback; 130 interrupted. A bug
+(:class:`~rnnrt.errors.RnnrtInternalError` or any other exception) keeps its traceback (exit 1).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import stat
 import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
-from rnnrt.errors import RnnrtError
+from rnnrt.errors import BindingError, ConfigError, RnnrtError, fmt
+
+if TYPE_CHECKING:
+    import numpy as np
 
 G_LOGGER = logging.getLogger("rnnrt")
 
-
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rnnrt", description="rnnrt: stateful recurrent inference for TensorRT (and ONNX Runtime on CPU)."
-    )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="More logging (-vv: debug).")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in _SUBCOMMANDS:
-        add(sub)
-    return parser
+# TensorRT dimensions are int64, but a batch profile beyond int32 cannot be allocated or built anywhere.
+_MAX_DIM = 2**31 - 1
+# A feed (.npz) is decompressed into memory; its arrays may declare at most this much (`run --max-feed-mib`).
+DEFAULT_MAX_FEED_MIB = 1024
 
 
-def _add_convert(sub) -> None:
-    p = sub.add_parser(
-        "convert",
-        help="Caffe prototxt + caffemodel (or ONNX) -> ONNX step graph + YAML config.",
-        description="Converts a model into an ONNX step graph whose recurrent state is explicit inputs/outputs, "
-        "and writes DIR/model.onnx and DIR/model.yaml.",
-    )
+@dataclass(frozen=True)
+class Subcommand:
+    """One ``rnnrt`` subcommand: how it is listed, which arguments it takes and what runs it."""
+
+    name: str
+    help: str
+    description: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    examples: str = ""
+
+
+# --- argument types and shared groups ----------------------------------------------------------------
+
+
+def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in ``[low, high]`` (argparse turns the ArgumentTypeError into a usage error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is less than {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{value} is more than {high}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+_POSITIVE = _int_at_least(1)
+_NON_NEGATIVE = _int_at_least(0)
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An old spelling of a flag: stores into the new flag's dest and records one deprecation warning.
+
+    Hidden from ``--help``; :func:`main` logs the warning once logging is configured.
+    """
+
+    def __init__(self, option_strings, dest, replacement: str, nargs=None, const=None, **kwargs):
+        super().__init__(option_strings, dest, nargs=nargs, const=const, help=argparse.SUPPRESS, **kwargs)
+        self.replacement = replacement
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        used = list(getattr(namespace, "deprecated", None) or [])
+        if (option_string, self.replacement) not in used:
+            used.append((option_string, self.replacement))
+        namespace.deprecated = used
+
+
+def _alias(p: argparse.ArgumentParser, old: str, dest: str, replacement: str, **kwargs) -> None:
+    p.add_argument(old, dest=dest, action=_DeprecatedAlias, replacement=replacement, default=argparse.SUPPRESS, **kwargs)
+
+
+def _add_session_group(p: argparse.ArgumentParser) -> None:
+    """Options of the Session a subcommand runs (run, bench)."""
+    g = p.add_argument_group("session")
+    g.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"],
+                   help="Engine backend (default: auto = TensorRT when a plan is built and a GPU is usable, "
+                   "else ONNX Runtime).")
+    g.add_argument("--threads", type=_POSITIVE, default=None, metavar="N", help="ONNX Runtime intra-op threads.")
+    g.add_argument("--streams", type=_POSITIVE, default=None, metavar="N",
+                   help="Slots of the Session: the batch size of a dynamic-batch model (run: default from the feed; "
+                   "bench: default from the config).")
+
+
+def _add_output(p: argparse.ArgumentParser, help: str, *, required: bool = False, metavar: str = "PATH") -> None:
+    p.add_argument("-o", "--output", default=None, required=required, metavar=metavar, help=help)
+
+
+# --- convert -------------------------------------------------------------------------------------------
+
+
+def _convert_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", help="deploy.prototxt (Caffe) or model.onnx.")
     p.add_argument("weights", nargs="?", help="weights.caffemodel (Caffe). Without it, weights are random (seeded).")
     p.add_argument("--config", metavar="YAML", default=None,
                    help="Import options from YAML (see `rnnrt schema --kind import`); every flag overrides one field.")
-    p.add_argument("-o", "--output", default=None, help="Output directory (default: out).")
-    p.add_argument("--name", default=None, help="File stem of the written files (default: model).")
+    _add_output(p, "Output directory (default: out).", metavar="DIR")
+    p.add_argument("--name", default=None, help="File stem of the written files, a plain name (default: model).")
     p.add_argument("--batch", choices=["fixed", "dynamic"], default=None,
-                   help="'dynamic' makes the batch (stream) axis symbolic; build then takes --batch MIN:OPT:MAX.")
-    p.add_argument("--seed", type=int, default=None, help="Seed of random weights when no weights are given (default: 0).")
-    p.add_argument("--add-reset", action="store_true", default=None,
-                   help="ONNX: add a continuation input 'cont' [1, N] (0 zeroes a stream's state before the call).")
-    p.add_argument("--forward-only", action="store_true", default=None,
-                   help="ONNX: keep only the forward direction of bidirectional layers instead of failing.")
-    p.add_argument("--override", metavar="YAML", default=None,
-                   help="ONNX: YAML that fixes detected state pairs, batch axes or continuation (see docs/onnx.md).")
-    p.add_argument("--phase", choices=["TEST", "TRAIN"], default=None, help="Caffe phase for include/exclude rules.")
-    p.add_argument("--plugins", action="append", default=[], metavar="DIR",
-                   help="Caffe layer plugins: a directory of plugin modules (*.py) or one .py file; repeatable. "
-                   "Installed entry points of group 'rnnrt.caffe_layers' load too. See plugins/README.md.")
-    p.add_argument("--list-layers", action="store_true",
-                   help="List the Caffe layer types rnnrt converts (built-in and plugins) and exit.")
-    p.set_defaults(func=_run_convert)
+                   help="'dynamic' makes the batch (stream) axis symbolic; `rnnrt build --batch-profile` then sets "
+                   "its range (default: fixed).")
+    caffe = p.add_argument_group("Caffe")
+    caffe.add_argument("--seed", type=_NON_NEGATIVE, default=None,
+                       help="Seed of random weights when no weights are given (default: 0).")
+    caffe.add_argument("--phase", choices=["TEST", "TRAIN"], default=None, help="Phase for include/exclude rules.")
+    caffe.add_argument("--plugins", action="append", default=[], metavar="DIR",
+                       help="Layer plugins: a directory of plugin modules (*.py) or one .py file; repeatable. "
+                       "Installed entry points of group 'rnnrt.caffe_layers' load too. See plugins/README.md.")
+    caffe.add_argument("--list-layers", action="store_true",
+                       help="List the layer types rnnrt converts (built-in and plugins) and exit.")
+    onnx = p.add_argument_group("ONNX")
+    onnx.add_argument("--add-reset", action="store_true", default=None,
+                      help="Add a continuation input 'cont' [1, N] (0 zeroes a stream's state before the call).")
+    onnx.add_argument("--forward-only", action="store_true", default=None,
+                      help="Keep only the forward direction of bidirectional layers instead of failing.")
+    onnx.add_argument("--override", metavar="YAML", default=None,
+                      help="YAML that fixes detected state pairs, batch axes or continuation (see docs/onnx.md).")
 
 
-def _import_options(args):
+def _import_options(args: argparse.Namespace):
     """The convert options: the --config YAML (if any) overridden flag by flag."""
     from rnnrt.config import ImportConfig, load_import_config
 
+    import pydantic
+
+    if args.name is not None:
+        _check_name(args.name, "--name")
     fields = ("model", "weights", "output", "name", "batch", "seed", "phase", "plugins", "add_reset",
               "forward_only", "override")
     flags = {f: getattr(args, f) for f in fields}
     if args.config:
         return load_import_config(args.config, flags)
-    return ImportConfig.model_validate({k: v for k, v in flags.items() if v is not None})
+    try:
+        return ImportConfig.model_validate({k: v for k, v in flags.items() if v is not None})
+    except pydantic.ValidationError as err:
+        what = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ConfigError(fmt("convert options", f"Invalid: {what}")) from err
 
 
-def _run_convert(args) -> int:
+def _convert(args: argparse.Namespace) -> int:
     from rnnrt.config import save_step_graph
 
     opts = _import_options(args)
     if args.list_layers:
-        return _list_layers(opts)
+        return _list_layers(opts.plugins)
     if opts.model is None:
-        raise RnnrtError("convert | No model given.\nNote: rnnrt convert DEPLOY.prototxt [WEIGHTS.caffemodel] -o DIR")
+        raise ConfigError(fmt("convert", "No model given", "rnnrt convert DEPLOY.prototxt [WEIGHTS.caffemodel] -o DIR"))
+    if opts.seed < 0:
+        raise ConfigError(fmt(f"seed {opts.seed}", "Is negative", "A seed is an integer >= 0."))
+    _check_name(opts.name, "--name")
+    _check_output_dir(opts.output, "-o/--output")
     if opts.model.endswith(".onnx"):
-        from rnnrt.importers.onnx.importer import convert_onnx  # issue: ONNX recurrent models
+        from rnnrt.importers.onnx.importer import convert_onnx
 
-        step = convert_onnx(opts.model, **_onnx_convert_options(opts))
+        step = convert_onnx(opts.model, add_reset=opts.add_reset, forward_only=opts.forward_only,
+                            override=opts.override)
     else:
         from rnnrt.importers.caffe.convert import convert_caffe
         from rnnrt.importers.caffe.plugins import load_plugins
@@ -108,44 +217,117 @@ def _run_convert(args) -> int:
     return 0
 
 
-def _list_layers(args) -> int:
+def _list_layers(plugin_paths: list[str]) -> int:
     from rnnrt.importers.caffe.plugins import layer_table, load_plugins
 
-    load_plugins(args.plugins)
+    load_plugins(plugin_paths)
     rows = layer_table("caffe")
     print(_table(["layer type", "origin", "source"], [list(r) for r in rows]))
     return 0
 
 
-def _dims(shape) -> str:
-    """A shape as the YAML writes it: ``[8, batch, 5]``."""
-    return "[" + ", ".join(str(d) for d in shape) + "]"
+# --- build -----------------------------------------------------------------------------------------------
 
 
-def _onnx_convert_options(opts) -> dict:
-    return {"add_reset": opts.add_reset, "forward_only": opts.forward_only, "override": opts.override}
+def _build_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="The model YAML config (DIR/model.yaml).")
+    _add_output(p, "Plan file to write (default: the config's path with .plan).")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
+                   help="Compute precision; fp16/bf16 rewrite the graph's compute and weights (default: fp32).")
+    p.add_argument("--io-dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                   help="dtype of the user inputs/outputs (default: float32).")
+    p.add_argument("--state-dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                   help="dtype of the recurrent state; float32 also keeps the state path in fp32 (default).")
+    p.add_argument("--batch-profile", default=None, metavar="MIN:OPT:MAX",
+                   help="Range of stream counts (batch) a dynamic-batch graph's plan accepts; N means N:N:N, "
+                   "MIN:MAX means MIN:MIN:MAX (default 1:1:64).")
+    _alias(p, "--batch", "batch_profile", "--batch-profile", metavar="MIN:OPT:MAX")
+    p.add_argument("--dim", action="append", default=[], metavar="NAME=MIN:OPT:MAX",
+                   help="Range of another dynamic dim, by name (repeatable).")
+    p.add_argument("--trt-module", choices=["auto", "tensorrt", "tensorrt_rtx"], default="auto",
+                   help="TensorRT module (default: tensorrt if importable, else tensorrt_rtx).")
+    p.add_argument("--target", default=None, metavar="SM,...",
+                   help="TensorRT-RTX compute capabilities, e.g. sm80,sm86,sm89,sm120 (default: portable).")
+    p.add_argument("--runtime-cache", metavar="PATH", default=None,
+                   help="TensorRT-RTX runtime cache file recorded in the config's session section; the engine "
+                   "reads it at load and writes it at release (kernels compiled for the GPU it runs on).")
+    p.add_argument("--timing-cache", default=None, metavar="PATH", help="Timing cache file (read, then updated).")
+    p.add_argument("--workspace", type=_int_at_least(1, 2**40), default=None, metavar="MIB",
+                   help="Workspace memory-pool limit in MiB.")
+    p.add_argument("--opt-level", type=int, default=None, choices=range(6), metavar="0-5",
+                   help="Builder optimization level 0-5.")
+    p.add_argument("--layers", dest="layers", action="store_true",
+                   help="Print the parsed network's layers and the engine layers the builder reports.")
+    _alias(p, "--verbose", "layers", "--layers (for more logging: rnnrt -v build)", nargs=0, const=True)
 
 
-# Subcommand registrars, in the order `rnnrt --help` lists them. Each module that owns a subcommand
-# appends its registrar here (see the _add_* functions below).
-_SUBCOMMANDS: list = [_add_convert]
+def _profile(text: str, what: str) -> tuple[int, int, int]:
+    from rnnrt.build import parse_range
+
+    rng = parse_range(text, what)
+    if rng[2] > _MAX_DIM:
+        raise ConfigError(fmt(f"{what} {text!r}", f"MAX {rng[2]} is too large",
+                              f"A dim range goes up to {_MAX_DIM}; the profile is the number of streams one plan holds."))
+    return rng
 
 
-# --- run / inspect / schema (owner: config + Session) -------------------------------------------
-def _add_run(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "run",
-        help="Replay a recorded stream through a Session.",
-        description="Replays FEED.npz (keys call{k}/{input}; call k is one step, state carried) and writes "
-        "call{k}/{output} for every model output to OUT.npz.",
+def _build(args: argparse.Namespace) -> int:
+    from rnnrt.build import BuildOptions, plan_from_config
+
+    dims = {}
+    for item in args.dim:
+        name, sep, rng = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(fmt(f"--dim {item!r}", "Is not NAME=MIN:OPT:MAX", "For example --dim T=1:16:256."))
+        dims[name] = _profile(rng, f"--dim {name}")
+    options = BuildOptions(
+        precision=args.precision,
+        io_dtype=args.io_dtype,
+        state_dtype=args.state_dtype,
+        batch=_profile(args.batch_profile, "--batch-profile") if args.batch_profile else None,
+        dims=dims,
+        trt_module=args.trt_module,
+        targets=tuple(t for t in (args.target or "").split(",") if t.strip()),
+        timing_cache=args.timing_cache,
+        workspace_mib=args.workspace,
+        optimization_level=args.opt_level,
+        progress=True,
     )
+    r = plan_from_config(args.config, args.output, options)
+    if args.runtime_cache:
+        from rnnrt.config import load_config, save_config
+
+        cfg = load_config(r.config_path, validate=False)
+        rel = os.path.relpath(os.path.abspath(args.runtime_cache), cfg.base_dir)
+        save_config(cfg.with_session(runtime_cache=rel), r.config_path)
+    prof = f", batch {r.profile[0]}:{r.profile[1]}:{r.profile[2]}" if r.profile else ""
+    print(f"wrote {r.plan_path} ({len(r.plan) / 2**20:.1f} MiB; {r.flavour} {r.version}, {r.precision}{prof}) "
+          f"in {r.parse_seconds + r.build_seconds:.2f} s; updated {r.config_path}")
+    for b in r.bindings:
+        print(f"  {b.describe()}")
+    if args.layers:
+        print(f"network layers ({len(r.layers)}):")
+        for layer in r.layers:
+            print(f"  {layer.describe()}")
+        print(f"engine layers ({len(r.engine_layers)}):")
+        for line in r.engine_layers:
+            print(f"  {line}")
+    return 0
+
+
+# --- run -------------------------------------------------------------------------------------------------
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="The model YAML config.")
-    p.add_argument("--feed", required=True, help="Input .npz with keys call{k}/{input}.")
-    p.add_argument("--out", required=True, help="Output .npz to write (keys call{k}/{output}).")
-    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"], help="Engine backend.")
-    p.add_argument("--batch-size", type=int, default=None, help="Slots, for a dynamic batch (default: from the feed).")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads.")
-    p.set_defaults(func=_run)
+    p.add_argument("--feed", required=True, metavar="NPZ", help="Input .npz with keys call{k}/{input}.")
+    _add_output(p, "Output .npz to write (keys call{k}/{output}); its folder must exist.", required=False)
+    _alias(p, "--out", "output", "--output", metavar="PATH")
+    p.add_argument("--max-feed-mib", type=_POSITIVE, default=DEFAULT_MAX_FEED_MIB, metavar="MIB",
+                   help="Refuse a feed whose arrays hold more than this, before decompressing any "
+                   "(default: %(default)s).")
+    _add_session_group(p)
+    _alias(p, "--batch-size", "streams", "--streams", type=_POSITIVE, metavar="N")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -154,38 +336,44 @@ def _run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from rnnrt.config import load_config
-    from rnnrt.errors import BindingError, fmt
     from rnnrt.runtime.session import load
 
+    if args.output is None:
+        raise ConfigError(fmt("run", "No output given", "rnnrt run MODEL.yaml --feed FEED.npz -o OUT.npz"))
+    _check_output_file(args.output, "-o/--output")
     cfg = load_config(args.config)
-    try:
-        with np.load(args.feed) as npz:
-            data = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as err:
-        raise BindingError(fmt(f"Feed {args.feed!r}", f"Cannot be read as .npz: {err}")) from err
     inputs = {t.name: t for t in cfg.inputs}
     outputs = {t.name for t in cfg.outputs}
-    calls: dict[int, dict[str, np.ndarray]] = {}
-    for key, value in data.items():
+
+    def wanted(key: str) -> bool:
         m = re.fullmatch(r"call(\d+)/(.+)", key)
         if m is None:
             raise BindingError(fmt(f"Feed key {key!r}", "Is not of the form call{k}/{input}"))
-        k, name = int(m.group(1)), m.group(2)
-        if name in inputs:
-            calls.setdefault(k, {})[name] = value
-        elif name not in outputs and not name.startswith("_internal/"):
-            # Recorded outputs and extra blobs (as in the golden io.npz files) are skipped.
-            raise BindingError(fmt(f"Feed key {key!r}", f"Names {name!r}, which is not a model input",
-                                   f"Inputs: {sorted(inputs)}."))
+        if m.group(2) in inputs:
+            return True
+        if m.group(2) in outputs or m.group(2).startswith("_internal/"):
+            return False  # recorded outputs and extra blobs (as in the golden io.npz files) are skipped
+        raise BindingError(fmt(f"Feed key {key!r}", f"Names {m.group(2)!r}, which is not a model input",
+                               f"Inputs: {sorted(inputs)}."))
+
+    data = read_npz(args.feed, wanted, args.max_feed_mib << 20, what="Feed")
+    calls: dict[int, dict[str, np.ndarray]] = {}
+    for key, value in data.items():
+        k, name = key[4:].split("/", 1)
+        calls.setdefault(int(k), {})[name] = value
     if sorted(calls) != list(range(len(calls))):
-        raise BindingError(fmt(f"Feed {args.feed!r}", f"Has calls {sorted(calls)}", "Calls are numbered 0, 1, 2 ... without gaps."))
-    batch_size = args.batch_size
-    if batch_size is None and calls:
+        raise BindingError(fmt(f"Feed {args.feed!r}", f"Has calls {sorted(calls)}",
+                               "Calls are numbered 0, 1, 2 ... without gaps."))
+    streams = args.streams
+    if streams is None and calls:
         for t in cfg.inputs:
             if t.batch_axis is not None and isinstance(t.shape[t.batch_axis], str) and t.name in calls[0]:
-                batch_size = int(calls[0][t.name].shape[t.batch_axis])
+                if calls[0][t.name].ndim <= t.batch_axis:
+                    raise BindingError(fmt(f"Feed key 'call0/{t.name}'", f"Has shape {calls[0][t.name].shape}",
+                                           f"Expected {len(t.shape)} dims {_dims(t.shape)}."))
+                streams = int(calls[0][t.name].shape[t.batch_axis])
                 break
-    kw = {"batch_size": batch_size} if batch_size is not None else {}
+    kw = {"batch_size": streams} if streams is not None else {}
     if args.threads is not None:
         kw["threads"] = args.threads
     out: dict[str, np.ndarray] = {}
@@ -193,37 +381,193 @@ def _run(args: argparse.Namespace) -> int:
         for k in range(len(calls)):
             for name, value in session.step(calls[k]).items():
                 out[f"call{k}/{name}"] = value
-    np.savez(args.out, **out)
-    print(f"{len(calls)} calls, outputs {sorted(outputs)} -> {args.out}")
+    write_npz(args.output, out)
+    print(f"{len(calls)} calls, outputs {sorted(outputs)} -> {args.output}")
     return 0
 
 
-def _add_inspect(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="Show a config's bindings, state pairs and op counts, or a .plan's engine.")
+def read_npz(path: str, wanted: Callable[[str], bool], limit_bytes: int, what: str = "Feed") -> dict[str, np.ndarray]:
+    """Reads the arrays of an ``.npz`` file, checking everything it can before decompressing any array.
+
+    The file must be a regular file and a zip archive of ``.npy`` members. ``wanted(key)`` sees every key first
+    (it may raise to refuse one) and says whether to load it. Each wanted member's ``.npy`` header must parse,
+    hold no Python objects, and declare exactly as many bytes as the member holds; their total must stay
+    within ``limit_bytes``. Only then are the arrays read.
+
+    Args:
+        path (str): The .npz file.
+        wanted (Callable[[str], bool]): Called with each key (member name without ``.npy``).
+        limit_bytes (int): Most bytes the wanted arrays may hold together.
+        what (str): How error messages name the file. Default: ``"Feed"``.
+
+    Returns:
+        dict[str, np.ndarray]: The wanted arrays by key, in archive order.
+
+    Raises:
+        BindingError: The file cannot be read, is not an .npz, a key or header is bad, or it is too large.
+    """
+    import zipfile
+    import zlib
+
+    import numpy as np
+
+    subject = f"{what} {str(path)!r}"
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise BindingError(fmt(subject, f"Cannot be read: {err.strerror}")) from err
+    if not stat.S_ISREG(st.st_mode):
+        raise BindingError(fmt(subject, "Is not a regular file", "Expected an .npz file written by numpy.savez."))
+    broken = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError, RuntimeError)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+            keys: dict[str, zipfile.ZipInfo] = {}
+            for info in members:
+                if not info.filename.endswith(".npy"):
+                    raise BindingError(fmt(f"{subject} member {info.filename!r}", "Is not an .npy array",
+                                           "An .npz holds only NAME.npy members (numpy.savez)."))
+                key = info.filename[: -len(".npy")]
+                if key in keys:
+                    raise BindingError(fmt(f"{subject} key {key!r}", "Appears twice"))
+                keys[key] = info
+            load = [key for key in keys if wanted(key)]
+            total = 0
+            for key in load:
+                info = keys[key]
+                with zf.open(info) as f:
+                    try:
+                        version = np.lib.format.read_magic(f)
+                        if version == (1, 0):
+                            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                        elif version == (2, 0):
+                            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                        else:
+                            raise ValueError(f"unsupported .npy format version {version}")
+                    except broken as err:
+                        raise BindingError(fmt(f"{subject} key {key!r}", f"Has no valid .npy header: {err}")) from err
+                    header = f.tell()
+                if dtype.hasobject:
+                    raise BindingError(fmt(f"{subject} key {key!r}", f"Holds Python objects (dtype {dtype})",
+                                           "Feeds hold numeric arrays; object arrays would need pickle and are refused."))
+                count = 1
+                for d in shape:
+                    count *= int(d)
+                nbytes = count * dtype.itemsize
+                if header + nbytes != info.file_size:
+                    raise BindingError(fmt(f"{subject} key {key!r}",
+                                           f"Declares shape {tuple(shape)} {dtype} ({nbytes} bytes) but holds "
+                                           f"{info.file_size - header} bytes", "The file is corrupt or truncated."))
+                total += nbytes
+                if total > limit_bytes:
+                    raise BindingError(fmt(f"{subject} key {key!r}",
+                                           f"Brings the arrays to {total} bytes, more than the limit of "
+                                           f"{limit_bytes} bytes", "Raise the limit (`rnnrt run --max-feed-mib`) "
+                                           "if the feed is meant to be this large."))
+            arrays = {}
+            for key in load:
+                with zf.open(keys[key]) as f:
+                    try:
+                        arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
+                    except broken as err:
+                        raise BindingError(fmt(f"{subject} key {key!r}", f"Cannot be read: {err}",
+                                               "The file is corrupt or truncated.")) from err
+            return arrays
+    except BindingError:
+        raise
+    except broken as err:
+        raise BindingError(fmt(subject, f"Cannot be read as .npz: {err}", "Expected a file written by numpy.savez.")) from err
+
+
+def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """Writes ``arrays`` to exactly ``path`` (no ``.npz`` appended), atomically: a temporary file beside it is
+    renamed over it once complete, so a failure leaves no partial file."""
+    import tempfile
+
+    import numpy as np
+
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+# --- bench -----------------------------------------------------------------------------------------------
+
+
+def _bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="The model YAML config.")
+    p.add_argument("--steps", type=_POSITIVE, default=500, metavar="N", help="Timed steps per round (default: 500).")
+    p.add_argument("--warmup", type=_NON_NEGATIVE, default=50, metavar="N", help="Untimed steps first (default: 50).")
+    p.add_argument("--rounds", type=_POSITIVE, default=3, metavar="N",
+                   help="Rounds; the median of round medians is reported (default: 3).")
+    _add_session_group(p)
+    _alias(p, "--batch", "streams", "--streams", type=_POSITIVE, metavar="N")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    import rnnrt
+
+    kw = {"batch_size": args.streams} if args.streams else {}
+    if args.threads:
+        kw["threads"] = args.threads
+    with rnnrt.load(args.config, backend=args.backend, **kw) as session:
+        cfg = session.config
+        cont = cfg.continuation.input if cfg.continuation else None
+        rng = np.random.default_rng(0)
+        frame = {}
+        for t in cfg.inputs:
+            if t.name == cont:
+                continue
+            shape = [session.batch_size if isinstance(d, str) else d for d in t.shape]
+            frame[t.name] = rng.uniform(-1, 1, shape).astype(t.dtype)
+        for _ in range(args.warmup):
+            session.step(frame)
+        medians, all_times = [], []
+        for _ in range(args.rounds):
+            times = []
+            for _ in range(args.steps):
+                t0 = time.perf_counter()
+                session.step(frame)
+                times.append(time.perf_counter() - t0)
+            medians.append(float(np.median(times)))
+            all_times += times
+        us = np.array(all_times) * 1e6
+        print(f"{session!r}")
+        print(f"steps {args.rounds} x {args.steps}, batch {session.batch_size}: "
+              f"median {np.median(medians) * 1e6:.1f} us/step (rounds {', '.join(f'{m * 1e6:.1f}' for m in medians)}), "
+              f"p10 {np.percentile(us, 10):.1f}, p90 {np.percentile(us, 90):.1f}, p99 {np.percentile(us, 99):.1f} us")
+    return 0
+
+
+# --- inspect ---------------------------------------------------------------------------------------------
+
+
+def _inspect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="A model YAML config, or a TensorRT plan (.plan/.engine).")
     p.add_argument("--trt-module", choices=["auto", "tensorrt", "tensorrt_rtx"], default=None,
                    help="TensorRT module that deserializes a plan (default: the flavour that built it).")
-    p.set_defaults(func=_inspect)
-
-
-def _table(headers: list[str], rows: list[list]) -> str:
-    cells = [headers] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _inspect(args: argparse.Namespace) -> int:
     from collections import Counter
     from pathlib import Path
 
-    from rnnrt.errors import ConfigError, fmt
-
-    if Path(args.path).suffix.lower() in (".plan", ".engine"):
+    suffix = Path(args.path).suffix.lower()
+    if suffix in (".plan", ".engine"):
         return _inspect_plan(args)
-    if Path(args.path).suffix.lower() not in (".yaml", ".yml"):
-        raise ConfigError(fmt(f"Path {args.path!r}", "Is not a .yaml config", "`rnnrt inspect` reads model configs (.yaml)."))
+    if suffix not in (".yaml", ".yml"):
+        raise ConfigError(fmt(f"Path {args.path!r}", "Is not a .yaml config (nor a .plan)",
+                              "`rnnrt inspect` reads model configs (.yaml) and TensorRT plans (.plan/.engine)."))
     import onnx
 
     from rnnrt.config import load_config
@@ -266,107 +610,6 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_schema(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("schema", help="Print the JSON schema of the model YAML config (or of import options).")
-    p.add_argument("--kind", choices=["model", "import"], default="model",
-                   help="model: the model config written by convert; import: the options of `convert --config`.")
-    p.set_defaults(func=_schema)
-
-
-def _schema(args: argparse.Namespace) -> int:
-    import json
-
-    from rnnrt.config import json_schema
-
-    print(json.dumps(json_schema(getattr(args, "kind", "model")), indent=2))
-    return 0
-
-
-_SUBCOMMANDS.extend([_add_run, _add_inspect, _add_schema])
-
-
-# --- build, inspect of .plan files (owner: build) -------------------------------------------------
-def _add_build(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "build",
-        help="Build a TensorRT engine (plan) from a model YAML config and record it in the config.",
-        description="Parses the config's ONNX step graph with TensorRT (tensorrt if importable, else tensorrt_rtx), "
-        "builds a plan with one optimization profile and writes the engine section of the config.",
-    )
-    p.add_argument("config", help="The model YAML config (DIR/model.yaml).")
-    p.add_argument("-o", "--output", default=None, help="Plan file to write (default: the config's path with .plan).")
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
-                   help="Compute precision; fp16/bf16 rewrite the graph's compute and weights (default: fp32).")
-    p.add_argument("--io-dtype", choices=["float32", "float16", "bfloat16"], default="float32",
-                   help="dtype of the user inputs/outputs (default: float32).")
-    p.add_argument("--state-dtype", choices=["float32", "float16", "bfloat16"], default="float32",
-                   help="dtype of the recurrent state; float32 also keeps the state path in fp32 (default).")
-    p.add_argument("--batch", default=None, metavar="MIN:OPT:MAX",
-                   help="Batch (stream count) range of a dynamic-batch graph (default 1:1:64).")
-    p.add_argument("--dim", action="append", default=[], metavar="NAME=MIN:OPT:MAX",
-                   help="Range of another dynamic dim, by name (repeatable).")
-    p.add_argument("--trt-module", choices=["auto", "tensorrt", "tensorrt_rtx"], default="auto",
-                   help="TensorRT module (default: tensorrt if importable, else tensorrt_rtx).")
-    p.add_argument("--target", default=None, metavar="SM,...",
-                   help="TensorRT-RTX compute capabilities, e.g. sm80,sm86,sm89,sm120 (default: portable).")
-    p.add_argument("--runtime-cache", metavar="PATH", default=None,
-                   help="TensorRT-RTX runtime cache file recorded in the config's session section; the engine "
-                   "reads it at load and writes it at release (kernels compiled for the GPU it runs on).")
-    p.add_argument("--timing-cache", default=None, metavar="PATH", help="Timing cache file (read, then updated).")
-    p.add_argument("--workspace", type=int, default=None, metavar="MIB", help="Workspace memory-pool limit in MiB.")
-    p.add_argument("--opt-level", type=int, default=None, choices=range(6), help="Builder optimization level 0-5.")
-    p.add_argument("--layers", "--verbose", dest="layers", action="store_true",
-                   help="Print the parsed network's layers and the engine layers the builder reports.")
-    p.set_defaults(func=_build)
-
-
-def _build(args: argparse.Namespace) -> int:
-    from rnnrt.build import BuildOptions, parse_range, plan_from_config
-    from rnnrt.errors import ConfigError, fmt
-
-    dims = {}
-    for item in args.dim:
-        name, sep, rng = item.partition("=")
-        if not sep or not name:
-            raise ConfigError(fmt(f"--dim {item!r}", "Is not NAME=MIN:OPT:MAX"))
-        dims[name] = parse_range(rng, f"--dim {name}")
-    options = BuildOptions(
-        precision=args.precision,
-        io_dtype=args.io_dtype,
-        state_dtype=args.state_dtype,
-        batch=parse_range(args.batch) if args.batch else None,
-        dims=dims,
-        trt_module=args.trt_module,
-        targets=tuple(t for t in (args.target or "").split(",") if t.strip()),
-        timing_cache=args.timing_cache,
-        workspace_mib=args.workspace,
-        optimization_level=args.opt_level,
-        progress=True,
-    )
-    r = plan_from_config(args.config, args.output, options)
-    if args.runtime_cache:
-        import os
-
-        from rnnrt.config import load_config, save_config
-
-        cfg = load_config(r.config_path, validate=False)
-        rel = os.path.relpath(os.path.abspath(args.runtime_cache), cfg.base_dir)
-        save_config(cfg.with_session(runtime_cache=rel), r.config_path)
-    prof = f", batch {r.profile[0]}:{r.profile[1]}:{r.profile[2]}" if r.profile else ""
-    print(f"wrote {r.plan_path} ({len(r.plan) / 2**20:.1f} MiB; {r.flavour} {r.version}, {r.precision}{prof}) "
-          f"in {r.parse_seconds + r.build_seconds:.2f} s; updated {r.config_path}")
-    for b in r.bindings:
-        print(f"  {b.describe()}")
-    if args.layers:
-        print(f"network layers ({len(r.layers)}):")
-        for layer in r.layers:
-            print(f"  {layer.describe()}")
-        print(f"engine layers ({len(r.engine_layers)}):")
-        for line in r.engine_layers:
-            print(f"  {line}")
-    return 0
-
-
 def _inspect_plan(args: argparse.Namespace) -> int:
     from rnnrt.build import inspect_plan
     from rnnrt.errors import BuildError
@@ -374,38 +617,34 @@ def _inspect_plan(args: argparse.Namespace) -> int:
     report = inspect_plan(args.path, None if args.trt_module in (None, "auto") else args.trt_module)
     print(report.text())
     if report.error is not None:
-        raise BuildError(f"Plan {args.path!r} | Could not be deserialized: {report.error}\n"
-                         "Note: Executing or inspecting an engine needs an NVIDIA GPU that its TensorRT flavour "
-                         "supports; what is known from the build record and the config is printed above.")
+        raise BuildError(fmt(f"Plan {args.path!r}", f"Could not be deserialized: {report.error}",
+                             "Executing or inspecting an engine needs an NVIDIA GPU that its TensorRT flavour "
+                             "supports; what is known from the build record and the config is printed above."))
     return 0
 
 
-_SUBCOMMANDS.insert(_SUBCOMMANDS.index(_add_convert) + 1, _add_build)
+# --- export-triton ---------------------------------------------------------------------------------------
 
 
-# --- export-triton (owner: rnnrt/serve/triton.py) ------------------------------------------------------
-def _add_export_triton(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "export-triton",
-        help="Write a Triton model repository (sequence batching, implicit state) for a model config.",
-        description="Writes REPO/NAME/config.pbtxt (sequence_batching direct, START -> continuation input, "
-        "implicit state pairs with zero initial state) and REPO/NAME/1/model.plan or model.onnx.",
-    )
+def _export_triton_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="The model YAML config (DIR/model.yaml).")
-    p.add_argument("-o", "--output", required=True, help="Triton model repository directory.")
+    _add_output(p, "Triton model repository directory.", required=True, metavar="REPO")
     p.add_argument("--engine", choices=["plan", "onnx"], default="plan",
                    help="plan: the built TensorRT plan (backend tensorrt); onnx: the step graph (backend onnxruntime).")
-    p.add_argument("--name", default=None, help="Triton model name (default: the config's directory name).")
-    p.add_argument("--max-batch-size", type=int, default=None,
+    p.add_argument("--name", default=None, help="Triton model name, a plain name (default: the config's directory name).")
+    p.add_argument("--max-batch-size", type=_POSITIVE, default=None, metavar="N",
                    help="Default: the plan's profile max, or 64 for a dynamic batch without a profile.")
-    p.add_argument("--idle-us", type=int, default=60_000_000, help="max_sequence_idle_microseconds (default: 60 s).")
-    p.add_argument("--instance-kind", choices=["KIND_GPU", "KIND_CPU"], default="KIND_GPU")
-    p.set_defaults(func=_export_triton)
+    p.add_argument("--idle-us", type=_POSITIVE, default=60_000_000, metavar="US",
+                   help="max_sequence_idle_microseconds (default: 60 s).")
+    p.add_argument("--instance-kind", choices=["KIND_GPU", "KIND_CPU"], default="KIND_GPU",
+                   help="Where Triton runs the model instances (default: KIND_GPU).")
 
 
 def _export_triton(args: argparse.Namespace) -> int:
     from rnnrt.serve.triton import export_triton
 
+    if args.name is not None:
+        _check_name(args.name, "--name")
     model_dir = export_triton(args.config, args.output, engine=args.engine, name=args.name,
                               max_batch_size=args.max_batch_size, idle_us=args.idle_us,
                               instance_kind=args.instance_kind)
@@ -413,79 +652,224 @@ def _export_triton(args: argparse.Namespace) -> int:
     return 0
 
 
-_SUBCOMMANDS.append(_add_export_triton)
+# --- schema ----------------------------------------------------------------------------------------------
 
 
-def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "bench",
-        help="Time Session.step on a model config with random frames (host time per step).",
-        description="Streams random frames through a Session and reports per-step host latency "
-        "(median and percentiles over several rounds). The continuation input is left to the Session.",
-    )
-    p.add_argument("config", help="The model YAML config.")
-    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
-    p.add_argument("--batch", type=int, default=None, help="Batch size (slots); required for a dynamic batch.")
-    p.add_argument("--steps", type=int, default=500, help="Timed steps per round (default: 500).")
-    p.add_argument("--warmup", type=int, default=50, help="Untimed steps first (default: 50).")
-    p.add_argument("--rounds", type=int, default=3, help="Rounds; the median of round medians is reported.")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads.")
-    p.set_defaults(func=_bench)
+def _schema_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kind", choices=["model", "import"], default="model",
+                   help="model: the model config written by convert; import: the options of `convert --config`.")
 
 
-def _bench(args: argparse.Namespace) -> int:
-    import time
+def _schema(args: argparse.Namespace) -> int:
+    import json
 
-    import numpy as np
+    from rnnrt.config import json_schema
 
-    import rnnrt
-
-    kw = {"batch_size": args.batch} if args.batch else {}
-    if args.threads:
-        kw["threads"] = args.threads
-    with rnnrt.load(args.config, backend=args.backend, **kw) as session:
-        cfg = session.config
-        cont = cfg.continuation.input if cfg.continuation else None
-        rng = np.random.default_rng(0)
-        frame = {}
-        for t in cfg.inputs:
-            if t.name == cont:
-                continue
-            shape = [session.batch_size if isinstance(d, str) else d for d in t.shape]
-            frame[t.name] = rng.uniform(-1, 1, shape).astype(t.dtype)
-        for _ in range(args.warmup):
-            session.step(frame)
-        medians, all_times = [], []
-        for _ in range(args.rounds):
-            times = []
-            for _ in range(args.steps):
-                t0 = time.perf_counter()
-                session.step(frame)
-                times.append(time.perf_counter() - t0)
-            medians.append(float(np.median(times)))
-            all_times += times
-        us = np.array(all_times) * 1e6
-        print(f"{session!r}")
-        print(f"steps {args.rounds} x {args.steps}, batch {session.batch_size}: "
-              f"median {np.median(medians) * 1e6:.1f} us/step (rounds {', '.join(f'{m * 1e6:.1f}' for m in medians)}), "
-              f"p10 {np.percentile(us, 10):.1f}, p90 {np.percentile(us, 90):.1f}, p99 {np.percentile(us, 99):.1f} us")
+    print(json.dumps(json_schema(args.kind), indent=2))
     return 0
 
 
-_SUBCOMMANDS.insert(_SUBCOMMANDS.index(_add_run) + 1, _add_bench)
+# --- helpers ---------------------------------------------------------------------------------------------
+
+
+def _check_name(name: str, what: str) -> None:
+    """A name that becomes a file or folder name inside an output folder: no path, nothing that escapes."""
+    bad = (not name or name in (".", "..") or "/" in name or "\\" in name
+           or (os.altsep is not None and os.altsep in name) or any(ord(c) < 32 for c in name))
+    if bad:
+        raise ConfigError(fmt(f"{what} {name!r}", "Is not a plain name",
+                              "A name without path separators or control characters, e.g. 'model'; "
+                              "choose the folder with -o/--output."))
+    if len(name.encode()) > 200:
+        raise ConfigError(fmt(f"{what} {name[:20]!r}...", f"Is {len(name.encode())} bytes long",
+                              "A name of at most 200 bytes (file names add suffixes such as .onnx.data)."))
+
+
+def _check_output_dir(path: str, what: str) -> None:
+    """Fails before any work when ``path`` cannot become a directory we write into."""
+    p = os.path.abspath(path)
+    if os.path.exists(p) and not os.path.isdir(p):
+        raise ConfigError(fmt(f"{what} {path!r}", "Exists and is not a directory", "Name a directory to write into."))
+    existing = p
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(fmt(f"{what} {path!r}", f"Cannot be created: {existing!r} is not a directory"))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(fmt(f"{what} {path!r}", f"Cannot be written: {existing!r} is not writable"))
+
+
+def _check_output_file(path: str, what: str) -> None:
+    """Fails before any work when ``path`` cannot be written as a file."""
+    p = os.path.abspath(path)
+    if os.path.isdir(p):
+        raise ConfigError(fmt(f"{what} {path!r}", "Is a directory",
+                              f"Name the file to write, e.g. {os.path.join(path, 'out.npz')!r}."))
+    folder = os.path.dirname(p)
+    if not os.path.isdir(folder):
+        raise ConfigError(fmt(f"{what} {path!r}", f"Its folder {folder!r} does not exist", "Create it first."))
+    if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(p) and not os.access(p, os.W_OK)):
+        raise ConfigError(fmt(f"{what} {path!r}", "Cannot be written (permission denied)"))
+
+
+def _dims(shape) -> str:
+    """A shape as the YAML writes it: ``[8, batch, 5]``."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    cells = [headers] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# --- the subcommand table --------------------------------------------------------------------------------
+
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    Subcommand(
+        "convert",
+        help="Caffe prototxt + caffemodel (or ONNX) -> ONNX step graph + YAML config.",
+        description="Converts a model into an ONNX step graph whose recurrent state is explicit inputs/outputs, "
+        "and writes DIR/NAME.onnx and DIR/NAME.yaml (the model config every later command reads).",
+        add_arguments=_convert_arguments,
+        run=_convert,
+        examples="rnnrt convert deploy.prototxt weights.caffemodel -o out/\n"
+        "rnnrt convert deploy.prototxt -o out/ --batch dynamic     # random weights, symbolic stream axis\n"
+        "rnnrt convert lstm.onnx -o out/ --add-reset\n"
+        "rnnrt convert --config import.yaml -o other/              # options from YAML, flags override\n"
+        "rnnrt convert --plugins plugins/ --list-layers",
+    ),
+    Subcommand(
+        "build",
+        help="Build a TensorRT engine (plan) from a model YAML config.",
+        description="Parses the config's ONNX step graph with TensorRT (tensorrt if importable, else "
+        "tensorrt_rtx), builds a plan with one optimization profile and records it for the config.",
+        add_arguments=_build_arguments,
+        run=_build,
+        examples="rnnrt build out/model.yaml\n"
+        "rnnrt build out/model.yaml --batch-profile 1:8:64 --precision fp16\n"
+        "rnnrt build out/model.yaml --dim T=1:16:256 --layers",
+    ),
+    Subcommand(
+        "run",
+        help="Replay a recorded stream through a Session.",
+        description="Replays FEED.npz (keys call{k}/{input}; call k is one step, state carried) and writes "
+        "call{k}/{output} for every model output to the -o .npz. The feed's keys and array headers are checked "
+        "before anything is decompressed, and the output path before any step runs.",
+        add_arguments=_run_arguments,
+        run=_run,
+        examples="rnnrt run out/model.yaml --feed feed.npz -o out.npz\n"
+        "rnnrt run out/model.yaml --feed feed.npz -o out.npz --backend onnxruntime --threads 1",
+    ),
+    Subcommand(
+        "bench",
+        help="Time Session.step on a model config with random frames (host time per step).",
+        description="Streams random frames through a Session and reports per-step host latency (median and "
+        "percentiles over several rounds). The continuation input is left to the Session.",
+        add_arguments=_bench_arguments,
+        run=_bench,
+        examples="rnnrt bench out/model.yaml\n"
+        "rnnrt bench out/model.yaml --streams 64 --steps 200 --rounds 5 --threads 1",
+    ),
+    Subcommand(
+        "inspect",
+        help="Show a config's bindings, state pairs and op counts, or a .plan's engine.",
+        description="For a model YAML config: its bindings, state pairs, continuation, engine record and the "
+        "ONNX op counts. For a TensorRT plan: its build record and, where the GPU allows, its deserialized "
+        "bindings.",
+        add_arguments=_inspect_arguments,
+        run=_inspect,
+        examples="rnnrt inspect out/model.yaml\nrnnrt inspect out/model.plan",
+    ),
+    Subcommand(
+        "export-triton",
+        help="Write a Triton model repository (sequence batching, implicit state) for a model config.",
+        description="Writes REPO/NAME/config.pbtxt (sequence_batching direct, START -> continuation input, "
+        "implicit state pairs with zero initial state) and REPO/NAME/1/model.plan or model.onnx.",
+        add_arguments=_export_triton_arguments,
+        run=_export_triton,
+        examples="rnnrt export-triton out/model.yaml -o triton_repo/ --engine onnx --name lm",
+    ),
+    Subcommand(
+        "schema",
+        help="Print the JSON schema of the model YAML config (or of import options).",
+        description="Prints the JSON schema of the model config that convert writes (--kind model) or of the "
+        "import options `rnnrt convert --config` reads (--kind import).",
+        add_arguments=_schema_arguments,
+        run=_schema,
+        examples="rnnrt schema > model.schema.json\nrnnrt schema --kind import",
+    ),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rnnrt`` argument parser, with one subparser per row of :data:`SUBCOMMANDS`."""
+    parser = argparse.ArgumentParser(
+        prog="rnnrt", description="rnnrt: stateful recurrent inference for TensorRT (and ONNX Runtime on CPU).",
+        epilog="Run `rnnrt COMMAND --help` for a command's options and examples.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="Debug logging.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="Only warnings and errors.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for cmd in SUBCOMMANDS:
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description,
+                           epilog="examples:\n" + "\n".join("  " + line for line in cmd.examples.splitlines())
+                           if cmd.examples else None,
+                           formatter_class=_Formatter)
+        cmd.add_arguments(p)
+        p.set_defaults(handler=cmd.run)
+    return parser
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps the description, keeps the examples' lines as written."""
+
+    def _fill_text(self, text, width, indent):
+        if text.startswith("examples:\n"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rnnrt")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rnnrt`` console script; returns the process exit code."""
-    parser = _build_parser()
-    args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose + 1, 2)
-    logging.basicConfig(level=level, format="[%(levelname)s] %(name)s: %(message)s")
+    parser = build_parser()
     try:
-        return int(args.func(args) or 0)
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, usage errors: argparse has printed what to say
+        return exit_.code if isinstance(exit_.code, int) else 2
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="[%(levelname)s] %(name)s: %(message)s")
+    for old, new in getattr(args, "deprecated", None) or []:
+        G_LOGGER.warning("rnnrt %s %s is deprecated; use %s.", args.command, old, new)
+    try:
+        return int(args.handler(args) or 0)
     except RnnrtError as err:
+        G_LOGGER.debug("rnnrt %s failed", args.command, exc_info=True)
         print(f"rnnrt {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `rnnrt schema | head`: the reader left, nothing to report
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (keeps the interpreter's final flush quiet)
+        return 1
+    except OSError as err:  # a file the user named cannot be read or written
+        G_LOGGER.debug("rnnrt %s failed", args.command, exc_info=True)
+        subject = repr(err.filename) if err.filename else "I/O"
+        print(f"rnnrt {args.command}: error: {fmt(subject, err.strerror or str(err))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rnnrt {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
