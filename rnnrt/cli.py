@@ -161,6 +161,7 @@ def _import_options(args: argparse.Namespace):
 
     if args.name is not None:
         _check_name(args.name, "--name")
+    _check_input_file(args.config, "--config")
     fields = ("model", "weights", "output", "name", "batch", "seed", "phase", "plugins", "add_reset",
               "forward_only", "override")
     flags = {f: getattr(args, f) for f in fields}
@@ -185,6 +186,8 @@ def _convert(args: argparse.Namespace) -> int:
         raise ConfigError(fmt(f"seed {opts.seed}", "Is negative", "A seed is an integer >= 0."))
     _check_name(opts.name, "--name")
     _check_output_dir(opts.output, "-o/--output")
+    for path, what in ((opts.model, "Model"), (opts.weights, "Weights"), (opts.override, "--override")):
+        _check_input_file(path, what)
     if opts.model.endswith(".onnx"):
         from rnnrt.importers.onnx.importer import convert_onnx
 
@@ -274,6 +277,7 @@ def _profile(text: str, what: str) -> tuple[int, int, int]:
 def _build(args: argparse.Namespace) -> int:
     from rnnrt.build import BuildOptions, plan_from_config
 
+    _check_input_file(args.config, "Config")
     dims = {}
     for item in args.dim:
         name, sep, rng = item.partition("=")
@@ -341,6 +345,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.output is None:
         raise ConfigError(fmt("run", "No output given", "rnnrt run MODEL.yaml --feed FEED.npz -o OUT.npz"))
     _check_output_file(args.output, "-o/--output")
+    _check_input_file(args.config, "Config")
     cfg = load_config(args.config)
     inputs = {t.name: t for t in cfg.inputs}
     outputs = {t.name for t in cfg.outputs}
@@ -517,6 +522,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     import rnnrt
 
+    _check_input_file(args.config, "Config")
     kw = {"batch_size": args.streams} if args.streams else {}
     if args.threads:
         kw["threads"] = args.threads
@@ -562,6 +568,7 @@ def _inspect(args: argparse.Namespace) -> int:
     from collections import Counter
     from pathlib import Path
 
+    _check_input_file(args.path, "Path")
     suffix = Path(args.path).suffix.lower()
     if suffix in (".plan", ".engine"):
         return _inspect_plan(args)
@@ -643,6 +650,7 @@ def _export_triton_arguments(p: argparse.ArgumentParser) -> None:
 def _export_triton(args: argparse.Namespace) -> int:
     from rnnrt.serve.triton import export_triton
 
+    _check_input_file(args.config, "Config")
     if args.name is not None:
         _check_name(args.name, "--name")
     model_dir = export_triton(args.config, args.output, engine=args.engine, name=args.name,
@@ -683,6 +691,20 @@ def _check_name(name: str, what: str) -> None:
     if len(name.encode()) > 200:
         raise ConfigError(fmt(f"{what} {name[:20]!r}...", f"Is {len(name.encode())} bytes long",
                               "A name of at most 200 bytes (file names add suffixes such as .onnx.data)."))
+
+
+def _check_input_file(path: str | None, what: str) -> None:
+    """Refuses a path that exists but is not a regular file (a folder, FIFO or device would hang or never end);
+    a missing file is left to the reader, whose message names it."""
+    if path is None:
+        return
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise ConfigError(fmt(f"{what} {str(path)!r}", f"Is {kind}", "Name a model or config file."))
 
 
 def _check_output_dir(path: str, what: str) -> None:

@@ -377,3 +377,17 @@ def test_inspect_rejects_other_files(tmp_path, capsys):
 def test_cli_module_has_no_ownership_comments():
     text = Path(cli.__file__).read_text()
     assert "owner" not in text.lower() and "_SUBCOMMANDS.insert" not in text
+
+
+@pytest.mark.parametrize("argv", [["convert", "{x}"], ["convert", "--config", "{x}"], ["build", "{x}"],
+                                  ["run", "{x}", "--feed", "f.npz", "-o", "o.npz"], ["bench", "{x}"],
+                                  ["inspect", "{x}.yaml"], ["export-triton", "{x}", "-o", "repo"]])
+def test_model_and_config_paths_must_be_regular_files(argv, tmp_path, work, capsys):
+    """A FIFO would hang a reader and /dev/zero would read until memory runs out: both are refused up front."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    os.mkfifo(str(fifo) + ".yaml")
+    for x in (str(fifo), "/dev/zero", str(tmp_path)):
+        if argv[0] == "inspect" and x != str(fifo):
+            continue
+        _fails([a.replace("{x}", x) for a in argv], capsys, x, "Is ", root=tmp_path)
