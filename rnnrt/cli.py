@@ -13,7 +13,7 @@ A flag means one thing everywhere:
   the batch size of a dynamic-batch graph.
 - ``--batch fixed|dynamic`` (convert): whether the graph's batch (stream) axis is symbolic;
   ``--batch-profile MIN:OPT:MAX`` (build): the range of stream counts a plan accepts.
-- ``-v/--verbose``, ``-q/--quiet`` (before the subcommand): logging.
+- ``-v``, ``-q/--quiet`` (before or after the subcommand): logging.
 
 Old spellings keep working and log one deprecation warning: ``build --batch`` (``--batch-profile``),
 ``build --verbose`` (``--layers``), ``run --batch-size`` and ``bench --batch`` (``--streams``), ``run --out``
@@ -116,6 +116,19 @@ def _add_session_group(p: argparse.ArgumentParser) -> None:
     g.add_argument("--streams", type=_POSITIVE, default=None, metavar="N",
                    help="Slots of the Session: the batch size of a dynamic-batch model (run: default from the feed; "
                    "bench: default from the config).")
+
+
+def _add_logging_group(p: argparse.ArgumentParser) -> None:
+    """``-v``/``-q`` after the subcommand too (``rnnrt convert x -v`` == ``rnnrt -v convert x``)."""
+    g = p.add_argument_group("logging")
+    g.add_argument("-v", dest="verbose", action="count", default=argparse.SUPPRESS, help="Debug logging.")
+    g.add_argument("-q", "--quiet", dest="quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="Only warnings and errors.")
+
+
+def _add_trt_module(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--trt-module", choices=["auto", "tensorrt", "tensorrt_rtx"], default="auto",
+                   help=f"TensorRT module (default: auto = {default}).")
 
 
 def _add_output(p: argparse.ArgumentParser, help: str, *, required: bool = False, metavar: str = "PATH") -> None:
@@ -247,8 +260,7 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
     _alias(p, "--batch", "batch_profile", "--batch-profile", metavar="MIN:OPT:MAX")
     p.add_argument("--dim", action="append", default=[], metavar="NAME=MIN:OPT:MAX",
                    help="Range of another dynamic dim, by name (repeatable).")
-    p.add_argument("--trt-module", choices=["auto", "tensorrt", "tensorrt_rtx"], default="auto",
-                   help="TensorRT module (default: tensorrt if importable, else tensorrt_rtx).")
+    _add_trt_module(p, "tensorrt if importable, else tensorrt_rtx")
     p.add_argument("--target", default=None, metavar="SM,...",
                    help="TensorRT-RTX compute capabilities, e.g. sm80,sm86,sm89,sm120 (default: portable).")
     p.add_argument("--runtime-cache", metavar="PATH", default=None,
@@ -560,8 +572,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _inspect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="A model YAML config, or a TensorRT plan (.plan/.engine).")
-    p.add_argument("--trt-module", choices=["auto", "tensorrt", "tensorrt_rtx"], default=None,
-                   help="TensorRT module that deserializes a plan (default: the flavour that built it).")
+    _add_trt_module(p, "the flavour that built the plan")
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -832,7 +843,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rnnrt", description="rnnrt: stateful recurrent inference for TensorRT (and ONNX Runtime on CPU).",
         epilog="Run `rnnrt COMMAND --help` for a command's options and examples.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="Debug logging.")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="Debug logging (also `-v` after the command).")
     parser.add_argument("-q", "--quiet", action="store_true", help="Only warnings and errors.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -842,6 +854,7 @@ def build_parser() -> argparse.ArgumentParser:
                            if cmd.examples else None,
                            formatter_class=_Formatter)
         cmd.add_arguments(p)
+        _add_logging_group(p)
         p.set_defaults(handler=cmd.run)
     return parser
 

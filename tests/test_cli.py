@@ -97,6 +97,22 @@ def test_session_flags_mean_the_same_in_run_and_bench():
         assert (args.backend, args.threads, args.streams) == ("onnxruntime", 2, 8)
 
 
+def test_logging_flags_work_before_and_after_the_command():
+    parser = build_parser()
+    for argv in (["-v", "build", "m.yaml"], ["build", "m.yaml", "-v"], ["convert", "x.prototxt", "-v", "-o", "o"]):
+        args = parser.parse_args(argv)
+        assert (args.verbose, args.quiet) == (1, False), argv
+    assert parser.parse_args(["schema", "-q"]).quiet and parser.parse_args(["-q", "schema"]).quiet
+    args = parser.parse_args(["build", "m.yaml", "--verbose"])  # the old spelling of --layers, not logging
+    assert (args.layers, args.verbose) == (True, 0)
+
+
+def test_python_dash_m_rnnrt_is_the_cli():
+    proc = subprocess.run([sys.executable, "-m", "rnnrt", "schema", "--kind", "import"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and '"seed"' in proc.stdout
+
+
 @pytest.mark.parametrize(
     "argv, old, dest, value",
     [
