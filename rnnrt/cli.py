@@ -115,7 +115,7 @@ def _add_session_group(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=_POSITIVE, default=None, metavar="N", help="ONNX Runtime intra-op threads.")
     g.add_argument("--streams", type=_POSITIVE, default=None, metavar="N",
                    help="Slots of the Session: the batch size of a dynamic-batch model (run: default from the feed; "
-                   "bench: default from the config).")
+                   "bench: required for a dynamic batch).")
 
 
 def _add_logging_group(p: argparse.ArgumentParser) -> None:
@@ -533,13 +533,19 @@ def _bench(args: argparse.Namespace) -> int:
     import numpy as np
 
     import rnnrt
+    from rnnrt.config import load_config
 
     _check_input_file(args.config, "Config")
+    cfg = load_config(args.config)
+    dynamic = sorted({str(t.shape[t.batch_axis]) for t in cfg.inputs
+                      if t.batch_axis is not None and isinstance(t.shape[t.batch_axis], str)})
+    if dynamic and args.streams is None:
+        raise ConfigError(fmt("--streams", f"Is required: the model has a dynamic batch dim {dynamic[0]!r}",
+                              f"For example: rnnrt bench {args.config} --streams 64"))
     kw = {"batch_size": args.streams} if args.streams else {}
     if args.threads:
         kw["threads"] = args.threads
-    with rnnrt.load(args.config, backend=args.backend, **kw) as session:
-        cfg = session.config
+    with rnnrt.load(cfg, backend=args.backend, **kw) as session:
         cont = cfg.continuation.input if cfg.continuation else None
         rng = np.random.default_rng(0)
         frame = {}

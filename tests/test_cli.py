@@ -154,6 +154,10 @@ def test_bench_takes_streams(model_yaml, capsys):
     assert "batch 3" in capsys.readouterr().out
 
 
+def test_bench_of_a_dynamic_batch_asks_for_streams(model_yaml, tmp_path, capsys):
+    _fails(["bench", str(model_yaml), "--steps", "1"], capsys, "--streams", "'batch'", root=tmp_path)
+
+
 def test_usage_errors_return_2_in_process(capsys):
     assert main(["run", "m.yaml", "--feed", "f.npz", "--bogus"]) == 2
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
