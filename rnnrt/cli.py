@@ -96,10 +96,10 @@ class _DeprecatedAlias(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
-        used = list(getattr(namespace, "deprecated", None) or [])
+        used = list(getattr(namespace, "_deprecated", None) or [])
         if (option_string, self.replacement) not in used:
             used.append((option_string, self.replacement))
-        namespace.deprecated = used
+        namespace._deprecated = used
 
 
 def _alias(p: argparse.ArgumentParser, old: str, dest: str, replacement: str, **kwargs) -> None:
@@ -290,6 +290,8 @@ def _build(args: argparse.Namespace) -> int:
     from rnnrt.build import BuildOptions, plan_from_config
 
     _check_input_file(args.config, "Config")
+    if args.output is not None:
+        _check_output_file(args.output, "-o/--output", example="model.plan", create_folder=True)
     dims = {}
     for item in args.dim:
         name, sep, rng = item.partition("=")
@@ -738,13 +740,17 @@ def _check_output_dir(path: str, what: str) -> None:
         raise ConfigError(fmt(f"{what} {path!r}", f"Cannot be written: {existing!r} is not writable"))
 
 
-def _check_output_file(path: str, what: str) -> None:
-    """Fails before any work when ``path`` cannot be written as a file."""
+def _check_output_file(path: str, what: str, *, example: str = "out.npz", create_folder: bool = False) -> None:
+    """Fails before any work when ``path`` cannot be written as a file (``create_folder``: missing folders
+    above it will be created)."""
     p = os.path.abspath(path)
     if os.path.isdir(p):
         raise ConfigError(fmt(f"{what} {path!r}", "Is a directory",
-                              f"Name the file to write, e.g. {os.path.join(path, 'out.npz')!r}."))
+                              f"Name the file to write, e.g. {os.path.join(path, example)!r}."))
     folder = os.path.dirname(p)
+    if create_folder:
+        _check_output_dir(folder, f"{what} {path!r}: folder")
+        return
     if not os.path.isdir(folder):
         raise ConfigError(fmt(f"{what} {path!r}", f"Its folder {folder!r} does not exist", "Create it first."))
     if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(p) and not os.access(p, os.W_OK)):
@@ -892,7 +898,7 @@ def main(argv: list[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 2
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level, format="[%(levelname)s] %(name)s: %(message)s")
-    for old, new in getattr(args, "deprecated", None) or []:
+    for old, new in getattr(args, "_deprecated", None) or []:
         G_LOGGER.warning("rnnrt %s %s is deprecated; use %s.", args.command, old, new)
     try:
         return int(args.handler(args) or 0)

@@ -126,7 +126,7 @@ def test_python_dash_m_rnnrt_is_the_cli():
 def test_old_spellings_are_deprecated_aliases(argv, old, dest, value, capsys):
     args = build_parser().parse_args(argv)
     assert getattr(args, dest) == value
-    assert [o for o, _ in args.deprecated] == [old]
+    assert [o for o, _ in args._deprecated] == [old]
     assert main(argv[:1] + ["--help"]) == 0
     helptext = capsys.readouterr().out
     assert re.search(rf"(?<![\w-]){re.escape(old)}(?![\w-])", helptext) is None, "aliases are hidden from --help"
@@ -382,6 +382,13 @@ def test_build_profile_is_checked_before_building(flag, profile, model_yaml, tmp
 def test_build_dim_range_is_checked(model_yaml, tmp_path, work, capsys):
     _fails(["build", str(model_yaml), "--dim", "T=1:2:99999999999"], capsys, "--dim T", root=tmp_path)
     _fails(["build", str(model_yaml), "--dim", "1:2:3"], capsys, "--dim '1:2:3'", root=tmp_path)
+
+
+def test_build_output_is_checked_before_building(model_yaml, tmp_path, work, capsys):
+    (work / "file").write_text("x")
+    _fails(["build", str(model_yaml), "-o", str(work)], capsys, "-o/--output", "Is a directory", root=tmp_path)
+    _fails(["build", str(model_yaml), "-o", "file/e.plan"], capsys, "'file/e.plan'", "not a directory",
+           root=tmp_path)
 
 
 @pytest.mark.parametrize("name", ["../../x", "/tmp/abs", "a/b"])
