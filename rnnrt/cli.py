@@ -469,6 +469,9 @@ def read_npz(path: str, wanted: Callable[[str], bool], limit_bytes: int, what: s
                 if dtype.hasobject:
                     raise BindingError(fmt(f"{subject} key {key!r}", f"Holds Python objects (dtype {dtype})",
                                            "Feeds hold numeric arrays; object arrays would need pickle and are refused."))
+                if any(int(d) < 0 for d in shape):
+                    raise BindingError(fmt(f"{subject} key {key!r}", f"Declares shape {tuple(shape)}",
+                                           "The file is corrupt: dims are >= 0."))
                 count = 1
                 for d in shape:
                     count *= int(d)

@@ -272,7 +272,8 @@ def test_run_failing_step_leaves_no_output(model_yaml, tmp_path, work, capsys):
            root=tmp_path)
 
 
-@pytest.mark.parametrize("kind", ["garbage", "truncated", "not_npy_member", "object", "lying_header", "fifo", "missing"])
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "not_npy_member", "object", "lying_header", "negative_dims",
+                                  "fifo", "missing"])
 def test_run_rejects_broken_feeds(kind, model_yaml, tmp_path, work, capsys):
     feed = tmp_path / "feed.npz"
     if kind == "garbage":
@@ -295,11 +296,20 @@ def test_run_rejects_broken_feeds(kind, model_yaml, tmp_path, work, capsys):
         np.lib.format.write_array_header_1_0(buf, header)
         with zipfile.ZipFile(feed, "w") as zf:
             zf.writestr("call0/data.npy", buf.getvalue() + bytes(200))
+    elif kind == "negative_dims":
+        header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.float32))
+        header["shape"] = (-1, -1)
+        import io
+
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, header)
+        with zipfile.ZipFile(feed, "w") as zf:
+            zf.writestr("call0/data.npy", buf.getvalue() + bytes(4))
     elif kind == "fifo":
         os.mkfifo(feed)
     err = _fails(["run", str(model_yaml), "--feed", str(feed), "-o", "o.npz"], capsys, "Feed", str(feed), root=tmp_path)
     expected = {"garbage": "Cannot be read as .npz", "truncated": "Cannot be read", "not_npy_member": "Is not an .npy array",
-                "object": "Holds Python objects", "lying_header": "Declares shape (1099511627776,)",
+                "object": "Holds Python objects", "lying_header": "Declares shape (1099511627776,)", "negative_dims": "Declares shape (-1, -1)",
                 "fifo": "Is not a regular file", "missing": "No such file"}[kind]
     assert expected in err
 
