@@ -17,13 +17,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from rnnrt.errors import ConfigError, fmt
+from rnnrt.ir.bindings import (
+    Continuation,
+    DType,
+    Dim,
+    StatePair,
+    StrictInt,
+    TensorSpec,
+    check_bindings,
+    format_validation_errors,
+    graph_bindings,
+)
+from rnnrt.ir.files import MAX_MODEL_BYTES, check_regular_file, read_yaml
 
 __all__ = [
     "CONFIG_VERSION",
@@ -44,81 +56,13 @@ __all__ = [
 
 CONFIG_VERSION = 1
 
-Dim = Union[Annotated[int, Field(ge=0)], Annotated[str, Field(min_length=1)]]
-"""A dimension: a fixed size, or a name (e.g. ``"batch"``) for a dynamic one."""
-
-DType = Literal["float32", "float16", "bfloat16", "float64", "int8", "uint8", "int32", "int64", "bool"]
-
-# ONNX TensorProto element type -> the dtype names the config uses.
-_ONNX_TO_DTYPE = {
-    1: "float32",
-    2: "uint8",
-    3: "int8",
-    6: "int32",
-    7: "int64",
-    9: "bool",
-    10: "float16",
-    11: "float64",
-    16: "bfloat16",
-}
-
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
-
-class TensorConfig(BaseModel):
-    """A user-fed input or a user-visible output of the step graph."""
-
-    model_config = _STRICT
-
-    name: str = Field(min_length=1, description="Tensor name in the ONNX step graph.")
-    dtype: DType = Field(description="Element type, as a numpy dtype name.")
-    shape: list[Dim] = Field(description="Shape; a string names a dynamic dim (e.g. 'batch').")
-    batch_axis: Optional[int] = Field(
-        default=None, ge=0, description="Axis that indexes independent streams (slots); null if none."
-    )
-
-    @model_validator(mode="after")
-    def _check_axis(self) -> "TensorConfig":
-        if self.batch_axis is not None and self.batch_axis >= len(self.shape):
-            raise ValueError(f"batch_axis {self.batch_axis} is out of range for shape {self.shape}")
-        return self
-
-
-class StateConfig(BaseModel):
-    """A recurrent state pair: the graph reads ``input`` and writes the next state to ``output``."""
-
-    model_config = _STRICT
-
-    input: str = Field(min_length=1, description="Graph input that receives the previous state (e.g. 'lstm1.h0').")
-    output: str = Field(min_length=1, description="Graph output that carries the next state (e.g. 'lstm1.hT').")
-    shape: list[Dim] = Field(description="Shape of both tensors; only the batch dim may be dynamic.")
-    dtype: DType = Field(default="float32", description="Element type of both tensors.")
-    batch_axis: int = Field(default=0, ge=0, description="Slot axis; reset(slots=...) zeroes these rows.")
-    initial: Literal["zeros"] = Field(default="zeros", description="Initial value of the state.")
-
-    @model_validator(mode="after")
-    def _check_axis(self) -> "StateConfig":
-        if self.batch_axis >= len(self.shape):
-            raise ValueError(f"batch_axis {self.batch_axis} is out of range for shape {self.shape}")
-        for axis, dim in enumerate(self.shape):
-            if isinstance(dim, str) and axis != self.batch_axis:
-                raise ValueError(f"state dim {axis} is dynamic ({dim!r}); only the batch dim may be dynamic")
-        return self
-
-
-class ContinuationConfig(BaseModel):
-    """The input that says whether a sequence continues (Caffe ``cont``) and how the Session fills it."""
-
-    model_config = _STRICT
-
-    input: str = Field(min_length=1, description="Name of the continuation input; must be one of `inputs`.")
-    batch_axis: int = Field(ge=0, description="Slot axis of the continuation input.")
-    time_axis: Optional[int] = Field(default=None, ge=0, description="Time axis of the continuation input, or null.")
-    fill: Literal["auto", "never"] = Field(
-        default="auto",
-        description="'auto': when the caller omits the input, the Session feeds 1, or 0 at the first time "
-        "step of slots reset since the last step. 'never': the caller must always feed it.",
-    )
+# The binding entries of the YAML are the step graph's own binding classes (rnnrt.ir.bindings);
+# these names are what the config calls them.
+TensorConfig = TensorSpec
+StateConfig = StatePair
+ContinuationConfig = Continuation
 
 
 class ProfileConfig(BaseModel):
@@ -126,9 +70,9 @@ class ProfileConfig(BaseModel):
 
     model_config = _STRICT
 
-    min: int = Field(ge=1, description="Smallest batch size the engine accepts.")
-    opt: int = Field(ge=1, description="Batch size the engine is tuned for.")
-    max: int = Field(ge=1, description="Largest batch size the engine accepts.")
+    min: StrictInt = Field(ge=1, description="Smallest batch size the engine accepts.")
+    opt: StrictInt = Field(ge=1, description="Batch size the engine is tuned for.")
+    max: StrictInt = Field(ge=1, description="Largest batch size the engine accepts.")
 
     @model_validator(mode="after")
     def _check_order(self) -> "ProfileConfig":
@@ -157,7 +101,7 @@ class SessionConfig(BaseModel):
     model_config = _STRICT
 
     backend: Literal["auto", "onnxruntime", "tensorrt"] = Field(default="auto", description="Engine backend.")
-    threads: Optional[int] = Field(default=None, ge=1, description="CPU threads of the ONNX Runtime engine.")
+    threads: Optional[StrictInt] = Field(default=None, ge=1, description="CPU threads of the ONNX Runtime engine.")
     feedback: Literal["copy", "swap"] = Field(
         default="copy",
         description="How state outputs become the next state inputs: copy the output arena into the input "
@@ -197,29 +141,7 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_names(self) -> "ModelConfig":
-        seen: dict[str, str] = {}
-        roles = (
-            [(t.name, "inputs") for t in self.inputs]
-            + [(t.name, "outputs") for t in self.outputs]
-            + [(s.input, "state.input") for s in self.state]
-            + [(s.output, "state.output") for s in self.state]
-        )
-        for name, role in roles:
-            if name in seen:
-                raise ValueError(f"binding name {name!r} is used twice (as {seen[name]} and as {role})")
-            seen[name] = role
-        if self.continuation is not None:
-            by_name = {t.name: t for t in self.inputs}
-            cont = by_name.get(self.continuation.input)
-            if cont is None:
-                raise ValueError(
-                    f"continuation input {self.continuation.input!r} is not one of the inputs {sorted(by_name)}"
-                )
-            rank = len(cont.shape)
-            for key in ("batch_axis", "time_axis"):
-                axis = getattr(self.continuation, key)
-                if axis is not None and axis >= rank:
-                    raise ValueError(f"continuation {key} {axis} is out of range for shape {cont.shape}")
+        check_bindings(self.inputs, self.outputs, self.state, self.continuation)
         return self
 
     @property
@@ -285,15 +207,7 @@ class ModelConfig(BaseModel):
         )
 
 
-def _format_errors(err: pydantic.ValidationError) -> str:
-    parts = []
-    for e in err.errors(include_url=False):
-        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
+_format_errors = format_validation_errors
 
 
 def load_config(path: Union[str, os.PathLike], validate: bool = True) -> ModelConfig:
@@ -312,14 +226,7 @@ def load_config(path: Union[str, os.PathLike], validate: bool = True) -> ModelCo
             the YAML path and the field location), or the config does not match the model.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigError(fmt(f"Config {str(path)!r}", f"Cannot be read: {err.strerror}")) from err
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(fmt(f"Config {str(path)!r}", f"Is not valid YAML: {err}")) from err
+    data = read_yaml(path, "Config")
     if not isinstance(data, dict):
         raise ConfigError(
             fmt(f"Config {str(path)!r}", f"Top level is a {type(data).__name__}", "Expected a mapping of config keys.")
@@ -431,43 +338,20 @@ def config_from_step_graph(step: Any, model_path: Union[str, os.PathLike]) -> Mo
         ModelConfig: The config. It is not checked against the ONNX file (it may not exist yet).
     """
     model_path = Path(model_path)
-
-    def tensor(spec: Any) -> dict[str, Any]:
-        return {"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape), "batch_axis": spec.batch_axis}
-
     data: dict[str, Any] = {
         "version": CONFIG_VERSION,
         "model": model_path.name,
         "source": dict(step.source),
-        "inputs": [tensor(t) for t in step.inputs],
-        "outputs": [tensor(t) for t in step.outputs],
-        "state": [
-            {"input": s.input, "output": s.output, "shape": list(s.shape), "dtype": s.dtype, "batch_axis": s.batch_axis}
-            for s in step.states
-        ],
+        "inputs": list(step.inputs),
+        "outputs": list(step.outputs),
+        "state": list(step.states),
+        "continuation": step.continuation,
     }
-    if step.continuation is not None:
-        c = step.continuation
-        data["continuation"] = {"input": c.input, "batch_axis": c.batch_axis, "time_axis": c.time_axis}
     try:
         cfg = ModelConfig.model_validate(data)
     except pydantic.ValidationError as err:
         raise ConfigError(fmt(f"Step graph for {str(model_path)!r}", f"Invalid description: {_format_errors(err)}")) from err
     return cfg.with_base_dir(model_path.parent)
-
-
-def _onnx_tensor_info(value_info: Any) -> tuple[Optional[str], Optional[list[Dim]]]:
-    ttype = value_info.type.tensor_type
-    dtype = _ONNX_TO_DTYPE.get(ttype.elem_type)
-    if not ttype.HasField("shape"):
-        return dtype, None
-    dims: list[Dim] = []
-    for d in ttype.shape.dim:
-        if d.HasField("dim_value"):
-            dims.append(int(d.dim_value))
-        else:
-            dims.append(d.dim_param or "?")
-    return dtype, dims
 
 
 def _check_binding(
@@ -481,7 +365,7 @@ def _check_binding(
                 f"The graph {role}s are {sorted(graph)}.",
             )
         )
-    onnx_dtype, onnx_shape = _onnx_tensor_info(graph[name])
+    onnx_dtype, onnx_shape = graph[name]
     if onnx_dtype is not None and onnx_dtype != dtype:
         raise ConfigError(
             fmt(f"{where} {name!r}", f"Has dtype {dtype!r} in the config but {onnx_dtype!r} in {model!r}", "They must agree.")
@@ -526,6 +410,7 @@ def validate_against_model(cfg: ModelConfig, onnx_path: Union[str, os.PathLike, 
 
     path = Path(onnx_path) if onnx_path is not None else cfg.model_path
     model_name = str(path)
+    check_regular_file(path, f"Model {model_name!r}", MAX_MODEL_BYTES, "`model` in the config is relative to the YAML file.")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except FileNotFoundError as err:
@@ -535,10 +420,8 @@ def validate_against_model(cfg: ModelConfig, onnx_path: Union[str, os.PathLike, 
     except Exception as err:  # onnx raises DecodeError and friends
         raise ConfigError(fmt(f"Model {model_name!r}", f"Cannot be read as ONNX: {err}")) from err
 
-    # Old exporters list initializers as graph inputs too; those are weights, not bindings.
-    weights = {init.name for init in model.graph.initializer}
-    graph_inputs = {vi.name: vi for vi in model.graph.input if vi.name not in weights}
-    graph_outputs = {vi.name: vi for vi in model.graph.output}
+    graph_inputs = graph_bindings(model, "input", unnamed="?")
+    graph_outputs = graph_bindings(model, "output", unnamed="?")
 
     # Names used twice are rejected by ModelConfig itself; re-check in case validation was bypassed.
     names = cfg.binding_names()
@@ -604,7 +487,7 @@ class ImportConfig(BaseModel):
     output: str = Field(default="out", description="Output directory for <name>.onnx and <name>.yaml.")
     name: str = Field(default="model", min_length=1, description="File stem of the written files.")
     batch: Literal["fixed", "dynamic"] = Field(default="fixed", description="'dynamic': symbolic batch (stream) axis.")
-    seed: int = Field(default=0, description="Seed of random weights when no weights are given.")
+    seed: StrictInt = Field(default=0, description="Seed of random weights when no weights are given.")
     phase: Literal["TEST", "TRAIN"] = Field(default="TEST", description="Caffe phase for include/exclude rules.")
     plugins: list[str] = Field(default_factory=list, description="Caffe layer plugin directories or .py files.")
     add_reset: bool = Field(default=False, description="ONNX: add a continuation input 'cont'.")
@@ -627,12 +510,8 @@ def load_import_config(path: Union[str, os.PathLike], overrides: Optional[dict[s
         ConfigError: naming the file and the field when the YAML is malformed or has unknown keys.
     """
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as err:
-        raise ConfigError(fmt(f"Import config {str(path)!r}", f"Cannot be read: {err.strerror}")) from err
-    except yaml.YAMLError as err:
-        raise ConfigError(fmt(f"Import config {str(path)!r}", f"Is not valid YAML: {err}")) from err
+    data = read_yaml(path, "Import config")
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(fmt(f"Import config {str(path)!r}", "Is not a mapping", "Expected keys such as model: and weights:."))
     for key in _IMPORT_PATHS:

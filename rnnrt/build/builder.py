@@ -33,6 +33,8 @@ import onnx
 
 from rnnrt import trt_compat
 from rnnrt.errors import BuildError, ConfigError, RnnrtError, fmt
+from rnnrt.ir.bindings import graph_bindings
+from rnnrt.ir.files import read_yaml
 
 G_LOGGER = logging.getLogger("rnnrt.build")
 
@@ -318,16 +320,7 @@ def network_from_onnx(
 
 
 def _graph_dims(model: onnx.ModelProto) -> dict[str, list[Union[int, str]]]:
-    dims: dict[str, list[Union[int, str]]] = {}
-    weights = {t.name for t in model.graph.initializer}
-    for vi in model.graph.input:
-        if vi.name in weights:
-            continue
-        shape = []
-        for d in vi.type.tensor_type.shape.dim:
-            shape.append(int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?"))
-        dims[vi.name] = shape
-    return dims
+    return {name: shape or [] for name, (_, shape) in graph_bindings(model, "input", unnamed="?").items()}
 
 
 def _profile_shapes(
@@ -772,12 +765,10 @@ class PlanInspection:
 
 
 def _config_for_plan(plan: Path) -> tuple[Path | None, dict[str, Any] | None]:
-    import yaml
-
     for candidate in sorted(plan.parent.glob("*.y*ml")):
         try:
-            data = yaml.safe_load(candidate.read_text())
-        except (OSError, yaml.YAMLError):
+            data = read_yaml(candidate)
+        except ConfigError:
             continue
         engine = data.get("engine") if isinstance(data, dict) else None
         if isinstance(engine, dict) and isinstance(engine.get("plan"), str):

@@ -15,15 +15,14 @@ import abc
 import dataclasses
 import logging
 import warnings
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
 from rnnrt.errors import StateError, fmt
+from rnnrt.ir.bindings import Dim
 
 G_LOGGER = logging.getLogger("rnnrt")
-
-Dim = Union[int, str]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,72 +1,21 @@
 """The step graph: an ONNX model whose recurrent state is explicit inputs and outputs.
 
-Every importer (Caffe, ONNX) produces a :class:`StepGraph`; ``rnnrt.config`` turns it into the YAML
+Every importer (Caffe, ONNX) produces a :class:`StepGraph`; its bindings are the classes of
+:mod:`rnnrt.ir.bindings` (re-exported here), which ``rnnrt.config`` writes as the YAML
 config and every later stage (build, engines, Session) reads only that config and the ONNX file.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Union
+from typing import Any
 
 import onnx
 
-Dim = Union[int, str]
-"""A dimension: a fixed size, or a symbolic name (e.g. ``"batch"``) for a dynamic one."""
+from rnnrt.errors import ConfigError, fmt
+from rnnrt.ir.bindings import Continuation, Dim, StatePair, TensorSpec, check_bindings
 
-
-@dataclasses.dataclass(frozen=True)
-class TensorSpec:
-    """A user-facing input or output of the step graph.
-
-    Args:
-        name (str): The ONNX tensor name.
-        dtype (str): A numpy dtype name, e.g. ``"float32"``.
-        shape (tuple[Dim, ...]): The shape; symbolic dims are strings.
-        batch_axis (int | None): Which axis indexes independent streams (slots); None if none.
-    """
-
-    name: str
-    dtype: str
-    shape: tuple[Dim, ...]
-    batch_axis: int | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class StatePair:
-    """A recurrent state: what the graph reads at ``input`` it writes, one step later, at ``output``.
-
-    Args:
-        input (str): The graph input that receives the previous state.
-        output (str): The graph output that carries the next state.
-        shape (tuple[Dim, ...]): Shape of both tensors.
-        dtype (str): Numpy dtype name of both tensors.
-        batch_axis (int): The slot axis; ``reset(slots=...)`` zeroes these rows.
-    """
-
-    input: str
-    output: str
-    shape: tuple[Dim, ...]
-    dtype: str = "float32"
-    batch_axis: int = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class Continuation:
-    """The input that says, per slot and time step, whether a sequence continues (Caffe ``cont``).
-
-    The Session fills it when the caller does not: 1 everywhere, except 0 at the first time step of
-    slots that were reset since the last step.
-
-    Args:
-        input (str): The graph input name.
-        batch_axis (int): Slot axis of that input.
-        time_axis (int | None): Time axis of that input, or None if it has none.
-    """
-
-    input: str
-    batch_axis: int
-    time_axis: int | None = None
+__all__ = ["Continuation", "Dim", "StatePair", "StepGraph", "TensorSpec"]
 
 
 @dataclasses.dataclass
@@ -90,3 +39,14 @@ class StepGraph:
     continuation: Continuation | None = None
     source: dict[str, Any] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
+
+    def check(self) -> None:
+        """Checks the bindings as a whole (names used once, continuation among the inputs).
+
+        Raises:
+            ConfigError: naming the binding.
+        """
+        try:
+            check_bindings(self.inputs, self.outputs, self.states, self.continuation)
+        except ValueError as err:
+            raise ConfigError(fmt("Step graph", f"Invalid bindings: {err}")) from err

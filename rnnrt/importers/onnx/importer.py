@@ -29,6 +29,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from rnnrt.errors import ModelImportError, UnsupportedOpError, fmt
+from rnnrt.ir.bindings import onnx_tensor_type
 from rnnrt.ir.stepgraph import Continuation, Dim, StatePair, StepGraph, TensorSpec
 
 G_LOGGER = logging.getLogger("rnnrt.onnx")
@@ -51,9 +52,6 @@ _SHAPE_ONLY = {"Shape", "Size"}
 # X, initial/final state: [B, T|D, .] <-> [T|D, B, .]   Y: [T, D, B, H] -> [B, T, D, H]
 _SWAP01 = [1, 0, 2]
 _Y_TO_LAYOUT1 = [2, 0, 1, 3]
-
-_ONNX_TO_DTYPE = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64", 16: "bfloat16"}
-
 
 def _load(path: Union[str, os.PathLike, onnx.ModelProto]) -> tuple[onnx.ModelProto, str]:
     if isinstance(path, onnx.ModelProto):
@@ -529,19 +527,12 @@ def _subgraph_nodes(graph: gs.Graph) -> list[gs.Node]:
 
 
 def _spec(vi: onnx.ValueInfoProto, axes: Mapping[str, Optional[int]]) -> TensorSpec:
-    t = vi.type.tensor_type
-    dtype = _ONNX_TO_DTYPE.get(t.elem_type)
+    dtype, shape = onnx_tensor_type(vi)
     if dtype is None:
-        raise ModelImportError(fmt(f"Tensor {vi.name!r}", f"Has element type {t.elem_type}, which rnnrt cannot bind"))
-    if not t.HasField("shape"):
+        raise ModelImportError(fmt(f"Tensor {vi.name!r}", f"Has element type {vi.type.tensor_type.elem_type}, which rnnrt cannot bind"))
+    if shape is None:
         raise ModelImportError(fmt(f"Tensor {vi.name!r}", "Has no known shape", "Export the model with shapes for every graph input and output."))
-    shape: list[Dim] = []
-    for axis, d in enumerate(t.shape.dim):
-        if d.HasField("dim_value"):
-            shape.append(int(d.dim_value))
-        else:
-            shape.append(d.dim_param or f"{vi.name}_dim{axis}")
-    return TensorSpec(vi.name, dtype, tuple(shape), axes.get(vi.name))
+    return TensorSpec(vi.name, dtype, shape, axes.get(vi.name))
 
 
 def _expose_and_pair(graph: gs.Graph, nodes: list[gs.Node], notes: list[str]) -> list[StatePair]:

@@ -20,18 +20,17 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
-import onnx
 import pydantic
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from rnnrt.errors import ConfigError, fmt
-from rnnrt.ir.stepgraph import Continuation, Dim, StatePair, StepGraph, TensorSpec
+from rnnrt.ir.bindings import Axis, Continuation, StatePair, TensorName, TensorSpec, format_validation_errors, graph_bindings
+from rnnrt.ir.files import read_yaml
+from rnnrt.ir.stepgraph import StepGraph
 
 __all__ = ["OverrideConfig", "apply_override", "load_override"]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
-_ONNX_TO_DTYPE = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64", 16: "bfloat16"}
 
 
 class StateOverride(BaseModel):
@@ -39,9 +38,9 @@ class StateOverride(BaseModel):
 
     model_config = _STRICT
 
-    input: str = Field(min_length=1, description="Graph input that receives the previous state.")
-    output: str = Field(min_length=1, description="Graph output that carries the next state.")
-    batch_axis: Optional[int] = Field(default=None, ge=0, description="Slot axis; null: the detected one, else 0.")
+    input: TensorName = Field(description="Graph input that receives the previous state.")
+    output: TensorName = Field(description="Graph output that carries the next state.")
+    batch_axis: Optional[Axis] = Field(default=None, description="Slot axis; null: the detected one, else 0.")
 
 
 class BindingOverride(BaseModel):
@@ -49,18 +48,8 @@ class BindingOverride(BaseModel):
 
     model_config = _STRICT
 
-    name: str = Field(min_length=1, description="Graph input or output name.")
-    batch_axis: Optional[int] = Field(ge=0, description="Axis that indexes streams; null if none.")
-
-
-class ContinuationOverride(BaseModel):
-    """The continuation input, declared by hand."""
-
-    model_config = _STRICT
-
-    input: str = Field(min_length=1, description="A user input of the model.")
-    batch_axis: int = Field(ge=0, description="Slot axis of that input.")
-    time_axis: Optional[int] = Field(default=None, ge=0, description="Time axis of that input, or null.")
+    name: TensorName = Field(description="Graph input or output name.")
+    batch_axis: Optional[Axis] = Field(description="Axis that indexes streams; null if none.")
 
 
 class OverrideConfig(BaseModel):
@@ -71,7 +60,7 @@ class OverrideConfig(BaseModel):
     state: Optional[list[StateOverride]] = Field(default=None, description="Replaces every detected state pair.")
     inputs: list[BindingOverride] = Field(default_factory=list, description="Batch axes of user inputs.")
     outputs: list[BindingOverride] = Field(default_factory=list, description="Batch axes of user outputs.")
-    continuation: Optional[ContinuationOverride] = Field(
+    continuation: Optional[Continuation] = Field(
         default=None, description="Replaces the detected continuation input; null removes it."
     )
 
@@ -83,39 +72,20 @@ def load_override(source: Union[str, os.PathLike, Mapping[str, Any]]) -> tuple[O
     else:
         path = Path(source)
         label = f"Override {str(path)!r}"
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as err:
-            raise ConfigError(fmt(label, f"Cannot be read: {err.strerror}")) from err
-        except yaml.YAMLError as err:
-            raise ConfigError(fmt(label, f"Is not valid YAML: {err}")) from err
+        data = read_yaml(path, "Override")
         data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(fmt(label, f"Top level is a {type(data).__name__}", "Expected a mapping with keys state, inputs, outputs, continuation."))
     try:
         cfg = OverrideConfig.model_validate(data)
     except pydantic.ValidationError as err:
-        parts = []
-        for e in err.errors(include_url=False):
-            loc = ".".join(str(x) for x in e["loc"]) or "<root>"
-            parts.append(f"{loc}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}")
-        raise ConfigError(fmt(label, f"Invalid override: {'; '.join(parts)}", "Keys: state, inputs, outputs, continuation (see docs/onnx.md).")) from err
+        raise ConfigError(fmt(label, f"Invalid override: {format_validation_errors(err)}", "Keys: state, inputs, outputs, continuation (see docs/onnx.md).")) from err
     return cfg, set(data), label
 
 
-def _graph_bindings(model: onnx.ModelProto, role: str) -> dict[str, tuple[str, list[Dim]]]:
-    weights = {t.name for t in model.graph.initializer}
-    vis = model.graph.input if role == "input" else model.graph.output
-    out: dict[str, tuple[str, list[Dim]]] = {}
-    for vi in vis:
-        if vi.name in weights:
-            continue
-        t = vi.type.tensor_type
-        shape: list[Dim] = []
-        for axis, d in enumerate(t.shape.dim):
-            shape.append(int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or f"{vi.name}_dim{axis}"))
-        out[vi.name] = (_ONNX_TO_DTYPE.get(t.elem_type, "float32"), shape)
-    return out
+def _graph_bindings(model: Any, role: str) -> dict[str, tuple[str, list]]:
+    # Element types rnnrt does not bind are reported as float32 here; the config check names them later.
+    return {name: (dtype or "float32", shape or []) for name, (dtype, shape) in graph_bindings(model, role).items()}
 
 
 def apply_override(step: StepGraph, source: Union[str, os.PathLike, Mapping[str, Any]]) -> StepGraph:
@@ -202,7 +172,7 @@ def apply_override(step: StepGraph, source: Union[str, os.PathLike, Mapping[str,
             for key, axis in (("batch_axis", c.batch_axis), ("time_axis", c.time_axis)):
                 if axis is not None and axis >= rank:
                     raise ConfigError(fmt(f"{label}: continuation {key}", f"{axis} is out of range for shape {list(by_name[c.input].shape)}"))
-            continuation = Continuation(c.input, c.batch_axis, c.time_axis)
+            continuation = c
     elif continuation is not None and continuation.input not in {t.name for t in inputs}:
         continuation = None
 
