@@ -28,6 +28,7 @@ from rnnrt.ir.bindings import (
     Continuation,
     DType,
     Dim,
+    PositiveInt,
     StatePair,
     StrictInt,
     TensorSpec,
@@ -70,9 +71,9 @@ class ProfileConfig(BaseModel):
 
     model_config = _STRICT
 
-    min: StrictInt = Field(ge=1, description="Smallest batch size the engine accepts.")
-    opt: StrictInt = Field(ge=1, description="Batch size the engine is tuned for.")
-    max: StrictInt = Field(ge=1, description="Largest batch size the engine accepts.")
+    min: PositiveInt = Field(description="Smallest batch size the engine accepts.")
+    opt: PositiveInt = Field(description="Batch size the engine is tuned for.")
+    max: PositiveInt = Field(description="Largest batch size the engine accepts.")
 
     @model_validator(mode="after")
     def _check_order(self) -> "ProfileConfig":
@@ -101,7 +102,7 @@ class SessionConfig(BaseModel):
     model_config = _STRICT
 
     backend: Literal["auto", "onnxruntime", "tensorrt"] = Field(default="auto", description="Engine backend.")
-    threads: Optional[StrictInt] = Field(default=None, ge=1, description="CPU threads of the ONNX Runtime engine.")
+    threads: Optional[PositiveInt] = Field(default=None, description="CPU threads of the ONNX Runtime engine.")
     feedback: Literal["copy", "swap"] = Field(
         default="copy",
         description="How state outputs become the next state inputs: copy the output arena into the input "

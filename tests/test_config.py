@@ -40,7 +40,7 @@ def test_round_trip(lstm_yaml: Path) -> None:
     assert cfg.model_path == lstm_yaml.parent / "model.onnx"
     assert [t.name for t in cfg.inputs] == ["data", "cont"]
     assert [(s.input, s.output) for s in cfg.state] == [("lstm1.h0", "lstm1.hT"), ("lstm1.c0", "lstm1.cT")]
-    assert cfg.state[0].shape == [1, 7] and cfg.state[0].initial == "zeros"
+    assert cfg.state[0].shape == (1, 7) and cfg.state[0].initial == "zeros"
     assert cfg.continuation is not None and cfg.continuation.time_axis == 0 and cfg.continuation.fill == "auto"
     # The YAML uses the shape documented in common.md: one-line bindings.
     text = lstm_yaml.read_text()
@@ -170,8 +170,8 @@ def test_state_dynamic_non_batch_dim_is_error(lstm_yaml: Path) -> None:
 
 def test_dynamic_batch(tmp_path: Path) -> None:
     cfg = load_config(MODELS["lstm_dynamic_batch"]().save(tmp_path))
-    assert cfg.inputs[0].shape == [1, "batch", 5]
-    assert cfg.state[0].shape == ["batch", 7]
+    assert cfg.inputs[0].shape == (1, "batch", 5)
+    assert cfg.state[0].shape == ("batch", 7)
 
 
 def test_external_data_not_loaded(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "Continuation",
     "DType",
     "Dim",
+    "PositiveInt",
     "StatePair",
     "StrictInt",
     "TensorName",
@@ -50,16 +51,29 @@ def _integral(value: Any) -> Any:
     return value
 
 
-StrictInt = Annotated[int, BeforeValidator(_integral), Strict()]
+# Constraints go inside the before-validator, so that the JSON schema shows them (minimum: 0).
+StrictInt = Annotated[int, Strict(), BeforeValidator(_integral)]
 """An integer that is an integer: not a bool, a float or a numeric string."""
 
-Axis = Annotated[StrictInt, Field(ge=0)]
+Axis = Annotated[int, Strict(), Field(ge=0), BeforeValidator(_integral)]
 """An axis index (0-based)."""
+
+PositiveInt = Annotated[int, Strict(), Field(ge=1), BeforeValidator(_integral)]
+"""A strict integer of at least 1 (a count, a batch size)."""
 
 TensorName = Annotated[str, Strict(), Field(min_length=1)]
 """A tensor name in the ONNX graph."""
 
-Dim = Union[Annotated[StrictInt, Field(ge=0)], Annotated[str, Strict(), Field(min_length=1)]]
+def _dim(value: Any) -> Any:
+    # One message for a bad dim instead of one per branch of the union.
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
+        return int(value)
+    raise ValueError(f"a dim is a size (an integer >= 0) or a name (a non-empty string), not {value!r}")
+
+
+Dim = Annotated[Union[Axis, Annotated[str, Strict(), Field(min_length=1)]], BeforeValidator(_dim)]
 """A dimension: a fixed size, or a name (e.g. ``"batch"``) for a dynamic one."""
 
 DType = Literal["float32", "float16", "bfloat16", "float64", "int8", "uint8", "int32", "int64", "bool"]
@@ -128,7 +142,7 @@ class TensorSpec(_Binding):
 
     name: TensorName = Field(description="Tensor name in the ONNX step graph.")
     dtype: DType = Field(description="Element type, as a numpy dtype name.")
-    shape: list[Dim] = Field(description="Shape; a string names a dynamic dim (e.g. 'batch').")
+    shape: tuple[Dim, ...] = Field(description="Shape; a string names a dynamic dim (e.g. 'batch').")
     batch_axis: Optional[Axis] = Field(
         default=None, description="Axis that indexes independent streams (slots); null if none."
     )
@@ -144,7 +158,7 @@ class StatePair(_Binding):
 
     input: TensorName = Field(description="Graph input that receives the previous state (e.g. 'lstm1.h0').")
     output: TensorName = Field(description="Graph output that carries the next state (e.g. 'lstm1.hT').")
-    shape: list[Dim] = Field(description="Shape of both tensors; only the batch dim may be dynamic.")
+    shape: tuple[Dim, ...] = Field(description="Shape of both tensors; only the batch dim may be dynamic.")
     dtype: DType = Field(default="float32", description="Element type of both tensors.")
     batch_axis: Axis = Field(default=0, description="Slot axis; reset(slots=...) zeroes these rows.")
     initial: Literal["zeros"] = Field(default="zeros", description="Initial value of the state.")
