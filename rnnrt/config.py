@@ -3,7 +3,9 @@
 One YAML file sits next to the ONNX step graph. It names the user-fed inputs, the user-visible
 outputs, the recurrent state pairs (paired by name), the optional continuation input and, once
 ``rnnrt build`` ran, the engine plan. Every later stage (build, engines, Session, CLI) reads it
-through :func:`load_config`; importers produce it through :func:`config_from_step_graph`.
+through :func:`load_config`; importers produce it through :func:`config_from_step_graph`. The binding
+entries (``inputs``, ``outputs``, ``state``, ``continuation``) are the step graph's own classes from
+:mod:`rnnrt.ir.bindings`; YAML is read with the bounded :func:`rnnrt.ir.files.read_yaml`.
 
 Example::
 

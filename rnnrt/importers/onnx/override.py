@@ -8,9 +8,11 @@ An override is a small YAML file (or mapping) checked against the step graph's O
       - {name: x, batch_axis: 0}             # fixes one binding's batch axis (null: none)
     outputs:
       - {name: y, batch_axis: 0}
-    continuation: {input: reset, batch_axis: 0, time_axis: null}   # or null to drop it
+    continuation: {input: reset, batch_axis: 0, time_axis: null}   # or null to drop it; fill: auto|never
 
-Only the description changes; the graph is left as it is.
+Only the description changes; the graph is left as it is. The entries use the binding classes of
+:mod:`rnnrt.ir.bindings` (``continuation`` is a :class:`~rnnrt.ir.bindings.Continuation`); the file is
+read with :func:`rnnrt.ir.files.read_yaml`.
 """
 
 from __future__ import annotations
