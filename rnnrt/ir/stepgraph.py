@@ -12,8 +12,7 @@ from typing import Any
 
 import onnx
 
-from rnnrt.errors import ConfigError, fmt
-from rnnrt.ir.bindings import Continuation, Dim, StatePair, TensorSpec, check_bindings
+from rnnrt.ir.bindings import Continuation, Dim, StatePair, TensorSpec
 
 __all__ = ["Continuation", "Dim", "StatePair", "StepGraph", "TensorSpec"]
 
@@ -39,14 +38,3 @@ class StepGraph:
     continuation: Continuation | None = None
     source: dict[str, Any] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
-
-    def check(self) -> None:
-        """Checks the bindings as a whole (names used once, continuation among the inputs).
-
-        Raises:
-            ConfigError: naming the binding.
-        """
-        try:
-            check_bindings(self.inputs, self.outputs, self.states, self.continuation)
-        except ValueError as err:
-            raise ConfigError(fmt("Step graph", f"Invalid bindings: {err}")) from err
