@@ -44,6 +44,7 @@ __all__ = [
     "is_device_array",
     "live_allocations",
     "mem_get_info",
+    "memcpy2d_async",
     "memcpy_async",
     "memset2d_async",
     "memset_async",
@@ -268,6 +269,19 @@ def memset2d_async(ptr: int, pitch: int, value: int, width: int, height: int, st
         _check(_rt().cudaMemset2DAsync(ptr, pitch, value, width, height, _handle(stream)), "cudaMemset2DAsync")
 
 
+def memcpy2d_async(dst: int, dpitch: int, src: int, spitch: int, width: int, height: int, kind: str,
+                   stream: Any) -> None:
+    """``cudaMemcpy2DAsync``: ``height`` rows of ``width`` bytes, ``spitch``/``dpitch`` bytes apart."""
+    if width and height:
+        rt = _rt()
+        if height == 1:
+            _check(rt.cudaMemcpyAsync(dst, src, width, rt.cudaMemcpyKind(_KIND[kind]), _handle(stream)),
+                   f"cudaMemcpyAsync({kind}, {width} bytes)")
+            return
+        _check(rt.cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, rt.cudaMemcpyKind(_KIND[kind]),
+                                    _handle(stream)), f"cudaMemcpy2DAsync({kind}, {height} x {width} bytes)")
+
+
 def raw_launcher(graph: "GraphExec", stream: "Stream") -> Any:
     """A zero-argument callable that launches ``graph`` on ``stream`` (the Session's per-step hot path).
 
@@ -357,8 +371,9 @@ class DeviceArray:
         self.stream = int(stream)
 
     @classmethod
-    def _view(cls, ptr: int, dtype: np.dtype, shape: tuple, stream: int) -> "DeviceArray":
-        # Per-step constructor for values that are already normalised (int, np.dtype, tuple of ints).
+    def wrap(cls, ptr: int, dtype: np.dtype, shape: tuple, stream: int = 0) -> "DeviceArray":
+        """The constructor without normalisation, for per-step use: ``ptr`` and ``stream`` must be ints,
+        ``dtype`` an ``np.dtype`` and ``shape`` a tuple of ints (nothing is checked)."""
         obj = object.__new__(cls)
         obj.ptr, obj.dtype, obj.shape, obj.stream = ptr, dtype, shape, stream
         return obj

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import rnnrt
-from rnnrt.errors import BindingError, ConfigError, StateError
+from rnnrt.errors import BindingError, ConfigError, SnapshotError, StateError
 from rnnrt.runtime.pool import StreamPool, StreamState
 
 # LSTM-only golden cases that convert with a dynamic batch (one slot per stream).
@@ -187,9 +187,9 @@ def test_state_bytes_roundtrip_and_corruption(dynamic):
     assert back.signature() == st.signature() and back.model == st.model and back.steps == 1
     for k in st.tensors:
         assert back.tensors[k].tobytes() == st.tensors[k].tobytes()
-    with pytest.raises(StateError, match="not a serialized StreamState"):
+    with pytest.raises(SnapshotError, match="not a serialized StreamState"):
         StreamState.from_bytes(b"garbage")
-    with pytest.raises(StateError, match="corrupt"):
+    with pytest.raises(SnapshotError, match="corrupt"):
         StreamState.from_bytes(blob[:-4])
 
 
@@ -321,8 +321,20 @@ def test_session_read_write_state_rows(dynamic):
         np.testing.assert_array_equal(s.state["lstm1.c0"][1], s.state["lstm1.c0"][2])
         with pytest.raises(BindingError, match="Expected a float32 array of shape \\(1, 7\\)"):
             s.write_state([1], {k: v for k, v in rows.items()})
-        with pytest.raises(StateError, match="Slot 3"):
+        with pytest.raises(BindingError, match="Slot 3"):
             s.read_state([3])
+
+
+def _cont_seen(session, feeds, slots):
+    """The continuation input the Session runs with for these feeds: fed, or its auto fill (whole batch)."""
+    cont = np.ones((1, session.batch_size), np.float32)
+    rows = np.arange(len(next(iter(feeds.values()))[0])) if slots is None else np.asarray(slots)
+    if "cont" in feeds:
+        cont[0, rows] = feeds["cont"][0]
+    else:
+        marks = session.sequence_starts
+        cont[0, rows] = np.where(marks[rows], 0, 1)
+    return cont
 
 
 def test_pool_fills_continuation_per_stream(dynamic, monkeypatch):
@@ -332,7 +344,8 @@ def test_pool_fills_continuation_per_stream(dynamic, monkeypatch):
         pool = StreamPool(s)
         fed = []
         real = s.step
-        monkeypatch.setattr(s, "step", lambda feeds: (fed.append(feeds["cont"].copy()), real(feeds))[1])
+        monkeypatch.setattr(s, "step", lambda feeds, slots=None: (fed.append(_cont_seen(s, feeds, slots)),
+                                                                   real(feeds, slots=slots))[1])
         x = np.zeros((1, 1, 5), np.float32)
         pool.open("a")
         pool.step({"a": x})

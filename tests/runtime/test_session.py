@@ -15,7 +15,7 @@ import pytest
 import rnnrt
 from rnnrt.config import load_config
 from rnnrt.engines import OnnxRuntimeEngine
-from rnnrt.errors import BindingError, ConfigError, StateError
+from rnnrt.errors import BindingError, ConfigError, EngineError, StateError
 from rnnrt.runtime.session import Session
 from tests.models import MODELS
 
@@ -175,7 +175,7 @@ class _FailingEngine(OnnxRuntimeEngine):
     def execute_impl(self, feeds, outputs):
         for dst in outputs.values():
             dst[...] = 123.0
-        raise StateError("engine | Simulated failure.")
+        raise EngineError("engine | Simulated failure.")
 
 
 def test_engine_failure_keeps_state(tmp_path: Path) -> None:
@@ -184,7 +184,7 @@ def test_engine_failure_keeps_state(tmp_path: Path) -> None:
     s = Session(cfg, lambda: _FailingEngine(cfg.model_path))
     with s:
         before = {k: v.copy() for k, v in s.state.items()}
-        with pytest.raises(StateError, match="Simulated failure"):
+        with pytest.raises(EngineError, match="Simulated failure"):
             s.step(_frames(1, 2)[0])
         for k, v in s.state.items():
             np.testing.assert_array_equal(v, before[k])
@@ -216,14 +216,14 @@ def test_state_is_read_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize("slot", [3, -1, 1.0, True])
 def test_bad_slot(tmp_path: Path, slot) -> None:
     s, _ = _session(tmp_path, params={"batch": 3})
-    with s, pytest.raises(StateError, match=rf"Slot {slot!r} \| Is not a valid slot of a session with batch size 3"):
+    with s, pytest.raises(BindingError, match=rf"Slot {slot!r} \| Is not a valid slot of a session with batch size 3"):
         s.reset(slots=[0, slot])
 
 
 def test_dynamic_batch(tmp_path: Path) -> None:
     m = MODELS["lstm_dynamic_batch"]()
     path = m.save(tmp_path)
-    with pytest.raises(StateError, match=r"dynamic batch dim 'batch' and no batch_size was given"):
+    with pytest.raises(ConfigError, match=r"dynamic batch dim 'batch' and no batch_size was given"):
         rnnrt.load(path)
     x = _frames(3, 5)
     with rnnrt.load(path, batch_size=5) as s:
@@ -236,7 +236,7 @@ def test_dynamic_batch(tmp_path: Path) -> None:
 
 
 def test_fixed_batch_rejects_other_batch_size(tmp_path: Path) -> None:
-    with pytest.raises(StateError, match=r"batch_size=4 was requested but the model's batch is fixed at 2"):
+    with pytest.raises(ConfigError, match=r"batch_size=4 was requested but the model's batch is fixed at 2"):
         _session(tmp_path, params={"batch": 2}, batch_size=4)
 
 
@@ -307,9 +307,9 @@ def test_load_backends(tmp_path: Path, caplog) -> None:
     assert lines == ["rnnrt.load | Using ONNX Runtime: no TensorRT plan is recorded in the config (run `rnnrt build`)."]
     with pytest.raises(ConfigError, match="'tensorrt' backend needs a plan but the config records none"):
         rnnrt.load(path, backend="tensorrt")
-    with pytest.raises(StateError, match=r"Unknown backend 'cuda'"):
+    with pytest.raises(ConfigError, match=r"Unknown backend 'cuda'"):
         rnnrt.load(path, backend="cuda")
-    with pytest.raises(StateError, match=r"Unknown keyword arguments \['thread'\]"):
+    with pytest.raises(ConfigError, match=r"Unknown keyword arguments \['thread'\]"):
         rnnrt.load(path, thread=2)
 
 

@@ -143,6 +143,14 @@ def _make_sim_cuda(sim: _Sim) -> types.ModuleType:
                 ctypes.memset(ptr, value, nbytes)
             run(op)
 
+    def memcpy2d_async(dst, dpitch, src, spitch, width, height, kind, stream):
+        if width and height:
+            def op():
+                sim.copies += 1
+                for r in range(height):
+                    ctypes.memmove(dst + r * dpitch, src + r * spitch, width)
+            run(op)
+
     def memset2d_async(ptr, pitch, value, width, height, stream):
         if width and height:
             def op():
@@ -180,6 +188,7 @@ def _make_sim_cuda(sim: _Sim) -> types.ModuleType:
 
     mod.DeviceBuffer, mod.PinnedBuffer, mod.Stream, mod.Event = DeviceBuffer, PinnedBuffer, Stream, Event
     mod.memcpy_async, mod.memset_async, mod.memset2d_async, mod.capture = memcpy_async, memset_async, memset2d_async, capture
+    mod.memcpy2d_async = memcpy2d_async
     mod.GraphExec, mod.run = GraphExec, run
 
     def raw_launcher(graph, stream):
@@ -502,13 +511,14 @@ def test_uncapturable_engine_falls_back(backend, golden, converted, caplog):
 
 def _count_full_steps(s: Session) -> list:
     calls = []
-    full = s._step_device
+    executor = s.executor
+    full = executor._step
 
-    def counted(frame):
+    def counted(*args):
         calls.append(1)
-        return full(frame)
+        return full(*args)
 
-    s._step_device = counted
+    executor._step = counted
     return calls
 
 
@@ -596,14 +606,14 @@ def test_graph_fast_path_failed_launch_leaves_state(backend, golden, converted):
         for k in range(4):
             out = s.step(case.call(k)[0])["lstm1"]
             assert hasattr(out, "__cuda_array_interface__")
-        plan = s._fast
+        plan = s.executor._plan
         assert plan is not None
-        before, k_in = {n: v.copy() for n, v in s.state.items()}, s._in
+        before, k_in = {n: v.copy() for n, v in s.state.items()}, s.in_arena
         real_launch = plan.launch
         plan.launch = (lambda: (1,), lambda: (1,))  # cudaErrorInvalidValue
         with pytest.raises(CudaError, match="cudaGraphLaunch"):
             s.step(case.call(4)[0])
-        assert s._in == k_in
+        assert s.in_arena == k_in
         for n, v in s.state.items():
             np.testing.assert_array_equal(v, before[n])
         plan.launch = real_launch
@@ -615,7 +625,7 @@ def test_graph_fast_path_failed_launch_leaves_state(backend, golden, converted):
 def test_ioset_one_upload_one_download(host_outputs):
     """Staged inputs sit at the same offsets in pinned and device memory, outputs likewise relative to the
     first output: one H2D and one D2H move them all (checked on the host simulation)."""
-    from rnnrt.runtime.session import _IOSet
+    from rnnrt.runtime.device import IOSet as _IOSet
 
     sim = _Sim()
     mod = _make_sim_cuda(sim)

@@ -1,0 +1,229 @@
+"""The host executor: runs a Session's steps on an engine that takes numpy arrays (ONNX Runtime).
+
+State lives in two :class:`HostArena` (one numpy buffer each). A step of every slot feeds the frame as
+checked; a step of some slots (``Session.step(feeds, slots=...)``) either *gathers* (dynamic batch:
+the engine runs only the listed rows, their state rows are gathered before and scattered back after
+a successful run) or *scatters* (fixed batch: the frame rows go into whole-batch buffers at their
+slots, the engine runs the whole batch, the listed rows of the outputs are returned and only the
+listed slots' state is fed back by the Session).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from rnnrt.errors import BindingError, ConfigError, EngineError, fmt
+from rnnrt.runtime.bindings import Rows, check_host
+from rnnrt.runtime.session import aligned_layout
+
+__all__ = ["HostArena", "HostExecutor"]
+
+
+def _physical_memory() -> Optional[int]:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+class HostArena:
+    """One contiguous host buffer holding every state tensor, each a view at an aligned offset."""
+
+    def __init__(self, layout: list[tuple[str, tuple[int, ...], np.dtype]]) -> None:
+        sizes = [int(np.prod(shape, dtype=np.int64)) * dtype.itemsize for _, shape, dtype in layout]
+        offsets, end = aligned_layout(sizes)
+        limit = _physical_memory()
+        if limit is not None and 2 * end > limit:
+            raise ConfigError(
+                fmt("Session", f"The state needs 2 x {end / 2**30:.1f} GiB for this batch size, more than this "
+                    f"machine's {limit / 2**30:.1f} GiB", "Use a smaller batch_size.")
+            )
+        self.buffer = np.zeros(end, dtype=np.uint8)
+        self.views: dict[str, np.ndarray] = {
+            name: np.ndarray(shape, dtype=dtype, buffer=self.buffer, offset=off)
+            for (name, shape, dtype), off in zip(layout, offsets)
+        }
+
+    def zero(self) -> None:
+        self.buffer.fill(0)
+
+    def zero_rows(self, rows: Mapping[str, Rows], slots: np.ndarray) -> None:
+        for name, view in self.views.items():
+            view[rows[name].index(slots)] = 0
+
+    def copy_from(self, other: "HostArena") -> None:
+        np.copyto(self.buffer, other.buffer)
+
+    def copy_rows_from(self, other: "HostArena", rows: Mapping[str, Rows], slots: np.ndarray) -> None:
+        for name, view in self.views.items():
+            index = rows[name].index(slots)
+            view[index] = other.views[name][index]
+
+    def read_all(self) -> dict[str, np.ndarray]:
+        out = {}
+        for name, view in self.views.items():
+            copy = view.copy()
+            copy.flags.writeable = False
+            out[name] = copy
+        return out
+
+    def read_rows(self, rows: Mapping[str, Rows], slots: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: rows[name].take(view, slots) for name, view in self.views.items()}
+
+    def write_rows(self, rows: Mapping[str, Rows], slots: np.ndarray, values: Mapping[str, np.ndarray]) -> None:
+        for name, view in self.views.items():
+            rows[name].put(view, slots, values[name])
+
+    def free(self) -> None:
+        self.views = {}
+
+
+class HostExecutor:
+    """Runs steps on a host engine for one Session (see the module doc)."""
+
+    fast = None
+
+    def __init__(self, session: Any, engine: Any, input_memory: Any) -> None:
+        if session.outputs == "device":
+            raise ConfigError(fmt("Session", f"outputs='device' needs a device engine; {engine.name!r} runs on the host",
+                                  "Use outputs='host' or 'view'."))
+        self._b = session.bindings
+        self._engine = engine
+        self._check_finite = session.check_finite
+        self._scatter: dict[tuple, np.ndarray] = {}
+        self._buffers: dict[tuple, np.ndarray] = {}
+        self._output_rows: dict[str, Rows] = {}
+        self._arenas: list = []
+
+    def make_arena(self, layout: list) -> HostArena:
+        arena = HostArena(layout)
+        self._arenas.append(arena)
+        return arena
+
+    def bind_arenas(self, arenas: tuple) -> None:
+        pairs = self._b.state_outputs
+        self._state_feeds = [dict(arenas[k].views) for k in (0, 1)]
+        self._state_dests = [{pairs[n]: arenas[1 - k].views[n] for n in pairs} for k in (0, 1)]
+
+    def sync(self) -> None:
+        pass
+
+    def close(self) -> None:
+        for arena in self._arenas:
+            arena.free()
+        self._arenas = []
+        self._scatter.clear()
+        self._buffers.clear()
+
+    def input_buffers(self, shapes: Optional[Mapping[str, tuple]]) -> dict[str, np.ndarray]:
+        b = self._b
+        out = {}
+        for name, spec in b.inputs.items():
+            shape = tuple(shapes[name]) if shapes and name in shapes else spec.full_shape(b.batch_size, {})
+            if shape is None:
+                raise BindingError(fmt(f"Input {name!r}", f"Has dynamic dims {spec.display(b.batch_size)}",
+                                       "Pass its full shape in shapes={name: shape}."))
+            buf = self._buffers.get((name, shape))
+            if buf is None:
+                buf = self._buffers[(name, shape)] = np.zeros(shape, dtype=spec.dtype)
+            out[name] = buf
+        return out
+
+    def _check(self, frame: Mapping[str, Any], n: int, starts: Optional[np.ndarray]) -> tuple[dict, dict]:
+        b = self._b
+        feeds: dict[str, np.ndarray] = {}
+        sizes: dict[str, int] = {}
+        for name, value in frame.items():
+            spec = b.inputs.get(name)
+            if spec is None:
+                raise b.unknown_input(name)
+            feeds[name] = check_host(spec, value, sizes, n, self._check_finite)
+        if len(feeds) != len(b.inputs):
+            b.missing(frame)
+            cont = b.cont
+            if cont is not None and cont.spec.name not in feeds:
+                feeds[cont.spec.name] = cont.make(n, sizes, starts)
+        return feeds, sizes
+
+    def run(self, frame: Mapping[str, Any], slots: Optional[np.ndarray], n: int, starts: Optional[np.ndarray],
+            k: int, fuse_copy: bool, out: Optional[Mapping[str, np.ndarray]], wait: bool) -> tuple[Any, bool]:
+        from rnnrt.runtime.session import StepHandle
+
+        feeds, _ = self._check(frame, n, starts)
+        b = self._b
+        if slots is None:
+            feeds.update(self._state_feeds[k])
+            results = self._engine.execute(feeds, self._state_dests[k])
+            outputs = self._finish(results, out)
+            if fuse_copy:
+                self._arenas[k].copy_from(self._arenas[1 - k])
+            return (outputs if wait else StepHandle(outputs)), fuse_copy
+        if b.dynamic_batch:
+            # Gather: the engine runs the listed rows only.
+            rows = b.state_rows
+            feeds.update(self._arenas[k].read_rows(rows, slots))
+            results = self._engine.execute(feeds)
+            new_state = {}
+            for name, (_, shape, dtype) in zip(rows, b.state_layout):
+                value = results[b.state_outputs[name]]
+                want = list(shape)
+                want[rows[name].axis] = n
+                if tuple(value.shape) != tuple(want) or value.dtype != dtype:
+                    raise EngineError(fmt(f"State output {b.state_outputs[name]!r}",
+                                          f"The engine returned {value.dtype.name}{tuple(value.shape)}",
+                                          f"Expected {dtype.name}{tuple(want)}."))
+                new_state[name] = value
+            outputs = self._finish(results, out)
+            self._arenas[k].write_rows(rows, slots, new_state)
+            return (outputs if wait else StepHandle(outputs)), True
+        # Scatter: the whole (fixed) batch runs; the listed rows are written at their slots.
+        B = b.batch_size
+        for name, value in list(feeds.items()):
+            spec = b.inputs[name]
+            if spec.batch_axis is None:
+                continue
+            shape = value.shape[:spec.batch_axis] + (B,) + value.shape[spec.batch_axis + 1:]
+            buf = self._scatter.get((name, shape))
+            if buf is None:
+                buf = self._scatter[(name, shape)] = np.zeros(shape, dtype=spec.dtype)
+            buf[(slice(None),) * spec.batch_axis + (slots,)] = value
+            feeds[name] = buf
+        feeds.update(self._state_feeds[k])
+        results = self._engine.execute(feeds, self._state_dests[k])
+        taken = {}
+        for name in b.output_names:
+            axis = b.output_axes[name]
+            taken[name] = results[name] if axis is None else np.take(results[name], slots, axis=axis)
+        outputs = self._finish(taken, out)
+        return (outputs if wait else StepHandle(outputs)), False
+
+    def _finish(self, results: Mapping[str, np.ndarray], out: Optional[Mapping[str, np.ndarray]]) -> dict:
+        names = self._b.output_names
+        if not out:
+            return {name: results[name] for name in names}
+        check_out(out, {name: results[name] for name in names})
+        outputs = {}
+        for name in names:
+            dst = out.get(name)
+            if dst is None:
+                outputs[name] = results[name]
+            else:
+                np.copyto(dst, results[name], casting="no")
+                outputs[name] = dst
+        return outputs
+
+
+def check_out(out: Mapping[str, Any], like: Mapping[str, Any]) -> None:
+    """Checks ``out=`` destinations against the outputs (name, numpy, dtype, shape, writable)."""
+    for name, dst in out.items():
+        ref = like.get(name)
+        if ref is None:
+            raise BindingError(fmt(f"out[{name!r}]", "Is not an output of the model", f"Outputs: {sorted(like)}."))
+        if not isinstance(dst, np.ndarray) or dst.dtype != ref.dtype or tuple(dst.shape) != tuple(ref.shape) \
+                or not dst.flags.writeable:
+            got = (dst.dtype.name, dst.shape) if isinstance(dst, np.ndarray) else type(dst).__name__
+            raise BindingError(fmt(f"out[{name!r}]", f"Is {got}",
+                                   f"Expected a writable {np.dtype(ref.dtype).name} array of shape {tuple(ref.shape)}."))
