@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from rnnrt.engines.base import BaseEngine, Binding
-from rnnrt.errors import BindingError, ModelImportError, RnnrtError, StateError, fmt
+from rnnrt.errors import BindingError, EngineError, ModelImportError, RnnrtError, fmt
 
 # ORT type strings -> numpy dtypes.
 _ORT_TO_NUMPY = {
@@ -133,7 +133,7 @@ class OnnxRuntimeEngine(BaseEngine):
                     fmt(f"{self.name}", f"ONNX Runtime rejected the feeds: {err}",
                         f"Inputs: {[(b.name, str(b.dtype), b.shape) for b in self._inputs]}.")
                 ) from err
-            raise StateError(fmt(f"{self.name}", f"ONNX Runtime failed to run ({kind}): {err}")) from err
+            raise EngineError(fmt(f"{self.name}", f"ONNX Runtime failed to run ({kind}): {err}")) from err
         result = dict(zip(self._output_names, values))
         for name, dst in outputs.items():
             src = result[name]

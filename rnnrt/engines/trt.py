@@ -1,10 +1,5 @@
-"""Device engines: the interface a GPU Session drives, and the TensorRT engine that implements it.
-
-A device engine (``memory = "device"``) reads its inputs from and writes its outputs to device
-memory the caller owns, and only *enqueues* work on the caller's CUDA stream. Per-caller state (a
-TensorRT execution context, the tensor addresses bound to it) lives in a *context* object, so that
-several Sessions can share one engine: each Session calls :meth:`BaseDeviceEngine.create_context`
-once and passes that context to every :meth:`BaseDeviceEngine.enqueue`.
+"""The TensorRT engine: runs a serialized plan on the GPU through the device-engine interface
+(:class:`rnnrt.engines.base.BaseDeviceEngine`, re-exported here).
 
 TensorRT is imported lazily through :mod:`rnnrt.trt_compat`; this module imports without it.
 
@@ -19,101 +14,16 @@ Example::
 
 from __future__ import annotations
 
-import abc
 import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from rnnrt.engines.base import BaseEngine, Binding, DeviceTensor
+from rnnrt.engines.base import BaseDeviceEngine, Binding, DeviceTensor
 from rnnrt.errors import BindingError, BuildError, StateError, fmt
 
 __all__ = ["BaseDeviceEngine", "TrtEngine"]
-
-
-class BaseDeviceEngine(BaseEngine):
-    """An engine that enqueues work on a CUDA stream over caller-owned device buffers.
-
-    Subclasses override ``activate_impl``, ``deactivate_impl``, ``input_bindings_impl``,
-    ``output_bindings_impl``, ``create_context_impl``, ``destroy_context_impl``, ``enqueue_impl``
-    and ``output_shapes_impl``.
-    """
-
-    memory = "device"
-
-    capturable: bool = True
-    """Whether :meth:`enqueue` may be captured into a CUDA graph. A Session still falls back to plain
-    enqueues when a capture fails."""
-
-    def create_context(self) -> Any:
-        """Per-caller execution state (e.g. a TensorRT execution context)."""
-        self._require_active("create_context")
-        return self.create_context_impl()
-
-    def destroy_context(self, context: Any) -> None:
-        """Frees what :meth:`create_context` made. Safe after :meth:`deactivate`."""
-        if context is not None:
-            self.destroy_context_impl(context)
-
-    def output_shapes(self, context: Any, input_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-        """The shape of every output for the given shape of every input."""
-        self._require_active("output_shapes")
-        return self.output_shapes_impl(context, input_shapes)
-
-    def enqueue(self, context: Any, feeds: Mapping[str, DeviceTensor], outputs: Mapping[str, DeviceTensor],
-                stream: int) -> None:
-        """Enqueues one run on ``stream``; returns without waiting.
-
-        Args:
-            context (Any): From :meth:`create_context`.
-            feeds (Mapping[str, DeviceTensor]): Every input binding.
-            outputs (Mapping[str, DeviceTensor]): Every output binding's destination.
-            stream (int): CUDA stream handle.
-
-        Raises:
-            StateError: The engine is inactive or the backend refused to enqueue.
-            BindingError: The backend rejected a tensor's shape or address.
-        """
-        self._require_active("enqueue")
-        self.enqueue_impl(context, feeds, outputs, stream)
-
-    def execute_impl(self, feeds: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Any]:
-        # The generic, synchronous path: caller-owned destinations for every output, a private context.
-        from rnnrt import cuda
-
-        missing = [b.name for b in self.output_bindings_impl() if b.name not in outputs]
-        if missing:
-            raise BindingError(
-                fmt(f"{self.name}", f"No destination for outputs {missing}",
-                    "A device engine writes into caller-owned DeviceTensors: pass one per output.")
-            )
-        context = self.create_context_impl()
-        stream = cuda.Stream()
-        try:
-            self.enqueue_impl(context, feeds, outputs, stream.handle)
-            stream.synchronize()
-        finally:
-            stream.destroy()
-            self.destroy_context_impl(context)
-        return dict(outputs)
-
-    @abc.abstractmethod
-    def create_context_impl(self) -> Any:
-        """See create_context."""
-
-    @abc.abstractmethod
-    def destroy_context_impl(self, context: Any) -> None:
-        """See destroy_context."""
-
-    @abc.abstractmethod
-    def output_shapes_impl(self, context: Any, input_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-        """See output_shapes."""
-
-    @abc.abstractmethod
-    def enqueue_impl(self, context: Any, feeds: Mapping[str, DeviceTensor], outputs: Mapping[str, DeviceTensor],
-                     stream: int) -> None:
-        """See enqueue."""
 
 
 class _TrtContext:

@@ -695,7 +695,7 @@ def _probe_tensorrt(cfg: ModelConfig) -> Optional[str]:
     if module not in trt_compat.available_flavours():
         return f"{module} is not installed"
     if not cuda.available():
-        return "no usable CUDA GPU (cuda-python, a driver and a GPU are needed)"
+        return "no CUDA driver or GPU is usable (cuda-python, a driver and a GPU are needed)"
     return None
 
 

@@ -2,7 +2,7 @@
 
 TensorRT cannot run on the lent H100 (TensorRT-RTX refuses sm90; full TensorRT is not installable), so
 the GPU Session is proven with this engine instead. It implements
-:class:`rnnrt.engines.trt.BaseDeviceEngine` exactly like :class:`rnnrt.engines.trt.TrtEngine`: it reads
+:class:`rnnrt.engines.base.BaseDeviceEngine` exactly like :class:`rnnrt.engines.trt.TrtEngine`: it reads
 the device pointers the Session binds (wrapped as torch tensors through ``__cuda_array_interface__``),
 writes its outputs into the Session's buffers, and only enqueues on the Session's stream
 (``torch.cuda.ExternalStream``). Every intermediate lives in per-context workspaces allocated on the
@@ -24,8 +24,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from rnnrt.importers.caffe.reader import load_net
-from rnnrt.engines.base import Binding, DeviceTensor
-from rnnrt.engines.trt import BaseDeviceEngine
+from rnnrt.engines.base import BaseDeviceEngine, Binding, DeviceTensor
 from rnnrt.errors import UnsupportedOpError, fmt
 
 _TORCH_DTYPES: dict = {}
