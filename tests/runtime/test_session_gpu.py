@@ -654,3 +654,55 @@ def test_ioset_one_upload_one_download(host_outputs):
             assert sim.copies == 1 and io.d2h[2] == 0 and "y" not in io.host
     finally:
         io.free()
+
+
+@pytest.mark.parametrize("outputs", ["host", "view", "device"])
+@pytest.mark.parametrize("feedback,graph", MODES, ids=[f"{f}-{'graph' if g else 'eager'}" for f, g in MODES])
+def test_step_slots_leaves_absent_slots_bit_identical(backend, golden, converted, feedback, graph, outputs):
+    """step(feeds, slots=...) on the device: absent slots' state bit-identical (no host round trip), the
+    listed slots equal the ORT Session under the same calls, outputs in the listed order."""
+    yaml, d = converted("b_lstm_batch_resets")  # T=8, batch 3 (fixed), auto-filled cont
+    rng = np.random.default_rng(11)
+    plan = [None, [2], [1, 0], [0, 1, 2], [2, 0, 1], [1], None, [0, 2]]
+    with backend.session(yaml, d, feedback=feedback, cuda_graph=graph, outputs=outputs) as s, \
+            rnnrt.load(yaml, backend="onnxruntime") as ref:
+        s.reset(slots=[1])
+        ref.reset(slots=[1])
+        for k, slots in enumerate(plan * 2):
+            n = 3 if slots is None else len(slots)
+            x = rng.uniform(-1, 1, (8, n, 5)).astype(np.float32)
+            before = s.state
+            if k == 9:
+                s.reset(slots=[2])
+                ref.reset(slots=[2])
+            got = s.step({"data": x}, slots=slots)["lstm1"]
+            want = ref.step({"data": x}, slots=slots)["lstm1"]
+            if outputs == "device":
+                assert hasattr(got, "__cuda_array_interface__")
+                got = backend.to_host(got)
+            assert got.shape == (8, n, 7)
+            np.testing.assert_allclose(got, want, atol=ATOL, rtol=RTOL, err_msg=f"call {k} slots {slots}")
+            after = s.state
+            absent = sorted(set(range(3)) - set(slots or range(3)))
+            for name, v in ref.state.items():
+                np.testing.assert_allclose(after[name], v, atol=ATOL, rtol=RTOL, err_msg=f"state {name} call {k}")
+                if k != 9:
+                    assert after[name][absent].tobytes() == before[name][absent].tobytes(), f"{name} call {k}"
+            if outputs == "view" and slots is None:
+                assert not got.flags.owndata, "outputs='view' returns the staging buffer itself"
+
+
+def test_input_buffers_are_the_staging(backend, golden, converted):
+    """Frames written into input_buffers() are read in place (no copy) by the graph fast path."""
+    case = golden("b_lstm_batch_resets")
+    yaml, d = converted("b_lstm_batch_resets")
+    with backend.session(yaml, d, feedback="swap", cuda_graph=True, outputs="view") as s, \
+            rnnrt.load(yaml, backend="onnxruntime") as ref:
+        bufs = s.input_buffers()
+        rng = np.random.default_rng(12)
+        for k in range(6):
+            x = rng.uniform(-1, 1, (8, 3, 5)).astype(np.float32)
+            bufs["data"][...] = x
+            got = s.step({"data": bufs["data"]})["lstm1"]
+            np.testing.assert_allclose(got, ref.step({"data": x})["lstm1"], atol=ATOL, rtol=RTOL, err_msg=f"call {k}")
+        assert s.executor.fast is not None
