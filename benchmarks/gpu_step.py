@@ -12,10 +12,17 @@ Variants:
   floor: no frame upload, no output download, no feedback.
 - ``hand graph``: what the Session does, written by hand in one torch CUDA graph: pinned H2D frame,
   engine, one arena D2D feedback copy, D2H output; ``replay()`` + sync.
+- ``engine graph + D2H``: the engine and one D2H copy of the output into pinned memory, in one torch
+  CUDA graph: the floor for a step that returns numpy outputs.
+- ``hand graph H2D+engine+D2H``: like ``hand graph`` without the arena copy (what ``swap`` runs).
 - ``engine graph + per-tensor feedback``: engine graph, then one ``cudaMemcpyAsync`` D2D per state
   tensor (4), then sync: the naive feedback.
 - ``Session eager/copy``, ``eager/swap``, ``graph/copy``, ``graph/swap``: ``session.step(numpy frame)``
   returning numpy outputs.
+- ``Session graph/swap, view out``: numpy frame in, numpy *views* of the pinned staging out
+  (``outputs="view"``: no second host copy).
+- ``Session graph/swap, view out, frame in staging``: the same with the frame already written into
+  ``Session.input_buffers()`` (no frame copy either).
 - ``Session graph/swap, DeviceArray out``: numpy frame in, a DeviceArray out (no D2H, no feedback
   copy: the graph is one H2D copy plus the engine, the closest to the engine's own graph).
 - ``Session graph/swap, device IO``: a torch CUDA frame in, a DeviceArray out.
@@ -126,6 +133,7 @@ def bench_batch(B: int, rounds: int, steps: int, warmup: int, baseline: type | N
     outs.update({n[:-1] + "T": arena_out[k] for k, n in enumerate(state_in)})
     x_pin = torch.zeros(1, B, I).pin_memory()
     y_pin = torch.zeros(shapes_out["lstm2"]).pin_memory()
+
     work: dict = {}
     side = torch.cuda.Stream()
     with torch.cuda.stream(side):
@@ -133,8 +141,16 @@ def bench_batch(B: int, rounds: int, steps: int, warmup: int, baseline: type | N
             engine.forward(ins, outs, work)
     torch.cuda.synchronize()
     g_engine, g_hand = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+    g_engine_d2h, g_hand_swap = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
     with torch.cuda.graph(g_engine):
         engine.forward(ins, outs, work)
+    with torch.cuda.graph(g_engine_d2h):
+        engine.forward(ins, outs, work)
+        y_pin.copy_(outs["lstm2"], non_blocking=True)
+    with torch.cuda.graph(g_hand_swap):
+        ins["data"].copy_(x_pin, non_blocking=True)
+        engine.forward(ins, outs, work)
+        y_pin.copy_(outs["lstm2"], non_blocking=True)
     with torch.cuda.graph(g_hand):
         ins["data"].copy_(x_pin, non_blocking=True)
         engine.forward(ins, outs, work)
@@ -153,6 +169,14 @@ def bench_batch(B: int, rounds: int, steps: int, warmup: int, baseline: type | N
         g_hand.replay()
         cur.synchronize()
 
+    def engine_d2h():
+        g_engine_d2h.replay()
+        cur.synchronize()
+
+    def hand_swap():
+        g_hand_swap.replay()
+        cur.synchronize()
+
     def per_tensor():
         g_engine.replay()
         for dst, src in pairs:
@@ -164,16 +188,26 @@ def bench_batch(B: int, rounds: int, steps: int, warmup: int, baseline: type | N
                       ("Session eager/swap", dict(feedback="swap", cuda_graph=False)),
                       ("Session graph/copy", dict(feedback="copy", cuda_graph=True)),
                       ("Session graph/swap", dict(feedback="swap", cuda_graph=True)),
+                      ("Session graph/swap, view out", dict(feedback="swap", cuda_graph=True, outputs="view")),
+                      ("Session graph/swap, view out, frame in staging",
+                       dict(feedback="swap", cuda_graph=True, outputs="view")),
                       ("Session graph/swap, DeviceArray out", dict(feedback="swap", cuda_graph=True, outputs="device")),
                       ("Session graph/swap, device IO", dict(feedback="swap", cuda_graph=True, outputs="device"))):
         sessions[label] = Session(cfg, engine, **kw)
-        if baseline is not None and kw["cuda_graph"]:
+        if baseline is not None and kw["cuda_graph"] and kw.get("outputs") != "view":
             sessions[label + " [baseline]"] = baseline(cfg, engine, **kw)
     x_dev = torch.as_tensor(frames[0], device=dev)
     torch.cuda.synchronize()
 
-    def session_step(s, device_io=False):
+    def session_step(s, device_io=False, staged=False):
         i = [0]
+        if staged:
+            feeds = {"data": s.input_buffers()["data"]}
+            feeds["data"][...] = frames[0]
+
+            def run_staged():
+                s.step(feeds)
+            return run_staged
 
         def run():
             i[0] += 1
@@ -183,10 +217,12 @@ def bench_batch(B: int, rounds: int, steps: int, warmup: int, baseline: type | N
     variants = {
         "engine graph (floor)": engine_graph,
         "hand graph (H2D+engine+arena copy+D2H)": hand_graph,
+        "engine graph + D2H": engine_d2h,
+        "hand graph H2D+engine+D2H": hand_swap,
         "engine graph + 4 per-tensor D2D copies": per_tensor,
     }
     for label, s in sessions.items():
-        variants[label] = session_step(s, device_io="device IO" in label)
+        variants[label] = session_step(s, device_io="device IO" in label, staged="frame in staging" in label)
 
     results: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(rounds):
@@ -234,7 +270,7 @@ def bench_feedback(rounds: int, steps: int, warmup: int, B: int) -> dict:
 def bench_sim(batches: list[int], rounds: int, steps: int, baseline_path: Path | None) -> None:
     """Python work per graph-mode step on the host simulation of rnnrt.cuda (graph replay emptied)."""
     import rnnrt
-    from tests.test_session_gpu import SimStandinEngine, _make_sim_cuda, _Sim
+    from tests.runtime.test_session_gpu import SimStandinEngine, _make_sim_cuda, _Sim
 
     mod = _make_sim_cuda(_Sim())
     sys.modules["rnnrt.cuda"] = mod
@@ -256,7 +292,7 @@ def bench_sim(batches: list[int], rounds: int, steps: int, baseline_path: Path |
             for s in sessions.values():
                 for k in range(4):  # eager, then capture (both parities with swap)
                     s.step({"data": frames[k]})
-                    for io in s._io_sets.values():
+                    for io in (s.executor._io_sets if hasattr(s, "executor") else s._io_sets).values():
                         for g in io.graphs.values():
                             g.ops = []
             times: dict[str, list[float]] = {label: [] for label in sessions}
@@ -279,7 +315,7 @@ def fmt_row(label: str, values: list[float]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batch", type=int, nargs="+", default=[1, 64])
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 1024])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=None, help="steps per round (default 2000; 20000 with --sim)")
     ap.add_argument("--warmup", type=int, default=200)
@@ -313,10 +349,16 @@ def main() -> None:
         lines += [fmt_row(k, v) for k, v in res.items()]
         floor = statistics.median(res["engine graph (floor)"])
         hand = statistics.median(res["hand graph (H2D+engine+arena copy+D2H)"])
+        d2h = statistics.median(res["engine graph + D2H"])
+        hand_swap = statistics.median(res["hand graph H2D+engine+D2H"])
         for k in ("Session graph/copy", "Session graph/swap", "Session graph/swap, DeviceArray out",
                   "Session graph/swap, device IO"):
             m = statistics.median(res[k])
             lines.append(f"| {k} minus engine graph / minus hand graph | {m - floor:+.1f} / {m - hand:+.1f} |")
+        for k in ("Session graph/swap", "Session graph/swap, view out", "Session graph/swap, view out, frame in staging"):
+            m = statistics.median(res[k])
+            lines.append(f"| {k}: / (engine graph + D2H) ; minus hand graph H2D+engine+D2H | {m / d2h:.3f}x ; "
+                         f"{m - hand_swap:+.1f} |")
             if k + " [baseline]" in res:
                 b = statistics.median(res[k + " [baseline]"])
                 ratios = [x / y for x, y in zip(res[k], res[k + " [baseline]"])]

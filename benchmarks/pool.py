@@ -1,27 +1,30 @@
-"""StreamPool benchmark: 256 streams through a pool of batch 256 vs one raw batch-256 ``Session.step``,
-plus a churn soak (``python benchmarks/pool.py``).
+"""StreamPool benchmark: ``pool.step`` vs one raw whole-batch ``Session.step``, plus a churn soak.
 
-Throughput: every stream has a frame every tick, so the pool packs 256 per-stream frames, runs one
-``Session.step`` and cuts 256 per-stream outputs; the raw side feeds one ready (1, 256, I) array.
-Both sides run the same model (tests/models ``lstm2_bench``: 2-layer LSTM, T=1) in two Sessions with
-the same ONNX Runtime options. Rounds alternate between the sides so that noise on a shared VM hits
-both alike (the order of the sides rotates from round to round); the table reports the median over
-rounds of each round's median step time, and the range of the per-round pool/raw ratios.
+Throughput (``--device cpu`` or ``gpu``, ``--streams 256 1024``): three sides per stream count, each with
+its own Session of batch N:
 
-Pool work alone: ``pool.step`` of the 256 streams on a stand-in Session whose ``step`` returns a
-cached result, i.e. the pool's own packing, bookkeeping and unpacking without the engine.
+- ``raw``: ``Session.step`` with one ready (1, N, 256) numpy array (the whole batch).
+- ``pool 100 %``: ``pool.step`` with N per-stream (1, 1, 256) frames (every stream has a frame, in slot
+  order): the pool packs them (straight into the Session's input buffer), runs one ``Session.step``
+  and cuts N per-stream outputs.
+- ``pool 90 %``: ``pool.step`` where a random 10 % of the streams have no frame (8 patterns, cycled):
+  ``Session.step(feeds, slots=...)`` of the other 90 %, the absent streams' state untouched.
+
+CPU: the ``lstm2_bench`` ONNX model (2-layer LSTM, input 256, hidden 512, T=1) on ONNX Runtime with a
+dynamic batch (the 90 % step runs 90 % of the rows). GPU: the same net as a Caffe model on the torch
+stand-in engine (tests/engines/standin.py), fixed batch N, CUDA graphs, swap feedback, numpy outputs
+(the 90 % step runs the whole batch and feeds back only the stepped slots). Rounds alternate the sides
+in a rotating order; the table gives the median over rounds of each round's median step time and
+the pool/raw throughput ratio (raw time / pool time) with its per-round range.
 
 Soak: ``--soak-steps`` pool steps of a small model with streams opening, closing, resetting, going
 idle, being snapshotted and restored and expiring (fake clock), checking the process RSS at the start
 and the end (after a warm-up) so that a leak per step shows.
 
-``--compare OLD_POOL_PY`` adds a third side, another ``StreamPool`` implementation on its own Session,
-in the same rounds (before/after comparisons on a noisy machine).
-
 Usage::
 
-    python benchmarks/pool.py [--threads 2] [--hidden 512 128] [--rounds 7] [--soak-steps 100000]
-    git show REV:rnnrt/runtime/pool.py > /tmp/old_pool.py && python benchmarks/pool.py --compare /tmp/old_pool.py
+    python benchmarks/pool.py [--device cpu] [--streams 256 1024] [--threads 2] [--rounds 5] [--soak-steps 0]
+    python benchmarks/pool.py --device gpu --streams 256 1024 --soak-steps 0
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ import argparse
 import contextlib
 import functools
 import gc
-import importlib.util
 import os
+import platform
 import statistics
 import sys
 import tempfile
@@ -46,7 +49,6 @@ import rnnrt  # noqa: E402
 from rnnrt.runtime.pool import StreamPool, StreamState  # noqa: E402
 from tests.models import MODELS  # noqa: E402
 
-STREAMS = 256
 
 
 def rss_mib() -> float:
@@ -60,101 +62,70 @@ def rss_mib() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class CachedSession:
-    """A Session stand-in whose step returns one cached result: ``pool.step`` on it times the pool's own work."""
-
-    def __init__(self, session: rnnrt.Session, frame: np.ndarray) -> None:
-        self.config, self.batch_size = session.config, session.batch_size
-        self._session = session
-        self._outs = {k: np.array(v) for k, v in session.step(frame).items()}
-
-    def step(self, feeds: dict) -> dict:
-        return self._outs
-
-    def reset(self, slots=None) -> None:
-        self._session.reset(slots)
-
-    def read_state(self, slots) -> dict:
-        return self._session.read_state(slots)
-
-    def write_state(self, slots, values) -> None:
-        self._session.write_state(slots, values)
-
-
-def pool_work(hidden: int, input_size: int, rounds: int, other: type | None = None, steps: int = 500) -> dict:
-    """Median µs of ``pool.step`` for 256 streams on a :class:`CachedSession` (no engine work), per pool class."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = MODELS["lstm2_bench"](batch=STREAMS, input_size=input_size, hidden=hidden).save(Path(tmp) / "m")
-        rng = np.random.default_rng(0)
-        frames = {f"s{i}": rng.uniform(-1, 1, (1, 1, input_size)).astype(np.float32) for i in range(STREAMS)}
-        x = np.concatenate(list(frames.values()), axis=1)
-        classes = {"pool": StreamPool, **({"other": other} if other is not None else {})}
-        with rnnrt.load(path, backend="onnxruntime", threads=1) as session:
-            sides = {}
-            for name, cls in classes.items():
-                pool = cls(CachedSession(session, x))
-                for sid in frames:
-                    pool.open(sid)
-                sides[name] = functools.partial(pool.step, frames)
-                _median_step(sides[name], 50)
-            medians: dict[str, list] = {name: [] for name in sides}
-            for _ in range(rounds):
-                for name, fn in sides.items():
-                    medians[name].append(_median_step(fn, steps))
-    return {name: statistics.median(m) * 1e6 for name, m in medians.items()}
-
-
 def _median_step(fn, steps: int) -> float:
     times = []
+    clock = time.perf_counter
     for _ in range(steps):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return statistics.median(times)
 
 
-def load_pool_class(path: str) -> type:
-    """The ``StreamPool`` class of another pool.py (e.g. ``git show REV:rnnrt/runtime/pool.py > old_pool.py``)."""
-    spec = importlib.util.spec_from_file_location("rnnrt_pool_compare", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module.StreamPool
+def _sessions(device: str, streams: int, tmp: Path, threads: int):
+    """A factory of Sessions of batch ``streams`` on the chosen device (same model for every side)."""
+    if device == "cpu":
+        path = MODELS["lstm2_bench"](batch="batch", input_size=256, hidden=512).save(tmp / "m")
+        return lambda: rnnrt.load(path, backend="onnxruntime", threads=threads, batch_size=streams)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from gpu_step import write_model  # noqa: E402 (GPU only: imports torch)
+
+    from rnnrt.config import load_config
+    from rnnrt.runtime.session import Session
+    from tests.engines.standin import StandinEngine
+
+    proto, weights, yaml = write_model(tmp, streams)
+    cfg = load_config(yaml)
+    engine = StandinEngine(proto, weights)
+    engine.activate()
+    return lambda: Session(cfg, engine, feedback="swap", cuda_graph=True)
 
 
-def throughput(hidden: int, input_size: int, threads: int, rounds: int, seconds: float,
-               other: type | None = None) -> dict:
-    """Median step time (µs) of each side, and the pool/raw ratio of every round.
+def throughput(device: str, streams: int, threads: int, rounds: int, seconds: float) -> dict:
+    """Median step time (µs) of each side, and per-round raw/pool ratios."""
+    rng = np.random.default_rng(0)
+    frames = {i: rng.uniform(-1, 1, (1, 1, 256)).astype(np.float32) for i in range(streams)}
+    x = np.concatenate(list(frames.values()), axis=1)
+    patterns = []
+    for k in range(8):
+        absent = set(rng.choice(streams, streams // 10, replace=False).tolist())
+        patterns.append({i: f for i, f in frames.items() if i not in absent})
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        make = _sessions(device, streams, Path(tmp), threads)
+        raw = stack.enter_context(make())
+        full, partial = StreamPool(stack.enter_context(make())), StreamPool(stack.enter_context(make()))
+        for pool in (full, partial):
+            for i in frames:
+                pool.open(i)
+        k = [0]
 
-    Sides: ``raw`` (one ready batch array), ``pool`` (this checkout's StreamPool) and, with ``other``,
-    ``other`` (another StreamPool class). Each side has its own Session; every round runs each side once,
-    in an order that rotates from round to round.
-    """
-    with tempfile.TemporaryDirectory() as tmp:
-        path = MODELS["lstm2_bench"](batch=STREAMS, input_size=input_size, hidden=hidden).save(Path(tmp) / "m")
-        rng = np.random.default_rng(0)
-        frames = {f"s{i}": rng.uniform(-1, 1, (1, 1, input_size)).astype(np.float32) for i in range(STREAMS)}
-        x = np.concatenate(list(frames.values()), axis=1)
-        classes = {"pool": StreamPool, **({"other": other} if other is not None else {})}
-        with contextlib.ExitStack() as stack:
-            raw = stack.enter_context(rnnrt.load(path, backend="onnxruntime", threads=threads))
-            sides = {"raw": lambda: raw.step(x)}
-            for name, cls in classes.items():
-                pool = cls(stack.enter_context(rnnrt.load(path, backend="onnxruntime", threads=threads)))
-                for sid in frames:
-                    pool.open(sid)
-                sides[name] = functools.partial(pool.step, frames)
-            per = _median_step(sides["raw"], 10)
-            for fn in sides.values():
-                _median_step(fn, 10)
-            steps = max(10, int(seconds / per))
-            medians: dict[str, list] = {name: [] for name in sides}
-            order = list(sides)
-            for k in range(rounds):
-                for name in order[k % len(order):] + order[:k % len(order)]:
-                    medians[name].append(_median_step(sides[name], steps))
+        def pool90():
+            k[0] += 1
+            partial.step(patterns[k[0] & 7])
+
+        sides = {"raw": lambda: raw.step(x), "pool 100 %": functools.partial(full.step, frames), "pool 90 %": pool90}
+        for fn in sides.values():
+            _median_step(fn, 10)
+        per = _median_step(sides["raw"], 10)
+        steps = max(10, int(seconds / per))
+        medians: dict[str, list] = {name: [] for name in sides}
+        order = list(sides)
+        for r in range(rounds):
+            for name in order[r % len(order):] + order[:r % len(order)]:
+                medians[name].append(_median_step(sides[name], steps))
     result = {name: statistics.median(m) * 1e6 for name, m in medians.items()}
-    result["ratios"] = [r / p for r, p in zip(medians["raw"], medians["pool"])]
+    for name in ("pool 100 %", "pool 90 %"):
+        result[name + " ratios"] = [a / b for a, b in zip(medians["raw"], medians[name])]
     result["steps"] = steps
     return result
 
@@ -209,44 +180,46 @@ def soak(steps: int, batch: int, threads: int, report_every: int) -> tuple[float
     return start_rss, end_rss, elapsed, (steps - warm) / elapsed
 
 
+def machine(device: str) -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    text = f"CPU {cpu} ({os.cpu_count()} vCPUs), Python {platform.python_version()}, numpy {np.__version__}"
+    if device == "gpu":
+        import torch
+
+        text = f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}; " + text
+    else:
+        import onnxruntime
+
+        text += f", onnxruntime {onnxruntime.__version__}"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--hidden", type=int, nargs="+", default=[512, 128], help="LSTM hidden sizes to measure.")
-    p.add_argument("--input-size", type=int, default=256)
-    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--streams", type=int, nargs="+", default=[256, 1024])
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads (CPU).")
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=0.5, help="Target time per side per round.")
-    p.add_argument("--soak-steps", type=int, default=100_000, help="0 skips the soak.")
+    p.add_argument("--soak-steps", type=int, default=0, help="0 skips the soak.")
     p.add_argument("--soak-batch", type=int, default=64)
-    p.add_argument("--compare", metavar="POOL_PY", help="Also measure the StreamPool of this file in the same rounds "
-                   "(e.g. an older rnnrt/runtime/pool.py from git show).")
     args = p.parse_args(argv)
 
-    other = load_pool_class(args.compare) if args.compare else None
+    print(f"machine: {machine(args.device)}", flush=True)
     rows = []
-    for hidden in args.hidden:
-        res = throughput(hidden, args.input_size, args.threads, args.rounds, args.seconds, other)
-        rows.append((hidden, res))
-        line = (f"hidden {hidden}: raw Session.step {res['raw']:9.1f} us  pool.step {res['pool']:9.1f} us  "
-                f"pool throughput {res['raw'] / res['pool']:.3f} x raw (rounds {min(res['ratios']):.3f}"
-                f"..{max(res['ratios']):.3f})")
-        if other is not None:
-            line += f"  compared pool.step {res['other']:9.1f} us ({res['raw'] / res['other']:.3f} x raw)"
-        print(line, flush=True)
-    work = pool_work(args.hidden[0], args.input_size, args.rounds, other)
-    print(f"pool work alone (Session returning cached outputs): pool.step {work['pool']:.1f} us"
-          + (f", compared pool.step {work['other']:.1f} us" if other is not None else ""), flush=True)
+    for streams in args.streams:
+        res = throughput(args.device, streams, args.threads, args.rounds, args.seconds)
+        rows.append((streams, res))
+        print(f"{streams} streams: raw {res['raw']:.0f} us, pool 100 % {res['pool 100 %']:.0f} us, "
+              f"pool 90 % {res['pool 90 %']:.0f} us", flush=True)
     print()
-    extra = " | compared pool µs | compared vs raw" if other is not None else ""
-    print(f"| model (2-layer LSTM, input {args.input_size}, T=1) | threads | raw batch-{STREAMS} `Session.step` µs "
-          f"| `pool.step` of {STREAMS} streams µs | pool throughput vs raw | per-round range{extra} | steps × rounds |")
-    print("|---|---|---|---|---|---|" + ("---|---|" if other is not None else "") + "---|")
-    for hidden, res in rows:
-        r_us, p_us = res["raw"], res["pool"]
-        cells = [f"hidden {hidden}", str(args.threads), f"{r_us:.0f}", f"{p_us:.0f}",
-                 f"{r_us / p_us:.3f}× ({p_us - r_us:+.0f} µs/step)", f"{min(res['ratios']):.3f}–{max(res['ratios']):.3f}"]
-        if other is not None:
-            cells += [f"{res['other']:.0f}", f"{r_us / res['other']:.3f}× ({res['other'] - r_us:+.0f} µs/step)"]
+    print(f"| streams | raw `Session.step` µs | `pool.step` 100 % µs | vs raw | `pool.step` 90 % µs | vs raw | steps × rounds |")
+    print("|---|---|---|---|---|---|---|")
+    for streams, res in rows:
+        cells = [str(streams), f"{res['raw']:.0f}"]
+        for name in ("pool 100 %", "pool 90 %"):
+            r = res[name + " ratios"]
+            cells += [f"{res[name]:.0f}", f"**{res['raw'] / res[name]:.2f}×** ({min(r):.2f}–{max(r):.2f})"]
         cells.append(f"{res['steps']} × {args.rounds}")
         print("| " + " | ".join(cells) + " |")
 

@@ -45,6 +45,7 @@ __all__ = [
     "live_allocations",
     "mem_get_info",
     "memcpy2d_async",
+    "memcpy_batch_async",
     "memcpy_async",
     "memset2d_async",
     "memset_async",
@@ -280,6 +281,42 @@ def memcpy2d_async(dst: int, dpitch: int, src: int, spitch: int, width: int, hei
             return
         _check(rt.cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, rt.cudaMemcpyKind(_KIND[kind]),
                                     _handle(stream)), f"cudaMemcpy2DAsync({kind}, {height} x {width} bytes)")
+
+
+_BATCH_ATTRS: list = []
+
+
+def memcpy_batch_async(dsts: list[int], srcs: list[int], sizes: list[int], stream: Any) -> None:
+    """Many independent copies in one call (``cudaMemcpyBatchAsync``, CUDA 12.8+), in stream order.
+
+    Falls back to one ``cudaMemcpyAsync`` per copy where the runtime lacks the batch call. The copies
+    must not overlap one another.
+    """
+    count = len(sizes)
+    if not count:
+        return
+    rt = _rt()
+    if count == 1:
+        _check(rt.cudaMemcpyAsync(dsts[0], srcs[0], sizes[0], rt.cudaMemcpyKind.cudaMemcpyDefault, _handle(stream)),
+               "cudaMemcpyAsync")
+        return
+    batch = getattr(rt, "cudaMemcpyBatchAsync", None)
+    if batch is not None and _BATCH_ATTRS != [None]:
+        if not _BATCH_ATTRS:
+            attrs = rt.cudaMemcpyAttributes()
+            attrs.srcAccessOrder = rt.cudaMemcpySrcAccessOrder.cudaMemcpySrcAccessOrderStream
+            _BATCH_ATTRS.append(attrs)
+        err = batch(dsts, srcs, sizes, count, _BATCH_ATTRS, [0], 1, _handle(stream))[0]
+        if int(err) == 0:
+            return
+        if int(err) not in (int(rt.cudaError_t.cudaErrorNotSupported), int(rt.cudaError_t.cudaErrorInvalidValue)):
+            _check((err,), f"cudaMemcpyBatchAsync({count} copies)")
+        rt.cudaGetLastError()
+        _BATCH_ATTRS[:] = [None]  # not supported here: copy one by one from now on
+    kind = rt.cudaMemcpyKind.cudaMemcpyDefault
+    handle = _handle(stream)
+    for dst, src, n in zip(dsts, srcs, sizes):
+        _check(rt.cudaMemcpyAsync(dst, src, n, kind, handle), "cudaMemcpyAsync")
 
 
 def raw_launcher(graph: "GraphExec", stream: "Stream") -> Any:

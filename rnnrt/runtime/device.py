@@ -54,13 +54,52 @@ def _row_runs(dst_idx: np.ndarray, src_idx: np.ndarray) -> list[tuple[int, int, 
     return out
 
 
+class RowCopies:
+    """Collects row copies between tensors and issues them together (one batch call when many).
+
+    Per run of consecutive rows, a tensor with dims before its batch axis needs one strip per outer
+    index; all strips of every tensor go out in one ``cudaMemcpyBatchAsync`` (or one 2-D copy when
+    there is a single run).
+    """
+
+    __slots__ = ("dsts", "srcs", "sizes", "two_d")
+
+    def __init__(self) -> None:
+        self.dsts: list[int] = []
+        self.srcs: list[int] = []
+        self.sizes: list[int] = []
+        self.two_d: list[tuple] = []
+
+    def add(self, dst: int, dst_rows: Rows, dst_idx: np.ndarray, src: int, src_rows: Rows,
+            src_idx: np.ndarray) -> None:
+        """Rows ``src_idx`` of the tensor at ``src`` go to rows ``dst_idx`` of the tensor at ``dst``."""
+        outer, inner, dpitch = dst_rows.geometry()
+        _, _, spitch = src_rows.geometry()
+        spans = _row_runs(dst_idx, src_idx)
+        if len(spans) == 1 and outer > 1:
+            d, s, n = spans[0]
+            self.two_d.append((dst + d * inner, dpitch, src + s * inner, spitch, n * inner, outer))
+            return
+        for d, s, n in spans:
+            for o in range(outer):
+                self.dsts.append(dst + o * dpitch + d * inner)
+                self.srcs.append(src + o * spitch + s * inner)
+                self.sizes.append(n * inner)
+
+    def flush(self, cuda: Any, stream: Any) -> None:
+        for args in self.two_d:
+            cuda.memcpy2d_async(*args, "d2d", stream)
+        if self.sizes:
+            cuda.memcpy_batch_async(self.dsts, self.srcs, self.sizes, stream)
+        self.dsts, self.srcs, self.sizes, self.two_d = [], [], [], []
+
+
 def copy_rows(cuda: Any, dst: int, dst_rows: Rows, dst_idx: np.ndarray, src: int, src_rows: Rows,
               src_idx: np.ndarray, kind: str, stream: Any) -> None:
-    """Copies rows ``src_idx`` of one tensor into rows ``dst_idx`` of another: one 2-D copy per run."""
-    outer, inner, dpitch = dst_rows.geometry()
-    _, _, spitch = src_rows.geometry()
-    for d, s, n in _row_runs(dst_idx, src_idx):
-        cuda.memcpy2d_async(dst + d * inner, dpitch, src + s * inner, spitch, n * inner, outer, kind, stream)
+    """Copies rows ``src_idx`` of one tensor into rows ``dst_idx`` of another (see :class:`RowCopies`)."""
+    copies = RowCopies()
+    copies.add(dst, dst_rows, dst_idx, src, src_rows, src_idx)
+    copies.flush(cuda, stream)
 
 
 class DeviceArena:
@@ -101,9 +140,11 @@ class DeviceArena:
 
     def copy_rows_from(self, other: "DeviceArena", rows: Mapping[str, Rows], slots: np.ndarray) -> None:
         idx = np.unique(slots)
+        copies = RowCopies()
         for name, (off, _, _) in self.layout.items():
             r = rows[name]
-            copy_rows(self._cuda, self.buffer.ptr + off, r, idx, other.buffer.ptr + off, r, idx, "d2d", self.stream)
+            copies.add(self.buffer.ptr + off, r, idx, other.buffer.ptr + off, r, idx)
+        copies.flush(self._cuda, self.stream)
 
     def _download(self) -> dict[str, np.ndarray]:
         if self._mirror is None:
@@ -275,7 +316,6 @@ class DeviceExecutor:
         self._mode = session.outputs
         self._swap = session.feedback == "swap" and bool(b.state_rows)
         self._check_finite = session.check_finite
-        self._session_in = lambda: session.in_arena
         self.fast: Any = None
         self.closed = False
         self._pending: Optional[StepHandle] = None
@@ -367,22 +407,28 @@ class DeviceExecutor:
                 stream.destroy()
 
     # The fast path.
-    def _fast_step(self, frame: Any) -> Any:
+    def _fast_step(self, frame: Any, k: int) -> Any:
         """Stages ``frame``, launches the graph through the plan and waits; None, having done nothing,
         when the frame does not match the plan exactly or a step is pending (the full path then runs)."""
-        plan = self._fast_launch(frame)
+        plan = self._fast_launch(frame, k)
         if plan is None:
             return None
         err = self._sync()[0]
         if err:
             self._cuda.raise_status(err, "cudaStreamSynchronize")
-        return self._plan_outputs(plan)
+        mode = plan.mode
+        if mode == "view":
+            return dict(plan.outputs)
+        if mode == "host":
+            return {name: view.copy() for name, view in plan.outputs}
+        wrap = self._cuda.DeviceArray.wrap
+        return {o[0]: wrap(*o[1:]) for o in plan.outputs}
 
-    def _fast_launch(self, frame: Any) -> Optional[FastPlan]:
+    def _fast_launch(self, frame: Any, k: int) -> Optional[FastPlan]:
         plan = self._plan
         if self._pending is not None or plan is None:
             return None
-        launch = plan.launch[self._session_in()]
+        launch = plan.launch[k]
         if launch is None:
             return None
         if type(frame) is dict:
@@ -429,11 +475,11 @@ class DeviceExecutor:
                                  "Call wait() on the previous handle first."))
         if slots is None and out is None and starts is None:
             if wait:
-                result = self._fast_step(frame)
+                result = self._fast_step(frame, k)
                 if result is not None:
                     return result, fuse_copy
             else:
-                plan = self._fast_launch(frame)
+                plan = self._fast_launch(frame, k)
                 if plan is not None:
                     handle = StepHandle(self, lambda: self._plan_outputs(plan), None)
                     self._pending = handle

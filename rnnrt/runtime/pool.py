@@ -52,7 +52,7 @@ from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Optiona
 
 import numpy as np
 
-from rnnrt.errors import BindingError, ConfigError, StateError, fmt
+from rnnrt.errors import BindingError, ConfigError, RnnrtError, StateError, fmt
 from rnnrt.runtime.bindings import BATCH, InputSpec, check_host
 from rnnrt.runtime.snapshot import StreamState, model_digest
 
@@ -103,7 +103,8 @@ class _Plan:
     def __init__(self, gen: int, keys: tuple, slots: list) -> None:
         self.gen = gen
         self.keys = keys
-        self.slots = np.asarray(slots, dtype=np.intp)
+        self.slots = np.array(slots, dtype=np.intp)
+        self.slots.flags.writeable = False  # the Session may then skip re-checking it (same object)
         # Where the rows go after the step: a slice when frame order is slot order from 0.
         n = len(slots)
         self.dest: Any = slice(0, n) if slots == list(range(n)) else self.slots
@@ -222,6 +223,7 @@ class StreamPool:
         self._last_used = np.zeros(self.capacity, dtype=np.float64)
         self._gen = 0                       # bumped whenever the set of open streams changes
         self._plan: Optional[_Plan] = None  # the last step's plan
+        self._staging_buffers: Optional[dict] = None
 
     # Streams.
     def open(self, stream_id: Hashable) -> int:
@@ -538,8 +540,10 @@ class StreamPool:
         """The Session feeds for this step: each input's frames concatenated along its batch axis."""
         single = self._single_input
         if self._bare_only:
-            # Fast path: every frame is a bare array of the single user input.
-            packed = self._bulk(single, values)
+            # Fast path: every frame is a bare array of the single user input. Every slot in slot
+            # order: packed straight into the Session's input buffer (its pinned staging on a GPU).
+            full = len(values) == self.capacity and type(plan.dest) is slice
+            packed = self._bulk(single, values, self._staging(single.name) if full else None)
             if packed is not None:
                 return {single.name: packed}
         # Each frame as a mapping; a bare array stands for the single user input.
@@ -605,7 +609,18 @@ class StreamPool:
                 text = f"Stream {stream_id!r} input {inp.name!r}" + text[len(subject):]
             raise BindingError(text) from err
 
-    def _bulk(self, inp: _Input, parts: list) -> Optional[np.ndarray]:
+    def _staging(self, name: str) -> Optional[np.ndarray]:
+        """The Session's input buffer of ``name`` for a whole-batch frame (None if it has none)."""
+        staging = self._staging_buffers
+        if staging is None:
+            try:
+                staging = self.session.input_buffers()
+            except (AttributeError, RnnrtError):
+                staging = {}
+            self._staging_buffers = staging
+        return staging.get(name)
+
+    def _bulk(self, inp: _Input, parts: list, into: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
         """Packs the frames in one go when each is an array of the input's dtype and a valid shape, else None.
 
         No check per frame: the first frame's shape is a valid frame (batch dim 1); every frame has its
@@ -627,9 +642,12 @@ class StreamPool:
             return None
         axis = inp.axis
         key = first[:axis] + (len(parts),) + first[axis + 1:]
-        buf = inp.buffers.get(key)
-        if buf is None:
-            buf = inp.buffers[key] = np.empty(key, dtype=inp.spec.dtype)
+        if into is not None and into.shape == key and into.dtype == inp.spec.dtype:
+            buf = into
+        else:
+            buf = inp.buffers.get(key)
+            if buf is None:
+                buf = inp.buffers[key] = np.empty(key, dtype=inp.spec.dtype)
         try:
             np.concatenate(parts, axis=axis, out=buf, casting="no")
         except (TypeError, ValueError):

@@ -105,7 +105,7 @@ class Executor(Protocol):
     """Runs steps for a Session over one kind of memory (see the module doc)."""
 
     fast: Any
-    """A callable ``fast(frame) -> outputs | None`` for a repeated frame layout, or None."""
+    """A callable ``fast(frame, in_arena) -> outputs | None`` for a repeated frame layout, or None."""
 
     def make_arena(self, layout: list[tuple[str, tuple, np.dtype]]) -> Arena: ...
 
@@ -377,6 +377,7 @@ class Session:
         self._marks = np.ones(self.batch_size, dtype=bool)
         self._any_marks = True
         self._all_slots = np.arange(self.batch_size, dtype=np.intp)
+        self._last_slots: tuple = (None, None)
         self._closed = False
 
     def _check_engine(self, cfg: ModelConfig) -> None:
@@ -434,7 +435,7 @@ class Session:
         """
         fast = self._executor.fast
         if fast is not None and slots is None and out is None and not self._any_marks:
-            result = fast(frame)
+            result = fast(frame, self._in)
             if result is not None:
                 if self._swap:
                     self._in ^= 1
@@ -473,11 +474,21 @@ class Session:
         if slots is None:
             rows, n = None, B
         else:
-            rows = slot_array(slots, B, "Session.step", unique=True)
+            last = self._last_slots
+            if slots is last[0]:
+                rows = last[1]  # the same read-only array as last time (a StreamPool's plan): checked then
+            else:
+                rows = slot_array(slots, B, "Session.step", unique=True)
+                if n_full := (len(rows) == B and rows[0] == 0 and rows[-1] == B - 1):
+                    n_full = B < 3 or np.array_equal(rows, self._all_slots)
+                if n_full:
+                    rows = self._all_slots
+                if isinstance(slots, np.ndarray) and not slots.flags.writeable and slots.base is None:
+                    self._last_slots = (slots, rows)
             n = len(rows)
             if n == 0:
                 return {} if wait else StepHandle({})
-            if n == B and rows[0] == 0 and rows[-1] == B - 1 and (n < 3 or np.array_equal(rows, self._all_slots)):
+            if rows is self._all_slots:
                 rows = None
         if out is not None and not isinstance(out, Mapping):
             raise BindingError(fmt("Session.step", f"out= got a {type(out).__name__}",

@@ -189,6 +189,12 @@ def _make_sim_cuda(sim: _Sim) -> types.ModuleType:
     mod.DeviceBuffer, mod.PinnedBuffer, mod.Stream, mod.Event = DeviceBuffer, PinnedBuffer, Stream, Event
     mod.memcpy_async, mod.memset_async, mod.memset2d_async, mod.capture = memcpy_async, memset_async, memset2d_async, capture
     mod.memcpy2d_async = memcpy2d_async
+
+    def memcpy_batch_async(dsts, srcs, sizes, stream):
+        for dst, src, n in zip(dsts, srcs, sizes):
+            memcpy_async(dst, src, n, "d2d", stream)
+
+    mod.memcpy_batch_async = memcpy_batch_async
     mod.GraphExec, mod.run = GraphExec, run
 
     def raw_launcher(graph, stream):
