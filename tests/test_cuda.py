@@ -152,3 +152,35 @@ def test_cupy_arrays_are_device_arrays():
     a = cuda.foreign_array(x, "x")
     assert (a.ptr, a.shape, a.dtype, a.contiguous) == (x.data.ptr, (10,), np.float32, True)
     assert not cuda.foreign_array(x[::2], "x").contiguous
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_2d_and_batched_copies():
+    """memcpy2d_async moves a strided block; memcpy_batch_async many scattered rows in one call."""
+    stream = cuda.Stream()
+    rows, width = 64, 256
+    src, dst = cuda.DeviceBuffer(rows * width), cuda.DeviceBuffer(rows * width)
+    host = cuda.PinnedBuffer(rows * width)
+    try:
+        data = np.arange(rows * width, dtype=np.uint32).astype(np.uint8).reshape(rows, width)
+        host.view(np.uint8, (rows, width))[...] = data
+        cuda.memcpy_async(src.ptr, host.ptr, rows * width, "h2d", stream)
+        cuda.memset_async(dst.ptr, 0, rows * width, stream)
+        # Rows 2..9, bytes 16..47 of each, into rows 0..7 of dst at byte 100.
+        cuda.memcpy2d_async(dst.ptr + 100, width, src.ptr + 2 * width + 16, width, 32, 8, "d2d", stream)
+        picked = [1, 5, 6, 7, 30, 63]
+        cuda.memcpy_batch_async([dst.ptr + (40 + i) * width for i in range(len(picked))],
+                                [src.ptr + r * width for r in picked], [width] * len(picked), stream)
+        cuda.memcpy_async(host.ptr, dst.ptr, rows * width, "d2h", stream)
+        stream.synchronize()
+        got = host.view(np.uint8, (rows, width))
+        want = np.zeros_like(data)
+        want[0:8, 100:132] = data[2:10, 16:48]
+        want[40:40 + len(picked)] = data[picked]
+        np.testing.assert_array_equal(got, want)
+    finally:
+        src.free()
+        dst.free()
+        host.free()
+        stream.destroy()

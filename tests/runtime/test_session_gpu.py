@@ -712,3 +712,34 @@ def test_input_buffers_are_the_staging(backend, golden, converted):
             got = s.step({"data": bufs["data"]})["lstm1"]
             np.testing.assert_allclose(got, ref.step({"data": x})["lstm1"], atol=ATOL, rtol=RTOL, err_msg=f"call {k}")
         assert s.executor.fast is not None
+
+
+def test_pool_on_device_session_matches_host_pool(backend, golden, converted):
+    """A StreamPool over a device Session (graph/swap) with idle streams equals one over the ORT Session
+    fed the same ticks; idle streams' state is bit-identical across the ticks they miss."""
+    from rnnrt.runtime.pool import StreamPool
+
+    yaml, d = converted("b_lstm_batch_resets")  # batch 3 (fixed): three slots
+    rng = np.random.default_rng(13)
+    ticks = [["a", "b", "c"], ["c", "a"], ["b"], ["a", "b", "c"], ["b", "c", "a"], [], ["c"], ["a", "b", "c"]]
+    with backend.session(yaml, d, feedback="swap", cuda_graph=True) as s, \
+            rnnrt.load(yaml, backend="onnxruntime") as ref:
+        pool, ref_pool = StreamPool(s), StreamPool(ref)
+        for p in (pool, ref_pool):
+            for sid in "abc":
+                p.open(sid)
+        for k, ids in enumerate(ticks):
+            if k == 4:
+                pool.reset("b")
+                ref_pool.reset("b")
+            frames = {sid: rng.uniform(-1, 1, (8, 1, 5)).astype(np.float32) for sid in ids}
+            idle = {sid: pool.snapshot(sid) for sid in "abc" if sid not in ids}
+            got, want = pool.step(frames), ref_pool.step(frames)
+            assert list(got) == ids
+            for sid in ids:
+                np.testing.assert_allclose(got[sid]["lstm1"], want[sid]["lstm1"], atol=ATOL, rtol=RTOL,
+                                           err_msg=f"tick {k} stream {sid}")
+            for sid, before in idle.items():
+                after = pool.snapshot(sid)
+                for n, v in before.tensors.items():
+                    assert after.tensors[n].tobytes() == v.tobytes(), f"tick {k}: idle stream {sid} {n} changed"
