@@ -91,7 +91,8 @@ def _sessions(device: str, streams: int, tmp: Path, threads: int):
     return lambda: Session(cfg, engine, feedback="swap", cuda_graph=True)
 
 
-def throughput(device: str, streams: int, threads: int, rounds: int, seconds: float) -> dict:
+def throughput(device: str, streams: int, threads: int, rounds: int, seconds: float,
+               copy_modes: tuple = ()) -> dict:
     """Median step time (µs) of each side, and per-round raw/pool ratios."""
     rng = np.random.default_rng(0)
     frames = {i: rng.uniform(-1, 1, (1, 1, 256)).astype(np.float32) for i in range(streams)}
@@ -109,11 +110,25 @@ def throughput(device: str, streams: int, threads: int, rounds: int, seconds: fl
                 pool.open(i)
         k = [0]
 
-        def pool90():
-            k[0] += 1
-            partial.step(patterns[k[0] & 7])
+        def stepper(pool):
+            def pool90():
+                k[0] += 1
+                pool.step(patterns[k[0] & 7])
+            return pool90
 
-        sides = {"raw": lambda: raw.step(x), "pool 100 %": functools.partial(full.step, frames), "pool 90 %": pool90}
+        sides = {"raw": lambda: raw.step(x), "pool 100 %": functools.partial(full.step, frames),
+                 "pool 90 %": stepper(partial)}
+        executor = getattr(partial.session, "executor", None)
+        print(f"  {streams} streams: many-row copies via {getattr(executor, 'copy_path', 'host')!r}", flush=True)
+        for mode in copy_modes:  # the same with the row copies forced to one path
+            os.environ["RNNRT_BATCH_COPY"] = mode
+            try:
+                other = StreamPool(stack.enter_context(make()))
+            finally:
+                del os.environ["RNNRT_BATCH_COPY"]
+            for i in frames:
+                other.open(i)
+            sides[f"pool 90 % [{mode}]"] = stepper(other)
         for fn in sides.values():
             _median_step(fn, 10)
         per = _median_step(sides["raw"], 10)
@@ -124,7 +139,7 @@ def throughput(device: str, streams: int, threads: int, rounds: int, seconds: fl
             for name in order[r % len(order):] + order[:r % len(order)]:
                 medians[name].append(_median_step(sides[name], steps))
     result = {name: statistics.median(m) * 1e6 for name, m in medians.items()}
-    for name in ("pool 100 %", "pool 90 %"):
+    for name in sides:
         result[name + " ratios"] = [a / b for a, b in zip(medians["raw"], medians[name])]
     result["steps"] = steps
     return result
@@ -202,16 +217,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=0.5, help="Target time per side per round.")
     p.add_argument("--soak-steps", type=int, default=0, help="0 skips the soak.")
+    p.add_argument("--copy-modes", nargs="*", default=[], choices=["kernel", "batch", "loop"],
+                   help="GPU: also time the 90 %% step with the row copies forced to these paths.")
     p.add_argument("--soak-batch", type=int, default=64)
     args = p.parse_args(argv)
 
     print(f"machine: {machine(args.device)}", flush=True)
     rows = []
     for streams in args.streams:
-        res = throughput(args.device, streams, args.threads, args.rounds, args.seconds)
+        res = throughput(args.device, streams, args.threads, args.rounds, args.seconds, tuple(args.copy_modes))
         rows.append((streams, res))
-        print(f"{streams} streams: raw {res['raw']:.0f} us, pool 100 % {res['pool 100 %']:.0f} us, "
-              f"pool 90 % {res['pool 90 %']:.0f} us", flush=True)
+        print(f"{streams} streams: " + ", ".join(f"{k} {v:.0f} us" for k, v in res.items()
+                                                  if isinstance(v, float)), flush=True)
     print()
     print(f"| streams | raw `Session.step` µs | `pool.step` 100 % µs | vs raw | `pool.step` 90 % µs | vs raw | steps × rounds |")
     print("|---|---|---|---|---|---|---|")
@@ -222,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
             cells += [f"{res[name]:.0f}", f"**{res['raw'] / res[name]:.2f}×** ({min(r):.2f}–{max(r):.2f})"]
         cells.append(f"{res['steps']} × {args.rounds}")
         print("| " + " | ".join(cells) + " |")
+    for streams, res in rows:
+        for mode in args.copy_modes:
+            name = f"pool 90 % [{mode}]"
+            r = res[name + " ratios"]
+            print(f"{streams} streams, {name}: {res[name]:.0f} us, {res['raw'] / res[name]:.2f}x raw "
+                  f"({min(r):.2f}-{max(r):.2f})")
 
     if args.soak_steps:
         print()

@@ -46,6 +46,7 @@ __all__ = [
     "mem_get_info",
     "memcpy2d_async",
     "memcpy_batch_async",
+    "BatchCopier",
     "memcpy_async",
     "memset2d_async",
     "memset_async",
@@ -284,6 +285,130 @@ def memcpy2d_async(dst: int, dpitch: int, src: int, spitch: int, width: int, hei
 
 
 _BATCH_ATTRS: list = []
+
+# One kernel launch for many small copies: each block takes copies from a (dst, src, nbytes) table.
+_COPY_KERNEL = r"""
+extern "C" __global__ void rnnrt_batch_copy(const long long* table, int count) {
+    for (int i = blockIdx.x; i < count; i += gridDim.x) {
+        char* dst = (char*)table[3 * i];
+        const char* src = (const char*)table[3 * i + 1];
+        long long n = table[3 * i + 2];
+        if ((((unsigned long long)dst | (unsigned long long)src | (unsigned long long)n) & 15ULL) == 0) {
+            int4* d = (int4*)dst;
+            const int4* s = (const int4*)src;
+            long long m = n >> 4;
+            for (long long j = threadIdx.x; j < m; j += blockDim.x) d[j] = s[j];
+        } else {
+            for (long long j = threadIdx.x; j < n; j += blockDim.x) dst[j] = src[j];
+        }
+    }
+}
+"""
+_KERNEL: dict = {}  # device ordinal -> CUfunction, or None when it cannot be built here
+
+
+def _copy_kernel() -> Any:
+    """The batch-copy kernel for the current device, compiled once with NVRTC; None if unavailable."""
+    dev = current_device()
+    if dev in _KERNEL:
+        return _KERNEL[dev]
+    func = None
+    try:
+        from cuda.bindings import driver, nvrtc
+
+        rt = _rt()
+        major = int(_check(rt.cudaDeviceGetAttribute(rt.cudaDeviceAttr.cudaDevAttrComputeCapabilityMajor, dev), "attr"))
+        minor = int(_check(rt.cudaDeviceGetAttribute(rt.cudaDeviceAttr.cudaDevAttrComputeCapabilityMinor, dev), "attr"))
+        err, prog = nvrtc.nvrtcCreateProgram(_COPY_KERNEL.encode(), b"rnnrt_batch_copy.cu", 0, [], [])
+        if int(err) != 0:
+            raise RuntimeError(f"nvrtcCreateProgram: {err}")
+        try:
+            (err,) = nvrtc.nvrtcCompileProgram(prog, 1, [f"-arch=sm_{major}{minor}".encode()])
+            if int(err) != 0:
+                raise RuntimeError(f"nvrtcCompileProgram: {err}")
+            err, size = nvrtc.nvrtcGetCUBINSize(prog)
+            cubin = b" " * size
+            (err,) = nvrtc.nvrtcGetCUBIN(prog, cubin)
+            if int(err) != 0:
+                raise RuntimeError(f"nvrtcGetCUBIN: {err}")
+        finally:
+            nvrtc.nvrtcDestroyProgram(prog)
+        err, module = driver.cuModuleLoadData(cubin)
+        if int(err) != 0:
+            raise RuntimeError(f"cuModuleLoadData: {err}")
+        err, func = driver.cuModuleGetFunction(module, b"rnnrt_batch_copy")
+        if int(err) != 0:
+            raise RuntimeError(f"cuModuleGetFunction: {err}")
+    except Exception as err:  # noqa: BLE001 - any failure means: copy another way
+        import logging
+
+        logging.getLogger("rnnrt").info(f"rnnrt.cuda | No batch-copy kernel ({type(err).__name__}: {err}); "
+                                        "using cudaMemcpyBatchAsync or single copies.")
+        func = None
+    _KERNEL[dev] = func
+    return func
+
+
+class BatchCopier:
+    """Many small device copies per call through one kernel launch (NVRTC), a batch call, or a loop.
+
+    The (dst, src, nbytes) table goes through a pinned buffer and one H2D copy, then one launch of
+    ``rnnrt_batch_copy``. Where NVRTC or the driver module API is missing it falls back to
+    :func:`memcpy_batch_async`. ``mode`` (or the environment variable ``RNNRT_BATCH_COPY``) forces
+    ``"kernel"``, ``"batch"`` or ``"loop"``; the default ``"auto"`` takes the first that works.
+    """
+
+    def __init__(self, mode: Optional[str] = None) -> None:
+        import os
+
+        self.mode = mode or os.environ.get("RNNRT_BATCH_COPY", "auto")
+        self._func: Any = None
+        if self.mode in ("auto", "kernel"):
+            self._func = _copy_kernel()
+        self._pinned: Optional[PinnedBuffer] = None
+        self._device: Optional[DeviceBuffer] = None
+        self._event: Optional[Event] = None
+        self.path = "kernel" if self._func is not None else ("loop" if self.mode == "loop" else "batch")
+
+    def copy(self, dsts: np.ndarray, srcs: np.ndarray, sizes: np.ndarray, stream: Any) -> None:
+        count = len(sizes)
+        if not count:
+            return
+        if self._func is None or count == 1:
+            if self.path == "loop":
+                rt = _rt()
+                for dst, src, n in zip(dsts.tolist(), srcs.tolist(), sizes.tolist()):
+                    _check(rt.cudaMemcpyAsync(dst, src, n, rt.cudaMemcpyKind.cudaMemcpyDefault, _handle(stream)),
+                           "cudaMemcpyAsync")
+                return
+            memcpy_batch_async(dsts.tolist(), srcs.tolist(), sizes.tolist(), stream)
+            return
+        need = 24 * count
+        if self._pinned is None or self._pinned.nbytes < need:
+            self.free()
+            cap = max(need, 24 * 1024)
+            self._pinned, self._device, self._event = PinnedBuffer(cap), DeviceBuffer(cap), Event()
+        else:
+            self._event.synchronize()  # the previous table has been uploaded
+        table = self._pinned.view(np.int64, (count, 3))
+        table[:, 0] = dsts
+        table[:, 1] = srcs
+        table[:, 2] = sizes
+        handle = _handle(stream)
+        memcpy_async(self._device.ptr, self._pinned.ptr, need, "h2d", handle)
+        self._event.record(handle)
+        from cuda.bindings import driver
+
+        err = driver.cuLaunchKernel(self._func, min(count, 65535), 1, 1, 128, 1, 1, 0, handle,
+                                    ((self._device.ptr, count), (ctypes.c_void_p, ctypes.c_int)), 0)[0]
+        if int(err) != 0:
+            raise CudaError(fmt("CUDA cuLaunchKernel(rnnrt_batch_copy)", f"Failed with {err}"), str(err))
+
+    def free(self) -> None:
+        for buf in (self._pinned, self._device, self._event):
+            if buf is not None:
+                buf.free() if not isinstance(buf, Event) else buf.destroy()
+        self._pinned = self._device = self._event = None
 
 
 def memcpy_batch_async(dsts: list[int], srcs: list[int], sizes: list[int], stream: Any) -> None:

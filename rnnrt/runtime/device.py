@@ -40,34 +40,21 @@ G_LOGGER = logging.getLogger("rnnrt")
 __all__ = ["DeviceArena", "DeviceExecutor", "FastPlan", "IOSet", "StepHandle"]
 
 
-def _row_runs(dst_idx: np.ndarray, src_idx: np.ndarray) -> list[tuple[int, int, int]]:
-    """``(dst_start, src_start, length)`` runs where both index lists step by one."""
-    out: list[tuple[int, int, int]] = []
-    d_prev = s_prev = None
-    for d, s in zip(dst_idx.tolist(), src_idx.tolist()):
-        if d_prev is not None and d == d_prev + 1 and s == s_prev + 1:
-            a, b, n = out[-1]
-            out[-1] = (a, b, n + 1)
-        else:
-            out.append((d, s, 1))
-        d_prev, s_prev = d, s
-    return out
-
-
 class RowCopies:
-    """Collects row copies between tensors and issues them together (one batch call when many).
+    """Collects row copies between tensors and issues them together.
 
     Per run of consecutive rows, a tensor with dims before its batch axis needs one strip per outer
-    index; all strips of every tensor go out in one ``cudaMemcpyBatchAsync`` (or one 2-D copy when
-    there is a single run).
+    index. A single run of a 2-D block is one ``cudaMemcpy2DAsync``; everything else goes out as one
+    batch (:class:`rnnrt.cuda.BatchCopier`: one kernel launch, else one ``cudaMemcpyBatchAsync``).
+    Runs are found with numpy (no Python loop per slot).
     """
 
     __slots__ = ("dsts", "srcs", "sizes", "two_d")
 
     def __init__(self) -> None:
-        self.dsts: list[int] = []
-        self.srcs: list[int] = []
-        self.sizes: list[int] = []
+        self.dsts: list[np.ndarray] = []
+        self.srcs: list[np.ndarray] = []
+        self.sizes: list[np.ndarray] = []
         self.two_d: list[tuple] = []
 
     def add(self, dst: int, dst_rows: Rows, dst_idx: np.ndarray, src: int, src_rows: Rows,
@@ -75,31 +62,29 @@ class RowCopies:
         """Rows ``src_idx`` of the tensor at ``src`` go to rows ``dst_idx`` of the tensor at ``dst``."""
         outer, inner, dpitch = dst_rows.geometry()
         _, _, spitch = src_rows.geometry()
-        spans = _row_runs(dst_idx, src_idx)
-        if len(spans) == 1 and outer > 1:
-            d, s, n = spans[0]
-            self.two_d.append((dst + d * inner, dpitch, src + s * inner, spitch, n * inner, outer))
+        dst_idx = np.asarray(dst_idx, dtype=np.int64)
+        src_idx = np.asarray(src_idx, dtype=np.int64)
+        if not len(dst_idx) or not inner or not outer:
             return
-        for d, s, n in spans:
-            for o in range(outer):
-                self.dsts.append(dst + o * dpitch + d * inner)
-                self.srcs.append(src + o * spitch + s * inner)
-                self.sizes.append(n * inner)
+        breaks = np.flatnonzero((np.diff(dst_idx) != 1) | (np.diff(src_idx) != 1)) + 1
+        starts = np.concatenate(([0], breaks))
+        lengths = np.diff(np.concatenate((starts, [len(dst_idx)])))
+        d0, s0 = dst_idx[starts], src_idx[starts]
+        if len(starts) == 1 and outer > 1:
+            self.two_d.append((dst + int(d0[0]) * inner, dpitch, src + int(s0[0]) * inner, spitch,
+                               int(lengths[0]) * inner, outer))
+            return
+        o = np.arange(outer, dtype=np.int64)[:, None]
+        self.dsts.append((dst + o * dpitch + d0 * inner).ravel())
+        self.srcs.append((src + o * spitch + s0 * inner).ravel())
+        self.sizes.append(np.broadcast_to(lengths * inner, (outer, len(lengths))).ravel())
 
-    def flush(self, cuda: Any, stream: Any) -> None:
+    def flush(self, cuda: Any, copier: Any, stream: Any) -> None:
         for args in self.two_d:
             cuda.memcpy2d_async(*args, "d2d", stream)
         if self.sizes:
-            cuda.memcpy_batch_async(self.dsts, self.srcs, self.sizes, stream)
+            copier.copy(np.concatenate(self.dsts), np.concatenate(self.srcs), np.concatenate(self.sizes), stream)
         self.dsts, self.srcs, self.sizes, self.two_d = [], [], [], []
-
-
-def copy_rows(cuda: Any, dst: int, dst_rows: Rows, dst_idx: np.ndarray, src: int, src_rows: Rows,
-              src_idx: np.ndarray, kind: str, stream: Any) -> None:
-    """Copies rows ``src_idx`` of one tensor into rows ``dst_idx`` of another (see :class:`RowCopies`)."""
-    copies = RowCopies()
-    copies.add(dst, dst_rows, dst_idx, src, src_rows, src_idx)
-    copies.flush(cuda, stream)
 
 
 class DeviceArena:
@@ -108,10 +93,12 @@ class DeviceArena:
     Every operation is enqueued on the executor's stream; host reads go through a pinned mirror.
     """
 
-    def __init__(self, cuda: Any, layout: list[tuple[str, tuple[int, ...], np.dtype]], stream: Any) -> None:
+    def __init__(self, cuda: Any, layout: list[tuple[str, tuple[int, ...], np.dtype]], stream: Any,
+                 copier: Any) -> None:
         from rnnrt.engines.base import DeviceTensor
 
         self._cuda = cuda
+        self._copier = copier
         self.stream = stream
         sizes = [int(np.prod(shape, dtype=np.int64)) * dtype.itemsize for _, shape, dtype in layout]
         offsets, self.nbytes = aligned_layout(sizes)
@@ -144,7 +131,7 @@ class DeviceArena:
         for name, (off, _, _) in self.layout.items():
             r = rows[name]
             copies.add(self.buffer.ptr + off, r, idx, other.buffer.ptr + off, r, idx)
-        copies.flush(self._cuda, self.stream)
+        copies.flush(self._cuda, self._copier, self.stream)
 
     def _download(self) -> dict[str, np.ndarray]:
         if self._mirror is None:
@@ -341,8 +328,10 @@ class DeviceExecutor:
             if where not in ("auto", "host", "device"):
                 raise ConfigError(fmt(f"input_memory[{n!r}]", f"Is {where!r}", "Use 'auto', 'host' or 'device'."))
         self._policy = policy
+        self._copier: Any = None
         try:
             self._stream = cuda.Stream()
+            self._copier = cuda.BatchCopier()
             self._sync = cuda.raw_synchronizer(self._stream)
             self._event = cuda.Event()
             self._device_id = cuda.current_device()
@@ -352,9 +341,15 @@ class DeviceExecutor:
             raise
         self._graphs_ok = session.cuda_graph
 
+    @property
+    def copy_path(self) -> str:
+        """How many-row copies run here: ``"kernel"`` (one NVRTC kernel launch), ``"batch"``
+        (``cudaMemcpyBatchAsync``) or ``"loop"``."""
+        return getattr(self._copier, "path", "none")
+
     # Arenas.
     def make_arena(self, layout: list) -> DeviceArena:
-        arena = DeviceArena(self._cuda, layout, self._stream)
+        arena = DeviceArena(self._cuda, layout, self._stream, self._copier)
         self._arenas.append(arena)
         return arena
 
@@ -403,6 +398,8 @@ class DeviceExecutor:
                 self._ctx = None
             if self._event is not None:
                 self._event.destroy()
+            if self._copier is not None:
+                self._copier.free()
             if stream is not None:
                 stream.destroy()
 
@@ -558,8 +555,10 @@ class DeviceExecutor:
                     cuda.memcpy_async(dst.ptr, fa.ptr, io.nbytes[name], "d2d", stream)
                     continue
                 axis = spec.batch_axis
-                copy_rows(cuda, dst.ptr, Rows(axis, dst.shape, fa.dtype.itemsize), slots, fa.ptr,
-                          Rows(axis, fa.shape, fa.dtype.itemsize), np.arange(n), "d2d", stream)
+                copies = RowCopies()
+                copies.add(dst.ptr, Rows(axis, dst.shape, fa.dtype.itemsize), slots, fa.ptr,
+                           Rows(axis, fa.shape, fa.dtype.itemsize), np.arange(n))
+                copies.flush(cuda, self._copier, stream)
 
         graph = io.graphs.get((k, fused)) if self._graphs_ok else None
         if graph is None and self._graphs_ok and io.warm:
@@ -640,8 +639,10 @@ class DeviceExecutor:
             buf = io.gathered.get((name, n))
             if buf is None:
                 buf = io.gathered[(name, n)] = cuda.DeviceBuffer(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
-            copy_rows(cuda, buf.ptr, Rows(axis, shape, dtype.itemsize), np.arange(n), t.ptr,
-                      Rows(axis, tuple(t.shape), dtype.itemsize), slots, "d2d", stream)
+            copies = RowCopies()
+            copies.add(buf.ptr, Rows(axis, shape, dtype.itemsize), np.arange(n), t.ptr,
+                       Rows(axis, tuple(t.shape), dtype.itemsize), slots)
+            copies.flush(cuda, self._copier, stream)
             result[name] = cuda.DeviceArray(buf.ptr, dtype, shape, stream.handle)
         return result
 

@@ -195,6 +195,17 @@ def _make_sim_cuda(sim: _Sim) -> types.ModuleType:
             memcpy_async(dst, src, n, "d2d", stream)
 
     mod.memcpy_batch_async = memcpy_batch_async
+
+    class BatchCopier:
+        path = "sim"
+
+        def copy(self, dsts, srcs, sizes, stream):
+            memcpy_batch_async(dsts.tolist(), srcs.tolist(), sizes.tolist(), stream)
+
+        def free(self):
+            pass
+
+    mod.BatchCopier = BatchCopier
     mod.GraphExec, mod.run = GraphExec, run
 
     def raw_launcher(graph, stream):
