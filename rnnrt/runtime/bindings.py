@@ -218,7 +218,7 @@ def slot_array(slots: Any, batch_size: int, what: str, unique: bool = False) -> 
                 )
             index.append(int(slot))
         arr = np.asarray(index, dtype=np.intp)
-    if unique and len(arr) > 1 and len(np.unique(arr)) != len(arr):
+    if unique and len(arr) > 1 and np.count_nonzero(np.bincount(arr, minlength=batch_size)) != len(arr):
         values, counts = np.unique(arr, return_counts=True)
         raise BindingError(
             fmt(f"{what}(slots=...)", f"Slot {int(values[np.argmax(counts > 1)])} is listed twice",
@@ -247,10 +247,17 @@ class Rows:
     rows of ``run * inner`` bytes, ``pitch`` bytes apart).
     """
 
-    __slots__ = ("axis", "shape", "itemsize")
+    __slots__ = ("axis", "shape", "itemsize", "_geometry")
 
     def __init__(self, axis: int, shape: tuple, itemsize: int) -> None:
-        self.axis, self.shape, self.itemsize = axis, tuple(shape), int(itemsize)
+        self.axis, self.shape, self.itemsize = axis, tuple(int(d) for d in shape), int(itemsize)
+        outer = 1
+        for d in self.shape[:axis]:
+            outer *= d
+        inner = self.itemsize
+        for d in self.shape[axis + 1:]:
+            inner *= d
+        self._geometry = (outer, inner, self.shape[axis] * inner)
 
     def index(self, slots: Any) -> tuple:
         """A numpy index selecting ``slots`` (an int array or a slice) along the batch axis."""
@@ -264,9 +271,7 @@ class Rows:
 
     def geometry(self) -> tuple[int, int, int]:
         """``(outer, inner_bytes, pitch_bytes)``: dims before the axis, bytes per row, bytes per outer step."""
-        outer = int(np.prod(self.shape[:self.axis], dtype=np.int64))
-        inner = int(np.prod(self.shape[self.axis + 1:], dtype=np.int64)) * self.itemsize
-        return outer, inner, self.shape[self.axis] * inner
+        return self._geometry
 
 
 class ContinuationFill:

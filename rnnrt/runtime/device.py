@@ -126,7 +126,19 @@ class DeviceArena:
         self._cuda.memcpy_async(self.buffer.ptr, other.buffer.ptr, self.nbytes, "d2d", self.stream)
 
     def copy_rows_from(self, other: "DeviceArena", rows: Mapping[str, Rows], slots: np.ndarray) -> None:
-        idx = np.unique(slots)
+        idx = np.sort(slots)
+        geometry = [rows[name].geometry() for name in self.layout]
+        if all(g[0] == 1 for g in geometry):
+            # Every state has its slot axis first: per state and run of slots one contiguous block, the
+            # runs found once for all states (the common case, and the hot one for a pool step).
+            starts = np.flatnonzero(np.diff(idx, prepend=-2) != 1)
+            lengths = np.diff(starts, append=len(idx))
+            first = idx[starts]
+            inner = np.array([g[1] for g in geometry], dtype=np.int64)[:, None]
+            offs = np.array([off for off, _, _ in self.layout.values()], dtype=np.int64)[:, None] + first * inner
+            self._copier.copy((self.buffer.ptr + offs).ravel(), (other.buffer.ptr + offs).ravel(),
+                              (lengths * inner).ravel(), self.stream)
+            return
         copies = RowCopies()
         for name, (off, _, _) in self.layout.items():
             r = rows[name]

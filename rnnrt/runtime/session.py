@@ -523,7 +523,9 @@ class Session:
         B = self.batch_size
         if self._swap and 2 * len(rows) > B:
             # Most slots stepped: carry the others' old rows into the output arena, then swap.
-            others = np.setdiff1d(self._all_slots, rows, assume_unique=True)
+            keep = np.ones(B, dtype=bool)
+            keep[rows] = False
+            others = np.flatnonzero(keep)
             if len(others):
                 self._arenas[1 - k].copy_rows_from(self._arenas[k], self._rows, others)
             self._in = 1 - k
