@@ -21,7 +21,7 @@ import numpy as np
 
 from rnnrt.errors import BindingError, ConfigError, fmt
 
-__all__ = ["ContinuationFill", "InputSpec", "Rows", "check_device", "check_host", "check_placement", "np_dtype",
+__all__ = ["ContinuationFill", "InputSpec", "Rows", "check_device", "check_host", "check_out", "check_placement", "np_dtype",
            "runs", "slot_array"]
 
 BATCH = -1
@@ -324,3 +324,16 @@ class ContinuationFill:
         if self.time_axis is not None:
             index[self.time_axis] = 0
         cont[tuple(index)] = 0
+
+
+def check_out(out: Mapping[str, Any], like: Mapping[str, Any]) -> None:
+    """Checks ``out=`` destinations against the outputs (name, numpy, dtype, shape, writable)."""
+    for name, dst in out.items():
+        ref = like.get(name)
+        if ref is None:
+            raise BindingError(fmt(f"out[{name!r}]", "Is not an output of the model", f"Outputs: {sorted(like)}."))
+        if not isinstance(dst, np.ndarray) or dst.dtype != ref.dtype or tuple(dst.shape) != tuple(ref.shape) \
+                or not dst.flags.writeable:
+            got = (dst.dtype.name, dst.shape) if isinstance(dst, np.ndarray) else type(dst).__name__
+            raise BindingError(fmt(f"out[{name!r}]", f"Is {got}",
+                                   f"Expected a writable {np.dtype(ref.dtype).name} array of shape {tuple(ref.shape)}."))

@@ -31,9 +31,8 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from rnnrt.errors import BindingError, ConfigError, EngineError, StateError, fmt
-from rnnrt.runtime.bindings import Rows, check_device, check_host, check_placement
-from rnnrt.runtime.host import check_out
-from rnnrt.runtime.session import ALIGN, aligned_layout
+from rnnrt.runtime.bindings import Rows, check_device, check_host, check_out, check_placement
+from rnnrt.runtime.memory import ALIGN, aligned_layout
 
 G_LOGGER = logging.getLogger("rnnrt")
 

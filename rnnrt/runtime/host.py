@@ -16,8 +16,8 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from rnnrt.errors import BindingError, ConfigError, EngineError, fmt
-from rnnrt.runtime.bindings import Rows, check_host
-from rnnrt.runtime.session import aligned_layout
+from rnnrt.runtime.bindings import Rows, check_host, check_out
+from rnnrt.runtime.memory import DoneHandle, aligned_layout
 
 __all__ = ["HostArena", "HostExecutor"]
 
@@ -150,8 +150,6 @@ class HostExecutor:
 
     def run(self, frame: Mapping[str, Any], slots: Optional[np.ndarray], n: int, starts: Optional[np.ndarray],
             k: int, fuse_copy: bool, out: Optional[Mapping[str, np.ndarray]], wait: bool) -> tuple[Any, bool]:
-        from rnnrt.runtime.session import StepHandle
-
         feeds, _ = self._check(frame, n, starts)
         b = self._b
         if slots is None:
@@ -160,7 +158,7 @@ class HostExecutor:
             outputs = self._finish(results, out)
             if fuse_copy:
                 self._arenas[k].copy_from(self._arenas[1 - k])
-            return (outputs if wait else StepHandle(outputs)), fuse_copy
+            return (outputs if wait else DoneHandle(outputs)), fuse_copy
         if b.dynamic_batch:
             # Gather: the engine runs the listed rows only.
             rows = b.state_rows
@@ -178,7 +176,7 @@ class HostExecutor:
                 new_state[name] = value
             outputs = self._finish(results, out)
             self._arenas[k].write_rows(rows, slots, new_state)
-            return (outputs if wait else StepHandle(outputs)), True
+            return (outputs if wait else DoneHandle(outputs)), True
         # Scatter: the whole (fixed) batch runs; the listed rows are written at their slots.
         B = b.batch_size
         for name, value in list(feeds.items()):
@@ -198,7 +196,7 @@ class HostExecutor:
             axis = b.output_axes[name]
             taken[name] = results[name] if axis is None else np.take(results[name], slots, axis=axis)
         outputs = self._finish(taken, out)
-        return (outputs if wait else StepHandle(outputs)), False
+        return (outputs if wait else DoneHandle(outputs)), False
 
     def _finish(self, results: Mapping[str, np.ndarray], out: Optional[Mapping[str, np.ndarray]]) -> dict:
         names = self._b.output_names
@@ -214,16 +212,3 @@ class HostExecutor:
                 np.copyto(dst, results[name], casting="no")
                 outputs[name] = dst
         return outputs
-
-
-def check_out(out: Mapping[str, Any], like: Mapping[str, Any]) -> None:
-    """Checks ``out=`` destinations against the outputs (name, numpy, dtype, shape, writable)."""
-    for name, dst in out.items():
-        ref = like.get(name)
-        if ref is None:
-            raise BindingError(fmt(f"out[{name!r}]", "Is not an output of the model", f"Outputs: {sorted(like)}."))
-        if not isinstance(dst, np.ndarray) or dst.dtype != ref.dtype or tuple(dst.shape) != tuple(ref.shape) \
-                or not dst.flags.writeable:
-            got = (dst.dtype.name, dst.shape) if isinstance(dst, np.ndarray) else type(dst).__name__
-            raise BindingError(fmt(f"out[{name!r}]", f"Is {got}",
-                                   f"Expected a writable {np.dtype(ref.dtype).name} array of shape {tuple(ref.shape)}."))

@@ -2,7 +2,7 @@
 
 One :class:`Session` class serves every engine. It owns what is the same everywhere: the bindings,
 the slots and their sequence-start marks, the continuation fill, two state arenas (behind one
-protocol, :class:`Arena`), the feedback of state outputs into state inputs, ``reset``,
+protocol, :class:`rnnrt.runtime.memory.Arena`), the feedback of state outputs into state inputs, ``reset``,
 ``read_state``/``write_state``. How a step runs lives in an *executor* picked by the engine's memory
 space: :class:`rnnrt.runtime.host.HostExecutor` (ONNX Runtime and other numpy engines) or
 :class:`rnnrt.runtime.device.DeviceExecutor` (device arenas, pinned staging, CUDA graphs,
@@ -48,95 +48,18 @@ from __future__ import annotations
 import logging
 import os
 import types
-from typing import Any, Iterable, Mapping, Optional, Protocol, Union
+from typing import Any, Iterable, Mapping, Optional, Union
 
 import numpy as np
 
 from rnnrt.config import ModelConfig, load_config
 from rnnrt.errors import BindingError, ConfigError, StateError, fmt
-from rnnrt.runtime.bindings import ContinuationFill, InputSpec, Rows, np_dtype, runs, slot_array
+from rnnrt.runtime.bindings import ContinuationFill, InputSpec, Rows, np_dtype, slot_array
+from rnnrt.runtime.memory import DoneHandle
 
 G_LOGGER = logging.getLogger("rnnrt")
 
-__all__ = ["Arena", "Executor", "Session", "StepHandle", "load"]
-
-# Arena offsets are aligned like device allocations so the same layout serves device memory.
-ALIGN = 256
-
-
-def aligned_layout(sizes: list[int]) -> tuple[list[int], int]:
-    """Offsets of consecutive blocks of ``sizes`` bytes, each aligned to :data:`ALIGN`; and the total."""
-    offsets, end = [], 0
-    for n in sizes:
-        end = -(-end // ALIGN) * ALIGN
-        offsets.append(end)
-        end += int(n)
-    return offsets, end
-
-
-class Arena(Protocol):
-    """One buffer holding every state tensor (host or device memory); the Session keeps two.
-
-    ``views`` maps each state input name to the tensor the engine reads or writes (a numpy view for
-    a host arena, a :class:`rnnrt.engines.base.DeviceTensor` for a device arena). Row arguments are
-    slot arrays; ``rows`` maps each name to its :class:`rnnrt.runtime.bindings.Rows`.
-    """
-
-    views: Mapping[str, Any]
-
-    def zero(self) -> None: ...
-
-    def zero_rows(self, rows: Mapping[str, Rows], slots: np.ndarray) -> None: ...
-
-    def copy_from(self, other: "Arena") -> None: ...
-
-    def copy_rows_from(self, other: "Arena", rows: Mapping[str, Rows], slots: np.ndarray) -> None: ...
-
-    def read_all(self) -> dict[str, np.ndarray]: ...
-
-    def read_rows(self, rows: Mapping[str, Rows], slots: np.ndarray) -> dict[str, np.ndarray]: ...
-
-    def write_rows(self, rows: Mapping[str, Rows], slots: np.ndarray, values: Mapping[str, np.ndarray]) -> None: ...
-
-    def free(self) -> None: ...
-
-
-class Executor(Protocol):
-    """Runs steps for a Session over one kind of memory (see the module doc)."""
-
-    fast: Any
-    """A callable ``fast(frame, in_arena) -> outputs | None`` for a repeated frame layout, or None."""
-
-    def make_arena(self, layout: list[tuple[str, tuple, np.dtype]]) -> Arena: ...
-
-    def run(self, frame: Mapping[str, Any], slots: Optional[np.ndarray], n: int, starts: Optional[np.ndarray],
-            k: int, fuse_copy: bool, out: Optional[Mapping[str, np.ndarray]], wait: bool) -> tuple[Any, bool]: ...
-
-    def input_buffers(self, shapes: Optional[Mapping[str, tuple]]) -> dict[str, np.ndarray]: ...
-
-    def sync(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class StepHandle:
-    """An enqueued step; :meth:`wait` returns its outputs (see :meth:`Session.step_async`).
-
-    A host step is finished when its handle is made; a device step's handle comes from
-    :class:`rnnrt.runtime.device.DeviceExecutor`.
-    """
-
-    __slots__ = ("_result",)
-
-    def __init__(self, result: Any) -> None:
-        self._result = result
-
-    def done(self) -> bool:
-        return True
-
-    def wait(self) -> dict[str, Any]:
-        return self._result
-
+__all__ = ["Bindings", "Session", "load"]
 
 class _Closed:
     """The executor of a Session that is not set up or was closed."""
@@ -229,7 +152,7 @@ def _resolve_batch(cfg: ModelConfig, batch_size: Optional[int]) -> tuple[int, se
             fmt("Config", f"Bindings disagree on the batch size: {sorted(fixed.items())}", "All batch dims must be equal.")
         )
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                                   or batch_size < 1):
+                                   or not 1 <= batch_size < 2 ** 31):
         raise ConfigError(fmt("Session", f"batch_size={batch_size!r} is not a positive integer",
                               "Pass the number of slots (streams), e.g. batch_size=64."))
     if fixed:
@@ -487,7 +410,7 @@ class Session:
                     self._last_slots = (slots, rows)
             n = len(rows)
             if n == 0:
-                return {} if wait else StepHandle({})
+                return {} if wait else DoneHandle({})
             if rows is self._all_slots:
                 rows = None
         if out is not None and not isinstance(out, Mapping):

@@ -155,11 +155,22 @@ def test_bad_load_arguments(tmp_path):
     for args, kwargs, match in (((None,), {}, r"rnnrt.load \| Got a NoneType as the config"),
                                 ((path,), {"batch_size": 2, "threads": "x"}, r"threads='x' is not a positive integer"),
                                 ((path,), {"batch_size": 2, "threads": 0}, r"threads=0 is not a positive integer"),
-                                ((path,), {"batch_size": 10**9}, r"The state needs 2 x .* GiB"),
+                                ((path,), {"batch_size": 10**12}, r"batch_size=1000000000000 is not a positive"),
                                 ((path,), {"batch_size": "8"}, r"batch_size='8' is not a positive integer"),
                                 ((path,), {"batch_size": 2, "outputs": "gpu"}, r"outputs='gpu' is not supported")):
         with pytest.raises(ConfigError, match=match):
             rnnrt.load(*args, backend="onnxruntime", **kwargs)
+
+
+def test_batch_size_beyond_memory(tmp_path):
+    """A batch whose state cannot fit this machine's memory is a ConfigError before anything is allocated."""
+    import os
+
+    path = MODELS["lstm_dynamic_batch"]().save(tmp_path / "m")
+    phys = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    batch = min(2**31 - 1, phys // 28 + 1)  # state: h and c, 7 floats each, per slot, twice (two arenas)
+    with pytest.raises(ConfigError, match=r"The state needs 2 x .* GiB"):
+        rnnrt.load(path, backend="onnxruntime", batch_size=batch)
 
 
 def test_pool_misuse(session):
