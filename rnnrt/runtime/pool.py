@@ -379,7 +379,7 @@ class StreamPool:
             shape, strides = full.shape, full.strides
             per = np.ndarray((n,) + shape[:axis] + (1,) + shape[axis + 1:], full.dtype, full, 0,
                              (strides[axis],) + strides[:axis] + (strides[axis],) + strides[axis + 1:])
-            rows.append(per)  # iterating it yields the row views
+            rows.append(list(per))  # the row views, made in one C loop
         if len(rows) == 1:
             name = self._outputs[0][0]
             return {sid: {name: row} for sid, row in zip(plan.keys, rows[0])}
