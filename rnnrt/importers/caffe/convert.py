@@ -107,12 +107,15 @@ def convert_net(net: Any, *, dynamic_batch: bool = False, seed: int = 0, source:
     if not out_names and not ctx.states:
         raise ModelImportError(fmt(f"Net {net.name!r}", "Has no outputs"))
     outputs, infos = [], {}
+    tensors: dict[str, gs.Tensor] | None = None  # built once, on demand: per output it would be quadratic
     for name in out_names:
         var = ctx.blobs[name]
         if var.name != name:
             if var in ctx.graph.inputs or isinstance(var, gs.Constant):
                 var = ctx.op("Identity", [var], shape=ctx.shape(var), batch_axis=ctx.batch_axis(var))
-            holder = next((t for t in ctx.graph.tensors().values() if t.name == name), None)
+            if tensors is None:
+                tensors = dict(ctx.graph.tensors())
+            holder = tensors.get(name)
             if holder is not None:
                 if holder in ctx.graph.inputs:
                     raise ModelImportError(
@@ -120,8 +123,11 @@ def convert_net(net: Any, *, dynamic_batch: bool = False, seed: int = 0, source:
                     )
                 holder.name = ctx.unique(f"{name}__in")
                 ctx.info[holder.name] = ctx.info.pop(name)
+                tensors[holder.name] = tensors.pop(name)
             ctx.info[name] = ctx.info.pop(var.name)
+            tensors.pop(var.name, None)
             var.name = name
+            tensors[name] = var
         info = ctx.info[name]
         var.dtype = np.float32
         var.shape = ctx.export_shape(info.shape, info.batch_axis)

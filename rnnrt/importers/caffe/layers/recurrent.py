@@ -23,7 +23,7 @@ import math
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from rnnrt.importers.caffe.context import ImportContext
+from rnnrt.importers.caffe.context import ImportContext, add_node
 from rnnrt.importers.caffe.registry import add_converter
 from rnnrt.errors import ModelImportError, fmt
 
@@ -40,7 +40,7 @@ class _Emitter:
 
     def __call__(self, op: str, inputs: list, attrs: dict | None = None, *, out: gs.Variable | None = None, n_out: int = 1):
         outs = [out if out is not None and i == 0 else gs.Variable(self.ctx.unique(f"{self.prefix}/{op}")) for i in range(n_out)]
-        self.graph.layer(op=op, name=self.ctx.unique(f"{self.prefix}/{op}_node"), inputs=inputs, outputs=outs, attrs=attrs or {})
+        add_node(self.graph, op, self.ctx.unique(f"{self.prefix}/{op}_node"), inputs, outs, attrs)
         return outs[0] if n_out == 1 else outs
 
 
@@ -163,13 +163,8 @@ def _recurrent(layer, ctx: ImportContext, kind: str) -> list:
         body.inputs = st_in + [gx_t, cont_t]
         body.outputs = st_out + [h_scan]
         h_all = ctx.variable(f"{name}/h_all", (t, n, hidden), 1)
-        ctx.graph.layer(
-            op="Scan",
-            name=ctx.unique(f"{name}/Scan"),
-            inputs=init + [gx, cont3],
-            outputs=finals + [h_all],
-            attrs={"body": body, "num_scan_inputs": 2},
-        )
+        add_node(ctx.graph, "Scan", ctx.unique(f"{name}/Scan"), init + [gx, cont3], finals + [h_all],
+                 {"body": body, "num_scan_inputs": 2})
 
     if not expose:
         for pair, f in zip(ctx.states[-n_state:], finals):
