@@ -209,6 +209,7 @@ def _convert(args: argparse.Namespace) -> int:
     else:
         from rnnrt.importers.caffe.convert import convert_caffe
         from rnnrt.importers.caffe.plugins import load_plugins
+        from rnnrt.ir.weights import FILE_EMBED_LIMIT
 
         plugins = load_plugins(opts.plugins)
         step = convert_caffe(
@@ -219,6 +220,7 @@ def _convert(args: argparse.Namespace) -> int:
             phase=opts.phase,
             schema=plugins.schema,
             progress=sys.stderr.isatty(),
+            embed_limit=FILE_EMBED_LIMIT,  # big weights go to model.onnx.data, streamed (peak memory)
         )
         if plugins.plugins:
             step.source["plugins"] = plugins.describe()

@@ -404,18 +404,23 @@ def validate_against_model(cfg: ModelConfig, onnx_path: Union[str, os.PathLike, 
 
     Args:
         cfg (ModelConfig): The config.
-        onnx_path (str | os.PathLike | None): The ONNX file. Defaults to ``cfg.model_path``.
+        onnx_path (str | os.PathLike | onnx.ModelProto | None): The ONNX file, or the model itself
+            (named as ``cfg.model_path`` in messages). Defaults to ``cfg.model_path``.
 
     Raises:
         ConfigError: On the first mismatch, naming the binding, the config value and the model's.
     """
     import onnx  # heavy; only needed here
 
+    model = None
+    if isinstance(onnx_path, onnx.ModelProto):  # already in memory (save_step_graph): not read again
+        model, onnx_path = onnx_path, cfg.model_path
     path = Path(onnx_path) if onnx_path is not None else cfg.model_path
     model_name = str(path)
     check_regular_file(path, f"Model {model_name!r}", MAX_MODEL_BYTES, "`model` in the config is relative to the YAML file.")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        if not isinstance(model, onnx.ModelProto):
+            model = onnx.load(str(path), load_external_data=False)
     except FileNotFoundError as err:
         raise ConfigError(
             fmt(f"Model {model_name!r}", "Does not exist", "`model` in the config is relative to the YAML file.")
@@ -551,12 +556,19 @@ def save_step_graph(step: Any, out_dir: Union[str, os.PathLike], name: str = "mo
     except OSError as err:
         raise ConfigError(fmt(f"Output directory {str(out)!r}", f"Cannot be created: {err.strerror}")) from err
     onnx_path = out / f"{name}.onnx"
-    # Protobuf cannot serialize 2 GiB; big weights go to an external data file next to the model.
-    external = step.model.ByteSize() > (1 << 30)
-    onnx.save_model(step.model, str(onnx_path), save_as_external_data=external,
-                    location=f"{name}.onnx.data" if external else None)
+    if getattr(step, "external_data", None):
+        # Weights the importer kept out of the ModelProto: streamed to <name>.onnx.data, never serialized.
+        from rnnrt.ir.weights import save_with_external_data
+
+        save_with_external_data(step.model, step.external_data, onnx_path, f"{name}.onnx.data")
+    else:
+        # Protobuf cannot serialize 2 GiB; big weights go to an external data file next to the model.
+        external = step.model.ByteSize() > (1 << 30)
+        onnx.save_model(step.model, str(onnx_path), save_as_external_data=external,
+                        location=f"{name}.onnx.data" if external else None)
     cfg = config_from_step_graph(step, onnx_path)
     yaml_path = out / f"{name}.yaml"
     save_config(cfg, yaml_path)
-    validate_against_model(load_config(yaml_path, validate=False), onnx_path)
+    # Checked against the model in memory: reading a big model back would double the peak memory.
+    validate_against_model(load_config(yaml_path, validate=False), step.model)
     return yaml_path

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
 import onnx
 
 from rnnrt.ir.bindings import Continuation, Dim, StatePair, TensorSpec
@@ -29,6 +30,9 @@ class StepGraph:
         continuation (Continuation | None): The continuation input, if the model has one.
         source (dict[str, Any]): Where the graph came from (format, file paths), for the config.
         notes (list[str]): Things the user should know about the conversion.
+        external_data (dict[str, np.ndarray]): Weights too big to embed (``rnnrt.ir.weights``): the
+            model holds external-data placeholders for them, and ``rnnrt.config.save_step_graph``
+            writes them to ``<name>.onnx.data``. Empty for models that embed their weights.
     """
 
     model: onnx.ModelProto
@@ -38,3 +42,4 @@ class StepGraph:
     continuation: Continuation | None = None
     source: dict[str, Any] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
+    external_data: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)

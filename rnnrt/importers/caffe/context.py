@@ -122,8 +122,9 @@ class ImportContext:
         return out
 
     def const(self, values: np.ndarray, name: str) -> gs.Constant:
-        """A named constant (an ONNX initializer)."""
-        return gs.Constant(self.unique(name), np.ascontiguousarray(values))
+        """A named constant (an ONNX initializer); a strided view (a transpose) is kept, not copied."""
+        arr = np.asarray(values)
+        return gs.Constant(self.unique(name), arr.reshape(1) if arr.ndim == 0 else arr)
 
     def ints(self, values: Sequence[int], name: str) -> gs.Constant:
         return self.const(np.asarray(values, dtype=np.int64), name)

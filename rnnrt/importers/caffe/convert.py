@@ -14,7 +14,6 @@ import os
 from typing import Any, Sequence
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 
 from rnnrt.importers.caffe import layers as _layers  # noqa: F401 (registers the built-in converters)
@@ -22,6 +21,7 @@ from rnnrt.importers.caffe.context import BATCH_DIM, ImportContext
 from rnnrt.importers.caffe.registry import get_converter
 from rnnrt.errors import ModelImportError, RnnrtError, fmt
 from rnnrt.ir.stepgraph import Continuation, StepGraph, TensorSpec
+from rnnrt.ir.weights import EMBED_LIMIT, model_from_graph
 
 G_LOGGER = logging.getLogger("rnnrt.importers.caffe")
 
@@ -63,7 +63,9 @@ class _Context(ImportContext):
         return self.hints.get(name, 0)
 
 
-def convert_net(net: Any, *, dynamic_batch: bool = False, seed: int = 0, source: dict | None = None) -> StepGraph:
+def convert_net(
+    net: Any, *, dynamic_batch: bool = False, seed: int = 0, source: dict | None = None, embed_limit: int = EMBED_LIMIT
+) -> StepGraph:
     """Converts a loaded CaffeNet (``rnnrt.importers.caffe.reader.load_net``) into a step graph.
 
     Args:
@@ -72,6 +74,9 @@ def convert_net(net: Any, *, dynamic_batch: bool = False, seed: int = 0, source:
             Default: False.
         seed (int): Seed for random weights where the net has no caffemodel. Default: 0.
         source (dict | None): Provenance recorded in the config.
+        embed_limit (int): Weights totalling more bytes stay out of the ModelProto
+            (``StepGraph.external_data``; ``save_step_graph`` writes them to ``<name>.onnx.data``).
+            Default: :data:`rnnrt.ir.weights.EMBED_LIMIT` (as much as protobuf can serialize).
 
     Returns:
         StepGraph: The ONNX model and its bindings.
@@ -141,13 +146,8 @@ def convert_net(net: Any, *, dynamic_batch: bool = False, seed: int = 0, source:
         state_outs.append(var)
     ctx.graph.outputs = outputs + state_outs
     ctx.graph.cleanup().toposort()
-    model = gs.export_onnx(ctx.graph, do_type_check=False)
-    model.ir_version = 8
-    model.producer_name = "rnnrt"
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as err:
-        raise ModelImportError(fmt(f"Net {net.name!r}", f"The emitted ONNX graph is invalid: {err}")) from err
+    # Exported and checked without serializing the weights; > 1 GiB of them stay external (numpy).
+    model, external = model_from_graph(ctx.graph, subject=f"Net {net.name!r}", embed_limit=embed_limit)
 
     state_inputs = {p.input for p in ctx.states}
     batch = _stream_count(ctx)
@@ -163,7 +163,8 @@ def convert_net(net: Any, *, dynamic_batch: bool = False, seed: int = 0, source:
     outs = [spec(n, infos[n]) for n in out_names]
     continuation, notes = _continuation(net, ctx, {i.name for i in inputs})
     notes = ctx.notes + notes
-    return StepGraph(model=model, inputs=inputs, outputs=outs, states=list(ctx.states), continuation=continuation, source=dict(source or {}), notes=notes)
+    return StepGraph(model=model, inputs=inputs, outputs=outs, states=list(ctx.states), continuation=continuation,
+                     source=dict(source or {}), notes=notes, external_data=external)
 
 
 def _stream_count(ctx: ImportContext) -> int | None:
@@ -211,6 +212,7 @@ def convert_caffe(
     phase: str = "TEST",
     schema: Any = None,
     progress: bool = False,
+    embed_limit: int = EMBED_LIMIT,
 ) -> StepGraph:
     """Reads a Caffe deploy prototxt (and caffemodel) and converts it into a step graph.
 
@@ -223,6 +225,8 @@ def convert_caffe(
         phase (str): Caffe phase for include/exclude rules. Default: ``"TEST"``.
         schema: A ``CaffeSchema`` with plugin extensions, if any.
         progress (bool): Show a progress bar while reading big weights.
+        embed_limit (int): See :func:`convert_net`; ``rnnrt convert`` passes
+            :data:`rnnrt.ir.weights.FILE_EMBED_LIMIT` so that big weights are never copied into a ModelProto.
 
     Returns:
         StepGraph: The ONNX step graph with its bindings.
@@ -243,7 +247,7 @@ def convert_caffe(
     }
     if caffemodel is None:
         source["random_weights_seed"] = seed
-    return convert_net(net, dynamic_batch=batch == "dynamic", seed=seed, source=source)
+    return convert_net(net, dynamic_batch=batch == "dynamic", seed=seed, source=source, embed_limit=embed_limit)
 
 
 __all__ = ["BATCH_DIM", "convert_caffe", "convert_net"]

@@ -8,8 +8,10 @@ Caffe's NetStateRule semantics, and trained blobs are matched to layers by layer
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import os
 import re
+import stat
 import sys
 from typing import Any, Sequence
 
@@ -283,21 +285,24 @@ def _check_blobs(inputs: dict[str, tuple[int, ...]], layers: list[CaffeLayer], p
 
 def _attach_weights(path: str, layers: list[CaffeLayer], schema: CaffeSchema, progress: bool) -> None:
     subject = f"Caffemodel {path!r}"
+    # The file is mapped, not read: blob data packed as Caffe writes it is viewed in place (numpy
+    # arrays over the mapping), so a caffemodel costs its own size in memory, once.
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ModelImportError(fmt(subject, "Is not a regular file", "Pass the .caffemodel file written by Caffe"))
+            size = os.fstat(f.fileno()).st_size
+            data: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
     except OSError as err:
         raise ModelImportError(fmt(subject, f"Cannot be read: {err}")) from None
-    raw = schema.raw_message("RawNet")()
+    buf = memoryview(data)
     try:
-        raw.ParseFromString(data)  # one parse; blob data stays bytes until numpy views it
-    except (DecodeError, RuntimeError, ValueError) as err:
+        sources = _scan_net(buf)
+    except _WireError as err:
         raise ModelImportError(
             fmt(subject, f"Is not a binary Caffe NetParameter: {err}", "Pass the .caffemodel written by Caffe")
         ) from None
-    sources: list[tuple[str, Any]] = [(lp.name, lp.blobs) for lp in raw.layer]
-    sources += [(lp.name, lp.blobs) for lp in raw.layers]  # V1 caffemodels: blobs by layer name anyway
-    if not sources and data:
+    if not sources and size:
         raise ModelImportError(
             fmt(subject, "Holds no layers", "Pass the .caffemodel written by Caffe for this prototxt")
         )
@@ -311,10 +316,78 @@ def _attach_weights(path: str, layers: list[CaffeLayer], schema: CaffeSchema, pr
     bar = _progress_bar(total, progress, os.path.basename(path))
     try:
         for layer, blobs in matched:
-            layer.blobs = [_blob_array(b, layer, i, schema, bar) for i, b in enumerate(blobs)]
+            layer.blobs = [_blob_array(buf, span, layer, i, schema, bar) for i, span in enumerate(blobs)]
     finally:
         if bar is not None:
             bar.close()
+
+
+class _WireError(Exception):
+    """The protobuf wire format is broken at some offset."""
+
+
+def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise _WireError(f"truncated or overlong varint at byte {pos}")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(buf: memoryview, pos: int, end: int):
+    """Yields (field number, wire type, value or (start, end) of a length-delimited payload)."""
+    while pos < end:
+        key, pos = _varint(buf, pos, end)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise _WireError(f"field number 0 at byte {pos}")
+        if wire == 0:
+            value, pos = _varint(buf, pos, end)
+            yield number, wire, value
+        elif wire == 2:
+            length, pos = _varint(buf, pos, end)
+            if pos + length > end:
+                raise _WireError(f"field {number} of {length} bytes at byte {pos} runs past its message")
+            yield number, wire, (pos, pos + length)
+            pos += length
+        elif wire in (1, 5):
+            width = 8 if wire == 1 else 4
+            if pos + width > end:
+                raise _WireError(f"truncated fixed-width field {number} at byte {pos}")
+            yield number, wire, (pos, pos + width)
+            pos += width
+        else:
+            raise _WireError(f"unsupported wire type {wire} (field {number}) at byte {pos}")
+
+
+# NetParameter.layer (100) is a LayerParameter: name 1, blobs 7; NetParameter.layers (2) is a
+# V1LayerParameter: name 4, blobs 6 (V1 caffemodels: blobs matched by layer name anyway).
+_LAYER_FIELDS = {100: (1, 7), 2: (4, 6)}
+
+
+def _scan_net(buf: memoryview) -> list[tuple[str, list[tuple[int, int]]]]:
+    """The caffemodel's layers: (name, [(start, end) of each serialized BlobProto]), without copying data."""
+    out = []
+    for number, wire, value in _fields(buf, 0, len(buf)):
+        if number not in _LAYER_FIELDS or wire != 2:
+            continue
+        name_field, blob_field = _LAYER_FIELDS[number]
+        name, blobs = "", []
+        for n, w, v in _fields(buf, *value):
+            if n == name_field and w == 2:
+                try:
+                    name = str(buf[v[0] : v[1]], "utf-8")
+                except UnicodeDecodeError:
+                    raise _WireError(f"a layer name at byte {v[0]} is not UTF-8") from None
+            elif n == blob_field and w == 2:
+                blobs.append(v)
+        out.append((name, blobs))
+    return out
 
 
 def _progress_bar(total: int, progress: bool, desc: str) -> Any:
@@ -325,31 +398,65 @@ def _progress_bar(total: int, progress: bool, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="blob", file=sys.stderr, disable=not sys.stderr.isatty())
 
 
-def _blob_shape(blob: Message) -> tuple[int, ...]:
-    # Caffe's Blob::FromProto: any legacy field present means the legacy 4-D shape.
-    if any(blob.HasField(n) for n in ("num", "channels", "height", "width")):
-        return (blob.num, blob.channels, blob.height, blob.width)
-    return tuple(int(d) for d in blob.shape.dim)
+_MAX_BLOB_VALUES = 1 << 40  # no caffemodel holds a blob of 4 TiB; anything larger is a corrupt shape
 
 
-def _blob_array(data: bytes, layer: CaffeLayer, index: int, schema: CaffeSchema, bar: Any) -> np.ndarray:
+def _scan_blob(buf: memoryview, span: tuple[int, int]) -> tuple[tuple[int, ...] | None, list, list, bool]:
+    """(shape or None, float data chunks, double data chunks, simple): ``simple`` is False where the
+    blob needs the real BlobProto parse (unpacked values, legacy fields, a repeated shape)."""
+    dims: list[int] | None = None
+    legacy: dict[int, int] = {}
+    floats, doubles, simple = [], [], True
+    for n, w, v in _fields(buf, *span):
+        if n == 7 and w == 2:
+            if dims is not None:
+                simple = False
+            dims = []
+            for dn, dw, dv in _fields(buf, *v):
+                if dn == 1 and dw == 0:
+                    dims.append(dv - (1 << 64) if dv >= 1 << 63 else dv)  # int64: two's complement
+                elif dn == 1 and dw == 2:
+                    pos, end = dv
+                    while pos < end:
+                        d, pos = _varint(buf, pos, end)
+                        dims.append(d - (1 << 64) if d >= 1 << 63 else d)
+        elif n in (1, 2, 3, 4) and w == 0:
+            legacy[n] = v
+        elif n == 5:
+            floats.append(v) if w == 2 else None
+            simple = simple and w == 2
+        elif n == 8:
+            doubles.append(v) if w == 2 else None
+            simple = simple and w == 2
+    if legacy:
+        return None, floats, doubles, False
+    return tuple(dims or ()), floats, doubles, simple
+
+
+def _blob_array(buf: memoryview, span: tuple[int, int], layer: CaffeLayer, index: int, schema: CaffeSchema, bar: Any) -> np.ndarray:
     subject = f"Layer {layer.name!r} ({layer.type}), blob {index}"
     try:
-        raw = schema.raw_message("RawBlob").FromString(data)
-    except (DecodeError, RuntimeError, ValueError) as err:
+        shape, floats, doubles, simple = _scan_blob(buf, span)
+    except _WireError as err:
         raise ModelImportError(fmt(subject, f"Is not a valid BlobProto: {err}")) from None
-    shape = _blob_shape(raw)
-    count = int(np.prod(shape, dtype=np.int64))
-    if raw.double_data:
-        values, itemsize, dtype = raw.double_data, 8, "<f8"
-    else:
-        values, itemsize, dtype = raw.data, 4, "<f4"
-    if len(values) == count * itemsize:
-        arr = np.frombuffer(values, dtype=dtype)
-    else:
-        # Not one packed chunk of the right size (unpacked encoding, split chunks, or a wrong
-        # length): decode with the real BlobProto, which handles every valid encoding.
-        blob = schema.message("BlobProto").FromString(data)
+    arr = None
+    if simple and shape is not None:
+        count = _blob_count(shape, subject)
+        chunks, dtype, itemsize = (doubles, "<f8", 8) if doubles else (floats, "<f4", 4)
+        if len(chunks) == 1 and chunks[0][1] - chunks[0][0] == count * itemsize:
+            # Caffe's own encoding: one packed chunk of the right size; viewed, not copied.
+            arr = np.frombuffer(buf, dtype=dtype, count=count, offset=chunks[0][0])
+        elif not chunks and count == 0:
+            arr = np.zeros(0, np.float32)
+    if arr is None:
+        # Another valid encoding (unpacked, split chunks, legacy 4-D fields) or a wrong length:
+        # decode with the real BlobProto, which handles every valid encoding.
+        try:
+            blob = schema.message("BlobProto").FromString(bytes(buf[span[0] : span[1]]))
+        except (DecodeError, RuntimeError, ValueError) as err:
+            raise ModelImportError(fmt(subject, f"Is not a valid BlobProto: {err}")) from None
+        shape = _blob_shape(blob)
+        count = _blob_count(shape, subject)
         if len(blob.double_data):
             arr = np.asarray(blob.double_data, dtype=np.float64)
         else:
@@ -364,4 +471,24 @@ def _blob_array(data: bytes, layer: CaffeLayer, index: int, schema: CaffeSchema,
             )
     if bar is not None:
         bar.update(1)
-    return arr.astype(np.float32).reshape(shape)
+    return arr.astype(np.float32, copy=False).reshape(shape)
+
+
+def _blob_count(shape: tuple[int, ...], subject: str) -> int:
+    if any(d < 0 for d in shape):
+        raise ModelImportError(fmt(subject, f"Has a negative dimension in its shape {list(shape)}", "Blob dimensions are sizes (>= 0)"))
+    count = 1
+    for d in shape:
+        count *= d
+    if count > _MAX_BLOB_VALUES:
+        raise ModelImportError(
+            fmt(subject, f"Its shape {list(shape)} holds {count} values", f"Expected at most {_MAX_BLOB_VALUES} (a corrupt shape?)")
+        )
+    return count
+
+
+def _blob_shape(blob: Message) -> tuple[int, ...]:
+    # Caffe's Blob::FromProto: any legacy field present means the legacy 4-D shape.
+    if any(blob.HasField(n) for n in ("num", "channels", "height", "width")):
+        return (blob.num, blob.channels, blob.height, blob.width)
+    return tuple(int(d) for d in blob.shape.dim)
