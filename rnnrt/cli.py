@@ -154,7 +154,8 @@ def _convert_arguments(p: argparse.ArgumentParser) -> None:
     caffe.add_argument("--phase", choices=["TEST", "TRAIN"], default=None, help="Phase for include/exclude rules.")
     caffe.add_argument("--plugins", action="append", default=[], metavar="DIR",
                        help="Layer plugins: a directory of plugin modules (*.py) or one .py file; repeatable. "
-                       "Installed entry points of group 'rnnrt.caffe_layers' load too. See plugins/README.md.")
+                       "entry:NAME loads the installed entry point NAME of group 'rnnrt.caffe_layers' (entry:* all); "
+                       "nothing else is imported. Plugins run arbitrary code: trusted ones only. See plugins/README.md.")
     caffe.add_argument("--list-layers", action="store_true",
                        help="List the layer types rnnrt converts (built-in and plugins) and exit.")
     onnx = p.add_argument_group("ONNX")

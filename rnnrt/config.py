@@ -526,7 +526,8 @@ def load_import_config(path: Union[str, os.PathLike], overrides: Optional[dict[s
         if isinstance(data.get(key), str):
             data[key] = str((path.parent / data[key]).resolve()) if not os.path.isabs(data[key]) else data[key]
     if isinstance(data.get("plugins"), list):
-        data["plugins"] = [p if not isinstance(p, str) or os.path.isabs(p) else str((path.parent / p).resolve()) for p in data["plugins"]]
+        data["plugins"] = [p if not isinstance(p, str) or os.path.isabs(p) or p.startswith("entry:")
+                           else str((path.parent / p).resolve()) for p in data["plugins"]]
     for key, value in (overrides or {}).items():
         if value is None:
             continue

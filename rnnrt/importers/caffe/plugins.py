@@ -8,10 +8,11 @@ A plugin is a Python module that
    ``CAFFE_PROTO`` (a :class:`~rnnrt.importers.caffe.proto.ProtoExtension` or a sequence of them), so the
    prototxt parser accepts e.g. ``permute_param { order: 2 }``.
 
-Plugins come from three places, loaded in this order: the installed packages' entry points of the
-group ``rnnrt.caffe_layers`` (the entry point names a module), then every ``*.py`` file (not
-starting with ``_``) of each directory given with ``rnnrt convert --plugins DIR``, or a single
-``.py`` file given the same way. A plugin's name is its entry point name or file stem; converters
+Plugins are loaded only when asked for, in the order given (``rnnrt convert --plugins X`` or the
+import YAML's ``plugins:`` list): every ``*.py`` file (not starting with ``_``) of a directory, a
+single ``.py`` file, ``entry:NAME`` for the installed entry point NAME of the group
+``rnnrt.caffe_layers`` (the entry point names a module), or ``entry:*`` for all of them. A plugin
+is arbitrary Python run in the converting process: load only plugins you trust. A plugin's name is its entry point name or file stem; converters
 it registers are attributed to that name (``rnnrt convert --list-layers`` shows it), and the YAML
 config written by ``rnnrt convert`` records the plugins under ``source.plugins``.
 
@@ -49,6 +50,9 @@ G_LOGGER = logging.getLogger("rnnrt.importers.caffe.plugins")
 
 ENTRY_POINT_GROUP = "rnnrt.caffe_layers"
 """Entry point group of installed layer plugins; each entry point names a module."""
+
+ENTRY_POINT_PREFIX = "entry:"
+"""A plugin path ``entry:NAME`` loads the installed entry point NAME; ``entry:*`` loads all of them."""
 
 PROTO_ATTRIBUTE = "CAFFE_PROTO"
 """Module attribute holding a plugin's ProtoExtension (or a sequence of them)."""
@@ -101,15 +105,16 @@ _LOADED: dict[str, LayerPlugin] = {}
 
 
 def load_plugins(
-    paths: Iterable[str | os.PathLike] = (), *, entry_points: bool = True
+    paths: Iterable[str | os.PathLike] = (), *, entry_points: bool = False
 ) -> PluginSet:
     """Loads layer plugins and builds the Caffe schema that includes their fields.
 
     Args:
         paths (Iterable[str | os.PathLike]): Plugin directories (every ``*.py`` not starting with
-            ``_``, in name order) or single plugin files. Defaults to none.
-        entry_points (bool): Also load the installed entry points of group ``rnnrt.caffe_layers``.
-            Defaults to True.
+            ``_``, in name order), single plugin files, ``entry:NAME`` (the installed entry point
+            NAME of group ``rnnrt.caffe_layers``) or ``entry:*`` (all of them). Defaults to none.
+        entry_points (bool): Also load every installed entry point (as ``entry:*``). Defaults to
+            False: plugins run arbitrary code, so nothing is imported unless asked for.
 
     Returns:
         PluginSet: The loaded plugins (already loaded ones included) and the schema.
@@ -125,16 +130,33 @@ def load_plugins(
         print([p.name for p in plugins.plugins])
     """
     plugins: list[LayerPlugin] = []
+    paths = list(paths)
     if entry_points:
-        for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            plugins.append(load_plugin_entry_point(ep))
+        paths.insert(0, ENTRY_POINT_PREFIX + "*")
     for path in paths:
-        for file in _plugin_files(Path(os.path.expanduser(os.fspath(path)))):
+        text = os.fspath(path)
+        if isinstance(text, str) and text.startswith(ENTRY_POINT_PREFIX):
+            plugins += [load_plugin_entry_point(ep) for ep in _entry_points(text[len(ENTRY_POINT_PREFIX):])]
+            continue
+        for file in _plugin_files(Path(os.path.expanduser(text))):
             plugins.append(load_plugin_file(file))
     unique = list({p.name: p for p in plugins}.values())
     extensions = [ext for p in unique for ext in p.extensions]
     schema = CaffeSchema(extensions) if extensions else default_schema()
     return PluginSet(tuple(unique), schema)
+
+
+def _entry_points(name: str) -> list[importlib.metadata.EntryPoint]:
+    available = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    if name == "*":
+        return available
+    chosen = [ep for ep in available if ep.name == name]
+    if not chosen:
+        raise PluginError(
+            fmt(f"Plugin {ENTRY_POINT_PREFIX}{name}", f"No installed entry point of group {ENTRY_POINT_GROUP!r} is named {name!r}",
+                f"Installed: {[ep.name for ep in available]}.")
+        )
+    return chosen
 
 
 def _plugin_files(path: Path) -> list[Path]:
@@ -240,7 +262,10 @@ def _register(name: str, source: str, run: Callable[[], ModuleType], *, module_n
     except PluginError:
         _forget(name, module_name)  # leave nothing half-registered: a fixed plugin can be loaded again
         raise
-    except Exception as err:
+    except KeyboardInterrupt:
+        _forget(name, module_name)
+        raise
+    except BaseException as err:  # SystemExit too: a plugin must not end the process that loads it
         _forget(name, module_name)
         raise PluginError(
             fmt(subject, f"Failed to import: {type(err).__name__}: {err}", "Fix the plugin module; the chained traceback shows where.")
@@ -324,6 +349,7 @@ def layer_table(frontend: str = "caffe") -> list[tuple[str, str, str]]:
 __all__ = [
     "BUILTIN",
     "ENTRY_POINT_GROUP",
+    "ENTRY_POINT_PREFIX",
     "LayerPlugin",
     "PROTO_ATTRIBUTE",
     "PluginSet",

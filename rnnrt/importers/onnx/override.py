@@ -71,6 +71,9 @@ def load_override(source: Union[str, os.PathLike, Mapping[str, Any]]) -> tuple[O
     """Reads and validates an override; returns it, the keys it set, and a label for messages."""
     if isinstance(source, Mapping):
         data, label = dict(source), "Override"
+    elif not isinstance(source, (str, os.PathLike)):
+        raise ConfigError(fmt("Override", f"Is a {type(source).__name__}: {source!r:.80}",
+                              "Expected a YAML file path or a mapping with keys state, inputs, outputs, continuation."))
     else:
         path = Path(source)
         label = f"Override {str(path)!r}"

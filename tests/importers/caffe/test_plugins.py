@@ -113,8 +113,9 @@ def test_plugin_from_an_entry_point(tmp_path, monkeypatch):
     (dist / "entry_points.txt").write_text("[rnnrt.caffe_layers]\nfork = fork_pkg.layers\n")
     monkeypatch.syspath_prepend(str(site))
 
+    assert load_plugins().plugins == ()  # entry points load only when asked for
     assert load_plugins(entry_points=False).plugins == ()
-    plugins = load_plugins()
+    plugins = load_plugins(["entry:fork"])
     assert [(p.name, p.source, p.layer_types) for p in plugins.plugins] == [
         ("fork", "entry point fork_pkg.layers", ("DoubleIt",))
     ]
