@@ -286,13 +286,14 @@ def _check_blobs(inputs: dict[str, tuple[int, ...]], layers: list[CaffeLayer], p
 def _attach_weights(path: str, layers: list[CaffeLayer], schema: CaffeSchema, progress: bool) -> None:
     subject = f"Caffemodel {path!r}"
     # The file is mapped, not read: blob data packed as Caffe writes it is viewed in place (numpy
-    # arrays over the mapping), so a caffemodel costs its own size in memory, once.
+    # arrays over the mapping), so a caffemodel costs its own size in memory, once. The mapping is
+    # copy-on-write: the arrays stay writable and writes never reach the file.
     try:
         with open(path, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 raise ModelImportError(fmt(subject, "Is not a regular file", "Pass the .caffemodel file written by Caffe"))
             size = os.fstat(f.fileno()).st_size
-            data: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+            data: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if size else b""
     except OSError as err:
         raise ModelImportError(fmt(subject, f"Cannot be read: {err}")) from None
     buf = memoryview(data)

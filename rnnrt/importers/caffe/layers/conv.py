@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rnnrt.importers.caffe import checks
 from rnnrt.importers.caffe.context import ImportContext, unsupported
 from rnnrt.importers.caffe.registry import add_converter
 from rnnrt.errors import ModelImportError, fmt
@@ -52,16 +53,17 @@ def _(layer, ctx: ImportContext) -> list:
     dh, dw = (int(dils[0]), int(dils[-1]))
     group, n_out = int(p.group), int(p.num_output)
     n, c, h, w = shape
-    if c % group or n_out % group:
-        raise ModelImportError(
-            fmt(
-                f"Layer {layer.name!r} (Convolution)",
-                f"group {group} does not divide input channels {c} and num_output {n_out}",
-            )
-        )
-    blobs = ctx.weights(layer, [(n_out, c // group, kh, kw)] + ([(n_out,)] if p.bias_term else []))
+    checks.positive(layer, "kernel_size", kh, kw)
+    checks.positive(layer, "stride", sh, sw)
+    checks.positive(layer, "dilation", dh, dw)
+    checks.positive(layer, "num_output", n_out)
+    if ph < 0 or pw < 0:
+        raise ModelImportError(fmt(f"Layer {layer.name!r} (Convolution)", f"pad is [{ph}, {pw}]", "Expected pad >= 0."))
+    checks.divides(layer, "group", group, **{"input channels": c, "num_output": n_out})
     oh = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
     ow = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    checks.window_fits(layer, (h, w), (oh, ow), (dh * (kh - 1) + 1, dw * (kw - 1) + 1), (ph, pw))
+    blobs = ctx.weights(layer, [(n_out, c // group, kh, kw)] + ([(n_out,)] if p.bias_term else []))
     inputs = [x, ctx.const(blobs[0], f"{layer.name}/W")]
     if p.bias_term:
         inputs.append(ctx.const(blobs[1], f"{layer.name}/b"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rnnrt.importers.caffe import checks
 from rnnrt.importers.caffe.context import ImportContext
 from rnnrt.importers.caffe.registry import add_converter
 from rnnrt.errors import ModelImportError, fmt
@@ -25,6 +26,7 @@ def _(layer, ctx: ImportContext) -> list:
     outs = []
     for i, top in enumerate(layer.tops):
         shape = _blob_shape(shapes[0] if len(shapes) == 1 else shapes[i])
+        checks.dims_positive(layer, f"Top {top!r}", shape)
         outs.append(ctx.add_input(top, shape, ctx.input_batch_axis(top, shape)))
     return outs
 
@@ -50,4 +52,6 @@ def _(layer, ctx: ImportContext) -> list:
         f"DummyData layer {layer.name!r}: its tops {list(layer.tops)} are graph inputs (deploy nets fill "
         "DummyData blobs from the caller before each forward)."
     )
+    for top, shape in zip(layer.tops, shapes):
+        checks.dims_positive(layer, f"Top {top!r}", shape)
     return [ctx.add_input(top, shape, ctx.input_batch_axis(top, shape)) for top, shape in zip(layer.tops, shapes)]

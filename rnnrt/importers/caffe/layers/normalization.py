@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnnrt.importers.caffe import checks
 from rnnrt.importers.caffe.context import ImportContext, normalize_axis, unsupported
 from rnnrt.importers.caffe.registry import add_converter
 from rnnrt.errors import ModelImportError, fmt
@@ -104,5 +105,7 @@ def _(layer, ctx: ImportContext) -> list:
     (x,) = ctx.bottoms(layer, 1)
     if p.norm_region != 0:  # ACROSS_CHANNELS
         raise unsupported(layer, "LRN with norm_region WITHIN_CHANNEL")
+    checks.positive(layer, "local_size", p.local_size)
+    checks.odd(layer, "local_size", p.local_size)
     attrs = {"size": int(p.local_size), "alpha": float(p.alpha), "beta": float(p.beta), "bias": float(p.k)}
     return [ctx.op("LRN", [x], attrs, shape=ctx.shape(x), batch_axis=ctx.batch_axis(x))]

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from rnnrt.importers.caffe import checks
 from rnnrt.importers.caffe.context import ImportContext, unsupported
 from rnnrt.importers.caffe.layers.conv import kernel_param, spatial_param
 from rnnrt.importers.caffe.registry import add_converter
@@ -51,7 +52,11 @@ def _(layer, ctx: ImportContext) -> list:
         kh, kw = kernel_param(layer, p)
         ph, pw = spatial_param(p, "pad", 0)
         sh, sw = spatial_param(p, "stride", 1)
+        checks.positive(layer, "kernel_size", kh, kw)
+        checks.positive(layer, "stride", sh, sw)
+        checks.pad_below_kernel(layer, (ph, pw), (kh, kw))
     oh, ow = _pooled(h, kh, ph, sh), _pooled(w, kw, pw, sw)
+    checks.window_fits(layer, (h, w), (oh, ow), (kh, kw), (ph, pw))
     # Explicit end padding reproduces Caffe's ceil-mode size with ONNX's floor rule.
     eh = max(0, (oh - 1) * sh + kh - h - ph)
     ew = max(0, (ow - 1) * sw + kw - w - pw)

@@ -23,6 +23,7 @@ import math
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from rnnrt.importers.caffe import checks
 from rnnrt.importers.caffe.context import ImportContext, add_node
 from rnnrt.importers.caffe.registry import add_converter
 from rnnrt.errors import ModelImportError, fmt
@@ -88,6 +89,8 @@ def _recurrent(layer, ctx: ImportContext, kind: str) -> list:
             fmt(f"Layer {layer.name!r} ({kind})", f"Input x {layer.bottoms[0]!r} has shape {list(xshape)}", "Expected T x N x ... (at least 3 axes).")
         )
     t, n = xshape[0], xshape[1]
+    checks.positive(layer, f"T (dim 0 of bottom {layer.bottoms[0]!r})", t)
+    checks.positive(layer, f"N (dim 1 of bottom {layer.bottoms[0]!r})", n)
     _check_shape(layer, f"cont {layer.bottoms[1]!r}", ctx.shape(cont), (t, n))
     if ctx.dynamic_batch and ctx.batch_axis(x) != 1:
         raise ModelImportError(
@@ -118,7 +121,7 @@ def _recurrent(layer, ctx: ImportContext, kind: str) -> list:
 
     # Input projection of all time steps at once: (T, N, D) @ (D, G) + b.
     x3 = ctx.reshape(x, (t, n, d), 1, name=f"{name}/x")
-    gx = ctx.op("MatMul", [x3, ctx.const(w_x.T.copy(), f"{name}/W_x")], shape=(t, n, g), batch_axis=1, name=f"{name}/Wx")
+    gx = ctx.op("MatMul", [x3, ctx.const(w_x.T, f"{name}/W_x")], shape=(t, n, g), batch_axis=1, name=f"{name}/Wx")
     gx = ctx.op("Add", [gx, ctx.const(b_x, f"{name}/b")], shape=(t, n, g), batch_axis=1, name=f"{name}/Wx_b")
     if static:
         xs2 = ctx.reshape(x_static, (n, ds), 0, name=f"{name}/x_static")
@@ -171,7 +174,7 @@ def _recurrent(layer, ctx: ImportContext, kind: str) -> list:
             ctx.state_outputs[pair.output] = f
     if kind == "RNN":
         w_o, b_o = blobs[-2], blobs[-1]
-        o = ctx.op("MatMul", [h_all, ctx.const(w_o.T.copy(), f"{name}/W_o")], shape=(t, n, hidden), batch_axis=1)
+        o = ctx.op("MatMul", [h_all, ctx.const(w_o.T, f"{name}/W_o")], shape=(t, n, hidden), batch_axis=1)
         o = ctx.op("Add", [o, ctx.const(b_o, f"{name}/b_o")], shape=(t, n, hidden), batch_axis=1)
         h_all = ctx.op("Tanh", [o], shape=(t, n, hidden), batch_axis=1, name=layer.tops[0])
     if expose:

@@ -31,7 +31,16 @@ def _(layer, ctx: ImportContext) -> list:
     if len(xs) == 1:
         return [xs[0]]
     out = shape[:axis] + (total,) + shape[axis + 1 :]
-    return [ctx.op("Concat", xs, {"axis": axis}, shape=out, batch_axis=ctx.batch_axis(xs[0]))]
+    bax = ctx.batch_axis(xs[0])
+    if bax is not None and axis == bax:
+        # Concatenating along the stream axis mixes streams: the result has no batch axis.
+        if ctx.dynamic_batch:
+            raise ModelImportError(
+                fmt(f"Layer {layer.name!r} (Concat)", f"Concatenates along the batch (stream) axis {axis}",
+                    "A dynamic batch needs every stream in its own row; convert with a fixed batch.")
+            )
+        bax = None
+    return [ctx.op("Concat", xs, {"axis": axis}, shape=out, batch_axis=bax)]
 
 
 @add_converter("caffe", "Slice")
