@@ -83,6 +83,8 @@ def convert_net(
     """
     ctx = _Context(net, dynamic_batch=dynamic_batch, seed=seed)
     for name, shape in net.inputs.items():
+        if any(int(d) <= 0 for d in shape):
+            raise ModelImportError(fmt(f"Net input {name!r}", f"Has shape {list(shape)}", "Expected every dim > 0."))
         ctx.blobs[name] = ctx.add_input(name, shape, ctx.input_batch_axis(name, shape))
     available: dict[str, None] = {name: None for name in net.inputs}
     for layer in net.layers:

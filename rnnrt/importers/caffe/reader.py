@@ -157,11 +157,7 @@ def load_net(
     if phase not in _PHASES:
         raise ModelImportError(fmt("Net state", f"Unknown phase {phase!r}", f"Expected one of {list(_PHASES)}"))
     path = os.fspath(prototxt)
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ModelImportError(fmt(f"Prototxt {path!r}", f"Cannot be read: {err}")) from None
+    text = _read_prototxt(path)
     net = parse_prototxt(text, schema=schema, filename=path)
     inputs = _net_inputs(net, path)
     state = _State(phase=phase, level=level, stages=frozenset(stages))
@@ -185,6 +181,32 @@ def load_net(
     for layer in layers:
         layer.param_names += [""] * (len(layer.blobs) - len(layer.param_names))
     return CaffeNet(name=net.name, inputs=inputs, layers=layers, has_weights=caffemodel is not None)
+
+
+MAX_PROTOTXT_BYTES = 256 << 20
+"""The largest prototxt read (real deploy prototxts are kilobytes; a net of 10^5 layers is ~10 MB)."""
+
+
+def _read_prototxt(path: str) -> str:
+    # A regular file of bounded size: /dev/zero or a FIFO would otherwise read forever.
+    subject = f"Prototxt {path!r}"
+    try:
+        # stat before open: opening a FIFO blocks until someone writes to it.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ModelImportError(fmt(subject, "Is not a regular file", "Pass the deploy .prototxt file."))
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if st.st_size > MAX_PROTOTXT_BYTES:
+                raise ModelImportError(
+                    fmt(subject, f"Is {st.st_size} bytes", f"Expected a prototxt of at most {MAX_PROTOTXT_BYTES} bytes.")
+                )
+            data = f.read(MAX_PROTOTXT_BYTES + 1)
+    except OSError as err:
+        raise ModelImportError(fmt(subject, f"Cannot be read: {err}")) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ModelImportError(fmt(subject, f"Is not UTF-8 text: {err}", "A prototxt is protobuf text format.")) from None
 
 
 def _strip_comments(text: str) -> str:
@@ -289,9 +311,9 @@ def _attach_weights(path: str, layers: list[CaffeLayer], schema: CaffeSchema, pr
     # arrays over the mapping), so a caffemodel costs its own size in memory, once. The mapping is
     # copy-on-write: the arrays stay writable and writes never reach the file.
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # before open: a FIFO would block it
+            raise ModelImportError(fmt(subject, "Is not a regular file", "Pass the .caffemodel file written by Caffe"))
         with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise ModelImportError(fmt(subject, "Is not a regular file", "Pass the .caffemodel file written by Caffe"))
             size = os.fstat(f.fileno()).st_size
             data: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if size else b""
     except OSError as err:
