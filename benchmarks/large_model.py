@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -75,23 +74,37 @@ def write_caffemodel(path: Path, n_out: int, seed: int = 0) -> None:
             f.write(rng.uniform(-0.1, 0.1, min(rows, n_out - i)).astype("<f4").tobytes())
 
 
+# The child reports its own peak (VmHWM of its address space) at exit. ru_maxrss of a child would not
+# do: Linux carries the parent's high-water mark over fork/vfork + exec into it.
+_CHILD = """
+import atexit, os, runpy, sys
+def _hwm():
+    with open("/proc/self/status") as f:
+        kb = f.read().split("VmHWM:")[1].split()[0]
+    with open(os.environ["RNNRT_HWM_FILE"], "w") as f:
+        f.write(kb)
+atexit.register(_hwm)
+mode, target = sys.argv[1], sys.argv[2]
+if mode == "-m":
+    sys.argv = [target] + sys.argv[3:]
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
+else:
+    sys.argv = ["-c"] + sys.argv[3:]
+    exec(compile(target, "<child>", "exec"), {"__name__": "__main__"})
+"""
+
+
 def run_child(args: list[str], cwd: Path = ROOT) -> tuple[float, float, str]:
-    """Runs a child process; returns (seconds, peak RSS in GB, stdout)."""
-    t0 = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:  # child: exec with stdout to a file, to read it back
-        fd = os.open(os.path.join(tempfile.gettempdir(), f"rnnrt-large-{os.getpid()}.out"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        os.dup2(fd, 1)
-        os.chdir(cwd)
-        os.execv(sys.executable, [sys.executable] + args)
-    _, status, usage = os.wait4(pid, 0)
-    dt = time.perf_counter() - t0
-    out_file = Path(tempfile.gettempdir(), f"rnnrt-large-{pid}.out")
-    out = out_file.read_text()
-    out_file.unlink()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{args} failed with {os.waitstatus_to_exitcode(status)}:\n{out}")
-    return dt, usage.ru_maxrss * 1024 / 1e9, out
+    """Runs ``python ARGS`` (``-m mod ...`` or ``-c code ...``); returns (seconds, peak RSS in GB, stdout)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        hwm = Path(tmp) / "hwm"
+        env = {**os.environ, "RNNRT_HWM_FILE": str(hwm), "PYTHONPATH": str(ROOT)}
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", _CHILD, *args], cwd=cwd, env=env, capture_output=True, text=True)
+        dt = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"{args[:2]} failed with {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return dt, int(hwm.read_text()) * 1024 / 1e9, proc.stdout
 
 
 _STEP = """
