@@ -67,3 +67,15 @@ def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProc
 def input_layer(name: str, *shape: int) -> str:
     dims = " ".join(f"dim: {d}" for d in shape)
     return f'layer {{ name: "{name}" type: "Input" top: "{name}" input_param {{ shape {{ {dims} }} }} }}\n'
+
+
+# Hypothesis profiles of the fuzzing harnesses (tests/hostile/test_fuzz.py): "ci" keeps `make test`
+# at seconds per harness and is derandomized (the same examples every run); `make fuzz` selects "fuzz".
+def register_fuzz_profiles() -> None:
+    from hypothesis import HealthCheck, settings
+
+    common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                        HealthCheck.function_scoped_fixture])
+    settings.register_profile("ci", max_examples=60, derandomize=True, **common)
+    settings.register_profile("fuzz", max_examples=5000, **common)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -21,6 +21,10 @@ from rnnrt.ir.stepgraph import StatePair
 # Symbolic name of the dynamic batch dimension in the exported graph.
 BATCH_DIM = "batch"
 
+MAX_TENSOR_ELEMENTS = 2**31 - 1
+"""The most elements a tensor or weight blob may have: TensorRT's limit per tensor. A prototxt that
+declares more (by mistake or on purpose) is rejected before anything is allocated for it."""
+
 
 @dataclasses.dataclass
 class TensorInfo:
@@ -74,14 +78,29 @@ class ImportContext:
         self._names.add(out)
         return out
 
+    def check_size(self, name: str, shape: Sequence[int]) -> None:
+        """Rejects a tensor or blob of more than :data:`MAX_TENSOR_ELEMENTS` elements, naming the layer."""
+        count = 1
+        for d in shape:
+            count *= int(d)
+        if count > MAX_TENSOR_ELEMENTS:
+            layer = self.layer
+            subject = f"Layer {layer.name!r} ({layer.type})" if layer is not None else f"Net {self.net.name!r}"
+            raise ModelImportError(
+                fmt(subject, f"{name} of shape {[int(d) for d in shape]} would have {count} elements",
+                    f"TensorRT takes at most {MAX_TENSOR_ELEMENTS} elements per tensor; check the prototxt's dims and num_output.")
+            )
+
     def variable(self, name: str, shape: Sequence[int], batch_axis: int | None, dtype=np.float32) -> gs.Variable:
         """Creates a new intermediate tensor with a unique name derived from ``name``."""
+        self.check_size(f"Tensor {name!r}", shape)
         var = gs.Variable(self.unique(name))
         self.info[var.name] = TensorInfo(tuple(int(d) for d in shape), batch_axis, dtype)
         return var
 
     def exact_variable(self, name: str, shape: Sequence[int], batch_axis: int | None) -> gs.Variable:
         """Creates a tensor named exactly ``name`` (a state output, say), failing if the name is taken."""
+        self.check_size(f"Tensor {name!r}", shape)
         if name in self._names:
             raise ModelImportError(fmt(f"Tensor {name!r}", "Would be defined twice", "Layer names must make state names unique."))
         self._names.add(name)
@@ -185,6 +204,7 @@ class ImportContext:
     # ------------------------------------------------------------------ graph inputs and state
     def add_input(self, name: str, shape: Sequence[int], batch_axis: int | None, dtype=np.float32) -> gs.Variable:
         """Adds a graph input named exactly ``name``."""
+        self.check_size(f"Input {name!r}", shape)
         if name in self._names:
             raise ModelImportError(fmt(f"Input {name!r}", "Is declared twice"))
         self._names.add(name)
@@ -232,6 +252,8 @@ class ImportContext:
             ModelImportError: naming the layer, the blob index and the expected vs found shapes.
         """
         expected = [tuple(int(d) for d in s) for s in expected]
+        for i, shape in enumerate(expected):
+            self.check_size(f"Blob {i}", shape)
         kinds = list(kinds) if kinds is not None else ["weight"] + ["bias"] * (len(expected) - 1)
         names = list(getattr(layer, "param_names", []) or [])
         blobs = list(layer.blobs)
