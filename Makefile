@@ -1,10 +1,12 @@
 # make run   : create .venv, install rnnrt, run the CPU demo
 # make test  : create .venv, install rnnrt with test extras, run the whole suite
+# make test-large : convert and run a model with 2.5 GB of weights (needs ~6 GB of memory, minutes)
+# make fuzz  : the fuzzing harnesses of tests/hostile with many random examples (minutes)
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: install run test test-gpu bench proto clean
+.PHONY: install run test test-gpu test-large fuzz bench proto clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,6 +31,12 @@ test: $(VENV)/.installed-dev
 
 test-gpu: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -m gpu
+
+test-large: $(VENV)/.installed-dev
+	RNNRT_TEST_LARGE=1 $(BIN)/python -m pytest -q -s tests/hostile/test_large_models.py
+
+fuzz: $(VENV)/.installed-dev
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/hostile/test_fuzz.py
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/cpu_step.py
