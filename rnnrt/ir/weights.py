@@ -187,4 +187,35 @@ def save_with_external_data(
     return data_path
 
 
-__all__ = ["EMBED_LIMIT", "FILE_EMBED_LIMIT", "MIN_EXTERNAL_BYTES", "model_from_graph", "save_with_external_data"]
+def external_data_files(onnx_path: Union[str, os.PathLike]) -> list[Path]:
+    """The external-data files a saved ONNX model refers to (relative to its folder), weights not read.
+
+    Args:
+        onnx_path (str | os.PathLike): The ``.onnx`` file.
+
+    Returns:
+        list[Path]: Each data file once, relative to the model's folder, in the order the model names
+        them; ``[]`` for a self-contained model.
+
+    Raises:
+        ConfigError: A location is absolute or leaves the model's folder (ONNX forbids both).
+    """
+    onnx_path = Path(onnx_path)
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    folder = onnx_path.parent.resolve()
+    seen: dict[Path, None] = {}
+    for t in _external_tensors(model):
+        for entry in t.external_data:
+            if entry.key != "location":
+                continue
+            rel = Path(entry.value)
+            if rel.is_absolute() or ".." in rel.parts or not (folder / rel).resolve().is_relative_to(folder):
+                raise ConfigError(
+                    fmt(f"Model {str(onnx_path)!r} tensor {t.name!r}", f"Its external data location {entry.value!r} leaves the model's folder",
+                        "External data lives beside the model (a relative path inside its folder).")
+                )
+            seen.setdefault(rel, None)
+    return list(seen)
+
+
+__all__ = ["EMBED_LIMIT", "external_data_files", "FILE_EMBED_LIMIT", "MIN_EXTERNAL_BYTES", "model_from_graph", "save_with_external_data"]

@@ -349,6 +349,11 @@ def export_triton(
             onnx.save(_wrap_model(cfg, plan), str(target))
         else:
             shutil.copyfile(cfg.model_path, target)
+            from rnnrt.ir.weights import external_data_files
+
+            for rel in external_data_files(cfg.model_path):  # big models: model.onnx.data beside it
+                (version_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(cfg.model_path.parent / rel, version_dir / rel)
     else:
         target = version_dir / "model.plan"
         if cfg.engine.flavour == "tensorrt_rtx":
