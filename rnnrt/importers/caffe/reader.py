@@ -445,12 +445,11 @@ def _scan_blob(buf: memoryview, span: tuple[int, int]) -> tuple[tuple[int, ...] 
                         dims.append(d - (1 << 64) if d >= 1 << 63 else d)
         elif n in (1, 2, 3, 4) and w == 0:
             legacy[n] = v
-        elif n == 5:
-            floats.append(v) if w == 2 else None
-            simple = simple and w == 2
-        elif n == 8:
-            doubles.append(v) if w == 2 else None
-            simple = simple and w == 2
+        elif n in (5, 8):  # data, double_data: packed (wire type 2) is Caffe's encoding; else unpacked
+            if w == 2:
+                (floats if n == 5 else doubles).append(v)
+            else:
+                simple = False
     if legacy:
         return None, floats, doubles, False
     return tuple(dims or ()), floats, doubles, simple
