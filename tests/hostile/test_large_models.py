@@ -73,3 +73,21 @@ def test_external_weights_in_process(tmp_path):
     x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(1, 8)
     with rnnrt.load(yaml_path) as s:
         np.testing.assert_allclose(s.step({"data": x})["y"], x @ w.T + b, rtol=1e-5, atol=1e-5)
+
+
+def test_external_weights_inside_scan_bodies_match_embedded(tmp_path):
+    # T > 1: the recurrent weights live in ONNX Scan bodies; external data there too, same numbers.
+    text = (input_layer("x", 3, 2, 4) + input_layer("cont", 3, 2)
+            + 'layer { name: "lstm" type: "LSTM" bottom: "x" bottom: "cont" top: "h" recurrent_param { num_output: 16 } }\n'
+            + 'layer { name: "rnn" type: "RNN" bottom: "h" bottom: "cont" top: "r" recurrent_param { num_output: 8 } }\n')
+    (tmp_path / "net.prototxt").write_text(text)
+    import rnnrt
+
+    ext = save_step_graph(convert_caffe(tmp_path / "net.prototxt", embed_limit=0), tmp_path / "ext")
+    emb = save_step_graph(convert_caffe(tmp_path / "net.prototxt"), tmp_path / "emb")
+    assert (tmp_path / "ext" / "model.onnx.data").exists() and not (tmp_path / "emb" / "model.onnx.data").exists()
+    x = np.random.default_rng(0).standard_normal((3, 2, 4)).astype(np.float32)
+    with rnnrt.load(ext) as a, rnnrt.load(emb) as b:
+        for _ in range(3):
+            ya, yb = a.step({"x": x}), b.step({"x": x})
+            assert all(np.array_equal(ya[k], yb[k]) for k in ya)
