@@ -20,7 +20,7 @@ from rnnrt.errors import RnnrtError
 from rnnrt.importers.caffe.convert import convert_caffe
 from rnnrt.importers.caffe.reader import load_net
 from rnnrt.importers.caffe.writer import save_caffemodel
-from rnnrt.runtime.pool import StreamState
+from rnnrt.runtime.snapshot import StreamState
 from tests.hostile.helpers import input_layer, register_fuzz_profiles
 
 register_fuzz_profiles()
