@@ -6,6 +6,11 @@ Two Python modules can build and run rnnrt engines:
 - ``tensorrt_rtx``: TensorRT for RTX. Its builder also works on a machine without a GPU, which is
   how CI proves that every step graph is a valid TensorRT network.
 
+Two more only run engines (no builder): ``tensorrt_lean`` (TensorRT's lean runtime, pip
+``tensorrt-lean-cu12``) and ``tensorrt_dispatch`` (the dispatch runtime, which loads the lean runtime
+a plan carries). Both run plans built *version-compatible* by ``tensorrt`` (``rnnrt build
+--version-compatible``); see :data:`RUNTIMES` and :func:`runtimes_for`.
+
 Both are strongly typed here (precision comes from the ONNX dtypes, see :mod:`rnnrt.build.precision`).
 TensorRT keeps one logger per process; :func:`get_logger` makes that one logger and routes it to
 Python :mod:`logging` (logger ``rnnrt.trt``).
@@ -29,12 +34,15 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
-from rnnrt.errors import BuildError, fmt
+from rnnrt.errors import BuildError, EngineError, fmt
 
 G_LOGGER = logging.getLogger("rnnrt.trt")
 
 FLAVOURS = ("tensorrt", "tensorrt_rtx")
-"""Module names rnnrt can use, in the order ``auto`` tries them."""
+"""Modules that can build plans, in the order ``auto`` tries them."""
+
+RUNTIMES = ("tensorrt", "tensorrt_rtx", "tensorrt_lean", "tensorrt_dispatch")
+"""Modules that can run plans (:class:`rnnrt.engines.trt.TrtEngine`)."""
 
 # Below DEBUG: TensorRT's VERBOSE output is very chatty (every tactic, every pass).
 VERBOSE = 5
@@ -51,38 +59,53 @@ _LOGGERS: dict[str, Any] = {}
 _CAPTURES: list[list[tuple[str, str]]] = []
 
 
-def available_flavours() -> list[str]:
+def available_flavours(names: tuple[str, ...] = FLAVOURS) -> list[str]:
     """Names of the TensorRT modules that are installed (without importing them)."""
-    return [name for name in FLAVOURS if importlib.util.find_spec(name) is not None]
+    found = []
+    for name in names:
+        try:
+            if importlib.util.find_spec(name) is not None:
+                found.append(name)
+        except (ImportError, ValueError):
+            continue
+    return found
 
 
-def import_trt(module: str | None = None) -> ModuleType:
+def import_trt(module: str | None = None, purpose: str = "build") -> ModuleType:
     """Imports a TensorRT Python module.
 
     Args:
-        module (str | None): ``"tensorrt"``, ``"tensorrt_rtx"``, or None/``"auto"`` to take ``tensorrt``
-            if it imports and ``tensorrt_rtx`` otherwise. Defaults to None.
+        module (str | None): A name of :data:`RUNTIMES` (``"tensorrt_lean"``/``"tensorrt_dispatch"``
+            only for ``purpose="run"``), or None/``"auto"`` to take ``tensorrt`` if it imports and
+            ``tensorrt_rtx`` otherwise. Defaults to None.
+        purpose (str): ``"build"`` (the module needs a builder) or ``"run"``. Defaults to ``"build"``.
 
     Returns:
         ModuleType: The module.
 
     Raises:
-        BuildError: The module is unknown or no TensorRT module can be imported (the message says how
-            to install one).
+        BuildError: (``purpose="build"``) the module is unknown, has no builder, or no TensorRT module
+            can be imported (the message says how to install one).
+        EngineError: The same for ``purpose="run"``.
     """
+    error = BuildError if purpose == "build" else EngineError
+    known = FLAVOURS if purpose == "build" else RUNTIMES
     if module in (None, "auto"):
         names = list(FLAVOURS)
-    elif module in FLAVOURS:
+    elif module in known:
         names = [module]
+    elif module in RUNTIMES:
+        raise error(fmt(f"TensorRT module {module!r}", "Is a runtime without a builder",
+                        f"Build with one of {list(FLAVOURS)}; {module} runs version-compatible plans."))
     else:
-        raise BuildError(fmt(f"TensorRT module {module!r}", "Is not known", f"Expected one of {list(FLAVOURS)} or 'auto'."))
+        raise error(fmt(f"TensorRT module {module!r}", "Is not known", f"Expected one of {list(known)} or 'auto'."))
     failures = []
     for name in names:
         try:
             return importlib.import_module(name)
         except (ImportError, OSError) as err:  # OSError: a module whose shared libraries are missing
             failures.append(f"{name}: {err}")
-    raise BuildError(
+    raise error(
         fmt(
             "TensorRT",
             f"No TensorRT Python module could be imported ({'; '.join(failures)})",
@@ -92,8 +115,53 @@ def import_trt(module: str | None = None) -> ModuleType:
 
 
 def flavour_of(trt: ModuleType) -> str:
-    """``"tensorrt_rtx"`` or ``"tensorrt"``: which flavour a module returned by :func:`import_trt` is."""
-    return "tensorrt_rtx" if trt.__name__.split(".")[0].startswith("tensorrt_rtx") else "tensorrt"
+    """Which of :data:`RUNTIMES` a module returned by :func:`import_trt` is (``"tensorrt"`` if none)."""
+    name = str(getattr(trt, "__name__", "tensorrt")).split(".")[0]
+    for flavour in ("tensorrt_rtx", "tensorrt_lean", "tensorrt_dispatch"):
+        if name.startswith(flavour):
+            return flavour
+    return "tensorrt"
+
+
+def has_builder(trt: ModuleType) -> bool:
+    """Whether ``trt`` can build plans (``tensorrt``, ``tensorrt_rtx``; not the lean/dispatch runtimes)."""
+    return hasattr(trt, "Builder")
+
+
+def runtimes_for(flavour: str, version_compatible: bool = False) -> list[str]:
+    """The runtime modules that can deserialize a plan built by ``flavour``, most capable first.
+
+    A plan runs on the TensorRT flavour and version that built it. A version-compatible plan (``tensorrt``
+    only) also runs on later TensorRT versions, on the dispatch runtime and on the lean runtime.
+    """
+    if flavour == "tensorrt_rtx":
+        return ["tensorrt_rtx"]
+    return ["tensorrt", "tensorrt_dispatch", "tensorrt_lean"] if version_compatible else ["tensorrt"]
+
+
+def version_compatible_flags(trt: ModuleType, exclude_lean_runtime: bool = False) -> list[Any]:
+    """The ``BuilderFlag`` members of a version-compatible build (``rnnrt build --version-compatible``).
+
+    Raises:
+        BuildError: The flavour cannot build version-compatible plans (TensorRT-RTX: its engines are not
+            compatible across releases and it ships no lean runtime to embed), or the module lacks the flags.
+    """
+    if is_rtx(trt):
+        raise BuildError(
+            fmt(
+                "--version-compatible",
+                f"{flavour_of(trt)} {trt.__version__} cannot build version-compatible plans: TensorRT-RTX engines "
+                "only run on the TensorRT-RTX release that built them and it ships no lean runtime to embed",
+                "Build with TensorRT 10/11 (`--trt-module tensorrt`, `pip install tensorrt`), or drop the flag.",
+            )
+        )
+    members = getattr(getattr(trt, "BuilderFlag", None), "__members__", {})
+    wanted = ["VERSION_COMPATIBLE"] + (["EXCLUDE_LEAN_RUNTIME"] if exclude_lean_runtime else [])
+    missing = [w for w in wanted if w not in members]
+    if missing:
+        raise BuildError(fmt("--version-compatible", f"{flavour_of(trt)} {trt.__version__} has no BuilderFlag {missing[0]}",
+                             "Version compatibility needs TensorRT 8.6 or later."))
+    return [members[w] for w in wanted]
 
 
 def is_rtx(trt: ModuleType) -> bool:
@@ -225,7 +293,7 @@ def runtime_config(trt: ModuleType, engine: Any, cache_path: str | None = None) 
     Returns:
         trt.IRuntimeConfig | None: Pass it to ``engine.create_execution_context(config)``.
     """
-    if cache_path is None or not hasattr(engine, "create_runtime_config"):
+    if cache_path is None or not is_rtx(trt):
         return None
     import os
 
@@ -237,7 +305,7 @@ def runtime_config(trt: ModuleType, engine: Any, cache_path: str | None = None) 
         if data and not cache.deserialize(data):
             G_LOGGER.warning("Runtime cache %r | Could not be loaded; starting with an empty cache.", cache_path)
     if not config.set_runtime_cache(cache):
-        raise BuildError(fmt(f"Runtime cache {cache_path!r}", "TensorRT-RTX did not accept it"))
+        raise EngineError(fmt(f"Runtime cache {cache_path!r}", "TensorRT-RTX did not accept it"))
     return config
 
 
@@ -248,6 +316,6 @@ def save_runtime_cache(config: Any, cache_path: str) -> None:
         return
     data = cache.serialize()
     if data is None:
-        raise BuildError(fmt(f"Runtime cache {cache_path!r}", "TensorRT-RTX could not serialize it"))
+        raise EngineError(fmt(f"Runtime cache {cache_path!r}", "TensorRT-RTX could not serialize it"))
     with open(cache_path, "wb") as f:
         f.write(memoryview(data))

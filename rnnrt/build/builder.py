@@ -34,7 +34,6 @@ import onnx
 from rnnrt import trt_compat
 from rnnrt.errors import BuildError, ConfigError, RnnrtError, fmt
 from rnnrt.ir.bindings import graph_bindings
-from rnnrt.ir.files import read_yaml
 
 G_LOGGER = logging.getLogger("rnnrt.build")
 
@@ -80,6 +79,14 @@ class BuildOptions:
         workspace_mib (int | None): Workspace memory-pool limit in MiB. None: TensorRT's default.
         optimization_level (int | None): Builder optimization level (0-5). None: TensorRT's default.
         progress (bool): Show a progress bar per build phase (on a terminal). Defaults to False.
+        version_compatible (bool): Build a version-compatible plan (``BuilderFlag.VERSION_COMPATIBLE``):
+            it also runs on later TensorRT versions and on the lean and dispatch runtimes. TensorRT only;
+            TensorRT-RTX refuses it. Defaults to False.
+        exclude_lean_runtime (bool): With ``version_compatible``: leave the lean runtime out of the plan
+            (``EXCLUDE_LEAN_RUNTIME``); the machine that runs it needs ``tensorrt_lean`` (or the full
+            runtime) of the same version. Defaults to False.
+        runtime_cache (str | None): TensorRT-RTX runtime cache recorded in the manifest: a file name beside
+            the plan (anything else is refused). :func:`plan_from_config` only. Defaults to None.
     """
 
     precision: str = "fp32"
@@ -93,6 +100,9 @@ class BuildOptions:
     workspace_mib: int | None = None
     optimization_level: int | None = None
     progress: bool = False
+    version_compatible: bool = False
+    exclude_lean_runtime: bool = False
+    runtime_cache: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,8 +168,12 @@ class BuildResult:
         parse_seconds (float): Time to parse the ONNX graph.
         build_seconds (float): Time of ``build_serialized_network``.
         model (onnx.ModelProto | None): The graph that was parsed, when it was rewritten for precision.
+        version_compatible (bool): Built version-compatible.
+        exclude_lean_runtime (bool): The lean runtime was left out of the plan.
+        targets (tuple[str, ...]): TensorRT-RTX compute capabilities built for.
         plan_path (Path | None): Where :func:`plan_from_config` wrote the plan.
-        config_path (Path | None): The config :func:`plan_from_config` updated.
+        config_path (Path | None): The config :func:`plan_from_config` built from (never rewritten).
+        manifest (EngineManifest | None): The manifest :func:`plan_from_config` wrote beside the plan.
     """
 
     plan: bytes
@@ -175,11 +189,15 @@ class BuildResult:
     parse_seconds: float
     build_seconds: float
     model: onnx.ModelProto | None = None
+    version_compatible: bool = False
+    exclude_lean_runtime: bool = False
+    targets: tuple[str, ...] = ()
     plan_path: Path | None = None
     config_path: Path | None = None
+    manifest: Any = None
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-able record of the build (written next to the plan as ``<plan>.json``)."""
+        """A JSON-able record of the build (part of the manifest ``<plan>.json``)."""
         return {
             "flavour": self.flavour,
             "version": self.version,
@@ -457,6 +475,12 @@ def _configure(trt: ModuleType, builder: Any, config: Any, options: BuildOptions
         for i, cap in enumerate(caps):
             if not config.set_compute_capability(cap, i):
                 raise BuildError(fmt(f"Target {options.targets[i]!r}", "TensorRT did not accept it"))
+    if options.exclude_lean_runtime and not options.version_compatible:
+        raise BuildError(fmt("--exclude-lean-runtime", "Needs --version-compatible",
+                             "Only a version-compatible plan can leave the lean runtime out."))
+    if options.version_compatible:
+        for flag in trt_compat.version_compatible_flags(trt, options.exclude_lean_runtime):
+            config.set_flag(flag)
     if options.workspace_mib is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
     if options.optimization_level is not None:
@@ -613,16 +637,10 @@ def plan_from_onnx(
         parse_seconds=parse_seconds,
         build_seconds=build_seconds,
         model=rewritten,
+        version_compatible=options.version_compatible,
+        exclude_lean_runtime=options.exclude_lean_runtime,
+        targets=tuple(options.targets),
     )
-
-
-def _retype(cfg: Any, io_dtype: str, state_dtype: str) -> Any:
-    """The config with its float bindings re-typed to the rewritten graph's dtypes."""
-    floats = ("float32", "float16", "bfloat16")
-    inputs = [t.model_copy(update={"dtype": io_dtype}) if t.dtype in floats else t for t in cfg.inputs]
-    outputs = [t.model_copy(update={"dtype": io_dtype}) if t.dtype in floats else t for t in cfg.outputs]
-    state = [s.model_copy(update={"dtype": state_dtype}) if s.dtype in floats else s for s in cfg.state]
-    return cfg.model_copy(update={"inputs": inputs, "outputs": outputs, "state": state})
 
 
 def plan_from_config(
@@ -630,13 +648,14 @@ def plan_from_config(
     plan: PathLike | None = None,
     options: BuildOptions = BuildOptions(),
 ) -> BuildResult:
-    """Builds the plan of a YAML config and records it in that config (``rnnrt build``).
+    """Builds the plan of a YAML config and writes it with its manifest (``rnnrt build``).
 
-    Writes the plan, ``<plan>.json`` (bindings, layer lines, timings, for ``rnnrt inspect`` on machines
-    that cannot deserialize the plan) and updates the config's ``engine`` section (plan path,
-    flavour, version, precision, dtypes, profile). When ``io_dtype``/``state_dtype`` change the
-    bindings' dtypes, the rewritten graph is saved as ``<plan stem>.onnx`` and the config's ``model``
-    points to it, so the ONNX Runtime and TensorRT backends see the same bindings.
+    Writes the plan and its manifest ``<plan>.json`` (:mod:`rnnrt.build.manifest`: what the plan needs
+    to run, and the build record: bindings, layer lines, timings, for ``rnnrt inspect`` on machines that
+    cannot deserialize the plan). When the graph was rewritten for precision or binding dtypes, the
+    rewritten graph is saved as ``<plan>.onnx`` and named in the manifest. The config is never
+    changed, so building again from it always works; ``rnnrt.load(config)`` finds the plan through
+    the manifest.
 
     Args:
         config (PathLike): The YAML config (``model.yaml``).
@@ -644,26 +663,34 @@ def plan_from_config(
         options (BuildOptions): See :class:`BuildOptions`.
 
     Returns:
-        BuildResult: With ``plan_path`` and ``config_path`` set.
+        BuildResult: With ``plan_path``, ``config_path`` and ``manifest`` set.
 
     Raises:
-        ConfigError: The config cannot be read or does not match its model.
+        ConfigError: The config cannot be read or does not match its model; a runtime cache that is not
+            beside the plan.
         BuildError: See :func:`plan_from_onnx`.
     """
-    from rnnrt.config import load_config, save_config
+    from rnnrt.build.manifest import EngineManifest, beside, manifest_path, sha256_file
+    from rnnrt.config import load_config
 
     config_path = Path(config)
     cfg = load_config(config_path)
     plan_path = Path(plan) if plan is not None else config_path.with_suffix(".plan")
+    runtime_cache = None
+    if options.runtime_cache is not None:
+        runtime_cache = beside(plan_path, options.runtime_cache, "Runtime cache").name
     bound = [t.dtype for t in cfg.inputs] + [t.dtype for t in cfg.outputs] + [s.dtype for s in cfg.state]
     if any(d in ("float16", "bfloat16") for d in bound):
         raise BuildError(
             fmt(
                 f"Config {str(config_path)!r}",
-                "Has fp16/bf16 bindings: its model is a graph an earlier build rewrote",
+                "Has fp16/bf16 bindings: its model is a graph an older rnnrt build rewrote",
                 "Build from the config `rnnrt convert` wrote, whose graph is fp32.",
             )
         )
+    if plan_path.suffix in (".yaml", ".yml", ".onnx", ".json"):
+        raise BuildError(fmt(f"Plan {str(plan_path)!r}", f"Has the suffix {plan_path.suffix!r}",
+                             "Name the plan *.plan (or *.engine); the config and graph are never overwritten."))
     batch_axes: dict[str, int | None] = {t.name: t.batch_axis for t in cfg.inputs}
     batch_axes.update({s.input: s.batch_axis for s in cfg.state})
     result = plan_from_onnx(
@@ -673,39 +700,55 @@ def plan_from_config(
         state_inputs=[s.input for s in cfg.state],
         state_outputs=[s.output for s in cfg.state],
     )
+    graph_name = None
     try:
         plan_path.parent.mkdir(parents=True, exist_ok=True)
         plan_path.write_bytes(result.plan)
-        summary = result.summary()
-        Path(f"{plan_path}.json").write_text(json.dumps(summary, indent=1) + "\n")
+        if result.model is not None:
+            graph_path = Path(f"{plan_path}.onnx")
+            _save_graph(result.model, graph_path)
+            graph_name = graph_path.name
     except OSError as err:
         raise BuildError(fmt(f"Plan {str(plan_path)!r}", f"Cannot be written: {err.strerror}")) from err
-
-    new_cfg = cfg
-    if result.io_dtype != "float32" or result.state_dtype != "float32":
-        assert result.model is not None
-        onnx_path = plan_path.with_suffix(".onnx")
-        onnx.save(result.model, str(onnx_path))
-        new_cfg = _retype(cfg, result.io_dtype, result.state_dtype).model_copy(
-            update={"model": os.path.relpath(onnx_path.absolute(), config_path.parent.absolute())}
-        )
-        new_cfg = new_cfg.with_base_dir(config_path.parent)
-    profile = None
-    if result.profile is not None:
-        profile = {"min": result.profile[0], "opt": result.profile[1], "max": result.profile[2]}
-    new_cfg = new_cfg.with_engine(
-        plan=os.path.relpath(plan_path.absolute(), config_path.parent.absolute()),
+    summary = result.summary()
+    manifest = EngineManifest(
+        plan=plan_path.name,
         flavour=result.flavour,
         version=result.version,
+        runtimes=trt_compat.runtimes_for(result.flavour, result.version_compatible),
+        version_compatible=result.version_compatible,
+        exclude_lean_runtime=result.exclude_lean_runtime,
         precision=result.precision,
         io_dtype=result.io_dtype,
         state_dtype=result.state_dtype,
-        profile=profile,
+        profile=list(result.profile) if result.profile else None,
+        targets=list(result.targets),
+        graph=graph_name,
+        runtime_cache=runtime_cache,
+        config=os.path.relpath(config_path.absolute(), plan_path.absolute().parent),
+        model_sha256=sha256_file(cfg.model_path),
+        plan_bytes=len(result.plan),
+        plan_sha256=summary["plan_sha256"],
+        record={k: v for k, v in summary.items() if k in ("parse_seconds", "build_seconds", "bindings",
+                                                          "num_network_layers", "engine_layers")},
+        path=manifest_path(plan_path),
     )
-    save_config(new_cfg, config_path)
+    try:
+        manifest.write()
+    except OSError as err:
+        raise BuildError(fmt(f"Manifest {str(manifest.path)!r}", f"Cannot be written: {err.strerror}")) from err
     result.plan_path = plan_path
     result.config_path = config_path
+    result.manifest = manifest
     return result
+
+
+def _save_graph(model: onnx.ModelProto, path: Path) -> None:
+    """Saves a rewritten graph; weights go to ``<path>.data`` when the graph is too big for one protobuf."""
+    try:
+        onnx.save(model, str(path))
+    except ValueError:
+        onnx.save(model, str(path), save_as_external_data=True, location=f"{path.name}.data")
 
 
 @dataclasses.dataclass
@@ -719,9 +762,9 @@ class PlanInspection:
         bindings (list[BindingInfo]): Engine bindings (empty if it could not be deserialized).
         layers (list[str]): Layer information from the engine inspector.
         error (str | None): Why the engine could not be deserialized, with TensorRT's message.
-        build_record (dict | None): ``<plan>.json`` written at build time, if it matches the plan.
-        config_path (Path | None): A YAML config in the same folder whose engine is this plan.
-        config_engine (dict | None): That config's ``engine`` section.
+        build_record (dict | None): The manifest ``<plan>.json`` as JSON, if it matches the plan.
+        manifest (EngineManifest | None): The manifest, if it matches the plan.
+        manifest_error (str | None): Why the manifest could not be used (missing, unreadable, other plan).
     """
 
     path: Path
@@ -731,15 +774,21 @@ class PlanInspection:
     layers: list[str] = dataclasses.field(default_factory=list)
     error: str | None = None
     build_record: dict[str, Any] | None = None
-    config_path: Path | None = None
-    config_engine: dict[str, Any] | None = None
+    manifest: Any = None
+    manifest_error: str | None = None
 
     def text(self) -> str:
         """A human-readable report (what ``rnnrt inspect model.plan`` prints)."""
         out = [f"Plan {str(self.path)!r}: {self.size} bytes"]
-        if self.config_path is not None:
-            out.append(f"Config {str(self.config_path)!r}, engine section:")
-            out.extend(f"  {k}: {v}" for k, v in (self.config_engine or {}).items())
+        if self.manifest is not None:
+            m = self.manifest
+            out.append(f"Manifest {str(m.path)!r}: {m.describe()}")
+            out.append(f"  built from {m.config!r}, io {m.io_dtype}, state {m.state_dtype}"
+                       + (f", graph {m.graph!r}" if m.graph else "")
+                       + (f", runtime cache {m.runtime_cache!r}" if m.runtime_cache else "")
+                       + (f", targets {','.join(m.targets)}" if m.targets else ""))
+        else:
+            out.append(f"Manifest: none ({self.manifest_error})")
         if self.bindings:
             out.append(f"Engine bindings ({self.flavour}):")
             out.extend(f"  {b.describe()}" for b in self.bindings)
@@ -764,56 +813,53 @@ class PlanInspection:
         return "\n".join(out)
 
 
-def _config_for_plan(plan: Path) -> tuple[Path | None, dict[str, Any] | None]:
-    for candidate in sorted(plan.parent.glob("*.y*ml")):
-        try:
-            data = read_yaml(candidate)
-        except ConfigError:
-            continue
-        engine = data.get("engine") if isinstance(data, dict) else None
-        if isinstance(engine, dict) and isinstance(engine.get("plan"), str):
-            target = Path(engine["plan"])
-            target = target if target.is_absolute() else candidate.parent / target
-            if target.resolve() == plan.resolve():
-                return candidate, engine
-    return None, None
-
-
 def inspect_plan(path: PathLike, trt_module: str | None = None) -> PlanInspection:
     """Deserializes a plan and lists its bindings and layers; falls back to what is known without it.
 
     Deserializing needs a GPU that the plan's TensorRT flavour supports. When it fails (no GPU, no
-    TensorRT, a plan of another version) the result carries the error and whatever the build record
-    ``<plan>.json`` and a YAML config in the same folder say about the plan.
+    TensorRT, a plan of another version) the result carries the error and what the plan's manifest
+    ``<plan>.json`` says about it.
 
     Args:
         path (PathLike): The plan file.
-        trt_module (str | None): TensorRT module to use; None: the config's flavour, else auto.
+        trt_module (str | None): TensorRT module to use; None: the first installed runtime the manifest
+            lists, else auto.
 
     Returns:
         PlanInspection: Call :meth:`PlanInspection.text` for the report; ``error`` is None on success.
 
     Raises:
-        BuildError: The file does not exist.
+        EngineError: The file does not exist.
     """
+    from rnnrt.build.manifest import manifest_path, read_manifest
+    from rnnrt.errors import EngineError
+
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise BuildError(fmt(f"Plan {str(path)!r}", f"Cannot be read: {err.strerror}")) from err
+        raise EngineError(fmt(f"Plan {str(path)!r}", f"Cannot be read: {err.strerror}")) from err
     report = PlanInspection(path=path, size=len(data))
-    report.config_path, report.config_engine = _config_for_plan(path)
-    record_path = Path(f"{path}.json")
-    if record_path.exists():
+    mpath = manifest_path(path)
+    if not mpath.is_file():
+        report.manifest_error = f"{str(mpath)!r} does not exist"
+    else:
         try:
-            record = json.loads(record_path.read_text())
-        except (OSError, ValueError):
-            record = None
-        if isinstance(record, dict) and record.get("plan_sha256") == hashlib.sha256(data).hexdigest():
-            report.build_record = record
-    module = trt_module or (report.config_engine or {}).get("flavour") or (report.build_record or {}).get("flavour")
+            manifest = read_manifest(mpath)
+        except RnnrtError as err:
+            report.manifest_error = str(err)
+        else:
+            if manifest.plan_sha256 and manifest.plan_sha256 != hashlib.sha256(data).hexdigest():
+                report.manifest_error = f"{str(mpath)!r} describes another plan (SHA-256 differs)"
+            else:
+                report.manifest = manifest
+                report.build_record = manifest.to_json()
+    module = trt_module
+    if module is None and report.manifest is not None:
+        installed = trt_compat.available_flavours(tuple(report.manifest.runtimes))
+        module = installed[0] if installed else report.manifest.runtimes[0]
     try:
-        trt = trt_compat.import_trt(module)
+        trt = trt_compat.import_trt(module, purpose="run")
     except RnnrtError as err:
         report.error = str(err)
         return report

@@ -231,7 +231,8 @@ class BaseDeviceEngine(BaseEngine):
             stream (int): CUDA stream handle.
 
         Raises:
-            StateError: The engine is inactive or the backend refused to enqueue.
+            StateError: The engine is inactive.
+            EngineError: The backend refused to enqueue.
             BindingError: The backend rejected a tensor's shape or address.
         """
         self._require_active("enqueue")

@@ -12,9 +12,11 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from rnnrt.engines.base import BaseEngine, Binding
-from rnnrt.errors import BindingError, EngineError, ModelImportError, RnnrtError, fmt
+from rnnrt.errors import BindingError, ConfigError, EngineError, ModelImportError, RnnrtError, fmt
 
 # ORT type strings -> numpy dtypes.
+_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
 _ORT_TO_NUMPY = {
     "tensor(float)": np.dtype(np.float32),
     "tensor(float16)": np.dtype(np.float16),
@@ -60,6 +62,7 @@ class OnnxRuntimeEngine(BaseEngine):
         threads: Optional[int] = None,
         providers: Optional[Sequence[Any]] = None,
         name: Optional[str] = None,
+        optimization: Optional[str] = None,
     ) -> None:
         """
         Args:
@@ -68,8 +71,14 @@ class OnnxRuntimeEngine(BaseEngine):
             threads (int | None): Intra-op threads. Defaults to None (ONNX Runtime's choice).
             providers (Sequence | None): Execution providers. Defaults to ``["CPUExecutionProvider"]``.
             name (str | None): Name for messages. Defaults to the class name.
+            optimization (str | None): Graph optimization level: ``"disable"``, ``"basic"``, ``"extended"``
+                or ``"all"``. Defaults to None (ONNX Runtime's default, all).
         """
         super().__init__(name)
+        if optimization not in (None, *_OPT_LEVELS):
+            raise ConfigError(fmt(f"ONNX Runtime optimization {optimization!r}", "Is not a level",
+                                  f"Expected one of {list(_OPT_LEVELS)}."))
+        self.optimization = optimization
         if isinstance(model_path_or_bytes, (str, os.PathLike)):
             model_path_or_bytes = str(Path(model_path_or_bytes))
         self._model = model_path_or_bytes
@@ -91,6 +100,8 @@ class OnnxRuntimeEngine(BaseEngine):
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
+        if self.optimization is not None:
+            opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[self.optimization])
         try:
             self._sess = ort.InferenceSession(self._model, sess_options=opts, providers=self.providers)
         except Exception as err:

@@ -21,9 +21,9 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from rnnrt.engines.base import BaseDeviceEngine, Binding, DeviceTensor
-from rnnrt.errors import BindingError, BuildError, StateError, fmt
+from rnnrt.errors import BindingError, ConfigError, EngineError, StateError, fmt
 
-__all__ = ["BaseDeviceEngine", "TrtEngine"]
+__all__ = ["BaseDeviceEngine", "TrtEngine", "tensorrt_backend", "tensorrt_unavailable"]
 
 
 class _TrtContext:
@@ -44,7 +44,7 @@ def _read_plan(plan: Union[str, os.PathLike, bytes]) -> tuple[bytes, str]:
     try:
         return path.read_bytes(), repr(str(path))
     except OSError as err:
-        raise BuildError(
+        raise EngineError(
             fmt(f"Plan {str(path)!r}", f"Cannot be read: {err.strerror}", "Run `rnnrt build` to create it.")
         ) from err
 
@@ -69,22 +69,28 @@ class TrtEngine(BaseDeviceEngine):
         runtime_cache: Optional[Union[str, os.PathLike]] = None,
         name: Optional[str] = None,
         trt_module: Any = None,
+        host_code_allowed: bool = False,
     ) -> None:
         """
         Args:
             plan (str | os.PathLike | bytes): The plan file, or its bytes.
-            flavour (str | None): ``"tensorrt"``, ``"tensorrt_rtx"`` or None (``tensorrt`` if it imports,
-                else ``tensorrt_rtx``). Defaults to None.
+            flavour (str | Sequence[str] | None): The runtime module: ``"tensorrt"``, ``"tensorrt_rtx"``,
+                ``"tensorrt_lean"``, ``"tensorrt_dispatch"``, a list of them (the first that imports is
+                used), or None (``tensorrt`` if it imports, else ``tensorrt_rtx``). Defaults to None.
             runtime_cache (str | os.PathLike | None): TensorRT-RTX runtime cache file (kernels compiled for
                 this GPU are kept there across processes). Defaults to None.
             name (str | None): Name for messages. Defaults to the class name.
             trt_module (Any): A TensorRT module object to use instead of importing one (tests). Defaults
                 to None.
+            host_code_allowed (bool): Let the runtime run the lean runtime a version-compatible plan
+                carries (``IRuntime.engine_host_code_allowed``): only for plans you built or trust.
+                Defaults to False.
         """
         super().__init__(name)
         self._plan = plan
         self.flavour = flavour
         self.runtime_cache = None if runtime_cache is None else str(runtime_cache)
+        self.host_code_allowed = host_code_allowed
         self._trt = trt_module
         self._runtime: Any = None
         self._engine: Any = None
@@ -100,18 +106,21 @@ class TrtEngine(BaseDeviceEngine):
         from rnnrt import trt_compat
 
         data, what = _read_plan(self._plan)
-        trt = self._trt if self._trt is not None else trt_compat.import_trt(self.flavour)
+        trt = self._trt if self._trt is not None else _import_runtime(self.flavour)
         self._trt = trt
+        module = f"{getattr(trt, '__name__', 'TensorRT')} {getattr(trt, '__version__', '')}".strip()
         with trt_compat.capture_log() as log:
             self._runtime = trt.Runtime(trt_compat.get_logger(trt))
+            if self._runtime is not None and self.host_code_allowed:
+                self._runtime.engine_host_code_allowed = True
             engine = self._runtime.deserialize_cuda_engine(data) if self._runtime is not None else None
         if engine is None:
             self._runtime = None
             message = trt_compat.errors_in(log) or "no message"
-            raise BuildError(
-                fmt(f"{self.name}: plan {what}", f"{getattr(trt, '__name__', 'TensorRT')} could not deserialize it: "
-                    f"{message}",
-                    "The plan must come from the same TensorRT flavour and version, for this GPU "
+            raise EngineError(
+                fmt(f"{self.name}: plan {what}", f"{module} could not deserialize it: {message}",
+                    "The plan must come from the same TensorRT flavour and version (or be built "
+                    "--version-compatible for the lean/dispatch runtimes and later versions), for this GPU "
                     "(TensorRT-RTX plans do not run on Hopper, sm90; a driver and a GPU are needed).")
             )
         self._engine = engine
@@ -151,7 +160,7 @@ class TrtEngine(BaseDeviceEngine):
             else:
                 ctx = self._engine.create_execution_context()
         if ctx is None:
-            raise StateError(
+            raise EngineError(
                 fmt(f"{self.name}: plan {self.plan_description}", "Could not create an execution context: "
                     + (trt_compat.errors_in(log) or "no message"))
             )
@@ -196,7 +205,95 @@ class TrtEngine(BaseDeviceEngine):
         with trt_compat.capture_log() as log:
             ok = ctx.execute_async_v3(stream)
         if not ok:
-            raise StateError(
+            raise EngineError(
                 fmt(f"{self.name}: plan {self.plan_description}", "execute_async_v3 failed: "
                     + (trt_compat.errors_in(log) or "no message"))
             )
+
+
+def _import_runtime(flavour: Any) -> Any:
+    from rnnrt import trt_compat
+
+    if flavour is None or isinstance(flavour, str):
+        return trt_compat.import_trt(flavour, purpose="run")
+    names = list(flavour)
+    installed = trt_compat.available_flavours(tuple(names))
+    return trt_compat.import_trt(installed[0] if installed else names[0], purpose="run")
+
+
+def tensorrt_unavailable(cfg: Any, plan: Optional[Union[str, os.PathLike]] = None,
+                         config_path: Optional[Union[str, os.PathLike]] = None) -> Optional[str]:
+    """Why the TensorRT backend cannot run this config here, or None if it can.
+
+    Checks that a plan was built for the config (its manifest, :func:`rnnrt.build.manifest.find_engine`),
+    that the plan exists, that one of the runtime modules it needs is installed, and that a CUDA driver
+    and GPU are usable (:func:`rnnrt.cuda.available`).
+    """
+    from rnnrt import cuda, trt_compat
+    from rnnrt.build.manifest import find_engine
+    from rnnrt.errors import RnnrtError
+
+    try:
+        manifest = find_engine(cfg, plan, config_path)
+    except RnnrtError as err:
+        return str(err).splitlines()[0]
+    if manifest is None:
+        return "no TensorRT plan was built for the config (run `rnnrt build`)"
+    try:
+        plan_path = manifest.plan_path
+    except RnnrtError as err:
+        return str(err).splitlines()[0]
+    if not plan_path.is_file():
+        return f"the plan {str(plan_path)!r} does not exist"
+    if not trt_compat.available_flavours(tuple(manifest.runtimes)):
+        return f"none of the runtimes the plan needs is installed ({', '.join(manifest.runtimes)})"
+    try:
+        from cuda.bindings import runtime as _  # noqa: F401
+    except ImportError:
+        return "cuda-python is not installed"
+    if not cuda.available():
+        return "no CUDA driver or no usable CUDA GPU"
+    return None
+
+
+def tensorrt_backend(cfg: Any, plan: Optional[Union[str, os.PathLike]] = None, *,
+                     config_path: Optional[Union[str, os.PathLike]] = None,
+                     flavour: Optional[str] = None,
+                     runtime_cache: Optional[Union[str, os.PathLike]] = None) -> tuple[Any, Any]:
+    """The config and engine factory of a Session over the plan built for ``cfg``.
+
+    The plan is found through its manifest (:func:`rnnrt.build.manifest.find_engine`); the manifest
+    says which runtime modules can load it, the binding dtypes it was built with (the returned config
+    is re-typed to them) and the runtime cache beside it. A runtime cache anywhere else is used only
+    when passed here (by the caller, at run time); a manifest or config cannot name one.
+
+    Args:
+        cfg (ModelConfig): The loaded config.
+        plan (str | os.PathLike | None): The plan, when not the config's default (``model.plan``).
+        config_path (str | os.PathLike | None): The YAML file ``cfg`` came from (finds ``<stem>.plan``).
+        flavour (str | None): Force a runtime module (e.g. ``"tensorrt_lean"``). Defaults to the
+            first installed of the manifest's runtimes.
+        runtime_cache (str | os.PathLike | None): A TensorRT-RTX runtime cache file chosen at run time.
+
+    Returns:
+        tuple[ModelConfig, Callable[[], TrtEngine]]: For ``Session(config, factory, ...)``.
+
+    Raises:
+        ConfigError: No plan was built for the config, or its manifest is bad.
+    """
+    from rnnrt.build.manifest import config_for_plan, find_engine
+
+    manifest = find_engine(cfg, plan, config_path)
+    if manifest is None:
+        raise ConfigError(fmt("rnnrt.load", "The 'tensorrt' backend needs a plan but none was built for the config",
+                              "Run `rnnrt build` first (it writes model.plan and its manifest model.plan.json), "
+                              "pass plan=..., or use backend='onnxruntime'."))
+    plan_path = manifest.plan_path
+    cache = runtime_cache if runtime_cache is not None else manifest.runtime_cache_path
+    runtimes: Any = flavour or manifest.runtimes
+    host_code = manifest.version_compatible and not manifest.exclude_lean_runtime
+
+    def factory() -> TrtEngine:
+        return TrtEngine(plan_path, flavour=runtimes, runtime_cache=cache, host_code_allowed=host_code)
+
+    return config_for_plan(cfg, manifest), factory

@@ -618,23 +618,6 @@ class Session:
                 f"batch_size={getattr(self, 'batch_size', None)}, closed={self._closed})")
 
 
-def _probe_tensorrt(cfg: ModelConfig) -> Optional[str]:
-    """Returns why the TensorRT backend cannot run this config, or None if it can."""
-    from rnnrt import cuda, trt_compat
-
-    if cfg.engine is None:
-        return "no TensorRT plan is recorded in the config (run `rnnrt build`)"
-    plan = cfg.plan_path
-    if plan is None or not plan.is_file():
-        return f"the plan {str(plan)!r} does not exist"
-    module = "tensorrt_rtx" if cfg.engine.flavour == "tensorrt_rtx" else "tensorrt"
-    if module not in trt_compat.available_flavours():
-        return f"{module} is not installed"
-    if not cuda.available():
-        return "no CUDA driver or GPU is usable (cuda-python, a driver and a GPU are needed)"
-    return None
-
-
 _SESSION_KEYS = ("batch_size", "feedback", "cuda_graph", "outputs", "input_memory", "check_finite")
 
 
@@ -644,11 +627,13 @@ def load(config_path: Union[str, os.PathLike, ModelConfig], backend: str = "auto
     Args:
         config_path (str | os.PathLike | ModelConfig): The YAML config (or a loaded config).
         backend (str): ``"auto"``, ``"onnxruntime"`` or ``"tensorrt"``. ``"auto"`` takes the config's
-            ``session.backend``; if that is ``"auto"`` too, TensorRT when a plan is recorded and TensorRT
-            and a GPU are usable, else ONNX Runtime (one log line says why). Defaults to ``"auto"``.
+            ``session.backend``; if that is ``"auto"`` too, TensorRT when a plan was built for the config
+            and a runtime it needs and a GPU are usable, else ONNX Runtime (one log line says why). Defaults to ``"auto"``.
         **kwargs: ``batch_size``, ``feedback``, ``cuda_graph``, ``outputs``, ``input_memory`` and
             ``check_finite`` go to :class:`Session`; ``threads`` and ``providers`` to the ONNX Runtime
-            engine; ``runtime_cache`` to the TensorRT engine.
+            engine; ``runtime_cache`` (a TensorRT-RTX runtime cache file chosen at run time) and ``plan`` (the
+            plan when it is not the config's default ``model.plan``; found through its manifest
+            ``model.plan.json``, see :mod:`rnnrt.build.manifest`) to the TensorRT engine.
 
     Returns:
         Session: The session; close it, or use it as a context manager.
@@ -672,10 +657,11 @@ def load(config_path: Union[str, os.PathLike, ModelConfig], backend: str = "auto
                               "Pass the path of a YAML config (or a ModelConfig)."))
     session_kw = {k: kwargs.pop(k) for k in _SESSION_KEYS if k in kwargs}
     engine_kw = {k: kwargs.pop(k) for k in ("threads", "providers") if k in kwargs}
-    trt_kw = {k: kwargs.pop(k) for k in ("runtime_cache",) if k in kwargs}
+    trt_kw = {k: kwargs.pop(k) for k in ("runtime_cache", "plan") if k in kwargs}
+    source = None if isinstance(config_path, ModelConfig) else config_path
     if kwargs:
         raise ConfigError(fmt("rnnrt.load", f"Unknown keyword arguments {sorted(kwargs)}",
-                              "Known: " + ", ".join(_SESSION_KEYS) + ", threads, providers, runtime_cache."))
+                              "Known: " + ", ".join(_SESSION_KEYS) + ", threads, providers, runtime_cache, plan."))
     if backend not in ("auto", "onnxruntime", "tensorrt"):
         raise ConfigError(fmt("rnnrt.load", f"Unknown backend {backend!r}", "Use 'auto', 'onnxruntime' or 'tensorrt'."))
     # Checked before an engine is made (so a huge batch fails here, not in ONNX Runtime).
@@ -683,20 +669,17 @@ def load(config_path: Union[str, os.PathLike, ModelConfig], backend: str = "auto
     if backend == "auto":
         backend = cfg.session.backend
     if backend == "auto":
-        why = _probe_tensorrt(cfg)
+        from rnnrt.engines.trt import tensorrt_unavailable
+
+        why = tensorrt_unavailable(cfg, trt_kw.get("plan"), source)
         if why is not None:
             G_LOGGER.info(f"rnnrt.load | Using ONNX Runtime: {why}.")
         backend = "onnxruntime" if why is not None else "tensorrt"
     if backend == "tensorrt":
-        if cfg.engine is None:
-            raise ConfigError(fmt("rnnrt.load", "The 'tensorrt' backend needs a plan but the config records none",
-                                  "Run `rnnrt build` first, or use backend='onnxruntime'."))
-        from rnnrt.engines.trt import TrtEngine
+        from rnnrt.engines.trt import tensorrt_backend
 
-        plan, flavour = cfg.plan_path, cfg.engine.flavour
-        if cfg.session.runtime_cache and "runtime_cache" not in trt_kw:
-            trt_kw["runtime_cache"] = cfg.resolve(cfg.session.runtime_cache)
-        return Session(cfg, lambda: TrtEngine(plan, flavour=flavour, **trt_kw), **session_kw)
+        trt_cfg, factory = tensorrt_backend(cfg, trt_kw.pop("plan", None), config_path=source, **trt_kw)
+        return Session(trt_cfg, factory, **session_kw)
 
     from rnnrt.engines.onnxruntime import OnnxRuntimeEngine
 

@@ -289,3 +289,37 @@ class StandinEngine(BaseDeviceEngine):
         torch.addmm(b_o, hs.view(T * N, H), w_ho.t(), out=y.view(T * N, H))
         y.tanh_()
         hT.copy_(h_prev)
+
+
+class PerturbedStandinEngine(StandinEngine):
+    """The stand-in with ``delta`` added to output ``output`` from the ``step``-th enqueue of a context on
+    (a deliberately wrong engine: ``rnnrt verify`` must fail at that step and output)."""
+
+    def __init__(self, *args: Any, step: int = 0, output: str = "", delta: float = 1e-2, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.perturb_step, self.perturb_output, self.delta = int(step), output, float(delta)
+        self.capturable = False  # the step count lives on the host
+
+    def enqueue_impl(self, context: _Context, feeds: Mapping[str, DeviceTensor], outputs: Mapping[str, DeviceTensor],
+                     stream: int) -> None:
+        super().enqueue_impl(context, feeds, outputs, stream)
+        count = getattr(context, "count", 0)
+        context.count = count + 1
+        if count >= self.perturb_step and self.perturb_output in outputs:
+            with self._torch.cuda.stream(context.streams[stream]):
+                self._wrap(context, outputs[self.perturb_output]).add_(self.delta)
+
+
+def verify_engine(config: Any, step: Optional[str] = None, output: Optional[str] = None, delta: str = "1e-2",
+                  device: str = "cuda") -> Any:
+    """``rnnrt verify --backends tests.engines.standin:verify_engine[:step=K:output=NAME]``: a factory of the
+    stand-in GPU engine for a config converted from Caffe (the prototxt and caffemodel come from the
+    config's ``source``); with ``step``/``output`` the perturbed stand-in."""
+    src = config.source
+    if src.get("format") != "caffe" or "prototxt" not in src or "caffemodel" not in src:
+        raise UnsupportedOpError(fmt("Stand-in engine", "Needs a config converted from Caffe (source.prototxt/caffemodel)"))
+    proto, weights = src["prototxt"], src["caffemodel"]
+    if step is not None or output is not None:
+        return lambda: PerturbedStandinEngine(proto, weights, step=int(step or 0), output=output or "", delta=float(delta),
+                                              device=device)
+    return lambda: StandinEngine(proto, weights, device=device)
