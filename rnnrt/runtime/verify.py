@@ -610,8 +610,10 @@ class VerifyReport:
 
     def plot(self, path: PathLike) -> Path:
         """Draws the max abs error per step of every compared tensor (log scale) with the tolerance."""
-        plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(9, 4.8), dpi=110)
+        from rnnrt.runtime.plots import pyplot
+
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(11, 4.8), dpi=110)
         for c in self.comparisons:
             if c.error is not None or not c.max_abs:
                 continue
@@ -624,25 +626,14 @@ class VerifyReport:
             ax.axvline(s, color="grey", linestyle=":", linewidth=0.8)
         ax.set_yscale("log")
         ax.set_xlabel("step")
-        ax.set_ylabel("max |error|")
+        ax.set_ylabel("max |error| per step (0 drawn at 1e-12)")
         ax.set_title(f"rnnrt verify {Path(self.config).name}: {'PASSED' if self.passed else 'FAILED'}")
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         path = Path(path)
         fig.savefig(path)
         plt.close(fig)
         return path
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise ConfigError(fmt("--plot", "Needs matplotlib, which is not installed", "pip install 'rnnrt[plot]'.")) from err
-    return plt
 
 
 def default_backends(cfg: Any, config_path: Optional[PathLike] = None, plan: Optional[PathLike] = None) -> tuple[list[str], str]:
