@@ -21,13 +21,21 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(VENV)/.installed-base $@
 
+# TensorRT 10's lean runtime bindings (same module name as 11's, so in their own folder) for the
+# TensorRT API conformance test (tests/engines/test_trt_conformance.py).
+TRT10_LEAN = 10.16.1.11
+$(VENV)/trt10-lean/.installed: | $(BIN)/python
+	$(BIN)/python -m pip install -q --no-deps --target $(VENV)/trt10-lean \
+		tensorrt-lean-cu12-bindings==$(TRT10_LEAN) tensorrt-lean-cu12-libs==$(TRT10_LEAN)
+	touch $@
+
 install: $(VENV)/.installed-dev
 
 run: $(VENV)/.installed-base
 	$(BIN)/python -m rnnrt.demo
 
-test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -q
+test: $(VENV)/.installed-dev $(VENV)/trt10-lean/.installed
+	RNNRT_REQUIRE_TRT10_LEAN=1 $(BIN)/python -m pytest -q
 
 test-gpu: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -m gpu

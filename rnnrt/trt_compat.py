@@ -242,6 +242,41 @@ def errors_in(captured: list[tuple[str, str]]) -> str:
     return "\n".join(msg for level, msg in captured if level in ("ERROR", "CRITICAL"))
 
 
+def create_runtime(trt: ModuleType, subject: str) -> Any:
+    """``trt.Runtime`` with rnnrt's logger, checked: TensorRT's error instead of a dead runtime.
+
+    Without a usable CUDA driver the lean runtime (11.4, 10.16) logs ``createInferRuntime: ... CUDA
+    initialization failure`` and hands back a Runtime object around a null pointer: calling
+    ``deserialize_cuda_engine`` on it, or merely destroying it, crashes the process (segfault). This
+    raises instead, and keeps such a dead object alive for good (one leaked wrapper per failure) so
+    that its destructor never runs.
+
+    Raises:
+        EngineError: TensorRT logged an error while creating the runtime, or returned None; the message
+            names ``subject`` (e.g. the plan) and carries TensorRT's text.
+    """
+    with capture_log() as log:
+        runtime = trt.Runtime(get_logger(trt))
+    errors = errors_in(log)
+    if runtime is not None and errors:
+        _never_destroy(runtime)
+    if runtime is None or errors:
+        raise EngineError(
+            fmt(subject, f"{getattr(trt, '__name__', 'TensorRT')} {getattr(trt, '__version__', '')} could not create a "
+                f"runtime: {errors or 'no message'}",
+                "Running a plan needs an NVIDIA GPU and a CUDA driver that the TensorRT runtime supports.")
+        )
+    return runtime
+
+
+def _never_destroy(obj: Any) -> None:
+    """One extra reference the interpreter never releases (not even at exit): TensorRT's dead Runtime
+    objects crash in their destructor."""
+    import ctypes
+
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+
+
 def network_flags(trt: ModuleType) -> int:
     """Creation flags of a strongly typed network (TensorRT 10 needs the flag; RTX and 11 always are)."""
     flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)

@@ -276,14 +276,14 @@ def _parser_error(parser: Any, model: onnx.ModelProto | None, where: str, log: l
     lines = []
     ops_and_descs = []
     for i in range(parser.num_errors):
-        err = parser.get_error(i)
-        index = err.node()
-        name = err.node_name() if hasattr(err, "node_name") else ""
-        op = err.node_operator() if hasattr(err, "node_operator") else ""
+        perr = parser.get_error(i)
+        index = perr.node()
+        name = perr.node_name() if hasattr(perr, "node_name") else ""
+        op = perr.node_operator() if hasattr(perr, "node_operator") else ""
         if 0 <= index < len(nodes):
             name = name or nodes[index].name
             op = op or nodes[index].op_type
-        desc = err.desc()
+        desc = perr.desc()
         ops_and_descs.append((op, desc))
         if index >= 0 or name:
             lines.append(fmt(f"ONNX node {name!r} (op {op!r}, node #{index})", f"TensorRT's ONNX parser rejected it: {desc}"))
@@ -864,9 +864,13 @@ def inspect_plan(path: PathLike, trt_module: str | None = None) -> PlanInspectio
         report.error = str(err)
         return report
     report.flavour = trt_compat.flavour_of(trt)
-    runtime = trt.Runtime(trt_compat.get_logger(trt))
+    try:
+        runtime = trt_compat.create_runtime(trt, f"Plan {str(path)!r}")
+    except RnnrtError as err:
+        report.error = str(err).split("\nNote:")[0]
+        return report
     with trt_compat.capture_log() as log:
-        engine = runtime.deserialize_cuda_engine(data) if runtime is not None else None
+        engine = runtime.deserialize_cuda_engine(data)
     if engine is None:
         report.error = (
             f"{report.flavour} {trt.__version__} could not deserialize it: "

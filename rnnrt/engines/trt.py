@@ -109,11 +109,11 @@ class TrtEngine(BaseDeviceEngine):
         trt = self._trt if self._trt is not None else _import_runtime(self.flavour)
         self._trt = trt
         module = f"{getattr(trt, '__name__', 'TensorRT')} {getattr(trt, '__version__', '')}".strip()
+        self._runtime = trt_compat.create_runtime(trt, f"{self.name}: plan {what}")
+        if self.host_code_allowed:
+            self._runtime.engine_host_code_allowed = True
         with trt_compat.capture_log() as log:
-            self._runtime = trt.Runtime(trt_compat.get_logger(trt))
-            if self._runtime is not None and self.host_code_allowed:
-                self._runtime.engine_host_code_allowed = True
-            engine = self._runtime.deserialize_cuda_engine(data) if self._runtime is not None else None
+            engine = self._runtime.deserialize_cuda_engine(data)
         if engine is None:
             self._runtime = None
             message = trt_compat.errors_in(log) or "no message"

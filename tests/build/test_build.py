@@ -8,6 +8,7 @@ Set RNNRT_BUILD_TIMES=path.json to record the build time of every golden/realwor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from onnx import TensorProto, helper
 
 from rnnrt import trt_compat
 from rnnrt.build import BuildOptions, inspect_plan, parse_range, plan_from_config, plan_from_onnx
-from rnnrt.errors import BuildError, ConfigError, ModelImportError
+from rnnrt.errors import BuildError, ConfigError, EngineError, ModelImportError
 from tests.conftest import GOLDEN, REALWORLD, golden_cases, realworld_loadable
 from tests.build.test_precision import STATE_IN, STATE_OUT, lstm_model
 
@@ -197,31 +198,73 @@ def _save(model: onnx.ModelProto, directory: Path, batch_axis: bool = True) -> P
     return save_step_graph(step, directory)
 
 
-def test_plan_from_config_records_engine(tmp_path):
+def test_plan_from_config_writes_plan_and_manifest_not_the_yaml(tmp_path):
+    from rnnrt.build.manifest import find_engine, read_manifest
     from rnnrt.config import load_config
 
     yaml_path = _save(lstm_model(scan=True, T=4, batch="batch"), tmp_path)
+    before = yaml_path.read_bytes()
     result = plan_from_config(yaml_path, options=_opts(precision="fp16", batch=(2, 4, 8)))
     assert result.plan_path == tmp_path / "model.plan" and result.plan_path.read_bytes() == result.plan
-    cfg = load_config(yaml_path)
-    assert cfg.engine.plan == "model.plan" and cfg.plan_path == result.plan_path
-    assert (cfg.engine.flavour, cfg.engine.version, cfg.engine.precision) == ("tensorrt_rtx", trt.__version__, "fp16")
-    assert (cfg.engine.profile.min, cfg.engine.profile.opt, cfg.engine.profile.max) == (2, 4, 8)
-    assert cfg.model == "model.onnx"  # fp32 bindings: the original graph still describes them
-    record = json.loads((tmp_path / "model.plan.json").read_text())
-    assert record["precision"] == "fp16" and record["profile"] == [2, 4, 8]
+    assert yaml_path.read_bytes() == before  # the config is never rewritten
+    m = read_manifest(tmp_path / "model.plan.json")
+    assert (m.plan, m.flavour, m.version, m.precision) == ("model.plan", "tensorrt_rtx", trt.__version__, "fp16")
+    assert m.profile == [2, 4, 8] and m.runtimes == ["tensorrt_rtx"] and not m.version_compatible
+    assert m.graph == "model.plan.onnx" and m.graph_path.is_file()  # the fp16 graph the plan was built from
+    assert m.config == "model.yaml" and m.plan_sha256 == hashlib.sha256(result.plan).hexdigest()
+    assert m.record["bindings"] and "build_seconds" in m.record
+    assert find_engine(load_config(yaml_path), config_path=yaml_path) == m
+    # Building again from the same config always works (here: another precision, then the first again).
+    plan_from_config(yaml_path, options=_opts(precision="fp32", batch=(1, 1, 4)))
+    assert read_manifest(tmp_path / "model.plan.json").precision == "fp32"
+    plan_from_config(yaml_path, options=_opts(precision="fp16", io_dtype="float16", batch=(2, 4, 8)))
+    assert yaml_path.read_bytes() == before
 
 
-def test_plan_from_config_io_fp16_points_config_at_rewritten_graph(tmp_path):
+def test_io_fp16_plan_sessions_get_a_retyped_config(tmp_path):
     from rnnrt.config import load_config
+    from rnnrt.engines.trt import tensorrt_backend
 
     yaml_path = _save(lstm_model(), tmp_path)
     plan_from_config(yaml_path, tmp_path / "fp16" / "m.plan", _opts(precision="fp16", io_dtype="float16"))
-    cfg = load_config(yaml_path)  # validates the config against the rewritten graph
-    assert cfg.model == "fp16/m.onnx" and cfg.engine.plan == "fp16/m.plan" and cfg.engine.io_dtype == "float16"
-    assert {t.dtype for t in cfg.inputs} == {"float16"} and {s.dtype for s in cfg.state} == {"float32"}
-    with pytest.raises(BuildError, match="Has fp16/bf16 bindings"):
-        plan_from_config(yaml_path, options=RTX)
+    cfg = load_config(yaml_path)
+    assert cfg.model == "model.onnx" and {t.dtype for t in cfg.inputs} == {"float32"}
+    trt_cfg, factory = tensorrt_backend(cfg, tmp_path / "fp16" / "m.plan")
+    assert {t.dtype for t in trt_cfg.inputs} == {"float16"} and {s.dtype for s in trt_cfg.state} == {"float32"}
+    assert (tmp_path / "fp16" / "m.plan.onnx").is_file()
+    plan_from_config(yaml_path, options=RTX)  # the fp32 config builds again
+
+
+def test_runtime_cache_only_beside_the_plan(tmp_path, capsys):
+    from rnnrt.build.manifest import read_manifest
+    from rnnrt.cli import main
+    from rnnrt.errors import ConfigError
+
+    yaml_path = _save(lstm_model(), tmp_path)
+    with pytest.raises(ConfigError, match=r"Runtime cache '/etc/passwd' \| Is not in the plan's folder"):
+        plan_from_config(yaml_path, options=_opts(runtime_cache="/etc/passwd"))
+    with pytest.raises(ConfigError, match="Is not in the plan's folder"):
+        plan_from_config(yaml_path, options=_opts(runtime_cache="../x.cache"))
+    assert not (tmp_path / "model.plan").exists()
+    assert main(["build", str(yaml_path), "--trt-module", "tensorrt_rtx", "--runtime-cache", "/etc/passwd"]) == 2
+    assert "Is not in the plan's folder" in capsys.readouterr().err
+    assert main(["build", str(yaml_path), "--trt-module", "tensorrt_rtx", "--runtime-cache"]) == 0
+    m = read_manifest(tmp_path / "model.plan.json")
+    assert m.runtime_cache == "model.plan.cache" and m.runtime_cache_path == tmp_path / "model.plan.cache"
+    # A hand-edited manifest cannot point the engine at another file.
+    data = json.loads((tmp_path / "model.plan.json").read_text())
+    for bad in ("/etc/passwd", "../elsewhere.cache", "sub/x.cache"):
+        (tmp_path / "model.plan.json").write_text(json.dumps({**data, "runtime_cache": bad}))
+        with pytest.raises(ConfigError, match="runtime_cache"):
+            read_manifest(tmp_path / "model.plan.json")
+
+
+def test_version_compatible_refused_by_tensorrt_rtx(tmp_path):
+    yaml_path = _save(lstm_model(), tmp_path)
+    with pytest.raises(BuildError, match=r"--version-compatible \| tensorrt_rtx .* cannot build version-compatible plans"):
+        plan_from_config(yaml_path, options=_opts(version_compatible=True))
+    with pytest.raises(BuildError, match=r"--exclude-lean-runtime \| Needs --version-compatible"):
+        plan_from_config(yaml_path, options=_opts(exclude_lean_runtime=True))
 
 
 def test_cli_build_and_inspect(tmp_path, capsys):
@@ -232,14 +275,19 @@ def test_cli_build_and_inspect(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "wrote" in out and "batch 1:8:64" in out and "network layers (" in out and "Layer(Myelin)" in out
+    assert "manifest " + str(tmp_path / "e.plan.json") in out and "runs on tensorrt_rtx" in out
     rc = main(["inspect", str(tmp_path / "e.plan")])
     captured = capsys.readouterr()
-    assert "engine section" in captured.out and "plan: e.plan" in captured.out
+    assert f"Manifest {str(tmp_path / 'e.plan.json')!r}: tensorrt_rtx" in captured.out and "batch 1:8:64" in captured.out
     if rc != 0:  # no GPU here: deserialization fails, what is known is printed, and the error says why
         assert "Build record (tensorrt_rtx" in captured.out and "lstm1.h0" in captured.out
         assert "Could not be deserialized" in captured.err and "needs an NVIDIA GPU" in captured.err
     else:
         assert "Engine bindings" in captured.out
+    # A plan without its manifest is still inspected; the report says the manifest is missing.
+    (tmp_path / "e.plan.json").unlink()
+    main(["inspect", str(tmp_path / "e.plan")])
+    assert "Manifest: none" in capsys.readouterr().out
 
 
 def test_cli_build_without_tensorrt(tmp_path, capsys, monkeypatch):
@@ -253,7 +301,7 @@ def test_cli_build_without_tensorrt(tmp_path, capsys, monkeypatch):
 
 
 def test_inspect_plan_reports_missing_file(tmp_path):
-    with pytest.raises(BuildError, match="Cannot be read"):
+    with pytest.raises(EngineError, match="Cannot be read"):
         inspect_plan(tmp_path / "nope.plan")
 
 
@@ -327,6 +375,7 @@ def test_realworld_prototxt_builds(converted, name, variant, tmp_path):
 
 
 def test_cli_build_records_runtime_cache_and_load_passes_it(tmp_path, capsys, monkeypatch):
+    """The manifest's runtime cache (beside the plan) reaches the engine; a run-time choice overrides it."""
     import rnnrt
     import rnnrt.engines.trt as trt_engine
     from rnnrt.cli import main
@@ -335,16 +384,21 @@ def test_cli_build_records_runtime_cache_and_load_passes_it(tmp_path, capsys, mo
     yaml_path = _save(lstm_model(), tmp_path)
     assert main(["build", str(yaml_path), "--trt-module", "tensorrt_rtx", "--runtime-cache", str(tmp_path / "rt.cache")]) == 0
     cfg = load_config(yaml_path)
-    assert cfg.session.runtime_cache == "rt.cache" and cfg.engine is not None
+    assert cfg.session.runtime_cache is None and cfg.engine is None  # the YAML is untouched
 
     seen = {}
 
     class Recorder:
         def __init__(self, plan, **kw):
             seen.update(kw, plan=plan)
-            raise BuildError("recorded")
+            raise EngineError("recorded")
 
     monkeypatch.setattr(trt_engine, "TrtEngine", Recorder)
-    with pytest.raises(BuildError, match="recorded"):
+    with pytest.raises(EngineError, match="recorded"):
         rnnrt.load(yaml_path, backend="tensorrt")
     assert seen["runtime_cache"] == tmp_path / "rt.cache" and seen["plan"] == tmp_path / "model.plan"
+    assert seen["flavour"] == ["tensorrt_rtx"]
+    elsewhere = tmp_path / "sub" / "mine.cache"
+    with pytest.raises(EngineError, match="recorded"):
+        rnnrt.load(yaml_path, backend="tensorrt", runtime_cache=elsewhere)
+    assert seen["runtime_cache"] == elsewhere
