@@ -87,6 +87,9 @@ class BuildOptions:
             runtime) of the same version. Defaults to False.
         runtime_cache (str | None): TensorRT-RTX runtime cache recorded in the manifest: a file name beside
             the plan (anything else is refused). :func:`plan_from_config` only. Defaults to None.
+        tf32 (bool): Let fp32 matrix products and convolutions run in TF32 (TensorRT's default; 10-bit
+            mantissa inputs, ~1e-3 relative error). False (the default) clears ``BuilderFlag.TF32`` so an
+            fp32 plan computes in fp32 and matches ONNX Runtime within ``rnnrt verify``'s fp32 tolerance.
     """
 
     precision: str = "fp32"
@@ -103,6 +106,7 @@ class BuildOptions:
     version_compatible: bool = False
     exclude_lean_runtime: bool = False
     runtime_cache: str | None = None
+    tf32: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -481,6 +485,12 @@ def _configure(trt: ModuleType, builder: Any, config: Any, options: BuildOptions
     if options.version_compatible:
         for flag in trt_compat.version_compatible_flags(trt, options.exclude_lean_runtime):
             config.set_flag(flag)
+    tf32 = getattr(trt.BuilderFlag, "TF32", None)
+    if tf32 is not None:
+        if options.tf32:
+            config.set_flag(tf32)
+        else:
+            config.clear_flag(tf32)
     if options.workspace_mib is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
     if options.optimization_level is not None:
@@ -718,6 +728,7 @@ def plan_from_config(
         runtimes=trt_compat.runtimes_for(result.flavour, result.version_compatible),
         version_compatible=result.version_compatible,
         exclude_lean_runtime=result.exclude_lean_runtime,
+        tf32=options.tf32,
         precision=result.precision,
         io_dtype=result.io_dtype,
         state_dtype=result.state_dtype,

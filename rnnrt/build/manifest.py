@@ -92,6 +92,7 @@ class EngineManifest:
         runtimes (list[str]): Runtime modules that can deserialize the plan, most capable first.
         version_compatible (bool): Built with ``--version-compatible``.
         exclude_lean_runtime (bool): Built with ``--exclude-lean-runtime`` (the plan carries no lean runtime).
+        tf32 (bool): fp32 matrix products may run in TF32 (``rnnrt build --tf32``).
         precision (str): Compute precision (``fp32``, ``fp16``, ``bf16``).
         io_dtype (str): dtype of the user inputs and outputs.
         state_dtype (str): dtype of the state bindings.
@@ -114,6 +115,7 @@ class EngineManifest:
     runtimes: list[str]
     version_compatible: bool = False
     exclude_lean_runtime: bool = False
+    tf32: bool = False
     precision: str = "fp32"
     io_dtype: str = "float32"
     state_dtype: str = "float32"
@@ -162,7 +164,7 @@ class EngineManifest:
 
     def describe(self) -> str:
         """One line: ``tensorrt 10.13 fp16, batch 1:8:64, runs on tensorrt/tensorrt_dispatch/tensorrt_lean``."""
-        text = f"{self.flavour} {self.version} {self.precision}"
+        text = f"{self.flavour} {self.version} {self.precision}" + (" (TF32 allowed)" if self.tf32 else "")
         if self.profile:
             text += ", batch " + ":".join(str(v) for v in self.profile)
         if self.version_compatible:
@@ -285,3 +287,23 @@ def config_for_plan(cfg: Any, manifest: EngineManifest) -> Any:
     state = [s.model_copy(update={"dtype": manifest.state_dtype}) if s.dtype in floats else s for s in cfg.state]
     copy = cfg.model_copy(update={"inputs": inputs, "outputs": outputs, "state": state})
     return copy.with_base_dir(cfg.base_dir) if hasattr(copy, "with_base_dir") else copy
+
+
+def with_built_engine(cfg: Any, config_path: Optional[PathLike] = None, plan: Optional[PathLike] = None) -> Any:
+    """The config with its ``engine`` section filled from the plan's manifest (in memory, never saved).
+
+    For readers of ``cfg.engine`` / ``cfg.plan_path`` (Triton export, ``rnnrt inspect``): the YAML no
+    longer records the plan; the manifest beside the plan does. Returns ``cfg`` unchanged when no plan
+    was built for it.
+    """
+    manifest = find_engine(cfg, plan, config_path)
+    if manifest is None or (getattr(cfg, "engine", None) is not None and plan is None):
+        return cfg
+    profile = None
+    if manifest.profile:
+        profile = {"min": manifest.profile[0], "opt": manifest.profile[1], "max": manifest.profile[2]}
+    flavour = manifest.flavour if manifest.flavour in ("tensorrt", "tensorrt_rtx") else "tensorrt"
+    built = cfg.with_engine(plan=str(manifest.plan_path), flavour=flavour, version=manifest.version,
+                            precision=manifest.precision, io_dtype=manifest.io_dtype, state_dtype=manifest.state_dtype,
+                            profile=profile)
+    return built.with_base_dir(cfg.base_dir)

@@ -204,7 +204,7 @@ def resolve_backend(spec: BackendSpec, cfg: Any, config_path: Optional[PathLike]
         manifest = find_engine(cfg, plan_arg, config_path)
         trt_cfg, factory = tensorrt_backend(cfg, plan_arg, config_path=config_path, flavour=spec.options.get("runtime"))
         precision = manifest.precision if manifest is not None else "fp32"
-        if manifest is not None and precision == "fp32" and manifest.record.get("tf32"):
+        if manifest is not None and precision == "fp32" and manifest.tf32:
             precision = "tf32"
 
         def make_trt(batch: Optional[int]) -> Any:

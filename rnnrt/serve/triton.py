@@ -323,6 +323,9 @@ def export_triton(
         BuildError: The wrapped graph's plan could not be built.
     """
     cfg = config if isinstance(config, ModelConfig) else load_config(config)
+    from rnnrt.build.manifest import with_built_engine  # the plan's manifest says what was built
+
+    cfg = with_built_engine(cfg, None if isinstance(config, ModelConfig) else config)
     if engine not in ("plan", "onnx"):
         raise ConfigError(fmt("export-triton", f"Unknown engine {engine!r}", "Use 'plan' or 'onnx'."))
     if instance_kind not in ("KIND_GPU", "KIND_CPU"):

@@ -259,6 +259,21 @@ def test_runtime_cache_only_beside_the_plan(tmp_path, capsys):
             read_manifest(tmp_path / "model.plan.json")
 
 
+def test_fp32_means_fp32_unless_tf32_is_asked(tmp_path):
+    from rnnrt.build.builder import _configure
+    from rnnrt.build.manifest import read_manifest
+
+    builder = trt.Builder(trt_compat.get_logger(trt))
+    for tf32 in (False, True):
+        config = builder.create_builder_config()
+        assert config.get_flag(trt.BuilderFlag.TF32)  # TensorRT's default
+        _configure(trt, builder, config, _opts(tf32=tf32))
+        assert config.get_flag(trt.BuilderFlag.TF32) is tf32
+    yaml_path = _save(lstm_model(), tmp_path)
+    plan_from_config(yaml_path, options=_opts(tf32=True))
+    assert read_manifest(tmp_path / "model.plan.json").tf32 is True
+
+
 def test_version_compatible_refused_by_tensorrt_rtx(tmp_path):
     yaml_path = _save(lstm_model(), tmp_path)
     with pytest.raises(BuildError, match=r"--version-compatible \| tensorrt_rtx .* cannot build version-compatible plans"):
