@@ -24,7 +24,7 @@ from rnnrt import trt_compat
 from rnnrt.build import BuildOptions, inspect_plan, parse_range, plan_from_config, plan_from_onnx
 from rnnrt.errors import BuildError, ConfigError, EngineError, ModelImportError
 from tests.conftest import GOLDEN, REALWORLD, golden_cases, realworld_loadable
-from tests.build.test_precision import STATE_IN, STATE_OUT, lstm_model
+from tests.build.graphs import STATE_IN, STATE_OUT, lstm_model
 
 trt = pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx is not installed (pip install tensorrt-rtx)")
 

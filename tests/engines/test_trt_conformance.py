@@ -259,3 +259,43 @@ def test_genuine_lean_runtime_through_load(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert f"EngineError TrtEngine: plan {str(tmp_path / 'model.plan')!r} | tensorrt_lean" in proc.stdout, proc.stdout
+
+
+def test_version_compatible_flags_from_the_genuine_tensorrt_11_module():
+    """trt_compat picks VERSION_COMPATIBLE/EXCLUDE_LEAN_RUNTIME from a real non-RTX TensorRT module (the lean
+    runtime carries the same BuilderFlag enum as the full TensorRT 11 builder); TensorRT-RTX refuses."""
+    from rnnrt import trt_compat
+    from rnnrt.errors import BuildError
+
+    flags = trt_compat.version_compatible_flags(tensorrt_lean, exclude_lean_runtime=True)
+    assert flags == [tensorrt_lean.BuilderFlag.VERSION_COMPATIBLE, tensorrt_lean.BuilderFlag.EXCLUDE_LEAN_RUNTIME]
+    assert trt_compat.flavour_of(tensorrt_lean) == "tensorrt_lean" and not trt_compat.has_builder(tensorrt_lean)
+    rtx = pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx (dev extra)")
+    with pytest.raises(BuildError, match="TensorRT-RTX engines only run on the TensorRT-RTX release that built them"):
+        trt_compat.version_compatible_flags(rtx)
+    with pytest.raises(BuildError, match="Is a runtime without a builder"):
+        trt_compat.import_trt("tensorrt_lean")
+    assert trt_compat.import_trt("tensorrt_lean", purpose="run") is tensorrt_lean
+    assert trt_compat.runtimes_for("tensorrt", True) == ["tensorrt", "tensorrt_dispatch", "tensorrt_lean"]
+    assert trt_compat.runtimes_for("tensorrt") == ["tensorrt"] and trt_compat.runtimes_for("tensorrt_rtx") == ["tensorrt_rtx"]
+
+
+def test_version_compatible_manifest_allows_the_plans_lean_runtime(tmp_path):
+    """A version-compatible plan that carries its lean runtime gets engine_host_code_allowed; one built
+    --exclude-lean-runtime, or not version-compatible, does not."""
+    from rnnrt.build.manifest import find_engine
+    from rnnrt.config import load_config
+    from rnnrt.engines.trt import tensorrt_backend
+    from tests.models import MODELS
+
+    yaml_path = MODELS["lstm_t1"]().save(tmp_path)
+    (tmp_path / "model.plan").write_bytes(b"\x00" * 16)
+    cfg = load_config(yaml_path)
+    for vc, exclude, allowed in ((True, False, True), (True, True, False), (False, False, False)):
+        (tmp_path / "model.plan.json").write_text(json.dumps(
+            {"plan": "model.plan", "flavour": "tensorrt", "version": "11.4.0.106", "version_compatible": vc,
+             "exclude_lean_runtime": exclude}))
+        assert find_engine(cfg, config_path=yaml_path).runtimes[-1] == ("tensorrt_lean" if vc else "tensorrt")
+        _, factory = tensorrt_backend(cfg, config_path=yaml_path)
+        engine = factory()
+        assert engine.host_code_allowed is allowed and engine.flavour == find_engine(cfg, config_path=yaml_path).runtimes
