@@ -3,7 +3,7 @@
 No TensorRT engine can execute on this machine, but TensorRT's genuine *runtime* can be installed:
 the lean runtime wheels (``tensorrt-lean-cu12``, module ``tensorrt_lean``, 11.4, in the dev extra;
 and 10.16 in ``$VENV/trt10-lean``, installed by ``make test`` since both versions share one module
-name). The builder parts are checked against ``tensorrt_rtx`` (whose builder runs here).
+name) and the dispatch runtime (``tensorrt-dispatch-cu12``, module ``tensorrt_dispatch``, 11.4). The builder parts are checked against ``tensorrt_rtx`` (whose builder runs here).
 
 The names come from the source itself: the test walks the AST of ``rnnrt/trt_compat.py``,
 ``rnnrt/engines/trt.py`` and ``rnnrt/build/builder.py`` and collects every attribute used on a TensorRT
@@ -29,7 +29,8 @@ import pytest
 from rnnrt.errors import EngineError
 from tests.conftest import REPO
 
-import tensorrt_lean  # noqa: E402  (dev extra: a missing module must fail, not skip)
+import tensorrt_dispatch  # noqa: E402  (dev extra: a missing module must fail, not skip)
+import tensorrt_lean  # noqa: E402
 
 FILES = ["rnnrt/trt_compat.py", "rnnrt/engines/trt.py", "rnnrt/build/builder.py"]
 
@@ -171,18 +172,21 @@ def test_every_tensorrt_name_rnnrt_uses_exists_in_the_real_modules():
             if top in NOT_EXPORTED_BY_LEAN:
                 in_lean11: bool | None = None
                 in_lean10: bool | None = None
+                in_disp: bool | None = None
             else:
                 in_lean11 = _present(tensorrt_lean, e["cls"], e["attr"])
                 in_lean10 = trt10[1][i] if trt10 is not None else None
+                in_disp = _present(tensorrt_dispatch, e["cls"], e["attr"])
             for ok, what in ((in_lean11, f"tensorrt_lean {tensorrt_lean.__version__}"),
-                             (in_lean10, f"tensorrt_lean {trt10[0] if trt10 else '10'}")):
+                             (in_lean10, f"tensorrt_lean {trt10[0] if trt10 else '10'}"),
+                             (in_disp, f"tensorrt_dispatch {tensorrt_dispatch.__version__}")):
                 if ok is False and not e["optional"]:
                     missing.append(f"{name} (used in {sorted(e['files'])}) is missing in {what}")
-            cells = [in_lean11, in_lean10, in_rtx]
+            cells = [in_lean11, in_lean10, in_disp, in_rtx]
         else:
             if not in_rtx and not e["optional"]:
                 missing.append(f"{name} (used in {sorted(e['files'])}) is missing in tensorrt_rtx {trt_rtx.__version__}")
-            cells = [None, None, in_rtx]
+            cells = [None, None, None, in_rtx]
         mark = lambda ok: "n/a" if ok is None else ("yes" if ok else "**no**")  # noqa: E731
         rows.append(f"| `{name}` | {', '.join(Path(f).name for f in sorted(e['files']))} | {part}"
                     f"{' (probed)' if e['optional'] else ''} | " + " | ".join(mark(c) for c in cells) + " |")
@@ -193,8 +197,8 @@ def test_every_tensorrt_name_rnnrt_uses_exists_in_the_real_modules():
         f"with getattr/hasattr and works without it.",
         "",
         f"| TensorRT name | used in | part | tensorrt_lean {tensorrt_lean.__version__} | tensorrt_lean {v10} | "
-        f"tensorrt_rtx {trt_rtx.__version__} |",
-        "|---|---|---|---|---|---|",
+        f"tensorrt_dispatch {tensorrt_dispatch.__version__} | tensorrt_rtx {trt_rtx.__version__} |",
+        "|---|---|---|---|---|---|---|",
         *rows,
     ])
     _write_docs(table)
@@ -219,9 +223,10 @@ def test_conformance_catches_a_name_the_module_lacks():
     assert _present(tensorrt_lean, "TensorIOMode", "INPUT")
 
 
-def test_genuine_lean_runtime_failure_is_a_typed_engine_error(tmp_path, caplog):
-    """The real lean runtime on a machine without a usable CUDA driver: EngineError naming the plan and
-    TensorRT's own message (TensorRT hands back a dead Runtime there; calling it would crash)."""
+@pytest.mark.parametrize("runtime", ["tensorrt_lean", "tensorrt_dispatch"])
+def test_genuine_lean_runtime_failure_is_a_typed_engine_error(tmp_path, caplog, runtime):
+    """The real lean/dispatch runtime on a machine without a usable CUDA driver: EngineError naming the plan
+    and TensorRT's own message (TensorRT hands back a dead Runtime there; calling it would crash)."""
     from rnnrt import cuda
     from rnnrt.engines.trt import TrtEngine
 
@@ -229,18 +234,20 @@ def test_genuine_lean_runtime_failure_is_a_typed_engine_error(tmp_path, caplog):
         pytest.skip("a CUDA driver is present: the lean runtime starts (covered on GPU machines)")
     plan = tmp_path / "model.plan"
     plan.write_bytes(b"\x00" * 256)
-    engine = TrtEngine(plan, flavour="tensorrt_lean")
+    engine = TrtEngine(plan, flavour=runtime)
     with caplog.at_level(logging.CRITICAL + 1, logger="rnnrt.trt"), pytest.raises(EngineError) as info:
         engine.activate()
     msg = str(info.value)
-    assert msg.startswith(f"TrtEngine: plan {str(plan)!r} | tensorrt_lean {tensorrt_lean.__version__} could not")
+    module = {"tensorrt_lean": tensorrt_lean, "tensorrt_dispatch": tensorrt_dispatch}[runtime]
+    assert msg.startswith(f"TrtEngine: plan {str(plan)!r} | {runtime} {module.__version__} could not"), msg
     assert "CUDA" in msg and ("Error Code" in msg or "cudaError" in msg), msg
     assert not engine.is_active
 
 
-def test_genuine_lean_runtime_through_load(tmp_path):
-    """rnnrt.load on a version-compatible manifest picks the lean runtime when it is the one installed
-    and fails with the same typed error (in a subprocess: nothing else of TensorRT imported)."""
+def test_genuine_runtimes_through_load(tmp_path):
+    """rnnrt.load on a version-compatible manifest takes the first installed runtime it lists (tensorrt is
+    not installed here, so tensorrt_dispatch; or tensorrt_lean when the manifest lists only that) and fails
+    with the same typed error (in a subprocess: nothing else of TensorRT imported)."""
     from rnnrt import cuda
 
     if cuda.available():
@@ -249,16 +256,18 @@ def test_genuine_lean_runtime_through_load(tmp_path):
 
     yaml_path = MODELS["lstm_t1"]().save(tmp_path)
     (tmp_path / "model.plan").write_bytes(b"\x00" * 256)
-    manifest = {"plan": "model.plan", "flavour": "tensorrt", "version": "11.4.0.106", "version_compatible": True,
-                "exclude_lean_runtime": True, "runtimes": ["tensorrt", "tensorrt_dispatch", "tensorrt_lean"]}
-    (tmp_path / "model.plan.json").write_text(json.dumps(manifest))
     code = ("import rnnrt, sys\n"
             "from rnnrt.errors import EngineError\n"
             f"try:\n    rnnrt.load({str(yaml_path)!r}, backend='tensorrt')\n"
             "except EngineError as e:\n    print('EngineError', e)\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert f"EngineError TrtEngine: plan {str(tmp_path / 'model.plan')!r} | tensorrt_lean" in proc.stdout, proc.stdout
+    for runtimes, expected in ((None, "tensorrt_dispatch"), (["tensorrt_lean"], "tensorrt_lean")):
+        manifest = {"plan": "model.plan", "flavour": "tensorrt", "version": "11.4.0.106", "version_compatible": True}
+        if runtimes:
+            manifest["runtimes"] = runtimes
+        (tmp_path / "model.plan.json").write_text(json.dumps(manifest))
+        proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert f"EngineError TrtEngine: plan {str(tmp_path / 'model.plan')!r} | {expected} 11.4" in proc.stdout, proc.stdout
 
 
 def test_version_compatible_flags_from_the_genuine_tensorrt_11_module():
