@@ -290,6 +290,13 @@ def tensorrt_backend(cfg: Any, plan: Optional[Union[str, os.PathLike]] = None, *
                               "pass plan=..., or use backend='onnxruntime'."))
     plan_path = manifest.plan_path
     cache = runtime_cache if runtime_cache is not None else manifest.runtime_cache_path
+    recorded = getattr(getattr(cfg, "session", None), "runtime_cache", None)
+    if recorded and manifest.path is not None and manifest.path.is_file():
+        import logging
+
+        logging.getLogger("rnnrt").warning(
+            f"Config session.runtime_cache {recorded!r} | Ignored: the runtime cache is a build option recorded "
+            "beside the plan (`rnnrt build --runtime-cache`), or a file passed at run time (runtime_cache=...).")
     runtimes: Any = flavour or manifest.runtimes
     host_code = manifest.version_compatible and not manifest.exclude_lean_runtime
 

@@ -14,7 +14,8 @@ Backends (``--backends``, comma-separated; each ``BASE[:key=value]...``):
   (graph optimization level), ``graph=plan`` (run the graph the plan was built from: the reduced
   precision rewrite of ``rnnrt build --precision fp16``), ``threads=N``.
 - ``tensorrt``: the plan built for the config (found through its manifest). Options ``plan=PATH``,
-  ``runtime=tensorrt_lean`` (force a runtime module).
+  ``runtime=tensorrt_lean`` (force a runtime module), ``runtime_cache=PATH`` (a TensorRT-RTX runtime
+  cache chosen at run time).
 - ``module.path:callable``: your own engine. ``callable(config, **options)`` returns an engine or an
   engine factory (e.g. a stand-in GPU engine in tests). An installed entry point of group
   ``rnnrt.backends`` can be named by its bare name; it is loaded only when named.
@@ -196,13 +197,14 @@ def resolve_backend(spec: BackendSpec, cfg: Any, config_path: Optional[PathLike]
         return Backend(spec.label, spec.text, "onnxruntime", _precision_of(spec, precision), make, note)
 
     if spec.base == "tensorrt":
-        _check_options(spec, ("plan", "runtime"))
+        _check_options(spec, ("plan", "runtime", "runtime_cache"))
         from rnnrt.build.manifest import find_engine
         from rnnrt.engines.trt import tensorrt_backend
 
         plan_arg = spec.options.get("plan", plan)
         manifest = find_engine(cfg, plan_arg, config_path)
-        trt_cfg, factory = tensorrt_backend(cfg, plan_arg, config_path=config_path, flavour=spec.options.get("runtime"))
+        trt_cfg, factory = tensorrt_backend(cfg, plan_arg, config_path=config_path, flavour=spec.options.get("runtime"),
+                                            runtime_cache=spec.options.get("runtime_cache"))
         precision = manifest.precision if manifest is not None else "fp32"
         if manifest is not None and precision == "fp32" and manifest.tf32:
             precision = "tf32"

@@ -238,6 +238,7 @@ def test_io_fp16_plan_sessions_get_a_retyped_config(tmp_path):
 def test_runtime_cache_only_beside_the_plan(tmp_path, capsys):
     from rnnrt.build.manifest import read_manifest
     from rnnrt.cli import main
+    from rnnrt.config import load_config
     from rnnrt.errors import ConfigError
 
     yaml_path = _save(lstm_model(), tmp_path)
@@ -251,6 +252,17 @@ def test_runtime_cache_only_beside_the_plan(tmp_path, capsys):
     assert main(["build", str(yaml_path), "--trt-module", "tensorrt_rtx", "--runtime-cache"]) == 0
     m = read_manifest(tmp_path / "model.plan.json")
     assert m.runtime_cache == "model.plan.cache" and m.runtime_cache_path == tmp_path / "model.plan.cache"
+    # A config written by an older build (engine: section) cannot name a cache outside the plan's folder either.
+    from rnnrt.config import save_config
+    from rnnrt.engines.trt import tensorrt_backend
+
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    cfg = load_config(yaml_path).with_engine(plan=str(tmp_path / "model.plan"), flavour="tensorrt_rtx", version="1")
+    save_config(cfg.with_session(runtime_cache="/etc/passwd"), legacy / "old.yaml")
+    (legacy / "model.onnx").write_bytes((tmp_path / "model.onnx").read_bytes())
+    with pytest.raises(ConfigError, match="runtime_cache '/etc/passwd' \\| Is not in the plan's folder"):
+        tensorrt_backend(load_config(legacy / "old.yaml"), config_path=legacy / "old.yaml")
     # A hand-edited manifest cannot point the engine at another file.
     data = json.loads((tmp_path / "model.plan.json").read_text())
     for bad in ("/etc/passwd", "../elsewhere.cache", "sub/x.cache"):
@@ -417,3 +429,20 @@ def test_cli_build_records_runtime_cache_and_load_passes_it(tmp_path, capsys, mo
     with pytest.raises(EngineError, match="recorded"):
         rnnrt.load(yaml_path, backend="tensorrt", runtime_cache=elsewhere)
     assert seen["runtime_cache"] == elsewhere
+
+
+def test_cli_build_verify_runs_verify_after_the_build(tmp_path, capsys):
+    """`build --verify` runs ONNX Runtime vs the new plan; without a GPU the plan cannot load: exit 2 with
+    the EngineError naming the plan (on a GPU the plan runs and the exit status is verify's)."""
+    from rnnrt import cuda
+    from rnnrt.cli import main
+
+    yaml_path = _save(lstm_model(batch="batch"), tmp_path)
+    rc = main(["build", str(yaml_path), "--batch", "1:2:4", "--trt-module", "tensorrt_rtx", "--verify"])
+    captured = capsys.readouterr()
+    assert (tmp_path / "model.plan.json").is_file()
+    if cuda.available():
+        assert rc in (0, 1) and "rnnrt verify" in captured.out
+    else:
+        assert rc == 2, captured.out + captured.err
+        assert f"plan {str(tmp_path / 'model.plan')!r}" in captured.err and "tensorrt_rtx" in captured.err

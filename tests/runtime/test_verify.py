@@ -184,6 +184,16 @@ def test_plot(models, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
+def test_installed_backend_entry_point_is_loaded_when_named(models, monkeypatch):
+    import importlib.metadata as md
+
+    ep = md.EntryPoint(name="wrong", value="tests.engines.perturbed:onnxruntime", group="rnnrt.backends")
+    monkeypatch.setattr(md, "entry_points", lambda group=None: [ep] if group == "rnnrt.backends" else [])
+    report = verify(models("a_lstm_stream_t1n1"), "onnxruntime,wrong:step=2:output=lstm1", steps=4)
+    bad = [c for c in report.comparisons if not c.passed]
+    assert [(c.candidate, c.tensor, c.first_failure) for c in bad] == [("wrong:step=2:output=lstm1", "lstm1", 2)]
+
+
 def test_bad_input_is_typed(models, tmp_path):
     yaml = models("a_lstm_stream_t1n1")
     with pytest.raises(ConfigError, match="Has nothing to compare"):
