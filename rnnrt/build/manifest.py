@@ -297,7 +297,7 @@ def with_built_engine(cfg: Any, config_path: Optional[PathLike] = None, plan: Op
     was built for it.
     """
     manifest = find_engine(cfg, plan, config_path)
-    if manifest is None or (getattr(cfg, "engine", None) is not None and plan is None):
+    if manifest is None:
         return cfg
     profile = None
     if manifest.profile:
