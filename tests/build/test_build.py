@@ -214,6 +214,11 @@ def test_plan_from_config_writes_plan_and_manifest_not_the_yaml(tmp_path):
     assert m.config == "model.yaml" and m.plan_sha256 == hashlib.sha256(result.plan).hexdigest()
     assert m.record["bindings"] and "build_seconds" in m.record
     assert find_engine(load_config(yaml_path), config_path=yaml_path) == m
+    from rnnrt.build.manifest import with_built_engine
+
+    built = with_built_engine(load_config(yaml_path), yaml_path)  # for readers of cfg.engine (Triton export)
+    assert built.plan_path == tmp_path / "model.plan" and built.engine.profile.max == 8
+    assert built.engine.precision == "fp16" and load_config(yaml_path).engine is None
     # Building again from the same config always works (here: another precision, then the first again).
     plan_from_config(yaml_path, options=_opts(precision="fp32", batch=(1, 1, 4)))
     assert read_manifest(tmp_path / "model.plan.json").precision == "fp32"
