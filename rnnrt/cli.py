@@ -9,7 +9,7 @@ A flag means one thing everywhere:
 
 - ``-o/--output``: where the subcommand writes (convert: a directory; build: the plan; run: the .npz).
 - ``--name``: the name of what is written (convert: file stem; export-triton: Triton model name).
-- ``--backend``, ``--threads``, ``--streams``: the Session (run, bench); ``--streams`` is the number of slots,
+- ``--backend``, ``--threads``, ``--streams``: the Session (run, bench; ``--streams`` also verify); ``--streams`` is the number of slots,
   the batch size of a dynamic-batch graph.
 - ``--batch fixed|dynamic`` (convert): whether the graph's batch (stream) axis is symbolic;
   ``--batch-profile MIN:OPT:MAX`` (build): the range of stream counts a plan accepts.
@@ -126,9 +126,9 @@ def _add_logging_group(p: argparse.ArgumentParser) -> None:
                    help="Only warnings and errors.")
 
 
-def _add_trt_module(p: argparse.ArgumentParser, default: str) -> None:
-    p.add_argument("--trt-module", choices=["auto", "tensorrt", "tensorrt_rtx"], default="auto",
-                   help=f"TensorRT module (default: auto = {default}).")
+def _add_trt_module(p: argparse.ArgumentParser, default: str, runtimes: bool = False) -> None:
+    choices = ["auto", "tensorrt", "tensorrt_rtx"] + (["tensorrt_lean", "tensorrt_dispatch"] if runtimes else [])
+    p.add_argument("--trt-module", choices=choices, default="auto", help=f"TensorRT module (default: auto = {default}).")
 
 
 def _add_output(p: argparse.ArgumentParser, help: str, *, required: bool = False, metavar: str = "PATH") -> None:
@@ -266,9 +266,20 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
     _add_trt_module(p, "tensorrt if importable, else tensorrt_rtx")
     p.add_argument("--target", default=None, metavar="SM,...",
                    help="TensorRT-RTX compute capabilities, e.g. sm80,sm86,sm89,sm120 (default: portable).")
-    p.add_argument("--runtime-cache", metavar="PATH", default=None,
-                   help="TensorRT-RTX runtime cache file recorded in the config's session section; the engine "
-                   "reads it at load and writes it at release (kernels compiled for the GPU it runs on).")
+    p.add_argument("--runtime-cache", metavar="NAME", nargs="?", const="", default=None,
+                   help="TensorRT-RTX runtime cache recorded in the plan's manifest: a file beside the plan "
+                   "(default name: PLAN.cache); the engine reads it at load and writes it at release.")
+    p.add_argument("--version-compatible", action="store_true",
+                   help="TensorRT: a version-compatible plan (runs on later TensorRT versions and on the lean and "
+                   "dispatch runtimes). TensorRT-RTX refuses it.")
+    p.add_argument("--exclude-lean-runtime", action="store_true",
+                   help="With --version-compatible: leave the lean runtime out of the plan (the machine that runs it "
+                   "needs tensorrt_lean or tensorrt of the same version).")
+    p.add_argument("--tf32", action="store_true",
+                   help="Let fp32 matrix products run in TF32 (faster; ~1e-3 relative error). Default: true fp32.")
+    p.add_argument("--verify", action="store_true",
+                   help="Run `rnnrt verify` (ONNX Runtime vs the new plan, generated stream at the profile's opt batch) "
+                   "right after the build; needs a GPU the plan runs on. Exit status: verify's.")
     p.add_argument("--timing-cache", default=None, metavar="PATH", help="Timing cache file (read, then updated).")
     p.add_argument("--workspace", type=_int_at_least(1, 2**40), default=None, metavar="MIB",
                    help="Workspace memory-pool limit in MiB.")
@@ -313,17 +324,16 @@ def _build(args: argparse.Namespace) -> int:
         workspace_mib=args.workspace,
         optimization_level=args.opt_level,
         progress=True,
+        version_compatible=args.version_compatible,
+        exclude_lean_runtime=args.exclude_lean_runtime,
+        runtime_cache=_runtime_cache_name(args),
+        tf32=args.tf32,
     )
     r = plan_from_config(args.config, args.output, options)
-    if args.runtime_cache:
-        from rnnrt.config import load_config, save_config
-
-        cfg = load_config(r.config_path, validate=False)
-        rel = os.path.relpath(os.path.abspath(args.runtime_cache), cfg.base_dir)
-        save_config(cfg.with_session(runtime_cache=rel), r.config_path)
     prof = f", batch {r.profile[0]}:{r.profile[1]}:{r.profile[2]}" if r.profile else ""
     print(f"wrote {r.plan_path} ({len(r.plan) / 2**20:.1f} MiB; {r.flavour} {r.version}, {r.precision}{prof}) "
-          f"in {r.parse_seconds + r.build_seconds:.2f} s; updated {r.config_path}")
+          f"in {r.parse_seconds + r.build_seconds:.2f} s; manifest {r.manifest.path}")
+    print(f"  runs on {', '.join(r.manifest.runtimes)}" + (", version-compatible" if r.version_compatible else ""))
     for b in r.bindings:
         print(f"  {b.describe()}")
     if args.layers:
@@ -333,7 +343,26 @@ def _build(args: argparse.Namespace) -> int:
         print(f"engine layers ({len(r.engine_layers)}):")
         for line in r.engine_layers:
             print(f"  {line}")
+    if args.verify:
+        from rnnrt.runtime.verify import verify
+
+        report = verify(args.config, ["onnxruntime", "tensorrt"], plan=r.plan_path,
+                        streams=r.profile[1] if r.profile else None)
+        print(report.table())
+        return 0 if report.passed else 1
     return 0
+
+
+def _runtime_cache_name(args: argparse.Namespace) -> str | None:
+    """``--runtime-cache`` alone: ``<plan>.cache`` beside the plan; a name: checked by the build (beside the plan)."""
+    if args.runtime_cache is None:
+        return None
+    if args.runtime_cache == "":
+        from pathlib import Path
+
+        plan = Path(args.output) if args.output else Path(args.config).with_suffix(".plan")
+        return f"{plan.name}.cache"
+    return args.runtime_cache
 
 
 # --- run -------------------------------------------------------------------------------------------------
@@ -533,6 +562,7 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="Rounds; the median of round medians is reported (default: 3).")
     _add_session_group(p)
     _alias(p, "--batch", "streams", "--streams", type=_POSITIVE, metavar="N")
+    p.add_argument("--plot", default=None, metavar="PNG", help="Draw the step-latency histogram (needs matplotlib).")
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -578,6 +608,12 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"steps {args.rounds} x {args.steps}, batch {session.batch_size}: "
               f"median {np.median(medians) * 1e6:.1f} us/step (rounds {', '.join(f'{m * 1e6:.1f}' for m in medians)}), "
               f"p10 {np.percentile(us, 10):.1f}, p90 {np.percentile(us, 90):.1f}, p99 {np.percentile(us, 99):.1f} us")
+        if args.plot:
+            from rnnrt.runtime.plots import latency_histogram
+
+            latency_histogram(us, args.plot, f"rnnrt bench {os.path.basename(args.config)}: "
+                              f"{type(session.engine).__name__}, batch {session.batch_size}, {args.rounds} x {args.steps} steps")
+            print(f"plot -> {args.plot}")
     return 0
 
 
@@ -586,7 +622,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _inspect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="A model YAML config, or a TensorRT plan (.plan/.engine).")
-    _add_trt_module(p, "the flavour that built the plan")
+    _add_trt_module(p, "the first installed runtime the plan's manifest lists", runtimes=True)
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -633,6 +669,9 @@ def _inspect(args: argparse.Namespace) -> int:
     c = cfg.continuation
     print()
     print(f"Continuation: {c.input} (batch_axis {c.batch_axis}, time_axis {c.time_axis}, fill {c.fill})" if c else "Continuation: none")
+    from rnnrt.build.manifest import with_built_engine
+
+    cfg = with_built_engine(cfg, args.path)
     if cfg.engine is not None:
         e = cfg.engine
         print(f"Engine: {e.plan} ({e.flavour} {e.version}, {e.precision}"
@@ -644,15 +683,80 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _inspect_plan(args: argparse.Namespace) -> int:
     from rnnrt.build import inspect_plan
-    from rnnrt.errors import BuildError
+    from rnnrt.errors import EngineError
 
     report = inspect_plan(args.path, None if args.trt_module in (None, "auto") else args.trt_module)
     print(report.text())
     if report.error is not None:
-        raise BuildError(fmt(f"Plan {args.path!r}", f"Could not be deserialized: {report.error}",
+        raise EngineError(fmt(f"Plan {args.path!r}", f"Could not be deserialized: {report.error}",
                              "Executing or inspecting an engine needs an NVIDIA GPU that its TensorRT flavour "
-                             "supports; what is known from the build record and the config is printed above."))
+                             "supports; what its manifest says is printed above."))
     return 0
+
+
+# --- verify ----------------------------------------------------------------------------------------------
+
+
+def _verify_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="The model YAML config.")
+    p.add_argument("--backends", default=None, metavar="B1,B2,...",
+                   help="Backends, each BASE[:key=value]...: onnxruntime[:opt=disable|basic|extended|all][:graph=plan], "
+                   "tensorrt[:plan=PATH][:runtime=MODULE][:runtime_cache=PATH], or module.path:callable (your engine "
+                   "factory); every one also takes :feedback=copy|swap, :cuda_graph=0|1, :label=NAME, :precision=P. "
+                   "Default: onnxruntime,tensorrt where a plan and a GPU exist, else onnxruntime.")
+    p.add_argument("--feed", default=None, metavar="NPZ",
+                   help="Frames (call{k}/{input}) and recorded outputs (call{k}/{output}, compared too), e.g. a Caffe "
+                   "io.npz. Without it a stream is generated from the config's shapes.")
+    p.add_argument("--steps", type=_POSITIVE, default=100, metavar="N", help="Steps of a generated stream (default: 100).")
+    p.add_argument("--streams", type=_POSITIVE, default=None, metavar="N",
+                   help="Streams (batch) of a generated stream (default: the static batch, or 1).")
+    p.add_argument("--seed", type=_NON_NEGATIVE, default=0, metavar="S", help="Seed of a generated stream (default: 0).")
+    p.add_argument("--dim", action="append", default=[], metavar="NAME=N",
+                   help="Value of another dynamic dim of a generated stream (e.g. T=8); repeatable.")
+    p.add_argument("--reset-at", action="append", default=[], metavar="STEP[,STEP]|STEP:SLOT[,SLOT]",
+                   help="Reset every stream (or the given slots) of every backend before that step; repeatable.")
+    p.add_argument("--atol", type=float, default=None, help="Absolute tolerance (default by precision).")
+    p.add_argument("--rtol", type=float, default=None, help="Relative tolerance (default by precision).")
+    p.add_argument("--precision", choices=["fp32", "tf32", "fp16", "bf16"], default=None,
+                   help="Precision whose default tolerances apply (default: the lowest of the backends; fp32 1e-4/1e-3, "
+                   "tf32 1e-3/1e-2, fp16 2e-3/1e-2, bf16 2e-2/5e-2).")
+    p.add_argument("--plan", default=None, metavar="PLAN", help="The plan, when not the config's default (CONFIG.plan).")
+    p.add_argument("--no-state", dest="state", action="store_false", help="Compare outputs only, not the carried state.")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="Write the report as JSON (schema rnnrt.verify/1); '-' prints it instead of the table.")
+    p.add_argument("--plot", default=None, metavar="PNG", help="Draw the error per step and tensor (needs matplotlib).")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    import json
+
+    from rnnrt.runtime.verify import parse_resets, verify
+
+    _check_input_file(args.config, "Config")
+    if args.feed is not None:
+        _check_input_file(args.feed, "Feed")
+    dims = {}
+    for item in args.dim:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value.isdigit() or int(value) < 1:
+            raise ConfigError(fmt(f"--dim {item!r}", "Is not NAME=N", "For example --dim T=8."))
+        dims[name] = int(value)
+    report = verify(args.config, args.backends, feed=args.feed, steps=args.steps, streams=args.streams, seed=args.seed,
+                    resets=parse_resets(args.reset_at), dims=dims, atol=args.atol, rtol=args.rtol,
+                    precision=args.precision, plan=args.plan, state=args.state)
+    if args.json == "-":
+        print(json.dumps(report.to_json(), indent=1))
+    else:
+        print(report.table())
+        if args.json:
+            try:
+                with open(args.json, "w") as f:
+                    json.dump(report.to_json(), f, indent=1)
+            except OSError as err:
+                raise ConfigError(fmt(f"--json {args.json!r}", f"Cannot be written: {err.strerror}")) from err
+    if args.plot:
+        report.plot(args.plot)
+    return 0 if report.passed else 1
 
 
 # --- export-triton ---------------------------------------------------------------------------------------
@@ -800,8 +904,23 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         add_arguments=_build_arguments,
         run=_build,
         examples="rnnrt build out/model.yaml\n"
-        "rnnrt build out/model.yaml --batch-profile 1:8:64 --precision fp16\n"
+        "rnnrt build out/model.yaml --batch-profile 1:8:64 --precision fp16 --verify\n"
+        "rnnrt build out/model.yaml --version-compatible          # also runs on later TensorRT and the lean runtime\n"
         "rnnrt build out/model.yaml --dim T=1:16:256 --layers",
+    ),
+    Subcommand(
+        "verify",
+        help="Run one stream through two or more backends side by side and compare every step.",
+        description="Runs the same frames through every backend (each its own Session, state carried, resets where "
+        "asked) and reports per output and carried state the max abs/rel error and the first step beyond "
+        "--atol/--rtol; every backend is also compared with the outputs recorded in --feed. Exit status 0: within "
+        "tolerance; 1: beyond it; 2: an error. The first thing to run on a new GPU.",
+        add_arguments=_verify_arguments,
+        run=_verify,
+        examples="rnnrt verify out/model.yaml                           # onnxruntime,tensorrt where a plan and a GPU exist\n"
+        "rnnrt verify out/model.yaml --streams 64 --steps 500 --reset-at 100,300 --reset-at 200:0,5\n"
+        "rnnrt verify out/model.yaml --feed io.npz             # against a recording (a Caffe io.npz)\n"
+        "rnnrt verify out/model.yaml --backends onnxruntime,onnxruntime:opt=disable --json r.json --plot err.png",
     ),
     Subcommand(
         "run",

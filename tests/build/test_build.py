@@ -303,7 +303,7 @@ def test_cli_build_and_inspect(tmp_path, capsys):
     from rnnrt.cli import main
 
     yaml_path = _save(lstm_model(batch="batch"), tmp_path)
-    rc = main(["build", str(yaml_path), "-o", str(tmp_path / "e.plan"), "--batch", "1:8:64", "--trt-module", "tensorrt_rtx", "--layers"])
+    rc = main(["build", str(yaml_path), "-o", str(tmp_path / "e.plan"), "--batch-profile", "1:8:64", "--trt-module", "tensorrt_rtx", "--layers"])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "wrote" in out and "batch 1:8:64" in out and "network layers (" in out and "Layer(Myelin)" in out
@@ -443,7 +443,7 @@ def test_cli_build_verify_runs_verify_after_the_build(tmp_path, capsys):
     from rnnrt.cli import main
 
     yaml_path = _save(lstm_model(batch="batch"), tmp_path)
-    rc = main(["build", str(yaml_path), "--batch", "1:2:4", "--trt-module", "tensorrt_rtx", "--verify"])
+    rc = main(["build", str(yaml_path), "--batch-profile", "1:2:4", "--trt-module", "tensorrt_rtx", "--verify"])
     captured = capsys.readouterr()
     assert (tmp_path / "model.plan.json").is_file()
     if cuda.available():

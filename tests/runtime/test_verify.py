@@ -142,7 +142,7 @@ def test_fp16_build_graph_vs_fp32_with_fp16_tolerance(models, tmp_path):
     d = tmp_path / "m"
     shutil.copytree(src.parent, d)
     yaml = d / "model.yaml"
-    cli("build", yaml, "--precision", "fp16", "--batch", "1:4:8", check=True)
+    cli("build", yaml, "--precision", "fp16", "--batch-profile", "1:4:8", check=True)
     report = verify(yaml, "onnxruntime,onnxruntime:graph=plan", steps=60, streams=4, resets=[(30, [2])])
     assert report.precision == "fp16" and (report.atol, report.rtol) == TOLERANCES["fp16"]
     assert report.passed, report.table()
