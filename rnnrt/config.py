@@ -113,8 +113,10 @@ class SessionConfig(BaseModel):
     cuda_graph: bool = Field(default=False, description="Capture the GPU step into a CUDA graph (TensorRT only).")
     runtime_cache: Optional[str] = Field(
         default=None,
-        description="TensorRT-RTX runtime cache file (kernels compiled for this GPU at load time), relative to "
-        "this file; read when the engine loads, written when it is released. Ignored by TensorRT.",
+        description="Deprecated (a config must not name a file an engine writes): read only with an older "
+        "build's engine section, and only a file beside the plan; otherwise ignored. The TensorRT-RTX runtime "
+        "cache is a build option recorded beside the plan (`rnnrt build --runtime-cache`), or a file passed at "
+        "run time (`rnnrt.load(..., runtime_cache=PATH)`).",
     )
 
 
@@ -136,7 +138,8 @@ class ModelConfig(BaseModel):
     outputs: list[TensorConfig] = Field(default_factory=list, description="User-visible outputs, state excluded.")
     state: list[StateConfig] = Field(default_factory=list, description="Recurrent state pairs, paired by name.")
     continuation: Optional[ContinuationConfig] = Field(default=None, description="The continuation input, if any.")
-    engine: Optional[EngineConfig] = Field(default=None, description="The built plan (written by `rnnrt build`).")
+    engine: Optional[EngineConfig] = Field(default=None, description="The built plan, as older `rnnrt build`s "
+                                           "recorded it (still read; builds now write the plan's manifest instead).")
     session: SessionConfig = Field(default_factory=SessionConfig, description="Runtime defaults of the Session.")
 
     # Directory the relative paths above are relative to (the YAML file's directory).
