@@ -713,6 +713,8 @@ def _verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=_NON_NEGATIVE, default=0, metavar="S", help="Seed of a generated stream (default: 0).")
     p.add_argument("--dim", action="append", default=[], metavar="NAME=N",
                    help="Value of another dynamic dim of a generated stream (e.g. T=8); repeatable.")
+    p.add_argument("--set", action="append", default=[], metavar="INPUT=VALUE", dest="values",
+                   help="Hold an input of a generated stream at one value (e.g. sr=16000); repeatable.")
     p.add_argument("--reset-at", action="append", default=[], metavar="STEP[,STEP]|STEP:SLOT[,SLOT]",
                    help="Reset every stream (or the given slots) of every backend before that step; repeatable.")
     p.add_argument("--atol", type=float, default=None, help="Absolute tolerance (default by precision).")
@@ -741,8 +743,17 @@ def _verify(args: argparse.Namespace) -> int:
         if not sep or not name or not value.isdigit() or int(value) < 1:
             raise ConfigError(fmt(f"--dim {item!r}", "Is not NAME=N", "For example --dim T=8."))
         dims[name] = int(value)
+    values = {}
+    for item in args.values:
+        name, sep, value = item.partition("=")
+        try:
+            values[name] = float(value)
+        except ValueError:
+            values[name] = None
+        if not sep or not name or values[name] is None:
+            raise ConfigError(fmt(f"--set {item!r}", "Is not INPUT=NUMBER", "For example --set sr=16000."))
     report = verify(args.config, args.backends, feed=args.feed, steps=args.steps, streams=args.streams, seed=args.seed,
-                    resets=parse_resets(args.reset_at), dims=dims, atol=args.atol, rtol=args.rtol,
+                    resets=parse_resets(args.reset_at), dims=dims, values=values, atol=args.atol, rtol=args.rtol,
                     precision=args.precision, plan=args.plan, state=args.state)
     if args.json == "-":
         print(json.dumps(report.to_json(), indent=1))

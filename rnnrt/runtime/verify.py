@@ -382,7 +382,7 @@ def _index_ranges(model_path: Path) -> dict[str, tuple[int, int]]:
 
 
 def generate_feed(cfg: Any, steps: int, streams: Optional[int] = None, seed: int = 0,
-                  dims: Optional[Mapping[str, int]] = None) -> Feed:
+                  dims: Optional[Mapping[str, int]] = None, values: Optional[Mapping[str, float]] = None) -> Feed:
     """Random frames from the config's shapes: floats in [-1, 1), embedding ids within their table.
 
     The continuation input is left out (the Session fills it; resets come from ``resets``).
@@ -394,15 +394,21 @@ def generate_feed(cfg: Any, steps: int, streams: Optional[int] = None, seed: int
         seed (int): Seed of the generator. Defaults to 0.
         dims (Mapping[str, int] | None): Values of other dynamic dims (e.g. a time axis ``T``). A dynamic
             dim not given is 1.
+        values (Mapping[str, float] | None): Inputs filled with one value at every step (e.g. Silero's
+            ``sr=16000``).
 
     Raises:
-        ConfigError: ``steps`` < 1, ``streams`` < 1 or not the static batch.
+        ConfigError: ``steps`` < 1, ``streams`` < 1 or not the static batch; ``values`` naming no input.
     """
     if steps < 1:
         raise ConfigError(fmt(f"--steps {steps}", "Must be at least 1"))
     if streams is not None and streams < 1:
         raise ConfigError(fmt(f"--streams {streams}", "Must be at least 1"))
     dims = dict(dims or {})
+    values = dict(values or {})
+    unknown = sorted(set(values) - {t.name for t in cfg.inputs})
+    if unknown:
+        raise ConfigError(fmt(f"--set {unknown[0]}", "Names no input of the model", f"Inputs: {[t.name for t in cfg.inputs]}."))
     cont = cfg.continuation.input if cfg.continuation is not None else None
     batch_dims = {t.shape[t.batch_axis] for t in list(cfg.inputs) + list(cfg.state) if t.batch_axis is not None}
     static = {d for d in batch_dims if isinstance(d, int)}
@@ -422,11 +428,13 @@ def generate_feed(cfg: Any, steps: int, streams: Optional[int] = None, seed: int
     for _ in range(steps):
         frame = {}
         for t in cfg.inputs:
-            if t.name == cont:
+            if t.name == cont and t.name not in values:
                 continue
             shape = [int(d) if isinstance(d, int) else int(dims.get(d, 1)) for d in t.shape]
             dtype = np.dtype(t.dtype) if t.dtype != "bfloat16" else np.dtype(np.float32)
-            if t.name in ranges:
+            if t.name in values:
+                frame[t.name] = np.full(shape, values[t.name], dtype=dtype)
+            elif t.name in ranges:
                 lo, hi = ranges[t.name]
                 frame[t.name] = rng.integers(lo, max(hi, lo + 1), size=shape).astype(dtype)
             elif dtype.kind == "f":
@@ -658,6 +666,7 @@ def verify(
     seed: int = 0,
     resets: Sequence[tuple[int, Optional[list[int]]]] = (),
     dims: Optional[Mapping[str, int]] = None,
+    values: Optional[Mapping[str, float]] = None,
     atol: Optional[float] = None,
     rtol: Optional[float] = None,
     precision: Optional[str] = None,
@@ -678,6 +687,7 @@ def verify(
         resets (Sequence[tuple[int, list[int] | None]]): ``(step, slots)``: reset those slots (None: all)
             of every backend before that step.
         dims (Mapping[str, int] | None): Values of dynamic dims other than the batch in a generated feed.
+        values (Mapping[str, float] | None): Inputs of a generated feed held at one value (``sr=16000``).
         atol (float | None): Absolute tolerance. Defaults to :data:`TOLERANCES` of ``precision``.
         rtol (float | None): Relative tolerance. Defaults likewise.
         precision (str | None): Precision for the default tolerances. Defaults to the lowest precision of
@@ -710,7 +720,7 @@ def verify(
     elif feed is not None:
         data = load_feed(feed, cfg)
     else:
-        data = generate_feed(cfg, steps, streams, seed, dims)
+        data = generate_feed(cfg, steps, streams, seed, dims, values)
     if len(specs) < 2 and not data.has_recording:
         raise ConfigError(fmt("rnnrt verify", f"Has nothing to compare: one backend ({specs[0].text}) and a feed "
                               "without recorded outputs",

@@ -131,6 +131,10 @@ def test_generated_ids_stay_in_the_embedding_table(models):
     ids = np.stack([f["input_sentence"] for f in feed.calls])
     assert ids.min() >= 0 and ids.max() <= 16 and len(np.unique(ids)) > 8  # V = 17
     assert "cont_sentence" not in feed.calls[0]  # the Session fills the continuation input
+    feed = generate_feed(load_config(yaml), steps=3, values={"input_sentence": 5})
+    assert all((f["input_sentence"] == 5).all() for f in feed.calls)
+    with pytest.raises(ConfigError, match="--set nope \\| Names no input"):
+        generate_feed(load_config(yaml), steps=3, values={"nope": 1})
 
 
 def test_fp16_build_graph_vs_fp32_with_fp16_tolerance(models, tmp_path):
