@@ -304,8 +304,8 @@ def test_load_backends(tmp_path: Path, caplog) -> None:
         with rnnrt.load(path) as s:
             assert isinstance(s.engine, OnnxRuntimeEngine)
     lines = [r.getMessage() for r in caplog.records if "Using ONNX Runtime" in r.getMessage()]
-    assert lines == ["rnnrt.load | Using ONNX Runtime: no TensorRT plan is recorded in the config (run `rnnrt build`)."]
-    with pytest.raises(ConfigError, match="'tensorrt' backend needs a plan but the config records none"):
+    assert lines == ["rnnrt.load | Using ONNX Runtime: no TensorRT plan was built for the config (run `rnnrt build`)."]
+    with pytest.raises(ConfigError, match="'tensorrt' backend needs a plan but none was built for the config"):
         rnnrt.load(path, backend="tensorrt")
     with pytest.raises(ConfigError, match=r"Unknown backend 'cuda'"):
         rnnrt.load(path, backend="cuda")
