@@ -316,6 +316,11 @@ def test_cli_build_and_inspect(tmp_path, capsys):
         assert "Could not be deserialized" in captured.err and "needs an NVIDIA GPU" in captured.err
     else:
         assert "Engine bindings" in captured.out
+    # The config's report shows the plan its manifest records (the YAML itself records none).
+    plan_from_config(yaml_path, options=_opts(batch=(1, 4, 16)))
+    assert main(["inspect", str(yaml_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"Engine: {tmp_path / 'model.plan'} (tensorrt_rtx {trt.__version__}, fp32, batch 1/4/16)" in out, out
     # A plan without its manifest is still inspected; the report says the manifest is missing.
     (tmp_path / "e.plan.json").unlink()
     main(["inspect", str(tmp_path / "e.plan")])

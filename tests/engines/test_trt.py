@@ -3,8 +3,10 @@
 TensorRT engines cannot execute on the CI machine (no GPU) nor on the lent H100 (TensorRT-RTX refuses
 sm90; full TensorRT is not installable). What is verified here: a real plan built with tensorrt-rtx is
 handed to the runtime and the failure comes back as a typed error naming the plan and TensorRT's
-message; the binding enumeration, shape and address bookkeeping and error paths run against a fake
-module that mimics the TensorRT 10 Python API.
+message. What only an engine that deserializes can show — binding enumeration, shape and address
+bookkeeping, enqueue errors — runs against a fake module that mimics the TensorRT 10/11 Python API; that
+every name those paths call exists in the genuine TensorRT runtime is checked by
+tests/engines/test_trt_conformance.py.
 """
 
 from __future__ import annotations
@@ -162,9 +164,8 @@ def test_fake_bindings_shapes_and_address_caching(fake_logger):
 
 
 def test_fake_errors_are_typed(fake_logger):
-    with pytest.raises(EngineError, match=r"TrtEngine: plan <7 bytes> \| fake_tensorrt 10.99 could not deserialize it: "
-                                         r"IRuntime::deserializeCudaEngine: Error Code 1: Serialization"):
-        TrtEngine(b"garbage", trt_module=FakeTrt()).activate()
+    # (A plan TensorRT cannot deserialize is shown with the real modules: test_real_plan_deserialize_attempted
+    # and tests/engines/test_trt_conformance.py.)
     with TrtEngine(b"PLAN", trt_module=FakeTrt()) as engine:
         ctx = engine.create_context()
         with pytest.raises(BindingError, match=r"Input 'x' \| TensorRT rejected shape \(9, 4\)"):
