@@ -763,7 +763,8 @@ def verify(
             results = []
             for b, s in zip(resolved, sessions):
                 feeds = {n: _cast(v, s, n) for n, v in frame.items()}
-                out = {n: np.asarray(v) for n, v in s.step(feeds).items()}
+                # Copies: a Session may return views that its next step overwrites.
+                out = {n: np.array(v, copy=True) for n, v in s.step(feeds).items()}
                 if state_names:
                     st = s.state
                     out.update({f"state:{n}": np.array(st[n]) for n in state_names})
