@@ -367,11 +367,14 @@ def _index_ranges(model_path: Path) -> dict[str, tuple[int, int]]:
                 if a.name == "value":
                     shapes[node.output[0]] = list(numpy_helper.to_array(a.t).shape) if a.t.data_location == 0 else list(a.t.dims)
     origin = {i.name: i.name for i in g.input}
-    passthrough = {"Cast", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten", "Floor", "Transpose"}
+    passthrough = {"Cast", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten", "Floor", "Transpose", "Where",
+                   "Clip", "Min", "Max", "Mod"}
     ranges: dict[str, tuple[int, int]] = {}
     for node in g.node:
-        if node.op_type in passthrough and node.input and node.input[0] in origin:
-            origin[node.output[0]] = origin[node.input[0]]
+        if node.op_type in passthrough and node.output:
+            src = next((i for i in node.input if i in origin), None)
+            if src is not None:
+                origin[node.output[0]] = origin[src]
         if node.op_type == "Gather" and len(node.input) == 2 and node.input[1] in origin and node.input[0] in shapes:
             axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
             rows = shapes[node.input[0]][axis]
