@@ -146,11 +146,24 @@ class TensorSpec(_Binding):
     batch_axis: Optional[Axis] = Field(
         default=None, description="Axis that indexes independent streams (slots); null if none."
     )
+    batch_fold: Optional[tuple[PositiveInt, PositiveInt]] = Field(
+        default=None,
+        description="[outer, inner] when the batch axis folds the N streams with other dims: it has "
+        "outer*N*inner entries and entry (o*N + n)*inner + i belongs to stream n. [T, 1]: T*N time-major rows, "
+        "row t*N + n (LRCN frames). Null: the batch axis is the N streams alone.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "TensorSpec":
         _check_axis(self.batch_axis, self.shape, "batch_axis")
+        if self.batch_fold is not None and self.batch_axis is None:
+            raise ValueError(f"batch_fold {list(self.batch_fold)} needs a batch_axis")
         return self
+
+    def batch_entries(self, batch: int) -> int:
+        """The size of the batch axis for ``batch`` streams (``outer * batch * inner`` when folded)."""
+        outer, inner = self.batch_fold or (1, 1)
+        return outer * int(batch) * inner
 
 
 class StatePair(_Binding):
@@ -177,7 +190,11 @@ class Continuation(_Binding):
 
     input: TensorName = Field(description="Name of the continuation input; must be one of `inputs`.")
     batch_axis: Axis = Field(description="Slot axis of the continuation input.")
-    time_axis: Optional[Axis] = Field(default=None, description="Time axis of the continuation input, or null.")
+    time_axis: Optional[Axis] = Field(
+        default=None,
+        description="Time axis of the continuation input, or null. Equal to batch_axis when the input holds T*N "
+        "time-major rows (batch_fold [T, 1]): the first time step is rows 0..N-1.",
+    )
     fill: Literal["auto", "never"] = Field(
         default="auto",
         description="'auto': when the caller omits the input, the Session feeds 1, or 0 at the first time "

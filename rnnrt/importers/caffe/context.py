@@ -4,6 +4,15 @@ Caffe blobs are mutable and may be rewritten in place (``top == bottom``); ONNX 
 :class:`ImportContext` maps each Caffe blob name to the ``gs.Variable`` that currently holds it and
 tracks each variable's static shape and batch axis (the ONNX graph itself carries shapes only at its
 inputs and outputs, so that a dynamic batch stays dynamic).
+
+The stream (batch) axis is followed through the whole net. A batch axis need not hold the N streams
+alone: LRCN-style nets run ``T*N`` frames through a CNN (rows ``t*N + n``, time-major) and Reshape them
+to ``T x N x D`` before the LSTM. Each batch axis therefore carries a :class:`Rows` record, shared by
+every tensor with the same row layout, whose ``fold`` ``(outer, inner)`` says that the axis has
+``outer * N * inner`` entries, entry ``(o*N + n)*inner + i`` belonging to stream ``n``. A fold can be
+unknown until a Reshape tells how the rows split (the frames of an LRCN net look like ``T*N`` plain
+rows until the Reshape to ``T x N x D``), so undecided records are decided later and every tensor
+sharing them follows.
 """
 
 from __future__ import annotations
@@ -26,13 +35,42 @@ MAX_TENSOR_ELEMENTS = 2**31 - 1
 declares more (by mistake or on purpose) is rejected before anything is allocated for it."""
 
 
+class Rows:
+    """The row layout of a batch axis of ``size`` entries: how they map to the N streams.
+
+    ``fold`` is ``(outer, inner)``: the axis has ``outer * N * inner`` entries and entry
+    ``(o*N + n)*inner + i`` belongs to stream ``n`` (``(1, 1)``: the axis is the streams alone;
+    ``(T, 1)``: time-major rows ``t*N + n``). None until decided. Records that turn out to be the same
+    layout are merged (``find`` gives the representative).
+    """
+
+    def __init__(self, size: int, fold: tuple[int, int] | None = None) -> None:
+        self.size = int(size)
+        self.fold = fold
+        self.parent: Rows | None = None
+
+    def find(self) -> "Rows":
+        r = self
+        while r.parent is not None:
+            r = r.parent
+        return r
+
+
+def fold_dim(fold: tuple[int, int] | None, name: str = "") -> str:
+    """The symbolic dim of a batch axis with ``fold``: ``batch``, ``4*batch``, ``batch*3``, ``4*batch*3``."""
+    from_name = name or BATCH_DIM
+    outer, inner = fold or (1, 1)
+    return (f"{outer}*" if outer != 1 else "") + from_name + (f"*{inner}" if inner != 1 else "")
+
+
 @dataclasses.dataclass
 class TensorInfo:
-    """Static facts about one ONNX tensor: its shape (at the prototxt's batch size) and batch axis."""
+    """Static facts about one ONNX tensor: its shape (at the prototxt's batch size), batch axis and rows."""
 
     shape: tuple[int, ...]
     batch_axis: int | None = None
     dtype: Any = np.float32
+    rows: Rows | None = None
 
 
 def _legacy_equal(found: tuple[int, ...], expected: tuple[int, ...]) -> bool:
@@ -67,6 +105,11 @@ class ImportContext:
         self._shared: dict[str, np.ndarray] = {}
         self._names: set[str] = set()
         self.layer: Any = None
+        # The number of streams at the prototxt's batch size, once known (recurrent state, or a Reshape
+        # that splits a folded axis); see Rows.
+        self.streams: int | None = None
+        # Where the consumers of each blob read the streams (see convert._batch_axis_hints).
+        self.hints: dict[str, int] = {}
 
     # ------------------------------------------------------------------ names and tensors
     def unique(self, name: str) -> str:
@@ -91,11 +134,14 @@ class ImportContext:
                     f"TensorRT takes at most {MAX_TENSOR_ELEMENTS} elements per tensor; check the prototxt's dims and num_output.")
             )
 
-    def variable(self, name: str, shape: Sequence[int], batch_axis: int | None, dtype=np.float32) -> gs.Variable:
+    def variable(
+        self, name: str, shape: Sequence[int], batch_axis: int | None, dtype=np.float32, rows: Rows | None = None
+    ) -> gs.Variable:
         """Creates a new intermediate tensor with a unique name derived from ``name``."""
         self.check_size(f"Tensor {name!r}", shape)
         var = gs.Variable(self.unique(name))
-        self.info[var.name] = TensorInfo(tuple(int(d) for d in shape), batch_axis, dtype)
+        shape = tuple(int(d) for d in shape)
+        self.info[var.name] = TensorInfo(shape, batch_axis, dtype, self._rows_or_new(shape, batch_axis, rows))
         return var
 
     def exact_variable(self, name: str, shape: Sequence[int], batch_axis: int | None) -> gs.Variable:
@@ -105,8 +151,109 @@ class ImportContext:
             raise ModelImportError(fmt(f"Tensor {name!r}", "Would be defined twice", "Layer names must make state names unique."))
         self._names.add(name)
         var = gs.Variable(name)
-        self.info[name] = TensorInfo(tuple(int(d) for d in shape), batch_axis)
+        shape = tuple(int(d) for d in shape)
+        self.info[name] = TensorInfo(shape, batch_axis, rows=self._rows_or_new(shape, batch_axis, None))
         return var
+
+    # ------------------------------------------------------------------ the stream axis
+    def _rows_or_new(self, shape: tuple[int, ...], batch_axis: int | None, rows: Rows | None) -> Rows | None:
+        if batch_axis is None:
+            return None
+        if rows is not None:
+            return rows.find()
+        size = shape[batch_axis]
+        return Rows(size, (1, 1) if self.streams is not None and size == self.streams else None)
+
+    def rows(self, var: gs.Tensor) -> Rows | None:
+        """The row layout of ``var``'s batch axis (None if it has none)."""
+        if isinstance(var, gs.Constant):
+            return None
+        info = self.info[var.name]
+        return None if info.rows is None else info.rows.find()
+
+    def fold(self, var: gs.Tensor) -> tuple[int, int] | None:
+        """``(outer, inner)`` of ``var``'s batch axis, None while undecided or without a batch axis."""
+        rows = self.rows(var)
+        return None if rows is None else rows.fold
+
+    def hint(self, blob: str) -> int | None:
+        """The axis on which the layers around ``blob`` read its streams, if they tell."""
+        return self.hints.get(blob)
+
+    def cannot_follow(self, what: str, hint: str = "") -> None:
+        """Raises (dynamic batch) that the stream axis cannot be followed through the current layer."""
+        if self.dynamic_batch:
+            layer = self.layer
+            subject = f"Layer {layer.name!r} ({layer.type})" if layer is not None else "Net"
+            raise ModelImportError(
+                fmt(
+                    subject,
+                    what,
+                    hint or "Dynamic batch needs every layer to keep the streams apart; convert with a fixed batch.",
+                )
+            )
+
+    def set_streams(self, n: int, why: str) -> bool:
+        """Records the number of streams N (at the prototxt's batch), checking it against an earlier one."""
+        if self.streams is None:
+            self.streams = int(n)
+            return True
+        if self.streams != n:
+            self.cannot_follow(
+                f"{why} gives {n} streams where the net has {self.streams} elsewhere",
+                "Every stream (batch) axis must hold the same number of streams.",
+            )
+            return False
+        return True
+
+    def decide(self, rows: Rows, fold: tuple[int, int], why: str) -> bool:
+        """Decides an undecided record (or checks a decided one); sets N from it if N is not known yet."""
+        rows = rows.find()
+        outer, inner = fold
+        if rows.size % (outer * inner):
+            return False
+        if not self.set_streams(rows.size // (outer * inner), why):
+            return False
+        if rows.fold is None:
+            rows.fold = (outer, inner)
+        return rows.fold == (outer, inner)
+
+    def unify(self, a: Rows, b: Rows) -> Rows | None:
+        """Merges two records that must be the same layout; None (or an error) when they differ."""
+        a, b = a.find(), b.find()
+        if a is b:
+            return a
+        if a.size != b.size:
+            return None
+        if a.fold is None:
+            a.parent = b
+            return b
+        if b.fold is None or b.fold == a.fold:
+            b.parent = a
+            return a
+        return None
+
+    def _rows_for_op(self, inputs: Sequence[gs.Tensor], shape: tuple[int, ...], batch_axis: int | None) -> Rows | None:
+        # An op whose output batch axis has as many entries as an input's keeps that input's rows
+        # (element-wise ops, convolutions, the leading axes of a MatMul); inputs with the same number
+        # of entries must have the same layout.
+        if batch_axis is None:
+            return None
+        size = shape[batch_axis]
+        same = [r for r in (self.rows(t) for t in inputs) if r is not None and r.size == size]
+        if not same:
+            return None
+        out = same[0]
+        for other in same[1:]:
+            merged = self.unify(out, other)
+            if merged is None:
+                self.cannot_follow(
+                    f"Combines inputs whose stream axes are laid out differently (folds {out.fold} and {other.fold})",
+                    "The inputs of an element-wise layer must hold the streams the same way.",
+                )
+                return None
+            out = merged
+        return out
 
     def shape(self, var: gs.Tensor) -> tuple[int, ...]:
         """The static shape of ``var`` (batch dim at the prototxt's size)."""
@@ -161,7 +308,8 @@ class ImportContext:
     ) -> gs.Variable:
         """Appends one single-output node and returns its output tensor."""
         base = name or f"{self.layer.name if self.layer is not None else 'node'}/{op}"
-        out = self.variable(base, shape, batch_axis, dtype)
+        shape = tuple(int(d) for d in shape)
+        out = self.variable(base, shape, batch_axis, dtype, self._rows_for_op(inputs, shape, batch_axis))
         add_node(self.graph, op, self.unique(f"{base}_node"), inputs, [out], attrs)
         return out
 
@@ -169,33 +317,107 @@ class ImportContext:
         self, op: str, inputs: Sequence[gs.Tensor], attrs: dict, outs: Sequence[tuple[str, Sequence[int], int | None]]
     ) -> list[gs.Variable]:
         """Appends one multi-output node; ``outs`` gives (name, shape, batch_axis) per output."""
-        outputs = [self.variable(n, s, b) for n, s, b in outs]
+        outputs = [self.variable(n, s, b, rows=self._rows_for_op(inputs, tuple(s), b)) for n, s, b in outs]
         add_node(self.graph, op, self.unique(f"{self.layer.name}/{op}_node"), inputs, outputs, attrs)
         return outputs
 
-    def reshape(self, x: gs.Tensor, shape: Sequence[int], batch_axis: int | None, name: str | None = None) -> gs.Tensor:
-        """Reshapes ``x`` to the static ``shape``; with a dynamic batch, the batch dim becomes -1.
+    def reshape(
+        self,
+        x: gs.Tensor,
+        shape: Sequence[int],
+        batch_axis: int | None = None,
+        name: str | None = None,
+        literal: Sequence[bool] | None = None,
+    ) -> gs.Tensor:
+        """Reshapes ``x`` to the static ``shape``, following the stream axis through it.
+
+        The output's batch axis is the axis that holds the stream digit of ``x``'s batch axis whole:
+        the reshape may split a folded axis (``T*N`` rows -> ``T x N``), fold the streams with
+        neighbouring axes (``T x N x D`` -> ``T*N x D``) or move them past unit dims. Where several axes
+        could hold the streams (unit dims when the prototxt's N is 1), ``batch_axis`` (where the
+        consumer reads the streams) picks one. With a dynamic batch the emitted target has ``-1`` on
+        the stream axis and literal dims elsewhere; ``literal`` (per output dim: written as a number in
+        the prototxt) makes a note when a literal dim is rewritten to follow the streams.
 
         Raises:
-            ModelImportError: if the batch axis cannot be carried through this reshape.
+            ModelImportError: (dynamic batch) if the streams cannot be followed through this reshape.
         """
         shape = tuple(int(d) for d in shape)
-        if shape == self.shape(x):
+        in_shape = self.shape(x)
+        if shape == in_shape:
             return x
+        bax = self.batch_axis(x)
+        out_axis, out_rows, cands = (None, None, []) if bax is None else self._follow_reshape(x, in_shape, bax, shape, batch_axis)
         target = list(shape)
-        if self.dynamic_batch and self.batch_axis(x) is not None:
-            if batch_axis is None:
-                raise ModelImportError(
-                    fmt(
-                        f"Layer {self.layer.name!r}",
-                        f"Reshape {self.shape(x)} -> {shape} mixes the batch axis {self.batch_axis(x)} with other axes",
-                        "Dynamic batch needs the batch (stream) axis to survive every reshape; convert with a fixed batch.",
-                    )
+        if self.dynamic_batch and out_axis is not None:
+            target[out_axis] = -1
+            if literal is not None and literal[out_axis]:
+                why = (
+                    f"; axes {cands} could hold the streams at the prototxt's batch, axis {out_axis} is where the next layer reads them"
+                    if len(cands) > 1
+                    else ""
                 )
-            target[batch_axis] = -1
-        return self.op(
-            "Reshape", [x, self.ints(target, f"{self.layer.name}/shape")], shape=shape, batch_axis=batch_axis, name=name
-        )
+                self.notes.append(
+                    f"Reshape {self.layer.name!r} writes a literal {shape[out_axis]} on the stream axis (dim {out_axis} of "
+                    f"{list(shape)}); with the dynamic batch it follows the streams: target {target}{why}."
+                )
+        out = self.op("Reshape", [x, self.ints(target, f"{self.layer.name}/shape")], shape=shape, batch_axis=None, name=name)
+        info = self.info[out.name]
+        info.batch_axis, info.rows = out_axis, out_rows
+        return out
+
+    def _follow_reshape(
+        self, x: gs.Tensor, in_shape: tuple[int, ...], bax: int, shape: tuple[int, ...], want: int | None
+    ) -> tuple[int | None, Rows | None, list[int]]:
+        rows = self.rows(x)
+        size, before = in_shape[bax], math.prod(in_shape[:bax])
+        pre = [math.prod(shape[:k]) for k in range(len(shape) + 1)]
+        n = self.streams
+        if rows.fold is None and n is not None and size == n:
+            self.decide(rows, (1, 1), f"Input of {self.layer.name!r}")
+        # Candidates: (axis, fold of the output there, fold decided for the input, kind).
+        cands: list[tuple[int, tuple[int, int], tuple[int, int] | None, str]] = []
+        for k in range(len(shape)):
+            lo, hi = pre[k], pre[k + 1]
+            if rows.fold is not None:
+                outer, inner = rows.fold
+                a = before * outer  # entries above the stream digit
+                b = a * self.streams
+                if a % lo == 0 and hi % b == 0:
+                    fold = (a // lo, hi // b)
+                    cands.append((k, fold, None, "same" if fold == rows.fold and shape[k] == size else "moved"))
+            else:
+                if lo % before == 0 and (before * size) % hi == 0:
+                    # Output axis k lies inside the input's batch axis.
+                    if lo == before and hi == before * size:
+                        cands.append((k, (1, 1), None, "same"))
+                    elif n is None or shape[k] == n:
+                        cands.append((k, (1, 1), (lo // before, before * size // hi), "split"))
+                elif before % lo == 0 and hi % (before * size) == 0 and (n is None or size == n):
+                    # Output axis k folds the input's batch axis (taken as the streams) with its neighbours.
+                    cands.append((k, (before // lo, hi // (before * size)), (1, 1), "merge"))
+        chosen = None
+        if want is not None:
+            chosen = next((c for c in cands if c[0] == want), None)
+        if chosen is None and cands:
+            rank = {"same": 0, "moved": 1, "split": 2, "merge": 3}
+            chosen = min(cands, key=lambda c: (rank[c[3]], c[0]))
+        if chosen is None:
+            self.cannot_follow(
+                f"Reshape {in_shape} -> {shape} mixes the batch axis {bax} with other axes",
+                "Dynamic batch needs the batch (stream) axis to survive every reshape whole (split off a time "
+                "axis, folded with neighbours, or moved past unit dims); convert with a fixed batch.",
+            )
+            return None, None, []
+        k, fold, in_fold, kind = chosen
+        if in_fold is not None:
+            n_streams = shape[k] if kind == "split" else size
+            if not self.set_streams(n_streams, f"Reshape {in_shape} -> {shape}") or not self.decide(rows, in_fold, "Reshape"):
+                return None, None, []
+        where = [c[0] for c in cands]
+        if kind == "same":
+            return k, rows, where
+        return k, Rows(shape[k], fold), where
 
     def set_top(self, layer: Any, index: int, var: gs.Variable) -> None:
         """Binds ``var`` as the current value of ``layer``'s ``index``-th top blob."""
@@ -209,16 +431,17 @@ class ImportContext:
             raise ModelImportError(fmt(f"Input {name!r}", "Is declared twice"))
         self._names.add(name)
         var = gs.Variable(name, dtype=dtype, shape=self.export_shape(shape, batch_axis))
-        self.info[name] = TensorInfo(tuple(shape), batch_axis, dtype)
+        shape = tuple(int(d) for d in shape)
+        self.info[name] = TensorInfo(shape, batch_axis, dtype, self._rows_or_new(shape, batch_axis, None))
         self.graph.inputs.append(var)
         self.graph_inputs.append(var)
         return var
 
-    def export_shape(self, shape: Sequence[int], batch_axis: int | None) -> list:
-        """The shape as written into the ONNX graph: the batch dim symbolic when dynamic."""
+    def export_shape(self, shape: Sequence[int], batch_axis: int | None, fold: tuple[int, int] | None = None) -> list:
+        """The shape as written into the ONNX graph: the batch dim symbolic when dynamic (``4*batch`` when folded)."""
         out: list = [int(d) for d in shape]
         if self.dynamic_batch and batch_axis is not None:
-            out[batch_axis] = BATCH_DIM
+            out[batch_axis] = fold_dim(fold)
         return out
 
     def add_state(self, name_in: str, name_out: str, shape: Sequence[int], batch_axis: int = 0) -> gs.Variable:

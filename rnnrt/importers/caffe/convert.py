@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any, Sequence
 
@@ -26,29 +27,50 @@ from rnnrt.ir.weights import EMBED_LIMIT, model_from_graph
 G_LOGGER = logging.getLogger("rnnrt.importers.caffe")
 
 _RECURRENT = ("LSTM", "RNN")
-# Layers whose tops keep the leading axes of their (first) bottom, so a batch axis known at the top
-# is the batch axis of the bottom too.
+# Layers whose tops keep the leading axes of their bottoms, so a top and its bottoms have the same
+# batch axis.
 _KEEPS_LEADING_AXES = {
-    "ReLU", "Sigmoid", "TanH", "AbsVal", "Dropout", "Power", "Embed", "Eltwise", "Scale", "Bias",
-    "Split", "Softmax", "InnerProduct", "Concat", "Slice", "Tile",
+    "ReLU", "Sigmoid", "TanH", "AbsVal", "Dropout", "Power", "Exp", "Log", "BNLL", "ELU", "PReLU", "Threshold",
+    "Embed", "Eltwise", "Scale", "Bias", "Split", "Softmax", "InnerProduct", "Concat", "Slice", "Tile", "Flatten",
 }
+# Layers over N x C x H x W blobs: the batch (stream) axis is 0.
+_IMAGE_LAYERS = {"Convolution", "Deconvolution", "Pooling", "LRN", "BatchNorm", "SPP", "Im2col"}
 
 
 def _batch_axis_hints(net: Any) -> dict[str, int]:
-    """Batch (stream) axis of each blob that we can tell from how recurrent layers consume it."""
+    """The axis on which the layers around each blob read its streams, as far as the layer types tell.
+
+    Recurrent layers read x and cont as T x N (axis 1), a static input and the state as N x ... and
+    write T x N x H; image layers read and write N x C x H x W (axis 0); element-wise layers,
+    InnerProduct, Concat, Slice and the like keep the leading axes, so their tops and bottoms share
+    the axis (propagated both ways: the image feature added to an LSTM's output is T x N too).
+    Reshapes are left to the converter, which follows the streams through them with these hints.
+    """
     hints: dict[str, int] = {}
-    for layer in reversed(net.layers):
+    for layer in net.layers:
         if layer.type in _RECURRENT:
             n_state = 2 if layer.type == "LSTM" else 1
             exposed = n_state if layer.param.recurrent_param.expose_hidden else 0
             static = len(layer.bottoms) == 3 + exposed
             for i, b in enumerate(layer.bottoms):
                 hints.setdefault(b, 0 if (static and i == 2) else 1)
-        elif layer.type in _KEEPS_LEADING_AXES:
-            known = [hints[t] for t in layer.tops if t in hints]
+            for t in layer.tops:
+                hints.setdefault(t, 1)
+    for layer in net.layers:
+        if layer.type in _IMAGE_LAYERS:
+            for b in list(layer.bottoms) + list(layer.tops):
+                hints.setdefault(b, 0)
+    groups = [list(layer.bottoms) + list(layer.tops) for layer in net.layers if layer.type in _KEEPS_LEADING_AXES]
+    changed = True
+    while changed:
+        changed = False
+        for blobs in reversed(groups):
+            known = [hints[b] for b in blobs if b in hints]
             if known:
-                for b in layer.bottoms:
-                    hints.setdefault(b, known[0])
+                for b in blobs:
+                    if b not in hints:
+                        hints[b] = known[0]
+                        changed = True
     return hints
 
 
@@ -60,7 +82,8 @@ class _Context(ImportContext):
     def input_batch_axis(self, name: str, shape: Sequence[int]) -> int | None:
         if not shape:
             return None
-        return self.hints.get(name, 0)
+        axis = self.hints.get(name, 0)
+        return axis if axis < len(shape) else 0
 
 
 def convert_net(
@@ -137,9 +160,15 @@ def convert_net(
             tensors[name] = var
         info = ctx.info[name]
         var.dtype = np.float32
-        var.shape = ctx.export_shape(info.shape, info.batch_axis)
         outputs.append(var)
         infos[name] = info
+    _finish_rows(ctx, [v.name for v in ctx.graph_inputs] + out_names)
+    for var in ctx.graph_inputs:
+        info = ctx.info[var.name]
+        var.shape = ctx.export_shape(info.shape, info.batch_axis, _fold_of(info))
+    for name, var in zip(out_names, outputs):
+        info = ctx.info[name]
+        var.shape = ctx.export_shape(info.shape, info.batch_axis, _fold_of(info))
     state_outs = []
     for pair in ctx.states:
         var = ctx.state_outputs[pair.output]
@@ -152,14 +181,17 @@ def convert_net(
     model, external = model_from_graph(ctx.graph, subject=f"Net {net.name!r}", embed_limit=embed_limit)
 
     state_inputs = {p.input for p in ctx.states}
-    batch = _stream_count(ctx)
 
     def spec(name: str, info) -> TensorSpec:
-        # A guessed batch axis whose size is not the number of streams (e.g. T*N frames) is no batch axis.
+        fold = _fold_of(info)
         axis = info.batch_axis
-        if axis is not None and batch is not None and not ctx.dynamic_batch and info.shape[axis] != batch:
+        if axis is not None and not ctx.dynamic_batch and fold is not None:
+            # A fixed-batch step graph keeps T*N rows as they are (no stream axis to pool over).
             axis = None
-        return TensorSpec(name, "float32", tuple(ctx.export_shape(info.shape, info.batch_axis)), axis)
+        return TensorSpec(
+            name, "float32", tuple(ctx.export_shape(info.shape, info.batch_axis, fold)), axis,
+            batch_fold=fold if axis is not None else None,
+        )
 
     inputs = [spec(v.name, ctx.info[v.name]) for v in ctx.graph_inputs if v.name not in state_inputs]
     outs = [spec(n, infos[n]) for n in out_names]
@@ -169,40 +201,97 @@ def convert_net(
                      source=dict(source or {}), notes=notes, external_data=external)
 
 
-def _stream_count(ctx: ImportContext) -> int | None:
-    """The number of streams N: the batch dim of the recurrent state, if the net has any."""
-    for var in ctx.graph_inputs:
-        info = ctx.info[var.name]
-        if var.name in {p.input for p in ctx.states}:
-            return info.shape[info.batch_axis]
-    for layer in ctx.net.layers:
-        if layer.type in _RECURRENT and layer.bottoms[1] in ctx.info:
-            return ctx.info[layer.bottoms[1]].shape[1]
-    return None
+def _fold_of(info) -> tuple[int, int] | None:
+    """The fold of a tensor's batch axis for the config: None when the axis is the streams alone."""
+    if info.batch_axis is None or info.rows is None:
+        return None
+    fold = info.rows.find().fold
+    return None if fold in (None, (1, 1)) else tuple(fold)
+
+
+def _finish_rows(ctx: ImportContext, names: Sequence[str]) -> None:
+    """Decides the row layout of every graph input and output still undecided (they hold the streams alone)."""
+    for name in names:
+        info = ctx.info[name]
+        if info.rows is None:
+            continue
+        rows = info.rows.find()
+        if rows.fold is not None:
+            continue
+        n = ctx.streams if ctx.streams is not None else rows.size
+        if rows.size == n:
+            ctx.decide(rows, (1, 1), f"Tensor {name!r}")
+            continue
+        if ctx.dynamic_batch:
+            raise ModelImportError(
+                fmt(
+                    f"Tensor {name!r}",
+                    f"Has {rows.size} entries on its batch axis {info.batch_axis} (shape {list(info.shape)}) but the net "
+                    f"runs {n} streams, and no layer tells how those entries map to the streams",
+                    "Dynamic batch needs each batch axis to be the streams or T*N time-major rows that a Reshape "
+                    "splits into T x N; convert with a fixed batch.",
+                )
+            )
+        info.batch_axis, info.rows = None, None
 
 
 def _continuation(net: Any, ctx: ImportContext, input_names: set[str]) -> tuple[Continuation | None, list[str]]:
     notes: list[str] = []
-    conts = []
-    for layer in net.layers:
+    conts, read = [], set()
+    for index, layer in enumerate(net.layers):
         if layer.type in _RECURRENT and len(layer.bottoms) > 1:
-            conts.append(layer.bottoms[1])
-    direct = sorted({c for c in conts if c in input_names})
+            conts.append(_source_input(net, index, layer.bottoms[1], input_names))
+            read.add(layer.bottoms[1])
     if not conts:
         return None, notes
-    if len(direct) == 1 and all(c == direct[0] for c in conts):
-        return Continuation(input=direct[0], batch_axis=1, time_axis=0), notes
+    sources = sorted({c for c in conts if c is not None})
+    if len(sources) == 1 and all(c == sources[0] for c in conts):
+        name = sources[0]
+        info = ctx.info[name]
+        fold = _fold_of(info)
+        if name in read and fold is None:
+            return Continuation(input=name, batch_axis=1, time_axis=0), notes
+        if (
+            info.batch_axis is not None
+            and fold is not None
+            and fold[1] == 1
+            and math.prod(info.shape) == info.shape[info.batch_axis]
+        ):
+            # Clip markers fed as T*N time-major rows (LRCN): time and streams share one axis, and the
+            # first time step is rows 0..N-1.
+            notes.append(
+                f"The continuation {name!r} holds T*N time-major rows (row t*N + n) on axis {info.batch_axis}; "
+                "the Session fills it (0 at the first time step of reset slots) when it is not fed."
+            )
+            return Continuation(input=name, batch_axis=info.batch_axis, time_axis=info.batch_axis), notes
+    direct = sorted({c for c in conts if c in input_names})
     if direct:
         notes.append(
-            f"The recurrent layers take their continuation from several blobs {sorted(set(conts))}; "
+            f"The recurrent layers take their continuation from several blobs {sorted(read)}; "
             f"the Session does not fill the net inputs among them ({direct}): feed them on every step."
         )
     else:
         notes.append(
-            f"The continuation blobs {sorted(set(conts))} are computed inside the net, so the Session has no "
+            f"The continuation blobs {sorted(read)} are computed inside the net, so the Session has no "
             "continuation input to fill; sequence starts are whatever the net computes them to be."
         )
     return None, notes
+
+
+# Layers that only rearrange or pass on a blob: a continuation read through them is still the net input.
+_PASS_THROUGH = {"Reshape", "Flatten", "Split", "Dropout"}
+
+
+def _source_input(net: Any, index: int, blob: str, input_names: set[str]) -> str | None:
+    """The net input that the blob read by layer ``index`` comes from, through reshapes; None if computed."""
+    for layer in reversed(net.layers[:index]):
+        if blob in layer.tops:
+            if layer.type in ("Input", "DummyData"):
+                break
+            if layer.type not in _PASS_THROUGH or len(layer.bottoms) != 1:
+                return None
+            blob = layer.bottoms[0]
+    return blob if blob in input_names else None
 
 
 def convert_caffe(

@@ -94,8 +94,21 @@ def _recurrent(layer, ctx: ImportContext, kind: str) -> list:
     _check_shape(layer, f"cont {layer.bottoms[1]!r}", ctx.shape(cont), (t, n))
     if ctx.dynamic_batch and ctx.batch_axis(x) != 1:
         raise ModelImportError(
-            fmt(f"Layer {layer.name!r} ({kind})", f"Input x {layer.bottoms[0]!r} does not carry the batch on axis 1", "Dynamic batch needs x as T x N x ...")
+            fmt(
+                f"Layer {layer.name!r} ({kind})",
+                f"Input x {layer.bottoms[0]!r} does not carry the batch on axis 1 (it is on axis {ctx.batch_axis(x)})",
+                "Dynamic batch needs x as T x N x ...: the streams must reach axis 1 through every layer before it.",
+            )
         )
+    # The streams of x, cont and the state are the N plain rows of axis 1.
+    ctx.set_streams(n, f"Input x {layer.bottoms[0]!r} of {layer.name!r}")
+    for b, var, axis in ((layer.bottoms[0], x, 1), (layer.bottoms[1], cont, 1)):
+        rows = ctx.rows(var) if ctx.batch_axis(var) == axis else None
+        if rows is not None and not ctx.decide(rows, (1, 1), f"{b!r}"):
+            ctx.cannot_follow(
+                f"Bottom {b!r} holds the streams folded with other axes (fold {rows.fold}) on axis {axis}",
+                "A recurrent layer reads T x N x ...: reshape the folded rows to T x N first.",
+            )
     hidden = int(p.num_output)
     if hidden <= 0:
         raise ModelImportError(fmt(f"Layer {layer.name!r} ({kind})", "recurrent_param.num_output is not set", "Expected a positive hidden size."))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from rnnrt.importers.caffe.context import ImportContext, normalize_axis
+from rnnrt.importers.caffe.context import ImportContext, Rows, normalize_axis
 from rnnrt.importers.caffe.registry import add_converter
 from rnnrt.errors import ModelImportError, fmt
 
@@ -32,15 +32,36 @@ def _(layer, ctx: ImportContext) -> list:
         return [xs[0]]
     out = shape[:axis] + (total,) + shape[axis + 1 :]
     bax = ctx.batch_axis(xs[0])
-    if bax is not None and axis == bax:
-        # Concatenating along the stream axis mixes streams: the result has no batch axis.
-        if ctx.dynamic_batch:
-            raise ModelImportError(
-                fmt(f"Layer {layer.name!r} (Concat)", f"Concatenates along the batch (stream) axis {axis}",
-                    "A dynamic batch needs every stream in its own row; convert with a fixed batch.")
-            )
-        bax = None
+    if bax is not None and bax == axis:
+        return [_concat_streams(layer, ctx, xs, axis, out)]
+    if any(ctx.batch_axis(x) != bax for x in xs):
+        ctx.cannot_follow(f"Concatenates bottoms whose stream axes differ ({[ctx.batch_axis(x) for x in xs]})")
     return [ctx.op("Concat", xs, {"axis": axis}, shape=out, batch_axis=bax)]
+
+
+def _concat_streams(layer, ctx: ImportContext, xs: list, axis: int, out: tuple[int, ...]):
+    # Concat along the stream axis stacks time steps: bottoms of T_k*N time-major rows (N plain rows
+    # being T_k = 1) give (sum T_k)*N time-major rows, row t*N + n. (A CRNN cuts an image into column
+    # strips and stacks them on the batch axis before the LSTM.)
+    outers = []
+    for x in xs:
+        rows = ctx.rows(x) if ctx.batch_axis(x) == axis else None
+        if rows is not None and rows.fold is None:
+            n = ctx.streams if ctx.streams is not None else rows.size
+            if rows.size == n:
+                ctx.decide(rows, (1, 1), f"Bottom of Concat {layer.name!r}")
+        fold = rows.fold if rows is not None else None
+        if fold is None or fold[1] != 1:
+            ctx.cannot_follow(
+                f"Concatenates along the stream axis {axis} bottoms that are not time-major rows of the streams",
+                "Only stacking whole time steps (T_k*N rows, row t*N + n) on the stream axis keeps the streams apart.",
+            )
+            return ctx.op("Concat", xs, {"axis": axis}, shape=out, batch_axis=None)
+        outers.append(fold[0])
+    rows = Rows(out[axis], (sum(outers), 1))
+    y = ctx.op("Concat", xs, {"axis": axis}, shape=out, batch_axis=None)
+    ctx.info[y.name].batch_axis, ctx.info[y.name].rows = axis, rows
+    return y
 
 
 @add_converter("caffe", "Slice")
@@ -70,6 +91,9 @@ def _(layer, ctx: ImportContext) -> list:
         sizes = [size // n] * n
     if n == 1:
         return [x]
+    if bax is not None and axis == bax:
+        ctx.cannot_follow(f"Slices the stream axis {axis}", "A Slice along the stream axis would separate the streams.")
+        bax = None
     outs = [(top, shape[:axis] + (s,) + shape[axis + 1 :], bax) for top, s in zip(layer.tops, sizes)]
     return ctx.op_multi("Split", [x, ctx.ints(sizes, f"{layer.name}/split")], {"axis": axis}, outs)
 
@@ -87,7 +111,10 @@ def _(layer, ctx: ImportContext) -> list:
 
 
 def reshape_target(layer, in_shape: tuple[int, ...], dims: list[int], axis: int, num_axes: int) -> tuple[int, ...]:
-    """Caffe's Reshape rule: dims replace ``in_shape[axis:axis+num_axes]``; 0 copies, -1 infers."""
+    """Caffe's Reshape rule: dims replace ``in_shape[axis:axis+num_axes]``; 0 copies, -1 infers.
+
+    (Caffe's ``ReshapeLayer::LayerSetUp``/``Reshape`` in ``reshape_layer.cpp``.)
+    """
     rank = len(in_shape)
     start = axis if axis >= 0 else rank + axis + 1
     if not 0 <= start <= rank:
@@ -121,15 +148,12 @@ def reshape_target(layer, in_shape: tuple[int, ...], dims: list[int], axis: int,
     return tuple(full)
 
 
-def follow_batch_axis(in_shape: tuple[int, ...], out_shape: tuple[int, ...], bax: int | None) -> int | None:
-    """Where the batch axis lands after a reshape, or None if it merged with other axes."""
-    if bax is None:
-        return None
-    before = math.prod(in_shape[:bax])
-    for k in range(len(out_shape)):
-        if math.prod(out_shape[:k]) == before and out_shape[k] == in_shape[bax]:
-            return k
-    return None
+def _literal_dims(in_shape: tuple[int, ...], dims: list[int], axis: int, num_axes: int) -> list[bool]:
+    """Per output dim of a Caffe Reshape: whether the prototxt wrote it as a number (not 0 or -1)."""
+    rank = len(in_shape)
+    start = axis if axis >= 0 else rank + axis + 1
+    end = rank if num_axes == -1 else start + num_axes
+    return [False] * start + [d > 0 for d in dims] + [False] * (rank - end)
 
 
 @add_converter("caffe", "Reshape")
@@ -137,8 +161,10 @@ def _(layer, ctx: ImportContext) -> list:
     p = layer.param.reshape_param
     (x,) = ctx.bottoms(layer, 1)
     shape = ctx.shape(x)
-    out = reshape_target(layer, shape, [int(d) for d in p.shape.dim], int(p.axis), int(p.num_axes))
-    return [ctx.reshape(x, out, follow_batch_axis(shape, out, ctx.batch_axis(x)), name=layer.tops[0])]
+    dims = [int(d) for d in p.shape.dim]
+    out = reshape_target(layer, shape, dims, int(p.axis), int(p.num_axes))
+    literal = _literal_dims(shape, dims, int(p.axis), int(p.num_axes))
+    return [ctx.reshape(x, out, ctx.hint(layer.tops[0]), name=layer.tops[0], literal=literal)]
 
 
 @add_converter("caffe", "Flatten")
@@ -149,7 +175,7 @@ def _(layer, ctx: ImportContext) -> list:
     start = normalize_axis(layer, p.axis, len(shape))
     end = normalize_axis(layer, p.end_axis, len(shape), "end_axis")
     out = shape[:start] + (math.prod(shape[start : end + 1]),) + shape[end + 1 :]
-    return [ctx.reshape(x, out, follow_batch_axis(shape, out, ctx.batch_axis(x)), name=layer.tops[0])]
+    return [ctx.reshape(x, out, ctx.hint(layer.tops[0]), name=layer.tops[0])]
 
 
 @add_converter("caffe", "Tile")
@@ -163,4 +189,7 @@ def _(layer, ctx: ImportContext) -> list:
     reps = [1] * len(shape)
     reps[axis] = int(p.tiles)
     out = shape[:axis] + (shape[axis] * int(p.tiles),) + shape[axis + 1 :]
-    return [ctx.op("Tile", [x, ctx.ints(reps, f"{layer.name}/repeats")], shape=out, batch_axis=None if bax == axis else bax)]
+    if bax is not None and bax == axis and p.tiles > 1:
+        ctx.cannot_follow(f"Tiles the stream axis {axis}", "Repeating the stream axis would mix copies of the streams.")
+        bax = None
+    return [ctx.op("Tile", [x, ctx.ints(reps, f"{layer.name}/repeats")], shape=out, batch_axis=bax)]
