@@ -320,6 +320,10 @@ def save_config(cfg: ModelConfig, path: Union[str, os.PathLike]) -> ModelConfig:
     if out.continuation is None:
         data.pop("continuation")
     data = _flow_shapes(data)
+    for key in ("inputs", "outputs"):
+        for item in data[key]:
+            if item.get("batch_fold") is None:
+                item.pop("batch_fold", None)
     for key in ("inputs", "outputs", "state"):
         data[key] = [_FlowDict(item) for item in data[key]]
     if isinstance(data.get("session"), dict):

@@ -305,11 +305,21 @@ class ImportContext:
         batch_axis: int | None,
         name: str | None = None,
         dtype=np.float32,
+        rows: Rows | None = None,
     ) -> gs.Variable:
-        """Appends one single-output node and returns its output tensor."""
+        """Appends one single-output node and returns its output tensor.
+
+        The output keeps the row layout (:class:`Rows`) of the inputs whose batch axis has as many
+        entries as its own, unless ``rows`` gives it. With a dynamic batch, an output without a batch
+        axis computed from inputs with one mixes the streams, and is refused.
+        """
         base = name or f"{self.layer.name if self.layer is not None else 'node'}/{op}"
         shape = tuple(int(d) for d in shape)
-        out = self.variable(base, shape, batch_axis, dtype, self._rows_for_op(inputs, shape, batch_axis))
+        if batch_axis is None and op not in ("Shape", "Size") and any(self.batch_axis(t) is not None for t in inputs):
+            self.cannot_follow(f"Its {op} output has no stream axis although its input has one: it would mix the streams")
+        if rows is None:
+            rows = self._rows_for_op(inputs, shape, batch_axis)
+        out = self.variable(base, shape, batch_axis, dtype, rows)
         add_node(self.graph, op, self.unique(f"{base}_node"), inputs, [out], attrs)
         return out
 
@@ -361,10 +371,10 @@ class ImportContext:
                     f"Reshape {self.layer.name!r} writes a literal {shape[out_axis]} on the stream axis (dim {out_axis} of "
                     f"{list(shape)}); with the dynamic batch it follows the streams: target {target}{why}."
                 )
-        out = self.op("Reshape", [x, self.ints(target, f"{self.layer.name}/shape")], shape=shape, batch_axis=None, name=name)
-        info = self.info[out.name]
-        info.batch_axis, info.rows = out_axis, out_rows
-        return out
+        return self.op(
+            "Reshape", [x, self.ints(target, f"{self.layer.name}/shape")], shape=shape, batch_axis=out_axis, name=name,
+            rows=out_rows,
+        )
 
     def _follow_reshape(
         self, x: gs.Tensor, in_shape: tuple[int, ...], bax: int, shape: tuple[int, ...], want: int | None

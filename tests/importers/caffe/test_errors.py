@@ -43,9 +43,9 @@ def test_unsupported_layer_lists_supported_types(tmp_path):
 
 
 def test_unsupported_feature_names_layer(tmp_path):
-    proto = input_layer(("x", (1, 2, 4, 4))) + 'layer { name: "p" type: "Pooling" bottom: "x" top: "y" pooling_param { pool: STOCHASTIC kernel_size: 2 } }'
+    proto = input_layer(("x", (2, 4, 4))) + 'layer { name: "p" type: "Pooling" bottom: "x" top: "y" pooling_param { pool: MAX kernel_size: 2 } }'
     p, w = write_net(tmp_path, proto)
-    with pytest.raises(UnsupportedOpError, match="Layer 'p' \\(Pooling\\) \\| STOCHASTIC pooling is not supported"):
+    with pytest.raises(UnsupportedOpError, match="Layer 'p' \\(Pooling\\) \\| Pooling of a 3-D input .* is not supported"):
         convert_caffe(p, w)
 
 
@@ -70,13 +70,62 @@ def test_malformed_prototxt_line_column(tmp_path):
         convert_caffe(p)
 
 
-def test_dynamic_batch_through_merging_reshape_is_refused(tmp_path):
+def test_dynamic_batch_follows_streams_folded_with_time_and_features(tmp_path):
+    # Flatten(axis 0) of T x N x H folds the streams with time and features: entry (t*N + n)*H + h. This
+    # used to be refused ("mixes the batch axis"); the stream axis is now followed and the config says so.
     proto = input_layer(("x", (3, 2, 4)), ("cont", (3, 2))) + """
 layer { name: "l" type: "LSTM" bottom: "x" bottom: "cont" top: "h" recurrent_param { num_output: 4 } }
 layer { name: "flat" type: "Flatten" bottom: "h" top: "y" flatten_param { axis: 0 } }
 """
     p, w = write_net(tmp_path, proto)
-    with pytest.raises(ModelImportError, match="Layer 'flat' .*mixes the batch axis"):
+    step = convert_caffe(p, w, batch="dynamic")
+    (y,) = step.outputs
+    assert (y.shape, y.batch_axis, y.batch_fold) == (("3*batch*4",), 0, (3, 4))
+
+
+@pytest.mark.parametrize(
+    "layers,match",
+    [
+        # The streams (axis 1 of 3 x 2 x 4) cannot be one axis of 2 x 12: the split cuts through them.
+        ('layer { name: "r" type: "Reshape" bottom: "h" top: "y" reshape_param { shape { dim: 2 dim: 12 } } }',
+         r"(?s)Layer 'r' \(Reshape\) \| Reshape \(3, 2, 4\) -> \(2, 12\) mixes the batch axis 1 with other axes"),
+        ('layer { name: "fc" type: "InnerProduct" bottom: "h" top: "y" inner_product_param { num_output: 3 axis: 1 } }',
+         r"(?s)Layer 'fc' \(InnerProduct\) \| InnerProduct axis 1 flattens the stream axis 1.*axis: 2"),
+        ('layer { name: "sm" type: "Softmax" bottom: "h" top: "y" softmax_param { axis: 1 } }',
+         r"Layer 'sm' \(Softmax\) \| Softmax over axis 1, the stream axis"),
+        ('layer { name: "t" type: "Tile" bottom: "h" top: "y" tile_param { axis: 1 tiles: 2 } }',
+         r"Layer 't' \(Tile\) \| Tiles the stream axis 1"),
+        ('layer { name: "s" type: "Slice" bottom: "h" top: "a" top: "b" slice_param { axis: 1 } }',
+         r"Layer 's' \(Slice\) \| Slices the stream axis 1"),
+    ],
+)
+def test_dynamic_batch_refuses_what_mixes_streams(tmp_path, layers, match):
+    proto = input_layer(("x", (3, 2, 4)), ("cont", (3, 2))) + """
+layer { name: "l" type: "LSTM" bottom: "x" bottom: "cont" top: "h" recurrent_param { num_output: 4 } }
+""" + layers
+    p, w = write_net(tmp_path, proto)
+    with pytest.raises(ModelImportError, match=match):
+        convert_caffe(p, w, batch="dynamic")
+    convert_caffe(p, w)  # a fixed batch has no streams to keep apart
+
+
+def test_dynamic_batch_refuses_batch_statistics(tmp_path):
+    proto = input_layer(("x", (4, 2, 3, 3))) + """
+layer { name: "bn" type: "BatchNorm" bottom: "x" top: "y" batch_norm_param { use_global_stats: false } }
+"""
+    p, w = write_net(tmp_path, proto)
+    with pytest.raises(ModelImportError, match=r"(?s)Layer 'bn' \(BatchNorm\) \| BatchNorm with use_global_stats: false.*stored statistics"):
+        convert_caffe(p, w, batch="dynamic")
+
+
+def test_dynamic_batch_refuses_rows_no_layer_maps_to_streams(tmp_path):
+    # 6 frames and 2 streams, but no Reshape says how the frames map to the streams.
+    proto = input_layer(("frames", (6, 5)), ("x", (1, 2, 3)), ("cont", (1, 2))) + """
+layer { name: "l" type: "LSTM" bottom: "x" bottom: "cont" top: "h" recurrent_param { num_output: 4 } }
+layer { name: "fc" type: "InnerProduct" bottom: "frames" top: "f" inner_product_param { num_output: 3 } }
+"""
+    p, w = write_net(tmp_path, proto)
+    with pytest.raises(ModelImportError, match=r"(?s)Tensor 'frames' \| Has 6 entries on its batch axis 0.*runs 2 streams"):
         convert_caffe(p, w, batch="dynamic")
 
 

@@ -144,6 +144,80 @@ def test_lrn_across_channels(tmp_path):
     np.testing.assert_allclose(y, x / (2 + 0.5 / 3 * s) ** 0.75, atol=1e-5)
 
 
+
+def caffe_lrn_within_channel(x, size, alpha, beta):
+    """numpy statement of Caffe's LRNLayer WITHIN_CHANNEL path (lrn_layer.cpp, LayerSetUp/WithinChannelForward):
+    split -> Power(power 2) -> Pooling(AVE, pad (size-1)/2, kernel size, stride 1) -> Power(power -beta,
+    scale alpha, shift 1) -> Eltwise PROD with the input. The AVE pool divides each window by its size
+    clipped to the padded input (PoolingLayer::Forward_cpu), k is never read."""
+    n, c, h, w = x.shape
+    pad = (size - 1) // 2
+    sq = np.pad(x.astype(np.float64) ** 2, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    pooled = np.zeros(x.shape)
+    for i in range(h):
+        for j in range(w):
+            hs, ws = i - pad, j - pad
+            he, we = min(hs + size, h + pad), min(ws + size, w + pad)
+            pool_size = (he - hs) * (we - ws)
+            pooled[:, :, i, j] = sq[:, :, hs + pad : he + pad, ws + pad : we + pad].sum(axis=(2, 3)) / pool_size
+    return x * (1.0 + alpha * pooled) ** (-beta)
+
+
+@pytest.mark.parametrize("size,hw", [(3, (5, 4)), (5, (3, 6)), (1, (2, 2))])
+def test_lrn_within_channel(tmp_path, size, hw):
+    x = rand(2, 3, *hw) * 2
+    proto = input_layer(("x", x.shape)) + f"""
+layer {{ name: "n" type: "LRN" bottom: "x" top: "y"
+  lrn_param {{ local_size: {size} alpha: 0.7 beta: 0.6 k: 5 norm_region: WITHIN_CHANNEL }} }}
+"""
+    y = run_net(tmp_path, proto, None, {"x": x})["y"]
+    np.testing.assert_allclose(y, caffe_lrn_within_channel(x, size, 0.7, 0.6), rtol=1e-5, atol=1e-6)
+
+
+def caffe_stochastic_pool_test(x, kh, kw, sh, sw):
+    """numpy statement of Caffe's test-phase STOCHASTIC pooling, StoPoolForwardTest (pooling_layer.cu; the CPU
+    Forward_cpu has no STOCHASTIC path): windows start at ph*stride, end at min(start + kernel, size) (no
+    padding), output sum(x^2) / (FLT_MIN + sum(x)); the output size is the ceil-mode one of
+    PoolingLayer::Reshape."""
+    n, c, h, w = x.shape
+    oh = int(math.ceil((h - kh) / sh)) + 1
+    ow = int(math.ceil((w - kw) / sw)) + 1
+    y = np.zeros((n, c, oh, ow), np.float32)
+    flt_min = np.float32(np.finfo(np.float32).tiny)
+    for i in range(oh):
+        for j in range(ow):
+            win = x[:, :, i * sh : min(i * sh + kh, h), j * sw : min(j * sw + kw, w)].astype(np.float32)
+            cumsum = flt_min + win.sum(axis=(2, 3), dtype=np.float32)
+            cumvalues = (win * win).sum(axis=(2, 3), dtype=np.float32)
+            y[:, :, i, j] = cumvalues / cumsum
+    return y
+
+
+@pytest.mark.parametrize("hw,k,s", [((6, 6), (2, 2), (2, 2)), ((7, 5), (3, 2), (2, 2)), ((4, 4), (4, 4), (1, 1))])
+def test_stochastic_pooling_test_phase(tmp_path, hw, k, s):
+    # Non-negative activations (stochastic pooling follows a ReLU), some windows all zero.
+    x = np.maximum(rand(2, 3, *hw), 0)
+    x[0, 0] = 0
+    proto = input_layer(("x", x.shape)) + f"""
+layer {{ name: "pool" type: "Pooling" bottom: "x" top: "y"
+  pooling_param {{ pool: STOCHASTIC kernel_h: {k[0]} kernel_w: {k[1]} stride_h: {s[0]} stride_w: {s[1]} }} }}
+"""
+    y = run_net(tmp_path, proto, None, {"x": x})["y"]
+    ref = caffe_stochastic_pool_test(x, *k, *s)
+    assert y.shape == ref.shape
+    assert np.all(np.isfinite(y)) and np.all(y[0, 0] == 0)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_stochastic_pooling_with_pad_is_refused_like_caffe(tmp_path):
+    from rnnrt.errors import ModelImportError
+
+    proto = input_layer(("x", (1, 1, 4, 4))) + (
+        'layer { name: "p" type: "Pooling" bottom: "x" top: "y" pooling_param { pool: STOCHASTIC kernel_size: 2 pad: 1 } }'
+    )
+    with pytest.raises(ModelImportError, match=r"(?s)Layer 'p' \(Pooling\) \| STOCHASTIC pooling with pad 1x1.*only for MAX and AVE"):
+        run_net(tmp_path, proto, None, {"x": np.zeros((1, 1, 4, 4), np.float32)})
+
 # ------------------------------------------------------------------------------------------------ element-wise and shapes
 def test_eltwise_sum_coeff_prod_max(tmp_path):
     a, b = rand(2, 3), rand(2, 3)

@@ -19,6 +19,11 @@ def _(layer, ctx: ImportContext) -> list:
     w = blobs[0] if p.transpose else blobs[0].T  # (K, N) for MatMul
     lead = shape[:axis]
     bax = ctx.batch_axis(x)
+    if bax is not None and bax >= axis:
+        ctx.cannot_follow(
+            f"InnerProduct axis {axis} flattens the stream axis {bax} of its {list(shape)} input into the features",
+            f"Set inner_product_param.axis past the stream axis (e.g. axis: {bax + 1}) or convert with a fixed batch.",
+        )
     bax = bax if bax is not None and bax < axis else None
     x2 = ctx.reshape(x, lead + (k,), bax)
     y = ctx.op("MatMul", [x2, ctx.const(w, f"{layer.name}/W")], shape=lead + (n,), batch_axis=bax)

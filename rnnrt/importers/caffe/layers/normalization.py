@@ -15,6 +15,8 @@ def _(layer, ctx: ImportContext) -> list:
     (x,) = ctx.bottoms(layer, 1)
     shape = ctx.shape(x)
     axis = normalize_axis(layer, layer.param.softmax_param.axis, len(shape))
+    if axis == ctx.batch_axis(x):
+        ctx.cannot_follow(f"Softmax over axis {axis}, the stream axis, normalizes across the streams")
     return [ctx.op("Softmax", [x], {"axis": axis}, shape=shape, batch_axis=ctx.batch_axis(x))]
 
 
@@ -31,6 +33,12 @@ def _(layer, ctx: ImportContext) -> list:
     # Caffe uses the stored statistics at test time unless use_global_stats says otherwise.
     use_global = p.use_global_stats if p.HasField("use_global_stats") else True
     if not use_global:
+        if bax is not None:
+            ctx.cannot_follow(
+                "BatchNorm with use_global_stats: false normalizes with statistics over the stream axis",
+                "Each stream's output would depend on the other streams; use the stored statistics "
+                "(use_global_stats: true, Caffe's TEST default) or convert with a fixed batch.",
+            )
         axes = [a for a in range(len(shape)) if a != 1]
         mean = ctx.op("ReduceMean", [x], {"axes": axes, "keepdims": 1}, shape=bcast, batch_axis=None)
         xc = ctx.op("Sub", [x, mean], shape=shape, batch_axis=bax)
@@ -103,9 +111,24 @@ def _(layer, ctx: ImportContext) -> list:
 def _(layer, ctx: ImportContext) -> list:
     p = layer.param.lrn_param
     (x,) = ctx.bottoms(layer, 1)
-    if p.norm_region != 0:  # ACROSS_CHANNELS
-        raise unsupported(layer, "LRN with norm_region WITHIN_CHANNEL")
+    shape, bax = ctx.shape(x), ctx.batch_axis(x)
     checks.positive(layer, "local_size", p.local_size)
     checks.odd(layer, "local_size", p.local_size)
-    attrs = {"size": int(p.local_size), "alpha": float(p.alpha), "beta": float(p.beta), "bias": float(p.k)}
-    return [ctx.op("LRN", [x], attrs, shape=ctx.shape(x), batch_axis=ctx.batch_axis(x))]
+    size = int(p.local_size)
+    if p.norm_region == 0:  # ACROSS_CHANNELS: k + alpha/size * sum of squares over `size` channels
+        attrs = {"size": size, "alpha": float(p.alpha), "beta": float(p.beta), "bias": float(p.k)}
+        return [ctx.op("LRN", [x], attrs, shape=shape, batch_axis=bax)]
+    # WITHIN_CHANNEL, as Caffe's LRNLayer::LayerSetUp builds it (lrn_layer.cpp): x * (1 + alpha *
+    # AVE-pool(x^2))^-beta, the AVE pool over size x size windows padded by (size - 1) / 2 with stride 1.
+    # Caffe's AVE pool divides by the window clipped to the padded input, which for these windows is
+    # always size * size (count_include_pad). k is not used in this mode.
+    if len(shape) != 4:
+        raise unsupported(layer, f"LRN WITHIN_CHANNEL of a {len(shape)}-D input (only 4-D N x C x H x W)")
+    pad = (size - 1) // 2
+    sq = ctx.op("Mul", [x, x], shape=shape, batch_axis=bax)
+    pool_attrs = {"kernel_shape": [size, size], "pads": [pad] * 4, "strides": [1, 1], "count_include_pad": 1}
+    avg = ctx.op("AveragePool", [sq], pool_attrs, shape=shape, batch_axis=bax)
+    scaled = ctx.op("Mul", [avg, ctx.const(np.array(p.alpha, np.float32), f"{layer.name}/alpha")], shape=shape, batch_axis=bax)
+    base = ctx.op("Add", [scaled, ctx.const(np.array(1.0, np.float32), f"{layer.name}/one")], shape=shape, batch_axis=bax)
+    scale = ctx.op("Pow", [base, ctx.const(np.array(-p.beta, np.float32), f"{layer.name}/neg_beta")], shape=shape, batch_axis=bax)
+    return [ctx.op("Mul", [x, scale], shape=shape, batch_axis=bax)]

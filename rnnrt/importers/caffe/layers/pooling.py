@@ -1,4 +1,4 @@
-"""Pooling: MAX and AVE, global, with Caffe's ceil-mode output size and AVE divisor."""
+"""Pooling: MAX, AVE and STOCHASTIC (test phase), global, with Caffe's ceil-mode output size and AVE divisor."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from rnnrt.importers.caffe import checks
 from rnnrt.importers.caffe.context import ImportContext, unsupported
 from rnnrt.importers.caffe.layers.conv import kernel_param, spatial_param
 from rnnrt.importers.caffe.registry import add_converter
-from rnnrt.errors import RnnrtInternalError
+from rnnrt.errors import ModelImportError, RnnrtInternalError, fmt
 
 # PoolingParameter.PoolMethod values.
-_MAX, _AVE = 0, 1
+_MAX, _AVE, _STOCHASTIC = 0, 1, 2
+# FLT_MIN: Caffe's StoPoolForwardTest starts its window sum there (no 0/0 for all-zero windows).
+_FLT_MIN = np.float32(np.finfo(np.float32).tiny)
 
 
 def _pooled(size: int, k: int, p: int, s: int) -> int:
@@ -43,8 +45,8 @@ def _(layer, ctx: ImportContext) -> list:
     shape, bax = ctx.shape(x), ctx.batch_axis(x)
     if len(shape) != 4:
         raise unsupported(layer, f"Pooling of a {len(shape)}-D input (only 4-D N x C x H x W)")
-    if p.pool not in (_MAX, _AVE):
-        raise unsupported(layer, "STOCHASTIC pooling")
+    if p.pool not in (_MAX, _AVE, _STOCHASTIC):
+        raise unsupported(layer, f"Pooling method {p.pool}")
     n, c, h, w = shape
     if p.global_pooling:
         kh, kw, ph, pw, sh, sw = h, w, 0, 0, 1, 1
@@ -64,6 +66,13 @@ def _(layer, ctx: ImportContext) -> list:
         raise RnnrtInternalError(f"pooling size mismatch in {layer.name!r}")
     attrs = {"kernel_shape": [kh, kw], "pads": [ph, pw, eh, ew], "strides": [sh, sw]}
     out_shape = (n, c, oh, ow)
+    if p.pool == _STOCHASTIC:
+        if ph or pw:
+            raise ModelImportError(
+                fmt(f"Layer {layer.name!r} (Pooling)", f"STOCHASTIC pooling with pad {ph}x{pw}",
+                    "Caffe implements padding only for MAX and AVE pooling (PoolingLayer::LayerSetUp refuses it).")
+            )
+        return [_stochastic_test(layer, ctx, x, attrs, out_shape, kh * kw, bax)]
     if p.pool == _MAX:
         return [ctx.op("MaxPool", [x], attrs, shape=out_shape, batch_axis=bax)]
     y = ctx.op("AveragePool", [x], {**attrs, "count_include_pad": 1}, shape=out_shape, batch_axis=bax)
@@ -71,3 +80,18 @@ def _(layer, ctx: ImportContext) -> list:
     if not np.all(corr == 1.0):
         y = ctx.op("Mul", [y, ctx.const(corr, f"{layer.name}/divisor")], shape=out_shape, batch_axis=bax)
     return [y]
+
+
+def _stochastic_test(layer, ctx: ImportContext, x, attrs: dict, out_shape: tuple, window: int, bax):
+    # Test-phase STOCHASTIC pooling, Caffe's StoPoolForwardTest (pooling_layer.cu; the CPU path is not
+    # implemented): each window, clipped to the input (no padding), gives the probability-weighted
+    # average sum(x^2) / (FLT_MIN + sum(x)). The window sums are AVE pools over zero end padding times
+    # the kernel area.
+    area = ctx.const(np.array(window, np.float32), f"{layer.name}/window")
+    sum_x = ctx.op("Mul", [ctx.op("AveragePool", [x], {**attrs, "count_include_pad": 1}, shape=out_shape, batch_axis=bax), area],
+                   shape=out_shape, batch_axis=bax)
+    sq = ctx.op("Mul", [x, x], shape=ctx.shape(x), batch_axis=bax)
+    sum_sq = ctx.op("Mul", [ctx.op("AveragePool", [sq], {**attrs, "count_include_pad": 1}, shape=out_shape, batch_axis=bax), area],
+                    shape=out_shape, batch_axis=bax)
+    denom = ctx.op("Add", [sum_x, ctx.const(np.array(_FLT_MIN, np.float32), f"{layer.name}/flt_min")], shape=out_shape, batch_axis=bax)
+    return ctx.op("Div", [sum_sq, denom], shape=out_shape, batch_axis=bax)

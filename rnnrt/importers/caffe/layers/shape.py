@@ -58,10 +58,7 @@ def _concat_streams(layer, ctx: ImportContext, xs: list, axis: int, out: tuple[i
             )
             return ctx.op("Concat", xs, {"axis": axis}, shape=out, batch_axis=None)
         outers.append(fold[0])
-    rows = Rows(out[axis], (sum(outers), 1))
-    y = ctx.op("Concat", xs, {"axis": axis}, shape=out, batch_axis=None)
-    ctx.info[y.name].batch_axis, ctx.info[y.name].rows = axis, rows
-    return y
+    return ctx.op("Concat", xs, {"axis": axis}, shape=out, batch_axis=axis, rows=Rows(out[axis], (sum(outers), 1)))
 
 
 @add_converter("caffe", "Slice")
