@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import logging
 import os
 import time
@@ -345,15 +346,29 @@ def _graph_dims(model: onnx.ModelProto) -> dict[str, list[Union[int, str]]]:
     return {name: shape or [] for name, (_, shape) in graph_bindings(model, "input", unnamed="?").items()}
 
 
+def _fold_factor(dim: str) -> tuple[int, str]:
+    """``"4*batch*3"`` -> ``(12, "batch")``: a batch dim folded with fixed dims; ``"batch"`` -> ``(1, "batch")``."""
+    parts = dim.split("*")
+    names = [p for p in parts if not p.isdigit()]
+    if len(parts) == 1 or len(names) != 1:
+        return 1, dim
+    return math.prod(int(p) for p in parts if p.isdigit()), names[0]
+
+
 def _profile_shapes(
     graph_dims: Mapping[str, list[Union[int, str]]],
     batch_axes: Mapping[str, int | None],
     options: BuildOptions,
     state_inputs: Sequence[str] = (),
 ) -> tuple[dict[str, tuple[tuple[int, ...], ...]], tuple[int, int, int] | None]:
-    """Min/opt/max shapes of every dynamic input, and the batch range (None if there is no batch axis)."""
+    """Min/opt/max shapes of every dynamic input, and the batch range (None if there is no batch axis).
+
+    A batch dim that folds the streams with other dims (``4*batch``: T*N time-major rows, see the
+    config's ``batch_fold``) gets the batch range times its factor.
+    """
     batch_names = {graph_dims[n][a] for n, a in batch_axes.items() if a is not None and n in graph_dims
                    and a < len(graph_dims[n]) and isinstance(graph_dims[n][a], str)}
+    batch_names = {_fold_factor(d)[1] for d in batch_names}
     if not batch_axes:
         batch_names = {d for shape in graph_dims.values() for d in shape if d in BATCH_DIM_NAMES}
     # The stream count of a static graph: the state's batch dim, else the inputs'.
@@ -394,8 +409,11 @@ def _profile_shapes(
             continue
         mins, opts, maxs = [], [], []
         for axis, d in enumerate(dims):
+            factor, base = _fold_factor(d) if isinstance(d, str) else (1, d)
             if isinstance(d, int):
                 rng = (d, d, d)
+            elif factor != 1 and base in batch_names and batch is not None:
+                rng = tuple(factor * b for b in batch)  # type: ignore[assignment]
             elif d in batch_names or (batch_axes.get(name) == axis and batch is not None):
                 rng = batch  # type: ignore[assignment]
             elif d in options.dims:

@@ -1,0 +1,180 @@
+"""The stream (batch) axis followed through whole Caffe nets.
+
+Every golden case (LRCN-style g1-g4 included) and every BVLC-loadable realworld prototxt converts with
+``--batch dynamic``; run with the batch it was recorded with it equals real Caffe (golden, every call)
+or the fixed-batch conversion (realworld, every call); a StreamPool over it gives each stream the same
+outputs as that stream alone; folded rows (``T*N`` time-major frames) build with a batch profile.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import rnnrt
+from rnnrt.config import load_config, save_step_graph
+from rnnrt.importers.caffe.convert import convert_caffe
+from rnnrt.runtime.pool import StreamPool
+from tests.conftest import REALWORLD, golden_cases, realworld_loadable
+from tests.importers.caffe.streams import pack, random_frame, unpack
+
+ATOL, RTOL = 1e-5, 1e-4
+
+
+def recorded_streams(cfg, feeds) -> int:
+    """The number of streams N the feeds were recorded with (batch entries over the fold)."""
+    for t in cfg.inputs:
+        if t.batch_axis is not None and t.name in feeds:
+            outer, inner = t.batch_fold or (1, 1)
+            return feeds[t.name].shape[t.batch_axis] // (outer * inner)
+    raise AssertionError("no input with a batch axis")
+
+
+@pytest.mark.parametrize("name", golden_cases())
+def test_dynamic_golden_case_every_call(golden, dynamic, name):
+    case = golden(name)
+    path = dynamic(name)
+    cfg = load_config(path)
+    n = recorded_streams(cfg, case.call(0)[0])
+    with rnnrt.load(path, backend="onnxruntime", batch_size=n) as session:
+        for k in range(case.num_calls):
+            feeds, expected = case.call(k)
+            got = session.step(feeds)
+            assert set(got) == set(expected)
+            for out, ref in expected.items():
+                np.testing.assert_allclose(got[out], ref, atol=ATOL, rtol=RTOL, err_msg=f"{name} call {k} {out}")
+
+
+def test_lrcn_config_says_how_rows_map_to_streams(dynamic):
+    """g1: T*N frames (row t*N + n) through the CNN, Reshape to T x N x D before the LSTM."""
+    cfg = load_config(dynamic("g1_lrcn_conv_lstm"))
+    frames, cont = (next(t for t in cfg.inputs if t.name == n) for n in ("frames", "cont"))
+    assert (frames.shape, frames.batch_axis, frames.batch_fold) == (["4*batch", 3, 12, 12], 0, (4, 1))
+    assert (cont.shape, cont.batch_axis, cont.batch_fold) == ([4, "batch"], 1, None)
+    assert frames.batch_entries(3) == 12
+    text = (cfg.model_path.with_suffix(".yaml")).read_text()
+    assert "batch_fold: [4, 1]" in text
+
+
+@pytest.mark.parametrize(
+    "name,layer,literal", [("g3_crnn_slice_concat", "toseq", "1"), ("g4_mixed_ops", "ctx_r", "2")]
+)
+def test_literal_stream_dim_is_rewritten_with_a_note(golden, name, layer, literal):
+    case = golden(name)
+    step = convert_caffe(case.prototxt, case.caffemodel, batch="dynamic")
+    note = next(n for n in step.notes if f"Reshape {layer!r}" in n)
+    assert f"writes a literal {literal} on the stream axis" in note and "-1" in note
+
+
+@pytest.mark.parametrize("name", golden_cases())
+def test_pool_gives_each_stream_its_solo_outputs(dynamic, name):
+    """Three streams in a pool of four slots, one reset mid-way, each equals itself in its own Session."""
+    path = dynamic(name)
+    cfg = load_config(path)
+    rng = np.random.default_rng(3)
+    k_streams, ticks, reset_at = 3, 3, (1, 2)  # stream 1 resets before tick 2
+    frames = [[random_frame(cfg, rng, with_cont=False) for _ in range(ticks)] for _ in range(k_streams)]
+    solo = []
+    for s in range(k_streams):
+        with rnnrt.load(path, backend="onnxruntime", batch_size=1, threads=1) as session:
+            outs = []
+            for t in range(ticks):
+                if (s, t) == reset_at:
+                    session.reset()
+                outs.append(session.step(frames[s][t]))
+            solo.append(outs)
+    with rnnrt.load(path, backend="onnxruntime", batch_size=4, threads=1) as session:
+        pool = StreamPool(session)
+        for s in range(k_streams):
+            pool.open(s)
+        for t in range(ticks):
+            if t == reset_at[1]:
+                pool.reset(reset_at[0])
+            got = pool.step({s: frames[s][t] for s in range(k_streams)})
+            for s in range(k_streams):
+                for out, ref in solo[s][t].items():
+                    np.testing.assert_allclose(got[s][out], ref, rtol=1e-6, atol=1e-6, err_msg=f"{name} stream {s} tick {t} {out}")
+
+
+def test_session_batch_of_folded_rows_equals_streams_alone(dynamic):
+    """g1 with 3 streams in one Session: the T*N frames packed time-major give each stream its own output."""
+    path = dynamic("g1_lrcn_conv_lstm")
+    cfg = load_config(path)
+    rng = np.random.default_rng(5)
+    frames = [random_frame(cfg, rng) for _ in range(3)]
+    with rnnrt.load(path, backend="onnxruntime", batch_size=3) as session:
+        batch = session.step(pack(cfg.inputs, frames))
+        with pytest.raises(rnnrt.errors.BindingError, match=r"Input 'frames' \| Received shape \(8, 3, 12, 12\)"):
+            session.step({**pack(cfg.inputs, frames), "frames": np.zeros((8, 3, 12, 12), np.float32)})
+    spec = cfg.outputs[0]
+    for k, frame in enumerate(frames):
+        with rnnrt.load(path, backend="onnxruntime", batch_size=1) as session:
+            alone = session.step(frame)
+        np.testing.assert_allclose(unpack(spec, batch[spec.name], 3, k), alone[spec.name], rtol=1e-6, atol=1e-6)
+
+
+def test_folded_rows_get_a_scaled_batch_profile(dynamic, tmp_path):
+    pytest.importorskip("tensorrt_rtx")
+    from rnnrt.build.builder import BuildOptions, plan_from_config
+
+    result = plan_from_config(dynamic("g1_lrcn_conv_lstm"), tmp_path / "g1.plan",
+                              BuildOptions(trt_module="tensorrt_rtx", batch=(1, 2, 8)))
+    assert result.profile == (1, 2, 8)
+    frames = next(b for b in result.bindings if b.name == "frames")
+    assert [list(s) for s in frames.profile] == [[4, 3, 12, 12], [8, 3, 12, 12], [32, 3, 12, 12]]
+
+
+# ------------------------------------------------------------------------------------------ realworld
+def _save(step, tmp_path, tag):
+    return save_step_graph(step, tmp_path / tag)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", realworld_loadable())
+def test_realworld_dynamic_equals_fixed_every_call(name, tmp_path):
+    fixed_path = _save(convert_caffe(REALWORLD / name), tmp_path, "fixed")
+    dyn_path = _save(convert_caffe(REALWORLD / name, batch="dynamic"), tmp_path, "dynamic")
+    fixed_cfg, dyn_cfg = load_config(fixed_path), load_config(dyn_path)
+    rng = np.random.default_rng(0)
+    calls = []
+    for _ in range(2):  # two calls, state carried, as in load_results.json
+        feeds = {}
+        for t in fixed_cfg.inputs:
+            if "cont" in t.name or "marker" in t.name:
+                feeds[t.name] = (rng.random(t.shape) > 0.2).astype(np.float32)
+            elif "sentence" in t.name:
+                feeds[t.name] = rng.integers(0, 100, t.shape).astype(np.float32)
+            else:
+                feeds[t.name] = rng.uniform(-1, 1, t.shape).astype(np.float32)
+        calls.append(feeds)
+    with rnnrt.load(fixed_path, backend="onnxruntime") as session:
+        expected = [session.step(f) for f in calls]
+    n = recorded_streams(dyn_cfg, calls[0])
+    with rnnrt.load(dyn_path, backend="onnxruntime", batch_size=n) as session:
+        for k, feeds in enumerate(calls):
+            got = session.step(feeds)
+            for out, ref in expected[k].items():
+                np.testing.assert_allclose(got[out], ref, rtol=1e-5, atol=1e-6, err_msg=f"{name} call {k} {out}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", realworld_loadable())
+def test_realworld_pool_gives_each_stream_its_solo_outputs(name, tmp_path):
+    path = _save(convert_caffe(REALWORLD / name, batch="dynamic"), tmp_path, "dynamic")
+    cfg = load_config(path)
+    rng = np.random.default_rng(1)
+    frames = [[random_frame(cfg, rng, with_cont=False, vocab=100) for _ in range(2)] for _ in range(2)]
+    with rnnrt.load(path, backend="onnxruntime", batch_size=1) as session:
+        solo = []
+        for s in range(2):
+            session.reset()
+            solo.append([session.step(f) for f in frames[s]])
+    with rnnrt.load(path, backend="onnxruntime", batch_size=2) as session:
+        pool = StreamPool(session)
+        for s in range(2):
+            pool.open(s)
+        for t in range(2):
+            got = pool.step({s: frames[s][t] for s in range(2)})
+            for s in range(2):
+                for out, ref in solo[s][t].items():
+                    np.testing.assert_allclose(got[s][out], ref, rtol=1e-5, atol=1e-6, err_msg=f"{name} stream {s} {out}")
