@@ -25,6 +25,11 @@ to the original continuation shape (the control at t=0, 1 elsewhere). Mid-reques
 t>0) cannot be expressed through START; split such requests. A plan is rebuilt from the wrapped graph
 when wrapping was needed.
 
+Folded rows (a binding with ``batch_fold``, e.g. an LRCN net's ``T*N`` time-major frames): each batch row
+of the Triton tensor is one sequence's ``outer*inner`` entries (its T frames); the wrapper reshapes and
+transposes them into the graph's ``t*N + n`` rows and back. A continuation fed as ``T*N`` rows (clip
+markers) gets START on its first time step.
+
 Example::
 
     from rnnrt.serve.triton import export_triton
@@ -77,8 +82,14 @@ def _perm_from_first(rank: int, axis: int) -> list[int]:
     return [0 if i == axis else (i + 1 if i < axis else i) for i in range(rank)]
 
 
-def _batch_first(shape: list, axis: Optional[int]) -> list:
-    return list(shape) if axis is None else [shape[axis]] + [d for i, d in enumerate(shape) if i != axis]
+def _batch_first(shape: list, axis: Optional[int], fold: Optional[tuple] = None) -> list:
+    if axis is None:
+        return list(shape)
+    if fold is not None:
+        # A folded batch axis (outer*N*inner entries, see the config's batch_fold): one sequence's
+        # request holds its outer*inner entries there.
+        return ["batch"] + [fold[0] * fold[1] if i == axis else d for i, d in enumerate(shape)]
+    return [shape[axis]] + [d for i, d in enumerate(shape) if i != axis]
 
 
 class _Plan:
@@ -117,15 +128,26 @@ class _Plan:
             self.wrap_cont = not (cont_spec.batch_axis == 0 and list(cont_spec.shape[1:]) == [1])
         else:
             self.wrap_cont = list(cont_spec.shape) != [1]
-        if self.wrap_cont and self.cont.time_axis is not None and isinstance(cont_spec.shape[self.cont.time_axis], str):
+        time_major = cont_spec is not None and cont_spec.batch_fold is not None and self.cont.time_axis == cont_spec.batch_axis
+        if self.wrap_cont and not time_major and self.cont.time_axis is not None \
+                and isinstance(cont_spec.shape[self.cont.time_axis], str):
             raise ConfigError(
                 fmt(f"Continuation input {cont_spec.name!r}", "Has a dynamic time dim, so START cannot be expanded to "
                     "'0 at t=0, 1 later' inside the graph", "Export a step graph with a fixed time dim.")
             )
         self.transpose = {}
+        self.folds = {t.name: tuple(t.batch_fold) for t in cfg.inputs + cfg.outputs if t.batch_fold is not None}
+        if self.folds and not self.batched:
+            raise ConfigError(fmt("export-triton", f"Bindings {sorted(self.folds)} fold the streams with other dims "
+                                  "but the model has no dynamic batch on every binding", "Convert with --batch dynamic."))
+        if cont_spec is not None and cont_spec.name in self.folds and self.cont.time_axis != cont_spec.batch_axis:
+            raise ConfigError(
+                fmt(f"Continuation input {cont_spec.name!r}", f"Folds the streams with other dims {list(self.folds[cont_spec.name])} "
+                    "but not as T*N time-major rows", "START can drive only a plain or a time-major continuation input.")
+            )
         if self.batched:
             for t in cfg.inputs + cfg.outputs:
-                if t.batch_axis != 0 and not (cont_spec is not None and t.name == cont_spec.name):
+                if (t.batch_axis != 0 or t.name in self.folds) and not (cont_spec is not None and t.name == cont_spec.name):
                     self.transpose[t.name] = (len(t.shape), t.batch_axis)
             for s in cfg.state:
                 if s.batch_axis != 0:
@@ -134,8 +156,8 @@ class _Plan:
         self.control_shape = control_shape
         self.wrap = bool(self.transpose) or self.wrap_cont
 
-    def dims(self, shape: list, axis: Optional[int]) -> list[int]:
-        full = _batch_first(shape, axis) if self.batched else list(shape)
+    def dims(self, shape: list, axis: Optional[int], fold: Optional[tuple] = None) -> list[int]:
+        full = _batch_first(shape, axis, fold) if self.batched else list(shape)
         rest = full[1:] if self.batched else full
         return [-1 if isinstance(d, str) else int(d) for d in rest]
 
@@ -172,7 +194,11 @@ def _wrap_model(cfg: ModelConfig, plan: _Plan) -> Any:
             _rename_uses(graph, name, inner)
             shape = next(list(t.shape) for t in cfg.inputs if t.name == name) if name not in {s.input for s in cfg.state} \
                 else next(list(s.shape) for s in cfg.state if s.input == name)
-            vi.CopyFrom(new_value_info(vi, _batch_first(shape, axis)))
+            fold = plan.folds.get(name)
+            vi.CopyFrom(new_value_info(vi, _batch_first(shape, axis, fold)))
+            if fold is not None:
+                nodes_front += _unfold_first(graph, name, inner, shape, axis, fold)
+                continue
             nodes_front.append(helper.make_node("Transpose", [name], [inner], perm=_perm_from_first(rank, axis),
                                                 name=f"rnnrt_triton_in_{name}"))
         elif name in by_output:
@@ -185,7 +211,11 @@ def _wrap_model(cfg: ModelConfig, plan: _Plan) -> Any:
             _rename_uses(graph, name, inner)
             shape = next(list(t.shape) for t in cfg.outputs if t.name == name) if name not in {s.output for s in cfg.state} \
                 else next(list(s.shape) for s in cfg.state if s.output == name)
-            vi.CopyFrom(new_value_info(vi, _batch_first(shape, axis)))
+            fold = plan.folds.get(name)
+            vi.CopyFrom(new_value_info(vi, _batch_first(shape, axis, fold)))
+            if fold is not None:
+                nodes_back += _fold_first(graph, inner, name, shape, axis, fold)
+                continue
             nodes_back.append(helper.make_node("Transpose", [inner], [name], perm=_perm_to_first(rank, axis),
                                                name=f"rnnrt_triton_out_{name}"))
 
@@ -197,6 +227,12 @@ def _wrap_model(cfg: ModelConfig, plan: _Plan) -> Any:
         _rename_uses(graph, name, inner)
         vi.CopyFrom(new_value_info(vi, plan.control_shape))
         dtype = np.dtype(spec.dtype)
+        fold = plan.folds.get(name)
+    if plan.wrap_cont and fold is not None:
+        # T*N time-major rows (time_axis == batch_axis): one sequence's rows batch-first
+        # (B x ... x T*inner x ...), 0 on the first time step at START, unfolded like an input.
+        nodes_front += _time_major_cont(graph, name, inner, list(spec.shape), spec.batch_axis, fold, dtype)
+    elif plan.wrap_cont:
         # mask: original shape with batch dim 1; 1 at t=0 (everywhere without a time axis).
         mask_shape = [1 if (i == spec.batch_axis or isinstance(d, str)) else int(d) for i, d in enumerate(spec.shape)]
         mask = np.zeros(mask_shape, dtype)
@@ -229,6 +265,71 @@ def _wrap_model(cfg: ModelConfig, plan: _Plan) -> Any:
     return model
 
 
+def _unfold_first(graph: Any, src: str, dst: str, shape: list, axis: int, fold: tuple) -> list:
+    """Nodes: batch-first ``B x ... x outer*inner x ...`` -> the graph's ``... x outer*B*inner x ...`` (time-major)."""
+    from onnx import helper, numpy_helper
+
+    outer, inner = fold
+    before, after = [int(d) for d in shape[:axis]], [int(d) for d in shape[axis + 1:]]
+    p = f"{src}__rnnrt_fold_"
+    split = [-1] + before + [outer, inner] + after          # B, ..., outer, inner, ...
+    rank = len(split)
+    perm = list(range(1, axis + 2)) + [0] + list(range(axis + 2, rank))  # ..., outer, B, inner, ...
+    merged = before + [-1] + after
+    graph.initializer.extend([numpy_helper.from_array(np.asarray(split, np.int64), p + "split"),
+                              numpy_helper.from_array(np.asarray(merged, np.int64), p + "merged")])
+    return [
+        helper.make_node("Reshape", [src, p + "split"], [p + "a"], name=p + "reshape_a"),
+        helper.make_node("Transpose", [p + "a"], [p + "b"], perm=perm, name=p + "transpose"),
+        helper.make_node("Reshape", [p + "b", p + "merged"], [dst], name=p + "reshape_b"),
+    ]
+
+
+def _fold_first(graph: Any, src: str, dst: str, shape: list, axis: int, fold: tuple) -> list:
+    """Nodes: the graph's ``... x outer*B*inner x ...`` -> batch-first ``B x ... x outer*inner x ...``."""
+    from onnx import helper, numpy_helper
+
+    outer, inner = fold
+    before, after = [int(d) for d in shape[:axis]], [int(d) for d in shape[axis + 1:]]
+    p = f"{dst}__rnnrt_fold_"
+    split = before + [outer, -1, inner] + after             # ..., outer, B, inner, ...
+    rank = len(split)
+    perm = [axis + 1] + list(range(0, axis + 1)) + list(range(axis + 2, rank))  # B, ..., outer, inner, ...
+    merged = [-1] + before + [outer * inner] + after
+    graph.initializer.extend([numpy_helper.from_array(np.asarray(split, np.int64), p + "split"),
+                              numpy_helper.from_array(np.asarray(merged, np.int64), p + "merged")])
+    return [
+        helper.make_node("Reshape", [src, p + "split"], [p + "a"], name=p + "reshape_a"),
+        helper.make_node("Transpose", [p + "a"], [p + "b"], perm=perm, name=p + "transpose"),
+        helper.make_node("Reshape", [p + "b", p + "merged"], [dst], name=p + "reshape_b"),
+    ]
+
+
+def _time_major_cont(graph: Any, name: str, dst: str, shape: list, axis: int, fold: tuple, dtype: np.dtype) -> list:
+    """Nodes: START control ``(B, 1)`` -> a T*N time-major continuation input, 0 at t=0 of started sequences."""
+    from onnx import helper, numpy_helper
+
+    outer, inner = fold
+    first = [1] + [int(d) if i != axis else outer * inner for i, d in enumerate(shape)]
+    mask = np.zeros(first, dtype)
+    index: list[Any] = [slice(None)] * len(first)
+    index[axis + 1] = slice(0, inner)  # the first time step: entries 0..inner-1 of each sequence
+    mask[tuple(index)] = 1
+    p = f"{name}__rnnrt_"
+    graph.initializer.extend([
+        numpy_helper.from_array(np.asarray([-1] + [1] * len(shape), np.int64), p + "shape"),
+        numpy_helper.from_array(np.asarray(1, dtype), p + "one"),
+        numpy_helper.from_array(mask, p + "mask"),
+    ])
+    # cont = 1 - (1 - control) * mask, batch-first, then unfolded like a folded input.
+    return [
+        helper.make_node("Reshape", [name, p + "shape"], [p + "ctrl"], name=p + "reshape"),
+        helper.make_node("Sub", [p + "one", p + "ctrl"], [p + "not"], name=p + "not"),
+        helper.make_node("Mul", [p + "not", p + "mask"], [p + "masked"], name=p + "mask_mul"),
+        helper.make_node("Sub", [p + "one", p + "masked"], [p + "first"], name=p + "cont"),
+    ] + _unfold_first(graph, p + "first", dst, shape, axis, fold)
+
+
 def triton_config_text(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_size: Optional[int] = None,
                        idle_us: int = 60_000_000, instance_kind: str = "KIND_GPU") -> str:
     """Returns the ``config.pbtxt`` text for a model config (see the module doc).
@@ -248,8 +349,9 @@ def _config_text(cfg: ModelConfig, plan: _Plan, name: str, engine: str, idle_us:
     cont = plan.cont_spec
 
     def tensor(t: Any) -> str:
+        dims = plan.dims(t.shape, t.batch_axis, plan.folds.get(t.name))
         return (f'  {{\n    name: "{t.name}"\n    data_type: {TRITON_DTYPES[t.dtype]}\n'
-                f"    dims: [ {', '.join(str(d) for d in plan.dims(t.shape, t.batch_axis))} ]\n  }}")
+                f"    dims: [ {', '.join(str(d) for d in dims)} ]\n  }}")
 
     lines = [
         f'name: "{name}"',

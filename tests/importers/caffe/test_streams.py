@@ -178,3 +178,68 @@ def test_realworld_pool_gives_each_stream_its_solo_outputs(name, tmp_path):
             for s in range(2):
                 for out, ref in solo[s][t].items():
                     np.testing.assert_allclose(got[s][out], ref, rtol=1e-5, atol=1e-6, err_msg=f"{name} stream {s} {out}")
+
+
+# ------------------------------------------------------------------------------------------ Triton export
+def _ort(model_or_path):
+    import onnxruntime as ort
+
+    data = model_or_path if isinstance(model_or_path, (str, bytes)) else str(model_or_path)
+    return ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("source", ["g1_lrcn_conv_lstm", "04_lisaanne_LRCN_evaluate_deploy_lstm_lstm.prototxt"])
+def test_triton_export_of_folded_rows_drives_like_each_sequence_alone(golden, tmp_path, source):
+    """The exported graph takes one sequence's T frames per batch row (Triton batches the first dim) and
+    START drives the T*N continuation (g1: cont T x N; 04: clip markers as T*N rows); three sequences,
+    one restarted, equal each sequence through the step graph alone."""
+    from rnnrt.serve.triton import export_triton
+
+    if source.endswith(".prototxt"):
+        if not (REALWORLD / source).is_file():
+            pytest.skip("realworld prototxts not found")
+        step = convert_caffe(REALWORLD / source, batch="dynamic")
+    else:
+        case = golden(source)
+        step = convert_caffe(case.prototxt, case.caffemodel, batch="dynamic")
+    path = save_step_graph(step, tmp_path / "model")
+    cfg = load_config(path)
+    model_dir = export_triton(path, tmp_path / "repo", engine="onnx")
+    served = _ort(model_dir / "1" / "model.onnx")
+    alone = _ort(cfg.model_path)
+    cont = cfg.continuation.input
+    rng = np.random.default_rng(2)
+    B, starts = 3, {0: [0, 1, 2], 2: [1]}
+    solo_state = [{s.input: np.zeros([1 if isinstance(d, str) else d for d in s.shape], np.float32) for s in cfg.state}
+                  for _ in range(B)]
+    state = {s.input: np.zeros([B] + [d for d in s.shape if not isinstance(d, str)], np.float32) for s in cfg.state}
+    names = [o.name for o in served.get_outputs()]
+    for k in range(3):
+        frames = [random_frame(cfg, rng, with_cont=False) for _ in range(B)]
+        start = np.zeros((B, 1), np.float32)
+        for slot in starts.get(k, []):
+            start[slot] = 1
+            for v in state.values():
+                v[slot] = 0
+        feeds = {t.name: np.stack([f[t.name] for f in frames]) if t.batch_fold else
+                 np.concatenate([np.moveaxis(f[t.name], t.batch_axis, 0) for f in frames])
+                 for t in cfg.inputs if t.name != cont}
+        feeds[cont] = np.where(start == 1, 0.0, 1.0).astype(np.float32)
+        got = dict(zip(names, served.run(names, {**feeds, **state})))
+        state = {s.input: got[s.output] for s in cfg.state}
+        for b in range(B):
+            c_spec = next(t for t in cfg.inputs if t.name == cont)
+            c = np.ones([1 if isinstance(d, str) else d for d in c_spec.shape] if not c_spec.batch_fold
+                        else [c_spec.batch_fold[0] * c_spec.batch_fold[1] if i == c_spec.batch_axis else d
+                              for i, d in enumerate(c_spec.shape)], np.float32)
+            if start[b, 0]:
+                if c_spec.batch_fold:
+                    c[: c_spec.batch_fold[1]] = 0  # rows of t = 0
+                else:
+                    c[0] = 0
+            ref = dict(zip([o.name for o in alone.get_outputs()],
+                           alone.run(None, {**frames[b], cont: c, **solo_state[b]})))
+            solo_state[b] = {s.input: ref[s.output] for s in cfg.state}
+            for t in cfg.outputs:
+                want = ref[t.name] if t.batch_fold else np.moveaxis(ref[t.name], t.batch_axis, 0)[0]
+                np.testing.assert_allclose(got[t.name][b], want, rtol=1e-5, atol=1e-6, err_msg=f"{source} step {k} seq {b}")
