@@ -37,8 +37,28 @@ _KEEPS_LEADING_AXES = {
 _IMAGE_LAYERS = {"Convolution", "Deconvolution", "Pooling", "LRN", "BatchNorm", "SPP", "Im2col"}
 
 
-def _batch_axis_hints(net: Any) -> dict[str, int]:
-    """The axis on which the layers around each blob read its streams, as far as the layer types tell.
+def _blob_versions(net: Any) -> list[tuple[list[str], list[str]]]:
+    """Per layer, its bottoms and tops as blob *versions*: a top that rewrites a blob (in place, or a
+    name used again) is ``name#k``, so that hints about the blob before and after it stay apart."""
+    current: dict[str, str] = {name: name for name in net.inputs}
+    count: dict[str, int] = {}
+    out = []
+    for layer in net.layers:
+        bottoms = [current.get(b, b) for b in layer.bottoms]
+        tops = []
+        for t in layer.tops:
+            if t in current:
+                count[t] = count.get(t, 0) + 1
+                current[t] = f"{t}#{count[t]}"
+            else:
+                current[t] = t
+            tops.append(current[t])
+        out.append((bottoms, tops))
+    return out
+
+
+def _batch_axis_hints(net: Any, versions: list[tuple[list[str], list[str]]]) -> dict[str, int]:
+    """The axis on which the layers around each blob version read its streams, as far as the layer types tell.
 
     Recurrent layers read x and cont as T x N (axis 1), a static input and the state as N x ... and
     write T x N x H; image layers read and write N x C x H x W (axis 0); element-wise layers,
@@ -47,20 +67,20 @@ def _batch_axis_hints(net: Any) -> dict[str, int]:
     Reshapes are left to the converter, which follows the streams through them with these hints.
     """
     hints: dict[str, int] = {}
-    for layer in net.layers:
+    for layer, (bottoms, tops) in zip(net.layers, versions):
         if layer.type in _RECURRENT:
             n_state = 2 if layer.type == "LSTM" else 1
             exposed = n_state if layer.param.recurrent_param.expose_hidden else 0
-            static = len(layer.bottoms) == 3 + exposed
-            for i, b in enumerate(layer.bottoms):
+            static = len(bottoms) == 3 + exposed
+            for i, b in enumerate(bottoms):
                 hints.setdefault(b, 0 if (static and i == 2) else 1)
-            for t in layer.tops:
+            for t in tops:
                 hints.setdefault(t, 1)
-    for layer in net.layers:
+    for layer, (bottoms, tops) in zip(net.layers, versions):
         if layer.type in _IMAGE_LAYERS:
-            for b in list(layer.bottoms) + list(layer.tops):
+            for b in bottoms + tops:
                 hints.setdefault(b, 0)
-    groups = [list(layer.bottoms) + list(layer.tops) for layer in net.layers if layer.type in _KEEPS_LEADING_AXES]
+    groups = [b + t for layer, (b, t) in zip(net.layers, versions) if layer.type in _KEEPS_LEADING_AXES]
     changed = True
     while changed:
         changed = False
@@ -77,12 +97,24 @@ def _batch_axis_hints(net: Any) -> dict[str, int]:
 class _Context(ImportContext):
     def __init__(self, net: Any, **kw) -> None:
         super().__init__(net, **kw)
-        self.hints = _batch_axis_hints(net)
+        versions = _blob_versions(net)
+        self.hints = _batch_axis_hints(net, versions)
+        self._top_versions = {id(layer): tops for layer, (_, tops) in zip(net.layers, versions)}
+
+    def hint(self, blob: str) -> int | None:
+        # The version of `blob` that the current layer writes (Reshape/Flatten ask about their top).
+        tops = self._top_versions.get(id(self.layer), []) if self.layer is not None else []
+        for name, version in zip(self.layer.tops if self.layer is not None else [], tops):
+            if name == blob:
+                return self.hints.get(version)
+        return self.hints.get(blob)
 
     def input_batch_axis(self, name: str, shape: Sequence[int]) -> int | None:
         if not shape:
             return None
-        axis = self.hints.get(name, 0)
+        tops = self._top_versions.get(id(self.layer), []) if self.layer is not None else []
+        version = next((v for t, v in zip(self.layer.tops, tops) if t == name), name) if self.layer is not None else name
+        axis = self.hints.get(version, 0)
         return axis if axis < len(shape) else 0
 
 
