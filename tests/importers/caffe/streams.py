@@ -25,7 +25,8 @@ def one_stream_shape(spec: Any) -> list[int]:
 
 
 def random_frame(cfg: Any, rng: np.random.Generator, *, with_cont: bool = True, vocab: int = 10) -> dict[str, np.ndarray]:
-    """One stream's random frame for every input of ``cfg`` (word ids for Embed inputs, 0/1 for cont)."""
+    """One stream's random frame for every input of ``cfg`` (a config or a step graph; word ids for Embed
+    inputs, 0/1 for cont)."""
     frame = {}
     cont = cfg.continuation.input if cfg.continuation is not None else None
     for t in cfg.inputs:
@@ -62,3 +63,39 @@ def unpack(spec: Any, array: np.ndarray, n: int, k: int) -> np.ndarray:
     view, axis = stream_view(array, spec.batch_axis, spec.batch_fold, n)
     part = np.take(view, [k], axis=axis)
     return part.reshape(one_stream_shape(spec)[: spec.batch_axis] + [-1] + list(array.shape[spec.batch_axis + 1 :]))
+
+
+def _ort(step: Any):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(step.model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _run(sess: Any, step: Any, calls: list[dict[str, np.ndarray]], n: int) -> list[dict[str, np.ndarray]]:
+    state = {s.input: np.zeros([n if isinstance(d, str) else d for d in s.shape], np.float32) for s in step.states}
+    names = [o.name for o in sess.get_outputs()]
+    out = []
+    for feeds in calls:
+        got = dict(zip(names, sess.run(None, {**feeds, **state})))
+        state = {s.input: got[s.output] for s in step.states}
+        out.append(got)
+    return out
+
+
+def packed_vs_alone(step: Any, streams: int = 3, calls: int = 2, seed: int = 0) -> float:
+    """Runs ``streams`` random streams packed into one batch and each alone through a dynamic step
+    graph (ONNX Runtime, state carried over ``calls`` calls); returns the largest output difference."""
+    rng = np.random.default_rng(seed)
+    sess = _ort(step)
+    alone = [[random_frame(step, rng) for _ in range(calls)] for _ in range(streams)]
+    together = _run(sess, step, [pack(step.inputs, [alone[k][c] for k in range(streams)]) for c in range(calls)], streams)
+    worst = 0.0
+    for k in range(streams):
+        mine = _run(sess, step, alone[k], 1)
+        for c in range(calls):
+            for o in step.outputs:
+                got = unpack(o, together[c][o.name], streams, k)
+                worst = max(worst, float(np.abs(got - mine[c][o.name].reshape(got.shape)).max()))
+    return worst

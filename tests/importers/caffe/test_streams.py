@@ -16,7 +16,7 @@ from rnnrt.config import load_config, save_step_graph
 from rnnrt.importers.caffe.convert import convert_caffe
 from rnnrt.runtime.pool import StreamPool
 from tests.conftest import REALWORLD, golden_cases, realworld_loadable
-from tests.importers.caffe.streams import pack, random_frame, unpack
+from tests.importers.caffe.streams import pack, packed_vs_alone, random_frame, unpack
 
 ATOL, RTOL = 1e-5, 1e-4
 
@@ -243,3 +243,66 @@ def test_triton_export_of_folded_rows_drives_like_each_sequence_alone(golden, tm
             for t in cfg.outputs:
                 want = ref[t.name] if t.batch_fold else np.moveaxis(ref[t.name], t.batch_axis, 0)[0]
                 np.testing.assert_allclose(got[t.name][b], want, rtol=1e-5, atol=1e-6, err_msg=f"{source} step {k} seq {b}")
+
+
+# ------------------------------------------------------------------------------------------ small nets
+def _step(tmp_path, prototxt, batch="dynamic"):
+    from tests.importers.caffe.nets import write_net
+
+    proto, weights = write_net(tmp_path, prototxt)
+    return convert_caffe(proto, weights, batch=batch)
+
+
+def test_t_by_1_by_e_captioner_makes_t_n_rows(tmp_path):
+    """Per-frame features (T x E, one stream) reshaped to T x 1 x E with literal dims in front of the LSTM:
+    the 1 is the stream axis, so the T rows become T*N time-major rows."""
+    from tests.importers.caffe.nets import input_layer
+
+    step = _step(tmp_path, input_layer(("feats", (3, 5)), ("cont", (3, 1))) + """
+layer { name: "embed" type: "InnerProduct" bottom: "feats" top: "e" inner_product_param { num_output: 4 } }
+layer { name: "r" type: "Reshape" bottom: "e" top: "seq" reshape_param { shape { dim: 3 dim: 1 dim: 4 } } }
+layer { name: "lstm" type: "LSTM" bottom: "seq" bottom: "cont" top: "h" recurrent_param { num_output: 6 } }
+""")
+    feats = next(t for t in step.inputs if t.name == "feats")
+    assert (feats.shape, feats.batch_axis, feats.batch_fold) == (("3*batch", 5), 0, (3, 1))
+    assert any("Reshape 'r' writes a literal 1 on the stream axis" in n and "[3, -1, 4]" in n for n in step.notes)
+    assert packed_vs_alone(step) == 0.0
+
+
+def test_in_place_reshape_of_clip_markers(tmp_path):
+    """LRCN clip markers reshaped in place (top == bottom): the input keeps its T*N rows on axis 0."""
+    from tests.importers.caffe.nets import input_layer
+
+    step = _step(tmp_path, input_layer(("frames", (6, 4)), ("markers", (6, 1))) + """
+layer { name: "rf" type: "Reshape" bottom: "frames" top: "frames" reshape_param { shape { dim: 3 dim: 2 dim: 4 } } }
+layer { name: "rm" type: "Reshape" bottom: "markers" top: "markers" reshape_param { shape { dim: 3 dim: 2 } } }
+layer { name: "lstm" type: "LSTM" bottom: "frames" bottom: "markers" top: "h" recurrent_param { num_output: 5 } }
+layer { name: "fc" type: "InnerProduct" bottom: "h" top: "y" inner_product_param { num_output: 2 axis: 2 } }
+""")
+    by_name = {t.name: t for t in step.inputs}
+    assert (by_name["markers"].shape, by_name["markers"].batch_fold) == (("3*batch", 1), (3, 1))
+    assert step.continuation is not None and (step.continuation.input, step.continuation.batch_axis,
+                                              step.continuation.time_axis) == ("markers", 0, 0)
+    assert packed_vs_alone(step) == 0.0
+
+
+def test_image_feature_added_to_lstm_output_is_t_by_n(tmp_path):
+    """NOC-style: a 1 x 1 x D image feature through InnerProduct(axis 2) added to the LSTM's 1 x N x V
+    output holds its stream on axis 1, like the output it is added to."""
+    from tests.importers.caffe.nets import input_layer
+
+    step = _step(tmp_path, input_layer(("words", (1, 1, 3)), ("cont", (1, 1)), ("img", (1, 1, 4))) + """
+layer { name: "lstm" type: "LSTM" bottom: "words" bottom: "cont" top: "h" recurrent_param { num_output: 5 } }
+layer { name: "lm" type: "InnerProduct" bottom: "h" top: "a" inner_product_param { num_output: 6 axis: 2 } }
+layer { name: "im" type: "InnerProduct" bottom: "img" top: "b" inner_product_param { num_output: 6 axis: 2 } }
+layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "b" top: "y" }
+""")
+    img = next(t for t in step.inputs if t.name == "img")
+    assert (img.shape, img.batch_axis) == ((1, "batch", 4), 1)
+    assert packed_vs_alone(step) == 0.0
+
+
+@pytest.mark.parametrize("name", golden_cases())
+def test_golden_streams_packed_equal_alone_in_the_step_graph(golden, name):
+    case = golden(name)
+    assert packed_vs_alone(convert_caffe(case.prototxt, case.caffemodel, batch="dynamic")) == 0.0
