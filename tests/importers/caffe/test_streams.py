@@ -306,3 +306,18 @@ layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "b" top: "y" }
 def test_golden_streams_packed_equal_alone_in_the_step_graph(golden, name):
     case = golden(name)
     assert packed_vs_alone(convert_caffe(case.prototxt, case.caffemodel, batch="dynamic")) == 0.0
+
+
+def test_lstm_output_folded_back_to_t_n_rows(tmp_path):
+    """T x N x H reshaped back to T*N rows for a per-frame classifier: the output keeps row t*N + n."""
+    from tests.importers.caffe.nets import input_layer
+
+    step = _step(tmp_path, input_layer(("x", (4, 2, 3)), ("cont", (4, 2))) + """
+layer { name: "lstm" type: "LSTM" bottom: "x" bottom: "cont" top: "h" recurrent_param { num_output: 5 } }
+layer { name: "back" type: "Reshape" bottom: "h" top: "rows" reshape_param { shape { dim: -1 dim: 5 } } }
+layer { name: "fc" type: "InnerProduct" bottom: "rows" top: "logits" inner_product_param { num_output: 3 } }
+layer { name: "prob" type: "Softmax" bottom: "logits" top: "prob" }
+""")
+    (prob,) = step.outputs
+    assert (prob.shape, prob.batch_axis, prob.batch_fold) == (("4*batch", 3), 0, (4, 1))
+    assert packed_vs_alone(step) == 0.0
