@@ -45,15 +45,21 @@ class InputSpec:
             stepped), or None (another dynamic dim, named in :attr:`symbols`).
         symbols (tuple): Per dim, the name of a non-batch dynamic dim, else None.
         batch_axis (int | None): The slot axis, None when the input is shared by every slot.
+        fold (tuple[int, int] | None): The config's ``batch_fold``: the batch axis holds
+            ``outer * n * inner`` entries for ``n`` rows (e.g. T*N time-major frame rows), entry
+            ``(o*n + k)*inner + i`` belonging to row ``k``; None when it holds the rows alone.
     """
 
-    __slots__ = ("name", "dtype", "shape", "symbols", "batch_axis")
+    __slots__ = ("name", "dtype", "shape", "symbols", "batch_axis", "fold", "per_row")
 
     def __init__(self, name: str, dtype: np.dtype, shape: list, batch_symbols: set, batch_axis: Optional[int],
-                 fixed_batch: Optional[int] = None) -> None:
+                 fixed_batch: Optional[int] = None, fold: Optional[tuple] = None) -> None:
         self.name = name
         self.dtype = dtype
         self.batch_axis = batch_axis
+        self.fold = tuple(fold) if fold else None
+        # Entries per row on the batch axis (1 unless folded).
+        self.per_row = self.fold[0] * self.fold[1] if self.fold else 1
         dims: list = []
         symbols: list = []
         for i, d in enumerate(shape):
@@ -69,15 +75,20 @@ class InputSpec:
         self.shape = tuple(dims)
         self.symbols = tuple(symbols)
 
+    def batch_dim(self, axis: int, n: int) -> int:
+        """The size of batch dim ``axis`` for ``n`` rows (``outer * n * inner`` on a folded batch axis)."""
+        return n * self.per_row if axis == self.batch_axis else n
+
     def display(self, n: int) -> list:
-        return [n if d == BATCH else (s if d is None else d) for d, s in zip(self.shape, self.symbols)]
+        return [self.batch_dim(i, n) if d == BATCH else (s if d is None else d)
+                for i, (d, s) in enumerate(zip(self.shape, self.symbols))]
 
     def full_shape(self, n: int, sizes: Mapping[str, int]) -> Optional[tuple]:
         """The shape for ``n`` rows with the dynamic dims in ``sizes``; None when a dim is unknown."""
         out = []
-        for d, s in zip(self.shape, self.symbols):
+        for i, (d, s) in enumerate(zip(self.shape, self.symbols)):
             if d == BATCH:
-                out.append(n)
+                out.append(self.batch_dim(i, n))
             elif d is None:
                 if s not in sizes:
                     return None
@@ -91,13 +102,13 @@ def check_shape(spec: InputSpec, shape: tuple, sizes: dict, n: int) -> None:
     """Checks a shape against the spec for ``n`` rows; records dynamic dims in ``sizes``."""
     ok = len(shape) == len(spec.shape)
     if ok:
-        for got, want, sym in zip(shape, spec.shape, spec.symbols):
+        for i, (got, want, sym) in enumerate(zip(shape, spec.shape, spec.symbols)):
             if want is None:
                 seen = sizes.setdefault(sym, got)
                 if seen != got:
                     ok = False
                     break
-            elif got != (n if want == BATCH else want):
+            elif got != (spec.batch_dim(i, n) if want == BATCH else want):
                 ok = False
                 break
     if not ok:
@@ -319,6 +330,13 @@ class ContinuationFill:
 
     def zero_starts(self, cont: np.ndarray, starts: np.ndarray) -> None:
         """Writes 0 at t=0 of the rows ``starts`` marks (in place)."""
+        fold = self.spec.fold
+        if fold is not None and self.time_axis == self.batch_axis:
+            # T*N time-major rows: t=0 of row k is entries k*inner + i, the first n*inner entries.
+            a = self.batch_axis
+            view = cont.reshape(cont.shape[:a] + (fold[0], -1, fold[1]) + cont.shape[a + 1:])
+            view[(slice(None),) * a + (0, np.flatnonzero(starts))] = 0
+            return
         index: list[Any] = [slice(None)] * cont.ndim
         index[self.batch_axis] = np.flatnonzero(starts)
         if self.time_axis is not None:

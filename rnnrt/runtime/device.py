@@ -481,6 +481,10 @@ class DeviceExecutor:
         if self._pending is not None:
             raise StateError(fmt("Session", "A step was started before the previous step_async() was waited for",
                                  "Call wait() on the previous handle first."))
+        if slots is not None and self._b.folded:
+            raise StateError(fmt("Session.step(slots=...)", f"Inputs or outputs {self._b.folded} fold the streams with "
+                                 "other dims (batch_fold) and the device Session does not scatter such rows yet",
+                                 "Step every slot (slots=None) on the GPU, or run the StreamPool on the host."))
         if slots is None and out is None and starts is None:
             if wait:
                 result = self._fast_step(frame, k)

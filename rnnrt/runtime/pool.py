@@ -113,15 +113,17 @@ class _Plan:
 class _Input:
     """A user input as the pool packs it: its check spec and the packing buffers."""
 
-    __slots__ = ("spec", "name", "axis", "shape", "buffers")
+    __slots__ = ("spec", "name", "axis", "shape", "buffers", "fold")
 
     def __init__(self, spec: InputSpec) -> None:
         self.spec = spec
         self.name = spec.name
         self.axis = spec.batch_axis
-        # One stream's shape: batch dim 1, other dynamic dims None.
-        self.shape = tuple(1 if d == BATCH else d for d in spec.shape)
+        # One stream's shape: batch dim 1 (outer*inner entries when folded), other dynamic dims None.
+        self.shape = tuple(spec.batch_dim(i, 1) if d == BATCH else d for i, d in enumerate(spec.shape))
         self.buffers: dict[tuple, np.ndarray] = {}
+        # A folded batch axis (batch_fold): one stream's outer*inner entries go time-major among the others.
+        self.fold = spec.fold
 
     def matches(self, shape: tuple) -> bool:
         if len(shape) != len(self.shape):
@@ -207,6 +209,7 @@ class StreamPool:
         self._single_input = next((i for i in self._inputs if i.name == self._single), None)
         self._bare_only = self._single is not None and len(self._inputs) == 1 + (self._cont is not None)
         self._outputs = [(t.name, t.batch_axis) for t in cfg.outputs]
+        self._output_folds = {t.name: tuple(t.batch_fold) for t in cfg.outputs if t.batch_fold}
         self._state_outputs = {s.input: s.output for s in cfg.state}
         self._state_axes = {s.input: s.batch_axis for s in cfg.state}
         self._copy_outputs = getattr(session, "outputs", "host") != "host"
@@ -373,6 +376,13 @@ class StreamPool:
         rows = []
         for name, axis in self._outputs:
             full = outs[name]
+            fold = self._output_folds.get(name)
+            if fold is not None:
+                # outer*n*inner entries: stream k's are (o*n + k)*inner + i, copied out as its own array.
+                view = full.reshape(full.shape[:axis] + (fold[0], n, fold[1]) + full.shape[axis + 1:])
+                flat = full.shape[:axis] + (fold[0] * fold[1],) + full.shape[axis + 1:]
+                rows.append([np.take(view, [k], axis=axis + 1).reshape(flat) for k in range(n)])
+                continue
             if self._copy_outputs:
                 full = np.array(full)  # the Session's views are valid only until its next step
             # Row i of `per` is stream i's output, its batch dim (size 1) in place: a strided view of `full`.
@@ -592,7 +602,7 @@ class StreamPool:
                             self._cont.zero_starts(cont, np.ones(1, dtype=bool))
                         parts[i] = cont
             try:
-                feeds[name] = np.concatenate(parts, axis=inp.axis)
+                feeds[name] = _concat_rows(inp, parts)
             except ValueError as err:
                 raise BindingError(fmt(f"Input {name!r}", f"Frames of this step disagree on a dynamic dim: {err}",
                                        "Every stream stepped together must use the same sizes for non-batch dims.")) from err
@@ -633,8 +643,8 @@ class StreamPool:
             sizes = set(map(_SIZE, parts))
         except AttributeError:
             return None  # None (an omitted input), a list, a mapping ...
-        if not inp.matches(first):
-            return None
+        if not inp.matches(first) or inp.fold is not None:
+            return None  # folded rows take the per-frame path (_concat_rows)
         size = 1
         for d in first:
             size *= d
@@ -678,6 +688,21 @@ class StreamPool:
 
 
 _SIZE = operator.attrgetter("size")
+
+
+def _concat_rows(inp: _Input, parts: list) -> np.ndarray:
+    """The frames (one stream each) as one array of ``len(parts)`` rows along the input's batch axis.
+
+    A folded batch axis (batch_fold ``(outer, inner)``, e.g. T*N time-major frame rows) interleaves the
+    streams: stream k's entry ``o*inner + i`` goes to ``(o*n + k)*inner + i``.
+    """
+    axis = inp.axis
+    if inp.fold is None:
+        return np.concatenate(parts, axis=axis)
+    outer, inner = inp.fold
+    views = [p.reshape(p.shape[:axis] + (outer, 1, inner) + p.shape[axis + 1:]) for p in parts]
+    packed = np.concatenate(views, axis=axis + 1)
+    return packed.reshape(packed.shape[:axis] + (-1,) + packed.shape[axis + 3:])
 
 
 def _hashable(obj: Any) -> bool:

@@ -84,11 +84,13 @@ class Bindings:
         self.batch_size = B
         self.dynamic_batch = not fixed
         fixed_b = B if fixed else None
-        self.inputs = {t.name: InputSpec(t.name, np_dtype(t.dtype), t.shape, batch_symbols, t.batch_axis, fixed_b)
-                       for t in cfg.inputs}
+        self.inputs = {t.name: InputSpec(t.name, np_dtype(t.dtype), t.shape, batch_symbols, t.batch_axis, fixed_b,
+                                         t.batch_fold) for t in cfg.inputs}
         self.input_names = [t.name for t in cfg.inputs]
         self.output_names = [t.name for t in cfg.outputs]
         self.output_axes = {t.name: t.batch_axis for t in cfg.outputs}
+        # Bindings whose batch axis folds the streams with other dims (batch_fold, e.g. T*N frame rows).
+        self.folded = sorted(t.name for t in cfg.inputs + cfg.outputs if t.batch_fold)
         c = cfg.continuation
         self.cont = ContinuationFill(self.inputs[c.input], c.batch_axis, c.time_axis) \
             if (c is not None and c.fill == "auto") else None
