@@ -590,7 +590,8 @@ def _bench(args: argparse.Namespace) -> int:
         for t in cfg.inputs:
             if t.name == cont:
                 continue
-            shape = [session.batch_size if isinstance(d, str) else d for d in t.shape]
+            shape = [(t.batch_entries(session.batch_size) if i == t.batch_axis else session.batch_size)
+                     if isinstance(d, str) else d for i, d in enumerate(t.shape)]
             frame[t.name] = rng.uniform(-1, 1, shape).astype(t.dtype)
         for _ in range(args.warmup):
             session.step(frame)

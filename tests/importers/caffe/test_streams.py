@@ -321,3 +321,12 @@ layer { name: "prob" type: "Softmax" bottom: "logits" top: "prob" }
     (prob,) = step.outputs
     assert (prob.shape, prob.batch_axis, prob.batch_fold) == (("4*batch", 3), 0, (4, 1))
     assert packed_vs_alone(step) == 0.0
+
+
+def test_bench_feeds_folded_rows(dynamic, capsys):
+    """`rnnrt bench --streams 3` on g1 feeds 4*3 frame rows."""
+    from rnnrt.cli import main
+
+    assert main(["bench", str(dynamic("g1_lrcn_conv_lstm")), "--streams", "3", "--steps", "2", "--warmup", "0",
+                 "--rounds", "1", "--threads", "1"]) == 0
+    assert "batch 3" in capsys.readouterr().out
