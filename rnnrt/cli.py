@@ -422,7 +422,8 @@ def _run(args: argparse.Namespace) -> int:
                 if calls[0][t.name].ndim <= t.batch_axis:
                     raise BindingError(fmt(f"Feed key 'call0/{t.name}'", f"Has shape {calls[0][t.name].shape}",
                                            f"Expected {len(t.shape)} dims {_dims(t.shape)}."))
-                streams = int(calls[0][t.name].shape[t.batch_axis])
+                # A folded batch axis (batch_fold, e.g. T*N frame rows) holds outer*N*inner entries.
+                streams = int(calls[0][t.name].shape[t.batch_axis]) // t.batch_entries(1)
                 break
     kw = {"batch_size": streams} if streams is not None else {}
     if args.threads is not None:

@@ -330,3 +330,20 @@ def test_bench_feeds_folded_rows(dynamic, capsys):
     assert main(["bench", str(dynamic("g1_lrcn_conv_lstm")), "--streams", "3", "--steps", "2", "--warmup", "0",
                  "--rounds", "1", "--threads", "1"]) == 0
     assert "batch 3" in capsys.readouterr().out
+
+
+def test_cli_run_of_recorded_frames_finds_the_streams(golden, dynamic, tmp_path):
+    """`rnnrt run` on g1's recorded calls: 8 frame rows with batch_fold [4, 1] are 2 streams."""
+    from rnnrt.cli import main
+
+    case = golden("g1_lrcn_conv_lstm")
+    feeds = {}
+    for k in range(case.num_calls):
+        ins, _ = case.call(k)
+        feeds.update({f"call{k}/{n}": v for n, v in ins.items()})
+    np.savez(tmp_path / "feed.npz", **feeds)
+    assert main(["run", str(dynamic("g1_lrcn_conv_lstm")), "--feed", str(tmp_path / "feed.npz"),
+                 "-o", str(tmp_path / "out.npz")]) == 0
+    with np.load(tmp_path / "out.npz") as out:
+        for k in range(case.num_calls):
+            np.testing.assert_allclose(out[f"call{k}/prob"], case.call(k)[1]["prob"], atol=ATOL, rtol=RTOL)
