@@ -49,8 +49,8 @@ def test_lrcn_config_says_how_rows_map_to_streams(dynamic):
     """g1: T*N frames (row t*N + n) through the CNN, Reshape to T x N x D before the LSTM."""
     cfg = load_config(dynamic("g1_lrcn_conv_lstm"))
     frames, cont = (next(t for t in cfg.inputs if t.name == n) for n in ("frames", "cont"))
-    assert (frames.shape, frames.batch_axis, frames.batch_fold) == (["4*batch", 3, 12, 12], 0, (4, 1))
-    assert (cont.shape, cont.batch_axis, cont.batch_fold) == ([4, "batch"], 1, None)
+    assert (list(frames.shape), frames.batch_axis, frames.batch_fold) == (["4*batch", 3, 12, 12], 0, (4, 1))
+    assert (list(cont.shape), cont.batch_axis, cont.batch_fold) == ([4, "batch"], 1, None)
     assert frames.batch_entries(3) == 12
     text = (cfg.model_path.with_suffix(".yaml")).read_text()
     assert "batch_fold: [4, 1]" in text
