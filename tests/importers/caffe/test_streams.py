@@ -347,3 +347,27 @@ def test_cli_run_of_recorded_frames_finds_the_streams(golden, dynamic, tmp_path)
     with np.load(tmp_path / "out.npz") as out:
         for k in range(case.num_calls):
             np.testing.assert_allclose(out[f"call{k}/prob"], case.call(k)[1]["prob"], atol=ATOL, rtol=RTOL)
+
+
+def test_session_step_slots_with_folded_rows(dynamic):
+    """g1 in a 3-slot Session: stepping slots [2, 0] with their T*2 frame rows (time-major) equals each
+    stream alone, and slot 1 keeps its state."""
+    path = dynamic("g1_lrcn_conv_lstm")
+    cfg = load_config(path)
+    rng = np.random.default_rng(9)
+    frames = [[random_frame(cfg, rng, with_cont=False) for _ in range(2)] for _ in range(3)]
+    with rnnrt.load(path, backend="onnxruntime", batch_size=3) as session:
+        first = session.step(pack(cfg.inputs, [f[0] for f in frames]))
+        got = session.step(pack(cfg.inputs, [frames[2][1], frames[0][1]]), slots=[2, 0])
+        state = session.read_state([1])
+    spec = cfg.outputs[0]
+    for k, slot in enumerate([2, 0]):
+        with rnnrt.load(path, backend="onnxruntime", batch_size=1) as alone:
+            alone.step(frames[slot][0])
+            want = alone.step(frames[slot][1])
+        np.testing.assert_allclose(unpack(spec, got[spec.name], 2, k), want[spec.name], rtol=1e-6, atol=1e-6)
+    with rnnrt.load(path, backend="onnxruntime", batch_size=1) as alone:
+        alone.step(frames[1][0])
+        for name, value in alone.read_state([0]).items():
+            np.testing.assert_array_equal(state[name], value)
+    assert unpack(spec, first[spec.name], 3, 1).shape == (4, 1, 5)
