@@ -20,7 +20,8 @@ Example::
 Frames and outputs are what a batch-1 ``Session.step`` of the model takes and returns: mappings of
 binding name to an array whose batch dim is 1 (or a bare array for a model with one input besides the
 continuation input). Stream ids are any ints or strings; on the wire a stream is a uint64 sequence id
-(the int itself when it is one in 1..2**64-1, else the first 8 bytes of a BLAKE2b hash of ``str(id)``).
+(the int itself when it is one in 1..2**63-1, else 63 bits of a BLAKE2b hash of ``str(id)``; tritonclient
+sends sequence ids as int64).
 
 ``open`` costs no request: the stream's first request carries Triton's START. Server-side errors
 arrive as the rnnrt error the model raised (``BindingError`` for a bad frame, ``StateError`` for a
@@ -56,12 +57,12 @@ _REQUEST_ID = re.compile(r"\[request id: ([^\]]*)\]")
 
 def sequence_id(stream_id: Hashable) -> int:
     """The uint64 correlation id a stream id travels as (see the module doc)."""
-    if isinstance(stream_id, (int, np.integer)) and not isinstance(stream_id, bool) and 0 < stream_id < 2**64:
+    if isinstance(stream_id, (int, np.integer)) and not isinstance(stream_id, bool) and 0 < stream_id < 2**63:
         return int(stream_id)
     if not isinstance(stream_id, (str, int, np.integer)) or isinstance(stream_id, bool):
         raise StateError(fmt(f"Stream id {stream_id!r}", f"Is a {type(stream_id).__name__}", "Use an int or a str."))
     digest = int.from_bytes(hashlib.blake2b(str(stream_id).encode(), digest_size=8).digest(), "little")
-    return digest or 1
+    return (digest & (2**63 - 1)) or 1
 
 
 def _point(key: str) -> int:
