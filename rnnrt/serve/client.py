@@ -29,7 +29,9 @@ stream the server does not know); unreachable servers raise ``EngineError``. A f
 the stream's state as it was.
 
 Threads: every method may be called from any thread; requests of one stream are sent one at a time.
-gRPC connections are per thread.
+Unary calls use one gRPC connection per thread and server; gRPC streams (one per server) are shared and
+replies are matched to requests by request id. ``close_connections()`` (or ``with StreamClient(...)``)
+closes them: a Triton server asked to stop waits for open gRPC streams (up to its exit timeout).
 """
 
 from __future__ import annotations
@@ -144,6 +146,7 @@ class StreamClient:
         self._started: set = set()
         self._stream_locks: dict[Hashable, threading.Lock] = {}
         self._local = threading.local()
+        self._streams: dict[str, _Stream] = {}
         self._layout: Optional[_Layout] = None
         self._ids = itertools.count(1)
 
@@ -315,24 +318,13 @@ class StreamClient:
                 meta[rid] = (sid, chunk, len(batch))
                 by_server.setdefault(self._where[sid], []).append(
                     (rid, sid, inputs, outputs, sid not in self._started))
+            import time
+
+            deadline = None if self.timeout is None else time.monotonic() + self.timeout
+            posted = [(address, *self._stream_post(address, reqs)) for address, reqs in by_server.items()]
             replies: dict[str, Any] = {}
-            threads = []
-            for address, reqs in by_server.items():
-                if len(by_server) == 1:
-                    replies.update(self._stream_send(address, reqs))
-                    continue
-
-                def run(address: str = address, reqs: list = reqs) -> None:
-                    try:
-                        replies.update(self._stream_send(address, reqs))
-                    except Exception as err:  # noqa: BLE001
-                        replies.update({r[0]: _error(err, f"Server {address}") for r in reqs})
-
-                t = threading.Thread(target=run, daemon=True)
-                t.start()
-                threads.append(t)
-            for t in threads:
-                t.join()
+            for address, stream, rids, failed in posted:
+                replies.update(self._stream_wait(address, stream, rids, failed, deadline))
             for rid, (sid, chunk, n) in meta.items():
                 reply = replies.get(rid) or EngineError(fmt(f"Stream {sid!r}", "Got no reply"))
                 if isinstance(reply, Exception):
@@ -456,48 +448,70 @@ class StreamClient:
 
     # -- gRPC streaming ---------------------------------------------------------------------------------------
     def _stream(self, address: str) -> "_Stream":
-        streams = getattr(self._local, "streams", None)
-        if streams is None:
-            streams = self._local.streams = {}
-        stream = streams.get(address)
-        if stream is None or stream.broken:
-            import tritonclient.grpc as grpcclient
+        with self._lock:
+            stream = self._streams.get(address)
+            if stream is None or stream.broken:
+                import tritonclient.grpc as grpcclient
 
-            conn = grpcclient.InferenceServerClient(address)
-            stream = streams[address] = _Stream(conn)
-        return stream
+                if stream is not None:
+                    stream.close()
+                stream = self._streams[address] = _Stream(grpcclient.InferenceServerClient(address))
+            return stream
 
-    def _stream_send(self, address: str, requests: Iterable[tuple]) -> dict[str, Any]:
+    def _stream_post(self, address: str, requests: list) -> tuple["_Stream", list, Optional[Exception]]:
+        """Sends requests on the server's gRPC stream; returns what :meth:`_stream_wait` needs."""
         stream = self._stream(address)
-        requests = list(requests)
-        with stream.cond:
-            for rid, *_ in requests:
-                stream.pending[rid] = None
-        try:
-            for rid, sid, inputs, outputs, start in requests:
-                stream.conn.async_stream_infer(self.model, inputs, outputs=outputs, request_id=rid,
-                                               sequence_id=sequence_id(sid), sequence_start=start)
-        except Exception as err:  # noqa: BLE001
-            stream.broken = True
-            raise _error(err, f"Server {address}") from None
         rids = [r[0] for r in requests]
         with stream.cond:
-            ok = stream.cond.wait_for(lambda: stream.broken or all(stream.pending[r] is not None for r in rids),
-                                      timeout=self.timeout)
-            replies = {r: stream.pending.pop(r) for r in rids}
-        if not ok or any(v is None for v in replies.values()):
+            for rid in rids:
+                stream.pending[rid] = None
+        try:
+            with stream.send_lock:
+                for rid, sid, inputs, outputs, start in requests:
+                    stream.conn.async_stream_infer(self.model, inputs, outputs=outputs, request_id=rid,
+                                                   sequence_id=sequence_id(sid), sequence_start=start)
+        except Exception as err:  # noqa: BLE001
             stream.broken = True
-            err = stream.error or EngineError(fmt(f"Server {address}", "No reply within the timeout"))
-            return {r: (v if v is not None else _error(err, f"Server {address}")) for r, v in replies.items()}
-        return {r: (_error(v, f"Server {address}") if isinstance(v, Exception) else v) for r, v in replies.items()}
+            return stream, rids, _error(err, f"Server {address}")
+        return stream, rids, None
+
+    def _stream_wait(self, address: str, stream: "_Stream", rids: list, failed: Optional[Exception],
+                     deadline: Optional[float]) -> dict[str, Any]:
+        import time
+
+        with stream.cond:
+            if failed is None:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                stream.cond.wait_for(lambda: stream.broken or all(stream.pending[r] is not None for r in rids), left)
+            replies = {r: stream.pending.pop(r, None) for r in rids}
+        if any(v is None for v in replies.values()):
+            stream.broken = True
+            err = failed or stream.error or EngineError(fmt(f"Server {address}", "No reply within the timeout"))
+            replies = {r: (v if v is not None else err) for r, v in replies.items()}
+        return {r: (v if isinstance(v, RnnrtError) else _error(v, f"Server {address}") if isinstance(v, Exception)
+                    else v) for r, v in replies.items()}
+
+    def _stream_send(self, address: str, requests: Iterable[tuple]) -> dict[str, Any]:
+        import time
+
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        return self._stream_wait(address, *self._stream_post(address, list(requests)), deadline)
 
     def close_connections(self) -> None:
-        """Closes this thread's gRPC connections and streams."""
-        for stream in getattr(self._local, "streams", {}).values():
+        """Closes the gRPC streams and this thread's connections (the streams stay open on the servers)."""
+        with self._lock:
+            streams, self._streams = list(self._streams.values()), {}
+        for stream in streams:
             stream.close()
         for conn in getattr(self._local, "conns", {}).values():
             conn.close()
-        self._local.streams, self._local.conns = {}, {}
+        self._local.conns = {}
+
+    def __enter__(self) -> "StreamClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_connections()
 
     def __repr__(self) -> str:
         return f"StreamClient(model={self.model!r}, servers={self._servers}, streams={len(self._where)})"
@@ -512,6 +526,7 @@ class _Stream:
         self.pending: dict[str, Any] = {}
         self.broken = False
         self.error: Optional[Exception] = None
+        self.send_lock = threading.Lock()
         conn.start_stream(callback=self._callback)
 
     def _callback(self, result: Any = None, error: Any = None) -> None:

@@ -305,7 +305,7 @@ def serve(configs: Iterable[Union[str, os.PathLike]] = (), *, repo: Union[str, o
           metrics_port: Optional[int] = None, tritonserver: Union[str, os.PathLike, None] = None,
           max_sequences: Optional[int] = None, idle_us: int = 60_000_000, backend: str = "auto",
           instance_kind: str = "auto", log: Union[str, os.PathLike, None] = None, verbose: int = 0,
-          timeout: float = 300.0, out: IO = sys.stdout) -> int:
+          timeout: float = 300.0, exit_timeout: int = 30, out: IO = sys.stdout) -> int:
     """Serves model configs (or an existing repository) on a Triton server until SIGINT/SIGTERM (``rnnrt serve``).
 
     Writes the repository (a temporary folder unless ``repo`` is given), starts the server, waits until
@@ -342,7 +342,8 @@ def serve(configs: Iterable[Union[str, os.PathLike]] = (), *, repo: Union[str, o
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     server = TritonServer(repo, host=host, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
-                          tritonserver=tritonserver, log=log, verbose=verbose)
+                          tritonserver=tritonserver, log=log, verbose=verbose,
+                          extra_args=[f"--exit-timeout-secs={int(exit_timeout)}"])
     try:
         server.start()
         print(f"rnnrt serve: {server.binary} ({'embedded' if server.embedded else 'given'}), pid {server.pid}",
@@ -368,7 +369,7 @@ def serve(configs: Iterable[Union[str, os.PathLike]] = (), *, repo: Union[str, o
                       f"{server.log_tail(1500)}", file=sys.stderr, flush=True)
                 return 1
             stop.wait(0.5)
-        code = server.stop()
+        code = server.stop(timeout=exit_timeout + 30)
         print(f"rnnrt serve: stopped (signal {received[0] if received else '?'}; tritonserver exit code {code})",
               file=out, flush=True)
         return 0

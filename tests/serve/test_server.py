@@ -123,6 +123,7 @@ def test_72_concurrent_sequences_from_8_threads_bit_exact(served):
     line = next(x for x in metrics.splitlines() if x.startswith('rnnrt_frames_total{model="a80"}'))
     assert float(line.split()[-1]) >= frames_total
     assert 'rnnrt_streams_opened_total{model="a80"}' in metrics and "rnnrt_request_errors_total" in metrics
+    client.close_connections()
 
 
 def test_no_start_on_unknown_id_is_a_state_error(served):
@@ -247,6 +248,7 @@ def test_malformed_frames_fail_alone_and_leave_every_state(served):
                 np.testing.assert_array_equal(got_k["lstm1"], want_k["lstm1"], err_msg=sid)
     for sid in ids:
         client.close(sid)
+    client.close_connections()
     line = next(x for x in server.metrics().splitlines() if x.startswith('rnnrt_request_errors_total{model="a80"}'))
     assert float(line.split()[-1]) >= 1
 
