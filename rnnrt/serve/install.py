@@ -134,6 +134,9 @@ def install(wheel: Union[str, os.PathLike, None] = None, home: Optional[Path] = 
         except (OSError, zipfile.BadZipFile) as err:
             shutil.rmtree(staging, ignore_errors=True)
             raise EngineError(fmt(f"Wheel {str(path)!r}", f"Cannot be unpacked: {err}")) from err
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         files = ServerFiles(staging)
         if not files.binary.is_file():
             shutil.rmtree(staging, ignore_errors=True)

@@ -250,7 +250,7 @@ def model_config_pb2() -> Any:
 
 def check_model_name(name: str) -> str:
     """Returns ``name`` when it is a safe Triton model name: one path component, no ``..``, no separators."""
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in (".", ".."):
         raise ConfigError(fmt(f"Model name {name!r}", "Is not a plain model name",
                               "Use 1-128 letters, digits, '_', '.' or '-' (not starting with '.' or '-'); "
                               "a name is one folder inside the repository, never a path."))

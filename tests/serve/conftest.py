@@ -11,7 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,8 +99,3 @@ def start_serve(tritonserver_installed, tmp_path_factory):
     yield start
     for proc in started:
         proc.stop()
-
-
-def frame_rows(arrays: dict, axes: dict, b: int) -> dict:
-    """Row b (kept as batch dim 1) of every array along its batch axis."""
-    return {n: np.take(a, [b], axis=axes[n]) for n, a in arrays.items()}
