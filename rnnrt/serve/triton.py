@@ -283,7 +283,7 @@ def _dims(plan: _Plan, shape: list, axis: Optional[int]) -> list[int]:
 
 def triton_config(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_size: Optional[int] = None,
                   idle_us: int = 60_000_000, instance_kind: str = "auto", max_sequences: Optional[int] = None,
-                  backend: str = "auto") -> Any:
+                  backend: str = "auto", queue_delay_us: int = 0) -> Any:
     """Returns the Triton ``ModelConfig`` message for a model config (see the module doc).
 
     Args:
@@ -296,9 +296,12 @@ def triton_config(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_s
         max_sequences (int | None): python: ``max_candidate_sequences`` = the pool's slots. Defaults to
             the plan's profile max, or 64.
         backend (str): python: the rnnrt engine backend (``auto``, ``onnxruntime``, ``tensorrt``).
+        queue_delay_us (int): python: the oldest strategy's ``max_queue_delay_microseconds`` (how long
+            Triton may hold a request to batch it with others). Defaults to 0.
     """
     check_model_name(name)
     _check_counts(max_batch_size, idle_us, max_sequences)
+    _check_counts(None, queue_delay_us, None)
     if engine not in ENGINES:
         raise ConfigError(fmt("export-triton", f"Unknown engine {engine!r}", "Use 'plan', 'onnx' or 'python'."))
     if instance_kind not in INSTANCE_KINDS:
@@ -306,7 +309,7 @@ def triton_config(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_s
                               "Use auto, KIND_GPU or KIND_CPU."))
     kind = default_instance_kind() if instance_kind == "auto" else instance_kind
     if engine == "python":
-        return _python_config(cfg, name, idle_us, kind, max_sequences, backend)
+        return _python_config(cfg, name, idle_us, kind, max_sequences, backend, queue_delay_us)
     return _backend_config(cfg, _Plan(cfg, max_batch_size), name, engine, idle_us, kind)
 
 
@@ -362,7 +365,7 @@ def _backend_config(cfg: ModelConfig, plan: _Plan, name: str, engine: str, idle_
 
 
 def _python_config(cfg: ModelConfig, name: str, idle_us: int, kind: str, max_sequences: Optional[int],
-                   backend: str) -> Any:
+                   backend: str, queue_delay_us: int = 0) -> Any:
     from rnnrt.serve.backend import CONTROL_INPUT, STATE_TENSOR
 
     pb = model_config_pb2()
@@ -397,7 +400,7 @@ def _python_config(cfg: ModelConfig, name: str, idle_us: int, kind: str, max_seq
     seq = msg.sequence_batching
     seq.max_sequence_idle_microseconds = int(idle_us)
     seq.oldest.max_candidate_sequences = slots
-    seq.oldest.max_queue_delay_microseconds = 0
+    seq.oldest.max_queue_delay_microseconds = int(queue_delay_us)
     Control = pb.ModelSequenceBatching.Control
     for cname, ckind in (("START", Control.CONTROL_SEQUENCE_START), ("END", Control.CONTROL_SEQUENCE_END),
                          ("READY", Control.CONTROL_SEQUENCE_READY)):
@@ -464,6 +467,7 @@ def export_triton(
     instance_kind: str = "auto",
     max_sequences: Optional[int] = None,
     backend: str = "auto",
+    queue_delay_us: int = 0,
 ) -> Path:
     """Writes a Triton model repository entry for a model config.
 
@@ -484,6 +488,7 @@ def export_triton(
         max_sequences (int | None): python: ``max_candidate_sequences``, the pool's slots. Defaults to
             the plan's profile max, or 64.
         backend (str): python: the rnnrt backend inside the server. Defaults to ``auto``.
+        queue_delay_us (int): python: ``max_queue_delay_microseconds`` of the oldest strategy. Defaults to 0.
 
     Returns:
         Path: ``repo/<name>``.
@@ -508,7 +513,7 @@ def export_triton(
                 else f"Its plan {str(cfg.plan_path)!r} does not exist", "Run `rnnrt build` first, or pass --engine onnx.")
         )
     msg = triton_config(cfg, name, engine, max_batch_size, idle_us, instance_kind, max_sequences=max_sequences,
-                        backend=backend)
+                        backend=backend, queue_delay_us=queue_delay_us)
     repo_dir = Path(repo).absolute()
     model_dir = repo_dir / name
     if model_dir.resolve().parent != repo_dir.resolve():
