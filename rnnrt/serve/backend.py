@@ -173,8 +173,10 @@ class TritonPythonModel:
         if arrays and job.command is not None:
             raise StateError(fmt(f"Stream {cid!r}", f"Control {job.command!r} was sent with frames",
                                  "Send control requests without data inputs."))
+        # Frame k of an input: [1, K, *rest][0, k] with the batch dim 1 put back at the binding's axis.
+        shapes = {n: a.shape[2:2 + ax] + (1,) + a.shape[2 + ax:] for n, (a, ax) in arrays.items()}
         for k in range(count or 0):
-            job.frames.append({n: np.expand_dims(a[0, k], ax) for n, (a, ax) in arrays.items()})
+            job.frames.append({n: a[0, k].reshape(shapes[n]) for n, (a, _) in arrays.items()})
 
     def _open(self, cid: Any) -> None:
         if cid in self.pool:

@@ -364,8 +364,13 @@ class StreamClient:
                 target = self._route(sid)
                 if sid in self._started:
                     reply = self._control(address, sid, _DETACH, end=True)
-                    state = reply.as_numpy("RNNRT_STATE")
-                    self._control(target, sid, _RESTORE, start=True, state=np.ascontiguousarray(state, np.uint8))
+                    state = np.ascontiguousarray(reply.as_numpy("RNNRT_STATE"), np.uint8)
+                    try:
+                        self._control(target, sid, _RESTORE, start=True, state=state)
+                    except RnnrtError as err:
+                        # Put it back where it was so that nothing is lost, then report.
+                        self._control(address, sid, _RESTORE, start=True, state=state)
+                        raise type(err)(f"{err}\nNote: stream {sid!r} stays on {address}; {len(moved)} moved.") from err
                 self._where[sid] = target
                 moved.append(sid)
         return moved

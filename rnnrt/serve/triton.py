@@ -1,5 +1,15 @@
 """Export a model config as a Triton Inference Server model repository (``rnnrt export-triton``).
 
+Three engines:
+
+- ``python``: Triton's python backend runs rnnrt itself (:mod:`rnnrt.serve.backend`): a StreamPool
+  behind the sequence batcher's ``oldest`` strategy, state kept by rnnrt per correlation id. This is
+  what ``rnnrt serve`` runs; see docs/serving.md.
+- ``onnx`` / ``plan``: Triton's onnxruntime / tensorrt backends with Triton's implicit state, below.
+
+``config.pbtxt`` is Triton's ``ModelConfig`` protobuf message (``tritonclient.grpc.model_config_pb2``)
+written by protobuf's text format; model names are plain folder names inside the repository.
+
 Triton's sequence batcher (``direct`` strategy) gives every live sequence its own batch slot, keeps the
 recurrent state inside the server (implicit state, paired by name, zero initial state) and signals the
 first request of a sequence with the START control. The export writes::
