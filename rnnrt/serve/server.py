@@ -320,19 +320,7 @@ def serve(configs: Iterable[Union[str, os.PathLike]] = (), *, repo: Union[str, o
 
     configs = list(configs)
     tmp = None
-    if configs:
-        if repo is None:
-            tmp = tempfile.TemporaryDirectory(prefix="rnnrt-repo-")
-            repo = tmp.name
-        names = write_repository(configs, repo, name=name, max_sequences=max_sequences, idle_us=idle_us,
-                                 backend=backend, instance_kind=instance_kind)
-    else:
-        if repo is None or not Path(repo).is_dir():
-            from rnnrt.errors import ConfigError
-
-            raise ConfigError(fmt("rnnrt serve", "Got no model config and no existing --repo",
-                                  "Pass DIR/model.yaml, or --repo DIR of an exported repository."))
-        names = sorted(p.name for p in Path(repo).iterdir() if (p / "config.pbtxt").is_file())
+    server: Optional[TritonServer] = None
     stop = threading.Event()
     received: list[int] = []
 
@@ -341,13 +329,27 @@ def serve(configs: Iterable[Union[str, os.PathLike]] = (), *, repo: Union[str, o
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    server = TritonServer(repo, host=host, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
-                          tritonserver=tritonserver, log=log, verbose=verbose,
-                          extra_args=[f"--exit-timeout-secs={int(exit_timeout)}"])
     try:
+        if configs:
+            if repo is None:
+                tmp = tempfile.TemporaryDirectory(prefix="rnnrt-repo-")
+                repo = tmp.name
+            names = write_repository(configs, repo, name=name, max_sequences=max_sequences, idle_us=idle_us,
+                                     backend=backend, instance_kind=instance_kind)
+        else:
+            if repo is None or not Path(repo).is_dir():
+                from rnnrt.errors import ConfigError
+
+                raise ConfigError(fmt("rnnrt serve", "Got no model config and no existing --repo",
+                                      "Pass DIR/model.yaml, or --repo DIR of an exported repository."))
+            names = sorted(p.name for p in Path(repo).iterdir() if (p / "config.pbtxt").is_file())
+        server = TritonServer(repo, host=host, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
+                              tritonserver=tritonserver, log=log, verbose=verbose,
+                              extra_args=[f"--exit-timeout-secs={int(exit_timeout)}"])
         server.start()
         print(f"rnnrt serve: {server.binary} ({'embedded' if server.embedded else 'given'}), pid {server.pid}",
-              file=out, flush=True)
+              file=out)
+        print(f"  log      {server.log_path}", file=out, flush=True)
         deadline = time.monotonic() + timeout
         while not stop.is_set() and not server.is_ready(names):
             code = server.process.poll()
@@ -374,8 +376,9 @@ def serve(configs: Iterable[Union[str, os.PathLike]] = (), *, repo: Union[str, o
               file=out, flush=True)
         return 0
     finally:
-        server.stop()
-        server.cleanup()
+        if server is not None:
+            server.stop()
+            server.cleanup()
         for s, handler in previous.items():
             signal.signal(s, handler)
         if tmp is not None:

@@ -11,6 +11,7 @@ import rnnrt
 from rnnrt.serve.client import StreamClient
 from rnnrt.serve.triton import export_triton
 
+pytestmark = pytest.mark.slow  # one server with 16 models: about a minute
 
 def frame_rows(arrays: dict, axes: dict, b: int) -> dict:
     """Row b (kept as batch dim 1) of every array along its batch axis."""

@@ -13,6 +13,8 @@ import rnnrt
 import rnnrt.client
 from rnnrt.errors import ConfigError, StateError
 
+pytestmark = pytest.mark.slow  # four server starts: about a minute
+
 MODEL = "c_lstm_stacked_ip_softmax"
 
 

@@ -267,3 +267,15 @@ def test_python_engine_needs_a_dynamic_batch(tmp_path):
     path = MODELS["lstm_t1"]().save(tmp_path / "m")
     with pytest.raises(ConfigError, match="--batch dynamic"):
         export_triton(path, tmp_path / "repo", engine="python", name="fixed")
+
+
+def test_cli_serve_refuses_bad_invocations_before_starting_a_server(dynamic, tmp_path, capsys):
+    path = str(dynamic("a_lstm_stream_t1n1"))
+    assert cli_main(["serve"]) == 2
+    assert "no model config" in capsys.readouterr().err
+    assert cli_main(["serve", path, path, "--name", "x"]) == 2
+    assert "--name" in capsys.readouterr().err
+    assert cli_main(["serve", path, "--name", "../x"]) == 2
+    assert "Model name '../x'" in capsys.readouterr().err
+    assert cli_main(["serve", path, "--tritonserver", str(tmp_path / "missing")]) == 2
+    assert "Is not an executable file" in capsys.readouterr().err
