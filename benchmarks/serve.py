@@ -13,7 +13,8 @@ S streams (default 16) each take one frame per tick:
 Each variant runs ``--seconds`` (after a warm-up) and the variants rotate over ``--rounds`` rounds so that
 noise on a shared machine hits all alike; the table reports the total over rounds. Latency is per request
 (for the pool: per tick); ``server CPU/req`` is the CPU time of tritonserver and its python-backend stub
-(from /proc) divided by the requests. Client and server share this machine's cores.
+(from /proc) divided by the requests; ``req/execute`` is how many requests Triton batched into one
+``execute`` of the model on average. Client and server share this machine's cores.
 """
 
 from __future__ import annotations
@@ -73,14 +74,16 @@ class Result:
         self.seconds = 0.0
         self.latencies: list[float] = []
         self.server_cpu = 0.0
+        self.executions = 0.0
 
     def row(self, base: "Result | None") -> str:
         lat = np.asarray(self.latencies) * 1e3
         fps = self.frames / self.seconds
         ratio = f"{fps / (base.frames / base.seconds):.2f}x" if base is not None else "1.00x"
         cpu = f"{self.server_cpu / self.requests * 1e3:.2f}" if self.server_cpu else "-"
+        per_exec = f"{self.requests / self.executions:.1f}" if self.executions else "-"
         return (f"| {self.name} | {self.requests / self.seconds:,.0f} | {fps:,.0f} | {ratio} | "
-                f"{np.percentile(lat, 50):.2f} | {np.percentile(lat, 99):.2f} | {cpu} |")
+                f"{np.percentile(lat, 50):.2f} | {np.percentile(lat, 99):.2f} | {cpu} | {per_exec} |")
 
 
 def make_frames(cfg, rng, n: int) -> list[dict]:
@@ -116,7 +119,15 @@ def run_pool(path, frames, streams: int, seconds: float, res: Result, threads: i
         res.seconds += time.perf_counter() - t0
 
 
-def run_client(client, server_pid, frames, streams: int, seconds: float, res: Result, mode: str, chunk: int,
+def exec_count(server) -> float:
+    """Triton's count of model executions (batches) of the benchmark model."""
+    for line in server.metrics().splitlines():
+        if line.startswith("nv_inference_exec_count{") and 'model="bench"' in line:
+            return float(line.split()[-1])
+    return 0.0
+
+
+def run_client(client, server, frames, streams: int, seconds: float, res: Result, mode: str, chunk: int,
                tag: str) -> None:
     n_threads = streams // 2 if mode == "unary" else 2
     per = streams // n_threads
@@ -163,7 +174,7 @@ def run_client(client, server_pid, frames, streams: int, seconds: float, res: Re
     threads = [threading.Thread(target=worker, args=(g,)) for g in ids]
     for th in threads:
         th.start()
-    cpu0 = tree_cpu(server_pid)
+    cpu0, exec0 = tree_cpu(server.pid), exec_count(server)
     go.wait()
     t0 = time.perf_counter()
     time.sleep(seconds)
@@ -171,7 +182,8 @@ def run_client(client, server_pid, frames, streams: int, seconds: float, res: Re
     for th in threads:
         th.join()
     res.seconds += time.perf_counter() - t0
-    res.server_cpu += tree_cpu(server_pid) - cpu0
+    res.server_cpu += tree_cpu(server.pid) - cpu0
+    res.executions += exec_count(server) - exec0
     for group in ids:
         for sid in group:
             client.close(sid)
@@ -214,14 +226,14 @@ def main() -> None:
                         if mode is None:
                             run_pool(path, frames, args.streams, args.seconds, results[name], args.threads)
                         else:
-                            run_client(client, server.pid, frames, args.streams, args.seconds, results[name],
+                            run_client(client, server, frames, args.streams, args.seconds, results[name],
                                        mode, chunk, f"r{r}{mode}{chunk}")
     print(f"# {args.streams} streams, lstm2_bench input {args.input} hidden {args.hidden}, "
           f"{args.rounds} rounds x {args.seconds:.0f} s per variant, ORT threads {args.threads}, "
           f"queue delay {args.queue_delay_us} us, "
           f"{os.cpu_count()} CPUs")
-    print("| variant | requests/s | frames/s | vs pool | p50 ms | p99 ms | server CPU/req ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| variant | requests/s | frames/s | vs pool | p50 ms | p99 ms | server CPU/req ms | req/execute |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     base = results["in-process pool"]
     for name, _, _ in variants:
         print(results[name].row(None if name == "in-process pool" else base))

@@ -298,7 +298,8 @@ class StreamClient:
             request failed with (the other streams' results are still returned).
         """
         order = list(frames)
-        locks = [self._stream_lock(s) for s in order]
+        # Locks are taken in one global order (by sequence id) so that concurrent calls cannot deadlock.
+        locks = [self._stream_lock(s) for s in sorted(order, key=sequence_id)]
         for lock in locks:
             lock.acquire()
         try:
