@@ -91,14 +91,14 @@ class TritonPythonModel:
         seq = config["sequence_batching"]
         oldest = seq.get("oldest") or {}
         capacity = int(oldest.get("max_candidate_sequences") or config["max_batch_size"])
-        idle_us = int(seq.get("max_sequence_idle_microseconds") or 0)
+        idle_us = int(seq.get("max_sequence_idle_microseconds") or 1_000_000)  # Triton's default for 0: 1 s
         backend = _param(config, "rnnrt_backend", "auto")
         threads = int(_param(config, "rnnrt_threads", "0") or 0)
         kwargs: dict[str, Any] = {"batch_size": capacity}
         if threads > 0:
             kwargs["threads"] = threads
         self.session = rnnrt.load(str(cfg_path), backend=backend, **kwargs)
-        self.idle_timeout = idle_us / 1e6 if idle_us > 0 else None
+        self.idle_timeout = idle_us / 1e6
         self.pool = StreamPool(self.session, idle_timeout=self.idle_timeout, on_expire=self._expired)
         self._last_use: dict[Any, float] = {}
 

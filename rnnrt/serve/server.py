@@ -269,7 +269,7 @@ class TritonServer:
 
 def write_repository(configs: Iterable[Union[str, os.PathLike]], repo: Union[str, os.PathLike], *,
                      name: Optional[str] = None, max_sequences: Optional[int] = None, idle_us: int = 60_000_000,
-                     backend: str = "auto", instance_kind: str = "auto") -> list[str]:
+                     backend: str = "auto", instance_kind: str = "auto", queue_delay_us: int = 0) -> list[str]:
     """Writes a python-backend model per config into ``repo``; returns the model names.
 
     ``name`` names the model of a single config; otherwise each model is named after its config's folder.
@@ -295,7 +295,7 @@ def write_repository(configs: Iterable[Union[str, os.PathLike]], repo: Union[str
             raise ConfigError(fmt(f"Model name {model!r}", "Is given to two configs",
                                   "Keep each config in a folder of its own name."))
         export_triton(cfg, repo, engine="python", name=model, max_sequences=max_sequences, idle_us=idle_us,
-                      backend=backend, instance_kind=instance_kind)
+                      backend=backend, instance_kind=instance_kind, queue_delay_us=queue_delay_us)
         names.append(model)
     return names
 
@@ -304,7 +304,8 @@ def serve(configs: Iterable[Union[str, os.PathLike]] = (), *, repo: Union[str, o
           name: Optional[str] = None, host: str = "127.0.0.1", grpc_port: int = 8001, http_port: Optional[int] = None,
           metrics_port: Optional[int] = None, tritonserver: Union[str, os.PathLike, None] = None,
           max_sequences: Optional[int] = None, idle_us: int = 60_000_000, backend: str = "auto",
-          instance_kind: str = "auto", log: Union[str, os.PathLike, None] = None, verbose: int = 0,
+          instance_kind: str = "auto", queue_delay_us: int = 0, log: Union[str, os.PathLike, None] = None,
+          verbose: int = 0,
           timeout: float = 300.0, exit_timeout: int = 30, out: IO = sys.stdout) -> int:
     """Serves model configs (or an existing repository) on a Triton server until SIGINT/SIGTERM (``rnnrt serve``).
 
@@ -335,7 +336,7 @@ def serve(configs: Iterable[Union[str, os.PathLike]] = (), *, repo: Union[str, o
                 tmp = tempfile.TemporaryDirectory(prefix="rnnrt-repo-")
                 repo = tmp.name
             names = write_repository(configs, repo, name=name, max_sequences=max_sequences, idle_us=idle_us,
-                                     backend=backend, instance_kind=instance_kind)
+                                     backend=backend, instance_kind=instance_kind, queue_delay_us=queue_delay_us)
         else:
             if repo is None or not Path(repo).is_dir():
                 from rnnrt.errors import ConfigError

@@ -278,13 +278,13 @@ def default_instance_kind() -> str:
 
 
 def _check_counts(max_batch_size: Optional[int], idle_us: int, max_sequences: Optional[int]) -> None:
-    for what, value, low in (("max_batch_size", max_batch_size, 1), ("idle_us", idle_us, 0),
+    for what, value, low in (("max_batch_size", max_batch_size, 1), ("idle_us", idle_us, 1),
                              ("max_sequences", max_sequences, 1)):
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ConfigError(fmt(f"export-triton {what}={value!r}", f"Is not an integer >= {low}",
-                                  "Pass a non-negative count (max_batch_size and max_sequences at least 1)."))
+                                  "Counts and idle microseconds are positive integers."))
 
 
 def _dims(plan: _Plan, shape: list, axis: Optional[int]) -> list[int]:
@@ -311,7 +311,8 @@ def triton_config(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_s
     """
     check_model_name(name)
     _check_counts(max_batch_size, idle_us, max_sequences)
-    _check_counts(None, queue_delay_us, None)
+    if isinstance(queue_delay_us, bool) or not isinstance(queue_delay_us, (int, np.integer)) or queue_delay_us < 0:
+        raise ConfigError(fmt(f"export-triton queue_delay_us={queue_delay_us!r}", "Is not an integer >= 0"))
     if engine not in ENGINES:
         raise ConfigError(fmt("export-triton", f"Unknown engine {engine!r}", "Use 'plan', 'onnx' or 'python'."))
     if instance_kind not in INSTANCE_KINDS:
