@@ -162,13 +162,13 @@ class StreamClient:
             if address in self._servers:
                 return
             self._servers.append(address)
-            for i in range(_VNODES):
-                bisect.insort(self._ring, (_point(f"{address}#{i}"), address))
+            # A new list (never changed in place): _route reads the ring without the lock.
+            self._ring = sorted(self._ring + [(_point(f"{address}#{i}"), address) for i in range(_VNODES)])
 
     def _route(self, stream_id: Hashable) -> str:
+        ring = self._ring
         point = _point(str(sequence_id(stream_id)))
-        i = bisect.bisect(self._ring, (point, "")) % len(self._ring)
-        return self._ring[i][1]
+        return ring[bisect.bisect(ring, (point, "")) % len(ring)][1]
 
     def where(self, stream_id: Hashable) -> str:
         """The server that holds an open stream."""
