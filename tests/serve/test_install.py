@@ -73,3 +73,22 @@ def test_server_environment_and_command_bind_loopback(tritonserver_installed, tm
     env = server.environment()
     assert str(tritonserver_installed.libs) in env["LD_LIBRARY_PATH"]
     assert env["RNNRT_PYTHONPATH"] and env["PATH"].startswith(str(__import__("pathlib").Path(sys.executable).parent))
+
+
+def test_find_tritonserver_order(tmp_path, monkeypatch, tritonserver_installed):
+    """Given path first, then the embedded binary, then `tritonserver` on PATH (the NGC container)."""
+    given = tmp_path / "given" / "tritonserver"
+    given.parent.mkdir()
+    given.write_text("#!/bin/sh\n")
+    given.chmod(0o755)
+    assert find_tritonserver(given) == (given, False)
+    assert find_tritonserver() == (tritonserver_installed.binary, True)
+    assert find_tritonserver(tritonserver_installed.binary)[1] is True
+    monkeypatch.setenv("RNNRT_TRITON_HOME", str(tmp_path / "none"))
+    monkeypatch.setenv("PATH", str(given.parent))
+    assert find_tritonserver() == (given, False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(EngineError, match="python -m rnnrt.serve.install"):
+        find_tritonserver()
+    server = TritonServer(tmp_path, tritonserver=given)
+    assert not any(c.startswith("--backend-directory") for c in server.command())  # its own backends
