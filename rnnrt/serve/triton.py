@@ -450,13 +450,13 @@ def _write_python_model(cfg: ModelConfig, version_dir: Path) -> None:
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
+    from rnnrt.ir.weights import external_data_files
+
     model = cfg.model_path
-    for src in model.parent.glob(model.name + "*"):  # the ONNX file and its external data files
-        if src.is_file():
-            shutil.copyfile(src, target / src.name)
-    for src in model.parent.iterdir():  # external data the ONNX file refers to by other names
-        if src.is_file() and src.suffix == ".data" and not (target / src.name).exists():
-            shutil.copyfile(src, target / src.name)
+    shutil.copyfile(model, target / model.name)
+    for rel in external_data_files(model):  # big models: model.onnx.data beside it
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model.parent / rel, target / rel)
     update: dict[str, Any] = {"model": model.name}
     if cfg.engine is not None and cfg.plan_path is not None and cfg.plan_path.is_file():
         shutil.copyfile(cfg.plan_path, target / cfg.plan_path.name)

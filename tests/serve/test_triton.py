@@ -279,3 +279,24 @@ def test_cli_serve_refuses_bad_invocations_before_starting_a_server(dynamic, tmp
     assert "'../x'" in capsys.readouterr().err
     assert cli_main(["serve", path, "--tritonserver", str(tmp_path / "missing")]) == 2
     assert "Is not an executable file" in capsys.readouterr().err
+
+
+def test_python_engine_copies_external_data(tmp_path):
+    """A model saved with external data (big weights) travels with its data file into rnnrt_model/."""
+    from rnnrt.config import save_step_graph
+    from rnnrt.importers.caffe.convert import convert_caffe
+
+    (tmp_path / "net.prototxt").write_text(
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 8 } } }\n'
+        'layer { name: "cont" type: "Input" top: "cont" input_param { shape { dim: 1 dim: 1 } } }\n'
+        'layer { name: "lstm1" type: "LSTM" bottom: "data" bottom: "cont" top: "lstm1" '
+        'recurrent_param { num_output: 16 } }\n')
+    path = save_step_graph(convert_caffe(tmp_path / "net.prototxt", batch="dynamic", embed_limit=0), tmp_path / "out")
+    assert (tmp_path / "out" / "model.onnx.data").is_file()
+    model_dir = export_triton(path, tmp_path / "repo", engine="python", name="big")
+    copied = model_dir / "1" / "rnnrt_model"
+    assert (copied / "model.onnx.data").stat().st_size == (tmp_path / "out" / "model.onnx.data").stat().st_size
+    with rnnrt.load(copied / "model.yaml", backend="onnxruntime", batch_size=2) as s, \
+            rnnrt.load(path, backend="onnxruntime", batch_size=2) as ref:
+        x = np.ones((1, 2, 8), np.float32)
+        np.testing.assert_array_equal(s.step({"data": x})["lstm1"], ref.step({"data": x})["lstm1"])
