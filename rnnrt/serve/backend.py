@@ -78,7 +78,7 @@ class TritonPythonModel:
         import triton_python_backend_utils as pb_utils
 
         import rnnrt
-        from rnnrt.runtime.pool import StreamPool
+        from rnnrt import StreamPool
 
         self._pb = pb_utils
         config = json.loads(args["model_config"])
@@ -202,7 +202,7 @@ class TritonPythonModel:
 
     def _controls(self, job: _Job) -> None:
         from rnnrt.errors import StateError, fmt
-        from rnnrt.runtime.pool import StreamState
+        from rnnrt import StreamState
 
         cid = job.cid
         if job.command == "restore":
