@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import rnnrt  # noqa: E402
-from rnnrt.runtime.pool import StreamPool  # noqa: E402
+from rnnrt import StreamPool  # noqa: E402
 from rnnrt.serve.client import StreamClient  # noqa: E402
 from rnnrt.serve.server import TritonServer  # noqa: E402
 from rnnrt.serve.triton import export_triton  # noqa: E402
