@@ -6,7 +6,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: install run test test-gpu test-large fuzz bench proto clean
+.PHONY: install run test test-gpu test-large fuzz bench bench-serve proto clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,12 +29,18 @@ $(VENV)/trt10-lean/.installed: | $(BIN)/python
 		tensorrt-lean-cu12-bindings==$(TRT10_LEAN) tensorrt-lean-cu12-libs==$(TRT10_LEAN)
 	touch $@
 
-install: $(VENV)/.installed-dev
+# The Triton server binary (python backend) for `rnnrt serve` and the serving tests: unpacked from the
+# nvidia-pytriton wheel into $(VENV)/tritonserver/ (its Python package, which pins numpy<2, is never installed).
+$(VENV)/.installed-serve: $(VENV)/.installed-dev
+	$(BIN)/python -m rnnrt.serve.install
+	touch $@
+
+install: $(VENV)/.installed-dev $(VENV)/.installed-serve
 
 run: $(VENV)/.installed-base
 	$(BIN)/python -m rnnrt.demo
 
-test: $(VENV)/.installed-dev $(VENV)/trt10-lean/.installed
+test: $(VENV)/.installed-dev $(VENV)/trt10-lean/.installed $(VENV)/.installed-serve
 	RNNRT_REQUIRE_TRT10_LEAN=1 $(BIN)/python -m pytest -q
 
 test-gpu: $(VENV)/.installed-dev
@@ -48,6 +54,9 @@ fuzz: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/cpu_step.py
+
+bench-serve: $(VENV)/.installed-dev $(VENV)/.installed-serve
+	$(BIN)/python benchmarks/serve.py
 
 # Regenerates rnnrt/importers/caffe/caffe.desc (a FileDescriptorSet) from rnnrt/importers/caffe/caffe.proto.
 proto: $(VENV)/.installed-dev

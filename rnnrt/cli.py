@@ -9,7 +9,8 @@ A flag means one thing everywhere:
 
 - ``-o/--output``: where the subcommand writes (convert: a directory; build: the plan; run: the .npz).
 - ``--name``: the name of what is written (convert: file stem; export-triton: Triton model name).
-- ``--backend``, ``--threads``, ``--streams``: the Session (run, bench; ``--streams`` also verify); ``--streams`` is the number of slots,
+- ``--backend``, ``--threads``, ``--streams``: the Session (run, bench; ``--streams`` also verify;
+  ``--backend`` also the Session inside a served model: export-triton --engine python, serve); ``--streams`` is the number of slots,
   the batch size of a dynamic-batch graph.
 - ``--batch fixed|dynamic`` (convert): whether the graph's batch (stream) axis is symbolic;
   ``--batch-profile MIN:OPT:MAX`` (build): the range of stream counts a plan accepts.
@@ -775,18 +776,34 @@ def _verify(args: argparse.Namespace) -> int:
 # --- export-triton ---------------------------------------------------------------------------------------
 
 
+def _add_triton_model_group(p: argparse.ArgumentParser) -> None:
+    """Options of the Triton model that export-triton and serve write."""
+    g = p.add_argument_group("triton model")
+    g.add_argument("--max-sequences", type=_POSITIVE, default=None, metavar="N",
+                   help="python engine: max_candidate_sequences = the StreamPool's slots (default: the plan's "
+                   "profile max, or 64).")
+    g.add_argument("--idle-us", type=_POSITIVE, default=60_000_000, metavar="US",
+                   help="max_sequence_idle_microseconds: a stream idle this long is released (default: 60 s).")
+    g.add_argument("--queue-delay-us", type=_NON_NEGATIVE, default=0, metavar="US",
+                   help="python engine: max_queue_delay_microseconds of the oldest strategy (default: 0).")
+    g.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default="auto",
+                   help="python engine: the backend of the Session inside the server (default: auto = TensorRT when "
+                   "a plan is built and a GPU is usable there, else ONNX Runtime).")
+    g.add_argument("--instance-kind", choices=["auto", "KIND_GPU", "KIND_CPU"], default="auto",
+                   help="Where Triton runs the model instances (default: auto = KIND_GPU when a GPU is usable "
+                   "here, else KIND_CPU).")
+
+
 def _export_triton_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="The model YAML config (DIR/model.yaml).")
     _add_output(p, "Triton model repository directory.", required=True, metavar="REPO")
-    p.add_argument("--engine", choices=["plan", "onnx"], default="plan",
-                   help="plan: the built TensorRT plan (backend tensorrt); onnx: the step graph (backend onnxruntime).")
+    p.add_argument("--engine", choices=["plan", "onnx", "python"], default="plan",
+                   help="plan: the built TensorRT plan (backend tensorrt); onnx: the step graph (backend onnxruntime); "
+                   "python: rnnrt's StreamPool in Triton's python backend (what `rnnrt serve` runs).")
     p.add_argument("--name", default=None, help="Triton model name, a plain name (default: the config's directory name).")
     p.add_argument("--max-batch-size", type=_POSITIVE, default=None, metavar="N",
-                   help="Default: the plan's profile max, or 64 for a dynamic batch without a profile.")
-    p.add_argument("--idle-us", type=_POSITIVE, default=60_000_000, metavar="US",
-                   help="max_sequence_idle_microseconds (default: 60 s).")
-    p.add_argument("--instance-kind", choices=["KIND_GPU", "KIND_CPU"], default="KIND_GPU",
-                   help="Where Triton runs the model instances (default: KIND_GPU).")
+                   help="plan/onnx: default the plan's profile max, or 64 for a dynamic batch without a profile.")
+    _add_triton_model_group(p)
 
 
 def _export_triton(args: argparse.Namespace) -> int:
@@ -797,9 +814,54 @@ def _export_triton(args: argparse.Namespace) -> int:
         _check_name(args.name, "--name")
     model_dir = export_triton(args.config, args.output, engine=args.engine, name=args.name,
                               max_batch_size=args.max_batch_size, idle_us=args.idle_us,
-                              instance_kind=args.instance_kind)
+                              instance_kind=args.instance_kind, max_sequences=args.max_sequences,
+                              backend=args.backend, queue_delay_us=args.queue_delay_us)
     print(f"wrote {model_dir / 'config.pbtxt'} and {model_dir / '1'}")
     return 0
+
+
+# --- serve -----------------------------------------------------------------------------------------------
+
+
+def _serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("configs", nargs="*", metavar="CONFIG", help="Model YAML configs (DIR/model.yaml); each model is "
+                   "named after DIR.")
+    p.add_argument("--name", default=None, help="Model name (one config only).")
+    p.add_argument("--repo", default=None, metavar="DIR",
+                   help="Write the repository here (default: a temporary folder); without configs, serve this "
+                   "existing repository as it is.")
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default="127.0.0.1",
+                   help="Address every endpoint binds (default: 127.0.0.1; 0.0.0.0 exposes the server).")
+    g.add_argument("--grpc-port", type=_int_at_least(0, 65535), default=8001, metavar="P",
+                   help="gRPC port (default: 8001; 0 = a free port).")
+    g.add_argument("--http-port", type=_int_at_least(0, 65535), default=0, metavar="P",
+                   help="HTTP port (default: a free port).")
+    g.add_argument("--metrics-port", type=_int_at_least(0, 65535), default=0, metavar="P",
+                   help="Metrics port (default: a free port).")
+    g.add_argument("--tritonserver", default=None, metavar="PATH",
+                   help="The tritonserver binary (default: the embedded one, else tritonserver on PATH).")
+    g.add_argument("--log", default=None, metavar="FILE", help="Write the server's log here (default: a temporary file).")
+    g.add_argument("--log-verbose", type=_NON_NEGATIVE, default=0, metavar="N", help="Triton's --log-verbose level.")
+    g.add_argument("--ready-timeout", type=_POSITIVE, default=300, metavar="S",
+                   help="Seconds to wait until every model is ready (default: 300).")
+    g.add_argument("--exit-timeout", type=_NON_NEGATIVE, default=30, metavar="S",
+                   help="Seconds a stopping server waits for in-flight work and open sequences (default: 30).")
+    _add_triton_model_group(p)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from rnnrt.serve.server import serve
+
+    for path in args.configs:
+        _check_input_file(path, "Config")
+    if args.name is not None:
+        _check_name(args.name, "--name")
+    return serve(args.configs, repo=args.repo, name=args.name, host=args.host, grpc_port=args.grpc_port or None,
+                 http_port=args.http_port or None, metrics_port=args.metrics_port or None,
+                 tritonserver=args.tritonserver, max_sequences=args.max_sequences, idle_us=args.idle_us,
+                 backend=args.backend, instance_kind=args.instance_kind, queue_delay_us=args.queue_delay_us,
+                 log=args.log, verbose=args.log_verbose, timeout=args.ready_timeout, exit_timeout=args.exit_timeout)
 
 
 # --- schema ----------------------------------------------------------------------------------------------
@@ -968,12 +1030,28 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     ),
     Subcommand(
         "export-triton",
-        help="Write a Triton model repository (sequence batching, implicit state) for a model config.",
-        description="Writes REPO/NAME/config.pbtxt (sequence_batching direct, START -> continuation input, "
-        "implicit state pairs with zero initial state) and REPO/NAME/1/model.plan or model.onnx.",
+        help="Write a Triton model repository entry (sequence batching) for a model config.",
+        description="Writes REPO/NAME/config.pbtxt and REPO/NAME/1/. --engine python: Triton's python backend runs "
+        "an rnnrt StreamPool behind the sequence batcher (oldest strategy, START/END/READY/CORRID; docs/serving.md). "
+        "plan/onnx: Triton's tensorrt/onnxruntime backends with implicit state (direct strategy, START -> "
+        "continuation input).",
         add_arguments=_export_triton_arguments,
         run=_export_triton,
-        examples="rnnrt export-triton out/model.yaml -o triton_repo/ --engine onnx --name lm",
+        examples="rnnrt export-triton out/model.yaml -o triton_repo/ --engine python --name lm --max-sequences 128\n"
+        "rnnrt export-triton out/model.yaml -o triton_repo/ --engine onnx --name lm",
+    ),
+    Subcommand(
+        "serve",
+        help="Serve model configs on a real Triton Inference Server (blocks until Ctrl-C/SIGTERM).",
+        description="Writes a Triton repository (--engine python, see export-triton) for each config, starts "
+        "tritonserver (the embedded one from `python -m rnnrt.serve.install`, --tritonserver PATH, or one on "
+        "PATH), waits until every model is ready, prints the endpoints and 'ready', and blocks until SIGINT/SIGTERM "
+        "stop the server. Binds 127.0.0.1 unless --host says otherwise. Client: rnnrt.client.StreamClient.",
+        add_arguments=_serve_arguments,
+        run=_serve,
+        examples="rnnrt serve lm/model.yaml --name lm --grpc-port 8001\n"
+        "rnnrt serve a/model.yaml b/model.yaml --max-sequences 256 --idle-us 30000000\n"
+        "rnnrt serve --repo triton_repo/ --grpc-port 9001 --http-port 9000 --metrics-port 9002",
     ),
     Subcommand(
         "schema",

@@ -1,1 +1,8 @@
-"""Serving: Triton model repositories for step graphs."""
+"""Serving on Triton Inference Server.
+
+- :mod:`rnnrt.serve.triton`: ``rnnrt export-triton`` (model repositories: python, onnx, plan engines).
+- :mod:`rnnrt.serve.backend`: the python-backend model (a StreamPool behind the sequence batcher).
+- :mod:`rnnrt.serve.server`: ``rnnrt serve`` (a real ``tritonserver`` process).
+- :mod:`rnnrt.serve.install`: unpacks the embedded ``tritonserver`` from the nvidia-pytriton wheel.
+- :mod:`rnnrt.serve.client`: ``StreamClient`` (also ``rnnrt.client``).
+"""

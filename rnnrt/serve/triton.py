@@ -1,5 +1,15 @@
 """Export a model config as a Triton Inference Server model repository (``rnnrt export-triton``).
 
+Three engines:
+
+- ``python``: Triton's python backend runs rnnrt itself (:mod:`rnnrt.serve.backend`): a StreamPool
+  behind the sequence batcher's ``oldest`` strategy, state kept by rnnrt per correlation id. This is
+  what ``rnnrt serve`` runs; see docs/serving.md.
+- ``onnx`` / ``plan``: Triton's onnxruntime / tensorrt backends with Triton's implicit state, below.
+
+``config.pbtxt`` is Triton's ``ModelConfig`` protobuf message (``tritonclient.grpc.model_config_pb2``)
+written by protobuf's text format; model names are plain folder names inside the repository.
+
 Triton's sequence batcher (``direct`` strategy) gives every live sequence its own batch slot, keeps the
 recurrent state inside the server (implicit state, paired by name, zero initial state) and signals the
 first request of a sequence with the START control. The export writes::
@@ -39,8 +49,10 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -52,7 +64,7 @@ from rnnrt.errors import ConfigError, fmt
 
 G_LOGGER = logging.getLogger("rnnrt")
 
-__all__ = ["TRITON_DTYPES", "export_triton", "triton_config_text"]
+__all__ = ["TRITON_DTYPES", "check_model_name", "export_triton", "triton_config", "triton_config_text"]
 
 TRITON_DTYPES = {
     "float32": "TYPE_FP32",
@@ -330,65 +342,225 @@ def _time_major_cont(graph: Any, name: str, dst: str, shape: list, axis: int, fo
     ] + _unfold_first(graph, p + "first", dst, shape, axis, fold)
 
 
-def triton_config_text(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_size: Optional[int] = None,
-                       idle_us: int = 60_000_000, instance_kind: str = "KIND_GPU") -> str:
-    """Returns the ``config.pbtxt`` text for a model config (see the module doc).
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+ENGINES = ("plan", "onnx", "python")
+INSTANCE_KINDS = ("auto", "KIND_GPU", "KIND_CPU")
+PYTHON_MODEL_DIR = "rnnrt_model"
+"""Folder of the rnnrt config and model files next to ``model.py`` (never ``rnnrt``: it would shadow the package)."""
+
+
+def model_config_pb2() -> Any:
+    """Triton's ``ModelConfig`` protobuf module (shipped by ``tritonclient``)."""
+    try:
+        from tritonclient.grpc import model_config_pb2 as pb
+    except ImportError as err:
+        raise ConfigError(fmt("export-triton", "Needs Triton's model config messages, which tritonclient ships",
+                              "pip install 'rnnrt[serve]' (tritonclient[grpc]).")) from err
+    return pb
+
+
+def check_model_name(name: str) -> str:
+    """Returns ``name`` when it is a safe Triton model name: one path component, no ``..``, no separators."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in (".", ".."):
+        raise ConfigError(fmt(f"Model name {name!r}", "Is not a plain model name",
+                              "Use 1-128 letters, digits, '_', '.' or '-' (not starting with '.' or '-'); "
+                              "a name is one folder inside the repository, never a path."))
+    return name
+
+
+def default_instance_kind() -> str:
+    """``KIND_GPU`` when a CUDA GPU is usable here, else ``KIND_CPU``."""
+    from rnnrt import cuda
+
+    try:
+        return "KIND_GPU" if cuda.available() else "KIND_CPU"
+    except Exception:  # noqa: BLE001 - any failure to probe means no usable GPU
+        return "KIND_CPU"
+
+
+def _check_counts(max_batch_size: Optional[int], idle_us: int, max_sequences: Optional[int]) -> None:
+    for what, value, low in (("max_batch_size", max_batch_size, 1), ("idle_us", idle_us, 1),
+                             ("max_sequences", max_sequences, 1)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ConfigError(fmt(f"export-triton {what}={value!r}", f"Is not an integer >= {low}",
+                                  "Counts and idle microseconds are positive integers."))
+
+
+def triton_config(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_size: Optional[int] = None,
+                  idle_us: int = 60_000_000, instance_kind: str = "auto", max_sequences: Optional[int] = None,
+                  backend: str = "auto", queue_delay_us: int = 0) -> Any:
+    """Returns the Triton ``ModelConfig`` message for a model config (see the module doc).
 
     Args:
         cfg (ModelConfig): The model config.
         name (str): The Triton model name.
-        engine (str): ``"onnx"`` or ``"plan"``. Defaults to ``"onnx"``.
-        max_batch_size (int | None): Overrides the profile's max batch. Defaults to None.
+        engine (str): ``"onnx"``, ``"plan"`` or ``"python"``. Defaults to ``"onnx"``.
+        max_batch_size (int | None): onnx/plan: overrides the profile's max batch. Defaults to None.
         idle_us (int): ``max_sequence_idle_microseconds``. Defaults to 60 s.
-        instance_kind (str): ``KIND_GPU`` or ``KIND_CPU``. Defaults to ``KIND_GPU``.
+        instance_kind (str): ``auto`` (GPU when one is usable here), ``KIND_GPU`` or ``KIND_CPU``.
+        max_sequences (int | None): python: ``max_candidate_sequences`` = the pool's slots. Defaults to
+            the plan's profile max, or 64.
+        backend (str): python: the rnnrt engine backend (``auto``, ``onnxruntime``, ``tensorrt``).
+        queue_delay_us (int): python: the oldest strategy's ``max_queue_delay_microseconds`` (how long
+            Triton may hold a request to batch it with others). Defaults to 0.
     """
-    return _config_text(cfg, _Plan(cfg, max_batch_size), name, engine, idle_us, instance_kind)
+    check_model_name(name)
+    _check_counts(max_batch_size, idle_us, max_sequences)
+    if isinstance(queue_delay_us, bool) or not isinstance(queue_delay_us, (int, np.integer)) or queue_delay_us < 0:
+        raise ConfigError(fmt(f"export-triton queue_delay_us={queue_delay_us!r}", "Is not an integer >= 0"))
+    if engine not in ENGINES:
+        raise ConfigError(fmt("export-triton", f"Unknown engine {engine!r}", "Use 'plan', 'onnx' or 'python'."))
+    if instance_kind not in INSTANCE_KINDS:
+        raise ConfigError(fmt("export-triton", f"Unknown instance kind {instance_kind!r}",
+                              "Use auto, KIND_GPU or KIND_CPU."))
+    kind = default_instance_kind() if instance_kind == "auto" else instance_kind
+    if engine == "python":
+        return _python_config(cfg, name, idle_us, kind, max_sequences, backend, queue_delay_us)
+    return _backend_config(cfg, _Plan(cfg, max_batch_size), name, engine, idle_us, kind)
 
 
-def _config_text(cfg: ModelConfig, plan: _Plan, name: str, engine: str, idle_us: int, instance_kind: str) -> str:
-    cont = plan.cont_spec
+def triton_config_text(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_size: Optional[int] = None,
+                       idle_us: int = 60_000_000, instance_kind: str = "auto", **kwargs: Any) -> str:
+    """Returns the ``config.pbtxt`` text (:func:`triton_config` serialized by protobuf's text format)."""
+    msg = triton_config(cfg, name, engine, max_batch_size, idle_us, instance_kind, **kwargs)
+    return _to_text(cfg, msg)
 
-    def tensor(t: Any) -> str:
-        dims = plan.dims(t.shape, t.batch_axis, plan.folds.get(t.name))
-        return (f'  {{\n    name: "{t.name}"\n    data_type: {TRITON_DTYPES[t.dtype]}\n'
-                f"    dims: [ {', '.join(str(d) for d in dims)} ]\n  }}")
 
-    lines = [
-        f'name: "{name}"',
-        f'backend: "{"onnxruntime" if engine == "onnx" else "tensorrt"}"',
-        f"max_batch_size: {plan.max_batch}",
-        "input [\n" + ",\n".join(tensor(t) for t in cfg.inputs if cont is None or t.name != cont.name) + "\n]",
-        "output [\n" + ",\n".join(tensor(t) for t in cfg.outputs) + "\n]",
-    ]
-    seq = ["sequence_batching {", f"  max_sequence_idle_microseconds: {idle_us}", "  direct { }"]
-    if cont is not None:
-        field, values = _START_FIELDS[cont.dtype]
-        seq += [
-            "  control_input [",
-            "    {",
-            f'      name: "{cont.name}"',
-            "      control [",
-            f"        {{\n          kind: CONTROL_SEQUENCE_START\n          {field}: {values}\n        }}",
-            "      ]",
-            "    }",
-            "  ]",
-        ]
-    if cfg.state:
-        states = []
-        for s in cfg.state:
-            dims = ", ".join(str(d) for d in plan.dims(s.shape, s.batch_axis))
-            dt = TRITON_DTYPES[s.dtype]
-            states.append(
-                f'    {{\n      input_name: "{s.input}"\n      output_name: "{s.output}"\n      data_type: {dt}\n'
-                f"      dims: [ {dims} ]\n      initial_state [\n        {{\n          data_type: {dt}\n"
-                f"          dims: [ {dims} ]\n          zero_data: true\n          name: \"zeros\"\n        }}\n      ]\n    }}"
-            )
-        seq += ["  state [", ",\n".join(states), "  ]"]
-    seq.append("}")
-    lines.append("\n".join(seq))
-    lines.append(f"instance_group [\n  {{\n    count: 1\n    kind: {instance_kind}\n  }}\n]")
+def _to_text(cfg: ModelConfig, msg: Any) -> str:
+    from google.protobuf import text_format
+
     header = f"# Triton model config written by `rnnrt export-triton` from {cfg.model_path.name}.\n"
-    return header + "\n".join(lines) + "\n"
+    return header + text_format.MessageToString(msg)
+
+
+def _tensor(pb: Any, cls: Any, name: str, dtype: str, dims: list[int], optional: bool = False) -> Any:
+    t = cls(name=name, data_type=pb.DataType.Value(TRITON_DTYPES[dtype]), dims=dims)
+    if optional:
+        t.optional = True
+    return t
+
+
+def _backend_config(cfg: ModelConfig, plan: _Plan, name: str, engine: str, idle_us: int, kind: str) -> Any:
+    pb = model_config_pb2()
+    cont = plan.cont_spec
+    msg = pb.ModelConfig(name=name, backend="onnxruntime" if engine == "onnx" else "tensorrt",
+                         max_batch_size=plan.max_batch)
+    for t in cfg.inputs:
+        if cont is None or t.name != cont.name:
+            msg.input.append(_tensor(pb, pb.ModelInput, t.name, t.dtype, plan.dims(t.shape, t.batch_axis, plan.folds.get(t.name))))
+    for t in cfg.outputs:
+        msg.output.append(_tensor(pb, pb.ModelOutput, t.name, t.dtype, plan.dims(t.shape, t.batch_axis, plan.folds.get(t.name))))
+    seq = msg.sequence_batching
+    seq.max_sequence_idle_microseconds = int(idle_us)
+    seq.direct.SetInParent()
+    Control = pb.ModelSequenceBatching.Control
+    if cont is not None:
+        field, _ = _START_FIELDS[cont.dtype]
+        control = Control(kind=Control.CONTROL_SEQUENCE_START)
+        getattr(control, field).extend([1, 0])
+        seq.control_input.append(pb.ModelSequenceBatching.ControlInput(name=cont.name, control=[control]))
+    for s in cfg.state:
+        dims = plan.dims(s.shape, s.batch_axis)
+        dt = pb.DataType.Value(TRITON_DTYPES[s.dtype])
+        state = pb.ModelSequenceBatching.State(input_name=s.input, output_name=s.output, data_type=dt, dims=dims)
+        state.initial_state.append(pb.ModelSequenceBatching.InitialState(data_type=dt, dims=dims, zero_data=True,
+                                                                        name="zeros"))
+        seq.state.append(state)
+    msg.instance_group.append(pb.ModelInstanceGroup(count=1, kind=pb.ModelInstanceGroup.Kind.Value(kind)))
+    return msg
+
+
+def _python_config(cfg: ModelConfig, name: str, idle_us: int, kind: str, max_sequences: Optional[int],
+                   backend: str, queue_delay_us: int = 0) -> Any:
+    from rnnrt.serve.backend import CONTROL_INPUT, STATE_TENSOR
+
+    pb = model_config_pb2()
+    if backend not in ("auto", "onnxruntime", "tensorrt"):
+        raise ConfigError(fmt("export-triton", f"Unknown rnnrt backend {backend!r}",
+                              "Use auto, onnxruntime or tensorrt."))
+    for role, tensors in (("Input", cfg.inputs), ("Output", cfg.outputs)):
+        for t in tensors:
+            if t.batch_axis is None or not isinstance(t.shape[t.batch_axis], str):
+                raise ConfigError(fmt(f"{role} {t.name!r}", f"Has no dynamic batch dim (shape {list(t.shape)}, "
+                                      f"batch_axis {t.batch_axis}), so streams cannot get their own slots",
+                                      "Convert with --batch dynamic for --engine python."))
+    profile = cfg.engine.profile if cfg.engine is not None else None
+    slots = int(max_sequences) if max_sequences is not None else (int(profile.max) if profile is not None
+                                                                   else DEFAULT_MAX_BATCH)
+    if profile is not None and slots > profile.max:
+        raise ConfigError(fmt("export-triton", f"max_sequences={slots} exceeds the plan's profile max {profile.max}",
+                              "Rebuild with a larger --batch range or lower --max-sequences."))
+
+    def per_request(shape: list, axis: int) -> list[int]:
+        # [frames, ...shape without the batch axis]; Triton adds the request's batch dim 1 in front.
+        return [-1] + [-1 if isinstance(d, str) else int(d) for i, d in enumerate(shape) if i != axis]
+
+    msg = pb.ModelConfig(name=name, backend="python", max_batch_size=slots)
+    for t in cfg.inputs:
+        msg.input.append(_tensor(pb, pb.ModelInput, t.name, t.dtype, per_request(t.shape, t.batch_axis), optional=True))
+    msg.input.append(pb.ModelInput(name=CONTROL_INPUT, data_type=pb.TYPE_INT32, dims=[1], optional=True))
+    msg.input.append(pb.ModelInput(name=STATE_TENSOR, data_type=pb.TYPE_UINT8, dims=[-1], optional=True))
+    for t in cfg.outputs:
+        msg.output.append(_tensor(pb, pb.ModelOutput, t.name, t.dtype, per_request(t.shape, t.batch_axis)))
+    msg.output.append(pb.ModelOutput(name=STATE_TENSOR, data_type=pb.TYPE_UINT8, dims=[-1]))
+    seq = msg.sequence_batching
+    seq.max_sequence_idle_microseconds = int(idle_us)
+    seq.oldest.max_candidate_sequences = slots
+    seq.oldest.max_queue_delay_microseconds = int(queue_delay_us)
+    Control = pb.ModelSequenceBatching.Control
+    for cname, ckind in (("START", Control.CONTROL_SEQUENCE_START), ("END", Control.CONTROL_SEQUENCE_END),
+                         ("READY", Control.CONTROL_SEQUENCE_READY)):
+        control = Control(kind=ckind, int32_false_true=[0, 1])
+        seq.control_input.append(pb.ModelSequenceBatching.ControlInput(name=cname, control=[control]))
+    corrid = Control(kind=Control.CONTROL_SEQUENCE_CORRID, data_type=pb.TYPE_UINT64)
+    seq.control_input.append(pb.ModelSequenceBatching.ControlInput(name="CORRID", control=[corrid]))
+    msg.instance_group.append(pb.ModelInstanceGroup(count=1, kind=pb.ModelInstanceGroup.Kind.Value(kind)))
+    layout = {"inputs": {t.name: t.batch_axis for t in cfg.inputs},
+              "outputs": {t.name: t.batch_axis for t in cfg.outputs},
+              "continuation": cfg.continuation.input if cfg.continuation is not None else None}
+    params = {"rnnrt_config": f"{PYTHON_MODEL_DIR}/model.yaml", "rnnrt_bindings": json.dumps(layout),
+              "rnnrt_backend": backend}
+    for key, value in params.items():
+        msg.parameters[key].string_value = value
+    return msg
+
+
+_MODEL_PY = '''# Written by `rnnrt export-triton --engine python`: Triton's python backend loads this file.
+# The model (rnnrt.serve.backend) runs an rnnrt StreamPool behind the sequence batcher; the rnnrt
+# config and model files are in rnnrt_model/ beside this file. rnnrt must be importable by the
+# python backend's interpreter: installed there, or in the folders of $RNNRT_PYTHONPATH (`rnnrt serve` sets it).
+import os
+import sys
+
+sys.path[:0] = [p for p in os.environ.get("RNNRT_PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+
+from rnnrt.serve.backend import TritonPythonModel  # noqa: E402,F401
+'''
+
+
+def _write_python_model(cfg: ModelConfig, version_dir: Path) -> None:
+    from rnnrt.config import save_config
+
+    target = version_dir / PYTHON_MODEL_DIR
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    from rnnrt.ir.weights import external_data_files
+
+    model = cfg.model_path
+    shutil.copyfile(model, target / model.name)
+    for rel in external_data_files(model):  # big models: model.onnx.data beside it
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model.parent / rel, target / rel)
+    update: dict[str, Any] = {"model": model.name}
+    if cfg.engine is not None and cfg.plan_path is not None and cfg.plan_path.is_file():
+        shutil.copyfile(cfg.plan_path, target / cfg.plan_path.name)
+        update["engine"] = cfg.engine.model_copy(update={"plan": cfg.plan_path.name})
+    new = cfg.model_copy(update=update).with_base_dir(target)
+    save_config(new, target / "model.yaml")
+    (version_dir / "model.py").write_text(_MODEL_PY)
 
 
 def export_triton(
@@ -400,55 +572,72 @@ def export_triton(
     version: int = 1,
     max_batch_size: Optional[int] = None,
     idle_us: int = 60_000_000,
-    instance_kind: str = "KIND_GPU",
+    instance_kind: str = "auto",
+    max_sequences: Optional[int] = None,
+    backend: str = "auto",
+    queue_delay_us: int = 0,
 ) -> Path:
     """Writes a Triton model repository entry for a model config.
 
     Args:
         config (str | os.PathLike | ModelConfig): The model YAML config (or a loaded one).
         repo (str | os.PathLike): The model repository directory; created if missing.
-        engine (str): ``"plan"`` (the config's TensorRT plan, rebuilt if the layout needs wrapping) or
-            ``"onnx"`` (the ONNX step graph for Triton's ONNX Runtime backend). Defaults to ``"plan"``.
-        name (str | None): Triton model name. Defaults to the config's directory name.
+        engine (str): ``"plan"`` (the config's TensorRT plan, rebuilt if the layout needs wrapping),
+            ``"onnx"`` (the ONNX step graph for Triton's ONNX Runtime backend) or ``"python"`` (Triton's
+            python backend running an rnnrt StreamPool; see :mod:`rnnrt.serve.backend`). Defaults to ``"plan"``.
+        name (str | None): Triton model name: one folder name, never a path. Defaults to the config's
+            directory name.
         version (int): Model version directory. Defaults to 1.
-        max_batch_size (int | None): Defaults to the plan's profile max, or 64 for a dynamic-batch
-            model without a profile.
+        max_batch_size (int | None): onnx/plan: defaults to the plan's profile max, or 64 for a
+            dynamic-batch model without a profile.
         idle_us (int): ``max_sequence_idle_microseconds``. Defaults to 60 s.
-        instance_kind (str): ``KIND_GPU`` or ``KIND_CPU``. Defaults to ``KIND_GPU``.
+        instance_kind (str): ``auto`` (``KIND_GPU`` when a GPU is usable here, else ``KIND_CPU``),
+            ``KIND_GPU`` or ``KIND_CPU``. Defaults to ``auto``.
+        max_sequences (int | None): python: ``max_candidate_sequences``, the pool's slots. Defaults to
+            the plan's profile max, or 64.
+        backend (str): python: the rnnrt backend inside the server. Defaults to ``auto``.
+        queue_delay_us (int): python: ``max_queue_delay_microseconds`` of the oldest strategy. Defaults to 0.
 
     Returns:
         Path: ``repo/<name>``.
 
     Raises:
-        ConfigError: ``engine='plan'`` without a built plan, an unknown engine, or a continuation
-            dtype Triton's START control cannot drive.
+        ConfigError: ``engine='plan'`` without a built plan, an unknown engine, a name that is not a
+            plain folder name, a negative count, or a continuation dtype Triton's START control cannot drive.
         BuildError: The wrapped graph's plan could not be built.
     """
     cfg = config if isinstance(config, ModelConfig) else load_config(config)
     from rnnrt.build.manifest import with_built_engine  # the plan's manifest says what was built
 
     cfg = with_built_engine(cfg, None if isinstance(config, ModelConfig) else config)
-    if engine not in ("plan", "onnx"):
-        raise ConfigError(fmt("export-triton", f"Unknown engine {engine!r}", "Use 'plan' or 'onnx'."))
-    if instance_kind not in ("KIND_GPU", "KIND_CPU"):
-        raise ConfigError(fmt("export-triton", f"Unknown instance kind {instance_kind!r}", "Use KIND_GPU or KIND_CPU."))
+    if engine not in ENGINES:
+        raise ConfigError(fmt("export-triton", f"Unknown engine {engine!r}", "Use 'plan', 'onnx' or 'python'."))
+    name = check_model_name(name if name is not None else cfg.base_dir.name)
+    if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1:
+        raise ConfigError(fmt(f"export-triton version={version!r}", "Is not an integer >= 1"))
     if engine == "plan" and (cfg.plan_path is None or not cfg.plan_path.is_file()):
         raise ConfigError(
             fmt(f"Config {str(cfg.model_path.with_suffix('.yaml'))!r}", "Records no built plan" if cfg.engine is None
                 else f"Its plan {str(cfg.plan_path)!r} does not exist", "Run `rnnrt build` first, or pass --engine onnx.")
         )
-    plan = _Plan(cfg, max_batch_size)
-    name = name or cfg.base_dir.name
-    model_dir = Path(repo) / name
+    msg = triton_config(cfg, name, engine, max_batch_size, idle_us, instance_kind, max_sequences=max_sequences,
+                        backend=backend, queue_delay_us=queue_delay_us)
+    repo_dir = Path(repo).absolute()
+    model_dir = repo_dir / name
+    if model_dir.resolve().parent != repo_dir.resolve():
+        raise ConfigError(fmt(f"Model name {name!r}", f"Resolves outside the repository {str(repo_dir)!r}"))
     version_dir = model_dir / str(int(version))
     try:
         version_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ConfigError(fmt(f"Repository {str(repo)!r}", f"Cannot be created: {err.strerror}")) from err
 
-    import onnx
+    if engine == "python":
+        _write_python_model(cfg, version_dir)
+    elif engine == "onnx":
+        import onnx
 
-    if engine == "onnx":
+        plan = _Plan(cfg, max_batch_size)
         target = version_dir / "model.onnx"
         if plan.wrap:
             onnx.save(_wrap_model(cfg, plan), str(target))
@@ -460,6 +649,7 @@ def export_triton(
                 (version_dir / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(cfg.model_path.parent / rel, version_dir / rel)
     else:
+        plan = _Plan(cfg, max_batch_size)
         target = version_dir / "model.plan"
         if cfg.engine.flavour == "tensorrt_rtx":
             G_LOGGER.warning("export-triton | The plan was built by TensorRT-RTX; Triton's 'tensorrt' backend loads "
@@ -468,9 +658,8 @@ def export_triton(
             _build_wrapped_plan(cfg, plan, target)
         else:
             shutil.copyfile(cfg.plan_path, target)
-    (model_dir / "config.pbtxt").write_text(_config_text(cfg, plan, name, engine, idle_us, instance_kind))
+    (model_dir / "config.pbtxt").write_text(_to_text(cfg, msg))
     return model_dir
-
 
 def _build_wrapped_plan(cfg: ModelConfig, plan: _Plan, target: Path) -> None:
     from rnnrt.build import BuildOptions, plan_from_onnx

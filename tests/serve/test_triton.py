@@ -175,3 +175,128 @@ def test_dtype_table_covers_config_dtypes():
     assert set(get_args(DType)) == set(TRITON_DTYPES)
     for v in TRITON_DTYPES.values():
         model_config_pb2.DataType.Value(v)
+
+
+# --- names, counts, generated text (hostile input) and the python engine's layout ---------------------------
+@pytest.mark.parametrize("name", ["../../x", "../escaped", "/abs/model", "sub/dir", "..", ".", "", "a\\b",
+                                  'm" platform: "evil', "x\ny", ".hidden", "-dash"])
+def test_names_that_leave_the_repository_or_break_the_config_are_refused(dynamic, tmp_path, name):
+    path = dynamic("a_lstm_stream_t1n1")
+    repo = tmp_path / "sandbox" / "repo"
+    before = sorted(p for p in tmp_path.rglob("*"))
+    with pytest.raises(ConfigError, match="Model name"):
+        export_triton(path, repo, engine="onnx", name=name)
+    assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing written anywhere
+    assert not (tmp_path.parent / "x").exists() and not (tmp_path / "x").exists()
+
+
+def test_cli_refuses_escaping_names_and_negative_counts(dynamic, tmp_path, capsys):
+    path = str(dynamic("a_lstm_stream_t1n1"))
+    repo = tmp_path / "repo"
+    assert cli_main(["export-triton", path, "-o", str(repo), "--engine", "onnx", "--name", "../../x"]) == 2
+    assert "'../../x'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not tmp_path.parent.joinpath("x").exists()
+    for flag in ("--max-batch-size", "--idle-us", "--max-sequences", "--queue-delay-us"):
+        assert cli_main(["export-triton", path, "-o", str(repo), "--engine", "onnx", flag, "-5"]) == 2
+        assert "is less than" in capsys.readouterr().err
+    assert not repo.exists()
+
+
+@pytest.mark.parametrize("kwargs", [{"max_batch_size": -1}, {"max_batch_size": 0}, {"idle_us": -1}, {"idle_us": 0},
+                                    {"queue_delay_us": -1},
+                                    {"max_sequences": 0}, {"idle_us": 1.5}, {"version": 0}])
+def test_api_refuses_negative_or_bad_counts(dynamic, tmp_path, kwargs):
+    with pytest.raises(ConfigError):
+        export_triton(dynamic("a_lstm_stream_t1n1"), tmp_path / "repo", engine="onnx", **kwargs)
+    assert not (tmp_path / "repo").exists()
+
+
+def test_config_text_is_protobuf_text_format(dynamic, tmp_path):
+    """The written text is what protobuf's serializer makes of the message (no hand-made text)."""
+    from rnnrt.serve.triton import triton_config
+
+    path = dynamic("c_lstm_stacked_ip_softmax")
+    model_dir = export_triton(path, tmp_path / "repo", engine="onnx", name="c", instance_kind="KIND_CPU")
+    cfg = rnnrt.config.load_config(path)
+    want = text_format.MessageToString(triton_config(cfg, "c", engine="onnx", instance_kind="KIND_CPU"))
+    text = (model_dir / "config.pbtxt").read_text()
+    assert text.split("\n", 1)[1] == want
+    assert _parse(model_dir).instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+
+
+def test_instance_kind_auto_follows_the_host(dynamic, tmp_path, monkeypatch):
+    from rnnrt import cuda
+
+    path = dynamic("a_lstm_stream_t1n1")
+    monkeypatch.setattr(cuda, "available", lambda: True)
+    assert _parse(export_triton(path, tmp_path / "r1", engine="onnx", name="g")).instance_group[0].kind == \
+        model_config_pb2.ModelInstanceGroup.KIND_GPU
+    monkeypatch.setattr(cuda, "available", lambda: False)
+    assert _parse(export_triton(path, tmp_path / "r2", engine="onnx", name="c")).instance_group[0].kind == \
+        model_config_pb2.ModelInstanceGroup.KIND_CPU
+
+
+def test_python_engine_layout(dynamic, tmp_path):
+    import json
+
+    path = dynamic("e_lstm_static_input")
+    model_dir = export_triton(path, tmp_path / "repo", engine="python", name="e", max_sequences=5, idle_us=7)
+    mc = _parse(model_dir)
+    assert mc.backend == "python" and mc.max_batch_size == 5
+    sb = mc.sequence_batching
+    assert sb.HasField("oldest") and sb.oldest.max_candidate_sequences == 5 and sb.max_sequence_idle_microseconds == 7
+    kinds = {c.name: model_config_pb2.ModelSequenceBatching.Control.Kind.Name(c.control[0].kind) for c in sb.control_input}
+    assert kinds == {"START": "CONTROL_SEQUENCE_START", "END": "CONTROL_SEQUENCE_END",
+                     "READY": "CONTROL_SEQUENCE_READY", "CORRID": "CONTROL_SEQUENCE_CORRID"}
+    assert not sb.state  # the state lives in rnnrt's pool
+    dims = {t.name: (list(t.dims), t.optional) for t in mc.input}
+    assert dims["data"] == ([-1, 5, 5], True) and dims["x_static"] == ([-1, 3], True) and dims["cont"] == ([-1, 5], True)
+    assert {t.name: list(t.dims) for t in mc.output}["lstm1"] == [-1, 5, 7]
+    layout = json.loads(mc.parameters["rnnrt_bindings"].string_value)
+    assert layout["inputs"] == {"data": 1, "cont": 1, "x_static": 0} and layout["continuation"] == "cont"
+    version = model_dir / "1"
+    assert "from rnnrt.serve.backend import TritonPythonModel" in (version / "model.py").read_text()
+    assert not (version / "rnnrt").exists()  # a folder named rnnrt beside model.py would shadow the package
+    copied = rnnrt.config.load_config(version / "rnnrt_model" / "model.yaml")
+    assert copied.model_path.is_file() and copied.model_path.parent == version / "rnnrt_model"
+
+
+def test_python_engine_needs_a_dynamic_batch(tmp_path):
+    from tests.models import MODELS
+
+    path = MODELS["lstm_t1"]().save(tmp_path / "m")
+    with pytest.raises(ConfigError, match="--batch dynamic"):
+        export_triton(path, tmp_path / "repo", engine="python", name="fixed")
+
+
+def test_cli_serve_refuses_bad_invocations_before_starting_a_server(dynamic, tmp_path, capsys):
+    path = str(dynamic("a_lstm_stream_t1n1"))
+    assert cli_main(["serve"]) == 2
+    assert "no model config" in capsys.readouterr().err
+    assert cli_main(["serve", path, path, "--name", "x"]) == 2
+    assert "--name" in capsys.readouterr().err
+    assert cli_main(["serve", path, "--name", "../x"]) == 2
+    assert "'../x'" in capsys.readouterr().err
+    assert cli_main(["serve", path, "--tritonserver", str(tmp_path / "missing")]) == 2
+    assert "Is not an executable file" in capsys.readouterr().err
+
+
+def test_python_engine_copies_external_data(tmp_path):
+    """A model saved with external data (big weights) travels with its data file into rnnrt_model/."""
+    from rnnrt.config import save_step_graph
+    from rnnrt.importers.caffe.convert import convert_caffe
+
+    (tmp_path / "net.prototxt").write_text(
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 8 } } }\n'
+        'layer { name: "cont" type: "Input" top: "cont" input_param { shape { dim: 1 dim: 1 } } }\n'
+        'layer { name: "lstm1" type: "LSTM" bottom: "data" bottom: "cont" top: "lstm1" '
+        'recurrent_param { num_output: 16 } }\n')
+    path = save_step_graph(convert_caffe(tmp_path / "net.prototxt", batch="dynamic", embed_limit=0), tmp_path / "out")
+    assert (tmp_path / "out" / "model.onnx.data").is_file()
+    model_dir = export_triton(path, tmp_path / "repo", engine="python", name="big")
+    copied = model_dir / "1" / "rnnrt_model"
+    assert (copied / "model.onnx.data").stat().st_size == (tmp_path / "out" / "model.onnx.data").stat().st_size
+    with rnnrt.load(copied / "model.yaml", backend="onnxruntime", batch_size=2) as s, \
+            rnnrt.load(path, backend="onnxruntime", batch_size=2) as ref:
+        x = np.ones((1, 2, 8), np.float32)
+        np.testing.assert_array_equal(s.step({"data": x})["lstm1"], ref.step({"data": x})["lstm1"])
