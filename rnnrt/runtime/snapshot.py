@@ -31,13 +31,32 @@ _MAX_TENSORS = 4096
 _MAX_RANK = 16
 
 
+def _external_data_files(path: Any) -> list[str]:
+    """The external-data files a model names (weights kept beside ``model.onnx``), in a stable order."""
+    import os
+
+    import onnx
+
+    # A model with external weights is small without them; a large file holds its weights inside.
+    if os.path.getsize(path) > (64 << 20):
+        return []
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not an ONNX model we can read: its bytes alone are its identity
+        return []
+    names = {entry.value for init in model.graph.initializer for entry in init.external_data if entry.key == "location"}
+    base = os.path.dirname(os.path.abspath(path))
+    return [os.path.join(base, n) for n in sorted(names)]
+
+
 def model_digest(path: Any) -> str:
-    """Returns ``"sha256:<hex>"`` of a model file: the identity snapshots carry."""
+    """Returns ``"sha256:<hex>"`` of a model file and its external-data files: the identity snapshots carry."""
     h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        for name in [path, *_external_data_files(path)]:
+            with open(name, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
     except OSError as err:
         raise ConfigError(fmt(f"Model {str(path)!r}", f"Cannot be read: {err.strerror}")) from err
     return "sha256:" + h.hexdigest()
