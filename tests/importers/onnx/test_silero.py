@@ -134,7 +134,7 @@ def test_stream_pool_equals_one_wrapper_per_stream(converted, variant):
     for t in range(ticks):
         # Streams open staggered: id s opens at tick s % 12 (ids >= 64 wait for a freed slot).
         for s in range(n_ids):
-            if s not in wrappers and s % 12 <= t and pool.free_slots() > 0 and s not in snaps:
+            if s not in wrappers and s % 12 <= t and pool.free_slots > 0 and s not in snaps:
                 pool.open(s)
                 wrappers[s], pos[s] = ref.wrapper(variant), 0
         # Close and reopen: ids 5, 17 close at tick 10 (free slots for ids >= 64) ...
