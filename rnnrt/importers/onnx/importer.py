@@ -533,6 +533,11 @@ def convert_onnx(
     """
     model, where = _load(path)
     notes: list[str] = []
+    declared = False
+    if override is not None:
+        from rnnrt.importers.onnx.override import load_override
+
+        declared = load_override(override)[0].state is not None
     model = _infer(model)
     if constants:
         model = bind_constants(model, constants)
@@ -548,7 +553,8 @@ def convert_onnx(
         except Exception as err:
             raise ModelImportError(fmt(f"Model {where!r}", f"Cannot be imported: {err}")) from err
         graph, states, notes = _recurrent_states(graph, forward_only, notes)
-        graph, states = _explicit_states(graph, states, notes)
+        if not declared:  # an override that declares the state replaces detection (and its ambiguities)
+            graph, states = _explicit_states(graph, states, notes)
         if context:
             specs = context if isinstance(context, list) else [context]
             used = set(graph.tensors())
@@ -698,9 +704,11 @@ def _probe_axes(model: onnx.ModelProto, states: list[StatePair]) -> Optional[tup
 def _describe(model: onnx.ModelProto, states: list[StatePair], continuation: Optional[Continuation], where: str,
               notes: list[str]) -> StepGraph:
     """The step graph's bindings: batch axes (symbolic, else numeric), dims named, config-valid shapes."""
+    weights = {t.name for t in model.graph.initializer}
+    if states and all(vi.name in {s.output for s in states} for vi in model.graph.output):
+        model, states = _keep_state_outputs(model, states, notes)
     state_in = {s.input for s in states}
     state_out = {s.output for s in states}
-    weights = {t.name for t in model.graph.initializer}
     axes = _batch_axes(model)
     user_in = [vi.name for vi in model.graph.input if vi.name not in weights and vi.name not in state_in]
     if states and any(axes.get(n) is None for n in user_in + [vi.name for vi in model.graph.output if vi.name not in state_out]):
@@ -730,6 +738,29 @@ def _describe(model: onnx.ModelProto, states: list[StatePair], continuation: Opt
         source["model"] = os.path.abspath(where)
     return StepGraph(model=model, inputs=inputs, outputs=outputs, states=states, continuation=continuation,
                      source=source, notes=notes)
+
+
+def _keep_state_outputs(model: onnx.ModelProto, states: list[StatePair], notes: list[str]) -> tuple[onnx.ModelProto, list[StatePair]]:
+    """Every model output is a state output: they stay user outputs and the states get copies ``<out>.state``."""
+    import dataclasses
+
+    model = copy.deepcopy(model)
+    names = {vi.name for vi in model.graph.input} | {vi.name for vi in model.graph.output}
+    names |= {o for n in model.graph.node for o in n.output}
+    new_states = []
+    for s in states:
+        vi = next(v for v in model.graph.output if v.name == s.output)
+        copy_name = f"{s.output}.state"
+        while copy_name in names:
+            copy_name += "_"
+        model.graph.node.append(onnx.helper.make_node("Identity", [s.output], [copy_name], name=f"{copy_name}__copy"))
+        out_vi = copy.deepcopy(vi)
+        out_vi.name = copy_name
+        model.graph.output.append(out_vi)
+        new_states.append(dataclasses.replace(s, output=copy_name))
+    notes.append(f"Every model output is a state output; {[s.output for s in states]} stay in step() results and "
+                 f"the state is carried through copies {[s.output for s in new_states]}.")
+    return model, new_states
 
 
 def _name_dims(model: onnx.ModelProto, axes: Mapping[str, Optional[int]], states: list[StatePair]) -> onnx.ModelProto:

@@ -53,9 +53,12 @@ class Prober:
 
     def shape(self, name: str, batch: int, size: int, batch_axes: Optional[Mapping[str, Optional[int]]] = None) -> tuple[int, ...]:
         axes = self.batch_axes if batch_axes is None else batch_axes
+        # A dim named like a known batch dim is the batch too.
+        names = {_dims(self.inputs[n])[a] for n, a in axes.items() if a is not None and n in self.inputs}
+        names = {d for d in names if isinstance(d, str)}
         out = []
         for axis, d in enumerate(_dims(self.inputs[name])):
-            if axes.get(name) == axis:
+            if axes.get(name) == axis or (isinstance(d, str) and d in names and name not in axes):
                 out.append(batch if not isinstance(d, int) else d)
             elif isinstance(d, int):
                 out.append(d)
