@@ -407,13 +407,15 @@ def _rnn_axes(model: onnx.ModelProto) -> tuple[dict[str, Optional[int]], dict[st
     for node in m.graph.node:
         if node.op_type not in RECURRENT_OPS:
             continue
+        layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
         for idx in (0, 5, 6):
             if len(node.input) > idx and node.input[idx] and len(dims.get(node.input[idx], [])) > 1:
-                sym = dims[node.input[idx]][1]
+                sym = dims[node.input[idx]][0 if layout == 1 else 1]
                 if sym:
                     batch_syms.add(sym)
-        if node.input and dims.get(node.input[0]) and dims[node.input[0]][0]:
-            time_syms.add(dims[node.input[0]][0])
+        t_axis = 1 if layout == 1 else 0
+        if node.input and len(dims.get(node.input[0], [])) > t_axis and dims[node.input[0]][t_axis]:
+            time_syms.add(dims[node.input[0]][t_axis])
     axes: dict[str, Optional[int]] = {}
     times: dict[str, Optional[int]] = {}
     for vi in list(m.graph.input) + list(m.graph.output):
