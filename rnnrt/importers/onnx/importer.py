@@ -723,6 +723,7 @@ def _describe(model: onnx.ModelProto, states: list[StatePair], continuation: Opt
         axes[s.input] = axes[s.output] = s.batch_axis
     if continuation is not None:
         axes[continuation.input] = continuation.batch_axis
+    states = _resolve_state_dims(model, states, notes)
     model = _name_dims(model, axes, states)
     inputs = [_spec(vi, axes) for vi in model.graph.input if vi.name not in weights and vi.name not in state_in]
     outputs = [_spec(vi, axes) for vi in model.graph.output if vi.name not in state_out]
@@ -740,6 +741,32 @@ def _describe(model: onnx.ModelProto, states: list[StatePair], continuation: Opt
         source["model"] = os.path.abspath(where)
     return StepGraph(model=model, inputs=inputs, outputs=outputs, states=states, continuation=continuation,
                      source=source, notes=notes)
+
+
+def _resolve_state_dims(model: onnx.ModelProto, states: list[StatePair], notes: list[str]) -> list[StatePair]:
+    """A state dim other than the batch that the exporter left as a symbol (``unk__188``) gets its size,
+    read from a probe run, so that the config passes rnnrt's own validation."""
+    import dataclasses
+
+    open_dims = [s for s in states if any(isinstance(d, str) and a != s.batch_axis for a, d in enumerate(s.shape))]
+    if not open_dims:
+        return states
+    prober = _prober(model, {s.input: s.batch_axis for s in states})
+    size = prober.find_size(1) if prober is not None else None
+    out = prober.run(prober.feeds(1, size)) if size is not None else None
+    resolved = []
+    for s in states:
+        if s in open_dims and out is not None and out[s.output].ndim == len(s.shape):
+            shape = tuple(d if a == s.batch_axis or isinstance(d, int) else int(out[s.output].shape[a])
+                          for a, d in enumerate(s.shape))
+            notes.append(f"State {s.input!r}: dims the exporter left symbolic resolved to {list(shape)}.")
+            s = dataclasses.replace(s, shape=shape)
+        elif s in open_dims:
+            raise ModelImportError(fmt(f"State input {s.input!r}", f"Has dynamic dims {list(s.shape)} besides the batch "
+                                       f"axis {s.batch_axis}, and the model could not be run to resolve them",
+                                       "Re-export with fixed state dims, or declare the pair with an override."))
+        resolved.append(s)
+    return resolved
 
 
 def _keep_state_outputs(model: onnx.ModelProto, states: list[StatePair], notes: list[str]) -> tuple[onnx.ModelProto, list[StatePair]]:

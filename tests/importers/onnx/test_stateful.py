@@ -247,3 +247,28 @@ def test_cli_flags_reach_the_importer(out_dir, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "rnnrt.cli", "convert", str(path), "-o", str(tmp_path / "b"),
                           "--set", "sr"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and "NAME=VALUE" in bad.stderr
+
+
+def test_state_dim_left_symbolic_by_the_exporter_is_resolved(tmp_path):
+    """h0 [unk__188, N, 4] (dim 0 a symbol the exporter left) -> the config says [1, batch, 4] and loads."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((1, 16, 3)).astype(np.float32)
+    r = rng.standard_normal((1, 16, 4)).astype(np.float32)
+    nodes = [helper.make_node("LSTM", ["x", "W", "R", "", "", "h0", "c0"], ["y", "hn", "cn"], hidden_size=4)]
+    graph = helper.make_graph(
+        nodes, "lstm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", "N", 3]),
+         helper.make_tensor_value_info("h0", TensorProto.FLOAT, ["unk__188", "N", 4]),
+         helper.make_tensor_value_info("c0", TensorProto.FLOAT, ["unk__189", "N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", 1, "N", 4]),
+         helper.make_tensor_value_info("hn", TensorProto.FLOAT, ["unk__190", "N", 4]),
+         helper.make_tensor_value_info("cn", TensorProto.FLOAT, ["unk__191", "N", 4])],
+        [onnx.numpy_helper.from_array(w, "W"), onnx.numpy_helper.from_array(r, "R")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    step = convert_onnx(model)
+    shapes = {s.input: list(s.shape) for s in step.states}
+    assert shapes == {"h0": [1, "N", 4], "c0": [1, "N", 4]} or shapes == {"h0": [1, "batch", 4], "c0": [1, "batch", 4]}
+    cfg = load_config(save_step_graph(step, tmp_path))  # rnnrt's own validation passes
+    with rnnrt.load(tmp_path / "model.yaml", backend="onnxruntime", batch_size=2) as session:
+        assert session.step({"x": np.ones((1, 2, 3), np.float32)})["y"].shape == (1, 1, 2, 4)
+    assert cfg.state[0].shape[0] == 1
