@@ -313,7 +313,7 @@ def _wired_pair(graph: gs.Graph, state_in: gs.Variable, slots: list[_Slot], out_
     g1.outputs = [t1[s.initial().name] for s in slots]
     for v in g1.outputs:
         v.dtype = v.dtype or state_in.dtype
-    g1.cleanup(remove_unused_graph_inputs=True)
+    g1.cleanup(remove_unused_graph_inputs=True, recurse_subgraphs=False)
     got = _run_subgraph(g1, {state_in.name: index, **others}, [v.name for v in g1.outputs])
     if got is None:
         return None
@@ -336,7 +336,7 @@ def _wired_pair(graph: gs.Graph, state_in: gs.Variable, slots: list[_Slot], out_
         target = replaced.get(cand.name, t2[cand.name])
         g2.inputs = finals + [t2[name] for name in others]
         g2.outputs = [target]
-        g2.cleanup(remove_unused_graph_inputs=True)
+        g2.cleanup(remove_unused_graph_inputs=True, recurse_subgraphs=False)
         feeds = {f"__trace_final_{k}": got[k] for k in range(len(slots))}
         out = _run_subgraph(g2, {**feeds, **others}, [target.name])
         if out is not None and out[0].shape == index.shape and np.array_equal(out[0], index):
@@ -564,7 +564,7 @@ def convert_onnx(
                 name, k = parse_context(spec)
                 axes = _probe_axes(gs.export_onnx(graph, do_type_check=False), states)
                 states.append(add_context(graph, name, k, axes[0].get(name) if axes else None, used, notes))
-        graph.cleanup(remove_unused_graph_inputs=True).toposort()
+        graph.cleanup(remove_unused_graph_inputs=True, recurse_subgraphs=False).toposort()
         out_model = gs.export_onnx(graph, do_type_check=False)
     out_model.producer_name = "rnnrt"
     out_model = _infer(out_model)

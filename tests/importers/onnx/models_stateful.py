@@ -181,3 +181,32 @@ def state_is_output(out_dir: Path) -> tuple[Path, Any]:
     net = Net().eval()
     return _export(net, (torch.zeros(3, 2, I), torch.zeros(1, 2, H)), out_dir / "state_out.onnx", ["x", "h0"], ["hn"],
                    {"x": {0: "time", 1: "batch"}, "h0": {1: "batch"}, "hn": {1: "batch"}}), net
+
+
+def scripted_loop(out_dir: Path) -> tuple[Path, Any]:
+    """A scripted loop over the frames of ``x (T, B, I)`` with ``nn.LSTM`` steps inside: the export is an
+    ONNX ``Loop`` whose body holds the LSTM node; ``h_in/c_in -> h_out/c_out`` carry its state."""
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.LSTM(I, H)
+            self.head = nn.Linear(H, 3)
+
+        def forward(self, x: torch.Tensor, h_in: torch.Tensor, c_in: torch.Tensor):
+            h, c = h_in, c_in
+            ys = []
+            for t in range(x.shape[0]):
+                y, (h, c) = self.rnn(x[t:t + 1], (h, c))
+                ys.append(self.head(y))
+            return torch.cat(ys, 0), h, c
+
+    torch.manual_seed(6)
+    net = Net().eval()
+    scripted = torch.jit.script(net)
+    args = (torch.zeros(2, 2, I), torch.zeros(1, 2, H), torch.zeros(1, 2, H))
+    dyn = {"x": {0: "time", 1: "batch"}, "y": {0: "time", 1: "batch"}, "h_in": {1: "batch"}, "c_in": {1: "batch"},
+           "h_out": {1: "batch"}, "c_out": {1: "batch"}}
+    return _export(scripted, args, out_dir / "scripted_loop.onnx", ["x", "h_in", "c_in"], ["y", "h_out", "c_out"], dyn), net

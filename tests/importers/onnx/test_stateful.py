@@ -272,3 +272,18 @@ def test_state_dim_left_symbolic_by_the_exporter_is_resolved(tmp_path):
     with rnnrt.load(tmp_path / "model.yaml", backend="onnxruntime", batch_size=2) as session:
         assert session.step({"x": np.ones((1, 2, 3), np.float32)})["y"].shape == (1, 1, 2, 4)
     assert cfg.state[0].shape[0] == 1
+
+
+def test_lstm_inside_a_loop_streams_through_its_explicit_pairs(out_dir):
+    path, net = M.scripted_loop(out_dir)
+    model = onnx.load(str(path))
+    assert any(n.op_type == "Loop" for n in model.graph.node)
+    step = convert_onnx(path)
+    assert any("inside Loop/Scan/If" in n for n in step.notes)
+    assert {(s.input, s.output) for s in step.states} == {("h_in", "h_out"), ("c_in", "c_out")}
+    x = np.random.default_rng(7).standard_normal((5, 2, M.I)).astype(np.float32)
+    with _load(step, out_dir / "loop", 2) as session:
+        got = np.concatenate([session.step({"x": x[t:t + 1]})["y"] for t in range(5)])
+    with torch.no_grad():
+        want = net(torch.from_numpy(x), torch.zeros(1, 2, M.H), torch.zeros(1, 2, M.H))[0].numpy()
+    np.testing.assert_allclose(got, want, atol=ATOL)
