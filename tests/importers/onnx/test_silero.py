@@ -195,3 +195,14 @@ def test_builds_with_tensorrt_rtx(converted, variant, tmp_path):
                           cwd=ref.REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert load_config(work / "model.yaml").engine is not None
+
+
+def test_bench_uses_the_config_shapes(converted):
+    cfg_path = converted("silero_vad.onnx")
+    base = [sys.executable, "-m", "rnnrt.cli", "bench", str(cfg_path), "--backend", "onnxruntime", "--batch", "4",
+            "--steps", "5", "--warmup", "1", "--rounds", "1"]
+    ok = subprocess.run(base + ["--dim", "chunk=512"], cwd=ref.REPO, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "batch 4" in ok.stdout
+    missing = subprocess.run(base, cwd=ref.REPO, capture_output=True, text=True)
+    assert missing.returncode == 2 and "--dim chunk=N" in missing.stderr
