@@ -186,7 +186,7 @@ def test_builds_with_tensorrt_rtx(converted, variant, tmp_path):
         for axis, d in enumerate(t.shape):
             if isinstance(d, str) and axis != t.batch_axis:
                 dims += ["--dim", f"{d}=1:1:1" if axis != len(t.shape) - 1 else f"{d}=512:512:512"]
-    batch = ["--batch", "1:8:64"] if any(isinstance(s.shape[s.batch_axis], str) for s in cfg.state) else []
+    batch = ["--batch-profile", "1:8:64"] if any(isinstance(s.shape[s.batch_axis], str) for s in cfg.state) else []
     work = tmp_path / "m"
     work.mkdir()
     for f in cfg_path.parent.iterdir():
@@ -199,7 +199,7 @@ def test_builds_with_tensorrt_rtx(converted, variant, tmp_path):
 
 def test_bench_uses_the_config_shapes(converted):
     cfg_path = converted("silero_vad.onnx")
-    base = [sys.executable, "-m", "rnnrt.cli", "bench", str(cfg_path), "--backend", "onnxruntime", "--batch", "4",
+    base = [sys.executable, "-m", "rnnrt.cli", "bench", str(cfg_path), "--backend", "onnxruntime", "--streams", "4",
             "--steps", "5", "--warmup", "1", "--rounds", "1"]
     ok = subprocess.run(base + ["--dim", "chunk=512"], cwd=ref.REPO, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
