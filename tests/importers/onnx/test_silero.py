@@ -206,3 +206,4 @@ def test_bench_uses_the_config_shapes(converted):
     assert "batch 4" in ok.stdout
     missing = subprocess.run(base, cwd=ref.REPO, capture_output=True, text=True)
     assert missing.returncode == 2 and "--dim chunk=N" in missing.stderr
+
