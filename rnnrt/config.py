@@ -516,6 +516,11 @@ class ImportConfig(BaseModel):
         default=None, description="ONNX: re-shape the time axis of a fixed-T export (N or 'dynamic').")
     strict: bool = Field(default=False, description="ONNX: a head that mixes time steps is an error, not a warning.")
 
+    @pydantic.field_validator("context", mode="before")
+    @classmethod
+    def _one_context(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
 
 _IMPORT_PATHS = ("model", "weights", "output", "override")
 
