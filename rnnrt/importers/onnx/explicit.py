@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 from typing import Any, Optional
 
 import numpy as np
@@ -29,7 +28,7 @@ from rnnrt.errors import ConfigError, fmt
 
 G_LOGGER = logging.getLogger("rnnrt.onnx")
 
-__all__ = ["Candidate", "find_explicit_pairs", "names_match"]
+__all__ = ["Candidate", "confirm_pairs", "find_explicit_pairs", "names_match"]
 
 _IN_PREFIXES = ("", "past_", "past.", "prev_", "previous_", "old_", "last_", "in_", "input_", "cur_", "init_", "initial_")
 _OUT_PREFIXES = ("", "new_", "new.", "next_", "present_", "present.", "out_", "output_", "updated_", "final_")

@@ -6,7 +6,6 @@ Not a test module: the Silero tests and the benchmark import it.
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
 import sys
 import warnings
@@ -123,8 +122,3 @@ def restore_wrapper(w: Any, snap: Optional[dict]) -> None:
     for k, v in (snap or {}).items():
         setattr(w, k, copy.deepcopy(v))
 
-
-def env() -> dict:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
-    return e
