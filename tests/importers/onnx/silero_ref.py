@@ -121,4 +121,3 @@ def snapshot_wrapper(w: Any) -> dict:
 def restore_wrapper(w: Any, snap: Optional[dict]) -> None:
     for k, v in (snap or {}).items():
         setattr(w, k, copy.deepcopy(v))
-
