@@ -512,7 +512,7 @@ class ImportConfig(BaseModel):
         default_factory=dict, description="ONNX: inputs bound to constants and folded (e.g. {sr: 16000}).")
     context: list[str] = Field(
         default_factory=list, description="ONNX: INPUT:K, the last K samples of INPUT carried to the next call as state.")
-    time_steps: Optional[Union[Annotated[int, Field(ge=1)], Literal["dynamic"]]] = Field(
+    time_steps: Optional[Union[PositiveInt, Literal["dynamic"]]] = Field(
         default=None, description="ONNX: re-shape the time axis of a fixed-T export (N or 'dynamic').")
     strict: bool = Field(default=False, description="ONNX: a head that mixes time steps is an error, not a warning.")
 

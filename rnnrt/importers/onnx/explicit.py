@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 
 from rnnrt.errors import ConfigError, fmt
+from rnnrt.importers.onnx.probe import onnx_dims
 
 G_LOGGER = logging.getLogger("rnnrt.onnx")
 
@@ -63,10 +64,7 @@ def names_match(input_name: str, output_name: str) -> bool:
 
 
 def _dims(vi: onnx.ValueInfoProto) -> Optional[list[Any]]:
-    t = vi.type.tensor_type
-    if not t.HasField("shape"):
-        return None
-    return [int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+    return onnx_dims(vi) if vi.type.tensor_type.HasField("shape") else None
 
 
 def _value_ancestors(model: onnx.ModelProto) -> dict[str, set[str]]:

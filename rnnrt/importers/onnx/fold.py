@@ -29,6 +29,7 @@ import yaml
 from onnx import numpy_helper
 
 from rnnrt.errors import ConfigError, ModelImportError, fmt
+from rnnrt.ir.bindings import onnx_tensor_type
 
 G_LOGGER = logging.getLogger("rnnrt.onnx")
 GS_LOGGER = logging.getLogger("rnnrt.onnx.graphsurgeon")
@@ -125,7 +126,7 @@ def bind_constants(model: onnx.ModelProto, values: Mapping[str, Any]) -> onnx.Mo
         except (TypeError, ValueError) as err:
             raise ConfigError(fmt(f"--set {name}={raw}", f"Cannot be made a {np.dtype(np_dtype).name} value: {err}")) from err
         if t.HasField("shape"):
-            dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+            dims = [d if isinstance(d, int) else None for d in onnx_tensor_type(vi)[1]]
             if arr.ndim != len(dims) and not (arr.ndim == 0 and all(d == 1 for d in dims)):
                 raise ConfigError(fmt(f"--set {name}={raw}", f"Has shape {list(arr.shape)} but the input has rank "
                                       f"{len(dims)} (shape {[d if d is not None else '?' for d in dims]})",

@@ -32,7 +32,7 @@ from rnnrt.errors import ConfigError, ModelImportError, UnsupportedOpError, fmt
 from rnnrt.importers.onnx.context import add_context, parse_context
 from rnnrt.importers.onnx.explicit import confirm_pairs, find_explicit_pairs
 from rnnrt.importers.onnx.fold import bind_constants, fold, quiet_third_party
-from rnnrt.importers.onnx.probe import Prober
+from rnnrt.importers.onnx.probe import Prober, onnx_dims
 from rnnrt.ir.bindings import onnx_tensor_type
 from rnnrt.ir.stepgraph import Continuation, Dim, StatePair, StepGraph, TensorSpec
 
@@ -433,10 +433,7 @@ def _has_if(model: onnx.ModelProto) -> bool:
 
 
 def _dims_of(vi: onnx.ValueInfoProto) -> list[Any]:
-    t = vi.type.tensor_type
-    if not t.HasField("shape"):
-        return []
-    return [int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+    return onnx_dims(vi)
 
 
 def _set_dim(vi: onnx.ValueInfoProto, axis: int, value: Union[int, str]) -> None:
@@ -723,7 +720,6 @@ def _describe(model: onnx.ModelProto, states: list[StatePair], continuation: Opt
         axes[s.input] = axes[s.output] = s.batch_axis
     if continuation is not None:
         axes[continuation.input] = continuation.batch_axis
-    states = _resolve_state_dims(model, states, notes)
     model = _name_dims(model, axes, states)
     inputs = [_spec(vi, axes) for vi in model.graph.input if vi.name not in weights and vi.name not in state_in]
     outputs = [_spec(vi, axes) for vi in model.graph.output if vi.name not in state_out]
@@ -743,36 +739,8 @@ def _describe(model: onnx.ModelProto, states: list[StatePair], continuation: Opt
                      source=source, notes=notes)
 
 
-def _resolve_state_dims(model: onnx.ModelProto, states: list[StatePair], notes: list[str]) -> list[StatePair]:
-    """A state dim other than the batch that the exporter left as a symbol (``unk__188``) gets its size,
-    read from a probe run, so that the config passes rnnrt's own validation."""
-    import dataclasses
-
-    open_dims = [s for s in states if any(isinstance(d, str) and a != s.batch_axis for a, d in enumerate(s.shape))]
-    if not open_dims:
-        return states
-    prober = _prober(model, {s.input: s.batch_axis for s in states})
-    size = prober.find_size(1) if prober is not None else None
-    out = prober.run(prober.feeds(1, size)) if size is not None else None
-    resolved = []
-    for s in states:
-        if s in open_dims and out is not None and out[s.output].ndim == len(s.shape):
-            shape = tuple(d if a == s.batch_axis or isinstance(d, int) else int(out[s.output].shape[a])
-                          for a, d in enumerate(s.shape))
-            notes.append(f"State {s.input!r}: dims the exporter left symbolic resolved to {list(shape)}.")
-            s = dataclasses.replace(s, shape=shape)
-        elif s in open_dims:
-            raise ModelImportError(fmt(f"State input {s.input!r}", f"Has dynamic dims {list(s.shape)} besides the batch "
-                                       f"axis {s.batch_axis}, and the model could not be run to resolve them",
-                                       "Re-export with fixed state dims, or declare the pair with an override."))
-        resolved.append(s)
-    return resolved
-
-
 def _keep_state_outputs(model: onnx.ModelProto, states: list[StatePair], notes: list[str]) -> tuple[onnx.ModelProto, list[StatePair]]:
     """Every model output is a state output: they stay user outputs and the states get copies ``<out>.state``."""
-    import dataclasses
-
     model = copy.deepcopy(model)
     names = {vi.name for vi in model.graph.input} | {vi.name for vi in model.graph.output}
     names |= {o for n in model.graph.node for o in n.output}
@@ -786,7 +754,7 @@ def _keep_state_outputs(model: onnx.ModelProto, states: list[StatePair], notes: 
         out_vi = copy.deepcopy(vi)
         out_vi.name = copy_name
         model.graph.output.append(out_vi)
-        new_states.append(dataclasses.replace(s, output=copy_name))
+        new_states.append(s.model_copy(update={"output": copy_name}))
     notes.append(f"Every model output is a state output; {[s.output for s in states]} stay in step() results and "
                  f"the state is carried through copies {[s.output for s in new_states]}.")
     return model, new_states
@@ -962,7 +930,9 @@ def _expose_and_pair(graph: gs.Graph, nodes: list[gs.Node], notes: list[str]) ->
         axis = _state_batch_axis(slots, state_in)
         if shape[axis] == "?":
             shape[axis] = "batch"
-            state_in.shape = list(shape)
+        if any(isinstance(d, str) for a, d in enumerate(shape) if a != axis):
+            shape = _resolve_state_dims(graph, name, out_name, axis, shape, notes)
+        state_in.shape = list(shape)
         pairs.append(StatePair(name, out_name, tuple(shape), _np_dtype(state_in.dtype).name, axis))
         notes.append(f"Paired existing state {name!r} -> {out_name!r} (checked through the graph wiring).")
         out_var.shape = list(shape)
@@ -992,6 +962,23 @@ def _expose_and_pair(graph: gs.Graph, nodes: list[gs.Node], notes: list[str]) ->
         names = sorted({node_stem[id(s.node)] for s in to_expose})
         notes.append(f"Exposed the recurrent state of {names} as inputs <node>.h0/.c0 and outputs <node>.hT/.cT.")
     return pairs
+
+
+def _resolve_state_dims(graph: gs.Graph, state_in: str, state_out: str, axis: int, shape: list, notes: list[str]) -> list:
+    """A state dim other than the batch that the exporter left as a symbol (``unk__188``) gets its size,
+    read from a probe run, so that the config passes rnnrt's own validation."""
+    with quiet_third_party():
+        model = _infer(gs.export_onnx(graph, do_type_check=False))
+    prober = _prober(model, {state_in: axis})
+    size = prober.find_size(1) if prober is not None else None
+    out = prober.run(prober.feeds(1, size)) if size is not None else None
+    if out is None or state_out not in out or out[state_out].ndim != len(shape):
+        raise ModelImportError(fmt(f"State input {state_in!r}", f"Has dynamic dims {shape} besides the batch axis {axis}, "
+                                   "and the model could not be run to resolve them",
+                                   "Re-export with fixed state dims, or declare the pair with an override."))
+    resolved = [d if a == axis or isinstance(d, int) else int(out[state_out].shape[a]) for a, d in enumerate(shape)]
+    notes.append(f"State {state_in!r}: dims the exporter left symbolic resolved to {resolved}.")
+    return resolved
 
 
 def _unique(name: str, used: set[str]) -> str:

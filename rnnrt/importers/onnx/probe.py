@@ -13,9 +13,11 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import onnx
 
+from rnnrt.ir.bindings import onnx_tensor_type
+
 G_LOGGER = logging.getLogger("rnnrt.onnx")
 
-__all__ = ["PROBE_SIZES", "Prober"]
+__all__ = ["PROBE_SIZES", "Prober", "onnx_dims"]
 
 PROBE_SIZES = (16, 64, 256, 512, 1024, 1, 4, 8, 32, 128, 2048, 4096)
 
@@ -23,11 +25,13 @@ _ONNX_TO_NP = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64,
                11: np.float64}
 
 
-def _dims(vi: onnx.ValueInfoProto) -> list[Any]:
-    t = vi.type.tensor_type
-    if not t.HasField("shape"):
-        return []
-    return [int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+def onnx_dims(vi: onnx.ValueInfoProto) -> list[Any]:
+    """A graph tensor's dims: ints, names for named dynamic dims, None for unnamed ones ([] if unknown)."""
+    _, dims = onnx_tensor_type(vi, unnamed="")
+    return [None if d == "" else d for d in dims] if dims is not None else []
+
+
+_dims = onnx_dims
 
 
 class Prober:
