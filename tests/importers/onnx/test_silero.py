@@ -194,7 +194,11 @@ def test_builds_with_tensorrt_rtx(converted, variant, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "rnnrt.cli", "build", str(work / "model.yaml"), *batch, *dims],
                           cwd=ref.REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert load_config(work / "model.yaml").engine is not None
+    import json
+
+    manifest = json.loads((work / "model.plan.json").read_text())  # the plan's manifest beside it
+    assert (work / "model.plan").stat().st_size > 0
+    assert "tensorrt_rtx" in json.dumps(manifest)
 
 
 def test_bench_uses_the_config_shapes(converted):
