@@ -166,6 +166,16 @@ def _convert_arguments(p: argparse.ArgumentParser) -> None:
                       help="Keep only the forward direction of bidirectional layers instead of failing.")
     onnx.add_argument("--override", metavar="YAML", default=None,
                       help="YAML that fixes detected state pairs, batch axes or continuation (see docs/onnx.md).")
+    onnx.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="set_values",
+                      help="Bind input NAME to a constant (e.g. --set sr=16000) and fold what becomes constant "
+                      "(Ifs on it are inlined); repeatable.")
+    onnx.add_argument("--context", action="append", default=[], metavar="INPUT:K",
+                      help="Carry the last K samples of INPUT (last axis) to the next call as state (e.g. input:64); "
+                      "repeatable.")
+    onnx.add_argument("--time-steps", default=None, metavar="N|dynamic",
+                      help="Re-shape the time axis of a fixed-T export to N steps per call, or make it dynamic.")
+    onnx.add_argument("--strict", action="store_true", default=None,
+                      help="Fail (instead of warning) when an op after the recurrence mixes time steps.")
 
 
 def _import_options(args: argparse.Namespace):
@@ -180,6 +190,10 @@ def _import_options(args: argparse.Namespace):
     fields = ("model", "weights", "output", "name", "batch", "seed", "phase", "plugins", "add_reset",
               "forward_only", "override")
     flags = {f: getattr(args, f) for f in fields}
+    flags["set"] = _set_values(args.set_values, "--set") or None
+    flags["context"] = list(args.context) or None
+    flags["time_steps"] = _time_steps(args.time_steps)
+    flags["strict"] = args.strict
     if args.config:
         return load_import_config(args.config, flags)
     try:
@@ -187,6 +201,30 @@ def _import_options(args: argparse.Namespace):
     except pydantic.ValidationError as err:
         what = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         raise ConfigError(fmt("convert options", f"Invalid: {what}")) from err
+
+
+def _set_values(items: list, flag: str) -> dict:
+    """``["sr=16000", ...]`` -> ``{"sr": "16000"}`` (the value is read as YAML where it is used)."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(fmt(f"{flag} {item!r}", "Is not NAME=VALUE", f"For example {flag} sr=16000."))
+        out[name] = value
+    return out
+
+
+def _time_steps(text):
+    if text is None or text == "dynamic":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(fmt(f"--time-steps {text!r}", "Is neither a positive number nor 'dynamic'",
+                              "For example --time-steps 1 (one frame per call) or --time-steps dynamic."))
+    return value
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -207,7 +245,8 @@ def _convert(args: argparse.Namespace) -> int:
         from rnnrt.importers.onnx.importer import convert_onnx
 
         step = convert_onnx(opts.model, add_reset=opts.add_reset, forward_only=opts.forward_only,
-                            override=opts.override)
+                            override=opts.override, constants=dict(opts.set), context=list(opts.context),
+                            time_steps=opts.time_steps, strict=opts.strict)
     else:
         from rnnrt.importers.caffe.convert import convert_caffe
         from rnnrt.importers.caffe.plugins import load_plugins
@@ -562,9 +601,55 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=_NON_NEGATIVE, default=50, metavar="N", help="Untimed steps first (default: 50).")
     p.add_argument("--rounds", type=_POSITIVE, default=3, metavar="N",
                    help="Rounds; the median of round medians is reported (default: 3).")
+    p.add_argument("--dim", action="append", default=[], metavar="NAME=N",
+                   help="Size of a dynamic non-batch dim, by name (e.g. --dim chunk=512); repeatable.")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="set_values",
+                   help="Value of a non-float input, fed every step (e.g. --set sr=16000); repeatable.")
     _add_session_group(p)
     _alias(p, "--batch", "streams", "--streams", type=_POSITIVE, metavar="N")
     p.add_argument("--plot", default=None, metavar="PNG", help="Draw the step-latency histogram (needs matplotlib).")
+
+
+def _bench_frame(cfg, batch_size: int, args: argparse.Namespace) -> dict:
+    """One frame with the config's real shapes: the batch axis is the batch size, other dynamic dims come
+    from ``--dim``; float inputs are random, other inputs take their ``--set`` value."""
+    import numpy as np
+
+    from rnnrt.importers.onnx.fold import parse_value
+
+    sizes = {}
+    for item in args.dim:
+        name, _, value = item.partition("=")
+        try:
+            sizes[name] = int(value)
+        except ValueError:
+            raise ConfigError(fmt(f"--dim {item!r}", "Is not NAME=N", "For example --dim chunk=512.")) from None
+    values = {k: parse_value(v) for k, v in _set_values(args.set_values, "--set").items()}
+    cont = cfg.continuation.input if cfg.continuation else None
+    rng = np.random.default_rng(0)
+    frame = {}
+    for t in cfg.inputs:
+        if t.name == cont:
+            continue
+        shape = []
+        for axis, d in enumerate(t.shape):
+            if axis == t.batch_axis:
+                shape.append(t.batch_entries(batch_size) if isinstance(d, str) else d)
+            elif isinstance(d, int):
+                shape.append(d)
+            elif d in sizes:
+                shape.append(sizes[d])
+            else:
+                raise ConfigError(fmt(f"Input {t.name!r}", f"Dim {axis} ({d!r}) is dynamic and bench has no size for it",
+                                      f"Give one with --dim {d}=N."))
+        if t.name in values:
+            frame[t.name] = np.broadcast_to(np.asarray(values[t.name], dtype=t.dtype), shape).copy()
+        elif np.issubdtype(np.dtype(t.dtype), np.floating):
+            frame[t.name] = rng.uniform(-1, 1, shape).astype(t.dtype)
+        else:
+            raise ConfigError(fmt(f"Input {t.name!r}", f"Is {t.dtype}; bench does not invent values for it",
+                                  f"Give its value with --set {t.name}=VALUE (or bind it at convert time with --set)."))
+    return frame
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -586,15 +671,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.threads:
         kw["threads"] = args.threads
     with rnnrt.load(cfg, backend=args.backend, **kw) as session:
-        cont = cfg.continuation.input if cfg.continuation else None
-        rng = np.random.default_rng(0)
-        frame = {}
-        for t in cfg.inputs:
-            if t.name == cont:
-                continue
-            shape = [(t.batch_entries(session.batch_size) if i == t.batch_axis else session.batch_size)
-                     if isinstance(d, str) else d for i, d in enumerate(t.shape)]
-            frame[t.name] = rng.uniform(-1, 1, shape).astype(t.dtype)
+        frame = _bench_frame(cfg, session.batch_size, args)
         for _ in range(args.warmup):
             session.step(frame)
         medians, all_times = [], []
@@ -968,6 +1045,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         examples="rnnrt convert deploy.prototxt weights.caffemodel -o out/\n"
         "rnnrt convert deploy.prototxt -o out/ --batch dynamic     # random weights, symbolic stream axis\n"
         "rnnrt convert lstm.onnx -o out/ --add-reset\n"
+        "rnnrt convert silero_vad.onnx -o vad/ --set sr=16000 --context input:64   # constants folded, context as state\n"
         "rnnrt convert --config import.yaml -o other/              # options from YAML, flags override\n"
         "rnnrt convert --plugins plugins/ --list-layers",
     ),
@@ -1016,7 +1094,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         add_arguments=_bench_arguments,
         run=_bench,
         examples="rnnrt bench out/model.yaml\n"
-        "rnnrt bench out/model.yaml --streams 64 --steps 200 --rounds 5 --threads 1",
+        "rnnrt bench out/model.yaml --streams 64 --steps 200 --rounds 5 --threads 1\n"
+        "rnnrt bench vad/model.yaml --streams 64 --dim chunk=512   # a dynamic non-batch dim needs a size",
     ),
     Subcommand(
         "inspect",

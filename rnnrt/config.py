@@ -508,6 +508,18 @@ class ImportConfig(BaseModel):
     add_reset: bool = Field(default=False, description="ONNX: add a continuation input 'cont'.")
     forward_only: bool = Field(default=False, description="ONNX: keep the forward direction of bidirectional layers.")
     override: Optional[str] = Field(default=None, description="ONNX: YAML that fixes detected state pairs.")
+    set: dict[str, Any] = Field(
+        default_factory=dict, description="ONNX: inputs bound to constants and folded (e.g. {sr: 16000}).")
+    context: list[str] = Field(
+        default_factory=list, description="ONNX: INPUT:K, the last K samples of INPUT carried to the next call as state.")
+    time_steps: Optional[Union[PositiveInt, Literal["dynamic"]]] = Field(
+        default=None, description="ONNX: re-shape the time axis of a fixed-T export (N or 'dynamic').")
+    strict: bool = Field(default=False, description="ONNX: a head that mixes time steps is an error, not a warning.")
+
+    @pydantic.field_validator("context", mode="before")
+    @classmethod
+    def _one_context(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
 
 _IMPORT_PATHS = ("model", "weights", "output", "override")
@@ -538,7 +550,12 @@ def load_import_config(path: Union[str, os.PathLike], overrides: Optional[dict[s
     for key, value in (overrides or {}).items():
         if value is None:
             continue
-        data[key] = list(data.get("plugins") or []) + list(value) if key == "plugins" else value
+        if key == "plugins":
+            data[key] = list(data.get("plugins") or []) + list(value)
+        elif key == "set" and isinstance(data.get("set"), dict):
+            data[key] = {**data["set"], **value}
+        else:
+            data[key] = value
     try:
         return ImportConfig.model_validate(data)
     except pydantic.ValidationError as err:

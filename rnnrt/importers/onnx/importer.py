@@ -28,7 +28,11 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from rnnrt.errors import ModelImportError, UnsupportedOpError, fmt
+from rnnrt.errors import ConfigError, ModelImportError, UnsupportedOpError, fmt
+from rnnrt.importers.onnx.context import add_context, parse_context
+from rnnrt.importers.onnx.explicit import confirm_pairs, find_explicit_pairs
+from rnnrt.importers.onnx.fold import bind_constants, fold, quiet_third_party
+from rnnrt.importers.onnx.probe import Prober, onnx_dims
 from rnnrt.ir.bindings import onnx_tensor_type
 from rnnrt.ir.stepgraph import Continuation, Dim, StatePair, StepGraph, TensorSpec
 
@@ -309,7 +313,7 @@ def _wired_pair(graph: gs.Graph, state_in: gs.Variable, slots: list[_Slot], out_
     g1.outputs = [t1[s.initial().name] for s in slots]
     for v in g1.outputs:
         v.dtype = v.dtype or state_in.dtype
-    g1.cleanup(remove_unused_graph_inputs=True)
+    g1.cleanup(remove_unused_graph_inputs=True, recurse_subgraphs=False)
     got = _run_subgraph(g1, {state_in.name: index, **others}, [v.name for v in g1.outputs])
     if got is None:
         return None
@@ -332,7 +336,7 @@ def _wired_pair(graph: gs.Graph, state_in: gs.Variable, slots: list[_Slot], out_
         target = replaced.get(cand.name, t2[cand.name])
         g2.inputs = finals + [t2[name] for name in others]
         g2.outputs = [target]
-        g2.cleanup(remove_unused_graph_inputs=True)
+        g2.cleanup(remove_unused_graph_inputs=True, recurse_subgraphs=False)
         feeds = {f"__trace_final_{k}": got[k] for k in range(len(slots))}
         out = _run_subgraph(g2, {**feeds, **others}, [target.name])
         if out is not None and out[0].shape == index.shape and np.array_equal(out[0], index):
@@ -366,10 +370,16 @@ def _spec_shape(var: Any) -> Optional[list[Dim]]:
 
 
 def _batch_axes(model: onnx.ModelProto) -> dict[str, Optional[int]]:
-    """Batch axis of every graph input and output, found by symbolic shape inference.
+    """Batch axis of every graph input and output, found by symbolic shape inference."""
+    return _rnn_axes(model)[0]
+
+
+def _rnn_axes(model: onnx.ModelProto) -> tuple[dict[str, Optional[int]], dict[str, Optional[int]]]:
+    """Batch and time axes of every graph input and output, found by symbolic shape inference.
 
     Each input axis gets its own symbol; the symbols that land on a recurrent node's batch axis are
-    batch symbols, and a binding's batch axis is the axis that carries one of them.
+    batch symbols (on its X's axis 0: time symbols), and a binding's batch (time) axis is the axis
+    that carries one of them.
     """
     m = copy.deepcopy(model)
     weights = {t.name for t in m.graph.initializer}
@@ -386,28 +396,80 @@ def _batch_axes(model: onnx.ModelProto) -> dict[str, Optional[int]]:
         m = onnx.shape_inference.infer_shapes(m, strict_mode=False)
     except Exception as err:
         G_LOGGER.debug("Symbolic shape inference failed: %s", err)
-        return {}
+        return {}, {}
     dims: dict[str, list[str]] = {}
     for vi in list(m.graph.input) + list(m.graph.value_info) + list(m.graph.output):
         t = vi.type.tensor_type
         if t.HasField("shape"):
             dims[vi.name] = [d.dim_param if d.HasField("dim_param") else "" for d in t.shape.dim]
     batch_syms: set[str] = set()
+    time_syms: set[str] = set()
     for node in m.graph.node:
         if node.op_type not in RECURRENT_OPS:
             continue
+        layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
         for idx in (0, 5, 6):
             if len(node.input) > idx and node.input[idx] and len(dims.get(node.input[idx], [])) > 1:
-                sym = dims[node.input[idx]][1]
+                sym = dims[node.input[idx]][0 if layout == 1 else 1]
                 if sym:
                     batch_syms.add(sym)
+        t_axis = 1 if layout == 1 else 0
+        if node.input and len(dims.get(node.input[0], [])) > t_axis and dims[node.input[0]][t_axis]:
+            time_syms.add(dims[node.input[0]][t_axis])
     axes: dict[str, Optional[int]] = {}
+    times: dict[str, Optional[int]] = {}
     for vi in list(m.graph.input) + list(m.graph.output):
         if vi.name in weights:
             continue
         found = [a for a, s in enumerate(dims.get(vi.name, [])) if s in batch_syms]
         axes[vi.name] = found[0] if found else None
-    return axes
+        found = [a for a, s in enumerate(dims.get(vi.name, [])) if s in time_syms]
+        times[vi.name] = found[0] if found else None
+    return axes, times
+
+
+def _has_if(model: onnx.ModelProto) -> bool:
+    return any(n.op_type == "If" for n in model.graph.node)
+
+
+def _dims_of(vi: onnx.ValueInfoProto) -> list[Any]:
+    return onnx_dims(vi)
+
+
+def _set_dim(vi: onnx.ValueInfoProto, axis: int, value: Union[int, str]) -> None:
+    d = vi.type.tensor_type.shape.dim[axis]
+    d.Clear()
+    if isinstance(value, int):
+        d.dim_value = value
+    else:
+        d.dim_param = value
+
+
+def _set_time_steps(model: onnx.ModelProto, time_steps: Union[int, str], where: str, notes: list[str]) -> onnx.ModelProto:
+    """Re-shapes the time axis of the inputs and outputs that carry the recurrent nodes' time dim."""
+    steps: Union[int, str]
+    if isinstance(time_steps, str) and time_steps != "dynamic":
+        try:
+            steps = int(time_steps)
+        except ValueError as err:
+            raise ConfigError(fmt(f"--time-steps {time_steps}", "Is neither a positive number nor 'dynamic'")) from err
+    else:
+        steps = "time" if time_steps == "dynamic" else int(time_steps)
+    if isinstance(steps, int) and steps < 1:
+        raise ConfigError(fmt(f"--time-steps {time_steps}", "Is not a positive number of time steps"))
+    _, times = _rnn_axes(model)
+    hit = {n: a for n, a in times.items() if a is not None}
+    if not hit:
+        raise ModelImportError(fmt(f"Model {where!r}", "Has no input whose axis feeds the time axis of a recurrent node",
+                                   "--time-steps re-shapes the time axis of models with LSTM/GRU/RNN nodes."))
+    model = copy.deepcopy(model)
+    for vi in list(model.graph.input) + list(model.graph.output):
+        if vi.name in hit:
+            _set_dim(vi, hit[vi.name], steps)
+    del model.graph.value_info[:]
+    model = _infer(model)
+    notes.append(f"Time axis of {sorted(hit)} set to {steps!r} (--time-steps).")
+    return model
 
 
 def convert_onnx(
@@ -417,101 +479,392 @@ def convert_onnx(
     forward_only: bool = False,
     override: Union[str, os.PathLike, Mapping[str, Any], None] = None,
     reset_name: str = "cont",
+    constants: Optional[Mapping[str, Any]] = None,
+    context: Union[str, Mapping[str, Any], list, None] = None,
+    time_steps: Union[int, str, None] = None,
+    strict: bool = False,
 ) -> StepGraph:
-    """Converts an ONNX model with LSTM/GRU/RNN nodes into a streaming step graph.
+    """Converts a stateful ONNX model into a streaming step graph.
 
-    For every recurrent node of the main graph: an initial state that is absent or constant becomes a
-    graph input ``<node>.h0`` (``.c0``) and its final state a graph output ``<node>.hT`` (``.cT``); an
-    initial state that comes from a model input is paired with the model output that carries the
-    matching final states, when an index-tracing check proves the wiring element for element (else the
-    node's state is exposed on its own and the note says so). ``layout=1`` nodes are rewritten to
-    ``layout=0`` between Transposes. A model without recurrent nodes gives a stateless step graph.
+    Steps, in order: ``constants`` are bound and everything that became constant is folded (``If``
+    nodes whose condition is now known are inlined); ``time_steps`` re-shapes the time axis; the state
+    of every recurrent node (LSTM/GRU/RNN) of the main graph is exposed or paired (see below); explicit
+    state pairs (``state -> stateN``, ``h_in -> h_out`` ...) among the remaining inputs and outputs are
+    detected by shape, wiring and names and confirmed numerically (:mod:`.explicit`); ``context``
+    adds carried input context (:mod:`.context`); the override corrects the description; ``add_reset``
+    adds the continuation input to every state, whatever declared it.
+
+    Recurrent nodes: an initial state that is absent or constant becomes a graph input ``<node>.h0``
+    (``.c0``) and its final state a graph output ``<node>.hT`` (``.cT``); an initial state that comes
+    from a model input is paired with the model output that carries the matching final states, when an
+    index-tracing check proves the wiring element for element. ``layout=1`` nodes are rewritten to
+    ``layout=0`` between Transposes.
 
     Args:
         path (str | os.PathLike | onnx.ModelProto): The ONNX model (or its file).
         add_reset (bool): Add a continuation input ``cont`` of shape ``[1, N]``: where it is 0 the
-            stream's state is zeroed before this call (Caffe ``cont`` semantics at the call's first
-            frame). Defaults to False.
+            stream's state is zeroed before this call. Defaults to False.
         forward_only (bool): Keep only the forward direction of bidirectional nodes instead of raising.
-            The backward half of their outputs becomes zeros. Defaults to False.
         override (str | os.PathLike | Mapping | None): A YAML file (or mapping) that replaces what the
-            detection found: ``state`` (the list of pairs), ``continuation`` and per-binding
-            ``batch_axis`` under ``inputs``/``outputs``; see ``docs/onnx.md``. Validated against the model.
+            detection found; see ``docs/onnx.md``. Validated against the model.
         reset_name (str): Name of the continuation input added by ``add_reset``. Defaults to ``"cont"``.
+        constants (Mapping[str, Any] | None): Inputs bound to constants (``--set sr=16000``): a value
+            or a string in YAML syntax per input name.
+        context (str | Mapping | list | None): ``"INPUT:K"`` (or a list of them): carry the last K
+            samples of INPUT along its last axis to the next call.
+        time_steps (int | str | None): ``N`` or ``"dynamic"``: re-shape the time axis of a fixed-T export.
+        strict (bool): Raise instead of warning when an op after the recurrence mixes time steps.
 
     Returns:
-        StepGraph: The step graph; ``notes`` tell what was exposed, paired or left alone.
+        StepGraph: The step graph; ``notes`` tell what was bound, folded, exposed, paired or left alone.
 
     Raises:
-        ModelImportError: The file cannot be read.
+        ModelImportError: The file cannot be read; a time-mixing head with ``strict``.
         UnsupportedOpError: A bidirectional (without ``forward_only``) or reverse node, or one with
             ``sequence_lens``.
-        ConfigError: The override does not match the model.
+        ConfigError: A ``--set``/``--context`` that does not fit the model, an ambiguous state pair,
+            or an override that does not match the model.
 
     Example::
 
-        step = convert_onnx("lstm.onnx", add_reset=True)
+        step = convert_onnx("silero_vad.onnx", constants={"sr": 16000}, context="input:64")
         rnnrt.config.save_step_graph(step, "out")
     """
     model, where = _load(path)
     notes: list[str] = []
+    declared = False
+    if override is not None:
+        from rnnrt.importers.onnx.override import load_override
+
+        declared = load_override(override)[0].state is not None
     model = _infer(model)
-    try:
-        graph = gs.import_onnx(model)
-    except Exception as err:
-        raise ModelImportError(fmt(f"Model {where!r}", f"Cannot be imported: {err}")) from err
-
-    nested = [n for n in _subgraph_nodes(graph) if n.op in RECURRENT_OPS]
-    if nested:
-        notes.append(f"{len(nested)} recurrent node(s) inside Loop/Scan/If bodies are left as they are (their state is not exposed).")
-    nodes = [n for n in graph.nodes if n.op in RECURRENT_OPS]
-    states: list[StatePair] = []
-    if not nodes:
-        notes.append("The model has no LSTM, GRU or RNN nodes: the config is stateless "
-                     "(declare state pairs with an override if the model carries state by other means).")
-    else:
-        for node in nodes:
-            _check_node(node, forward_only, notes, graph)
-        # Rewrites above made tensors without shapes: infer them again.
-        graph.cleanup().toposort()
-        graph = gs.import_onnx(_infer(gs.export_onnx(graph, do_type_check=False)))
-        nodes = [n for n in graph.nodes if n.op in RECURRENT_OPS]
-        states = _expose_and_pair(graph, nodes, notes)
-
-    continuation = None
-    if add_reset:
-        if not states:
-            notes.append("add_reset was ignored: the model has no recurrent state.")
-        else:
-            continuation = _add_reset(graph, states, reset_name, notes)
-
-    graph.cleanup(remove_unused_graph_inputs=True).toposort()
-    out_model = gs.export_onnx(graph, do_type_check=False)
+    if constants:
+        model = bind_constants(model, constants)
+        notes.append(f"Bound {', '.join(f'{k}={v}' for k, v in constants.items())} as constant(s).")
+    if constants or _has_if(model):
+        model, fold_notes = fold(model, where)
+        notes += fold_notes
+    if time_steps is not None:
+        model = _set_time_steps(model, time_steps, where, notes)
+    with quiet_third_party():
+        try:
+            graph = gs.import_onnx(model)
+        except Exception as err:
+            raise ModelImportError(fmt(f"Model {where!r}", f"Cannot be imported: {err}")) from err
+        graph, states, notes = _recurrent_states(graph, forward_only, notes)
+        if not declared:  # an override that declares the state replaces detection (and its ambiguities)
+            graph, states = _explicit_states(graph, states, notes)
+        if context:
+            specs = context if isinstance(context, list) else [context]
+            used = set(graph.tensors())
+            for spec in specs:
+                name, k = parse_context(spec)
+                axes = _probe_axes(gs.export_onnx(graph, do_type_check=False), states)
+                states.append(add_context(graph, name, k, axes[0].get(name) if axes else None, used, notes))
+        graph.cleanup(remove_unused_graph_inputs=True, recurse_subgraphs=False).toposort()
+        out_model = gs.export_onnx(graph, do_type_check=False)
     out_model.producer_name = "rnnrt"
     out_model = _infer(out_model)
-    state_in = {s.input for s in states}
-    state_out = {s.output for s in states}
-    axes = _batch_axes(out_model)
-    weights = {t.name for t in out_model.graph.initializer}
-    if continuation is not None:
-        axes[continuation.input] = continuation.batch_axis
-    inputs = [_spec(vi, axes) for vi in out_model.graph.input if vi.name not in weights and vi.name not in state_in]
-    outputs = [_spec(vi, axes) for vi in out_model.graph.output if vi.name not in state_out]
-    try:
-        onnx.checker.check_model(out_model)
-    except onnx.checker.ValidationError as err:
-        raise ModelImportError(fmt(f"Model {where!r}", f"The step graph is invalid ONNX: {err}")) from err
-
-    source: dict[str, Any] = {"format": "onnx"}
-    if where != "<in-memory model>":
-        source["model"] = os.path.abspath(where)
-    step = StepGraph(model=out_model, inputs=inputs, outputs=outputs, states=states, continuation=continuation,
-                     source=source, notes=notes)
+    step = _describe(out_model, states, None, where, notes)
     if override is not None:
         from rnnrt.importers.onnx.override import apply_override
 
         step = apply_override(step, override)
+    if add_reset:
+        step = _with_reset(step, reset_name, where)
+    _check_time_mixing(step, strict, where)
     return step
+
+
+def _recurrent_states(graph: gs.Graph, forward_only: bool, notes: list[str]) -> tuple[gs.Graph, list[StatePair], list[str]]:
+    """Exposes or pairs the state of the main graph's recurrent nodes; notes nested ones."""
+    nested = [n for n in _subgraph_nodes(graph) if n.op in RECURRENT_OPS]
+    if nested:
+        inputs = sorted(_if_condition_inputs(graph))
+        hint = (f" Bind the input(s) their condition depends on ({', '.join(inputs)}) with --set NAME=VALUE to "
+                "inline the If." if inputs else "")
+        notes.append(f"{len(nested)} recurrent node(s) stay inside Loop/Scan/If bodies; their state is carried only "
+                     f"where the model's own inputs/outputs carry it (explicit state pairs).{hint}")
+    nodes = [n for n in graph.nodes if n.op in RECURRENT_OPS]
+    if not nodes:
+        return graph, [], notes
+    for node in nodes:
+        _check_node(node, forward_only, notes, graph)
+    # Rewrites above made tensors without shapes: infer them again.
+    graph.cleanup().toposort()
+    graph = gs.import_onnx(_infer(gs.export_onnx(graph, do_type_check=False)))
+    nodes = [n for n in graph.nodes if n.op in RECURRENT_OPS]
+    states = _expose_and_pair(graph, nodes, notes)
+    return graph, states, notes
+
+
+def _if_condition_inputs(graph: gs.Graph) -> set[str]:
+    from rnnrt.importers.onnx.fold import _value_sources
+
+    names = {v.name for v in graph.inputs}
+    found: set[str] = set()
+    for node in graph.nodes:
+        if node.op == "If":
+            found |= _value_sources(node.inputs[0]) & names
+    return found
+
+
+def _explicit_states(graph: gs.Graph, states: list[StatePair], notes: list[str]) -> tuple[gs.Graph, list[StatePair]]:
+    """Adds the explicit state pairs among the inputs/outputs the recurrent nodes did not take."""
+    model = _infer(gs.export_onnx(graph, do_type_check=False))
+    taken_in = {s.input for s in states}
+    taken_out = {s.output for s in states}
+    cands = find_explicit_pairs(model, taken_in, taken_out, notes)
+    if not cands:
+        if not states:
+            notes.append("The model has no LSTM, GRU or RNN nodes and no explicit state pairs: the config is "
+                         "stateless (declare state pairs with an override if the model carries state by other means).")
+        return graph, states
+    vis_in = {vi.name: vi for vi in model.graph.input}
+    fixed = {s.input: s.batch_axis for s in states}
+    for c in cands:
+        fixed[c.input] = _state_axis(_dims_of(vis_in[c.input]), model)
+    prober = _prober(model, fixed)
+    size = prober.find_size(1) if prober is not None else None
+    if prober is not None and size is not None:
+        cands = confirm_pairs(model, cands, prober, size, fixed, notes)
+    concrete: dict[str, tuple] = {}
+    if prober is not None and size is not None:
+        out = prober.run(prober.feeds(1, size, batch_axes=fixed))
+        if out is not None:
+            concrete = {c.output: out[c.output].shape for c in cands}
+    tensors = graph.tensors()
+    for c in cands:
+        dims = _dims_of(vis_in[c.input])
+        axis = fixed[c.input]
+        shape: list[Dim] = []
+        for a, d in enumerate(dims):
+            if a == axis:
+                shape.append(d if isinstance(d, int) else "batch")
+            elif isinstance(d, int):
+                shape.append(d)
+            elif c.output in concrete:
+                shape.append(int(concrete[c.output][a]))  # a named symbol the exporter left: resolved
+            else:
+                raise ModelImportError(fmt(f"State input {c.input!r}", f"Dim {a} ({d!r}) is dynamic and not the batch dim",
+                                           "Re-export with fixed state dims, or declare the pair with an override."))
+        var_in, var_out = tensors[c.input], tensors[c.output]
+        var_in.shape = list(shape)
+        var_out.shape = list(shape)
+        dtype = _np_dtype(var_in.dtype).name
+        states.append(StatePair(c.input, c.output, tuple(shape), dtype, axis))
+        notes.append(f"Paired explicit state {c.input!r} -> {c.output!r} {list(shape)} by names, shapes and wiring, "
+                     "confirmed numerically.")
+    return graph, states
+
+
+def _state_axis(dims: list[Any], model: onnx.ModelProto) -> int:
+    """The stream axis of an explicit state: its one dynamic dim; else the dynamic dim other inputs
+    share by name; else a dim of size 1; else 0."""
+    dynamic = [a for a, d in enumerate(dims) if not isinstance(d, int)]
+    if len(dynamic) == 1:
+        return dynamic[0]
+    if dynamic:
+        others = {d for vi in model.graph.input for d in _dims_of(vi) if isinstance(d, str)}
+        shared = [a for a in dynamic if dims[a] in others and dims[a] is not None]
+        return shared[0] if shared else dynamic[0]
+    ones = [a for a, d in enumerate(dims) if d == 1]
+    return ones[0] if ones else 0
+
+
+def _prober(model: onnx.ModelProto, fixed: Mapping[str, Optional[int]]) -> Optional[Prober]:
+    try:
+        return Prober(model, fixed)
+    except Exception as err:  # a model ORT cannot load is still convertible; nothing is confirmed then
+        G_LOGGER.debug("Cannot load the model in ONNX Runtime for probing: %s", err)
+        return None
+
+
+def _probe_axes(model: onnx.ModelProto, states: list[StatePair]) -> Optional[tuple[dict, dict]]:
+    """Batch axes of the user inputs and outputs, found numerically (rows are independent streams)."""
+    model = _infer(model)
+    weights = {t.name for t in model.graph.initializer}
+    fixed = {s.input: s.batch_axis for s in states}
+    prober = _prober(model, fixed)
+    if prober is None:
+        return None
+    candidates: dict[str, list[Optional[int]]] = {}
+    state_batch = {s.shape[s.batch_axis] for s in states}
+    for vi in model.graph.input:
+        if vi.name in weights or vi.name in fixed:
+            continue
+        dims = _dims_of(vi)
+        dyn = [a for a, d in enumerate(dims) if not isinstance(d, int)]
+        ones = [a for a, d in enumerate(dims) if isinstance(d, int) and d in state_batch]
+        candidates[vi.name] = dyn + [a for a in ones if a not in dyn] + [None]
+    return prober.batch_axes_for(fixed, candidates)
+
+
+def _describe(model: onnx.ModelProto, states: list[StatePair], continuation: Optional[Continuation], where: str,
+              notes: list[str]) -> StepGraph:
+    """The step graph's bindings: batch axes (symbolic, else numeric), dims named, config-valid shapes."""
+    weights = {t.name for t in model.graph.initializer}
+    if states and all(vi.name in {s.output for s in states} for vi in model.graph.output):
+        model, states = _keep_state_outputs(model, states, notes)
+    state_in = {s.input for s in states}
+    state_out = {s.output for s in states}
+    axes = _batch_axes(model)
+    user_in = [vi.name for vi in model.graph.input if vi.name not in weights and vi.name not in state_in]
+    if states and any(axes.get(n) is None for n in user_in + [vi.name for vi in model.graph.output if vi.name not in state_out]):
+        probed = _probe_axes(model, states)
+        if probed is not None:
+            for name, axis in list(probed[0].items()) + list(probed[1].items()):
+                if axes.get(name) is None:
+                    axes[name] = axis
+    for s in states:
+        axes[s.input] = axes[s.output] = s.batch_axis
+    if continuation is not None:
+        axes[continuation.input] = continuation.batch_axis
+    model = _name_dims(model, axes, states)
+    inputs = [_spec(vi, axes) for vi in model.graph.input if vi.name not in weights and vi.name not in state_in]
+    outputs = [_spec(vi, axes) for vi in model.graph.output if vi.name not in state_out]
+    unbatched = [t.name for t in inputs if t.batch_axis is None and states]
+    if unbatched:
+        notes.append(f"Input(s) {unbatched} have no batch axis: a Session feeds them as they are, but StreamPool needs "
+                     "a batch axis on every input; an input that is the same every call (a rate, a flag) can be bound "
+                     "with --set NAME=VALUE.")
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as err:
+        raise ModelImportError(fmt(f"Model {where!r}", f"The step graph is invalid ONNX: {err}")) from err
+    source: dict[str, Any] = {"format": "onnx"}
+    if where != "<in-memory model>":
+        source["model"] = os.path.abspath(where)
+    return StepGraph(model=model, inputs=inputs, outputs=outputs, states=states, continuation=continuation,
+                     source=source, notes=notes)
+
+
+def _keep_state_outputs(model: onnx.ModelProto, states: list[StatePair], notes: list[str]) -> tuple[onnx.ModelProto, list[StatePair]]:
+    """Every model output is a state output: they stay user outputs and the states get copies ``<out>.state``."""
+    model = copy.deepcopy(model)
+    names = {vi.name for vi in model.graph.input} | {vi.name for vi in model.graph.output}
+    names |= {o for n in model.graph.node for o in n.output}
+    new_states = []
+    for s in states:
+        vi = next(v for v in model.graph.output if v.name == s.output)
+        copy_name = f"{s.output}.state"
+        while copy_name in names:
+            copy_name += "_"
+        model.graph.node.append(onnx.helper.make_node("Identity", [s.output], [copy_name], name=f"{copy_name}__copy"))
+        out_vi = copy.deepcopy(vi)
+        out_vi.name = copy_name
+        model.graph.output.append(out_vi)
+        new_states.append(s.model_copy(update={"output": copy_name}))
+    notes.append(f"Every model output is a state output; {[s.output for s in states]} stay in step() results and "
+                 f"the state is carried through copies {[s.output for s in new_states]}.")
+    return model, new_states
+
+
+def _name_dims(model: onnx.ModelProto, axes: Mapping[str, Optional[int]], states: list[StatePair]) -> onnx.ModelProto:
+    """Names every dynamic dim of the bindings: state dims as the pair's shape, the batch axis of the
+    other bindings as the states' batch dim, other unnamed dims ``<tensor>_dim<axis>``."""
+    model = copy.deepcopy(model)
+    by_in = {s.input: s for s in states}
+    by_out = {s.output: s for s in states}
+    batch_names = {s.shape[s.batch_axis] for s in states if isinstance(s.shape[s.batch_axis], str)}
+    batch_name = "batch" if "batch" in batch_names or not batch_names else sorted(batch_names)[0]
+    weights = {t.name for t in model.graph.initializer}
+    for vi in list(model.graph.input) + list(model.graph.output):
+        if vi.name in weights or not vi.type.tensor_type.HasField("shape"):
+            continue
+        pair = by_in.get(vi.name) or by_out.get(vi.name)
+        dims = _dims_of(vi)
+        for a, d in enumerate(dims):
+            if pair is not None and len(pair.shape) == len(dims):
+                want = pair.shape[a]
+                if isinstance(want, int) or not isinstance(d, int):
+                    _set_dim(vi, a, want)
+            elif isinstance(d, int):
+                continue
+            elif axes.get(vi.name) == a and batch_names:
+                _set_dim(vi, a, batch_name)
+            elif not d:
+                _set_dim(vi, a, f"{vi.name}_dim{a}")
+    return model
+
+
+def _with_reset(step: StepGraph, name: str, where: str) -> StepGraph:
+    """Adds the continuation input to every state pair of ``step`` (whatever declared them)."""
+    import dataclasses
+
+    if not step.states:
+        return dataclasses.replace(step, notes=step.notes + ["add_reset was ignored: the model has no recurrent state."])
+    notes = list(step.notes)
+    with quiet_third_party():
+        graph = gs.import_onnx(step.model)
+        continuation = _add_reset(graph, step.states, name, notes)
+        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        model = _infer(gs.export_onnx(graph, do_type_check=False))
+    cont_vi = next(vi for vi in model.graph.input if vi.name == name)
+    inputs = list(step.inputs) + [_spec(cont_vi, {name: continuation.batch_axis})]
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as err:
+        raise ModelImportError(fmt(f"Model {where!r}", f"The step graph is invalid ONNX: {err}")) from err
+    return dataclasses.replace(step, model=model, inputs=inputs, continuation=continuation, notes=notes)
+
+
+def _check_time_mixing(step: StepGraph, strict: bool, where: str) -> None:
+    """Warns (``strict``: raises) when streaming one step per call differs from the whole-sequence run."""
+    if not step.states or not any(n.op_type in RECURRENT_OPS for n in step.model.graph.node):
+        return
+    _, times = _rnn_axes(step.model)
+    cont = step.continuation.input if step.continuation is not None else None
+    timed = {t.name: times[t.name] for t in step.inputs if times.get(t.name) is not None and t.name != cont}
+    if not timed:
+        return
+    dims = {vi.name: _dims_of(vi) for vi in step.model.graph.input}
+    if any(isinstance(dims[n][a], int) for n, a in timed.items()):
+        return  # a fixed time axis: the model is fed exactly that many steps per call
+    prober = _prober(step.model, {})
+    if prober is None:
+        return
+    steps = 4
+    rng = np.random.default_rng(5)
+    whole: dict[str, np.ndarray] = {}
+    for t in step.inputs:
+        shape = [steps if timed.get(t.name) == a else (1 if t.batch_axis == a else (d if isinstance(d, int) else 2))
+                 for a, d in enumerate(dims[t.name])]
+        value = np.ones(shape) if t.name == cont else rng.standard_normal(shape)
+        whole[t.name] = value.astype(t.dtype)
+    state = {s.input: np.zeros([1 if a == s.batch_axis else d for a, d in enumerate(s.shape)], s.dtype) for s in step.states}
+    full = prober.run({**whole, **state})
+    if full is None:
+        return
+    parts: list[dict] = []
+    cur = dict(state)
+    for k in range(steps):
+        feeds = {n: (np.take(v, [k], axis=timed[n]) if n in timed else v) for n, v in whole.items()}
+        out = prober.run({**feeds, **cur})
+        if out is None:
+            return
+        parts.append(out)
+        cur = {s.input: out[s.output] for s in step.states}
+    worst, worst_name = 0.0, None
+    for t in step.outputs:
+        a, one = full[t.name], parts[0][t.name]
+        axis = next((k for k in range(a.ndim) if a.ndim == one.ndim and a.shape[k] == steps and one.shape[k] == 1), None)
+        if axis is None or not np.issubdtype(a.dtype, np.floating):
+            continue
+        streamed = np.concatenate([p[t.name] for p in parts], axis=axis)
+        if streamed.shape == a.shape and a.size:
+            err = float(np.max(np.abs(streamed - a)))
+            if err > worst:
+                worst, worst_name = err, t.name
+    if worst > 1e-4:
+        msg = fmt(f"Output {worst_name!r} of {where!r}", f"Streamed one time step per call, it differs from the "
+                  f"whole-sequence run by up to {worst:.3g}: an op after the recurrence mixes time steps (e.g. a Conv "
+                  "along time)", "Streaming cannot equal the whole-sequence run with this head; feed whole sequences "
+                  "per call, or change the head. --strict makes this an error.")
+        if strict:
+            raise ModelImportError(msg)
+        G_LOGGER.warning("%s", msg)
+        step.notes.append("Warning: " + msg.replace("\n", " "))
 
 
 def _subgraph_nodes(graph: gs.Graph) -> list[gs.Node]:
@@ -575,6 +928,11 @@ def _expose_and_pair(graph: gs.Graph, nodes: list[gs.Node], notes: list[str]) ->
         shape = _spec_shape(state_in)
         out_var = next(o for o in graph.outputs if o.name == out_name)
         axis = _state_batch_axis(slots, state_in)
+        if shape[axis] == "?":
+            shape[axis] = "batch"
+        if any(isinstance(d, str) for a, d in enumerate(shape) if a != axis):
+            shape = _resolve_state_dims(graph, name, out_name, axis, shape, notes)
+        state_in.shape = list(shape)
         pairs.append(StatePair(name, out_name, tuple(shape), _np_dtype(state_in.dtype).name, axis))
         notes.append(f"Paired existing state {name!r} -> {out_name!r} (checked through the graph wiring).")
         out_var.shape = list(shape)
@@ -604,6 +962,23 @@ def _expose_and_pair(graph: gs.Graph, nodes: list[gs.Node], notes: list[str]) ->
         names = sorted({node_stem[id(s.node)] for s in to_expose})
         notes.append(f"Exposed the recurrent state of {names} as inputs <node>.h0/.c0 and outputs <node>.hT/.cT.")
     return pairs
+
+
+def _resolve_state_dims(graph: gs.Graph, state_in: str, state_out: str, axis: int, shape: list, notes: list[str]) -> list:
+    """A state dim other than the batch that the exporter left as a symbol (``unk__188``) gets its size,
+    read from a probe run, so that the config passes rnnrt's own validation."""
+    with quiet_third_party():
+        model = _infer(gs.export_onnx(graph, do_type_check=False))
+    prober = _prober(model, {state_in: axis})
+    size = prober.find_size(1) if prober is not None else None
+    out = prober.run(prober.feeds(1, size)) if size is not None else None
+    if out is None or state_out not in out or out[state_out].ndim != len(shape):
+        raise ModelImportError(fmt(f"State input {state_in!r}", f"Has dynamic dims {shape} besides the batch axis {axis}, "
+                                   "and the model could not be run to resolve them",
+                                   "Re-export with fixed state dims, or declare the pair with an override."))
+    resolved = [d if a == axis or isinstance(d, int) else int(out[state_out].shape[a]) for a, d in enumerate(shape)]
+    notes.append(f"State {state_in!r}: dims the exporter left symbolic resolved to {resolved}.")
+    return resolved
 
 
 def _unique(name: str, used: set[str]) -> str:

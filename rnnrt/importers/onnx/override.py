@@ -133,14 +133,19 @@ def apply_override(step: StepGraph, source: Union[str, os.PathLike, Mapping[str,
                 raise ConfigError(fmt(where, f"batch_axis {axis} is out of range for shape {sh_in}"))
             dynamic = [a for a, d in enumerate(sh_in) if isinstance(d, str) and a != axis]
             if dynamic:
-                raise ConfigError(fmt(where, f"Dim {dynamic[0]} of {s.input!r} {sh_in} is dynamic",
-                                      "Only the batch dim of a state may be dynamic; re-export with fixed state dims."))
+                hint = (f"Only the batch dim of a state may be dynamic. If dim {dynamic[0]} is the stream (batch) axis, "
+                        f"add the missing field: {{input: {s.input}, output: {s.output}, batch_axis: {dynamic[0]}}}"
+                        if s.batch_axis is None and len(dynamic) == 1 else
+                        "Only the batch dim of a state may be dynamic; re-export with fixed state dims.")
+                raise ConfigError(fmt(where, f"Dim {dynamic[0]} of {s.input!r} {sh_in} is dynamic and batch_axis is {axis}",
+                                      hint))
             states.append(StatePair(s.input, s.output, tuple(sh_in), dt_in, axis))
         used = [n for p in states for n in (p.input, p.output)]
         dupes = sorted({n for n in used if used.count(n) > 1})
         if dupes:
             raise ConfigError(fmt(f"{label}: state", f"Names {dupes[0]!r} in more than one pair", "Each tensor belongs to one pair."))
 
+    batch_names = {p.shape[p.batch_axis] for p in states if isinstance(p.shape[p.batch_axis], str)}
     s_in = {p.input for p in states}
     s_out = {p.output for p in states}
     fixes_in = {b.name: b.batch_axis for b in cfg.inputs}
@@ -156,6 +161,10 @@ def apply_override(step: StepGraph, source: Union[str, os.PathLike, Mapping[str,
             if name in skip:
                 continue
             axis = fixes[name] if name in fixes else known_axes.get(name)
+            if axis is None and name not in fixes:
+                # Completed from the state: the axis that carries the states' batch dim name.
+                shared = [a for a, d in enumerate(shape) if isinstance(d, str) and d in batch_names]
+                axis = shared[0] if shared else None
             if axis is not None and axis >= len(shape):
                 raise ConfigError(fmt(f"{label}: {role}s {name!r}", f"batch_axis {axis} is out of range for shape {shape}"))
             out.append(TensorSpec(name, dtype, tuple(shape), axis))
