@@ -149,6 +149,7 @@ class StreamPool:
         self,
         session: PooledSession,
         *,
+        shared: Optional[Mapping[str, Any]] = None,
         idle_timeout: Optional[float] = None,
         on_expire: Optional[Callable[[Hashable], None]] = None,
         clock: Callable[[], float] = time.monotonic,
@@ -158,6 +159,10 @@ class StreamPool:
             session (PooledSession): The session (:class:`rnnrt.Session`); its batch size is the number
                 of slots. The pool takes it over: step, reset or write its state only through the pool
                 from now on. The pool does not close it.
+            shared (Mapping[str, Any] | None): One value per input that has no batch axis (e.g.
+                Silero's ``sr``, an int64 scalar, when not folded with ``--set sr=16000`` at convert
+                time), fed with every step to all streams. Checked here with the Session's frame check;
+                frames must not carry these inputs. Defaults to None (the model has no such input).
             idle_timeout (float | None): Seconds after which a stream that neither stepped nor was
                 opened is released (closed) to free its slot. Checked at ``open``, ``step`` and
                 :meth:`expire`. Defaults to None (never).
@@ -167,8 +172,11 @@ class StreamPool:
             clock (Callable[[], float]): Monotonic clock in seconds. Defaults to ``time.monotonic``.
 
         Raises:
-            ConfigError: ``session`` is not a Session, ``idle_timeout`` is not a positive number, or an
-                input or output of the model has no batch axis (it cannot be split into per-stream slots).
+            ConfigError: ``session`` is not a Session, ``idle_timeout`` is not a positive number, an
+                output of the model has no batch axis (it cannot be split into per-stream slots), an
+                input without a batch axis has no value in ``shared``, or ``shared`` names something
+                that is not such an input.
+            BindingError: A ``shared`` value has the wrong dtype or shape for its input.
         """
         if idle_timeout is not None and (isinstance(idle_timeout, bool) or not isinstance(idle_timeout, numbers.Real)
                                          or not idle_timeout > 0 or idle_timeout != idle_timeout):
@@ -180,17 +188,19 @@ class StreamPool:
         if cfg is None or not hasattr(cfg, "inputs"):
             raise ConfigError(fmt("StreamPool", f"Got a {type(session).__name__}, not a Session",
                                   "Pass rnnrt.load(config, batch_size=N)."))
-        for role, tensors in (("Input", cfg.inputs), ("Output", cfg.outputs)):
-            for t in tensors:
-                if t.batch_axis is None:
-                    raise ConfigError(
-                        fmt(f"{role} {t.name!r}", "Has no batch axis, so StreamPool cannot give each stream its own slot",
-                            "Pool only models whose every input and output has a batch_axis (convert with a batch dim).")
-                    )
+        for t in cfg.outputs:
+            if t.batch_axis is None:
+                raise ConfigError(
+                    fmt(f"Output {t.name!r}", "Has no batch axis, so StreamPool cannot give each stream its own slot",
+                        "Pool only models whose every output has a batch_axis (convert with a batch dim).")
+                )
         missing = [name for name in _NEEDS if not hasattr(session, name)]
         if missing:
             raise ConfigError(fmt("StreamPool", f"Got a {type(session).__name__} without {missing}",
                                   "Pass a Session (rnnrt.load(config, batch_size=N))."))
+        b = session.bindings
+        self.shared: dict[str, np.ndarray] = _check_shared(b, shared)
+        """The checked values of the inputs without a batch axis (read-only), fed with every step."""
         self.session = session
         self.capacity: int = int(session.batch_size)
         self.idle_timeout = idle_timeout
@@ -200,12 +210,13 @@ class StreamPool:
         self.callback_errors: list[tuple[Hashable, BaseException]] = []
         """The last (up to 100) exceptions raised by ``on_expire``, with the stream id."""
 
-        b = session.bindings
-        self._inputs = [_Input(b.inputs[name]) for name in b.input_names]
-        self._input_names = set(b.input_names)
+        per_stream = [name for name in b.input_names if name not in self.shared]
+        self._inputs = [_Input(b.inputs[name]) for name in per_stream]
+        self._input_names = set(per_stream)
         self._cont = b.cont
         self._cont_name = b.cont.spec.name if b.cont is not None else None
-        self._single = b.single_input
+        user = [name for name in per_stream if name != self._cont_name]
+        self._single = user[0] if len(user) == 1 else None
         self._single_input = next((i for i in self._inputs if i.name == self._single), None)
         self._bare_only = self._single is not None and len(self._inputs) == 1 + (self._cont is not None)
         self._outputs = [(t.name, t.batch_axis) for t in cfg.outputs]
@@ -555,7 +566,7 @@ class StreamPool:
             full = len(values) == self.capacity and type(plan.dest) is slice
             packed = self._bulk(single, values, self._staging(single.name) if full else None)
             if packed is not None:
-                return {single.name: packed}
+                return {single.name: packed, **self.shared} if self.shared else {single.name: packed}
         # Each frame as a mapping; a bare array stands for the single user input.
         names = self._input_names
         maps = []
@@ -565,6 +576,10 @@ class StreamPool:
             elif isinstance(frame, abc.Mapping):
                 if not frame.keys() <= names:
                     key = next(k for k in frame if k not in names)
+                    if key in self.shared:
+                        raise BindingError(fmt(f"Stream {sid!r}", f"Frame carries input {key!r}, which has no batch axis",
+                                               "The pool feeds every step the value given as "
+                                               f"StreamPool(session, shared={{{key!r}: ...}}); leave it out of frames."))
                     raise BindingError(fmt(f"Stream {sid!r}", f"Frame has unknown input {key!r}",
                                            f"Inputs: {sorted(names)}."))
                 maps.append(frame)
@@ -573,7 +588,7 @@ class StreamPool:
             else:
                 raise BindingError(fmt(f"Stream {sid!r}", f"Got a bare {type(frame).__name__}",
                                        f"Pass a mapping {{input name: array}}; inputs: {sorted(names)}."))
-        feeds: dict[str, np.ndarray] = {}
+        feeds: dict[str, np.ndarray] = dict(self.shared)
         for inp in self._inputs:
             name = inp.name
             parts = [frame.get(name) for frame in maps]
@@ -688,6 +703,36 @@ class StreamPool:
 
 
 _SIZE = operator.attrgetter("size")
+
+
+def _check_shared(bindings: Any, shared: Optional[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """The values of the inputs without a batch axis, checked with the Session's frame check (read-only copies)."""
+    if shared is None:
+        shared = {}
+    if not isinstance(shared, abc.Mapping):
+        raise ConfigError(fmt("StreamPool", f"shared={shared!r} is a {type(shared).__name__}, not a mapping",
+                              "Pass shared={input name: value}, e.g. shared={'sr': 16000}."))
+    wanted = [name for name in bindings.input_names if bindings.inputs[name].batch_axis is None]
+    for name in shared:
+        if name not in wanted:
+            if name in bindings.inputs:
+                why = "Has a batch axis; each stream feeds its own value in its frame"
+            else:
+                why = "Is not an input of the model"
+            raise ConfigError(fmt(f"StreamPool(shared={{{name!r}: ...}})", why,
+                                  f"shared takes only inputs without a batch axis: {wanted}."))
+    values: dict[str, np.ndarray] = {}
+    for name in wanted:
+        if name not in shared:
+            raise ConfigError(
+                fmt(f"Input {name!r}", "Has no batch axis (one value for all streams) and StreamPool got none",
+                    f"Pass StreamPool(session, shared={{{name!r}: value}}), or fold it at convert time "
+                    f"(rnnrt convert ... --set {name}=VALUE).")
+            )
+        arr = np.array(check_host(bindings.inputs[name], shared[name], {}, 1))  # a copy the caller cannot change
+        arr.flags.writeable = False
+        values[name] = arr
+    return values
 
 
 def _concat_rows(inp: _Input, parts: list) -> np.ndarray:

@@ -250,13 +250,17 @@ def test_idle_streams_are_released(dynamic):
             pool.step({"a": np.zeros((1, 1, 5), np.float32)})
 
 
-def test_model_without_batch_axis_is_refused(dynamic):
+def test_output_without_batch_axis_is_refused(dynamic):
+    # Inputs without a batch axis take shared={...} (tests/runtime/test_pool_shared.py); an output cannot be split.
     import types
 
-    cfg = rnnrt.config.load_config(dynamic("e_lstm_static_input"))
-    inputs = [t.model_copy(update={"batch_axis": None}) if t.name == "x_static" else t for t in cfg.inputs]
-    fake = types.SimpleNamespace(config=cfg.model_copy(update={"inputs": inputs}), batch_size=4)
-    with pytest.raises(ConfigError, match="Input 'x_static' \\| Has no batch axis"):
+    from rnnrt.config import load_config
+
+    cfg = load_config(dynamic("e_lstm_static_input"))
+    name = cfg.outputs[0].name
+    outputs = [t.model_copy(update={"batch_axis": None}) if t.name == name else t for t in cfg.outputs]
+    fake = types.SimpleNamespace(config=cfg.model_copy(update={"outputs": outputs}), batch_size=4)
+    with pytest.raises(ConfigError, match=f"Output '{name}' \\| Has no batch axis"):
         StreamPool(fake)
 
 
