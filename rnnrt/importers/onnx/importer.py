@@ -725,9 +725,9 @@ def _describe(model: onnx.ModelProto, states: list[StatePair], continuation: Opt
     outputs = [_spec(vi, axes) for vi in model.graph.output if vi.name not in state_out]
     unbatched = [t.name for t in inputs if t.batch_axis is None and states]
     if unbatched:
-        notes.append(f"Input(s) {unbatched} have no batch axis: a Session feeds them as they are, but StreamPool needs "
-                     "a batch axis on every input; an input that is the same every call (a rate, a flag) can be bound "
-                     "with --set NAME=VALUE.")
+        notes.append(f"Input(s) {unbatched} have no batch axis: a Session feeds them as they are, and a StreamPool "
+                     "needs their value once (StreamPool(session, shared={NAME: VALUE})); an input that is the same "
+                     "every call (a rate, a flag) can instead be bound here with --set NAME=VALUE.")
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as err:

@@ -105,12 +105,37 @@ def test_convert_output_is_short_third_party_warnings_go_to_logging(tmp_path):
     assert "rnnrt.onnx" in verbose.stderr  # with -vv the details are there, through logging
 
 
-def test_without_set_the_rate_input_blocks_the_pool_with_a_hint(tmp_path):
+def test_without_set_the_rate_input_needs_a_shared_value_in_the_pool(converted, tmp_path):
+    """Converted without --set, ``sr`` stays an input without a batch axis: the note names both ways, a
+    StreamPool refuses to start without it, and with shared={"sr": 16000} equals the --set conversion's pool."""
+    from rnnrt.errors import ConfigError
     from rnnrt.importers.onnx.importer import convert_onnx
 
     step = convert_onnx(ref.data_dir() / "silero_vad.onnx", context="input:64")
     assert any(s.input == "state" for s in step.states)
-    assert any("--set" in n for n in step.notes)
+    assert any("--set" in n and "shared=" in n for n in step.notes)
+
+    proc = subprocess.run([sys.executable, "-m", "rnnrt.cli", "convert", str(ref.data_dir() / "silero_vad.onnx"),
+                           "-o", str(tmp_path / "noset"), "--context", "input:64"],
+                          cwd=ref.REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rate, chunk, ticks = 16000, 512, 12
+    signals = [ref.signal(ticks * chunk / rate + 0.1, rate, seed=200 + s) for s in range(6)]
+    with rnnrt.load(tmp_path / "noset" / "model.yaml", backend="onnxruntime", batch_size=8) as free, \
+            rnnrt.load(converted("silero_vad.onnx"), backend="onnxruntime", batch_size=8) as folded:
+        assert [t.batch_axis for t in free.config.inputs if t.name == "sr"] == [None]
+        with pytest.raises(ConfigError, match="Input 'sr'.*Has no batch axis"):
+            StreamPool(free)
+        pools = [StreamPool(free, shared={"sr": np.int64(rate)}), StreamPool(folded)]
+        for pool in pools:
+            for s in range(len(signals)):
+                pool.open(s)
+        for t in range(ticks):
+            frames = {s: {"input": sig[t * chunk:(t + 1) * chunk][None]} for s, sig in enumerate(signals)
+                      if (s + t) % 4}  # gaps: some streams have no chunk this tick
+            got, want = (pool.step(frames) for pool in pools)
+            for s in frames:
+                np.testing.assert_array_equal(got[s]["output"], want[s]["output"])
 
 
 POOL_VARIANTS = [v for v, spec in ref.VARIANTS.items() if spec["pool"]]
