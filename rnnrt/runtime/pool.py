@@ -27,7 +27,9 @@ dim has size 1. Outputs come back the same way, with batch dim 1. The Session ch
 (:mod:`rnnrt.runtime.bindings`); a frame that cannot be packed is checked alone with the same check so
 that the error names its stream. When the model has a continuation input with ``fill: auto`` and the
 frames omit it, the Session fills it per slot: 0 at t=0 of a stream's first frame after
-:meth:`~StreamPool.open` or :meth:`~StreamPool.reset`, else 1.
+:meth:`~StreamPool.open` or :meth:`~StreamPool.reset`, else 1. An input without a batch axis (one
+value for all streams, e.g. Silero's ``sr`` when not folded at convert time) is not part of any frame:
+its value is given once, ``StreamPool(session, shared={"sr": 16000})``, and fed with every step.
 
 Threads: a Session is not thread-safe; once pooled, use it only through its pool. Every method of
 :class:`StreamPool` may be called from any thread. ``open``, ``close``, ``reset``, ``expire`` and the
