@@ -579,9 +579,10 @@ class StreamPool:
                 if not frame.keys() <= names:
                     key = next(k for k in frame if k not in names)
                     if key in self.shared:
-                        raise BindingError(fmt(f"Stream {sid!r}", f"Frame carries input {key!r}, which has no batch axis",
-                                               "The pool feeds every step the value given as "
-                                               f"StreamPool(session, shared={{{key!r}: ...}}); leave it out of frames."))
+                        raise BindingError(
+                            fmt(f"Stream {sid!r}", f"Frame carries input {key!r}, which has no batch axis",
+                                "The pool feeds every step the value given as "
+                                f"StreamPool(session, shared={{{key!r}: ...}}); leave it out of frames."))
                     raise BindingError(fmt(f"Stream {sid!r}", f"Frame has unknown input {key!r}",
                                            f"Inputs: {sorted(names)}."))
                 maps.append(frame)
