@@ -228,8 +228,9 @@ def _signature(model: onnx.ModelProto) -> tuple:
     return (len(model.graph.node), sum(len(n.attribute) for n in model.graph.node), len(model.graph.initializer))
 
 
-def _value_sources(t: gs.Tensor) -> set[str]:
-    """Names of graph inputs whose values (not just shapes) reach ``t``."""
+def value_sources(t: gs.Tensor) -> set[str]:
+    """Names of the producer-less variables (graph inputs, outer-scope names) whose values, not just
+    shapes, reach ``t``: dependencies through Shape/Size only are not counted."""
     found: set[str] = set()
     seen: set[int] = set()
     stack = [t]
@@ -262,7 +263,7 @@ def _resolve_shape_ifs(model: onnx.ModelProto, notes: list[str]) -> Optional[onn
     graph = gs.import_onnx(model)
     graph_inputs = {v.name for v in graph.inputs}
     for index, node in enumerate(graph.nodes):
-        if node.op != "If" or _value_sources(node.inputs[0]) & graph_inputs:
+        if node.op != "If" or value_sources(node.inputs[0]) & graph_inputs:
             continue
         viable = []
         for branch in (True, False):

@@ -31,7 +31,7 @@ import onnx_graphsurgeon as gs
 from rnnrt.errors import ConfigError, ModelImportError, UnsupportedOpError, fmt
 from rnnrt.importers.onnx.context import add_context, parse_context
 from rnnrt.importers.onnx.explicit import confirm_pairs, find_explicit_pairs
-from rnnrt.importers.onnx.fold import bind_constants, fold, quiet_third_party
+from rnnrt.importers.onnx.fold import bind_constants, fold, quiet_third_party, value_sources
 from rnnrt.importers.onnx.probe import Prober, onnx_dims
 from rnnrt.ir.bindings import onnx_tensor_type
 from rnnrt.ir.stepgraph import Continuation, Dim, StatePair, StepGraph, TensorSpec
@@ -48,9 +48,6 @@ RECURRENT_OPS: dict[str, tuple[tuple[int, int, str, str], ...]] = {
     "RNN": ((5, 1, "h0", "hT"),),
 }
 _SEQUENCE_LENS = 4
-
-# Ops through which an index-tracing check may follow a state (values are moved, never computed).
-_SHAPE_ONLY = {"Shape", "Size"}
 
 # layout=1 (batch-major) <-> layout=0 (time-major) permutations.
 # X, initial/final state: [B, T|D, .] <-> [T|D, B, .]   Y: [T, D, B, H] -> [B, T, D, H]
@@ -109,26 +106,6 @@ def _nonzero_constant(t: gs.Tensor) -> bool:
     if value is None and len(t.inputs) == 1 and t.inputs[0].op in ("Slice", "Expand", "Identity", "Reshape"):
         return _nonzero_constant(t.inputs[0].inputs[0])
     return value is not None and bool(np.any(value != 0))
-
-
-def _graph_input_sources(t: gs.Tensor, graph_inputs: set[str]) -> set[str]:
-    """Graph inputs whose *values* reach ``t`` (dependencies through Shape/Size only are not counted)."""
-    found: set[str] = set()
-    seen: set[int] = set()
-    stack = [t]
-    while stack:
-        cur = stack.pop()
-        if id(cur) in seen:
-            continue
-        seen.add(id(cur))
-        if isinstance(cur, gs.Variable) and cur.name in graph_inputs:
-            found.add(cur.name)
-            continue
-        for node in cur.inputs:
-            if node.op in _SHAPE_ONLY:
-                continue
-            stack.extend(i for i in node.inputs if i.name)
-    return found
 
 
 class _Slot:
@@ -599,13 +576,11 @@ def _recurrent_states(graph: gs.Graph, forward_only: bool, notes: list[str]) -> 
 
 
 def _if_condition_inputs(graph: gs.Graph) -> set[str]:
-    from rnnrt.importers.onnx.fold import _value_sources
-
     names = {v.name for v in graph.inputs}
     found: set[str] = set()
     for node in graph.nodes:
         if node.op == "If":
-            found |= _value_sources(node.inputs[0]) & names
+            found |= value_sources(node.inputs[0]) & names
     return found
 
 
@@ -899,7 +874,7 @@ def _expose_and_pair(graph: gs.Graph, nodes: list[gs.Node], notes: list[str]) ->
         for in_idx, out_idx, sin, sout in RECURRENT_OPS[node.op]:
             slot = _Slot(node, in_idx, out_idx, sin, sout)
             init = slot.initial()
-            sources = _graph_input_sources(init, set(graph_inputs)) if init is not None else set()
+            sources = value_sources(init) & set(graph_inputs) if init is not None else set()
             if not sources:
                 if init is not None and _nonzero_constant(init):
                     notes.append(f"{_node_label(node)}: its constant initial state {init.name!r} is not zero; the "
