@@ -76,17 +76,15 @@ def _value_ancestors(model: onnx.ModelProto) -> dict[str, set[str]]:
     inputs = {vi.name for vi in model.graph.input}
     memo: dict[str, set[str]] = {}
 
-    def outer_refs(graph: onnx.GraphProto) -> set[str]:
-        refs = set()
-        for n in graph.node:
-            refs.update(n.input)
-            for a in n.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    refs |= outer_refs(a.g)
-                elif a.type == onnx.AttributeProto.GRAPHS:
-                    for g in a.graphs:
-                        refs |= outer_refs(g)
-        return refs
+    def value_deps(node: onnx.NodeProto) -> set[str]:
+        """The names a node reads: its inputs and what its subgraphs (If/Loop/Scan bodies) read."""
+        deps = set(node.input)
+        for a in node.attribute:
+            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else
+                      a.graphs if a.type == onnx.AttributeProto.GRAPHS else []):
+                for n in g.node:
+                    deps |= value_deps(n)
+        return deps
 
     def visit(name: str) -> set[str]:
         stack = [(name, False)]
@@ -104,26 +102,12 @@ def _value_ancestors(model: onnx.ModelProto) -> dict[str, set[str]]:
             node = producer.get(cur)
             if node is None or node.op_type in ("Shape", "Size"):
                 continue
-            deps = set(node.input)
-            for a in node.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    deps |= outer_refs(a.g)
-                elif a.type == onnx.AttributeProto.GRAPHS:
-                    for g in a.graphs:
-                        deps |= outer_refs(g)
-            stack.extend((d, False) for d in deps if d)
+            stack.extend((d, False) for d in value_deps(node) if d)
         for cur in order:
             node = producer.get(cur)
             found = {cur} if cur in inputs else set()
             if node is not None and node.op_type not in ("Shape", "Size"):
-                deps = set(node.input)
-                for a in node.attribute:
-                    if a.type == onnx.AttributeProto.GRAPH:
-                        deps |= outer_refs(a.g)
-                    elif a.type == onnx.AttributeProto.GRAPHS:
-                        for g in a.graphs:
-                            deps |= outer_refs(g)
-                for d in deps:
+                for d in value_deps(node):
                     if d:
                         found |= memo.get(d, {d} if d in inputs else set())
             memo[cur] = found
