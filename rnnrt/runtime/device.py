@@ -32,7 +32,7 @@ import numpy as np
 
 from rnnrt.errors import BindingError, ConfigError, EngineError, StateError, fmt
 from rnnrt.runtime.bindings import Rows, check_device, check_host, check_out, check_placement
-from rnnrt.runtime.memory import ALIGN, aligned_layout
+from rnnrt.runtime.memory import ALIGN, aligned_layout, feedback_bindings
 
 G_LOGGER = logging.getLogger("rnnrt")
 
@@ -366,8 +366,7 @@ class DeviceExecutor:
 
     def bind_arenas(self, arenas: tuple) -> None:
         pairs = self._b.state_outputs
-        self._state_feeds = [dict(arenas[k].views) for k in (0, 1)]
-        self._state_dests = [{pairs[n]: arenas[1 - k].views[n] for n in pairs} for k in (0, 1)]
+        self._state_feeds, self._state_dests = feedback_bindings(pairs, arenas)
         self._state_shapes = {pairs[n]: tuple(arenas[0].views[n].shape) for n in pairs}
 
     # Stream.

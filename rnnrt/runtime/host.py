@@ -17,7 +17,7 @@ import numpy as np
 
 from rnnrt.errors import BindingError, ConfigError, EngineError, fmt
 from rnnrt.runtime.bindings import Rows, check_host, check_out
-from rnnrt.runtime.memory import DoneHandle, aligned_layout
+from rnnrt.runtime.memory import DoneHandle, aligned_layout, feedback_bindings
 
 __all__ = ["HostArena", "HostExecutor"]
 
@@ -105,8 +105,7 @@ class HostExecutor:
 
     def bind_arenas(self, arenas: tuple) -> None:
         pairs = self._b.state_outputs
-        self._state_feeds = [dict(arenas[k].views) for k in (0, 1)]
-        self._state_dests = [{pairs[n]: arenas[1 - k].views[n] for n in pairs} for k in (0, 1)]
+        self._state_feeds, self._state_dests = feedback_bindings(pairs, arenas)
 
     def sync(self) -> None:
         pass

@@ -12,7 +12,7 @@ import numpy as np
 
 from rnnrt.runtime.bindings import Rows
 
-__all__ = ["ALIGN", "Arena", "DoneHandle", "Executor", "aligned_layout"]
+__all__ = ["ALIGN", "Arena", "DoneHandle", "Executor", "aligned_layout", "feedback_bindings"]
 
 # Arena offsets are aligned like device allocations so the same layout serves device memory.
 ALIGN = 256
@@ -26,6 +26,14 @@ def aligned_layout(sizes: list[int]) -> tuple[list[int], int]:
         offsets.append(end)
         end += int(n)
     return offsets, end
+
+
+def feedback_bindings(pairs: Mapping[str, str], arenas: tuple) -> tuple[list[dict], list[dict]]:
+    """Per parity k, what the engine reads (arena k's views by state input name) and where it writes
+    (arena 1-k's views by state output name): the two arenas swap roles every step."""
+    feeds = [dict(arenas[k].views) for k in (0, 1)]
+    dests = [{pairs[n]: arenas[1 - k].views[n] for n in pairs} for k in (0, 1)]
+    return feeds, dests
 
 
 class Arena(Protocol):
