@@ -106,6 +106,8 @@ class DeviceArena:
         self.views = {name: DeviceTensor(self.buffer.ptr + off, dtype, shape)
                       for name, (off, shape, dtype) in self.layout.items()}
         self._mirror: Any = None
+        # Row blocks of read-only slot arrays seen by copy_rows_from, by id: (the array, offsets, sizes).
+        self._blocks: dict[int, tuple] = {}
         self.zero()
 
     def zero(self) -> None:
@@ -125,18 +127,27 @@ class DeviceArena:
         self._cuda.memcpy_async(self.buffer.ptr, other.buffer.ptr, self.nbytes, "d2d", self.stream)
 
     def copy_rows_from(self, other: "DeviceArena", rows: Mapping[str, Rows], slots: np.ndarray) -> None:
+        blocks = self._blocks.get(id(slots))
+        if blocks is not None and blocks[0] is slots:
+            self._copier.copy(self.buffer.ptr + blocks[1], other.buffer.ptr + blocks[1], blocks[2], self.stream)
+            return
         idx = np.sort(slots)
         geometry = [rows[name].geometry() for name in self.layout]
         if all(g[0] == 1 for g in geometry):
             # Every state has its slot axis first: per state and run of slots one contiguous block, the
-            # runs found once for all states (the common case, and the hot one for a pool step).
+            # runs found once for all states (the common case, and the hot one for a pool step); kept
+            # for a read-only slots array (a Session's cached "other slots" of a pool plan).
             starts = np.flatnonzero(np.diff(idx, prepend=-2) != 1)
             lengths = np.diff(starts, append=len(idx))
             first = idx[starts]
             inner = np.array([g[1] for g in geometry], dtype=np.int64)[:, None]
-            offs = np.array([off for off, _, _ in self.layout.values()], dtype=np.int64)[:, None] + first * inner
-            self._copier.copy((self.buffer.ptr + offs).ravel(), (other.buffer.ptr + offs).ravel(),
-                              (lengths * inner).ravel(), self.stream)
+            offs = (np.array([off for off, _, _ in self.layout.values()], dtype=np.int64)[:, None] + first * inner).ravel()
+            sizes = (lengths * inner).ravel()
+            if not slots.flags.writeable:
+                if len(self._blocks) >= 16:
+                    del self._blocks[next(iter(self._blocks))]
+                self._blocks[id(slots)] = (slots, offs, sizes)
+            self._copier.copy(self.buffer.ptr + offs, other.buffer.ptr + offs, sizes, self.stream)
             return
         copies = RowCopies()
         for name, (off, _, _) in self.layout.items():

@@ -50,7 +50,7 @@ import operator
 import threading
 import time
 from collections import abc
-from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Optional, Protocol
+from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Optional, Protocol, Union
 
 import numpy as np
 
@@ -238,7 +238,7 @@ class StreamPool:
         self._steps = np.zeros(self.capacity, dtype=np.int64)
         self._last_used = np.zeros(self.capacity, dtype=np.float64)
         self._gen = 0                       # bumped whenever the set of open streams changes
-        self._plan: Optional[_Plan] = None  # the last step's plan
+        self._plans: dict[tuple, _Plan] = {}  # recent plans by stream ids (in order), all of generation _gen
         self._staging_buffers: Optional[dict] = None
 
     # Streams.
@@ -343,18 +343,82 @@ class StreamPool:
             feeds = self._pack(plan, list(frames.values()))
             # On failure the Session leaves its state untouched, so no stream advanced.
             outs = self.session.step(feeds, slots=plan.slots)
-            now = self._clock()
-            slots = plan.slots
-            with self._lock:
-                # A reset() or open() that arrived during the step wins: that slot starts over next time.
-                if self._pending:
-                    advanced = slots[[s not in self._pending for s in slots.tolist()]]
-                else:
-                    advanced = plan.dest  # a slice where it can, cheaper than indexing by slots
-                self._at_start[advanced] = False
-                self._steps[advanced] += 1
-                self._last_used[plan.dest] = now
+            self._advanced(plan)
             return self._unpack(plan, outs)
+
+    def step_batch(self, stream_ids: Iterable[Hashable], feeds: Union[Mapping[str, Any], np.ndarray],
+                   out: Optional[Mapping[str, np.ndarray]] = None) -> dict[str, np.ndarray]:
+        """Steps the listed streams with frames already packed as one batch (row i is ``stream_ids[i]``'s).
+
+        The batch-level twin of :meth:`step` for callers that hold the frames of many streams in one
+        array (a server's request batch, a feature extractor's output): no per-stream packing or
+        unpacking, so the pool adds only its id -> slot lookup (cached per sequence of ids) to one
+        ``Session.step(feeds, slots=...)``. Streams not listed do not advance.
+
+        Args:
+            stream_ids (Iterable[Hashable]): Open streams, each at most once; their order is the row order
+                of ``feeds`` and of the outputs. Pass the same tuple again to skip the lookup.
+            feeds (Mapping[str, Any] | np.ndarray): What ``Session.step(feeds, slots=...)`` takes: every
+                input with a batch axis has ``len(stream_ids)`` rows along it (a bare array when the model
+                has one such input besides the continuation input, which the Session fills per slot when
+                omitted). Inputs without a batch axis come from ``shared`` and must not be fed.
+            out (Mapping[str, np.ndarray] | None): As for ``Session.step``. Defaults to None.
+
+        Returns:
+            dict[str, np.ndarray]: The outputs by name, row i for ``stream_ids[i]``, owned as the Session's
+            ``outputs=`` says (fresh arrays by default; pinned views valid until the next step with "view").
+
+        Raises:
+            BindingError: A stream is listed twice or an id is not hashable; ``feeds`` has the wrong rows,
+                an unknown or missing input, a bad shape or an unsafe dtype, or feeds a ``shared`` input.
+                No stream advances then.
+            StateError: A stream is not open. No stream advances then.
+            EngineError: The engine failed. No stream advances then.
+        """
+        if isinstance(stream_ids, (str, bytes)) or not isinstance(stream_ids, Iterable):
+            raise BindingError(fmt("StreamPool.step_batch", f"stream_ids is a {type(stream_ids).__name__}",
+                                   "Pass a sequence of stream ids, one per batch row of the feeds."))
+        if self.shared:
+            if isinstance(feeds, abc.Mapping):
+                fed = next((name for name in feeds if name in self.shared), None)
+                if fed is not None:
+                    raise BindingError(
+                        fmt(f"StreamPool.step_batch input {fed!r}", "Has no batch axis and the pool feeds it",
+                            f"The pool feeds every step the value given as StreamPool(session, shared=...); "
+                            f"leave {fed!r} out of the feeds."))
+                feeds = {**feeds, **self.shared}
+            elif self._single is not None:
+                feeds = {self._single: feeds, **self.shared}
+        expired: list = []
+        with self._session_lock:
+            with self._lock:
+                if self.idle_timeout is not None:
+                    self._sweep(self._clock(), expired)
+                plan_or_err = self._plan_for(stream_ids)
+            self._notify(expired)
+            self._apply_pending()
+            if isinstance(plan_or_err, BaseException):
+                raise plan_or_err
+            plan = plan_or_err
+            if not plan.keys:
+                return {}
+            outs = self.session.step(feeds, slots=plan.slots, out=out)
+            self._advanced(plan)
+            return outs
+
+    def _advanced(self, plan: _Plan) -> None:
+        """Bookkeeping after a successful step of the plan's streams: not at t=0 any more, one more step."""
+        now = self._clock()
+        slots = plan.slots
+        with self._lock:
+            # A reset() or open() that arrived during the step wins: that slot starts over next time.
+            if self._pending:
+                advanced = slots[[s not in self._pending for s in slots.tolist()]]
+            else:
+                advanced = plan.dest  # a slice where it can, cheaper than indexing by slots
+            self._at_start[advanced] = False
+            self._steps[advanced] += 1
+            self._last_used[plan.dest] = now
 
     def _apply_pending(self) -> None:
         """Zeroes the slots opened or reset since the last Session call (they stay pending on failure)."""
@@ -366,10 +430,12 @@ class StreamPool:
         with self._lock:
             self._pending.difference_update(pending)
 
-    def _plan_for(self, frames: Mapping[Hashable, Any]) -> Any:
-        keys = tuple(frames)
-        plan = self._plan
-        if plan is not None and plan.gen == self._gen and plan.keys == keys:
+    def _plan_for(self, frames: Any) -> Any:
+        """The plan of a step of these stream ids in this order (cached), or the error to raise."""
+        keys = frames if type(frames) is tuple else tuple(frames)
+        plans = self._plans
+        plan = plans.get(keys) if plans else None
+        if plan is not None and plan.gen == self._gen:
             return plan
         streams = self._streams
         try:
@@ -379,8 +445,16 @@ class StreamPool:
         except TypeError:
             bad = next(k for k in keys if not _hashable(k))
             return BindingError(fmt(f"Stream id {bad!r}", "Is not hashable", "Use str, int or tuple ids."))
-        plan = _Plan(self._gen, keys, slots)
-        self._plan = plan
+        if len(set(slots)) != len(slots):
+            seen: set = set()
+            dup = next(sid for sid in keys if sid in seen or seen.add(sid))
+            return BindingError(fmt(f"Stream {dup!r}", "Is listed twice in one step",
+                                    "Step each stream at most once per call (its frames follow one another)."))
+        if plans and next(iter(plans.values())).gen != self._gen:
+            plans.clear()  # streams opened or closed since: every cached plan is stale
+        elif len(plans) >= _PLAN_CACHE:
+            del plans[next(iter(plans))]  # the oldest
+        plan = plans[keys] = _Plan(self._gen, keys, slots)
         return plan
 
     def _unpack(self, plan: _Plan, outs: Mapping[str, np.ndarray]) -> dict[Hashable, dict[str, np.ndarray]]:
@@ -706,6 +780,7 @@ class StreamPool:
 
 
 _SIZE = operator.attrgetter("size")
+_PLAN_CACHE = 16  # plans kept per pool: a server cycles through a few patterns of present streams
 
 
 def _check_shared(bindings: Any, shared: Optional[Mapping[str, Any]]) -> dict[str, np.ndarray]:

@@ -61,6 +61,9 @@ G_LOGGER = logging.getLogger("rnnrt")
 
 __all__ = ["Bindings", "Session", "load"]
 
+_CHECKED_SLOTS = 16  # slot arrays remembered as checked (a pool cycles through a few patterns)
+
+
 class _Closed:
     """The executor of a Session that is not set up or was closed."""
 
@@ -302,7 +305,8 @@ class Session:
         self._marks = np.ones(self.batch_size, dtype=bool)
         self._any_marks = True
         self._all_slots = np.arange(self.batch_size, dtype=np.intp)
-        self._last_slots: tuple = (None, None)
+        # Read-only slot arrays checked before (a StreamPool's plans), by id: (the array, its rows, the rest).
+        self._checked: dict[int, list] = {}
         self._closed = False
 
     def _check_engine(self, cfg: ModelConfig) -> None:
@@ -396,20 +400,24 @@ class Session:
             raise StateError(fmt("Session", "step() was called after close()", "Create a new Session."))
         frame = self.bindings.as_mapping(frame)
         B = self.batch_size
+        checked = None
         if slots is None:
             rows, n = None, B
         else:
-            last = self._last_slots
-            if slots is last[0]:
-                rows = last[1]  # the same read-only array as last time (a StreamPool's plan): checked then
+            checked = self._checked.get(id(slots))
+            if checked is not None and checked[0] is slots:
+                rows = checked[1]  # a read-only array checked before (a StreamPool's plan)
             else:
+                checked = None
                 rows = slot_array(slots, B, "Session.step", unique=True)
                 if n_full := (len(rows) == B and rows[0] == 0 and rows[-1] == B - 1):
                     n_full = B < 3 or np.array_equal(rows, self._all_slots)
                 if n_full:
                     rows = self._all_slots
                 if isinstance(slots, np.ndarray) and not slots.flags.writeable and slots.base is None:
-                    self._last_slots = (slots, rows)
+                    if len(self._checked) >= _CHECKED_SLOTS:
+                        del self._checked[next(iter(self._checked))]
+                    checked = self._checked[id(slots)] = [slots, rows, None]
             n = len(rows)
             if n == 0:
                 return {} if wait else DoneHandle({})
@@ -426,7 +434,7 @@ class Session:
         result, in_place = self._executor.run(frame, rows, n, starts, self._in, fuse, out, wait)
         # Only now, after a successful run (or enqueue), does the state advance.
         if not in_place and self._rows:
-            self._advance(rows, fuse)
+            self._advance(rows, fuse, checked)
         if self._any_marks:
             if rows is None:
                 self._marks[:] = False
@@ -436,8 +444,10 @@ class Session:
                 self._any_marks = bool(self._marks.any())
         return result
 
-    def _advance(self, rows: Optional[np.ndarray], fused: bool) -> None:
-        """Feeds the state outputs (arena 1 - in) of the stepped slots back into the state inputs."""
+    def _advance(self, rows: Optional[np.ndarray], fused: bool, checked: Optional[list] = None) -> None:
+        """Feeds the state outputs (arena 1 - in) of the stepped slots back into the state inputs.
+
+        ``checked`` is the cache entry of ``rows`` (its other slots are kept there once found)."""
         k = self._in
         if rows is None:
             if self._swap:
@@ -448,9 +458,14 @@ class Session:
         B = self.batch_size
         if self._swap and 2 * len(rows) > B:
             # Most slots stepped: carry the others' old rows into the output arena, then swap.
-            keep = np.ones(B, dtype=bool)
-            keep[rows] = False
-            others = np.flatnonzero(keep)
+            others = checked[2] if checked is not None else None
+            if others is None:
+                keep = np.ones(B, dtype=bool)
+                keep[rows] = False
+                others = np.flatnonzero(keep)
+                others.flags.writeable = False
+                if checked is not None:
+                    checked[2] = others
             if len(others):
                 self._arenas[1 - k].copy_rows_from(self._arenas[k], self._rows, others)
             self._in = 1 - k

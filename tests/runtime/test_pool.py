@@ -472,3 +472,98 @@ def test_uniform_bad_frames_are_caught_by_the_bulk_path(dynamic):
         want = ref.step(np.ascontiguousarray(big[:, :, ::2]))["lstm1"]
     for i, sid in enumerate("abc"):
         np.testing.assert_array_equal(got[sid]["lstm1"], want[:, i:i + 1])
+
+
+def _pack_rows(cfg, frames):
+    """Per-stream frames (batch dim 1) packed as one batch along each input's batch axis."""
+    axes = {t.name: t.batch_axis for t in cfg.inputs}
+    return {name: np.concatenate([f[name] for f in frames], axis=axes[name]) for name in frames[0]}
+
+
+@pytest.mark.parametrize("name", POOL_CASES)
+def test_step_batch_equals_solo_sessions(golden, dynamic, name):
+    """step_batch with packed feeds, streams in shuffled orders from a few recurring patterns (the plan
+    cache), idle streams, resets and a close/reopen between ticks, equals each stream alone (bit-exact)."""
+    path = dynamic(name)
+    cfg = rnnrt.config.load_config(path)
+    rng = np.random.default_rng(11)
+    n, ticks = 24, 16
+    patterns = [tuple(int(s) for s in rng.permutation(n)[: int(rng.integers(n // 2, n + 1))]) for _ in range(3)]
+    schedule = [patterns[int(rng.integers(3))] for _ in range(ticks)]
+    resets = {(t, int(rng.integers(n))) for t in range(2, ticks)}
+    reopen = {8: 5}  # before tick 8, stream 5 is closed and opened again: a new sequence in a new slot
+    frames = {(s, t): _frame(cfg, rng) for t, ids in enumerate(schedule) for s in ids}
+    got = {}
+    with _load(path, 32) as session:
+        pool = StreamPool(session)
+        for s in range(n):
+            pool.open(s)
+        for t, ids in enumerate(schedule):
+            if t in reopen:
+                pool.close(reopen[t])
+                pool.open("filler")  # takes the freed slot, so the reopened stream moves
+                pool.open(reopen[t])
+            for s in ids:
+                if (t, s) in resets:
+                    pool.reset(s)
+            outs = pool.step_batch(ids, _pack_rows(cfg, [frames[(s, t)] for s in ids]))
+            for out_name, value in outs.items():
+                axis = next(o.batch_axis for o in cfg.outputs if o.name == out_name)
+                for i, s in enumerate(ids):
+                    got.setdefault((s, t), {})[out_name] = np.take(value, [i], axis=axis)
+    with _load(path, 1) as solo:
+        for s in range(n):
+            solo.reset()
+            for t, ids in enumerate(schedule):
+                if (t, s) in resets or reopen.get(t) == s:
+                    solo.reset()
+                if s not in ids:
+                    continue
+                for out_name, ref in solo.step(frames[(s, t)]).items():
+                    np.testing.assert_array_equal(got[(s, t)][out_name], ref,
+                                                  err_msg=f"{name} stream {s} tick {t} {out_name}")
+
+
+def test_step_batch_mixed_with_step_and_typed_errors(dynamic):
+    """step and step_batch interleave on one pool; bad calls are typed errors that advance no stream."""
+    path = dynamic("a_lstm_stream_t1n1")
+    cfg = rnnrt.config.load_config(path)
+    rng = np.random.default_rng(5)
+    xs = {(s, t): _frame(cfg, rng)["data"] for s in "abc" for t in range(6)}
+    with _load(path, 4) as session:
+        pool = StreamPool(session)
+        for s in "abc":
+            pool.open(s)
+        got = {}
+        for t in range(6):
+            if t % 2:
+                out = pool.step({s: xs[(s, t)] for s in "cab"})
+                got.update({(s, t): o["lstm1"] for s, o in out.items()})
+            else:
+                ids = ("b", "c", "a")
+                y = pool.step_batch(ids, np.concatenate([xs[(s, t)] for s in ids], axis=1))["lstm1"]
+                got.update({(s, t): y[:, [i]] for i, s in enumerate(ids)})
+        before = {s: pool.snapshot(s) for s in "abc"}
+        two = np.zeros((1, 2, 5), np.float32)
+        with pytest.raises(BindingError, match="Stream 'a' \\| Is listed twice"):
+            pool.step_batch(["a", "a"], two)
+        with pytest.raises(StateError, match="'zz' \\| Is not open"):
+            pool.step_batch(["a", "zz"], two)
+        with pytest.raises(BindingError, match="Received shape \\(1, 3, 5\\)"):
+            pool.step_batch(["a", "b"], np.zeros((1, 3, 5), np.float32))
+        with pytest.raises(BindingError, match="stream_ids is a str"):
+            pool.step_batch("ab", two)
+        with pytest.raises(BindingError, match="Input 'bogus' \\| Is not an input of the model"):
+            pool.step_batch(["a", "b"], {"data": two, "bogus": two})
+        for s in "abc":
+            after = pool.snapshot(s)
+            assert after.steps == 6 and all(after.tensors[k].tobytes() == v.tobytes()
+                                            for k, v in before[s].tensors.items())
+        pool.close("a")
+        with pytest.raises(StateError, match="'a' \\| Is not open"):
+            pool.step_batch(("b", "c", "a"), np.zeros((1, 3, 5), np.float32))  # the cached plan is stale now
+    with _load(path, 1) as solo:
+        for s in "abc":
+            solo.reset()
+            for t in range(6):
+                np.testing.assert_array_equal(got[(s, t)], solo.step(xs[(s, t)])["lstm1"], err_msg=f"{s} tick {t}")

@@ -125,3 +125,20 @@ def test_frame_carrying_a_shared_input_is_a_binding_error(model_yaml):
         with _load(model_yaml) as solo:
             want = solo.step({"x": x, "sr": np.int64(16000)}, slots=[0])["y"]
         np.testing.assert_array_equal(pool.step({"a": x})["a"]["y"], want)
+
+
+def test_step_batch_feeds_the_shared_value(model_yaml):
+    """step_batch: a bare packed array or a mapping gets the shared value; feeding it is a BindingError."""
+    rng = np.random.default_rng(3)
+    with _load(model_yaml) as session, _load(model_yaml) as ref:
+        pool = StreamPool(session, shared={"sr": 16000})
+        for sid in "abc":
+            pool.open(sid)
+        ref_slots = {"a": 0, "b": 1, "c": 2}
+        for tick, ids in enumerate([("c", "a"), ("a", "b", "c"), ("b",), ("c", "a")]):
+            x = rng.standard_normal((len(ids), 4)).astype(np.float32)
+            y = pool.step_batch(ids, x if tick % 2 else {"x": x})["y"]
+            want = ref.step({"x": x, "sr": np.int64(16000)}, slots=[ref_slots[s] for s in ids])["y"]
+            np.testing.assert_array_equal(y, want, err_msg=f"tick {tick}")
+        with pytest.raises(BindingError, match=r"step_batch input 'sr' \| Has no batch axis and the pool feeds it"):
+            pool.step_batch(["a"], {"x": x[:1], "sr": np.int64(8000)})

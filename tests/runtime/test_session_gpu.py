@@ -754,3 +754,35 @@ def test_pool_on_device_session_matches_host_pool(backend, golden, converted):
                 after = pool.snapshot(sid)
                 for n, v in before.tensors.items():
                     assert after.tensors[n].tobytes() == v.tobytes(), f"tick {k}: idle stream {sid} {n} changed"
+
+
+@pytest.mark.parametrize("outputs", ["host", "view"])
+def test_pool_step_batch_on_device_session_matches_host_pool(backend, golden, converted, outputs):
+    """pool.step_batch over a device Session (graph/swap), recurring patterns of present streams (the
+    pool's plans, the Session's checked slots and the arena's cached row blocks are reused), equals
+    the same calls on an ORT pool; absent streams' state is bit-identical."""
+    from rnnrt.runtime.pool import StreamPool
+
+    yaml, d = converted("b_lstm_batch_resets")  # batch 3 (fixed): three slots
+    rng = np.random.default_rng(14)
+    patterns = [("a", "b"), ("c", "a"), ("a", "b", "c"), ("b",), ("c", "b", "a"), ("b", "c")]
+    with backend.session(yaml, d, feedback="swap", cuda_graph=True, outputs=outputs) as s, \
+            rnnrt.load(yaml, backend="onnxruntime") as ref:
+        pool, ref_pool = StreamPool(s), StreamPool(ref)
+        for p in (pool, ref_pool):
+            for sid in "abc":
+                p.open(sid)
+        for k in range(18):
+            ids = patterns[(k * 5) % len(patterns)]
+            if k == 7:
+                pool.reset("c")
+                ref_pool.reset("c")
+            x = rng.uniform(-1, 1, (8, len(ids), 5)).astype(np.float32)
+            idle = {sid: pool.snapshot(sid) for sid in "abc" if sid not in ids}
+            got = np.array(pool.step_batch(ids, {"data": x})["lstm1"])
+            want = ref_pool.step_batch(ids, x)["lstm1"]
+            np.testing.assert_allclose(got, want, atol=ATOL, rtol=RTOL, err_msg=f"call {k} {ids}")
+            for sid, before in idle.items():
+                after = pool.snapshot(sid)
+                for n, v in before.tensors.items():
+                    assert after.tensors[n].tobytes() == v.tobytes(), f"call {k}: idle stream {sid} {n} changed"
