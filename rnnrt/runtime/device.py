@@ -258,7 +258,7 @@ class FastPlan:
     __slots__ = ("io", "inputs", "nfed", "bare", "launch", "outputs", "refill", "mode")
 
     def __init__(self, io: IOSet, names: list[str], bare: bool, launch: tuple, mode: str,
-                 output_names: list[str], stream: int, refill: Optional[np.ndarray]) -> None:
+                 output_names: list[str], stream: int, refill: Optional[np.ndarray], wrap: Any) -> None:
         self.io = io
         self.refill = refill
         # (name, dtype, shape, pinned staging view)
@@ -270,8 +270,9 @@ class FastPlan:
         if mode != "device":
             self.outputs = tuple((n, io.host[n]) for n in output_names)
         else:
-            self.outputs = tuple((n, io.tensors[n].ptr, np.dtype(io.tensors[n].dtype),
-                                  tuple(int(d) for d in io.tensors[n].shape), stream) for n in output_names)
+            # The same DeviceArray objects every step: each step's outputs overwrite the last's anyway.
+            self.outputs = tuple((n, wrap(io.tensors[n].ptr, np.dtype(io.tensors[n].dtype),
+                                          tuple(int(d) for d in io.tensors[n].shape), stream)) for n in output_names)
 
 
 class StepHandle:
@@ -434,13 +435,9 @@ class DeviceExecutor:
         err = self._sync()[0]
         if err:
             self._cuda.raise_status(err, "cudaStreamSynchronize")
-        mode = plan.mode
-        if mode == "view":
-            return dict(plan.outputs)
-        if mode == "host":
+        if plan.mode == "host":
             return {name: view.copy() for name, view in plan.outputs}
-        wrap = self._cuda.DeviceArray.wrap
-        return {o[0]: wrap(*o[1:]) for o in plan.outputs}
+        return dict(plan.outputs)
 
     def _fast_launch(self, frame: Any, k: int) -> Optional[FastPlan]:
         plan = self._plan
@@ -477,13 +474,9 @@ class DeviceExecutor:
         return plan
 
     def _plan_outputs(self, plan: FastPlan) -> dict[str, Any]:
-        mode = plan.mode
-        if mode == "host":
+        if plan.mode == "host":
             return {name: view.copy() for name, view in plan.outputs}
-        if mode == "view":
-            return dict(plan.outputs)
-        wrap = self._cuda.DeviceArray.wrap
-        return {o[0]: wrap(*o[1:]) for o in plan.outputs}
+        return dict(plan.outputs)
 
     # The full path.
     def run(self, frame: Mapping[str, Any], slots: Optional[np.ndarray], n: int, starts: Optional[np.ndarray],
@@ -674,7 +667,8 @@ class DeviceExecutor:
     def _set_plan(self, io: IOSet, names: list[str], bare: bool, refill: Optional[np.ndarray], fused: bool) -> None:
         launch = tuple(self._cuda.raw_launcher(io.graphs[(j, fused)], self._stream) if (j, fused) in io.graphs
                        else None for j in (0, 1))
-        self._plan = FastPlan(io, names, bare, launch, self._mode, self._b.output_names, self._stream.handle, refill)
+        self._plan = FastPlan(io, names, bare, launch, self._mode, self._b.output_names, self._stream.handle, refill,
+                              self._cuda.DeviceArray.wrap)
         self.fast = self._fast_step
 
     def _enqueue(self, io: IOSet, k: int, foreign: Mapping[str, Any], fused: bool) -> None:
