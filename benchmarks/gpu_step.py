@@ -25,6 +25,10 @@ Variants:
   ``Session.input_buffers()`` (no frame copy either).
 - ``Session graph/swap, DeviceArray out``: numpy frame in, a DeviceArray out (no D2H, no feedback
   copy: the graph is one H2D copy plus the engine, the closest to the engine's own graph).
+- ``hand graph H2D+engine``: the frame upload and the engine in one torch CUDA graph: the floor for a
+  step that takes a numpy frame and returns device outputs.
+- ``Session graph/swap, DeviceArray out, frame in staging``: the same with the frame already written into
+  ``Session.input_buffers()`` (compare with ``hand graph H2D+engine``).
 - ``Session graph/swap, device IO``: a torch CUDA frame in, a DeviceArray out.
 - ``... [baseline]`` (with ``--baseline SESSION_PY``): the graph-mode variants again on the ``Session``
   class of another ``rnnrt/runtime/session.py`` (e.g. the version before a change), in the same rounds, over
@@ -142,11 +146,15 @@ def bench_batch(B: int, rounds: int, steps: int, warmup: int, baseline: type | N
     torch.cuda.synchronize()
     g_engine, g_hand = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
     g_engine_d2h, g_hand_swap = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+    g_h2d_engine = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g_engine):
         engine.forward(ins, outs, work)
     with torch.cuda.graph(g_engine_d2h):
         engine.forward(ins, outs, work)
         y_pin.copy_(outs["lstm2"], non_blocking=True)
+    with torch.cuda.graph(g_h2d_engine):
+        ins["data"].copy_(x_pin, non_blocking=True)
+        engine.forward(ins, outs, work)
     with torch.cuda.graph(g_hand_swap):
         ins["data"].copy_(x_pin, non_blocking=True)
         engine.forward(ins, outs, work)
@@ -173,6 +181,10 @@ def bench_batch(B: int, rounds: int, steps: int, warmup: int, baseline: type | N
         g_engine_d2h.replay()
         cur.synchronize()
 
+    def h2d_engine():
+        g_h2d_engine.replay()
+        cur.synchronize()
+
     def hand_swap():
         g_hand_swap.replay()
         cur.synchronize()
@@ -192,6 +204,8 @@ def bench_batch(B: int, rounds: int, steps: int, warmup: int, baseline: type | N
                       ("Session graph/swap, view out, frame in staging",
                        dict(feedback="swap", cuda_graph=True, outputs="view")),
                       ("Session graph/swap, DeviceArray out", dict(feedback="swap", cuda_graph=True, outputs="device")),
+                      ("Session graph/swap, DeviceArray out, frame in staging",
+                       dict(feedback="swap", cuda_graph=True, outputs="device")),
                       ("Session graph/swap, device IO", dict(feedback="swap", cuda_graph=True, outputs="device"))):
         sessions[label] = Session(cfg, engine, **kw)
         if baseline is not None and kw["cuda_graph"] and kw.get("outputs") != "view":
@@ -218,6 +232,7 @@ def bench_batch(B: int, rounds: int, steps: int, warmup: int, baseline: type | N
         "engine graph (floor)": engine_graph,
         "hand graph (H2D+engine+arena copy+D2H)": hand_graph,
         "engine graph + D2H": engine_d2h,
+        "hand graph H2D+engine": h2d_engine,
         "hand graph H2D+engine+D2H": hand_swap,
         "engine graph + 4 per-tensor D2D copies": per_tensor,
     }
@@ -355,6 +370,12 @@ def main() -> None:
                   "Session graph/swap, device IO"):
             m = statistics.median(res[k])
             lines.append(f"| {k} minus engine graph / minus hand graph | {m - floor:+.1f} / {m - hand:+.1f} |")
+        h2d = statistics.median(res["hand graph H2D+engine"])
+        for k in ("Session graph/swap, DeviceArray out", "Session graph/swap, DeviceArray out, frame in staging"):
+            m = statistics.median(res[k])
+            ratios = [x - y for x, y in zip(res[k], res["hand graph H2D+engine"])]
+            lines.append(f"| {k} minus hand graph H2D+engine (per-round) | {m - h2d:+.1f} "
+                         f"({min(ratios):+.1f}..{max(ratios):+.1f}) |")
         for k in ("Session graph/swap", "Session graph/swap, view out", "Session graph/swap, view out, frame in staging"):
             m = statistics.median(res[k])
             lines.append(f"| {k}: / (engine graph + D2H) ; minus hand graph H2D+engine+D2H | {m / d2h:.3f}x ; "

@@ -9,6 +9,8 @@ its own Session of batch N:
   and cuts N per-stream outputs.
 - ``pool 90 %``: ``pool.step`` where a random 10 % of the streams have no frame (8 patterns, cycled):
   ``Session.step(feeds, slots=...)`` of the other 90 %, the absent streams' state untouched.
+- ``batch 100 %`` / ``batch 90 %``: the same through ``pool.step_batch(ids, packed)``, the frames already
+  packed as one batch per pattern (as the raw side's), the outputs one batch array per output.
 
 CPU: the ``lstm2_bench`` ONNX model (2-layer LSTM, input 256, hidden 512, T=1) on ONNX Runtime with a
 dynamic batch (the 90 % step runs 90 % of the rows). GPU: the same net as a Caffe model on the torch
@@ -101,11 +103,15 @@ def throughput(device: str, streams: int, threads: int, rounds: int, seconds: fl
     for k in range(8):
         absent = set(rng.choice(streams, streams // 10, replace=False).tolist())
         patterns.append({i: f for i, f in frames.items() if i not in absent})
+    # step_batch: the same frames already packed, one (ids, batch) per pattern.
+    all_ids = tuple(frames)
+    packed = [(tuple(p), np.concatenate(list(p.values()), axis=1)) for p in patterns]
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         make = _sessions(device, streams, Path(tmp), threads)
         raw = stack.enter_context(make())
         full, partial = StreamPool(stack.enter_context(make())), StreamPool(stack.enter_context(make()))
-        for pool in (full, partial):
+        batch_full, batch_partial = StreamPool(stack.enter_context(make())), StreamPool(stack.enter_context(make()))
+        for pool in (full, partial, batch_full, batch_partial):
             for i in frames:
                 pool.open(i)
         k = [0]
@@ -116,8 +122,13 @@ def throughput(device: str, streams: int, threads: int, rounds: int, seconds: fl
                 pool.step(patterns[k[0] & 7])
             return pool90
 
+        def batch90():
+            k[0] += 1
+            batch_partial.step_batch(*packed[k[0] & 7])
+
         sides = {"raw": lambda: raw.step(x), "pool 100 %": functools.partial(full.step, frames),
-                 "pool 90 %": stepper(partial)}
+                 "pool 90 %": stepper(partial), "batch 100 %": functools.partial(batch_full.step_batch, all_ids, x),
+                 "batch 90 %": batch90}
         executor = getattr(partial.session, "executor", None)
         print(f"  {streams} streams: many-row copies via {getattr(executor, 'copy_path', 'host')!r}", flush=True)
         for mode in copy_modes:  # the same with the row copies forced to one path
@@ -230,11 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{streams} streams: " + ", ".join(f"{k} {v:.0f} us" for k, v in res.items()
                                                   if isinstance(v, float)), flush=True)
     print()
-    print(f"| streams | raw `Session.step` µs | `pool.step` 100 % µs | vs raw | `pool.step` 90 % µs | vs raw | steps × rounds |")
-    print("|---|---|---|---|---|---|---|")
+    print("| streams | raw `Session.step` µs | `pool.step` 100 % µs | vs raw | `pool.step` 90 % µs | vs raw "
+          "| `pool.step_batch` 100 % µs | vs raw | `pool.step_batch` 90 % µs | vs raw | steps × rounds |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for streams, res in rows:
         cells = [str(streams), f"{res['raw']:.0f}"]
-        for name in ("pool 100 %", "pool 90 %"):
+        for name in ("pool 100 %", "pool 90 %", "batch 100 %", "batch 90 %"):
             r = res[name + " ratios"]
             cells += [f"{res[name]:.0f}", f"**{res['raw'] / res[name]:.2f}×** ({min(r):.2f}–{max(r):.2f})"]
         cells.append(f"{res['steps']} × {args.rounds}")
