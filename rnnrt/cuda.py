@@ -404,11 +404,64 @@ class BatchCopier:
         if int(err) != 0:
             raise CudaError(fmt("CUDA cuLaunchKernel(rnnrt_batch_copy)", f"Failed with {err}"), str(err))
 
+    def prepare(self, dsts: np.ndarray, srcs: np.ndarray, sizes: np.ndarray) -> "PreparedCopies":
+        """The same copies for replay: the table is uploaded once (now, synchronously), and each
+        :meth:`PreparedCopies.launch` is one kernel launch with prebuilt arguments (no table upload, no
+        wait). For copies between buffers that stay allocated (a Session's state arenas)."""
+        return PreparedCopies(self, np.asarray(dsts, np.int64), np.asarray(srcs, np.int64), np.asarray(sizes, np.int64))
+
     def free(self) -> None:
         for buf in (self._pinned, self._device, self._event):
             if buf is not None:
                 buf.free() if not isinstance(buf, Event) else buf.destroy()
         self._pinned = self._device = self._event = None
+
+
+class PreparedCopies:
+    """Copies of :meth:`BatchCopier.prepare`: a device-resident table and the kernel's bound arguments."""
+
+    def __init__(self, copier: BatchCopier, dsts: np.ndarray, srcs: np.ndarray, sizes: np.ndarray) -> None:
+        self.count = count = len(sizes)
+        self._func = copier._func if count > 1 else None
+        self._table: Optional[DeviceBuffer] = None
+        self._copier = copier
+        if self._func is None:
+            self._lists = (dsts.tolist(), srcs.tolist(), sizes.tolist())
+            return
+        table = np.ascontiguousarray(np.stack([dsts, srcs, sizes], axis=1))
+        self._table = DeviceBuffer(table.nbytes)
+        rt = _rt()
+        _check(rt.cudaMemcpy(self._table.ptr, table.ctypes.data, table.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice),
+               "cudaMemcpy(table)")
+        # cuLaunchKernel's kernelParams as a void** address: pointers to the two argument values.
+        self._ptr = ctypes.c_void_p(self._table.ptr)
+        self._count = ctypes.c_int(count)
+        self._params = (ctypes.c_void_p * 2)(ctypes.addressof(self._ptr), ctypes.addressof(self._count))
+        self._params_addr = ctypes.addressof(self._params)
+        self._grid = min(count, 65535)
+        from cuda.bindings import driver
+
+        self._launch = driver.cuLaunchKernel
+
+    def launch(self, stream: Any) -> None:
+        """Enqueues the copies on ``stream``."""
+        if not self.count:
+            return
+        if self._func is None:
+            if self._copier.path == "loop":
+                for dst, src, n in zip(*self._lists):
+                    memcpy_async(dst, src, n, "d2d", stream)
+                return
+            memcpy_batch_async(*self._lists, stream)
+            return
+        err = self._launch(self._func, self._grid, 1, 1, 128, 1, 1, 0, _handle(stream), self._params_addr, 0)[0]
+        if int(err) != 0:
+            raise CudaError(fmt("CUDA cuLaunchKernel(rnnrt_batch_copy)", f"Failed with {err}"), str(err))
+
+    def free(self) -> None:
+        if self._table is not None:
+            self._table.free()
+            self._table = None
 
 
 def memcpy_batch_async(dsts: list[int], srcs: list[int], sizes: list[int], stream: Any) -> None:

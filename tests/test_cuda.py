@@ -186,6 +186,22 @@ def test_2d_and_batched_copies(mode):
             n = width - (i % 2) * 3  # odd sizes take the kernel's byte path
             want[40 + i, :n] = data[r, :n]
         np.testing.assert_array_equal(got, want)
+        # The same copies prepared once (table on the device) and replayed: after a source change the
+        # replay copies the new bytes, and the table is not re-uploaded.
+        cuda.memset_async(dst.ptr, 0, rows * width, stream)
+        prepared = copier.prepare(np.array([dst.ptr + (40 + i) * width for i in range(len(picked))], np.int64),
+                                  np.array([src.ptr + r * width for r in picked], np.int64),
+                                  np.array([width - (i % 2) * 3 for i in range(len(picked))], np.int64))
+        for value in (7, 9):
+            cuda.memset_async(src.ptr, value, rows * width, stream)
+            prepared.launch(stream)
+            cuda.memcpy_async(host.ptr, dst.ptr, rows * width, "d2h", stream)
+            stream.synchronize()
+            want = np.zeros_like(data)
+            for i in range(len(picked)):
+                want[40 + i, :width - (i % 2) * 3] = value
+            np.testing.assert_array_equal(host.view(np.uint8, (rows, width)), want)
+        prepared.free()
         copier.free()
     finally:
         src.free()

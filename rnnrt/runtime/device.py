@@ -106,7 +106,7 @@ class DeviceArena:
         self.views = {name: DeviceTensor(self.buffer.ptr + off, dtype, shape)
                       for name, (off, shape, dtype) in self.layout.items()}
         self._mirror: Any = None
-        # Row blocks of read-only slot arrays seen by copy_rows_from, by id: (the array, offsets, sizes).
+        # Row copies of read-only slot arrays seen by copy_rows_from, by id: (the array, source arena, prepared).
         self._blocks: dict[int, tuple] = {}
         self.zero()
 
@@ -128,8 +128,8 @@ class DeviceArena:
 
     def copy_rows_from(self, other: "DeviceArena", rows: Mapping[str, Rows], slots: np.ndarray) -> None:
         blocks = self._blocks.get(id(slots))
-        if blocks is not None and blocks[0] is slots:
-            self._copier.copy(self.buffer.ptr + blocks[1], other.buffer.ptr + blocks[1], blocks[2], self.stream)
+        if blocks is not None and blocks[0] is slots and blocks[1] is other:
+            blocks[2].launch(self.stream)
             return
         idx = np.sort(slots)
         geometry = [rows[name].geometry() for name in self.layout]
@@ -143,11 +143,16 @@ class DeviceArena:
             inner = np.array([g[1] for g in geometry], dtype=np.int64)[:, None]
             offs = (np.array([off for off, _, _ in self.layout.values()], dtype=np.int64)[:, None] + first * inner).ravel()
             sizes = (lengths * inner).ravel()
-            if not slots.flags.writeable:
-                if len(self._blocks) >= 16:
-                    del self._blocks[next(iter(self._blocks))]
-                self._blocks[id(slots)] = (slots, offs, sizes)
-            self._copier.copy(self.buffer.ptr + offs, other.buffer.ptr + offs, sizes, self.stream)
+            if slots.flags.writeable:
+                self._copier.copy(self.buffer.ptr + offs, other.buffer.ptr + offs, sizes, self.stream)
+                return
+            # A read-only slots array (a Session's cached "other slots" of a pool plan) comes back: its
+            # copy table goes to the device once and later steps only launch the copy kernel.
+            if len(self._blocks) >= 16:
+                self._blocks.pop(next(iter(self._blocks)))[2].free()
+            prepared = self._copier.prepare(self.buffer.ptr + offs, other.buffer.ptr + offs, sizes)
+            self._blocks[id(slots)] = (slots, other, prepared)
+            prepared.launch(self.stream)
             return
         copies = RowCopies()
         for name, (off, _, _) in self.layout.items():
@@ -180,6 +185,9 @@ class DeviceArena:
         self.stream.synchronize()
 
     def free(self) -> None:
+        for _, _, prepared in self._blocks.values():
+            prepared.free()
+        self._blocks.clear()
         self.buffer.free()
         if self._mirror is not None:
             self._mirror.free()
@@ -255,14 +263,22 @@ class FastPlan:
     ``refill`` then names the staging view to set back to ones before the next launch).
     """
 
-    __slots__ = ("io", "inputs", "nfed", "bare", "launch", "outputs", "refill", "mode")
+    __slots__ = ("io", "inputs", "nfed", "bare", "launch", "outputs", "refill", "mode", "rows_in", "rows_out")
 
     def __init__(self, io: IOSet, names: list[str], bare: bool, launch: tuple, mode: str,
-                 output_names: list[str], stream: int, refill: Optional[np.ndarray], wrap: Any) -> None:
+                 output_names: list[str], stream: int, refill: Optional[np.ndarray], wrap: Any,
+                 in_axes: Mapping[str, Optional[int]], out_axes: Mapping[str, Optional[int]]) -> None:
         self.io = io
         self.refill = refill
         # (name, dtype, shape, pinned staging view)
         self.inputs = tuple((n, io.host[n].dtype, io.host[n].shape, io.host[n]) for n in names)
+        # For a step of some slots: (name, dtype, shape before / after the batch axis, index prefix or None
+        # when the input has no batch axis, staging view), and (name, batch axis, staging view) per output.
+        self.rows_in = tuple((n, io.host[n].dtype, io.host[n].shape[:a] if a is not None else io.host[n].shape,
+                              io.host[n].shape[a + 1:] if a is not None else (),
+                              (slice(None),) * a if a is not None else None, io.host[n])
+                             for n, a in ((n, in_axes[n]) for n in names))
+        self.rows_out = tuple((n, out_axes[n], io.host[n]) for n in output_names) if mode != "device" else ()
         self.nfed = len(names)
         self.bare = bare
         self.launch = launch  # per parity (the input arena's index): a raw cudaGraphLaunch, or None
@@ -327,6 +343,7 @@ class DeviceExecutor:
         self._swap = session.feedback == "swap" and bool(b.state_rows)
         self._check_finite = session.check_finite
         self.fast: Any = None
+        self.fast_rows: Any = None
         self.closed = False
         self._pending: Optional[StepHandle] = None
         self._plan: Optional[FastPlan] = None
@@ -401,7 +418,7 @@ class DeviceExecutor:
         if self.closed:
             return
         self.closed = True
-        self.fast = None
+        self.fast = self.fast_rows = None
         self._plan = None
         self._pending = None
         stream = self._stream
@@ -473,6 +490,49 @@ class DeviceExecutor:
             self._cuda.raise_status(err, "cudaGraphLaunch")
         return plan
 
+    def _fast_rows(self, frame: Any, k: int, rows: np.ndarray) -> Any:
+        """Like :meth:`_fast_step` for a step of some slots (swap feedback, numpy outputs): each frame
+        row goes into the whole-batch staging at its slot, the full graph runs, and the outputs are the
+        listed rows. None, having done nothing, when the frame does not match the plan exactly."""
+        plan = self._plan
+        if self._pending is not None or plan is None:
+            return None
+        launch = plan.launch[k]
+        if launch is None:
+            return None
+        n = len(rows)
+        if type(frame) is dict:
+            if len(frame) != plan.nfed:
+                return None
+            for name, dtype, head, tail, prefix, _ in plan.rows_in:
+                value = frame.get(name)
+                if type(value) is not np.ndarray or value.dtype != dtype or \
+                        value.shape != (head + (n,) + tail if prefix is not None else head):
+                    return None
+            for name, _, _, _, prefix, staging in plan.rows_in:
+                if prefix is None:
+                    staging[...] = frame[name]
+                else:
+                    staging[prefix + (rows,)] = frame[name]
+        elif plan.bare and type(frame) is np.ndarray:
+            _, dtype, head, tail, prefix, staging = plan.rows_in[0]
+            if prefix is None or frame.dtype != dtype or frame.shape != head + (n,) + tail:
+                return None
+            staging[prefix + (rows,)] = frame
+        else:
+            return None
+        if plan.refill is not None:
+            plan.refill[...] = 1
+            plan.refill = None
+        err = launch()[0]
+        if err:
+            self._cuda.raise_status(err, "cudaGraphLaunch")
+        err = self._sync()[0]
+        if err:
+            self._cuda.raise_status(err, "cudaStreamSynchronize")
+        return {name: (np.take(view, rows, axis=axis) if axis is not None else
+                       (view.copy() if plan.mode == "host" else view)) for name, axis, view in plan.rows_out}
+
     def _plan_outputs(self, plan: FastPlan) -> dict[str, Any]:
         if plan.mode == "host":
             return {name: view.copy() for name, view in plan.outputs}
@@ -534,7 +594,7 @@ class DeviceExecutor:
         B = b.batch_size
         # The staging buffers may change below: no plan until this step has gone through.
         self._plan = None
-        self.fast = None
+        self.fast = self.fast_rows = None
         host, foreign = self._check(frame, n, starts)
         stream = self._stream
 
@@ -594,12 +654,17 @@ class DeviceExecutor:
         else:
             gathered = None
 
-        if graph is not None and slots is None and not foreign and all(type(v) is np.ndarray for v in frame.values()):
+        # A slots step leaves the same plan for swap feedback (its graphs are the full step's); with copy
+        # feedback a full step's graphs carry the feedback copy, which a slots step must not run.
+        if graph is not None and (slots is None or self._swap) and not foreign and \
+                all(type(v) is np.ndarray for v in frame.values()):
             # A layout that _fast_step accepts. The staging buffers now hold this frame and, if
             # auto-filled, a continuation of ones unless slots were reset before this step.
             cont = b.cont
             auto_cont = cont is not None and cont.spec.name not in frame
-            refill = io.host[cont.spec.name] if auto_cont and starts is not None and starts.any() else None
+            # A slots step wrote its rows only: other rows may hold the zeros of an earlier start.
+            wrote_zeros = slots is not None or (starts is not None and bool(starts.any()))
+            refill = io.host[cont.spec.name] if auto_cont and wrote_zeros else None
             self._set_plan(io, list(frame), list(frame) == [b.single_input], refill, fused)
         mode = self._mode
         names = b.output_names
@@ -667,9 +732,11 @@ class DeviceExecutor:
     def _set_plan(self, io: IOSet, names: list[str], bare: bool, refill: Optional[np.ndarray], fused: bool) -> None:
         launch = tuple(self._cuda.raw_launcher(io.graphs[(j, fused)], self._stream) if (j, fused) in io.graphs
                        else None for j in (0, 1))
-        self._plan = FastPlan(io, names, bare, launch, self._mode, self._b.output_names, self._stream.handle, refill,
-                              self._cuda.DeviceArray.wrap)
+        b = self._b
+        self._plan = FastPlan(io, names, bare, launch, self._mode, b.output_names, self._stream.handle, refill,
+                              self._cuda.DeviceArray.wrap, {n: b.inputs[n].batch_axis for n in names}, b.output_axes)
         self.fast = self._fast_step
+        self.fast_rows = self._fast_rows if self._swap and self._mode != "device" else None
 
     def _enqueue(self, io: IOSet, k: int, foreign: Mapping[str, Any], fused: bool) -> None:
         from rnnrt.engines.base import DeviceTensor

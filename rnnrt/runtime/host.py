@@ -85,6 +85,7 @@ class HostExecutor:
     """Runs steps on a host engine for one Session (see the module doc)."""
 
     fast = None
+    fast_rows = None
 
     def __init__(self, session: Any, engine: Any, input_memory: Any) -> None:
         if session.outputs == "device":

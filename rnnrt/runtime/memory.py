@@ -68,6 +68,8 @@ class Executor(Protocol):
 
     fast: Any
     """A callable ``fast(frame, in_arena) -> outputs | None`` for a repeated frame layout, or None."""
+    fast_rows: Any
+    """The same for a step of some slots, ``fast_rows(frame, in_arena, rows)``; the caller feeds back."""
 
     def make_arena(self, layout: list[tuple[str, tuple, np.dtype]]) -> Arena: ...
 

@@ -363,12 +363,23 @@ class Session:
             StateError: The session is closed, or a step_async() was not waited for.
         """
         fast = self._executor.fast
-        if fast is not None and slots is None and out is None and not self._any_marks:
-            result = fast(frame, self._in)
-            if result is not None:
-                if self._swap:
-                    self._in ^= 1
-                return result
+        if fast is not None and out is None and not self._any_marks:
+            if slots is None:
+                result = fast(frame, self._in)
+                if result is not None:
+                    if self._swap:
+                        self._in ^= 1
+                    return result
+            else:
+                # A slot array checked before (a StreamPool's plan) and a frame of the last layout.
+                checked = self._checked.get(id(slots))
+                fast_rows = self._executor.fast_rows
+                if checked is not None and checked[0] is slots and fast_rows is not None and \
+                        checked[1] is not self._all_slots:
+                    result = fast_rows(frame, self._in, checked[1])
+                    if result is not None:
+                        self._advance(checked[1], False, checked)
+                        return result
         return self._step(frame, slots, out, True)
 
     def step_async(self, frame: Union[Mapping[str, Any], np.ndarray], slots: Optional[Iterable[int]] = None) -> Any:

@@ -202,6 +202,18 @@ def _make_sim_cuda(sim: _Sim) -> types.ModuleType:
         def copy(self, dsts, srcs, sizes, stream):
             memcpy_batch_async(dsts.tolist(), srcs.tolist(), sizes.tolist(), stream)
 
+        def prepare(self, dsts, srcs, sizes):
+            copier = self
+
+            class Prepared:
+                def launch(self, stream):
+                    copier.copy(dsts, srcs, sizes, stream)
+
+                def free(self):
+                    pass
+
+            return Prepared()
+
         def free(self):
             pass
 
@@ -673,14 +685,33 @@ def test_ioset_one_upload_one_download(host_outputs):
         io.free()
 
 
+def _frozen(slots):
+    """The same read-only slot array for the same slots (a StreamPool plan's): the Session's fast path."""
+    if slots is None:
+        return None
+    key = tuple(slots)
+    if key not in _FROZEN:
+        arr = np.array(slots, dtype=np.intp)
+        arr.flags.writeable = False
+        _FROZEN[key] = arr
+    return _FROZEN[key]
+
+
+_FROZEN: dict = {}
+
+
+@pytest.mark.parametrize("slot_kind", ["list", "frozen"])
 @pytest.mark.parametrize("outputs", ["host", "view", "device"])
 @pytest.mark.parametrize("feedback,graph", MODES, ids=[f"{f}-{'graph' if g else 'eager'}" for f, g in MODES])
-def test_step_slots_leaves_absent_slots_bit_identical(backend, golden, converted, feedback, graph, outputs):
+def test_step_slots_leaves_absent_slots_bit_identical(backend, golden, converted, feedback, graph, outputs, slot_kind):
     """step(feeds, slots=...) on the device: absent slots' state bit-identical (no host round trip), the
-    listed slots equal the ORT Session under the same calls, outputs in the listed order."""
+    listed slots equal the ORT Session under the same calls, outputs in the listed order. ``frozen``:
+    recurring read-only slot arrays, which take the fast path (swap, graphs) between resets."""
     yaml, d = converted("b_lstm_batch_resets")  # T=8, batch 3 (fixed), auto-filled cont
     rng = np.random.default_rng(11)
-    plan = [None, [2], [1, 0], [0, 1, 2], [2, 0, 1], [1], None, [0, 2]]
+    plan = [None, [2], [1, 0], [0, 1, 2], [2, 0, 1], [1], None, [0, 2], [1, 0], [2], [1, 0], [0, 2]]
+    if slot_kind == "frozen":
+        plan = [_frozen(p) for p in plan]
     with backend.session(yaml, d, feedback=feedback, cuda_graph=graph, outputs=outputs) as s, \
             rnnrt.load(yaml, backend="onnxruntime") as ref:
         s.reset(slots=[1])
@@ -700,7 +731,8 @@ def test_step_slots_leaves_absent_slots_bit_identical(backend, golden, converted
             assert got.shape == (8, n, 7)
             np.testing.assert_allclose(got, want, atol=ATOL, rtol=RTOL, err_msg=f"call {k} slots {slots}")
             after = s.state
-            absent = sorted(set(range(3)) - set(slots or range(3)))
+            absent = sorted(set(range(3)) - set(range(3) if slots is None else slots.tolist() if
+                                                 isinstance(slots, np.ndarray) else slots))
             for name, v in ref.state.items():
                 np.testing.assert_allclose(after[name], v, atol=ATOL, rtol=RTOL, err_msg=f"state {name} call {k}")
                 if k != 9:
@@ -772,6 +804,14 @@ def test_pool_step_batch_on_device_session_matches_host_pool(backend, golden, co
         for p in (pool, ref_pool):
             for sid in "abc":
                 p.open(sid)
+        fast_rows, taken = s.executor._fast_rows, []
+
+        def counted(*args):
+            result = fast_rows(*args)
+            taken.append(result is not None)
+            return result
+
+        s.executor._fast_rows = counted  # bound into the plan when the plan is made
         for k in range(18):
             ids = patterns[(k * 5) % len(patterns)]
             if k == 7:
@@ -786,3 +826,4 @@ def test_pool_step_batch_on_device_session_matches_host_pool(backend, golden, co
                 after = pool.snapshot(sid)
                 for n, v in before.tensors.items():
                     assert after.tensors[n].tobytes() == v.tobytes(), f"call {k}: idle stream {sid} {n} changed"
+        assert sum(taken) >= 8, f"the fast path for slots ran {sum(taken)} times"
