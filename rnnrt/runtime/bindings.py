@@ -22,7 +22,7 @@ import numpy as np
 from rnnrt.errors import BindingError, ConfigError, fmt
 
 __all__ = ["ContinuationFill", "InputSpec", "Rows", "check_device", "check_host", "check_out", "check_placement", "np_dtype",
-           "runs", "slot_array"]
+           "put_rows", "runs", "slot_array", "stream_shape", "take_rows"]
 
 BATCH = -1
 """Marks a batch dim in :attr:`InputSpec.shape` (its size is the number of stepped slots)."""
@@ -248,6 +248,45 @@ def runs(slots: Iterable[int]) -> list[tuple[int, int]]:
         else:
             out.append((slot, slot + 1))
     return out
+
+
+def stream_shape(shape: tuple, axis: int, fold: Optional[tuple]) -> tuple[tuple, int]:
+    """``shape`` with a folded batch axis (``batch_fold`` ``(outer, inner)``) split into ``(outer, rows,
+    inner)``, and the axis that then holds one index per row; ``(shape, axis)`` when not folded.
+
+    Reshaping an array to it (a view for C-contiguous arrays) turns slot scatter/gather on a folded axis
+    into plain indexing along the returned axis, on the host (numpy) and the device (:class:`Rows`) alike.
+    """
+    if fold is None:
+        return tuple(shape), axis
+    outer, inner = fold
+    return tuple(shape[:axis]) + (outer, int(shape[axis]) // (outer * inner), inner) + tuple(shape[axis + 1:]), axis + 1
+
+
+def take_rows(array: np.ndarray, rows: np.ndarray, axis: int, fold: Optional[tuple] = None,
+              out: Optional[np.ndarray] = None) -> np.ndarray:
+    """The listed rows of ``array`` along its batch ``axis`` (folded or not), as a new array (or into ``out``)."""
+    if fold is None:
+        return np.take(array, rows, axis=axis, out=out)
+    shape, ax = stream_shape(array.shape, axis, fold)
+    picked = np.take(array.reshape(shape), rows, axis=ax)
+    picked = picked.reshape(picked.shape[:axis] + (-1,) + picked.shape[ax + 2:])
+    if out is None:
+        return picked
+    np.copyto(out, picked, casting="no")
+    return out
+
+
+def put_rows(array: np.ndarray, rows: np.ndarray, axis: int, fold: Optional[tuple], values: np.ndarray) -> None:
+    """Writes ``values`` (one row per listed slot, in order) into ``array`` at ``rows`` along ``axis``."""
+    if fold is None:
+        array[(slice(None),) * axis + (rows,)] = values
+        return
+    if not array.flags.c_contiguous:
+        raise ValueError("put_rows on a folded axis needs a C-contiguous array (a reshape must be a view)")
+    shape, ax = stream_shape(array.shape, axis, fold)
+    view = array.reshape(shape)
+    view[(slice(None),) * ax + (rows,)] = values.reshape(stream_shape(values.shape, axis, fold)[0])
 
 
 class Rows:

@@ -31,7 +31,8 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from rnnrt.errors import BindingError, ConfigError, EngineError, StateError, fmt
-from rnnrt.runtime.bindings import Rows, check_device, check_host, check_out, check_placement
+from rnnrt.runtime.bindings import (Rows, check_device, check_host, check_out, check_placement, put_rows, stream_shape,
+                                    take_rows)
 from rnnrt.runtime.memory import ALIGN, aligned_layout, feedback_bindings
 
 G_LOGGER = logging.getLogger("rnnrt")
@@ -544,10 +545,6 @@ class DeviceExecutor:
         if self._pending is not None:
             raise StateError(fmt("Session", "A step was started before the previous step_async() was waited for",
                                  "Call wait() on the previous handle first."))
-        if slots is not None and self._b.folded:
-            raise StateError(fmt("Session.step(slots=...)", f"Inputs or outputs {self._b.folded} fold the streams with "
-                                 "other dims (batch_fold) and the device Session does not scatter such rows yet",
-                                 "Step every slot (slots=None) on the GPU, or run the StreamPool on the host."))
         if slots is None and out is None and starts is None:
             if wait:
                 result = self._fast_step(frame, k)
@@ -599,8 +596,10 @@ class DeviceExecutor:
         stream = self._stream
 
         def full(name: str, shape: tuple) -> tuple:
-            axis = b.inputs[name].batch_axis
-            return shape if (slots is None or axis is None) else shape[:axis] + (B,) + shape[axis + 1:]
+            spec = b.inputs[name]
+            axis = spec.batch_axis
+            return shape if (slots is None or axis is None) else \
+                shape[:axis] + (spec.batch_dim(axis, B),) + shape[axis + 1:]
 
         key = tuple((name, full(name, host[name].shape if name in host else foreign[name].shape), name in host)
                     for name in b.input_names)
@@ -618,7 +617,8 @@ class DeviceExecutor:
                 if arr is not staging:
                     np.copyto(staging, arr, casting="no")
             else:
-                staging[(slice(None),) * b.inputs[name].batch_axis + (slots,)] = arr
+                spec = b.inputs[name]
+                put_rows(staging, slots, spec.batch_axis, spec.fold, arr)
         for fa in foreign.values():
             # The producer asked consumers to order after its stream (CUDA Array Interface v3).
             if fa.stream is not None and fa.stream != stream.handle:
@@ -632,10 +632,12 @@ class DeviceExecutor:
                 if spec.batch_axis is None:
                     cuda.memcpy_async(dst.ptr, fa.ptr, io.nbytes[name], "d2d", stream)
                     continue
-                axis = spec.batch_axis
+                # On a folded axis the rows are the middle of (outer, rows, inner): same copies, more strips.
+                dst_shape, axis = stream_shape(tuple(dst.shape), spec.batch_axis, spec.fold)
+                src_shape, _ = stream_shape(fa.shape, spec.batch_axis, spec.fold)
                 copies = RowCopies()
-                copies.add(dst.ptr, Rows(axis, dst.shape, fa.dtype.itemsize), slots, fa.ptr,
-                           Rows(axis, fa.shape, fa.dtype.itemsize), np.arange(n))
+                copies.add(dst.ptr, Rows(axis, dst_shape, fa.dtype.itemsize), slots, fa.ptr,
+                           Rows(axis, src_shape, fa.dtype.itemsize), np.arange(n))
                 copies.flush(cuda, self._copier, stream)
 
         graph = io.graphs.get((k, fused)) if self._graphs_ok else None
@@ -669,6 +671,7 @@ class DeviceExecutor:
         mode = self._mode
         names = b.output_names
         outputs_axes = b.output_axes
+        folds = b.output_folds
         handle_stream = stream.handle
 
         def finish() -> dict[str, Any]:
@@ -683,11 +686,7 @@ class DeviceExecutor:
                 dst = out.get(name) if out else None
                 axis = outputs_axes[name]
                 if slots is not None and axis is not None:
-                    if dst is not None:
-                        np.take(src, slots, axis=axis, out=dst)
-                        result[name] = dst
-                    else:
-                        result[name] = np.take(src, slots, axis=axis)
+                    result[name] = take_rows(src, slots, axis, folds.get(name), out=dst)
                 elif dst is not None:
                     np.copyto(dst, src, casting="no")
                     result[name] = dst
@@ -704,7 +703,8 @@ class DeviceExecutor:
         axis = self._b.output_axes[name]
         shape = tuple(t.shape)
         if slots is not None and axis is not None:
-            shape = shape[:axis] + (n,) + shape[axis + 1:]
+            fold = self._b.output_folds.get(name)
+            shape = shape[:axis] + (n * fold[0] * fold[1] if fold else n,) + shape[axis + 1:]
         return np.empty(shape, dtype=t.dtype)
 
     def _gather_device(self, io: IOSet, slots: np.ndarray, n: int) -> dict[str, Any]:
@@ -718,13 +718,17 @@ class DeviceExecutor:
             if axis is None:
                 result[name] = cuda.DeviceArray(t.ptr, dtype, t.shape, stream.handle)
                 continue
-            shape = tuple(t.shape[:axis]) + (n,) + tuple(t.shape[axis + 1:])
+            fold = self._b.output_folds.get(name)
+            full, row_axis = stream_shape(tuple(t.shape), axis, fold)
+            rows = full[:row_axis] + (n,) + full[row_axis + 1:]
+            per_row = fold[0] * fold[1] if fold else 1
+            shape = tuple(t.shape[:axis]) + (n * per_row,) + tuple(t.shape[axis + 1:])
             buf = io.gathered.get((name, n))
             if buf is None:
                 buf = io.gathered[(name, n)] = cuda.DeviceBuffer(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
             copies = RowCopies()
-            copies.add(buf.ptr, Rows(axis, shape, dtype.itemsize), np.arange(n), t.ptr,
-                       Rows(axis, tuple(t.shape), dtype.itemsize), slots)
+            copies.add(buf.ptr, Rows(row_axis, rows, dtype.itemsize), np.arange(n), t.ptr,
+                       Rows(row_axis, full, dtype.itemsize), slots)
             copies.flush(cuda, self._copier, stream)
             result[name] = cuda.DeviceArray(buf.ptr, dtype, shape, stream.handle)
         return result
@@ -736,7 +740,7 @@ class DeviceExecutor:
         self._plan = FastPlan(io, names, bare, launch, self._mode, b.output_names, self._stream.handle, refill,
                               self._cuda.DeviceArray.wrap, {n: b.inputs[n].batch_axis for n in names}, b.output_axes)
         self.fast = self._fast_step
-        self.fast_rows = self._fast_rows if self._swap and self._mode != "device" else None
+        self.fast_rows = self._fast_rows if self._swap and self._mode != "device" and not b.folded else None
 
     def _enqueue(self, io: IOSet, k: int, foreign: Mapping[str, Any], fused: bool) -> None:
         from rnnrt.engines.base import DeviceTensor

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from rnnrt.errors import BindingError, ConfigError, EngineError, fmt
-from rnnrt.runtime.bindings import Rows, check_host, check_out
+from rnnrt.runtime.bindings import Rows, check_host, check_out, put_rows, take_rows
 from rnnrt.runtime.memory import DoneHandle, aligned_layout, feedback_bindings
 
 __all__ = ["HostArena", "HostExecutor"]
@@ -183,18 +183,20 @@ class HostExecutor:
             spec = b.inputs[name]
             if spec.batch_axis is None:
                 continue
-            shape = value.shape[:spec.batch_axis] + (B,) + value.shape[spec.batch_axis + 1:]
+            axis = spec.batch_axis
+            shape = value.shape[:axis] + (spec.batch_dim(axis, B),) + value.shape[axis + 1:]
             buf = self._scatter.get((name, shape))
             if buf is None:
                 buf = self._scatter[(name, shape)] = np.zeros(shape, dtype=spec.dtype)
-            buf[(slice(None),) * spec.batch_axis + (slots,)] = value
+            put_rows(buf, slots, axis, spec.fold, value)
             feeds[name] = buf
         feeds.update(self._state_feeds[k])
         results = self._engine.execute(feeds, self._state_dests[k])
         taken = {}
         for name in b.output_names:
             axis = b.output_axes[name]
-            taken[name] = results[name] if axis is None else np.take(results[name], slots, axis=axis)
+            taken[name] = results[name] if axis is None else take_rows(results[name], slots, axis,
+                                                                       b.output_folds.get(name))
         outputs = self._finish(taken, out)
         return (outputs if wait else DoneHandle(outputs)), False
 

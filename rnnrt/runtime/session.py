@@ -92,6 +92,7 @@ class Bindings:
         self.input_names = [t.name for t in cfg.inputs]
         self.output_names = [t.name for t in cfg.outputs]
         self.output_axes = {t.name: t.batch_axis for t in cfg.outputs}
+        self.output_folds = {t.name: tuple(t.batch_fold) for t in cfg.outputs if t.batch_fold}
         # Bindings whose batch axis folds the streams with other dims (batch_fold, e.g. T*N frame rows).
         self.folded = sorted(t.name for t in cfg.inputs + cfg.outputs if t.batch_fold)
         c = cfg.continuation

@@ -24,6 +24,7 @@ import rnnrt
 from rnnrt import cuda as real_cuda
 from rnnrt.importers.caffe.convert import convert_caffe
 from rnnrt.config import load_config, save_step_graph
+from rnnrt.engines.base import BaseDeviceEngine, Binding
 from rnnrt.errors import BindingError, StateError
 from rnnrt.runtime.session import Session
 from tests.conftest import GOLDEN
@@ -827,3 +828,136 @@ def test_pool_step_batch_on_device_session_matches_host_pool(backend, golden, co
                 for n, v in before.tensors.items():
                     assert after.tensors[n].tobytes() == v.tobytes(), f"call {k}: idle stream {sid} {n} changed"
         assert sum(taken) >= 8, f"the fast path for slots ran {sum(taken)} times"
+
+
+class SimOrtEngine(BaseDeviceEngine):
+    """ONNX Runtime behind the device-engine interface, in the host simulation: "device" pointers are host
+    addresses, so any converted model (here: folded LRCN rows the torch stand-in cannot compute) runs
+    through the device executor's code paths (staging, scatter, gather, graphs, feedback)."""
+
+    def __init__(self, yaml, sim_cuda):
+        super().__init__("sim-ort")
+        self._cfg, self._sim = load_config(yaml), sim_cuda
+        self._shapes: dict = {}
+
+    def activate_impl(self):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        self._ort = ort.InferenceSession(str(self._cfg.model_path), opts, providers=["CPUExecutionProvider"])
+        cfg = self._cfg
+        self._inputs = [Binding(t.name, np.dtype(t.dtype), tuple(t.shape)) for t in cfg.inputs] + \
+            [Binding(s.input, np.dtype(s.dtype), tuple(s.shape)) for s in cfg.state]
+        self._outputs = [Binding(t.name, np.dtype(t.dtype), tuple(t.shape)) for t in cfg.outputs] + \
+            [Binding(s.output, np.dtype(s.dtype), tuple(s.shape)) for s in cfg.state]
+
+    def deactivate_impl(self):
+        self._ort = None
+
+    def input_bindings_impl(self):
+        return list(self._inputs)
+
+    def output_bindings_impl(self):
+        return list(self._outputs)
+
+    def create_context_impl(self):
+        return {}
+
+    def destroy_context_impl(self, context):
+        context.clear()
+
+    def output_shapes_impl(self, context, input_shapes):
+        key = tuple(sorted((n, tuple(s)) for n, s in input_shapes.items()))
+        if key not in self._shapes:
+            feeds = {b.name: np.zeros(input_shapes[b.name], b.dtype) for b in self._inputs}
+            names = [b.name for b in self._outputs]
+            self._shapes[key] = {n: r.shape for n, r in zip(names, self._ort.run(names, feeds))}
+        return dict(self._shapes[key])
+
+    @staticmethod
+    def _host(t):
+        nbytes = int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize
+        raw = (ctypes.c_char * max(nbytes, 1)).from_address(t.ptr)
+        return np.frombuffer(raw, dtype=t.dtype, count=nbytes // np.dtype(t.dtype).itemsize).reshape(t.shape)
+
+    def enqueue_impl(self, context, feeds, outputs, stream):
+        names = list(outputs)
+
+        def run():
+            results = self._ort.run(names, {n: self._host(t).copy() for n, t in feeds.items()})
+            for n, r in zip(names, results):
+                self._host(outputs[n])[...] = r
+
+        self._sim.run(run)
+
+
+@pytest.mark.parametrize("case", ["g1_lrcn_conv_lstm", "g4_mixed_ops"])  # folded input / folded output
+@pytest.mark.parametrize("outputs", ["host", "device"])
+@pytest.mark.parametrize("feedback,graph", [("swap", True), ("copy", False)])
+def test_step_slots_on_folded_rows(dynamic, monkeypatch, feedback, graph, outputs, case):
+    """A device Session over a model whose batch axis folds the streams with time (LRCN: T*N frame rows,
+    batch_fold) steps only the listed slots: rows scattered into and gathered out of (outer, N, inner),
+    absent slots' state bit-identical, listed slots == the ORT Session under the same calls; a StreamPool
+    over it == a host pool (simulated CUDA; the folded model runs in ONNX Runtime behind the device API)."""
+    from rnnrt.runtime.pool import StreamPool
+
+    sim = _Sim()
+    mod = _make_sim_cuda(sim)
+    monkeypatch.setitem(sys.modules, "rnnrt.cuda", mod)
+    monkeypatch.setattr(rnnrt, "cuda", mod, raising=False)
+    monkeypatch.setattr(real_cuda, "_pointer_device", lambda ptr: 0)
+    yaml = dynamic(case)
+    cfg = load_config(yaml)
+    assert any(t.batch_fold for t in cfg.inputs + cfg.outputs), "the case must fold streams with time"
+    B = 4
+    rng = np.random.default_rng(21)
+    plan = [None, [2], [1, 0], [3, 0, 2], None, [0, 1, 2, 3], [3], [2, 1]]
+    with Session(yaml, lambda: SimOrtEngine(yaml, mod), batch_size=B, feedback=feedback, cuda_graph=graph,
+                 outputs=outputs) as s, rnnrt.load(yaml, backend="onnxruntime", batch_size=B, threads=1) as ref:
+        user = [name for name in s.bindings.input_names if s.bindings.cont is None or name != s.bindings.cont.spec.name]
+        for k, slots in enumerate(plan * 2):
+            n = B if slots is None else len(slots)
+            frame = {name: rng.uniform(-1, 1, s.bindings.inputs[name].full_shape(n, {})).astype(np.float32)
+                     for name in user}
+            if k == 9:
+                s.reset(slots=[1])
+                ref.reset(slots=[1])
+            before = s.state
+            # Every fourth call feeds (simulated) device arrays: rows copied on the device into the batch.
+            fed = {n: _sim_device_array(mod, v) for n, v in frame.items()} if k % 4 == 3 else frame
+            got = s.step(fed, slots=slots)
+            want = ref.step(frame, slots=slots)
+            for name, value in want.items():
+                value_got = got[name]
+                if outputs == "device":
+                    nbytes = int(np.prod(value_got.shape)) * value_got.dtype.itemsize
+                    raw = (ctypes.c_char * nbytes).from_address(value_got.ptr)
+                    value_got = np.frombuffer(raw, dtype=value_got.dtype).reshape(value_got.shape).copy()
+                assert value_got.shape == value.shape, name
+                np.testing.assert_allclose(value_got, value, atol=ATOL, rtol=RTOL, err_msg=f"{name} call {k} {slots}")
+            after = s.state
+            absent = sorted(set(range(B)) - set(range(B) if slots is None else slots))
+            for name, v in ref.state.items():
+                np.testing.assert_allclose(after[name], v, atol=ATOL, rtol=RTOL, err_msg=f"state {name} call {k}")
+                axis = next(st.batch_axis for st in cfg.state if st.input == name)
+                if k != 9:
+                    assert np.take(after[name], absent, axis=axis).tobytes() == \
+                        np.take(before[name], absent, axis=axis).tobytes(), f"{name} call {k}"
+    if outputs == "device":
+        return
+    with Session(yaml, lambda: SimOrtEngine(yaml, mod), batch_size=B, feedback=feedback, cuda_graph=graph) as s, \
+            rnnrt.load(yaml, backend="onnxruntime", batch_size=B, threads=1) as ref:
+        pool, ref_pool = StreamPool(s), StreamPool(ref)
+        for p in (pool, ref_pool):
+            for sid in "abc":
+                p.open(sid)
+        one = {name: s.bindings.inputs[name].full_shape(1, {}) for name in user}
+        for k, ids in enumerate([["a", "b", "c"], ["c", "a"], ["b"], ["a", "c", "b"]] * 2):
+            frames = {sid: {name: rng.uniform(-1, 1, shape).astype(np.float32) for name, shape in one.items()}
+                      for sid in ids}
+            got, want = pool.step(frames), ref_pool.step(frames)
+            for sid in ids:
+                for name, value in want[sid].items():
+                    np.testing.assert_allclose(got[sid][name], value, atol=ATOL, rtol=RTOL,
+                                               err_msg=f"pool tick {k} stream {sid} {name}")
