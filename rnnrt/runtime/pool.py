@@ -434,7 +434,10 @@ class StreamPool:
         """The plan of a step of these stream ids in this order (cached), or the error to raise."""
         keys = frames if type(frames) is tuple else tuple(frames)
         plans = self._plans
-        plan = plans.get(keys) if plans else None
+        try:
+            plan = plans.get(keys) if plans else None
+        except TypeError:  # an unhashable id: the look-up below names it
+            plan = None
         if plan is not None and plan.gen == self._gen:
             return plan
         streams = self._streams

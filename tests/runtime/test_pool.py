@@ -553,6 +553,8 @@ def test_step_batch_mixed_with_step_and_typed_errors(dynamic):
             pool.step_batch(["a", "b"], np.zeros((1, 3, 5), np.float32))
         with pytest.raises(BindingError, match="stream_ids is a str"):
             pool.step_batch("ab", two)
+        with pytest.raises(BindingError, match="Stream id \\['x'\\] \\| Is not hashable"):
+            pool.step_batch(["a", ["x"]], two)
         with pytest.raises(BindingError, match="Input 'bogus' \\| Is not an input of the model"):
             pool.step_batch(["a", "b"], {"data": two, "bogus": two})
         for s in "abc":
