@@ -457,11 +457,16 @@ class DeviceExecutor:
             return {name: view.copy() for name, view in plan.outputs}
         return dict(plan.outputs)
 
-    def _fast_launch(self, frame: Any, k: int) -> Optional[FastPlan]:
+    def _plan_launch(self, k: int) -> tuple[Any, Any]:
+        """The fast-path plan and its graph launch for input arena ``k``; (None, None) when there is none
+        (no plan, a step pending, or no graph captured for that arena yet)."""
         plan = self._plan
         if self._pending is not None or plan is None:
-            return None
-        launch = plan.launch[k]
+            return None, None
+        return plan, plan.launch[k]
+
+    def _fast_launch(self, frame: Any, k: int) -> Optional[FastPlan]:
+        plan, launch = self._plan_launch(k)
         if launch is None:
             return None
         if type(frame) is dict:
@@ -483,22 +488,23 @@ class DeviceExecutor:
                 staging[...] = frame
         else:
             return None
+        self._launch(plan, launch)
+        return plan
+
+    def _launch(self, plan: FastPlan, launch: Any) -> None:
+        """Launches a fast-path graph once its frame is staged (setting a refilled continuation back to ones)."""
         if plan.refill is not None:
             plan.refill[...] = 1
             plan.refill = None
         err = launch()[0]
         if err:
             self._cuda.raise_status(err, "cudaGraphLaunch")
-        return plan
 
     def _fast_rows(self, frame: Any, k: int, rows: np.ndarray) -> Any:
         """Like :meth:`_fast_step` for a step of some slots (swap feedback, numpy outputs): each frame
         row goes into the whole-batch staging at its slot, the full graph runs, and the outputs are the
         listed rows. None, having done nothing, when the frame does not match the plan exactly."""
-        plan = self._plan
-        if self._pending is not None or plan is None:
-            return None
-        launch = plan.launch[k]
+        plan, launch = self._plan_launch(k)
         if launch is None:
             return None
         n = len(rows)
@@ -522,12 +528,7 @@ class DeviceExecutor:
             staging[prefix + (rows,)] = frame
         else:
             return None
-        if plan.refill is not None:
-            plan.refill[...] = 1
-            plan.refill = None
-        err = launch()[0]
-        if err:
-            self._cuda.raise_status(err, "cudaGraphLaunch")
+        self._launch(plan, launch)
         err = self._sync()[0]
         if err:
             self._cuda.raise_status(err, "cudaStreamSynchronize")

@@ -327,17 +327,8 @@ class StreamPool:
         if not isinstance(frames, abc.Mapping):
             raise BindingError(fmt("StreamPool.step", f"Got a {type(frames).__name__}",
                                    "Pass a mapping {stream id: frame}."))
-        expired: list = []
         with self._session_lock:
-            with self._lock:
-                if self.idle_timeout is not None:
-                    self._sweep(self._clock(), expired)
-                plan_or_err = self._plan_for(frames)
-            self._notify(expired)
-            self._apply_pending()
-            if isinstance(plan_or_err, BaseException):
-                raise plan_or_err
-            plan = plan_or_err
+            plan = self._begin(frames)
             if not plan.keys:
                 return {}
             feeds = self._pack(plan, list(frames.values()))
@@ -389,22 +380,27 @@ class StreamPool:
                 feeds = {**feeds, **self.shared}
             elif self._single is not None:
                 feeds = {self._single: feeds, **self.shared}
-        expired: list = []
         with self._session_lock:
-            with self._lock:
-                if self.idle_timeout is not None:
-                    self._sweep(self._clock(), expired)
-                plan_or_err = self._plan_for(stream_ids)
-            self._notify(expired)
-            self._apply_pending()
-            if isinstance(plan_or_err, BaseException):
-                raise plan_or_err
-            plan = plan_or_err
+            plan = self._begin(stream_ids)
             if not plan.keys:
                 return {}
             outs = self.session.step(feeds, slots=plan.slots, out=out)
             self._advanced(plan)
             return outs
+
+    def _begin(self, stream_ids: Iterable[Hashable]) -> _Plan:
+        """The start of a step (under the session lock): releases idle streams, zeroes the slots opened or
+        reset since the last step, and returns the plan of these ids (raising what the plan found wrong)."""
+        expired: list = []
+        with self._lock:
+            if self.idle_timeout is not None:
+                self._sweep(self._clock(), expired)
+            plan_or_err = self._plan_for(stream_ids)
+        self._notify(expired)
+        self._apply_pending()
+        if isinstance(plan_or_err, BaseException):
+            raise plan_or_err
+        return plan_or_err
 
     def _advanced(self, plan: _Plan) -> None:
         """Bookkeeping after a successful step of the plan's streams: not at t=0 any more, one more step."""
