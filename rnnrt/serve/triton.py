@@ -474,7 +474,8 @@ def _backend_config(cfg: ModelConfig, plan: _Plan, name: str, engine: str, idle_
 
 def _python_config(cfg: ModelConfig, name: str, idle_us: int, kind: str, max_sequences: Optional[int],
                    backend: str, queue_delay_us: int = 0) -> Any:
-    from rnnrt.serve.backend import CONTROL_INPUT, STATE_TENSOR
+    from rnnrt.serve.backend import (CONTROL_INPUT, FLAGS_INPUT, FRAMES_INPUT, STATE_TENSOR, STATUS_TENSOR,
+                                     STREAMS_INPUT)
 
     pb = model_config_pb2()
     if backend not in ("auto", "onnxruntime", "tensorrt"):
@@ -502,9 +503,14 @@ def _python_config(cfg: ModelConfig, name: str, idle_us: int, kind: str, max_seq
         msg.input.append(_tensor(pb, pb.ModelInput, t.name, t.dtype, per_request(t.shape, t.batch_axis), optional=True))
     msg.input.append(pb.ModelInput(name=CONTROL_INPUT, data_type=pb.TYPE_INT32, dims=[1], optional=True))
     msg.input.append(pb.ModelInput(name=STATE_TENSOR, data_type=pb.TYPE_UINT8, dims=[-1], optional=True))
+    # Multi-stream requests (rnnrt.serve.backend): the streams, their frame counts and flags.
+    msg.input.append(pb.ModelInput(name=STREAMS_INPUT, data_type=pb.TYPE_UINT64, dims=[-1], optional=True))
+    msg.input.append(pb.ModelInput(name=FRAMES_INPUT, data_type=pb.TYPE_INT32, dims=[-1], optional=True))
+    msg.input.append(pb.ModelInput(name=FLAGS_INPUT, data_type=pb.TYPE_INT32, dims=[-1], optional=True))
     for t in cfg.outputs:
         msg.output.append(_tensor(pb, pb.ModelOutput, t.name, t.dtype, per_request(t.shape, t.batch_axis)))
     msg.output.append(pb.ModelOutput(name=STATE_TENSOR, data_type=pb.TYPE_UINT8, dims=[-1]))
+    msg.output.append(pb.ModelOutput(name=STATUS_TENSOR, data_type=pb.TYPE_UINT8, dims=[-1]))
     seq = msg.sequence_batching
     seq.max_sequence_idle_microseconds = int(idle_us)
     seq.oldest.max_candidate_sequences = slots

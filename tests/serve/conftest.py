@@ -64,8 +64,12 @@ class ServeProcess:
         return int(line.rsplit("pid ", 1)[1])
 
     def metrics(self) -> str:
+        """The metrics text, after the model's counters reached the server (it sends them every 50 ms)."""
         import urllib.request
 
+        from rnnrt.serve.backend import METRICS_PERIOD
+
+        time.sleep(4 * METRICS_PERIOD)
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
             return r.read().decode()
 
