@@ -13,7 +13,7 @@ Example::
     client.open("alice")
     out = client.step("alice", {"data": x})            # what a batch-1 Session.step takes and returns
     outs = client.step_chunk("alice", [x1, x2, x3])    # 3 frames, one request
-    many = client.step_many({"alice": x4, "bob": y1})  # one request per stream, over gRPC streams
+    many = client.step_many({"alice": x4, "bob": y1})  # one request per server for all its streams
     client.drain("127.0.0.1:9001")                     # its streams move to the others, state and all
     client.close("alice")
 
@@ -22,6 +22,13 @@ binding name to an array whose batch dim is 1 (or a bare array for a model with 
 continuation input). Stream ids are any ints or strings; on the wire a stream is a uint64 sequence id
 (the int itself when it is one in 1..2**63-1, else 63 bits of a BLAKE2b hash of ``str(id)``; tritonclient
 sends sequence ids as int64).
+
+``step_many`` sends one *multi-stream request* per server (see :mod:`rnnrt.serve.backend`): Triton's
+fixed cost per request is paid once for all the streams of that server, which is what makes serving
+approach the in-process pool's frames/s. A stream stepped that way once stays on multi-stream requests
+(``step``/``step_chunk``/``close``/``drain`` of it send a request of one stream): it is no longer a
+Triton sequence, its state stays keyed by its id in the same pool. ``step_many(..., combine=False)``
+sends one sequence request per stream instead.
 
 ``open`` costs no request: the stream's first request carries Triton's START. Server-side errors
 arrive as the rnnrt error the model raised (``BindingError`` for a bad frame, ``StateError`` for a
@@ -40,8 +47,10 @@ import bisect
 import hashlib
 import itertools
 import json
+import random
 import re
 import threading
+import time
 from typing import Any, Hashable, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -52,6 +61,7 @@ __all__ = ["StreamClient", "sequence_id"]
 
 _VNODES = 64
 _DETACH, _RESTORE, _CLOSE = 1, 2, 3  # rnnrt.serve.backend.COMMANDS
+_F_START, _F_END, _F_DETACH, _F_RESTORE = 1, 2, 4, 8  # rnnrt.serve.backend.FLAGS
 _ERRORS = {cls.__name__: cls for cls in (BindingError, StateError, ConfigError, EngineError, SnapshotError)}
 _TAGGED = re.compile(r"\[request id: ([^\]]*)\] (\w+): (.*)", re.S)
 _REQUEST_ID = re.compile(r"\[request id: ([^\]]*)\]")
@@ -144,6 +154,7 @@ class StreamClient:
             self.add_server(s)
         self._where: dict[Hashable, str] = {}
         self._started: set = set()
+        self._carried: set = set()  # streams stepped by multi-stream requests (they stay on them)
         self._stream_locks: dict[Hashable, threading.Lock] = {}
         self._local = threading.local()
         self._streams: dict[str, _Stream] = {}
@@ -233,6 +244,7 @@ class StreamClient:
             self._where[stream_id] = address
             self._stream_locks[stream_id] = threading.Lock()
             self._started.discard(stream_id)
+            self._carried.discard(stream_id)
         return address
 
     def reset(self, stream_id: Hashable) -> None:
@@ -249,12 +261,16 @@ class StreamClient:
         lock = self._stream_lock(stream_id)
         with lock:
             try:
-                if stream_id in self._started:
+                if stream_id in self._carried:
+                    if stream_id in self._started:
+                        self._carry_one(self._where[stream_id], stream_id, _F_END)
+                elif stream_id in self._started:
                     self._control(self._where[stream_id], stream_id, _CLOSE, end=True)
             finally:
                 with self._lock:
                     self._where.pop(stream_id, None)
                     self._started.discard(stream_id)
+                    self._carried.discard(stream_id)
                     self._stream_locks.pop(stream_id, None)
 
     def step(self, stream_id: Hashable, frame: Any) -> dict[str, np.ndarray]:
@@ -267,13 +283,16 @@ class StreamClient:
             raise BindingError(fmt(f"Stream {stream_id!r}", "Got no frames", "Pass at least one frame."))
         with self._stream_lock(stream_id):
             address = self._where[stream_id]
+            if stream_id in self._carried:
+                return self._carry_one(address, stream_id, 0, frames)
             start = stream_id not in self._started
             inputs, outputs = self._pack(stream_id, frames)
             rid = f"r{next(self._ids)}"
             subject = f"Stream {stream_id!r} on {address}"
             try:
                 if self.streaming:
-                    result = self._stream_send(address, [(rid, stream_id, inputs, outputs, start)])[rid]
+                    result = self._stream_send(address, [(rid, sequence_id(stream_id), inputs, outputs, start,
+                                                          False)])[rid]
                     if isinstance(result, Exception):
                         raise result
                 else:
@@ -287,15 +306,19 @@ class StreamClient:
             self._started.add(stream_id)
             return self._unpack(result, len(frames))
 
-    def step_many(self, frames: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        """One request per stream, all in flight at once over one gRPC stream per server.
+    def step_many(self, frames: Mapping[Hashable, Any], *, combine: bool = True) -> dict[Hashable, Any]:
+        """Steps several streams at once: one multi-stream request per server (or one request per stream).
 
         Args:
             frames (Mapping[Hashable, Any]): Stream id to one frame, or to a list of frames (a chunk).
+            combine (bool): Send each server one request carrying all of its streams' frames (the
+                streams then stay on multi-stream requests, see the module doc). False: one sequence
+                request per stream, all in flight at once over one gRPC stream per server. Defaults to True.
 
         Returns:
-            dict: Stream id to its outputs (a list of outputs for a chunk), or to the ``RnnrtError`` its
-            request failed with (the other streams' results are still returned).
+            dict: Stream id to its outputs (a list of outputs for a chunk), or to the ``RnnrtError`` that
+            stream failed with; the other streams' results are still returned. A stream that fails (a bad
+            frame, a stream the server does not know) keeps its state as it was.
         """
         order = list(frames)
         # Locks are taken in one global order (by sequence id) so that concurrent calls cannot deadlock.
@@ -303,41 +326,163 @@ class StreamClient:
         for lock in locks:
             lock.acquire()
         try:
-            by_server: dict[str, list] = {}
-            meta = {}
             results: dict[Hashable, Any] = {}
+            chunks = {}
             for sid in order:
                 value = frames[sid]
                 chunk = isinstance(value, (list, tuple))
+                chunks[sid] = chunk
                 batch = list(value) if chunk else [value]
+                if not batch:
+                    results[sid] = BindingError(fmt(f"Stream {sid!r}", "Got no frames", "Pass at least one frame."))
+                    continue
                 try:
-                    inputs, outputs = self._pack(sid, batch)
+                    frames_of = self._arrays(sid, batch)
                 except RnnrtError as err:
                     results[sid] = err
                     continue
-                rid = f"r{next(self._ids)}"
-                meta[rid] = (sid, chunk, len(batch))
-                by_server.setdefault(self._where[sid], []).append(
-                    (rid, sid, inputs, outputs, sid not in self._started))
-            import time
-
-            deadline = None if self.timeout is None else time.monotonic() + self.timeout
-            posted = [(address, *self._stream_post(address, reqs)) for address, reqs in by_server.items()]
-            replies: dict[str, Any] = {}
-            for address, stream, rids, failed in posted:
-                replies.update(self._stream_wait(address, stream, rids, failed, deadline))
-            for rid, (sid, chunk, n) in meta.items():
-                reply = replies.get(rid) or EngineError(fmt(f"Stream {sid!r}", "Got no reply"))
-                if isinstance(reply, Exception):
-                    results[sid] = reply
-                    continue
-                self._started.add(sid)
-                outs = self._unpack(reply, n)
-                results[sid] = outs if chunk else outs[0]
-            return {sid: results[sid] for sid in order}
+                results[sid] = frames_of
+            todo = {sid: v for sid, v in results.items() if not isinstance(v, Exception)}
+            if combine:
+                by_server: dict[str, list] = {}
+                for sid, arrays in todo.items():
+                    by_server.setdefault(self._where[sid], []).append((sid, 0, arrays))
+                results.update(self._carry(by_server))
+            else:
+                results.update(self._step_each(todo))
+            out = {}
+            for sid in order:
+                r = results[sid]
+                out[sid] = r if isinstance(r, Exception) or chunks[sid] else r[0]
+            return out
         finally:
             for lock in locks:
                 lock.release()
+
+    def _step_each(self, todo: Mapping[Hashable, dict]) -> dict[Hashable, Any]:
+        """One sequence request per stream, all in flight over the servers' gRPC streams."""
+        by_server: dict[str, list] = {}
+        meta = {}
+        results: dict[Hashable, Any] = {}
+        for sid, arrays in todo.items():
+            if sid in self._carried:  # it left its Triton sequence: a request of one stream
+                by = {self._where[sid]: [(sid, 0, arrays)]}
+                results.update(self._carry(by))
+                continue
+            rid = f"r{next(self._ids)}"
+            meta[rid] = (sid, len(next(iter(arrays.values()))))
+            by_server.setdefault(self._where[sid], []).append(
+                (rid, sequence_id(sid), self._inputs(arrays), self._outputs(), sid not in self._started, False))
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        posted = [(address, *self._stream_post(address, reqs)) for address, reqs in by_server.items()]
+        replies: dict[str, Any] = {}
+        for address, stream, rids, failed in posted:
+            replies.update(self._stream_wait(address, stream, rids, failed, deadline))
+        for rid, (sid, n) in meta.items():
+            reply = replies.get(rid) or EngineError(fmt(f"Stream {sid!r}", "Got no reply"))
+            if isinstance(reply, Exception):
+                results[sid] = reply
+                continue
+            self._started.add(sid)
+            results[sid] = self._unpack(reply, n)
+        return results
+
+    # -- multi-stream requests -----------------------------------------------------------------------------
+    def _carry(self, by_server: Mapping[str, list], state: Optional[np.ndarray] = None) -> dict[Hashable, Any]:
+        """Sends one multi-stream request per server (per frame layout) and returns each stream's result.
+
+        ``by_server``: address -> [(stream id, extra flags, {input: [K, ...]} or None), ...]. Streams whose
+        frames differ in shape or inputs go in separate requests, so that a refused request fails only them.
+        """
+        import tritonclient.grpc as grpcclient
+
+        layout = self.layout()
+        requests: dict[str, list] = {}
+        meta: dict[str, list] = {}
+        for address, entries in by_server.items():
+            groups: dict[tuple, list] = {}
+            for entry in entries:
+                arrays = entry[2] or {}
+                key = tuple((n, a.shape[1:], a.dtype.str) for n, a in arrays.items())
+                groups.setdefault(key, []).append(entry)
+            for group in groups.values():
+                ids = np.array([[sequence_id(sid) for sid, _, _ in group]], np.uint64)
+                counts = np.array([[len(next(iter(a.values()))) if a else 0 for _, _, a in group]], np.int32)
+                flags = np.array([[f | (0 if sid in self._started else _F_START) for sid, f, _ in group]], np.int32)
+                inputs = []
+                for name, wire, data in (("RNNRT_STREAMS", "UINT64", ids), ("RNNRT_FRAMES", "INT32", counts),
+                                         ("RNNRT_FLAGS", "INT32", flags)):
+                    inp = grpcclient.InferInput(name, list(data.shape), wire)
+                    inp.set_data_from_numpy(data)
+                    inputs.append(inp)
+                total = int(counts.sum())
+                if total:
+                    names = list(group[0][2])
+                    for name in names:
+                        parts = [a[name] for _, _, a in group if a]
+                        data = (parts[0] if len(parts) == 1 else np.concatenate(parts))[None]
+                        inp = grpcclient.InferInput(name, list(data.shape), layout.wire[name])
+                        inp.set_data_from_numpy(data)
+                        inputs.append(inp)
+                if state is not None:
+                    st = grpcclient.InferInput("RNNRT_STATE", [1, state.size], "UINT8")
+                    st.set_data_from_numpy(state.reshape(1, -1))
+                    inputs.append(st)
+                outputs = None  # whatever the model sends: the outputs, RNNRT_STATUS if a stream failed, RNNRT_STATE
+                rid = f"m{next(self._ids)}"
+                carrier = random.getrandbits(62) | (1 << 62)  # a one-request sequence: START and END
+                requests.setdefault(address, []).append((rid, carrier, inputs, outputs, True, True))
+                meta[rid] = [(sid, int(k)) for (sid, _, _), k in zip(group, counts[0])]
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        if self.streaming or len(requests) > 1 or any(len(r) > 1 for r in requests.values()):
+            posted = [(address, *self._stream_post(address, reqs)) for address, reqs in requests.items()]
+            replies: dict[str, Any] = {}
+            for address, stream, rids, failed in posted:
+                replies.update(self._stream_wait(address, stream, rids, failed, deadline))
+        else:  # one request: a unary call
+            replies = {}
+            for address, reqs in requests.items():
+                rid, carrier, inputs, outputs, _, _ = reqs[0]
+                try:
+                    replies[rid] = self._conn(address).infer(
+                        self.model, inputs, outputs=outputs, request_id=rid, sequence_id=carrier, sequence_start=True,
+                        sequence_end=True, client_timeout=self.timeout)
+                except Exception as err:  # noqa: BLE001 - tritonclient's exception type
+                    replies[rid] = _error(err, f"Server {address}")
+        results: dict[Hashable, Any] = {}
+        for rid, streams in meta.items():
+            reply = replies.get(rid) or EngineError(fmt(f"Streams {[s for s, _ in streams]}", "Got no reply"))
+            if isinstance(reply, Exception):
+                for sid, _ in streams:
+                    results[sid] = reply
+                continue
+            status = reply.as_numpy("RNNRT_STATUS")
+            errors = {} if status is None else {i: (kind, text) for i, kind, text in
+                                                json.loads(status.tobytes().decode())["errors"]}
+            arrays = {name: reply.as_numpy(name) for name in layout.out_axes} if any(k for _, k in streams) else {}
+            pos = 0
+            for i, (sid, k) in enumerate(streams):
+                if i in errors:
+                    kind, text = errors[i]
+                    results[sid] = _ERRORS.get(kind, EngineError)(text if kind in _ERRORS else f"{kind}: {text}")
+                else:
+                    self._started.add(sid)
+                    self._carried.add(sid)
+                    results[sid] = [{name: np.expand_dims(arr[0, pos + j], layout.out_axes[name])
+                                     for name, arr in arrays.items()} for j in range(k)]
+                    if k == 0:
+                        results[sid] = reply
+                pos += k
+        return results
+
+    def _carry_one(self, address: str, stream_id: Hashable, flags: int, frames: Optional[Sequence[Any]] = None,
+                   state: Optional[np.ndarray] = None) -> Any:
+        """A multi-stream request of one stream; raises its error (the lock of the stream is held)."""
+        arrays = self._arrays(stream_id, frames) if frames else None
+        result = self._carry({address: [(stream_id, flags, arrays)]}, state=state)[stream_id]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     # -- drain ------------------------------------------------------------------------------------------------
     def drain(self, address: str) -> list[Hashable]:
@@ -363,7 +508,15 @@ class StreamClient:
         for sid in moving:
             with self._stream_lock(sid):
                 target = self._route(sid)
-                if sid in self._started:
+                if sid in self._started and sid in self._carried:
+                    reply = self._carry_one(address, sid, _F_DETACH)
+                    state = np.ascontiguousarray(reply.as_numpy("RNNRT_STATE"), np.uint8)
+                    try:
+                        self._carry_one(target, sid, _F_RESTORE, state=state)
+                    except RnnrtError as err:
+                        self._carry_one(address, sid, _F_RESTORE, state=state)
+                        raise type(err)(f"{err}\nNote: stream {sid!r} stays on {address}; {len(moved)} moved.") from err
+                elif sid in self._started:
                     reply = self._control(address, sid, _DETACH, end=True)
                     state = np.ascontiguousarray(reply.as_numpy("RNNRT_STATE"), np.uint8)
                     try:
@@ -397,8 +550,10 @@ class StreamClient:
 
     # -- packing ----------------------------------------------------------------------------------------------
     def _pack(self, stream_id: Hashable, frames: Sequence[Any]) -> tuple[list, list]:
-        import tritonclient.grpc as grpcclient
+        return self._inputs(self._arrays(stream_id, frames)), self._outputs()
 
+    def _arrays(self, stream_id: Hashable, frames: Sequence[Any]) -> dict[str, np.ndarray]:
+        """A stream's frames checked and packed: per input ``[K, ...]`` (the binding's shape without its batch axis)."""
         layout = self.layout()
         mappings = []
         for frame in frames:
@@ -409,7 +564,11 @@ class StreamClient:
                 frame = {layout.single: frame}
             mappings.append(frame)
         names = list(mappings[0])
-        inputs = []
+        keys = mappings[0].keys()
+        if any(frame.keys() != keys for frame in mappings[1:]):
+            raise BindingError(fmt(f"Stream {stream_id!r}", "Frames of one chunk feed different inputs",
+                                   f"Every frame must feed {sorted(names)}."))
+        packed = {}
         for name in names:
             if name not in layout.in_axes:
                 raise BindingError(fmt(f"Stream {stream_id!r}", f"Frame has unknown input {name!r}",
@@ -417,10 +576,9 @@ class StreamClient:
             axis, dtype = layout.in_axes[name], layout.dtypes[name]
             rows = []
             for frame in mappings:
-                if set(frame) != set(names):
-                    raise BindingError(fmt(f"Stream {stream_id!r}", "Frames of one chunk feed different inputs",
-                                           f"Every frame must feed {sorted(names)}."))
-                arr = np.asarray(frame[name])
+                arr = frame[name]
+                if type(arr) is not np.ndarray:
+                    arr = np.asarray(arr)
                 if arr.dtype != dtype:
                     if not np.can_cast(arr.dtype, dtype, "safe") and arr.dtype.kind != dtype.kind:
                         raise BindingError(fmt(f"Stream {stream_id!r} input {name!r}", f"Received dtype {arr.dtype.name}",
@@ -432,16 +590,32 @@ class StreamClient:
                 if arr.ndim <= axis or arr.shape[axis] != 1:
                     raise BindingError(fmt(f"Stream {stream_id!r} input {name!r}", f"Received shape {list(arr.shape)}",
                                            f"Expected batch dim {axis} of size 1 (one stream's frame)."))
-                rows.append(np.squeeze(arr, axis=axis))
+                rows.append(arr)
             try:
-                data = np.ascontiguousarray(np.stack(rows)[None])
+                # Along the batch axis (each frame has 1 there), then that axis first: [K, ...].
+                data = rows[0] if len(rows) == 1 else np.concatenate(rows, axis=axis)
             except ValueError as err:
                 raise BindingError(fmt(f"Stream {stream_id!r} input {name!r}", f"Frames of one chunk differ in shape: {err}")) from err
-            inp = grpcclient.InferInput(name, list(data.shape), layout.wire[name])
-            inp.set_data_from_numpy(data)
+            if axis:
+                data = np.moveaxis(data, axis, 0)
+            packed[name] = np.ascontiguousarray(data)
+        return packed
+
+    def _inputs(self, arrays: Mapping[str, np.ndarray]) -> list:
+        import tritonclient.grpc as grpcclient
+
+        layout = self.layout()
+        inputs = []
+        for name, data in arrays.items():
+            inp = grpcclient.InferInput(name, [1, *data.shape], layout.wire[name])
+            inp.set_data_from_numpy(data[None])
             inputs.append(inp)
-        outputs = [grpcclient.InferRequestedOutput(n) for n in layout.out_axes]
-        return inputs, outputs
+        return inputs
+
+    def _outputs(self) -> list:
+        import tritonclient.grpc as grpcclient
+
+        return [grpcclient.InferRequestedOutput(n) for n in self.layout().out_axes]
 
     def _unpack(self, result: Any, count: int) -> list[dict[str, np.ndarray]]:
         layout = self.layout()
@@ -473,9 +647,9 @@ class StreamClient:
                 stream.pending[rid] = None
         try:
             with stream.send_lock:
-                for rid, sid, inputs, outputs, start in requests:
+                for rid, seq, inputs, outputs, start, end in requests:
                     stream.conn.async_stream_infer(self.model, inputs, outputs=outputs, request_id=rid,
-                                                   sequence_id=sequence_id(sid), sequence_start=start)
+                                                   sequence_id=seq, sequence_start=start, sequence_end=end)
         except Exception as err:  # noqa: BLE001
             stream.broken = True
             return stream, rids, _error(err, f"Server {address}")
@@ -483,8 +657,6 @@ class StreamClient:
 
     def _stream_wait(self, address: str, stream: "_Stream", rids: list, failed: Optional[Exception],
                      deadline: Optional[float]) -> dict[str, Any]:
-        import time
-
         with stream.cond:
             if failed is None:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -498,8 +670,6 @@ class StreamClient:
                     else v) for r, v in replies.items()}
 
     def _stream_send(self, address: str, requests: Iterable[tuple]) -> dict[str, Any]:
-        import time
-
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         return self._stream_wait(address, *self._stream_post(address, list(requests)), deadline)
 

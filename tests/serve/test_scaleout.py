@@ -29,7 +29,8 @@ def _frame(rng):
     return {"data": rng.uniform(-1, 1, (6, 1, 5)).astype(np.float32)}
 
 
-def test_drain_mid_stream_is_bit_exact(servers):
+@pytest.mark.parametrize("combine", [True, False], ids=["multi-stream", "per-stream"])
+def test_drain_mid_stream_is_bit_exact(servers, combine):
     path, procs = servers
     addresses = [p.address for p in procs]
     client = rnnrt.client.StreamClient(addresses, model="lm")
@@ -43,7 +44,7 @@ def test_drain_mid_stream_is_bit_exact(servers):
     def run(steps):
         for _ in range(steps):
             batch = {sid: _frame(rng) for sid in ids}
-            got = client.step_many(batch)
+            got = client.step_many(batch, combine=combine)
             for sid in ids:
                 assert not isinstance(got[sid], Exception), got[sid]
                 frames[sid].append(batch[sid])

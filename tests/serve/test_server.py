@@ -209,7 +209,7 @@ def test_malformed_frames_fail_alone_and_leave_every_state(served):
         client.open(sid)
     for _ in range(2):
         batch = {sid: _frame(rng) for sid in ids}
-        got = client.step_many(batch)
+        got = client.step_many(batch, combine=False)
         for sid in ids:
             history[sid].append(batch[sid])
             outs[sid].append(got[sid])
@@ -227,10 +227,11 @@ def test_malformed_frames_fail_alone_and_leave_every_state(served):
         conn.infer("a80", [data, cont], sequence_id=sequence_id("m1"), request_id="bad1")
     err = _error(info.value, "m1")
     assert isinstance(err, BindingError) and "frames" in str(err)
-    # One bad frame among good ones in one step_many: only that stream fails.
+    # One bad frame among good ones in one step_many (a request per stream): only that stream fails.
+    # (Multi-stream requests: tests/serve/test_multistream.py.)
     batch = {sid: _frame(rng) for sid in ids}
     batch["m2"] = {"data": np.zeros((1, 1, 6), np.float32)}
-    got = client.step_many(batch)
+    got = client.step_many(batch, combine=False)
     assert isinstance(got["m2"], BindingError)
     for sid in ids:
         if sid != "m2":
@@ -238,7 +239,7 @@ def test_malformed_frames_fail_alone_and_leave_every_state(served):
             outs[sid].append(got[sid])
     for _ in range(2):  # every stream continues as if the bad requests never happened
         batch = {sid: _frame(rng) for sid in ids}
-        got = client.step_many(batch)
+        got = client.step_many(batch, combine=False)
         for sid in ids:
             history[sid].append(batch[sid])
             outs[sid].append(got[sid])
