@@ -8,7 +8,9 @@ S streams (default 16) each take one frame per tick:
 - ``unary 1-frame`` / ``unary 8-frame``: S/2 client threads, each stepping its 2 streams with
   ``client.step`` (one frame a request) or ``client.step_chunk`` (8 frames a request).
 - ``stream 1-frame`` / ``stream 8-frame``: 2 client threads, each sending one request for each of its
-  S/2 streams at once over the server's gRPC stream (``client.step_many``).
+  S/2 streams at once over the server's gRPC stream (``client.step_many(..., combine=False)``).
+- ``multi 1-frame`` / ``multi 8-frame``: 2 client threads, each sending ONE multi-stream request carrying
+  the frames of its S/2 streams (``client.step_many``, the default ``combine=True``).
 
 Each variant runs ``--seconds`` (after a warm-up) and the variants rotate over ``--rounds`` rounds so that
 noise on a shared machine hits all alike; the table reports the total over rounds. Latency is per request
@@ -128,8 +130,9 @@ def exec_count(server) -> float:
 
 
 def run_client(client, server, frames, streams: int, seconds: float, res: Result, mode: str, chunk: int,
-               tag: str) -> None:
-    n_threads = streams // 2 if mode == "unary" else 2
+               tag: str, multi_threads: int = 2) -> None:
+    n_threads = streams // 2 if mode == "unary" else multi_threads if mode == "multi" else 2
+    combine = mode == "multi"
     per = streams // n_threads
     ids = [[f"{tag}-{t}-{j}" for j in range(per)] for t in range(n_threads)]
     for group in ids:
@@ -157,13 +160,13 @@ def run_client(client, server, frames, streams: int, seconds: float, res: Result
             else:
                 batch = {sid: (frames[k % len(frames)] if chunk == 1 else frames[:chunk]) for sid in group}
                 t = time.perf_counter()
-                out = client.step_many(batch)
+                out = client.step_many(batch, combine=combine)
                 dt = time.perf_counter() - t
                 bad = [v for v in out.values() if isinstance(v, Exception)]
                 if bad:
                     raise bad[0]
-                lat.extend([dt] * len(group))
-                reqs += len(group)
+                lat.extend([dt] * (1 if combine else len(group)))
+                reqs += 1 if combine else len(group)
                 nframes += chunk * len(group)
             k += 1
         with lock:
@@ -198,6 +201,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--queue-delay-us", type=int, default=0, help="The model's max_queue_delay_microseconds.")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (pool and server).")
+    parser.add_argument("--multi-threads", type=int, default=2,
+                        help="Client threads of the multi variants (each sends one request for its share of streams).")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -211,7 +216,8 @@ def main() -> None:
         pbtxt.write_text(pbtxt.read_text() + f'parameters {{\n  key: "rnnrt_threads"\n  value {{\n    string_value: '
                          f'"{args.threads}"\n  }}\n}}\n')
         variants = [("in-process pool", None, 1), ("unary 1-frame", "unary", 1), ("unary 8-frame", "unary", 8),
-                    ("stream 1-frame", "stream", 1), ("stream 8-frame", "stream", 8)]
+                    ("stream 1-frame", "stream", 1), ("stream 8-frame", "stream", 8),
+                    ("multi 1-frame", "multi", 1), ("multi 8-frame", "multi", 8)]
         results = {name: Result(name) for name, _, _ in variants}
         with TritonServer(repo, extra_args=["--exit-timeout-secs=5"]) as server:
             server.wait_ready(["bench"])
@@ -227,7 +233,7 @@ def main() -> None:
                             run_pool(path, frames, args.streams, args.seconds, results[name], args.threads)
                         else:
                             run_client(client, server, frames, args.streams, args.seconds, results[name],
-                                       mode, chunk, f"r{r}{mode}{chunk}")
+                                       mode, chunk, f"r{r}{mode}{chunk}", args.multi_threads)
     print(f"# {args.streams} streams, lstm2_bench input {args.input} hidden {args.hidden}, "
           f"{args.rounds} rounds x {args.seconds:.0f} s per variant, ORT threads {args.threads}, "
           f"queue delay {args.queue_delay_us} us, "
