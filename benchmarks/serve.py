@@ -203,6 +203,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (pool and server).")
     parser.add_argument("--multi-threads", type=int, default=2,
                         help="Client threads of the multi variants (each sends one request for its share of streams).")
+    parser.add_argument("--only", default="", help="Comma-separated variant names to run (default: all).")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -218,6 +219,9 @@ def main() -> None:
         variants = [("in-process pool", None, 1), ("unary 1-frame", "unary", 1), ("unary 8-frame", "unary", 8),
                     ("stream 1-frame", "stream", 1), ("stream 8-frame", "stream", 8),
                     ("multi 1-frame", "multi", 1), ("multi 8-frame", "multi", 8)]
+        if args.only:
+            keep = {v.strip() for v in args.only.split(",")} | {"in-process pool"}
+            variants = [v for v in variants if v[0] in keep]
         results = {name: Result(name) for name, _, _ in variants}
         with TritonServer(repo, extra_args=["--exit-timeout-secs=5"]) as server:
             server.wait_ready(["bench"])

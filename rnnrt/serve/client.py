@@ -410,8 +410,10 @@ class StreamClient:
                 counts = np.array([[len(next(iter(a.values()))) if a else 0 for _, _, a in group]], np.int32)
                 flags = np.array([[f | (0 if sid in self._started else _F_START) for sid, f, _ in group]], np.int32)
                 inputs = []
-                for name, wire, data in (("RNNRT_STREAMS", "UINT64", ids), ("RNNRT_FRAMES", "INT32", counts),
-                                         ("RNNRT_FLAGS", "INT32", flags)):
+                control = [("RNNRT_STREAMS", "UINT64", ids), ("RNNRT_FRAMES", "INT32", counts)]
+                if flags.any():  # optional: every tensor of a request costs the server
+                    control.append(("RNNRT_FLAGS", "INT32", flags))
+                for name, wire, data in control:
                     inp = grpcclient.InferInput(name, list(data.shape), wire)
                     inp.set_data_from_numpy(data)
                     inputs.append(inp)
@@ -459,7 +461,7 @@ class StreamClient:
             status = reply.as_numpy("RNNRT_STATUS")
             errors = {} if status is None else {i: (kind, text) for i, kind, text in
                                                 json.loads(status.tobytes().decode())["errors"]}
-            arrays = {name: reply.as_numpy(name) for name in layout.out_axes} if any(k for _, k in streams) else {}
+            arrays = self._frames_of(reply) if any(k for _, k in streams) else {}
             pos = 0
             for i, (sid, k) in enumerate(streams):
                 if i in errors:
@@ -468,10 +470,7 @@ class StreamClient:
                 else:
                     self._started.add(sid)
                     self._carried.add(sid)
-                    results[sid] = [{name: np.expand_dims(arr[0, pos + j], layout.out_axes[name])
-                                     for name, arr in arrays.items()} for j in range(k)]
-                    if k == 0:
-                        results[sid] = reply
+                    results[sid] = self._unpack(reply, k, pos, arrays) if k else reply
                 pos += k
         return results
 
@@ -557,7 +556,7 @@ class StreamClient:
         layout = self.layout()
         mappings = []
         for frame in frames:
-            if not isinstance(frame, Mapping):
+            if type(frame) is not dict and not isinstance(frame, Mapping):
                 if layout.single is None:
                     raise BindingError(fmt(f"Stream {stream_id!r}", f"Got a bare {type(frame).__name__}",
                                            f"This model has several inputs; pass a mapping of {sorted(layout.in_axes)}."))
@@ -617,14 +616,25 @@ class StreamClient:
 
         return [grpcclient.InferRequestedOutput(n) for n in self.layout().out_axes]
 
-    def _unpack(self, result: Any, count: int) -> list[dict[str, np.ndarray]]:
-        layout = self.layout()
-        outs: list[dict[str, np.ndarray]] = [{} for _ in range(count)]
-        for name, axis in layout.out_axes.items():
+    def _unpack(self, result: Any, count: int, start: int = 0,
+                arrays: Optional[dict[str, np.ndarray]] = None) -> list[dict[str, np.ndarray]]:
+        """Frames ``start .. start+count`` of a reply's outputs, each what a batch-1 ``Session.step`` returns."""
+        if arrays is None:
+            arrays = self._frames_of(result)
+        names = list(arrays)
+        if len(names) == 1:
+            name, arr = names[0], arrays[names[0]]
+            return [{name: arr[k]} for k in range(start, start + count)]
+        return [dict(zip(names, rows)) for rows in zip(*(arr[start:start + count] for arr in arrays.values()))]
+
+    def _frames_of(self, result: Any) -> dict[str, np.ndarray]:
+        """A reply's outputs ``[1, F, ...]`` as ``[F, *binding shape with batch dim 1]`` views (frame k: ``[k]``)."""
+        frames = {}
+        for name, axis in self.layout().out_axes.items():
             arr = result.as_numpy(name)
-            for k in range(count):
-                outs[k][name] = np.expand_dims(arr[0, k], axis)
-        return outs
+            rest = arr.shape[2:]
+            frames[name] = arr.reshape((arr.shape[1],) + rest[:axis] + (1,) + rest[axis:])
+        return frames
 
     # -- gRPC streaming ---------------------------------------------------------------------------------------
     def _stream(self, address: str) -> "_Stream":
