@@ -9,8 +9,10 @@ S streams (default 16) each take one frame per tick:
   ``client.step`` (one frame a request) or ``client.step_chunk`` (8 frames a request).
 - ``stream 1-frame`` / ``stream 8-frame``: 2 client threads, each sending one request for each of its
   S/2 streams at once over the server's gRPC stream (``client.step_many(..., combine=False)``).
-- ``multi 1-frame`` / ``multi 8-frame``: 2 client threads, each sending ONE multi-stream request carrying
-  the frames of its S/2 streams (``client.step_many``, the default ``combine=True``).
+- ``multi 1-frame`` / ``multi 8-frame``: ONE request per tick carrying the frames of all S streams (a
+  multi-stream request, ``client.step_many`` with its default ``combine=True``), from ``--multi-threads``
+  client threads (default 1: every request carries all S streams, so the server steps S streams at once
+  like the in-process pool; with 2 threads each request carries S/2 and Triton ran them one per execute).
 
 Each variant runs ``--seconds`` (after a warm-up) and the variants rotate over ``--rounds`` rounds so that
 noise on a shared machine hits all alike; the table reports the total over rounds. Latency is per request
@@ -130,7 +132,7 @@ def exec_count(server) -> float:
 
 
 def run_client(client, server, frames, streams: int, seconds: float, res: Result, mode: str, chunk: int,
-               tag: str, multi_threads: int = 2) -> None:
+               tag: str, multi_threads: int = 1) -> None:
     n_threads = streams // 2 if mode == "unary" else multi_threads if mode == "multi" else 2
     combine = mode == "multi"
     per = streams // n_threads
@@ -201,7 +203,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--queue-delay-us", type=int, default=0, help="The model's max_queue_delay_microseconds.")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (pool and server).")
-    parser.add_argument("--multi-threads", type=int, default=2,
+    parser.add_argument("--multi-threads", type=int, default=1,
                         help="Client threads of the multi variants (each sends one request for its share of streams).")
     parser.add_argument("--only", default="", help="Comma-separated variant names to run (default: all).")
     args = parser.parse_args()
@@ -240,7 +242,8 @@ def main() -> None:
                                        mode, chunk, f"r{r}{mode}{chunk}", args.multi_threads)
     print(f"# {args.streams} streams, lstm2_bench input {args.input} hidden {args.hidden}, "
           f"{args.rounds} rounds x {args.seconds:.0f} s per variant, ORT threads {args.threads}, "
-          f"queue delay {args.queue_delay_us} us, "
+          f"queue delay {args.queue_delay_us} us, multi threads {args.multi_threads}, "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
           f"{os.cpu_count()} CPUs")
     print("| variant | requests/s | frames/s | vs pool | p50 ms | p99 ms | server CPU/req ms | req/execute |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
