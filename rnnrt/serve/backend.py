@@ -16,7 +16,9 @@ correlation id (CORRID), whose Session has ``max_candidate_sequences`` slots. Pe
   ``"close"`` closes it. The client's ``drain`` moves streams between servers with these.
 - A request that fails (unknown stream without START, a bad frame, bad state bytes) gets a Triton
   error response ``[request id: ID] <ErrorType>: <message>``; the other requests of the call go on and
-  the failed stream's state is as before the request.
+  the failed stream's state is as before the request (every frame of a request has the shapes of its
+  first, so a refused frame is refused before the stream moved; should the *engine* fail after a
+  request's first frame, that stream is closed and the error says so).
 - Streams idle for ``max_sequence_idle_microseconds`` are released (Triton does not tell the model).
 
 **Multi-stream requests** (``RNNRT_STREAMS`` present): one request carries the frames of S streams, so
@@ -108,7 +110,7 @@ class _Job:
     """One stream's part of a request as the model handles it."""
 
     __slots__ = ("index", "request", "rid", "cid", "start", "end", "command", "state", "frames", "error",
-                 "snapshot", "sink", "offset", "done", "carrier")
+                 "key", "sink", "offset", "done", "carrier")
 
     def __init__(self, index: int, request: Any, rid: str) -> None:
         self.index = index
@@ -120,7 +122,7 @@ class _Job:
         self.state: Optional[bytes] = None
         self.frames: list = []
         self.error: Optional[BaseException] = None
-        self.snapshot: Any = None
+        self.key: tuple = ()  # the frames' inputs, shapes and dtypes (jobs with the same key step together)
         self.sink: Optional[_Sink] = None
         self.offset = 0
         self.done = 0  # frames stepped
@@ -156,6 +158,8 @@ class TritonPythonModel:
         layout = json.loads(_param(config, "rnnrt_bindings", "{}"))
         self._in_axes: dict[str, int] = layout["inputs"]
         self._out_axes: dict[str, int] = layout["outputs"]
+        user = [n for n in self._in_axes if n != layout.get("continuation")]
+        self._single = user[0] if len(user) == 1 else None  # its frames go to the pool as bare arrays
         seq = config["sequence_batching"]
         oldest = seq.get("oldest") or {}
         capacity = int(oldest.get("max_candidate_sequences") or config["max_batch_size"])
@@ -255,6 +259,14 @@ class TritonPythonModel:
             arrays[name] = arr.reshape((count,) + rest[:axis] + (1,) + rest[axis:])
         return arrays, count
 
+    def _frames(self, arrays: dict[str, np.ndarray], start: int, count: int) -> list:
+        """Frames ``start .. start+count`` of a request, as ``pool.step`` takes them (a bare array when the
+        request feeds only the model's one input besides the continuation input: the pool's fast path)."""
+        if len(arrays) == 1 and self._single in arrays:
+            a = arrays[self._single]
+            return [a[i] for i in range(start, start + count)]
+        return [{n: a[i] for n, a in arrays.items()} for i in range(start, start + count)]
+
     def _parse(self, job: _Job) -> None:
         from rnnrt.errors import StateError, fmt
 
@@ -278,7 +290,8 @@ class TritonPythonModel:
         if arrays and job.command is not None:
             raise StateError(fmt(f"Stream {cid!r}", f"Control {job.command!r} was sent with frames",
                                  "Send control requests without data inputs."))
-        job.frames = [{n: a[k] for n, a in arrays.items()} for k in range(count or 0)]
+        job.frames = self._frames(arrays, 0, count or 0)
+        job.key = tuple((n, a.shape[1:], a.dtype.str) for n, a in arrays.items())
         if job.frames:
             job.sink = _Sink(len(job.frames), zero=False)
 
@@ -318,6 +331,7 @@ class TritonPythonModel:
             raise StateError(fmt(subject, "Asks to detach or restore a stream among others",
                                  "Send detach and restore in a request of one stream."))
         sink = _Sink(total or 0, zero=True)
+        key = tuple((n, a.shape[1:], a.dtype.str) for n, a in arrays.items())
         jobs, pos = [], 0
         for cid, k, flag in zip(ids, counts, flags):
             job = _Job(index, request, rid)
@@ -330,8 +344,8 @@ class TritonPythonModel:
             if k and job.command is not None:
                 raise StateError(fmt(f"Stream {cid!r}", f"Control {job.command!r} was sent with frames",
                                      "Send control requests without data inputs."))
-            job.frames = [{name: a[i] for name, a in arrays.items()} for i in range(pos, pos + k)]
-            job.sink, job.offset = sink, pos
+            job.frames = self._frames(arrays, pos, k)
+            job.sink, job.offset, job.key = sink, pos, key
             pos += k
             jobs.append(job)
         carrier = _Carrier(index, rid, jobs, sink)
@@ -402,12 +416,16 @@ class TritonPythonModel:
         self._last_use[cid] = time.monotonic()
 
     def _step_round(self, jobs: list[_Job], k: int) -> None:
-        """Steps frame k of every job that has one; a failing job fails alone."""
+        """Steps frame k of every job that has one; a failing job fails alone.
+
+        No snapshot is taken before a multi-frame request: a failed ``pool.step`` leaves the state as it
+        was, and every frame of a request has the shapes and dtypes of its first (they are rows of one
+        tensor), so a frame the pool refuses is refused at frame 0, before the stream moved. Only an engine
+        failure after frame 0 could leave a stream part-way: that stream is closed and its error says so.
+        """
         groups: dict[tuple, list[_Job]] = {}
         for job in jobs:
-            frame = job.frames[k]
-            key = tuple((n, a.shape, a.dtype.str) for n, a in frame.items())
-            groups.setdefault(key, []).append(job)
+            groups.setdefault(job.key, []).append(job)
         for group in groups.values():
             try:
                 outs = self.pool.step({job.cid: job.frames[k] for job in group})
@@ -425,9 +443,14 @@ class TritonPythonModel:
                     job.done += 1
                 except Exception as err:  # noqa: BLE001 - reported in this request's response
                     job.error = err
-                    if job.snapshot is not None:
-                        self.pool.close(job.cid)
-                        self.pool.restore(job.cid, job.snapshot)
+                    if job.done:
+                        from rnnrt.errors import EngineError, fmt
+
+                        self._close(job.cid)
+                        job.error = EngineError(fmt(
+                            f"Stream {job.cid!r}", f"The engine failed at frame {k + 1} of {len(job.frames)} of the "
+                            f"request, after the frames before it had stepped ({type(err).__name__}: {err})",
+                            "The stream was closed (its state was part-way through the request); open it again."))
 
     @staticmethod
     def _kind(err: BaseException) -> str:
@@ -525,9 +548,6 @@ class TritonPythonModel:
                 except Exception as err:  # noqa: BLE001
                     job.error = err
             live = [job for job in wave if job.error is None and job.frames]
-            for job in live:
-                if len(job.frames) > 1:
-                    job.snapshot = self.pool.snapshot(job.cid)
             for k in range(max((len(j.frames) for j in live), default=0)):
                 self._step_round([j for j in live if len(j.frames) > k and j.error is None], k)
             now = time.monotonic()
