@@ -869,6 +869,21 @@ def _add_triton_model_group(p: argparse.ArgumentParser) -> None:
     g.add_argument("--instance-kind", choices=["auto", "KIND_GPU", "KIND_CPU"], default="auto",
                    help="Where Triton runs the model instances (default: auto = KIND_GPU when a GPU is usable "
                    "here, else KIND_CPU).")
+    g.add_argument("--shared", action="append", default=[], type=_shared_value, metavar="NAME=VALUE",
+                   help="python engine: the value of an input without a batch axis (e.g. --shared sr=16000), fed "
+                   "with every step of every stream (repeatable; VALUE is a JSON number or list).")
+
+
+def _shared_value(text: str) -> tuple[str, object]:
+    import json
+
+    name, eq, value = text.partition("=")
+    try:
+        if not eq or not name:
+            raise ValueError
+        return name, json.loads(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=VALUE with a JSON number or list, e.g. sr=16000")
 
 
 def _export_triton_arguments(p: argparse.ArgumentParser) -> None:
@@ -892,7 +907,7 @@ def _export_triton(args: argparse.Namespace) -> int:
     model_dir = export_triton(args.config, args.output, engine=args.engine, name=args.name,
                               max_batch_size=args.max_batch_size, idle_us=args.idle_us,
                               instance_kind=args.instance_kind, max_sequences=args.max_sequences,
-                              backend=args.backend, queue_delay_us=args.queue_delay_us)
+                              backend=args.backend, queue_delay_us=args.queue_delay_us, shared=dict(args.shared))
     print(f"wrote {model_dir / 'config.pbtxt'} and {model_dir / '1'}")
     return 0
 
@@ -938,7 +953,7 @@ def _serve(args: argparse.Namespace) -> int:
                  http_port=args.http_port or None, metrics_port=args.metrics_port or None,
                  tritonserver=args.tritonserver, max_sequences=args.max_sequences, idle_us=args.idle_us,
                  backend=args.backend, instance_kind=args.instance_kind, queue_delay_us=args.queue_delay_us,
-                 log=args.log, verbose=args.log_verbose, timeout=args.ready_timeout, exit_timeout=args.exit_timeout)
+                 shared=dict(args.shared), log=args.log, verbose=args.log_verbose, timeout=args.ready_timeout, exit_timeout=args.exit_timeout)
 
 
 # --- schema ----------------------------------------------------------------------------------------------

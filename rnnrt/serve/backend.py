@@ -50,7 +50,8 @@ server every :data:`METRICS_PERIOD` seconds (each update is a message to the ser
 per request it was a tenth of the cost of a multi-stream request), so they lag by up to that.
 
 The model's parameters (config.pbtxt) name the rnnrt config (``rnnrt_config``, relative to the version
-folder), the binding layout (``rnnrt_bindings``, JSON) and the engine backend (``rnnrt_backend``).
+folder), the binding layout (``rnnrt_bindings``, JSON), the engine backend (``rnnrt_backend``) and the values
+of inputs without a batch axis (``rnnrt_shared``, JSON: the pool's ``shared=``).
 """
 
 from __future__ import annotations
@@ -171,7 +172,10 @@ class TritonPythonModel:
             kwargs["threads"] = threads
         self.session = rnnrt.load(str(cfg_path), backend=backend, **kwargs)
         self.idle_timeout = idle_us / 1e6
-        self.pool = StreamPool(self.session, idle_timeout=self.idle_timeout, on_expire=self._expired)
+        shared = {n: np.asarray(v["value"], dtype=v["dtype"])
+                  for n, v in json.loads(_param(config, "rnnrt_shared", "{}")).items()}
+        self.pool = StreamPool(self.session, idle_timeout=self.idle_timeout, on_expire=self._expired,
+                               shared=shared or None)
         self._last_use: dict[Any, float] = {}
         self._carried: set = set()  # streams stepped by multi-stream requests (no Triton sequence holds them)
 

@@ -269,13 +269,17 @@ class TritonServer:
 
 def write_repository(configs: Iterable[Union[str, os.PathLike]], repo: Union[str, os.PathLike], *,
                      name: Optional[str] = None, max_sequences: Optional[int] = None, idle_us: int = 60_000_000,
-                     backend: str = "auto", instance_kind: str = "auto", queue_delay_us: int = 0) -> list[str]:
+                     backend: str = "auto", instance_kind: str = "auto", queue_delay_us: int = 0,
+                     shared: Optional[dict] = None) -> list[str]:
     """Writes a python-backend model per config into ``repo``; returns the model names.
 
     ``name`` names the model of a single config; otherwise each model is named after its config's folder.
+    ``shared`` gives the values of inputs without a batch axis (e.g. ``{"sr": 16000}``); each model takes
+    those of its own inputs.
 
     Raises:
-        ConfigError: No config, ``name`` with several configs, or two models with one name.
+        ConfigError: No config, ``name`` with several configs, two models with one name, or a ``shared``
+            name that is no config's input without a batch axis.
     """
     from rnnrt.config import load_config
     from rnnrt.errors import ConfigError
@@ -287,16 +291,23 @@ def write_repository(configs: Iterable[Union[str, os.PathLike]], repo: Union[str
     if name is not None and len(configs) > 1:
         raise ConfigError(fmt("rnnrt serve --name", f"Names one model but {len(configs)} configs were given",
                               "Serve one config with --name, or several named after their folders."))
-    names = []
+    names, used = [], set()
+    shared = dict(shared or {})
     for path in configs:
         cfg = load_config(path)
         model = name if name is not None else cfg.base_dir.name
         if model in names:
             raise ConfigError(fmt(f"Model name {model!r}", "Is given to two configs",
                                   "Keep each config in a folder of its own name."))
+        own = {t.name: shared[t.name] for t in cfg.inputs if t.batch_axis is None and t.name in shared}
+        used.update(own)
         export_triton(cfg, repo, engine="python", name=model, max_sequences=max_sequences, idle_us=idle_us,
-                      backend=backend, instance_kind=instance_kind, queue_delay_us=queue_delay_us)
+                      backend=backend, instance_kind=instance_kind, queue_delay_us=queue_delay_us, shared=own)
         names.append(model)
+    unused = sorted(set(shared) - used)
+    if unused:
+        raise ConfigError(fmt(f"rnnrt serve --shared {unused[0]}=...", "Is no model's input without a batch axis",
+                              "Give --shared only for such inputs (e.g. Silero's sr)."))
     return names
 
 
@@ -304,7 +315,8 @@ def serve(configs: Iterable[Union[str, os.PathLike]] = (), *, repo: Union[str, o
           name: Optional[str] = None, host: str = "127.0.0.1", grpc_port: int = 8001, http_port: Optional[int] = None,
           metrics_port: Optional[int] = None, tritonserver: Union[str, os.PathLike, None] = None,
           max_sequences: Optional[int] = None, idle_us: int = 60_000_000, backend: str = "auto",
-          instance_kind: str = "auto", queue_delay_us: int = 0, log: Union[str, os.PathLike, None] = None,
+          instance_kind: str = "auto", queue_delay_us: int = 0, shared: Optional[dict] = None,
+          log: Union[str, os.PathLike, None] = None,
           verbose: int = 0,
           timeout: float = 300.0, exit_timeout: int = 30, out: IO = sys.stdout) -> int:
     """Serves model configs (or an existing repository) on a Triton server until SIGINT/SIGTERM (``rnnrt serve``).
@@ -336,7 +348,8 @@ def serve(configs: Iterable[Union[str, os.PathLike]] = (), *, repo: Union[str, o
                 tmp = tempfile.TemporaryDirectory(prefix="rnnrt-repo-")
                 repo = tmp.name
             names = write_repository(configs, repo, name=name, max_sequences=max_sequences, idle_us=idle_us,
-                                     backend=backend, instance_kind=instance_kind, queue_delay_us=queue_delay_us)
+                                     backend=backend, instance_kind=instance_kind, queue_delay_us=queue_delay_us,
+                                     shared=shared)
         else:
             if repo is None or not Path(repo).is_dir():
                 from rnnrt.errors import ConfigError

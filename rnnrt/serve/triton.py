@@ -54,6 +54,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -390,7 +391,7 @@ def _check_counts(max_batch_size: Optional[int], idle_us: int, max_sequences: Op
 
 def triton_config(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_size: Optional[int] = None,
                   idle_us: int = 60_000_000, instance_kind: str = "auto", max_sequences: Optional[int] = None,
-                  backend: str = "auto", queue_delay_us: int = 0) -> Any:
+                  backend: str = "auto", queue_delay_us: int = 0, shared: Optional[Mapping[str, Any]] = None) -> Any:
     """Returns the Triton ``ModelConfig`` message for a model config (see the module doc).
 
     Args:
@@ -405,6 +406,8 @@ def triton_config(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_s
         backend (str): python: the rnnrt engine backend (``auto``, ``onnxruntime``, ``tensorrt``).
         queue_delay_us (int): python: the oldest strategy's ``max_queue_delay_microseconds`` (how long
             Triton may hold a request to batch it with others). Defaults to 0.
+        shared (Mapping[str, Any] | None): python: the values of the inputs without a batch axis (e.g.
+            Silero's ``sr``), fed with every step (``StreamPool(shared=...)``). Defaults to None.
     """
     check_model_name(name)
     _check_counts(max_batch_size, idle_us, max_sequences)
@@ -417,7 +420,10 @@ def triton_config(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_s
                               "Use auto, KIND_GPU or KIND_CPU."))
     kind = default_instance_kind() if instance_kind == "auto" else instance_kind
     if engine == "python":
-        return _python_config(cfg, name, idle_us, kind, max_sequences, backend, queue_delay_us)
+        return _python_config(cfg, name, idle_us, kind, max_sequences, backend, queue_delay_us, shared)
+    if shared:
+        raise ConfigError(fmt("export-triton shared=", f"Is for --engine python only, not {engine!r}",
+                              "Fold the value into the model instead (rnnrt convert --set NAME=VALUE)."))
     return _backend_config(cfg, _Plan(cfg, max_batch_size), name, engine, idle_us, kind)
 
 
@@ -472,8 +478,37 @@ def _backend_config(cfg: ModelConfig, plan: _Plan, name: str, engine: str, idle_
     return msg
 
 
+def _shared_values(cfg: ModelConfig, shared: Optional[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """The values of the inputs without a batch axis, checked against their bindings (dtype exact, shape)."""
+    if shared is None:
+        shared = {}
+    if not isinstance(shared, Mapping):
+        raise ConfigError(fmt("export-triton shared=", f"Is a {type(shared).__name__}, not a mapping",
+                              "Pass shared={input name: value}, e.g. shared={'sr': 16000}."))
+    inputs = {t.name: t for t in cfg.inputs}
+    values = {}
+    for key, value in shared.items():
+        t = inputs.get(key)
+        if t is None or t.batch_axis is not None:
+            raise ConfigError(fmt(f"export-triton shared={{{key!r}: ...}}", "Is not an input without a batch axis",
+                                  f"Such inputs: {sorted(n for n, i in inputs.items() if i.batch_axis is None)}."))
+        try:
+            raw = np.asarray(value)
+            arr = raw.astype(np.dtype(t.dtype))
+            exact = raw.shape == arr.shape and bool(np.all(arr == raw))
+        except (TypeError, ValueError):
+            exact = False
+        if not exact:
+            raise ConfigError(fmt(f"Input {key!r}", f"Value {value!r} is not exactly a {t.dtype} value",
+                                  f"Give a {t.dtype} value of shape {list(t.shape)}."))
+        if arr.ndim != len(t.shape) or any(isinstance(d, int) and d != n for d, n in zip(t.shape, arr.shape)):
+            raise ConfigError(fmt(f"Input {key!r}", f"Value has shape {list(arr.shape)}", f"Expected {list(t.shape)}."))
+        values[key] = arr
+    return values
+
+
 def _python_config(cfg: ModelConfig, name: str, idle_us: int, kind: str, max_sequences: Optional[int],
-                   backend: str, queue_delay_us: int = 0) -> Any:
+                   backend: str, queue_delay_us: int = 0, shared: Optional[Mapping[str, Any]] = None) -> Any:
     from rnnrt.serve.backend import (CONTROL_INPUT, FLAGS_INPUT, FRAMES_INPUT, STATE_TENSOR, STATUS_TENSOR,
                                      STREAMS_INPUT)
 
@@ -481,8 +516,16 @@ def _python_config(cfg: ModelConfig, name: str, idle_us: int, kind: str, max_seq
     if backend not in ("auto", "onnxruntime", "tensorrt"):
         raise ConfigError(fmt("export-triton", f"Unknown rnnrt backend {backend!r}",
                               "Use auto, onnxruntime or tensorrt."))
+    shared_values = _shared_values(cfg, shared)
     for role, tensors in (("Input", cfg.inputs), ("Output", cfg.outputs)):
         for t in tensors:
+            if role == "Input" and t.batch_axis is None:
+                if t.name not in shared_values:
+                    raise ConfigError(fmt(f"Input {t.name!r}", f"Has no batch axis (shape {list(t.shape)}): one value "
+                                          "for every stream of the server",
+                                          f"Give it: shared={{{t.name!r}: value}} (CLI: --shared {t.name}=VALUE), "
+                                          f"or fold it in at conversion (--set {t.name}=VALUE)."))
+                continue
             if t.batch_axis is None or not isinstance(t.shape[t.batch_axis], str):
                 raise ConfigError(fmt(f"{role} {t.name!r}", f"Has no dynamic batch dim (shape {list(t.shape)}, "
                                       f"batch_axis {t.batch_axis}), so streams cannot get their own slots",
@@ -499,7 +542,8 @@ def _python_config(cfg: ModelConfig, name: str, idle_us: int, kind: str, max_seq
         return [-1] + [-1 if isinstance(d, str) else int(d) for i, d in enumerate(shape) if i != axis]
 
     msg = pb.ModelConfig(name=name, backend="python", max_batch_size=slots)
-    for t in cfg.inputs:
+    batched = [t for t in cfg.inputs if t.name not in shared_values]
+    for t in batched:
         msg.input.append(_tensor(pb, pb.ModelInput, t.name, t.dtype, per_request(t.shape, t.batch_axis), optional=True))
     msg.input.append(pb.ModelInput(name=CONTROL_INPUT, data_type=pb.TYPE_INT32, dims=[1], optional=True))
     msg.input.append(pb.ModelInput(name=STATE_TENSOR, data_type=pb.TYPE_UINT8, dims=[-1], optional=True))
@@ -523,11 +567,14 @@ def _python_config(cfg: ModelConfig, name: str, idle_us: int, kind: str, max_seq
     corrid = Control(kind=Control.CONTROL_SEQUENCE_CORRID, data_type=pb.TYPE_UINT64)
     seq.control_input.append(pb.ModelSequenceBatching.ControlInput(name="CORRID", control=[corrid]))
     msg.instance_group.append(pb.ModelInstanceGroup(count=1, kind=pb.ModelInstanceGroup.Kind.Value(kind)))
-    layout = {"inputs": {t.name: t.batch_axis for t in cfg.inputs},
+    layout = {"inputs": {t.name: t.batch_axis for t in batched},
               "outputs": {t.name: t.batch_axis for t in cfg.outputs},
               "continuation": cfg.continuation.input if cfg.continuation is not None else None}
     params = {"rnnrt_config": f"{PYTHON_MODEL_DIR}/model.yaml", "rnnrt_bindings": json.dumps(layout),
               "rnnrt_backend": backend}
+    if shared_values:
+        params["rnnrt_shared"] = json.dumps({n: {"value": a.tolist(), "dtype": a.dtype.name}
+                                             for n, a in shared_values.items()})
     for key, value in params.items():
         msg.parameters[key].string_value = value
     return msg
@@ -582,6 +629,7 @@ def export_triton(
     max_sequences: Optional[int] = None,
     backend: str = "auto",
     queue_delay_us: int = 0,
+    shared: Optional[Mapping[str, Any]] = None,
 ) -> Path:
     """Writes a Triton model repository entry for a model config.
 
@@ -603,6 +651,8 @@ def export_triton(
             the plan's profile max, or 64.
         backend (str): python: the rnnrt backend inside the server. Defaults to ``auto``.
         queue_delay_us (int): python: ``max_queue_delay_microseconds`` of the oldest strategy. Defaults to 0.
+        shared (Mapping[str, Any] | None): python: values of the inputs without a batch axis (one for
+            every stream, as ``StreamPool(shared=...)``). Required for each such input. Defaults to None.
 
     Returns:
         Path: ``repo/<name>``.
@@ -627,7 +677,7 @@ def export_triton(
                 else f"Its plan {str(cfg.plan_path)!r} does not exist", "Run `rnnrt build` first, or pass --engine onnx.")
         )
     msg = triton_config(cfg, name, engine, max_batch_size, idle_us, instance_kind, max_sequences=max_sequences,
-                        backend=backend, queue_delay_us=queue_delay_us)
+                        backend=backend, queue_delay_us=queue_delay_us, shared=shared)
     repo_dir = Path(repo).absolute()
     model_dir = repo_dir / name
     if model_dir.resolve().parent != repo_dir.resolve():
