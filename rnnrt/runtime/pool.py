@@ -491,24 +491,42 @@ class StreamPool:
         Raises:
             StateError: The stream is not open.
         """
-        _check_id(stream_id)
+        return self.snapshot_many([stream_id])[stream_id]
+
+    def snapshot_many(self, stream_ids: Iterable[Hashable]) -> dict[Hashable, StreamState]:
+        """:meth:`snapshot` of several streams with one state read (one download on a GPU).
+
+        Raises:
+            BindingError: An id is not hashable.
+            StateError: A stream is not open (nothing is read then).
+        """
+        ids = list(stream_ids)
+        for sid in ids:
+            _check_id(sid)
+        if not ids:
+            return {}
         with self._session_lock:
             self._apply_pending()
             with self._lock:
-                rec = self._streams.get(stream_id)
-                if rec is None:
-                    raise self._not_open(stream_id)
-                slot, at_start, steps = rec.slot, bool(self._at_start[rec.slot]), int(self._steps[rec.slot])
-                if slot in self._pending:  # reset while we were reading: it is at zero
-                    self._pending.discard(slot)
-                    pending_now = True
-                else:
-                    pending_now = False
-            if pending_now:
-                self.session.reset(slots=[slot])
-            rows = self.session.read_state([slot]) if self._state_axes else {}
-        return StreamState(model=self.model, tensors=rows, outputs=dict(self._state_outputs),
-                           batch_axes=dict(self._state_axes), at_start=at_start, steps=steps)
+                recs = []
+                for sid in ids:
+                    rec = self._streams.get(sid)
+                    if rec is None:
+                        raise self._not_open(sid)
+                    recs.append(rec)
+                slots = [rec.slot for rec in recs]
+                marks = [(bool(self._at_start[s]), int(self._steps[s])) for s in slots]
+                reset_now = sorted(self._pending.intersection(slots))  # reset while we were reading: at zero
+                self._pending.difference_update(reset_now)
+            if reset_now:
+                self.session.reset(slots=reset_now)
+            rows = self.session.read_state(slots) if self._state_axes else {}
+        states = {}
+        for i, (sid, (at_start, steps)) in enumerate(zip(ids, marks)):
+            tensors = {name: np.take(value, [i], axis=self._state_axes[name]) for name, value in rows.items()}
+            states[sid] = StreamState(model=self.model, tensors=tensors, outputs=dict(self._state_outputs),
+                                      batch_axes=dict(self._state_axes), at_start=at_start, steps=steps)
+        return states
 
     def restore(self, stream_id: Hashable, state: StreamState, *, check_model: bool = True) -> int:
         """Opens a stream in a free slot with a snapshotted state; it continues where it left off.

@@ -14,11 +14,12 @@ correlation id (CORRID), whose Session has ``max_candidate_sequences`` slots. Pe
 - ``RNNRT_CONTROL`` (see :data:`COMMANDS`): ``"detach"`` returns the stream's :class:`~rnnrt.StreamState` bytes in
   ``RNNRT_STATE`` and closes it; ``"restore"`` (with START) opens it from the bytes in ``RNNRT_STATE``;
   ``"close"`` closes it. The client's ``drain`` moves streams between servers with these.
-- A request that fails (unknown stream without START, a bad frame, bad state bytes) gets a Triton
-  error response ``[request id: ID] <ErrorType>: <message>``; the other requests of the call go on and
-  the failed stream's state is as before the request (every frame of a request has the shapes of its
-  first, so a refused frame is refused before the stream moved; should the *engine* fail after a
-  request's first frame, that stream is closed and the error says so).
+- A request that fails (unknown stream without START, a bad frame, bad state bytes, an engine failure)
+  gets a Triton error response ``[request id: ID] <ErrorType>: <message>``; the other requests of the
+  call go on and the failed stream's state is as before the request (every frame of a request has the
+  shapes of its first, so a refused frame is refused before the stream moved; for an engine failure
+  after a request's first frame the stream is put back from the state read before the call's steps:
+  one ``pool.snapshot_many`` of every stream with several frames).
 - Streams idle for ``max_sequence_idle_microseconds`` are released (Triton does not tell the model).
 
 **Multi-stream requests** (``RNNRT_STREAMS`` present): one request carries the frames of S streams, so
@@ -419,13 +420,13 @@ class TritonPythonModel:
             self._close(cid)
         self._last_use[cid] = time.monotonic()
 
-    def _step_round(self, jobs: list[_Job], k: int) -> None:
+    def _step_round(self, jobs: list[_Job], k: int, before: dict) -> None:
         """Steps frame k of every job that has one; a failing job fails alone.
 
-        No snapshot is taken before a multi-frame request: a failed ``pool.step`` leaves the state as it
-        was, and every frame of a request has the shapes and dtypes of its first (they are rows of one
-        tensor), so a frame the pool refuses is refused at frame 0, before the stream moved. Only an engine
-        failure after frame 0 could leave a stream part-way: that stream is closed and its error says so.
+        A failed ``pool.step`` leaves the state as it was, and every frame of a request has the shapes and
+        dtypes of its first (they are rows of one tensor), so a frame the pool refuses is refused at frame
+        0, before the stream moved. An engine failure after frame 0 would leave the stream part-way: it
+        is put back to ``before[cid]``, its state before the request (taken for every multi-frame job).
         """
         groups: dict[tuple, list[_Job]] = {}
         for job in jobs:
@@ -450,11 +451,12 @@ class TritonPythonModel:
                     if job.done:
                         from rnnrt.errors import EngineError, fmt
 
-                        self._close(job.cid)
+                        self.pool.close(job.cid)
+                        self.pool.restore(job.cid, before[job.cid])
                         job.error = EngineError(fmt(
                             f"Stream {job.cid!r}", f"The engine failed at frame {k + 1} of {len(job.frames)} of the "
-                            f"request, after the frames before it had stepped ({type(err).__name__}: {err})",
-                            "The stream was closed (its state was part-way through the request); open it again."))
+                            f"request ({type(err).__name__}: {err})",
+                            "The stream's state is as before the request; send its frames again."))
 
     @staticmethod
     def _kind(err: BaseException) -> str:
@@ -552,8 +554,12 @@ class TritonPythonModel:
                 except Exception as err:  # noqa: BLE001
                     job.error = err
             live = [job for job in wave if job.error is None and job.frames]
+            # The state before the request of every stream that takes several steps: one state read for
+            # all of them, so that an engine failure part-way puts the stream back (see _step_round).
+            several = [job.cid for job in live if len(job.frames) > 1]
+            before = self.pool.snapshot_many(several) if several else {}
             for k in range(max((len(j.frames) for j in live), default=0)):
-                self._step_round([j for j in live if len(j.frames) > k and j.error is None], k)
+                self._step_round([j for j in live if len(j.frames) > k and j.error is None], k, before)
             now = time.monotonic()
             for job in wave:
                 if job.error is None:

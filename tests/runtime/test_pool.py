@@ -569,3 +569,29 @@ def test_step_batch_mixed_with_step_and_typed_errors(dynamic):
             solo.reset()
             for t in range(6):
                 np.testing.assert_array_equal(got[(s, t)], solo.step(xs[(s, t)])["lstm1"], err_msg=f"{s} tick {t}")
+
+
+def test_snapshot_many_equals_snapshots(dynamic):
+    """snapshot_many (one state read) == snapshot of each stream; an unknown id reads nothing."""
+    path = dynamic("c_lstm_stacked_ip_softmax")
+    cfg = rnnrt.config.load_config(path)
+    rng = np.random.default_rng(9)
+    with _load(path, 8) as session:
+        pool = StreamPool(session)
+        for s in "abcd":
+            pool.open(s)
+        pool.step({s: _frame(cfg, rng) for s in "abd"})
+        pool.step({s: _frame(cfg, rng) for s in "bd"})
+        pool.reset("d")  # pending: the snapshot sees zeros and a t=0 stream
+        many = pool.snapshot_many(["d", "a", "c", "b"])
+        assert list(many) == ["d", "a", "c", "b"]
+        for s, state in many.items():
+            one = pool.snapshot(s)
+            assert (state.steps, state.at_start) == (one.steps, one.at_start)
+            for name, arr in one.tensors.items():
+                assert state.tensors[name].tobytes() == arr.tobytes(), (s, name)
+        assert many["d"].at_start and not any(v.any() for v in many["d"].tensors.values())
+        assert many["b"].steps == 2 and many["c"].steps == 0
+        with pytest.raises(StateError, match="'zz' \\| Is not open"):
+            pool.snapshot_many(["a", "zz"])
+        assert pool.snapshot_many([]) == {}

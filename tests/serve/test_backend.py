@@ -1,6 +1,6 @@
 """The python-backend model (rnnrt.serve.backend) driven directly, with a stand-in for Triton's stub module:
 the failure paths a real server cannot provoke (a frame the pool refuses behind Triton's checks, an engine
-that fails part-way through a multi-frame request)."""
+that fails part-way through a multi-frame request: the stream is put back as before the request)."""
 
 from __future__ import annotations
 
@@ -120,10 +120,12 @@ def test_refused_frame_of_a_multi_frame_request_leaves_the_state(model):
             np.testing.assert_array_equal(r.outputs["lstm1"][0, k][:, None], want)
 
 
-def test_engine_failure_part_way_closes_only_that_stream(model, monkeypatch):
-    m, _ = model
+def test_engine_failure_part_way_puts_that_stream_back(model, monkeypatch):
+    m, path = model
     rng = np.random.default_rng(1)
-    m.execute([_carrier("a", [1, 2], [1, 1], [1, 1], _frames(rng, 2))])
+    first = _frames(rng, 2)
+    m.execute([_carrier("a", [1, 2], [1, 1], [1, 1], first)])
+    before = m.pool.snapshot(1)
     real_step, calls = m.pool.step, []
 
     def step(frames):
@@ -136,6 +138,20 @@ def test_engine_failure_part_way_closes_only_that_stream(model, monkeypatch):
     r = m.execute([_carrier("b", [1, 2], [3, 1], [0, 0], _frames(rng, 4))])[0]
     status = json.loads(r.outputs["RNNRT_STATUS"].tobytes())
     assert [e[:2] for e in status["errors"]] == [[0, "EngineError"]]
-    assert "frame 2 of 3" in status["errors"][0][2] and "closed" in status["errors"][0][2]
-    assert 1 not in m.pool and 2 in m.pool  # stream 2 (one frame, stepped at frame 1) went on
+    assert "frame 2 of 3" in status["errors"][0][2] and "as before the request" in status["errors"][0][2]
+    assert 1 in m.pool and 2 in m.pool  # stream 2 (one frame, stepped at frame 1) went on
     assert not r.outputs["lstm1"][0, :3].any() and r.outputs["lstm1"][0, 3].any()
+    after = m.pool.snapshot(1)
+    assert (after.steps, after.at_start) == (before.steps, before.at_start)
+    for name, arr in after.tensors.items():
+        assert arr.tobytes() == before.tensors[name].tobytes(), name
+    # Sent again, the stream continues as if the failed request had never been.
+    monkeypatch.setattr(m.pool, "step", real_step)
+    again = _frames(rng, 2)
+    r = m.execute([_carrier("c", [1], [2], [0], again)])[0]
+    assert "RNNRT_STATUS" not in r.outputs
+    with rnnrt.load(path, backend="onnxruntime", batch_size=1) as solo:
+        solo.step({"data": first[0, 0][:, None]})
+        for k in range(2):
+            want = solo.step({"data": again[0, k][:, None]})["lstm1"]
+            np.testing.assert_array_equal(r.outputs["lstm1"][0, k][:, None], want)
