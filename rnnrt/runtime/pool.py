@@ -521,11 +521,14 @@ class StreamPool:
             if reset_now:
                 self.session.reset(slots=reset_now)
             rows = self.session.read_state(slots) if self._state_axes else {}
+        # Per stream, its row of each state tensor: a view (batch dim 1) of the one array read for all.
+        index = {name: (slice(None),) * self._state_axes[name] for name in rows}
+        outputs, axes = self._state_outputs, self._state_axes
         states = {}
         for i, (sid, (at_start, steps)) in enumerate(zip(ids, marks)):
-            tensors = {name: np.take(value, [i], axis=self._state_axes[name]) for name, value in rows.items()}
-            states[sid] = StreamState(model=self.model, tensors=tensors, outputs=dict(self._state_outputs),
-                                      batch_axes=dict(self._state_axes), at_start=at_start, steps=steps)
+            row = slice(i, i + 1)
+            tensors = {name: value[index[name] + (row,)] for name, value in rows.items()}
+            states[sid] = StreamState._from_pool(self.model, tensors, dict(outputs), dict(axes), at_start, steps)
         return states
 
     def restore(self, stream_id: Hashable, state: StreamState, *, check_model: bool = True) -> int:

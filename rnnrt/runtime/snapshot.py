@@ -170,6 +170,18 @@ class StreamState:
         if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) or self.steps < 0:
             raise bad(f"steps is {self.steps!r}, not a count")
 
+    @classmethod
+    def _from_pool(cls, model: str, tensors: dict, outputs: Mapping[str, str], batch_axes: Mapping[str, int],
+                   at_start: bool, steps: int) -> "StreamState":
+        """Built by a StreamPool from its own rows: the fields have the right types by construction, so the
+        checks of ``__post_init__`` (meant for hand-built states) are skipped (a pool snapshots many
+        streams per call)."""
+        obj = object.__new__(cls)
+        for name, value in (("model", model), ("tensors", tensors), ("outputs", outputs), ("batch_axes", batch_axes),
+                            ("at_start", at_start), ("steps", steps)):
+            object.__setattr__(obj, name, value)
+        return obj
+
     def signature(self) -> list[tuple]:
         """``(input, output, dtype, shape, batch_axis)`` of every state tensor, sorted by name."""
         return sorted(
