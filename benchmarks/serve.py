@@ -13,6 +13,9 @@ S streams (default 16) each take one frame per tick:
   multi-stream request, ``client.step_many`` with its default ``combine=True``), from ``--multi-threads``
   client threads (default 1: every request carries all S streams, so the server steps S streams at once
   like the in-process pool; with 2 threads each request carries S/2 and Triton ran them one per execute).
+- ``multi 8-frame 2-in-flight``: the same with ``client.submit_many``, the next tick submitted before the
+  last one's reply is waited for (the client's lane keeps them in order), so the server never waits for
+  the client.
 
 Each variant runs ``--seconds`` (after a warm-up) and the variants rotate over ``--rounds`` rounds so that
 noise on a shared machine hits all alike; the table reports the total over rounds. Latency is per request
@@ -132,7 +135,7 @@ def exec_count(server) -> float:
 
 
 def run_client(client, server, frames, streams: int, seconds: float, res: Result, mode: str, chunk: int,
-               tag: str, multi_threads: int = 1) -> None:
+               tag: str, multi_threads: int = 1, in_flight: int = 1) -> None:
     n_threads = streams // 2 if mode == "unary" else multi_threads if mode == "multi" else 2
     combine = mode == "multi"
     per = streams // n_threads
@@ -147,6 +150,7 @@ def run_client(client, server, frames, streams: int, seconds: float, res: Result
     def worker(group):
         k = 0
         lat, reqs, nframes = [], 0, 0
+        pending: list = []
         go.wait()
         while not stop.is_set():
             if mode == "unary":
@@ -159,6 +163,18 @@ def run_client(client, server, frames, streams: int, seconds: float, res: Result
                     lat.append(time.perf_counter() - t)
                     reqs += 1
                     nframes += chunk
+            elif in_flight > 1:  # submit_many: the next ticks go out before this one's reply is back
+                batch = {sid: (frames[k % len(frames)] if chunk == 1 else frames[:chunk]) for sid in group}
+                pending.append((time.perf_counter(), client.submit_many(batch)))
+                if len(pending) == in_flight:
+                    t, future = pending.pop(0)
+                    out = future.result()
+                    bad = [v for v in out.values() if isinstance(v, Exception)]
+                    if bad:
+                        raise bad[0]
+                    lat.append(time.perf_counter() - t)
+                    reqs += 1
+                    nframes += chunk * len(group)
             else:
                 batch = {sid: (frames[k % len(frames)] if chunk == 1 else frames[:chunk]) for sid in group}
                 t = time.perf_counter()
@@ -171,6 +187,8 @@ def run_client(client, server, frames, streams: int, seconds: float, res: Result
                 reqs += 1 if combine else len(group)
                 nframes += chunk * len(group)
             k += 1
+        for _, future in pending:  # ticks still in flight: waited for, not counted
+            future.result()
         with lock:
             res.latencies.extend(lat)
             res.requests += reqs
@@ -220,7 +238,8 @@ def main() -> None:
                          f'"{args.threads}"\n  }}\n}}\n')
         variants = [("in-process pool", None, 1), ("unary 1-frame", "unary", 1), ("unary 8-frame", "unary", 8),
                     ("stream 1-frame", "stream", 1), ("stream 8-frame", "stream", 8),
-                    ("multi 1-frame", "multi", 1), ("multi 8-frame", "multi", 8)]
+                    ("multi 1-frame", "multi", 1), ("multi 8-frame", "multi", 8),
+                    ("multi 8-frame 2-in-flight", "multi", 8)]
         if args.only:
             keep = {v.strip() for v in args.only.split(",")} | {"in-process pool"}
             variants = [v for v in variants if v[0] in keep]
@@ -239,7 +258,8 @@ def main() -> None:
                             run_pool(path, frames, args.streams, args.seconds, results[name], args.threads)
                         else:
                             run_client(client, server, frames, args.streams, args.seconds, results[name],
-                                       mode, chunk, f"r{r}{mode}{chunk}", args.multi_threads)
+                                       mode, chunk, f"r{r}{mode}{chunk}{len(name)}", args.multi_threads,
+                                       in_flight=2 if "in-flight" in name else 1)
     print(f"# {args.streams} streams, lstm2_bench input {args.input} hidden {args.hidden}, "
           f"{args.rounds} rounds x {args.seconds:.0f} s per variant, ORT threads {args.threads}, "
           f"queue delay {args.queue_delay_us} us, multi threads {args.multi_threads}, "

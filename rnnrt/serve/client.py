@@ -44,6 +44,7 @@ closes them: a Triton server asked to stop waits for open gRPC streams (up to it
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import itertools
 import json
@@ -57,7 +58,7 @@ import numpy as np
 
 from rnnrt.errors import BindingError, ConfigError, EngineError, RnnrtError, SnapshotError, StateError, fmt
 
-__all__ = ["StreamClient", "sequence_id"]
+__all__ = ["ManyFuture", "StreamClient", "sequence_id"]
 
 _VNODES = 64
 _DETACH, _RESTORE, _CLOSE = 1, 2, 3  # rnnrt.serve.backend.COMMANDS
@@ -122,6 +123,28 @@ class _Layout:
         self.dtypes = {n: np.dtype(triton_to_np_dtype(self.wire[n])) for n in self.in_axes}
         user = [n for n in self.in_axes if n != self.cont]
         self.single = user[0] if len(user) == 1 else None
+        # Triton releases a sequence idle for this long (0 in the config means its default, 1 s).
+        idle_us = int(config.sequence_batching.max_sequence_idle_microseconds or 1_000_000)
+        self.idle_s = idle_us / 1e6
+
+
+class _Lane:
+    """The sequence that carries a client's multi-stream requests to one server, in the order they are sent.
+
+    Triton runs the requests of one sequence one at a time in arrival order, so every multi-stream request
+    of this client to that server (``step_many``, ``submit_many`` and the one-stream requests of carried
+    streams) is handled in the order it was posted, even with several in flight. A lane unused for half of
+    the server's ``max_sequence_idle`` with nothing in flight is replaced by a new one (START), before
+    Triton could have released it.
+    """
+
+    __slots__ = ("id", "last", "inflight", "dead")
+
+    def __init__(self) -> None:
+        self.id = random.getrandbits(62) | (1 << 62)
+        self.last = 0.0
+        self.inflight = 0
+        self.dead = False  # a request on it failed as a whole: replaced once nothing is in flight on it
 
 
 class StreamClient:
@@ -160,6 +183,7 @@ class StreamClient:
         self._streams: dict[str, _Stream] = {}
         self._layout: Optional[_Layout] = None
         self._ids = itertools.count(1)
+        self._lanes: dict[str, _Lane] = {}
 
     # -- servers and routing ----------------------------------------------------------------------------------
     @property
@@ -320,44 +344,76 @@ class StreamClient:
             stream failed with; the other streams' results are still returned. A stream that fails (a bad
             frame, a stream the server does not know) keeps its state as it was.
         """
-        order = list(frames)
-        # Locks are taken in one global order (by sequence id) so that concurrent calls cannot deadlock.
-        locks = [self._stream_lock(s) for s in sorted(order, key=sequence_id)]
-        for lock in locks:
-            lock.acquire()
+        locks = self._lock_streams(frames)
         try:
-            results: dict[Hashable, Any] = {}
-            chunks = {}
-            for sid in order:
-                value = frames[sid]
-                chunk = isinstance(value, (list, tuple))
-                chunks[sid] = chunk
-                batch = list(value) if chunk else [value]
-                if not batch:
-                    results[sid] = BindingError(fmt(f"Stream {sid!r}", "Got no frames", "Pass at least one frame."))
-                    continue
-                try:
-                    frames_of = self._arrays(sid, batch)
-                except RnnrtError as err:
-                    results[sid] = err
-                    continue
-                results[sid] = frames_of
+            results, chunks = self._prepare_many(frames)
             todo = {sid: v for sid, v in results.items() if not isinstance(v, Exception)}
             if combine:
-                by_server: dict[str, list] = {}
-                for sid, arrays in todo.items():
-                    by_server.setdefault(self._where[sid], []).append((sid, 0, arrays))
-                results.update(self._carry(by_server))
+                results.update(self._collect(self._post_carriers(self._by_server(todo))))
             else:
                 results.update(self._step_each(todo))
-            out = {}
-            for sid in order:
-                r = results[sid]
-                out[sid] = r if isinstance(r, Exception) or chunks[sid] else r[0]
-            return out
+            return self._many_results(frames, results, chunks)
         finally:
             for lock in locks:
                 lock.release()
+
+    def submit_many(self, frames: Mapping[Hashable, Any]) -> "ManyFuture":
+        """:meth:`step_many` without waiting: posts the multi-stream requests and returns a future.
+
+        Requests of this client to one server are handled in the order they were posted (see
+        :class:`_Lane`), so a caller may keep several ticks in flight, submitting the next frames while
+        the server still works on the last ones: the server never waits for the client.
+
+        Returns:
+            ManyFuture: ``result()`` returns what :meth:`step_many` returns.
+        """
+        locks = self._lock_streams(frames)
+        try:
+            results, chunks = self._prepare_many(frames)
+            todo = {sid: v for sid, v in results.items() if not isinstance(v, Exception)}
+            posted = self._post_carriers(self._by_server(todo))
+        finally:
+            for lock in locks:
+                lock.release()
+        return ManyFuture(self, frames, results, chunks, posted)
+
+    def _lock_streams(self, frames: Mapping[Hashable, Any]) -> list:
+        # Locks are taken in one global order (by sequence id) so that concurrent calls cannot deadlock.
+        locks = [self._stream_lock(s) for s in sorted(frames, key=sequence_id)]
+        for lock in locks:
+            lock.acquire()
+        return locks
+
+    def _prepare_many(self, frames: Mapping[Hashable, Any]) -> tuple[dict, dict]:
+        """Each stream's frames checked and packed (or the error that refused them), and whether it sent a chunk."""
+        results: dict[Hashable, Any] = {}
+        chunks = {}
+        for sid, value in frames.items():
+            chunk = isinstance(value, (list, tuple))
+            chunks[sid] = chunk
+            batch = list(value) if chunk else [value]
+            if not batch:
+                results[sid] = BindingError(fmt(f"Stream {sid!r}", "Got no frames", "Pass at least one frame."))
+                continue
+            try:
+                results[sid] = self._arrays(sid, batch)
+            except RnnrtError as err:
+                results[sid] = err
+        return results, chunks
+
+    def _by_server(self, todo: Mapping[Hashable, dict]) -> dict[str, list]:
+        by_server: dict[str, list] = {}
+        for sid, arrays in todo.items():
+            by_server.setdefault(self._where[sid], []).append((sid, 0, arrays))
+        return by_server
+
+    @staticmethod
+    def _many_results(frames: Mapping[Hashable, Any], results: dict, chunks: dict) -> dict[Hashable, Any]:
+        out = {}
+        for sid in frames:
+            r = results[sid]
+            out[sid] = r if isinstance(r, Exception) or chunks[sid] else r[0]
+        return out
 
     def _step_each(self, todo: Mapping[Hashable, dict]) -> dict[Hashable, Any]:
         """One sequence request per stream, all in flight over the servers' gRPC streams."""
@@ -389,22 +445,28 @@ class StreamClient:
 
     # -- multi-stream requests -----------------------------------------------------------------------------
     def _carry(self, by_server: Mapping[str, list], state: Optional[np.ndarray] = None) -> dict[Hashable, Any]:
-        """Sends one multi-stream request per server (per frame layout) and returns each stream's result.
+        """Sends one multi-stream request per server (per frame layout) and returns each stream's result."""
+        return self._collect(self._post_carriers(by_server, state))
+
+    def _post_carriers(self, by_server: Mapping[str, list], state: Optional[np.ndarray] = None) -> list:
+        """Posts one multi-stream request per server (per frame layout) on the server's lane.
 
         ``by_server``: address -> [(stream id, extra flags, {input: [K, ...]} or None), ...]. Streams whose
         frames differ in shape or inputs go in separate requests, so that a refused request fails only them.
+        The streams count as started from here on (a request posted after this one needs no START for them).
+        Returns what :meth:`_collect` needs.
         """
         import tritonclient.grpc as grpcclient
 
         layout = self.layout()
-        requests: dict[str, list] = {}
-        meta: dict[str, list] = {}
+        posted = []
         for address, entries in by_server.items():
             groups: dict[tuple, list] = {}
             for entry in entries:
                 arrays = entry[2] or {}
                 key = tuple((n, a.shape[1:], a.dtype.str) for n, a in arrays.items())
                 groups.setdefault(key, []).append(entry)
+            requests, meta = [], {}
             for group in groups.values():
                 ids = np.array([[sequence_id(sid) for sid, _, _ in group]], np.uint64)
                 counts = np.array([[len(next(iter(a.values()))) if a else 0 for _, _, a in group]], np.int32)
@@ -430,48 +492,68 @@ class StreamClient:
                     st = grpcclient.InferInput("RNNRT_STATE", [1, state.size], "UINT8")
                     st.set_data_from_numpy(state.reshape(1, -1))
                     inputs.append(st)
-                outputs = None  # whatever the model sends: the outputs, RNNRT_STATUS if a stream failed, RNNRT_STATE
                 rid = f"m{next(self._ids)}"
-                carrier = random.getrandbits(62) | (1 << 62)  # a one-request sequence: START and END
-                requests.setdefault(address, []).append((rid, carrier, inputs, outputs, True, True))
-                meta[rid] = [(sid, int(k)) for (sid, _, _), k in zip(group, counts[0])]
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        if self.streaming or len(requests) > 1 or any(len(r) > 1 for r in requests.values()):
-            posted = [(address, *self._stream_post(address, reqs)) for address, reqs in requests.items()]
-            replies: dict[str, Any] = {}
-            for address, stream, rids, failed in posted:
-                replies.update(self._stream_wait(address, stream, rids, failed, deadline))
-        else:  # one request: a unary call
-            replies = {}
-            for address, reqs in requests.items():
-                rid, carrier, inputs, outputs, _, _ = reqs[0]
-                try:
-                    replies[rid] = self._conn(address).infer(
-                        self.model, inputs, outputs=outputs, request_id=rid, sequence_id=carrier, sequence_start=True,
-                        sequence_end=True, client_timeout=self.timeout)
-                except Exception as err:  # noqa: BLE001 - tritonclient's exception type
-                    replies[rid] = _error(err, f"Server {address}")
-        results: dict[Hashable, Any] = {}
-        for rid, streams in meta.items():
-            reply = replies.get(rid) or EngineError(fmt(f"Streams {[s for s, _ in streams]}", "Got no reply"))
-            if isinstance(reply, Exception):
-                for sid, _ in streams:
-                    results[sid] = reply
-                continue
-            status = reply.as_numpy("RNNRT_STATUS")
-            errors = {} if status is None else {i: (kind, text) for i, kind, text in
-                                                json.loads(status.tobytes().decode())["errors"]}
-            arrays = self._frames_of(reply) if any(k for _, k in streams) else {}
-            pos = 0
-            for i, (sid, k) in enumerate(streams):
-                if i in errors:
-                    kind, text = errors[i]
-                    results[sid] = _ERRORS.get(kind, EngineError)(text if kind in _ERRORS else f"{kind}: {text}")
-                else:
+                # whatever the model sends back: the outputs, RNNRT_STATUS if a stream failed, RNNRT_STATE
+                requests.append([rid, None, inputs, None, False, False])
+                meta[rid] = [(sid, int(k), bool(f & _F_START)) for (sid, _, _), k, f in zip(group, counts[0], flags[0])]
+                for sid, _, _ in group:
                     self._started.add(sid)
-                    self._carried.add(sid)
-                    results[sid] = self._unpack(reply, k, pos, arrays) if k else reply
-                pos += k
+            lane, stream, rids, failed = self._lane_post(address, requests)
+            posted.append((address, lane, stream, rids, failed, meta))
+        return posted
+
+    def _lane_post(self, address: str, requests: list) -> tuple:
+        """Posts requests on the server's lane (a new lane, with START, when the last one may have expired)."""
+        layout = self.layout()
+        stream = self._stream(address)
+        with stream.send_lock:  # lane order == send order on the server's gRPC stream
+            lane = self._lanes.get(address)
+            now = time.monotonic()
+            start = lane is None or (not lane.inflight and (lane.dead or now - lane.last > layout.idle_s / 2))
+            if start:
+                lane = self._lanes[address] = _Lane()
+            for i, req in enumerate(requests):
+                req[1], req[4] = lane.id, start and i == 0
+            lane.last = now
+            lane.inflight += len(requests)
+            _, rids, failed = self._stream_post(address, [tuple(r) for r in requests], stream=stream)
+        if failed is not None:
+            lane.dead = True
+        return lane, stream, rids, failed
+
+    def _collect(self, posted: list) -> dict[Hashable, Any]:
+        """Waits for posted multi-stream requests; returns each stream's outputs or error."""
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        results: dict[Hashable, Any] = {}
+        for address, lane, stream, rids, failed, meta in posted:
+            replies = self._stream_wait(address, stream, rids, failed, deadline)
+            with stream.send_lock:
+                lane.inflight -= len(rids)
+                if any(isinstance(r, Exception) for r in replies.values()):
+                    lane.dead = True  # a request failed as a whole: the lane may not be a live sequence any more
+            for rid, streams in meta.items():
+                reply = replies.get(rid) or EngineError(fmt(f"Streams {[s for s, _, _ in streams]}", "Got no reply"))
+                if isinstance(reply, Exception):
+                    for sid, _, started_here in streams:
+                        results[sid] = reply
+                        if started_here:
+                            self._started.discard(sid)  # the START did not arrive: the next request sends it
+                    continue
+                status = reply.as_numpy("RNNRT_STATUS")
+                errors = {} if status is None else {i: (kind, text) for i, kind, text in
+                                                    json.loads(status.tobytes().decode())["errors"]}
+                arrays = self._frames_of(reply) if any(k for _, k, _ in streams) else {}
+                pos = 0
+                for i, (sid, k, started_here) in enumerate(streams):
+                    if i in errors:
+                        kind, text = errors[i]
+                        results[sid] = _ERRORS.get(kind, EngineError)(text if kind in _ERRORS else f"{kind}: {text}")
+                        if started_here:
+                            self._started.discard(sid)
+                    else:
+                        self._carried.add(sid)
+                        results[sid] = self._unpack(reply, k, pos, arrays) if k else reply
+                    pos += k
         return results
 
     def _carry_one(self, address: str, stream_id: Hashable, flags: int, frames: Optional[Sequence[Any]] = None,
@@ -648,15 +730,18 @@ class StreamClient:
                 stream = self._streams[address] = _Stream(grpcclient.InferenceServerClient(address))
             return stream
 
-    def _stream_post(self, address: str, requests: list) -> tuple["_Stream", list, Optional[Exception]]:
-        """Sends requests on the server's gRPC stream; returns what :meth:`_stream_wait` needs."""
-        stream = self._stream(address)
+    def _stream_post(self, address: str, requests: list,
+                     stream: Optional["_Stream"] = None) -> tuple["_Stream", list, Optional[Exception]]:
+        """Sends requests on the server's gRPC stream; returns what :meth:`_stream_wait` needs.
+        ``stream``: that stream, whose send lock the caller holds."""
+        locked = stream is not None
+        stream = stream or self._stream(address)
         rids = [r[0] for r in requests]
         with stream.cond:
             for rid in rids:
                 stream.pending[rid] = None
         try:
-            with stream.send_lock:
+            with contextlib.nullcontext() if locked else stream.send_lock:
                 for rid, seq, inputs, outputs, start, end in requests:
                     stream.conn.async_stream_infer(self.model, inputs, outputs=outputs, request_id=rid,
                                                    sequence_id=seq, sequence_start=start, sequence_end=end)
@@ -741,3 +826,21 @@ class _Stream:
             self.conn.close()
         except Exception:  # noqa: BLE001
             pass
+
+
+class ManyFuture:
+    """The pending result of :meth:`StreamClient.submit_many`."""
+
+    def __init__(self, client: StreamClient, frames: Mapping[Hashable, Any], results: dict, chunks: dict,
+                 posted: list) -> None:
+        self._client, self._frames, self._results, self._chunks = client, frames, results, chunks
+        self._posted: Optional[list] = posted
+        self._lock = threading.Lock()
+
+    def result(self) -> dict[Hashable, Any]:
+        """Waits for the replies; returns what :meth:`StreamClient.step_many` returns (once, then cached)."""
+        with self._lock:
+            if self._posted is not None:
+                posted, self._posted = self._posted, None
+                self._results.update(self._client._collect(posted))
+            return StreamClient._many_results(self._frames, self._results, self._chunks)

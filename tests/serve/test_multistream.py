@@ -234,3 +234,64 @@ def test_full_pool_fails_only_the_new_streams(served):
     for sid in [s for s in ids if s != ok[0]]:
         client.close(sid)
     client.close_connections()
+
+
+def test_submit_many_keeps_several_ticks_in_flight_in_order(served):
+    """submit_many with up to 3 ticks in flight (the server never waits for the client): every stream's
+    outputs equal a solo Session's, bit-exact; the lane's order holds across ticks, resets and chunks."""
+    path, server = served
+    client = StreamClient(server.address, model="ms")
+    rng = np.random.default_rng(7)
+    ids = [f"p{i}" for i in range(12)]
+    for sid in ids:
+        client.open(sid)
+    history = {sid: [[]] for sid in ids}
+    outs = {sid: [[]] for sid in ids}
+    pending = []
+
+    def drain_one():
+        frames_sent, future = pending.pop(0)
+        got = future.result()
+        for sid, value in got.items():
+            assert not isinstance(value, Exception), (sid, value)
+            outs[sid][-1].extend(value if isinstance(frames_sent[sid], list) else [value])
+
+    for tick in range(10):
+        if tick == 5:  # a reset is ordered after the ticks in flight
+            while pending:
+                drain_one()
+            client.reset(ids[3])
+            history[ids[3]].append([])
+            outs[ids[3]].append([])
+        batch = {sid: ([_frame(rng), _frame(rng)] if (tick + j) % 3 == 0 else _frame(rng)) for j, sid in enumerate(ids)}
+        for sid, value in batch.items():
+            history[sid][-1].extend(value if isinstance(value, list) else [value])
+        pending.append((batch, client.submit_many(batch)))
+        if len(pending) == 3:
+            drain_one()
+    while pending:
+        drain_one()
+    _check(path, history, outs)
+    for sid in ids:
+        client.close(sid)
+    client.close_connections()
+
+
+def test_a_new_lane_starts_after_half_the_idle_time(served, monkeypatch):
+    """After half of the server's max_sequence_idle without requests the client starts a new lane (START),
+    so a lane Triton released is never used; streams continue bit-exactly across lanes."""
+    path, server = served
+    client = StreamClient(server.address, model="ms")
+    rng = np.random.default_rng(8)
+    client.open("q")
+    frames = [_frame(rng) for _ in range(3)]
+    got = [client.step_many({"q": frames[0]})["q"]]
+    first = client._lanes[server.address].id
+    got.append(client.step_many({"q": frames[1]})["q"])
+    assert client._lanes[server.address].id == first  # the same lane while it is fresh
+    client._lanes[server.address].last -= client.layout().idle_s  # as if idle for the whole idle time
+    got.append(client.step_many({"q": frames[2]})["q"])
+    assert client._lanes[server.address].id != first
+    _check(path, {"q": [frames]}, {"q": [got]})
+    client.close("q")
+    client.close_connections()
