@@ -107,6 +107,18 @@ class _Sink:
         for name, value in outs.items():
             bufs[name][pos] = value
 
+    def put_rows(self, positions: list, rows: list, outs: dict, axes: dict) -> None:
+        """Rows ``rows`` of a batched step's outputs (rows along each output's batch axis) go to ``positions``."""
+        bufs = self.buffers
+        if bufs is None:
+            alloc = np.zeros if self.zero else np.empty
+            bufs = self.buffers = {n: alloc((self.total,) + v.shape[:axes[n]] + (1,) + v.shape[axes[n] + 1:], v.dtype)
+                                   for n, v in outs.items()}
+        for name, value in outs.items():
+            axis = axes[name]
+            per_row = np.moveaxis(value, axis, 0)  # [n, *shape without the batch axis]
+            bufs[name][positions] = np.expand_dims(per_row[rows] if len(rows) != len(per_row) else per_row, axis + 1)
+
 
 class _Job:
     """One stream's part of a request as the model handles it."""
@@ -432,14 +444,23 @@ class TritonPythonModel:
         for job in jobs:
             groups.setdefault(job.key, []).append(job)
         for group in groups.values():
+            # The group's frames packed as one batch (row i: group[i]'s frame k) through pool.step_batch:
+            # no per-stream frame dicts or output dicts, and one output write per request.
             try:
-                outs = self.pool.step({job.cid: job.frames[k] for job in group})
-            except Exception:  # noqa: BLE001 - find the culprit by stepping each alone
+                outs = self.pool.step_batch(tuple(job.cid for job in group), self._pack_rows(group, k))
+            except Exception:  # noqa: BLE001 - find the culprit by stepping each alone (errors name it)
                 outs = None
             if outs is not None:
-                for job in group:
-                    job.sink.put(job.offset + k, outs[job.cid])
+                sinks: dict[int, tuple] = {}
+                for i, job in enumerate(group):
+                    entry = sinks.get(id(job.sink))
+                    if entry is None:
+                        entry = sinks[id(job.sink)] = (job.sink, [], [])
+                    entry[1].append(job.offset + k)
+                    entry[2].append(i)
                     job.done += 1
+                for sink, positions, rows in sinks.values():
+                    sink.put_rows(positions, rows, outs, self._out_axes)
                 continue
             for job in group:
                 try:
@@ -457,6 +478,13 @@ class TritonPythonModel:
                             f"Stream {job.cid!r}", f"The engine failed at frame {k + 1} of {len(job.frames)} of the "
                             f"request ({type(err).__name__}: {err})",
                             "The stream's state is as before the request; send its frames again."))
+
+    def _pack_rows(self, jobs: list[_Job], k: int) -> Any:
+        """Frame k of each job (same inputs, shapes and dtypes) as one batch, row i for ``jobs[i]``."""
+        first = jobs[0].frames[k]
+        if isinstance(first, np.ndarray):  # the model's one input, bare
+            return np.concatenate([job.frames[k] for job in jobs], axis=self._in_axes[self._single])
+        return {name: np.concatenate([job.frames[k][name] for job in jobs], axis=self._in_axes[name]) for name in first}
 
     @staticmethod
     def _kind(err: BaseException) -> str:

@@ -134,7 +134,16 @@ def test_engine_failure_part_way_puts_that_stream_back(model, monkeypatch):
             raise RuntimeError("device lost")
         return real_step(frames)
 
+    real_batch = m.pool.step_batch
+
+    def step_batch(ids, feeds):
+        calls.append(list(ids))
+        if len(calls) >= 2 and 1 in ids:
+            raise RuntimeError("device lost")
+        return real_batch(ids, feeds)
+
     monkeypatch.setattr(m.pool, "step", step)
+    monkeypatch.setattr(m.pool, "step_batch", step_batch)
     r = m.execute([_carrier("b", [1, 2], [3, 1], [0, 0], _frames(rng, 4))])[0]
     status = json.loads(r.outputs["RNNRT_STATUS"].tobytes())
     assert [e[:2] for e in status["errors"]] == [[0, "EngineError"]]
@@ -147,6 +156,7 @@ def test_engine_failure_part_way_puts_that_stream_back(model, monkeypatch):
         assert arr.tobytes() == before.tensors[name].tobytes(), name
     # Sent again, the stream continues as if the failed request had never been.
     monkeypatch.setattr(m.pool, "step", real_step)
+    monkeypatch.setattr(m.pool, "step_batch", real_batch)
     again = _frames(rng, 2)
     r = m.execute([_carrier("c", [1], [2], [0], again)])[0]
     assert "RNNRT_STATUS" not in r.outputs
