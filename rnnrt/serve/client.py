@@ -123,28 +123,28 @@ class _Layout:
         self.dtypes = {n: np.dtype(triton_to_np_dtype(self.wire[n])) for n in self.in_axes}
         user = [n for n in self.in_axes if n != self.cont]
         self.single = user[0] if len(user) == 1 else None
-        # Triton releases a sequence idle for this long (0 in the config means its default, 1 s).
-        idle_us = int(config.sequence_batching.max_sequence_idle_microseconds or 1_000_000)
-        self.idle_s = idle_us / 1e6
 
 
 class _Lane:
-    """The sequence that carries a client's multi-stream requests to one server, in the order they are sent.
+    """The sequence that carries a client's pipelined multi-stream requests to one server, in order.
 
-    Triton runs the requests of one sequence one at a time in arrival order, so every multi-stream request
-    of this client to that server (``step_many``, ``submit_many`` and the one-stream requests of carried
-    streams) is handled in the order it was posted, even with several in flight. A lane unused for half of
-    the server's ``max_sequence_idle`` with nothing in flight is replaced by a new one (START), before
-    Triton could have released it.
+    Triton runs the requests of one sequence one at a time in arrival order, so while a lane has requests
+    in flight, every multi-stream request of this client to that server (``submit_many``, ``step_many`` and
+    the one-stream requests of carried streams) goes on it and is handled in the order it was posted.
+    When its last request is collected the lane is ended (an END request of no stream) so that it holds
+    no Triton sequence slot; with nothing in flight, a request is a one-request sequence of its own
+    (START and END).
     """
 
-    __slots__ = ("id", "last", "inflight", "dead")
+    __slots__ = ("id", "inflight")
 
     def __init__(self) -> None:
-        self.id = random.getrandbits(62) | (1 << 62)
-        self.last = 0.0
+        self.id = _carrier_id()
         self.inflight = 0
-        self.dead = False  # a request on it failed as a whole: replaced once nothing is in flight on it
+
+
+def _carrier_id() -> int:
+    return random.getrandbits(62) | (1 << 62)
 
 
 class StreamClient:
@@ -371,7 +371,7 @@ class StreamClient:
         try:
             results, chunks = self._prepare_many(frames)
             todo = {sid: v for sid, v in results.items() if not isinstance(v, Exception)}
-            posted = self._post_carriers(self._by_server(todo))
+            posted = self._post_carriers(self._by_server(todo), pipelined=True)
         finally:
             for lock in locks:
                 lock.release()
@@ -448,8 +448,10 @@ class StreamClient:
         """Sends one multi-stream request per server (per frame layout) and returns each stream's result."""
         return self._collect(self._post_carriers(by_server, state))
 
-    def _post_carriers(self, by_server: Mapping[str, list], state: Optional[np.ndarray] = None) -> list:
-        """Posts one multi-stream request per server (per frame layout) on the server's lane.
+    def _post_carriers(self, by_server: Mapping[str, list], state: Optional[np.ndarray] = None,
+                       pipelined: bool = False) -> list:
+        """Posts one multi-stream request per server (per frame layout), on the server's lane if it has one
+        (or ``pipelined``: one is started), else as one-request sequences.
 
         ``by_server``: address -> [(stream id, extra flags, {input: [K, ...]} or None), ...]. Streams whose
         frames differ in shape or inputs go in separate requests, so that a refused request fails only them.
@@ -498,28 +500,41 @@ class StreamClient:
                 meta[rid] = [(sid, int(k), bool(f & _F_START)) for (sid, _, _), k, f in zip(group, counts[0], flags[0])]
                 for sid, _, _ in group:
                     self._started.add(sid)
-            lane, stream, rids, failed = self._lane_post(address, requests)
+            lane, stream, rids, failed = self._lane_post(address, requests, pipelined)
             posted.append((address, lane, stream, rids, failed, meta))
         return posted
 
-    def _lane_post(self, address: str, requests: list) -> tuple:
-        """Posts requests on the server's lane (a new lane, with START, when the last one may have expired)."""
-        layout = self.layout()
+    def _lane_post(self, address: str, requests: list, pipelined: bool) -> tuple:
+        """Posts requests on the server's lane (see :class:`_Lane`), or as one-request sequences."""
         stream = self._stream(address)
         with stream.send_lock:  # lane order == send order on the server's gRPC stream
             lane = self._lanes.get(address)
-            now = time.monotonic()
-            start = lane is None or (not lane.inflight and (lane.dead or now - lane.last > layout.idle_s / 2))
-            if start:
-                lane = self._lanes[address] = _Lane()
-            for i, req in enumerate(requests):
-                req[1], req[4] = lane.id, start and i == 0
-            lane.last = now
-            lane.inflight += len(requests)
+            if lane is None and not pipelined:
+                for req in requests:
+                    req[1], req[4], req[5] = _carrier_id(), True, True
+            else:
+                start = lane is None
+                if start:
+                    lane = self._lanes[address] = _Lane()
+                for i, req in enumerate(requests):
+                    req[1], req[4] = lane.id, start and i == 0
+                lane.inflight += len(requests)
             _, rids, failed = self._stream_post(address, [tuple(r) for r in requests], stream=stream)
-        if failed is not None:
-            lane.dead = True
         return lane, stream, rids, failed
+
+    def _end_lane(self, address: str, stream: "_Stream", lane: _Lane) -> None:
+        """Ends a lane with nothing in flight: a request of no stream with END (its Triton slot is freed)."""
+        import tritonclient.grpc as grpcclient
+
+        inputs = []
+        for name, wire, dtype in (("RNNRT_STREAMS", "UINT64", np.uint64), ("RNNRT_FRAMES", "INT32", np.int32)):
+            inp = grpcclient.InferInput(name, [1, 0], wire)
+            inp.set_data_from_numpy(np.zeros((1, 0), dtype))
+            inputs.append(inp)
+        rid = f"e{next(self._ids)}"
+        _, rids, failed = self._stream_post(address, [(rid, lane.id, inputs, None, False, True)], stream=stream)
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        self._stream_wait(address, stream, rids, failed, deadline)  # an error here only means it is gone
 
     def _collect(self, posted: list) -> dict[Hashable, Any]:
         """Waits for posted multi-stream requests; returns each stream's outputs or error."""
@@ -527,10 +542,14 @@ class StreamClient:
         results: dict[Hashable, Any] = {}
         for address, lane, stream, rids, failed, meta in posted:
             replies = self._stream_wait(address, stream, rids, failed, deadline)
-            with stream.send_lock:
-                lane.inflight -= len(rids)
-                if any(isinstance(r, Exception) for r in replies.values()):
-                    lane.dead = True  # a request failed as a whole: the lane may not be a live sequence any more
+            if lane is not None:
+                with stream.send_lock:
+                    lane.inflight -= len(rids)
+                    ended = not lane.inflight and self._lanes.get(address) is lane
+                    if ended:
+                        del self._lanes[address]
+                if ended:
+                    self._end_lane(address, stream, lane)
             for rid, streams in meta.items():
                 reply = replies.get(rid) or EngineError(fmt(f"Streams {[s for s, _, _ in streams]}", "Got no reply"))
                 if isinstance(reply, Exception):

@@ -277,21 +277,25 @@ def test_submit_many_keeps_several_ticks_in_flight_in_order(served):
     client.close_connections()
 
 
-def test_a_new_lane_starts_after_half_the_idle_time(served, monkeypatch):
-    """After half of the server's max_sequence_idle without requests the client starts a new lane (START),
-    so a lane Triton released is never used; streams continue bit-exactly across lanes."""
+def test_a_drained_lane_frees_its_triton_slot(served):
+    """Pipelined requests ride one Triton sequence (a lane) while any is in flight; once the last one is
+    collected the lane is ended, so all 4 slots of a 4-slot model are free for sequences again."""
     path, server = served
-    client = StreamClient(server.address, model="ms")
+    client = StreamClient(server.address, model="ms4", timeout=20)
     rng = np.random.default_rng(8)
-    client.open("q")
-    frames = [_frame(rng) for _ in range(3)]
-    got = [client.step_many({"q": frames[0]})["q"]]
-    first = client._lanes[server.address].id
-    got.append(client.step_many({"q": frames[1]})["q"])
-    assert client._lanes[server.address].id == first  # the same lane while it is fresh
-    client._lanes[server.address].last -= client.layout().idle_s  # as if idle for the whole idle time
-    got.append(client.step_many({"q": frames[2]})["q"])
-    assert client._lanes[server.address].id != first
-    _check(path, {"q": [frames]}, {"q": [got]})
-    client.close("q")
+    for sid in ("u", "v"):
+        client.open(sid)
+    futures = [client.submit_many({"u": _frame(rng), "v": _frame(rng)}) for _ in range(3)]
+    assert server.address in client._lanes and client._lanes[server.address].inflight == 3
+    for f in futures:
+        assert not any(isinstance(v, Exception) for v in f.result().values())
+    assert server.address not in client._lanes
+    for sid in ("u", "v"):
+        client.close(sid)
+    seq = [f"w{i}" for i in range(4)]  # four Triton sequences: every slot, none held by the lane
+    for sid in seq:
+        client.open(sid)
+        client.step(sid, _frame(rng))
+    for sid in seq:
+        client.close(sid)
     client.close_connections()
