@@ -364,19 +364,21 @@ class Session:
             StateError: The session is closed, or a step_async() was not waited for.
         """
         fast = self._executor.fast
-        if fast is not None and out is None and not self._any_marks:
+        if fast is not None and out is None:
             if slots is None:
-                result = fast(frame, self._in)
-                if result is not None:
-                    if self._swap:
-                        self._in ^= 1
-                    return result
+                if not self._any_marks:
+                    result = fast(frame, self._in)
+                    if result is not None:
+                        if self._swap:
+                            self._in ^= 1
+                        return result
             else:
-                # A slot array checked before (a StreamPool's plan) and a frame of the last layout.
+                # A slot array checked before (a StreamPool's plan), a frame of the last layout, and no
+                # sequence start among those slots (slots never stepped elsewhere keep theirs).
                 checked = self._checked.get(id(slots))
                 fast_rows = self._executor.fast_rows
                 if checked is not None and checked[0] is slots and fast_rows is not None and \
-                        checked[1] is not self._all_slots:
+                        checked[1] is not self._all_slots and not (self._any_marks and self._marks[checked[1]].any()):
                     result = fast_rows(frame, self._in, checked[1])
                     if result is not None:
                         self._advance(checked[1], False, checked)
@@ -438,16 +440,17 @@ class Session:
         if out is not None and not isinstance(out, Mapping):
             raise BindingError(fmt("Session.step", f"out= got a {type(out).__name__}",
                                    "Pass a mapping {output name: numpy array}."))
+        starts = None
         if self._any_marks:
             starts = self._marks if rows is None else self._marks[rows]
-        else:
-            starts = None
+            if rows is not None and not starts.any():
+                starts = None  # marks only on slots not stepped now (e.g. a pool's unused slots)
         fuse = rows is None and not self._swap and bool(self._rows)
         result, in_place = self._executor.run(frame, rows, n, starts, self._in, fuse, out, wait)
         # Only now, after a successful run (or enqueue), does the state advance.
         if not in_place and self._rows:
             self._advance(rows, fuse, checked)
-        if self._any_marks:
+        if starts is not None:
             if rows is None:
                 self._marks[:] = False
                 self._any_marks = False
