@@ -92,12 +92,13 @@ def _param(config: dict, key: str, default: Optional[str] = None) -> Optional[st
 class _Sink:
     """Where the outputs of a request go: one ``[frames, *binding shape with batch 1]`` array per output."""
 
-    __slots__ = ("total", "buffers", "zero")
+    __slots__ = ("total", "buffers", "zero", "rows_views")
 
     def __init__(self, total: int, zero: bool) -> None:
         self.total = total
         self.buffers: Optional[dict[str, np.ndarray]] = None
         self.zero = zero
+        self.rows_views: Optional[list] = None  # per output: (name, batch axis, the buffer without its 1 there)
 
     def put(self, pos: int, outs: dict) -> None:
         bufs = self.buffers
@@ -109,15 +110,20 @@ class _Sink:
 
     def put_rows(self, positions: list, rows: list, outs: dict, axes: dict) -> None:
         """Rows ``rows`` of a batched step's outputs (rows along each output's batch axis) go to ``positions``."""
-        bufs = self.buffers
-        if bufs is None:
-            alloc = np.zeros if self.zero else np.empty
-            bufs = self.buffers = {n: alloc((self.total,) + v.shape[:axes[n]] + (1,) + v.shape[axes[n] + 1:], v.dtype)
-                                   for n, v in outs.items()}
-        for name, value in outs.items():
-            axis = axes[name]
-            per_row = np.moveaxis(value, axis, 0)  # [n, *shape without the batch axis]
-            bufs[name][positions] = np.expand_dims(per_row[rows] if len(rows) != len(per_row) else per_row, axis + 1)
+        views = self.rows_views
+        if views is None:
+            if self.buffers is None:
+                alloc = np.zeros if self.zero else np.empty
+                self.buffers = {n: alloc((self.total,) + v.shape[:axes[n]] + (1,) + v.shape[axes[n] + 1:], v.dtype)
+                                for n, v in outs.items()}
+            # [frames, *shape without the batch axis]: row k of a step's output goes to one index of it.
+            views = self.rows_views = [(n, axes[n], b.reshape((self.total,) + b.shape[1:1 + axes[n]] + b.shape[2 + axes[n]:]))
+                                       for n, b in self.buffers.items()]
+        every = len(rows) == len(positions) and rows == list(range(len(rows)))
+        for name, axis, view in views:
+            value = outs[name]
+            per_row = value if axis == 0 else np.moveaxis(value, axis, 0)  # [n, *shape without the batch axis]
+            view[positions] = per_row if every and len(per_row) == len(rows) else per_row[rows]
 
 
 class _Job:
