@@ -8,7 +8,7 @@ correlation id (CORRID), whose Session has ``max_candidate_sequences`` slots. Pe
 - ``START = 1``: opens the stream, or resets it when the id is still open. A full pool (Triton freed a
   slot by its idle timeout before the pool did) releases its longest-idle stream first.
 - Data inputs ``[1, K, ...]`` (the binding's shape without its batch axis, K frames a request): the
-  stream takes K steps; frames of all requests in the call step together, one ``pool.step`` per frame
+  stream takes K steps; frames of all requests in the call step together, one ``pool.step_batch`` per frame
   index. Outputs come back as ``[1, K, ...]``. The continuation input is optional: the pool fills it.
 - ``END = 1``: the stream is closed after its frames.
 - ``RNNRT_CONTROL`` (see :data:`COMMANDS`): ``"detach"`` returns the stream's :class:`~rnnrt.StreamState` bytes in
@@ -283,7 +283,7 @@ class TritonPythonModel:
         return arrays, count
 
     def _frames(self, arrays: dict[str, np.ndarray], start: int, count: int) -> list:
-        """Frames ``start .. start+count`` of a request, as ``pool.step`` takes them (a bare array when the
+        """Frames ``start .. start+count`` of a request, one stream's each (a bare array when the
         request feeds only the model's one input besides the continuation input: the pool's fast path)."""
         if len(arrays) == 1 and self._single in arrays:
             a = arrays[self._single]
