@@ -4,48 +4,20 @@ the pool holds its value (``shared={...}``) and feeds it with every step."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto as TP
-from onnx import helper as oh
 
 import rnnrt
 from rnnrt.config import load_config, save_step_graph
 from rnnrt.errors import BindingError, ConfigError
 from rnnrt.importers.onnx.importer import convert_onnx
 from rnnrt.runtime.pool import StreamPool
-
-
-def _model(batch) -> onnx.ModelProto:
-    """y = stateN = tanh((x W + state U) * sr / 32000): a state pair and an int64 scalar ``sr``."""
-    rng = np.random.default_rng(0)
-    w = rng.standard_normal((4, 3)).astype(np.float32)
-    u = rng.standard_normal((3, 3)).astype(np.float32)
-    nodes = [
-        oh.make_node("MatMul", ["x", "W"], ["xw"]), oh.make_node("MatMul", ["state", "U"], ["hu"]),
-        oh.make_node("Add", ["xw", "hu"], ["pre"]),
-        oh.make_node("Cast", ["sr"], ["srf"], to=TP.FLOAT), oh.make_node("Div", ["srf", "k"], ["scale"]),
-        oh.make_node("Mul", ["pre", "scale"], ["pre2"]),
-        oh.make_node("Tanh", ["pre2"], ["stateN"]), oh.make_node("Identity", ["stateN"], ["y"]),
-    ]
-    graph = oh.make_graph(
-        nodes, "shared_sr",
-        [oh.make_tensor_value_info("x", TP.FLOAT, [batch, 4]), oh.make_tensor_value_info("state", TP.FLOAT, [batch, 3]),
-         oh.make_tensor_value_info("sr", TP.INT64, [])],
-        [oh.make_tensor_value_info("y", TP.FLOAT, [batch, 3]), oh.make_tensor_value_info("stateN", TP.FLOAT, [batch, 3])],
-        [onnx.numpy_helper.from_array(w, "W"), onnx.numpy_helper.from_array(u, "U"),
-         onnx.numpy_helper.from_array(np.array(32000, np.float32), "k")],
-    )
-    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+from tests.models.onnx_sources import shared_sr_onnx
 
 
 @pytest.fixture(scope="module", params=["dynamic", "fixed"])
 def model_yaml(request, tmp_path_factory):
     # dynamic: the engine runs the stepped rows only; fixed (batch 4): the whole batch runs, rows scattered.
-    step = convert_onnx(_model("N" if request.param == "dynamic" else 4))
+    step = convert_onnx(shared_sr_onnx("N" if request.param == "dynamic" else 4))
     path = save_step_graph(step, tmp_path_factory.mktemp(request.param))
     assert [t.batch_axis for t in load_config(path).inputs if t.name == "sr"] == [None]
     return path

@@ -5,10 +5,7 @@ served bit-exact vs a Session fed the same value; refusals name the input."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto as TP
-from onnx import helper as oh
 
 import rnnrt
 from rnnrt.config import save_step_graph
@@ -16,36 +13,12 @@ from rnnrt.errors import ConfigError
 from rnnrt.importers.onnx.importer import convert_onnx
 from rnnrt.serve.client import StreamClient
 from rnnrt.serve.triton import export_triton
-
-
-def _model() -> onnx.ModelProto:
-    """y = stateN = tanh((x W + state U) * sr / 32000): a state pair and an int64 scalar ``sr``."""
-    rng = np.random.default_rng(0)
-    w = rng.standard_normal((4, 3)).astype(np.float32)
-    u = rng.standard_normal((3, 3)).astype(np.float32)
-    nodes = [
-        oh.make_node("MatMul", ["x", "W"], ["xw"]), oh.make_node("MatMul", ["state", "U"], ["hu"]),
-        oh.make_node("Add", ["xw", "hu"], ["pre"]),
-        oh.make_node("Cast", ["sr"], ["srf"], to=TP.FLOAT), oh.make_node("Div", ["srf", "k"], ["scale"]),
-        oh.make_node("Mul", ["pre", "scale"], ["pre2"]),
-        oh.make_node("Tanh", ["pre2"], ["stateN"]), oh.make_node("Identity", ["stateN"], ["y"]),
-    ]
-    graph = oh.make_graph(
-        nodes, "shared_sr",
-        [oh.make_tensor_value_info("x", TP.FLOAT, ["N", 4]), oh.make_tensor_value_info("state", TP.FLOAT, ["N", 3]),
-         oh.make_tensor_value_info("sr", TP.INT64, [])],
-        [oh.make_tensor_value_info("y", TP.FLOAT, ["N", 3]), oh.make_tensor_value_info("stateN", TP.FLOAT, ["N", 3])],
-        [onnx.numpy_helper.from_array(w, "W"), onnx.numpy_helper.from_array(u, "U"),
-         onnx.numpy_helper.from_array(np.array(32000, np.float32), "k")],
-    )
-    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+from tests.models.onnx_sources import shared_sr_onnx
 
 
 @pytest.fixture(scope="module")
 def sr_model(tmp_path_factory):
-    return save_step_graph(convert_onnx(_model()), tmp_path_factory.mktemp("sr") / "srm")
+    return save_step_graph(convert_onnx(shared_sr_onnx("N")), tmp_path_factory.mktemp("sr") / "srm")
 
 
 def test_export_needs_a_value_for_each_unbatched_input(sr_model, tmp_path):
