@@ -532,7 +532,8 @@ class StreamClient:
             inp.set_data_from_numpy(np.zeros((1, 0), dtype))
             inputs.append(inp)
         rid = f"e{next(self._ids)}"
-        _, rids, failed = self._stream_post(address, [(rid, lane.id, inputs, None, False, True)], stream=stream)
+        with stream.send_lock:
+            _, rids, failed = self._stream_post(address, [(rid, lane.id, inputs, None, False, True)], stream=stream)
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         self._stream_wait(address, stream, rids, failed, deadline)  # an error here only means it is gone
 
