@@ -372,9 +372,8 @@ class ContinuationFill:
         fold = self.spec.fold
         if fold is not None and self.time_axis == self.batch_axis:
             # T*N time-major rows: t=0 of row k is entries k*inner + i, the first n*inner entries.
-            a = self.batch_axis
-            view = cont.reshape(cont.shape[:a] + (fold[0], -1, fold[1]) + cont.shape[a + 1:])
-            view[(slice(None),) * a + (0, np.flatnonzero(starts))] = 0
+            shape, rows_axis = stream_shape(cont.shape, self.batch_axis, fold)
+            cont.reshape(shape)[(slice(None),) * (rows_axis - 1) + (0, np.flatnonzero(starts))] = 0
             return
         index: list[Any] = [slice(None)] * cont.ndim
         index[self.batch_axis] = np.flatnonzero(starts)

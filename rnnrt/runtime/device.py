@@ -699,13 +699,17 @@ class DeviceExecutor:
         self._pending = handle
         return handle
 
+    def _gathered_shape(self, name: str, shape: tuple, n: int) -> tuple:
+        """The shape of output ``name`` (full batch ``shape``) with ``n`` rows on its batch axis (folded or not)."""
+        axis = self._b.output_axes[name]
+        fold = self._b.output_folds.get(name)
+        return shape[:axis] + (n * fold[0] * fold[1] if fold else n,) + shape[axis + 1:]
+
     def _gathered_like(self, io: IOSet, name: str, slots: Optional[np.ndarray], n: int) -> np.ndarray:
         t = io.tensors[name]
-        axis = self._b.output_axes[name]
         shape = tuple(t.shape)
-        if slots is not None and axis is not None:
-            fold = self._b.output_folds.get(name)
-            shape = shape[:axis] + (n * fold[0] * fold[1] if fold else n,) + shape[axis + 1:]
+        if slots is not None and self._b.output_axes[name] is not None:
+            shape = self._gathered_shape(name, shape, n)
         return np.empty(shape, dtype=t.dtype)
 
     def _gather_device(self, io: IOSet, slots: np.ndarray, n: int) -> dict[str, Any]:
@@ -719,11 +723,9 @@ class DeviceExecutor:
             if axis is None:
                 result[name] = cuda.DeviceArray(t.ptr, dtype, t.shape, stream.handle)
                 continue
-            fold = self._b.output_folds.get(name)
-            full, row_axis = stream_shape(tuple(t.shape), axis, fold)
+            full, row_axis = stream_shape(tuple(t.shape), axis, self._b.output_folds.get(name))
             rows = full[:row_axis] + (n,) + full[row_axis + 1:]
-            per_row = fold[0] * fold[1] if fold else 1
-            shape = tuple(t.shape[:axis]) + (n * per_row,) + tuple(t.shape[axis + 1:])
+            shape = self._gathered_shape(name, tuple(t.shape), n)
             buf = io.gathered.get((name, n))
             if buf is None:
                 buf = io.gathered[(name, n)] = cuda.DeviceBuffer(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)

@@ -55,7 +55,7 @@ from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Optiona
 import numpy as np
 
 from rnnrt.errors import BindingError, ConfigError, RnnrtError, StateError, fmt
-from rnnrt.runtime.bindings import BATCH, InputSpec, check_host
+from rnnrt.runtime.bindings import BATCH, InputSpec, check_host, stream_shape, take_rows
 from rnnrt.runtime.snapshot import StreamState, model_digest
 
 __all__ = ["PooledSession", "StreamPool", "StreamState", "model_digest"]
@@ -222,7 +222,6 @@ class StreamPool:
         self._single_input = next((i for i in self._inputs if i.name == self._single), None)
         self._bare_only = self._single is not None and len(self._inputs) == 1 + (self._cont is not None)
         self._outputs = [(t.name, t.batch_axis) for t in cfg.outputs]
-        self._output_folds = {t.name: tuple(t.batch_fold) for t in cfg.outputs if t.batch_fold}
         self._state_outputs = {s.input: s.output for s in cfg.state}
         self._state_axes = {s.input: s.batch_axis for s in cfg.state}
         self._copy_outputs = getattr(session, "outputs", "host") != "host"
@@ -459,15 +458,14 @@ class StreamPool:
     def _unpack(self, plan: _Plan, outs: Mapping[str, np.ndarray]) -> dict[Hashable, dict[str, np.ndarray]]:
         """Cuts the outputs (one row per stepped stream, in frame order) into per-stream row views."""
         n = len(plan.keys)
+        folds = self.session.bindings.output_folds
         rows = []
         for name, axis in self._outputs:
             full = outs[name]
-            fold = self._output_folds.get(name)
+            fold = folds.get(name)
             if fold is not None:
                 # outer*n*inner entries: stream k's are (o*n + k)*inner + i, copied out as its own array.
-                view = full.reshape(full.shape[:axis] + (fold[0], n, fold[1]) + full.shape[axis + 1:])
-                flat = full.shape[:axis] + (fold[0] * fold[1],) + full.shape[axis + 1:]
-                rows.append([np.take(view, [k], axis=axis + 1).reshape(flat) for k in range(n)])
+                rows.append([take_rows(full, [k], axis, fold) for k in range(n)])
                 continue
             if self._copy_outputs:
                 full = np.array(full)  # the Session's views are valid only until its next step
@@ -842,8 +840,7 @@ def _concat_rows(inp: _Input, parts: list) -> np.ndarray:
     axis = inp.axis
     if inp.fold is None:
         return np.concatenate(parts, axis=axis)
-    outer, inner = inp.fold
-    views = [p.reshape(p.shape[:axis] + (outer, 1, inner) + p.shape[axis + 1:]) for p in parts]
+    views = [p.reshape(stream_shape(p.shape, axis, inp.fold)[0]) for p in parts]
     packed = np.concatenate(views, axis=axis + 1)
     return packed.reshape(packed.shape[:axis] + (-1,) + packed.shape[axis + 3:])
 
