@@ -426,7 +426,7 @@ class PreparedCopies:
         self._table: Optional[DeviceBuffer] = None
         self._copier = copier
         if self._func is None:
-            self._lists = (dsts.tolist(), srcs.tolist(), sizes.tolist())
+            self._arrays = (dsts, srcs, sizes)  # replayed through the copier's batch call or loop
             return
         table = np.ascontiguousarray(np.stack([dsts, srcs, sizes], axis=1))
         self._table = DeviceBuffer(table.nbytes)
@@ -448,11 +448,7 @@ class PreparedCopies:
         if not self.count:
             return
         if self._func is None:
-            if self._copier.path == "loop":
-                for dst, src, n in zip(*self._lists):
-                    memcpy_async(dst, src, n, "d2d", stream)
-                return
-            memcpy_batch_async(*self._lists, stream)
+            self._copier.copy(*self._arrays, stream)
             return
         err = self._launch(self._func, self._grid, 1, 1, 128, 1, 1, 0, _handle(stream), self._params_addr, 0)[0]
         if int(err) != 0:
