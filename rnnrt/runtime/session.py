@@ -375,10 +375,10 @@ class Session:
             else:
                 # A slot array checked before (a StreamPool's plan), a frame of the last layout, and no
                 # sequence start among those slots (slots never stepped elsewhere keep theirs).
-                checked = self._checked.get(id(slots))
+                checked = self._checked_entry(slots)
                 fast_rows = self._executor.fast_rows
-                if checked is not None and checked[0] is slots and fast_rows is not None and \
-                        checked[1] is not self._all_slots and not (self._any_marks and self._marks[checked[1]].any()):
+                if checked is not None and fast_rows is not None and checked[1] is not self._all_slots and \
+                        not (self._any_marks and self._marks[checked[1]].any()):
                     result = fast_rows(frame, self._in, checked[1])
                     if result is not None:
                         self._advance(checked[1], False, checked)
@@ -418,11 +418,10 @@ class Session:
         if slots is None:
             rows, n = None, B
         else:
-            checked = self._checked.get(id(slots))
-            if checked is not None and checked[0] is slots:
+            checked = self._checked_entry(slots)
+            if checked is not None:
                 rows = checked[1]  # a read-only array checked before (a StreamPool's plan)
             else:
-                checked = None
                 rows = slot_array(slots, B, "Session.step", unique=True)
                 if n_full := (len(rows) == B and rows[0] == 0 and rows[-1] == B - 1):
                     n_full = B < 3 or np.array_equal(rows, self._all_slots)
@@ -458,6 +457,11 @@ class Session:
                 self._marks[rows] = False
                 self._any_marks = bool(self._marks.any())
         return result
+
+    def _checked_entry(self, slots: Any) -> Optional[list]:
+        """The cache entry ``[slots, rows, other slots or None]`` of a slot array checked before, or None."""
+        entry = self._checked.get(id(slots))
+        return entry if entry is not None and entry[0] is slots else None
 
     def _advance(self, rows: Optional[np.ndarray], fused: bool, checked: Optional[list] = None) -> None:
         """Feeds the state outputs (arena 1 - in) of the stepped slots back into the state inputs.
