@@ -578,11 +578,7 @@ class DeviceExecutor:
                 foreign[name] = check_device(spec, fa, sizes, n, self._device_id)
             else:
                 host[name] = check_host(spec, value, sizes, n, self._check_finite)
-        if len(host) + len(foreign) != len(b.inputs):
-            b.missing(frame)
-            cont = b.cont
-            if cont is not None and cont.spec.name not in frame:
-                host[cont.spec.name] = cont.make(n, sizes, starts)
+        b.complete(frame, host, len(host) + len(foreign), n, sizes, starts)
         return host, foreign
 
     def _step(self, frame: Mapping[str, Any], slots: Optional[np.ndarray], n: int, starts: Optional[np.ndarray],

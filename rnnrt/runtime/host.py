@@ -141,11 +141,7 @@ class HostExecutor:
             if spec is None:
                 raise b.unknown_input(name)
             feeds[name] = check_host(spec, value, sizes, n, self._check_finite)
-        if len(feeds) != len(b.inputs):
-            b.missing(frame)
-            cont = b.cont
-            if cont is not None and cont.spec.name not in feeds:
-                feeds[cont.spec.name] = cont.make(n, sizes, starts)
+        b.complete(frame, feeds, len(feeds), n, sizes, starts)
         return feeds, sizes
 
     def run(self, frame: Mapping[str, Any], slots: Optional[np.ndarray], n: int, starts: Optional[np.ndarray],

@@ -137,6 +137,17 @@ class Bindings:
                     fmt(f"Input {name!r}", "Is missing from the frame", f"Feed every input of {self.required}.")
                 )
 
+    def complete(self, frame: Mapping[str, Any], host: dict, fed: int, n: int, sizes: Mapping[str, int],
+                 starts: Optional[np.ndarray]) -> None:
+        """After the frame's ``fed`` inputs were checked: raises for a required input it lacks, and adds the
+        auto-filled continuation input to ``host`` when the frame omits it."""
+        if fed == len(self.inputs):
+            return
+        self.missing(frame)
+        cont = self.cont
+        if cont is not None and cont.spec.name not in frame:
+            host[cont.spec.name] = cont.make(n, sizes, starts)
+
 
 def _resolve_batch(cfg: ModelConfig, batch_size: Optional[int]) -> tuple[int, set, bool]:
     """Returns the session batch size, the names of dynamic batch dims and whether the batch is fixed."""
