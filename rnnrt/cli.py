@@ -214,6 +214,17 @@ def _set_values(items: list, flag: str) -> dict:
     return out
 
 
+def _dim_sizes(items: list, example: str) -> dict[str, int]:
+    """``["chunk=512", ...]`` -> ``{"chunk": 512}``: sizes of dynamic non-batch dims (positive ints)."""
+    sizes = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value.isdigit() or int(value) < 1:
+            raise ConfigError(fmt(f"--dim {item!r}", "Is not NAME=N", f"For example --dim {example}."))
+        sizes[name] = int(value)
+    return sizes
+
+
 def _time_steps(text):
     if text is None or text == "dynamic":
         return text
@@ -617,13 +628,7 @@ def _bench_frame(cfg, batch_size: int, args: argparse.Namespace) -> dict:
 
     from rnnrt.importers.onnx.fold import parse_value
 
-    sizes = {}
-    for item in args.dim:
-        name, _, value = item.partition("=")
-        try:
-            sizes[name] = int(value)
-        except ValueError:
-            raise ConfigError(fmt(f"--dim {item!r}", "Is not NAME=N", "For example --dim chunk=512.")) from None
+    sizes = _dim_sizes(args.dim, "chunk=512")
     values = {k: parse_value(v) for k, v in _set_values(args.set_values, "--set").items()}
     cont = cfg.continuation.input if cfg.continuation else None
     rng = np.random.default_rng(0)
@@ -817,12 +822,7 @@ def _verify(args: argparse.Namespace) -> int:
     _check_input_file(args.config, "Config")
     if args.feed is not None:
         _check_input_file(args.feed, "Feed")
-    dims = {}
-    for item in args.dim:
-        name, sep, value = item.partition("=")
-        if not sep or not name or not value.isdigit() or int(value) < 1:
-            raise ConfigError(fmt(f"--dim {item!r}", "Is not NAME=N", "For example --dim T=8."))
-        dims[name] = int(value)
+    dims = _dim_sizes(args.dim, "T=8")
     values = {}
     for item in args.values:
         name, sep, value = item.partition("=")

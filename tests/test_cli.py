@@ -428,3 +428,10 @@ def test_model_and_config_paths_must_be_regular_files(argv, tmp_path, work, caps
         if argv[0] == "inspect" and x != str(fifo):
             continue
         _fails([a.replace("{x}", x) for a in argv], capsys, x, "Is ", root=tmp_path)
+
+
+@pytest.mark.parametrize("command", ["bench", "verify"])
+@pytest.mark.parametrize("item", ["chunk=0", "chunk=-4", "chunk=x", "=512"])
+def test_dim_sizes_are_checked(command, item, model_yaml, tmp_path, work, capsys):
+    extra = ["--streams", "4"] if command == "bench" else []
+    _fails([command, str(model_yaml), *extra, "--dim", item], capsys, f"--dim {item!r}", "Is not NAME=N", root=tmp_path)
