@@ -22,6 +22,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from rnnrt.errors import ConfigError, fmt
+from rnnrt.importers.onnx.fold import unique_name
 from rnnrt.ir.stepgraph import StatePair
 
 __all__ = ["add_context", "parse_context"]
@@ -86,7 +87,7 @@ def add_context(graph: gs.Graph, name: str, k: int, batch_axis: Optional[int], u
         ctx_shape[0] = 1
     elif batch_axis is not None and not isinstance(ctx_shape[batch_axis], int):
         ctx_shape[batch_axis] = ctx_shape[batch_axis] or "batch"
-    in_name, out_name = _unique(f"{name}.context", used), _unique(f"{name}.context_next", used)
+    in_name, out_name = unique_name(f"{name}.context", used), unique_name(f"{name}.context_next", used)
     ctx = gs.Variable(in_name, dtype=dtype, shape=ctx_shape)
     graph.inputs.append(ctx)
     i64 = lambda n, v: gs.Constant(f"{in_name}__{n}", np.array(v, np.int64))  # noqa: E731
@@ -121,11 +122,3 @@ def _rename_in_subgraphs(graph: gs.Graph, old: str, new: str) -> None:
                             if t.name == old and not t.inputs:
                                 t.name = new
                     _rename_in_subgraphs(sub, old, new)
-
-
-def _unique(name: str, used: set[str]) -> str:
-    out, n = name, 1
-    while out in used:
-        out, n = f"{name}_{n}", n + 1
-    used.add(out)
-    return out

@@ -228,6 +228,15 @@ def _signature(model: onnx.ModelProto) -> tuple:
     return (len(model.graph.node), sum(len(n.attribute) for n in model.graph.node), len(model.graph.initializer))
 
 
+def unique_name(name: str, used: set[str]) -> str:
+    """``name``, or ``name_1``, ``name_2`` ... the first not in ``used``; adds it to ``used``."""
+    out, k = name, 1
+    while out in used:
+        out, k = f"{name}_{k}", k + 1
+    used.add(out)
+    return out
+
+
 def value_sources(t: gs.Tensor) -> set[str]:
     """Names of the producer-less variables (graph inputs, outer-scope names) whose values, not just
     shapes, reach ``t``: dependencies through Shape/Size only are not counted."""

@@ -31,7 +31,7 @@ import onnx_graphsurgeon as gs
 from rnnrt.errors import ConfigError, ModelImportError, UnsupportedOpError, fmt
 from rnnrt.importers.onnx.context import add_context, parse_context
 from rnnrt.importers.onnx.explicit import confirm_pairs, find_explicit_pairs
-from rnnrt.importers.onnx.fold import bind_constants, fold, quiet_third_party, value_sources
+from rnnrt.importers.onnx.fold import bind_constants, fold, quiet_third_party, unique_name, value_sources
 from rnnrt.importers.onnx.probe import Prober, onnx_dims
 from rnnrt.ir.bindings import onnx_tensor_type
 from rnnrt.ir.stepgraph import Continuation, Dim, StatePair, StepGraph, TensorSpec
@@ -924,7 +924,7 @@ def _expose_and_pair(graph: gs.Graph, nodes: list[gs.Node], notes: list[str]) ->
             batch = "batch"
         shape = [1, batch, hidden]
         stem = node_stem[id(node)]
-        in_name, out_name = _unique(f"{stem}.{slot.in_suffix}", used), _unique(f"{stem}.{slot.out_suffix}", used)
+        in_name, out_name = unique_name(f"{stem}.{slot.in_suffix}", used), unique_name(f"{stem}.{slot.out_suffix}", used)
         var_in = gs.Variable(in_name, dtype=dtype, shape=shape)
         slot.set_initial(var_in)
         graph.inputs.append(var_in)
@@ -954,14 +954,6 @@ def _resolve_state_dims(graph: gs.Graph, state_in: str, state_out: str, axis: in
     resolved = [d if a == axis or isinstance(d, int) else int(out[state_out].shape[a]) for a, d in enumerate(shape)]
     notes.append(f"State {state_in!r}: dims the exporter left symbolic resolved to {resolved}.")
     return resolved
-
-
-def _unique(name: str, used: set[str]) -> str:
-    out, k = name, 1
-    while out in used:
-        out, k = f"{name}_{k}", k + 1
-    used.add(out)
-    return out
 
 
 def _state_batch_axis(slots: list[_Slot], state_in: gs.Variable) -> int:
