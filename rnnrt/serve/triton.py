@@ -280,8 +280,6 @@ def _wrap_model(cfg: ModelConfig, plan: _Plan) -> Any:
 
 def _unfold_first(graph: Any, src: str, dst: str, shape: list, axis: int, fold: tuple) -> list:
     """Nodes: batch-first ``B x ... x outer*inner x ...`` -> the graph's ``... x outer*B*inner x ...`` (time-major)."""
-    from onnx import helper, numpy_helper
-
     outer, inner = fold
     before, after = [int(d) for d in shape[:axis]], [int(d) for d in shape[axis + 1:]]
     p = f"{src}__rnnrt_fold_"
@@ -289,19 +287,25 @@ def _unfold_first(graph: Any, src: str, dst: str, shape: list, axis: int, fold: 
     rank = len(split)
     perm = list(range(1, axis + 2)) + [0] + list(range(axis + 2, rank))  # ..., outer, B, inner, ...
     merged = before + [-1] + after
-    graph.initializer.extend([numpy_helper.from_array(np.asarray(split, np.int64), p + "split"),
-                              numpy_helper.from_array(np.asarray(merged, np.int64), p + "merged")])
+    return _reshape_transpose_reshape(graph, src, dst, p, split, perm, merged)
+
+
+def _reshape_transpose_reshape(graph: Any, src: str, dst: str, prefix: str, split: list, perm: list,
+                               merged: list) -> list:
+    """Nodes ``src -> Reshape(split) -> Transpose(perm) -> Reshape(merged) -> dst`` (shapes as initializers)."""
+    from onnx import helper, numpy_helper
+
+    graph.initializer.extend([numpy_helper.from_array(np.asarray(split, np.int64), prefix + "split"),
+                              numpy_helper.from_array(np.asarray(merged, np.int64), prefix + "merged")])
     return [
-        helper.make_node("Reshape", [src, p + "split"], [p + "a"], name=p + "reshape_a"),
-        helper.make_node("Transpose", [p + "a"], [p + "b"], perm=perm, name=p + "transpose"),
-        helper.make_node("Reshape", [p + "b", p + "merged"], [dst], name=p + "reshape_b"),
+        helper.make_node("Reshape", [src, prefix + "split"], [prefix + "a"], name=prefix + "reshape_a"),
+        helper.make_node("Transpose", [prefix + "a"], [prefix + "b"], perm=perm, name=prefix + "transpose"),
+        helper.make_node("Reshape", [prefix + "b", prefix + "merged"], [dst], name=prefix + "reshape_b"),
     ]
 
 
 def _fold_first(graph: Any, src: str, dst: str, shape: list, axis: int, fold: tuple) -> list:
     """Nodes: the graph's ``... x outer*B*inner x ...`` -> batch-first ``B x ... x outer*inner x ...``."""
-    from onnx import helper, numpy_helper
-
     outer, inner = fold
     before, after = [int(d) for d in shape[:axis]], [int(d) for d in shape[axis + 1:]]
     p = f"{dst}__rnnrt_fold_"
@@ -309,13 +313,7 @@ def _fold_first(graph: Any, src: str, dst: str, shape: list, axis: int, fold: tu
     rank = len(split)
     perm = [axis + 1] + list(range(0, axis + 1)) + list(range(axis + 2, rank))  # B, ..., outer, inner, ...
     merged = [-1] + before + [outer * inner] + after
-    graph.initializer.extend([numpy_helper.from_array(np.asarray(split, np.int64), p + "split"),
-                              numpy_helper.from_array(np.asarray(merged, np.int64), p + "merged")])
-    return [
-        helper.make_node("Reshape", [src, p + "split"], [p + "a"], name=p + "reshape_a"),
-        helper.make_node("Transpose", [p + "a"], [p + "b"], perm=perm, name=p + "transpose"),
-        helper.make_node("Reshape", [p + "b", p + "merged"], [dst], name=p + "reshape_b"),
-    ]
+    return _reshape_transpose_reshape(graph, src, dst, p, split, perm, merged)
 
 
 def _time_major_cont(graph: Any, name: str, dst: str, shape: list, axis: int, fold: tuple, dtype: np.dtype) -> list:
