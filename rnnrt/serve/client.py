@@ -147,6 +147,15 @@ def _carrier_id() -> int:
     return random.getrandbits(62) | (1 << 62)
 
 
+def _infer_input(name: str, data: np.ndarray, wire: str) -> Any:
+    """A tritonclient gRPC input holding ``data`` (its shape as the request's)."""
+    import tritonclient.grpc as grpcclient
+
+    inp = grpcclient.InferInput(name, list(data.shape), wire)
+    inp.set_data_from_numpy(data)
+    return inp
+
+
 class StreamClient:
     """Streams on one or more Triton servers running an rnnrt python-backend model (see the module doc)."""
 
@@ -245,6 +254,10 @@ class StreamClient:
         return self._layout
 
     # -- streams ----------------------------------------------------------------------------------------------
+    def _deadline(self) -> Optional[float]:
+        """When requests sent now time out (monotonic seconds), or None without a timeout."""
+        return None if self.timeout is None else time.monotonic() + self.timeout
+
     def _not_open(self, stream_id: Hashable) -> StateError:
         return StateError(fmt(f"Stream {stream_id!r}", "Is not open in this client", "Call client.open(stream_id) first."))
 
@@ -429,7 +442,7 @@ class StreamClient:
             meta[rid] = (sid, len(next(iter(arrays.values()))))
             by_server.setdefault(self._where[sid], []).append(
                 (rid, sequence_id(sid), self._inputs(arrays), self._outputs(), sid not in self._started, False))
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        deadline = self._deadline()
         posted = [(address, *self._stream_post(address, reqs)) for address, reqs in by_server.items()]
         replies: dict[str, Any] = {}
         for address, stream, rids, failed in posted:
@@ -458,8 +471,6 @@ class StreamClient:
         The streams count as started from here on (a request posted after this one needs no START for them).
         Returns what :meth:`_collect` needs.
         """
-        import tritonclient.grpc as grpcclient
-
         layout = self.layout()
         posted = []
         for address, entries in by_server.items():
@@ -473,27 +484,16 @@ class StreamClient:
                 ids = np.array([[sequence_id(sid) for sid, _, _ in group]], np.uint64)
                 counts = np.array([[len(next(iter(a.values()))) if a else 0 for _, _, a in group]], np.int32)
                 flags = np.array([[f | (0 if sid in self._started else _F_START) for sid, f, _ in group]], np.int32)
-                inputs = []
-                control = [("RNNRT_STREAMS", "UINT64", ids), ("RNNRT_FRAMES", "INT32", counts)]
+                inputs = [_infer_input("RNNRT_STREAMS", ids, "UINT64"), _infer_input("RNNRT_FRAMES", counts, "INT32")]
                 if flags.any():  # optional: every tensor of a request costs the server
-                    control.append(("RNNRT_FLAGS", "INT32", flags))
-                for name, wire, data in control:
-                    inp = grpcclient.InferInput(name, list(data.shape), wire)
-                    inp.set_data_from_numpy(data)
-                    inputs.append(inp)
-                total = int(counts.sum())
-                if total:
-                    names = list(group[0][2])
-                    for name in names:
+                    inputs.append(_infer_input("RNNRT_FLAGS", flags, "INT32"))
+                if int(counts.sum()):
+                    for name in group[0][2]:
                         parts = [a[name] for _, _, a in group if a]
                         data = (parts[0] if len(parts) == 1 else np.concatenate(parts))[None]
-                        inp = grpcclient.InferInput(name, list(data.shape), layout.wire[name])
-                        inp.set_data_from_numpy(data)
-                        inputs.append(inp)
+                        inputs.append(_infer_input(name, data, layout.wire[name]))
                 if state is not None:
-                    st = grpcclient.InferInput("RNNRT_STATE", [1, state.size], "UINT8")
-                    st.set_data_from_numpy(state.reshape(1, -1))
-                    inputs.append(st)
+                    inputs.append(_infer_input("RNNRT_STATE", state.reshape(1, -1), "UINT8"))
                 rid = f"m{next(self._ids)}"
                 # whatever the model sends back: the outputs, RNNRT_STATUS if a stream failed, RNNRT_STATE
                 requests.append([rid, None, inputs, None, False, False])
@@ -524,22 +524,17 @@ class StreamClient:
 
     def _end_lane(self, address: str, stream: "_Stream", lane: _Lane) -> None:
         """Ends a lane with nothing in flight: a request of no stream with END (its Triton slot is freed)."""
-        import tritonclient.grpc as grpcclient
-
-        inputs = []
-        for name, wire, dtype in (("RNNRT_STREAMS", "UINT64", np.uint64), ("RNNRT_FRAMES", "INT32", np.int32)):
-            inp = grpcclient.InferInput(name, [1, 0], wire)
-            inp.set_data_from_numpy(np.zeros((1, 0), dtype))
-            inputs.append(inp)
+        inputs = [_infer_input("RNNRT_STREAMS", np.zeros((1, 0), np.uint64), "UINT64"),
+                  _infer_input("RNNRT_FRAMES", np.zeros((1, 0), np.int32), "INT32")]
         rid = f"e{next(self._ids)}"
         with stream.send_lock:
             _, rids, failed = self._stream_post(address, [(rid, lane.id, inputs, None, False, True)], stream=stream)
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        deadline = self._deadline()
         self._stream_wait(address, stream, rids, failed, deadline)  # an error here only means it is gone
 
     def _collect(self, posted: list) -> dict[Hashable, Any]:
         """Waits for posted multi-stream requests; returns each stream's outputs or error."""
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        deadline = self._deadline()
         results: dict[Hashable, Any] = {}
         for address, lane, stream, rids, failed, meta in posted:
             replies = self._stream_wait(address, stream, rids, failed, deadline)
@@ -634,13 +629,9 @@ class StreamClient:
                  state: Optional[np.ndarray] = None) -> Any:
         import tritonclient.grpc as grpcclient
 
-        ctrl = grpcclient.InferInput("RNNRT_CONTROL", [1, 1], "INT32")
-        ctrl.set_data_from_numpy(np.array([[command]], np.int32))
-        inputs = [ctrl]
+        inputs = [_infer_input("RNNRT_CONTROL", np.array([[command]], np.int32), "INT32")]
         if state is not None:
-            st = grpcclient.InferInput("RNNRT_STATE", [1, state.shape[-1]], "UINT8")
-            st.set_data_from_numpy(state.reshape(1, -1))
-            inputs.append(st)
+            inputs.append(_infer_input("RNNRT_STATE", state.reshape(1, -1), "UINT8"))
         outputs = [grpcclient.InferRequestedOutput("RNNRT_STATE")] if command == _DETACH else None
         try:
             return self._conn(address).infer(self.model, inputs, outputs=outputs, request_id=f"c{next(self._ids)}",
@@ -703,15 +694,8 @@ class StreamClient:
         return packed
 
     def _inputs(self, arrays: Mapping[str, np.ndarray]) -> list:
-        import tritonclient.grpc as grpcclient
-
         layout = self.layout()
-        inputs = []
-        for name, data in arrays.items():
-            inp = grpcclient.InferInput(name, [1, *data.shape], layout.wire[name])
-            inp.set_data_from_numpy(data[None])
-            inputs.append(inp)
-        return inputs
+        return [_infer_input(name, data[None], layout.wire[name]) for name, data in arrays.items()]
 
     def _outputs(self) -> list:
         import tritonclient.grpc as grpcclient
@@ -785,7 +769,7 @@ class StreamClient:
                     else v) for r, v in replies.items()}
 
     def _stream_send(self, address: str, requests: Iterable[tuple]) -> dict[str, Any]:
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        deadline = self._deadline()
         return self._stream_wait(address, *self._stream_post(address, list(requests)), deadline)
 
     def close_connections(self) -> None:
