@@ -100,30 +100,20 @@ class _Sink:
         self.zero = zero
         self.rows_views: Optional[list] = None  # per output: (name, batch axis, the buffer without its 1 there)
 
-    def put(self, pos: int, outs: dict) -> None:
-        bufs = self.buffers
-        if bufs is None:
-            alloc = np.zeros if self.zero else np.empty
-            bufs = self.buffers = {n: alloc((self.total,) + v.shape, v.dtype) for n, v in outs.items()}
-        for name, value in outs.items():
-            bufs[name][pos] = value
-
     def put_rows(self, positions: list, rows: list, outs: dict, axes: dict) -> None:
         """Rows ``rows`` of a batched step's outputs (rows along each output's batch axis) go to ``positions``."""
         views = self.rows_views
-        if views is None:
-            if self.buffers is None:
-                alloc = np.zeros if self.zero else np.empty
-                self.buffers = {n: alloc((self.total,) + v.shape[:axes[n]] + (1,) + v.shape[axes[n] + 1:], v.dtype)
-                                for n, v in outs.items()}
+        if views is None:  # the first write allocates: one [frames, *binding shape with batch 1] array per output
+            alloc = np.zeros if self.zero else np.empty
+            self.buffers = {n: alloc((self.total,) + v.shape[:axes[n]] + (1,) + v.shape[axes[n] + 1:], v.dtype)
+                            for n, v in outs.items()}
             # [frames, *shape without the batch axis]: row k of a step's output goes to one index of it.
             views = self.rows_views = [(n, axes[n], b.reshape((self.total,) + b.shape[1:1 + axes[n]] + b.shape[2 + axes[n]:]))
                                        for n, b in self.buffers.items()]
-        every = len(rows) == len(positions) and rows == list(range(len(rows)))
         for name, axis, view in views:
             value = outs[name]
             per_row = value if axis == 0 else np.moveaxis(value, axis, 0)  # [n, *shape without the batch axis]
-            view[positions] = per_row if every and len(per_row) == len(rows) else per_row[rows]
+            view[positions] = per_row if rows == list(range(len(per_row))) else per_row[rows]
 
 
 class _Job:
@@ -470,8 +460,8 @@ class TritonPythonModel:
                 continue
             for job in group:
                 try:
-                    out = self.pool.step({job.cid: job.frames[k]})[job.cid]
-                    job.sink.put(job.offset + k, out)
+                    out = self.pool.step({job.cid: job.frames[k]})[job.cid]  # one row: errors name the stream
+                    job.sink.put_rows([job.offset + k], [0], out, self._out_axes)
                     job.done += 1
                 except Exception as err:  # noqa: BLE001 - reported in this request's response
                     job.error = err
@@ -507,12 +497,16 @@ class TritonPythonModel:
                 tensors.append(pb.Tensor.from_dlpack(name, buf.reshape((1, sink.total) + shape)))
         return tensors
 
+    def _error_response(self, rid: str, err: BaseException) -> Any:
+        """The Triton error response of a failed request (counted)."""
+        self._count("errors")
+        return self._pb.InferenceResponse(output_tensors=[], error=self._pb.TritonError(
+            f"[request id: {rid}] {self._kind(err)}: {err}"))
+
     def _response(self, job: _Job) -> Any:
         pb = self._pb
         if job.error is not None:
-            self._count("errors")
-            return pb.InferenceResponse(output_tensors=[], error=pb.TritonError(
-                f"[request id: {job.rid}] {self._kind(job.error)}: {job.error}"))
+            return self._error_response(job.rid, job.error)
         tensors = self._tensors(job.sink) if job.sink is not None else []
         if job.command == "detach":
             tensors.append(pb.Tensor.from_dlpack(STATE_TENSOR, np.frombuffer(job.state, np.uint8)[None].copy()))
@@ -561,9 +555,7 @@ class TritonPythonModel:
                 try:
                     carrier = self._parse_carrier(i, request, rid)
                 except Exception as err:  # noqa: BLE001
-                    self._count("errors")
-                    responses[i] = pb.InferenceResponse(output_tensors=[], error=pb.TritonError(
-                        f"[request id: {rid}] {self._kind(err)}: {err}"))
+                    responses[i] = self._error_response(rid, err)
                     continue
                 carriers.append(carrier)
                 for job in carrier.jobs:
