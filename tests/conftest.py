@@ -83,3 +83,21 @@ def dynamic(tmp_path_factory, golden):
         return cache[name]
 
     return get
+
+
+@pytest.fixture
+def lstm_yaml(tmp_path: Path) -> Path:
+    """A saved tiny one-step LSTM model (model.yaml + model.onnx) in the test's tmp_path."""
+    from tests.models import MODELS
+
+    return MODELS["lstm_t1"]().save(tmp_path)
+
+
+def edit_yaml(path: Path, fn) -> Path:
+    """Applies ``fn`` to the YAML document at ``path`` (loaded as plain data) and writes it back."""
+    import yaml
+
+    data = yaml.safe_load(path.read_text())
+    fn(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

@@ -19,19 +19,8 @@ from rnnrt.config import (
     save_config,
     validate_against_model,
 )
+from tests.conftest import edit_yaml
 from tests.models import MODELS
-
-
-@pytest.fixture
-def lstm_yaml(tmp_path: Path) -> Path:
-    return MODELS["lstm_t1"]().save(tmp_path)
-
-
-def _edit(path: Path, fn) -> Path:
-    data = yaml.safe_load(path.read_text())
-    fn(data)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 def test_round_trip(lstm_yaml: Path) -> None:
@@ -77,19 +66,19 @@ def test_frozen(lstm_yaml: Path) -> None:
 
 
 def test_unknown_key_is_error(lstm_yaml: Path) -> None:
-    _edit(lstm_yaml, lambda d: d["state"][0].update(inital="zeros"))
+    edit_yaml(lstm_yaml, lambda d: d["state"][0].update(inital="zeros"))
     with pytest.raises(ConfigError, match=r"model.yaml.*state\.0\.inital: unknown key"):
         load_config(lstm_yaml)
 
 
 def test_unknown_top_level_key_is_error(lstm_yaml: Path) -> None:
-    _edit(lstm_yaml, lambda d: d.update(modle="x.onnx"))
+    edit_yaml(lstm_yaml, lambda d: d.update(modle="x.onnx"))
     with pytest.raises(ConfigError, match=r"modle: unknown key"):
         load_config(lstm_yaml)
 
 
 def test_bad_value_names_field(lstm_yaml: Path) -> None:
-    _edit(lstm_yaml, lambda d: d["inputs"][0].update(dtype="float33"))
+    edit_yaml(lstm_yaml, lambda d: d["inputs"][0].update(dtype="float33"))
     with pytest.raises(ConfigError, match=r"inputs\.0\.dtype"):
         load_config(lstm_yaml)
 
@@ -106,14 +95,14 @@ def test_missing_and_non_yaml_files(tmp_path: Path) -> None:
 
 
 def test_missing_model_file(lstm_yaml: Path) -> None:
-    _edit(lstm_yaml, lambda d: d.update(model="gone.onnx"))
+    edit_yaml(lstm_yaml, lambda d: d.update(model="gone.onnx"))
     with pytest.raises(ConfigError, match=r"gone.onnx' \| Does not exist"):
         load_config(lstm_yaml)
     assert load_config(lstm_yaml, validate=False).model == "gone.onnx"
 
 
 def test_binding_the_model_lacks(lstm_yaml: Path) -> None:
-    _edit(lstm_yaml, lambda d: d["state"][0].update(output="lstm1.hX"))
+    edit_yaml(lstm_yaml, lambda d: d["state"][0].update(output="lstm1.hX"))
     with pytest.raises(ConfigError, match=r"State output 'lstm1.hX' \| Is not a graph output"):
         load_config(lstm_yaml)
 
@@ -121,13 +110,13 @@ def test_binding_the_model_lacks(lstm_yaml: Path) -> None:
 def test_input_declared_as_output(lstm_yaml: Path) -> None:
     def swap(d):
         d["outputs"].append(d["inputs"].pop(0))
-    _edit(lstm_yaml, swap)
+    edit_yaml(lstm_yaml, swap)
     with pytest.raises(ConfigError, match=r"Output 'data' \| Is not a graph output"):
         load_config(lstm_yaml)
 
 
 def test_undeclared_graph_input(lstm_yaml: Path) -> None:
-    _edit(lstm_yaml, lambda d: d["state"].pop(1))
+    edit_yaml(lstm_yaml, lambda d: d["state"].pop(1))
     with pytest.raises(ConfigError, match=r"Graph input 'lstm1.c0' \| .* is not declared"):
         load_config(lstm_yaml)
 
@@ -142,28 +131,28 @@ def test_undeclared_graph_input(lstm_yaml: Path) -> None:
     ],
 )
 def test_dtype_and_shape_mismatch(lstm_yaml: Path, edit, match: str) -> None:
-    _edit(lstm_yaml, edit)
+    edit_yaml(lstm_yaml, edit)
     with pytest.raises(ConfigError, match=match):
         load_config(lstm_yaml)
 
 
 def test_name_used_twice(lstm_yaml: Path) -> None:
-    _edit(lstm_yaml, lambda d: d["state"][1].update(input="lstm1.h0"))
+    edit_yaml(lstm_yaml, lambda d: d["state"][1].update(input="lstm1.h0"))
     with pytest.raises(ConfigError, match=r"binding name 'lstm1.h0' is used twice \(as state.input and as state.input\)"):
         load_config(lstm_yaml)
 
 
 def test_continuation_must_be_an_input(lstm_yaml: Path) -> None:
-    _edit(lstm_yaml, lambda d: d["continuation"].update(input="cnt"))
+    edit_yaml(lstm_yaml, lambda d: d["continuation"].update(input="cnt"))
     with pytest.raises(ConfigError, match=r"continuation input 'cnt' is not one of the inputs"):
         load_config(lstm_yaml)
-    _edit(lstm_yaml, lambda d: d["continuation"].update(input="cont", time_axis=2))
+    edit_yaml(lstm_yaml, lambda d: d["continuation"].update(input="cont", time_axis=2))
     with pytest.raises(ConfigError, match=r"continuation time_axis 2 is out of range"):
         load_config(lstm_yaml)
 
 
 def test_state_dynamic_non_batch_dim_is_error(lstm_yaml: Path) -> None:
-    _edit(lstm_yaml, lambda d: d["state"][0].update(shape=[1, "H"]))
+    edit_yaml(lstm_yaml, lambda d: d["state"][0].update(shape=[1, "H"]))
     with pytest.raises(ConfigError, match=r"state dim 1 is dynamic \('H'\)"):
         load_config(lstm_yaml)
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import yaml
 from onnx import TensorProto, helper
 
 import rnnrt.config as config
@@ -16,6 +15,7 @@ from rnnrt.errors import ConfigError
 from rnnrt.importers.onnx import override
 from rnnrt.ir import bindings, stepgraph
 from rnnrt.ir.bindings import Continuation, StatePair, TensorSpec, graph_bindings, onnx_tensor_type
+from tests.conftest import edit_yaml
 from tests.models import MODELS
 
 
@@ -69,18 +69,6 @@ def test_numpy_integers_are_integers() -> None:
     assert t.shape == (2, 4) and type(t.shape[0]) is int and t.batch_axis == 0
 
 
-@pytest.fixture
-def lstm_yaml(tmp_path: Path) -> Path:
-    return MODELS["lstm_t1"]().save(tmp_path)
-
-
-def _edit(path: Path, fn) -> Path:
-    data = yaml.safe_load(path.read_text())
-    fn(data)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
 _NOT_INT = "Input should be a valid integer"
 _NOT_DIM = r"Value error, a dim is a size \(an integer >= 0\) or a name \(a non-empty string\), not"
 
@@ -99,7 +87,7 @@ _NOT_DIM = r"Value error, a dim is a size \(an integer >= 0\) or a name \(a non-
     ],
 )
 def test_yaml_integers_are_strict(lstm_yaml: Path, edit, field: str, what: str) -> None:
-    _edit(lstm_yaml, edit)
+    edit_yaml(lstm_yaml, edit)
     with pytest.raises(ConfigError, match=rf"Config '.*model.yaml' \| Invalid config: {field}: {what}"):
         config.load_config(lstm_yaml)
 

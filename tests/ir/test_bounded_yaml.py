@@ -113,11 +113,6 @@ def test_oversized_yaml_is_refused_before_reading(tmp_path: Path) -> None:
         load_config(path)
 
 
-@pytest.fixture
-def lstm_yaml(tmp_path: Path) -> Path:
-    return MODELS["lstm_t1"]().save(tmp_path)
-
-
 def _point_model_at(cfg_path: Path, target: str) -> None:
     data = yaml.safe_load(cfg_path.read_text())
     data["model"] = target
