@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -358,9 +359,18 @@ def converted(tmp_path_factory):
 
     cache: dict = {}
 
+    def drop(keep: str | None = None) -> None:
+        # The realworld nets' weights are up to 0.6 GB; tests run grouped by model, so only the current
+        # model's conversions are kept on disk (a whole module's worth filled a CI disk).
+        for key in [k for k in cache if k[0] != keep]:
+            if isinstance(cache[key], Path):
+                shutil.rmtree(cache[key].parent, ignore_errors=True)
+            del cache[key]
+
     def get(name: str, prototxt: Path, caffemodel: Path | None, batch: str | None):
         key = (name, batch)
         if key not in cache:
+            drop(keep=name)
             try:
                 step = convert.convert_caffe(prototxt, caffemodel, batch=batch)
                 cache[key] = save_step_graph(step, tmp_path_factory.mktemp(f"{name[:20]}-{batch or 'fixed'}"))
@@ -371,6 +381,7 @@ def converted(tmp_path_factory):
         return cache[key]  # a dynamic-batch refusal is returned, not raised
 
     yield get
+    drop()
     out = os.environ.get("RNNRT_BUILD_TIMES")
     if out:
         Path(out).write_text(json.dumps(_TIMES, indent=1) + "\n")
