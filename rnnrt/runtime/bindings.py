@@ -98,11 +98,13 @@ class InputSpec:
         return tuple(out)
 
 
-def check_shape(spec: InputSpec, shape: tuple, sizes: dict, n: int) -> None:
-    """Checks a shape against the spec for ``n`` rows; records dynamic dims in ``sizes``."""
-    ok = len(shape) == len(spec.shape)
+def check_shape(spec: InputSpec, shape: tuple, sizes: dict, n: int, chunk: bool = False) -> None:
+    """Checks a shape against the spec for ``n`` rows; records dynamic dims in ``sizes``. With ``chunk``
+    the shape has a leading frame axis (``Session.step_chunk``) and the rest is checked."""
+    step_shape = shape[1:] if chunk else shape
+    ok = len(step_shape) == len(spec.shape)
     if ok:
-        for i, (got, want, sym) in enumerate(zip(shape, spec.shape, spec.symbols)):
+        for i, (got, want, sym) in enumerate(zip(step_shape, spec.shape, spec.symbols)):
             if want is None:
                 seen = sizes.setdefault(sym, got)
                 if seen != got:
@@ -112,9 +114,10 @@ def check_shape(spec: InputSpec, shape: tuple, sizes: dict, n: int) -> None:
                 ok = False
                 break
     if not ok:
+        expected = ([shape[0]] if chunk else []) + spec.display(n)
         raise BindingError(
             fmt(f"Input {spec.name!r}", f"Received shape {tuple(shape)}",
-                f"Expected shape {spec.display(n)} (batch size {n})"
+                f"Expected shape {expected} (" + ("frames along axis 0, " if chunk else "") + f"batch size {n})"
                 + (f", dynamic dims so far {sizes}" if sizes else "") + ".")
         )
     if 0 in shape:
@@ -125,8 +128,10 @@ def check_shape(spec: InputSpec, shape: tuple, sizes: dict, n: int) -> None:
         )
 
 
-def check_host(spec: InputSpec, value: Any, sizes: dict, n: int, check_finite: bool = False) -> np.ndarray:
-    """One host value: dtype (safe casts only), shape, no zero-length dims; returns a C-contiguous array."""
+def check_host(spec: InputSpec, value: Any, sizes: dict, n: int, check_finite: bool = False,
+               chunk: bool = False) -> np.ndarray:
+    """One host value: dtype (safe casts only), shape, no zero-length dims; returns a C-contiguous array.
+    With ``chunk`` the value has a leading frame axis (see :func:`check_shape`)."""
     if isinstance(value, np.ma.MaskedArray):
         raise BindingError(
             fmt(f"Input {spec.name!r}", "Received a masked array; its mask would be ignored",
@@ -149,7 +154,7 @@ def check_host(spec: InputSpec, value: Any, sizes: dict, n: int, check_finite: b
             raise BindingError(
                 fmt(f"Input {spec.name!r}", f"Cannot be converted to {spec.dtype.name}: {err}")
             ) from err
-    check_shape(spec, arr.shape, sizes, n)
+    check_shape(spec, arr.shape, sizes, n, chunk)
     if check_finite and arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise BindingError(
             fmt(f"Input {spec.name!r}", "Holds NaN or infinite values",

@@ -160,20 +160,77 @@ class HostExecutor:
             rows = b.state_rows
             feeds.update(self._arenas[k].read_rows(rows, slots))
             results = self._engine.execute(feeds)
-            new_state = {}
-            for name, (_, shape, dtype) in zip(rows, b.state_layout):
-                value = results[b.state_outputs[name]]
-                want = list(shape)
-                want[rows[name].axis] = n
-                if tuple(value.shape) != tuple(want) or value.dtype != dtype:
-                    raise EngineError(fmt(f"State output {b.state_outputs[name]!r}",
-                                          f"The engine returned {value.dtype.name}{tuple(value.shape)}",
-                                          f"Expected {dtype.name}{tuple(want)}."))
-                new_state[name] = value
+            new_state = self._new_state(results, n)
             outputs = self._finish(results, out)
             self._arenas[k].write_rows(rows, slots, new_state)
             return (outputs if wait else DoneHandle(outputs)), True
         # Scatter: the whole (fixed) batch runs; the listed rows are written at their slots.
+        self._scatter_rows(feeds, slots)
+        feeds.update(self._state_feeds[k])
+        results = self._engine.execute(feeds, self._state_dests[k])
+        outputs = self._finish(self._take_rows(results, slots), out)
+        return (outputs if wait else DoneHandle(outputs)), False
+
+    def run_chunk(self, frames: Mapping[str, np.ndarray], count: int, slots: Optional[np.ndarray], n: int,
+                  starts: Optional[np.ndarray], k: int) -> tuple[dict, bool]:
+        """``count`` successive steps (``Session.step_chunk``): the frames are checked once, the state is
+        carried from run to run in the engine's own output arrays and lands in the arenas only with the
+        last run, so a failure at any frame leaves the state as it was. Returns ``(outputs stacked along
+        a new axis 0, whether the state was fed back here)``."""
+        b = self._b
+        chunk: dict[str, np.ndarray] = {}
+        sizes: dict[str, int] = {}
+        for name, value in frames.items():
+            chunk[name] = check_host(b.inputs[name], value, sizes, n, self._check_finite, chunk=True)
+        b.missing(chunk)
+        cont = b.cont if b.cont is not None and b.cont.spec.name not in chunk else None
+        gather = slots is not None and b.dynamic_batch
+        state = self._arenas[k].read_rows(b.state_rows, slots) if gather else self._state_feeds[k]
+        stacked: dict[str, np.ndarray] = {}
+        for j in range(count):
+            feeds = {name: arr[j, ...] for name, arr in chunk.items()}  # [j, ...]: a 0-d array stays an array
+            if cont is not None:
+                feeds[cont.spec.name] = cont.make(n, sizes, starts if j == 0 else None)
+            if slots is not None and not gather:
+                self._scatter_rows(feeds, slots)
+            feeds.update(state)
+            last = j == count - 1
+            try:
+                results = self._engine.execute(feeds, self._state_dests[k] if last and not gather else None)
+            except EngineError as err:
+                raise EngineError(fmt("Session.step_chunk", f"The engine failed at frame {j + 1} of {count}: {err}",
+                                      "No slot advanced: the state is as before the chunk.")) from err
+            if not last:
+                state = {name: results[output] for name, output in b.state_outputs.items()}
+            outputs = results if slots is None or gather else self._take_rows(results, slots)
+            for name in b.output_names:
+                value = outputs[name]
+                if j == 0:
+                    stacked[name] = np.empty((count,) + value.shape, dtype=value.dtype)
+                stacked[name][j] = value
+        if gather:
+            self._arenas[k].write_rows(b.state_rows, slots, self._new_state(results, n))
+        return stacked, gather
+
+    def _new_state(self, results: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+        """The state outputs of a gathered run of ``n`` rows by state input name (shapes and dtypes checked)."""
+        b = self._b
+        rows = b.state_rows
+        new_state = {}
+        for name, (_, shape, dtype) in zip(rows, b.state_layout):
+            value = results[b.state_outputs[name]]
+            want = list(shape)
+            want[rows[name].axis] = n
+            if tuple(value.shape) != tuple(want) or value.dtype != dtype:
+                raise EngineError(fmt(f"State output {b.state_outputs[name]!r}",
+                                      f"The engine returned {value.dtype.name}{tuple(value.shape)}",
+                                      f"Expected {dtype.name}{tuple(want)}."))
+            new_state[name] = value
+        return new_state
+
+    def _scatter_rows(self, feeds: dict, slots: np.ndarray) -> None:
+        """Replaces each batched feed by a whole-batch buffer holding its rows at ``slots`` (fixed batch)."""
+        b = self._b
         B = b.batch_size
         for name, value in list(feeds.items()):
             spec = b.inputs[name]
@@ -186,15 +243,16 @@ class HostExecutor:
                 buf = self._scatter[(name, shape)] = np.zeros(shape, dtype=spec.dtype)
             put_rows(buf, slots, axis, spec.fold, value)
             feeds[name] = buf
-        feeds.update(self._state_feeds[k])
-        results = self._engine.execute(feeds, self._state_dests[k])
+
+    def _take_rows(self, results: Mapping[str, np.ndarray], slots: np.ndarray) -> dict[str, np.ndarray]:
+        """The user outputs' rows of ``slots`` from a whole-batch run."""
+        b = self._b
         taken = {}
         for name in b.output_names:
             axis = b.output_axes[name]
             taken[name] = results[name] if axis is None else take_rows(results[name], slots, axis,
                                                                        b.output_folds.get(name))
-        outputs = self._finish(taken, out)
-        return (outputs if wait else DoneHandle(outputs)), False
+        return taken
 
     def _finish(self, results: Mapping[str, np.ndarray], out: Optional[Mapping[str, np.ndarray]]) -> dict:
         names = self._b.output_names

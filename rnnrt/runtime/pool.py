@@ -74,6 +74,8 @@ class PooledSession(Protocol):
     def step(self, frame: Mapping[str, Any], slots: Optional[Iterable[int]] = None,
              out: Optional[Mapping[str, np.ndarray]] = None) -> dict[str, np.ndarray]: ...
 
+    def step_chunk(self, frames: Mapping[str, Any], slots: Optional[Iterable[int]] = None) -> dict[str, np.ndarray]: ...
+
     def reset(self, slots: Optional[Iterable[int]] = None) -> None: ...
 
     def read_state(self, slots: Iterable[int]) -> dict[str, np.ndarray]: ...
@@ -365,20 +367,7 @@ class StreamPool:
             StateError: A stream is not open. No stream advances then.
             EngineError: The engine failed. No stream advances then.
         """
-        if isinstance(stream_ids, (str, bytes)) or not isinstance(stream_ids, Iterable):
-            raise BindingError(fmt("StreamPool.step_batch", f"stream_ids is a {type(stream_ids).__name__}",
-                                   "Pass a sequence of stream ids, one per batch row of the feeds."))
-        if self.shared:
-            if isinstance(feeds, abc.Mapping):
-                fed = next((name for name in feeds if name in self.shared), None)
-                if fed is not None:
-                    raise BindingError(
-                        fmt(f"StreamPool.step_batch input {fed!r}", "Has no batch axis and the pool feeds it",
-                            f"The pool feeds every step the value given as StreamPool(session, shared=...); "
-                            f"leave {fed!r} out of the feeds."))
-                feeds = {**feeds, **self.shared}
-            elif self._single is not None:
-                feeds = {self._single: feeds, **self.shared}
+        feeds = self._with_shared(stream_ids, feeds, "StreamPool.step_batch", None)
         with self._session_lock:
             plan = self._begin(stream_ids)
             if not plan.keys:
@@ -386,6 +375,63 @@ class StreamPool:
             outs = self.session.step(feeds, slots=plan.slots, out=out)
             self._advanced(plan)
             return outs
+
+    def step_chunk(self, stream_ids: Iterable[Hashable], feeds: Union[Mapping[str, Any], np.ndarray]
+                   ) -> dict[str, np.ndarray]:
+        """Steps the listed streams K frames at once (``Session.step_chunk``): :meth:`step_batch` with a
+        leading frame axis, atomic.
+
+        For callers that hold several frames of each stream (a server's multi-frame request, a file):
+        the frames are checked once and the state is read and written once for all K steps, and if any
+        step fails no stream has advanced.
+
+        Args:
+            stream_ids (Iterable[Hashable]): As for :meth:`step_batch`.
+            feeds (Mapping[str, Any] | np.ndarray): Per input, ``[K, *what step_batch takes]``: frame k
+                of stream ``stream_ids[i]`` is row i of ``feeds[name][k]`` (a bare array as for
+                :meth:`step_batch`). Inputs without a batch axis come from ``shared``.
+
+        Returns:
+            dict[str, np.ndarray]: Per output ``[K, *step_batch's output shape]``, fresh arrays.
+
+        Raises:
+            BindingError: As for :meth:`step_batch`; also inputs with different K. No stream advances then.
+            StateError: A stream is not open. No stream advances then.
+            EngineError: The engine failed at some frame. No stream advances then.
+        """
+        feeds = self._with_shared(stream_ids, feeds, "StreamPool.step_chunk", True)
+        with self._session_lock:
+            plan = self._begin(stream_ids)
+            if not plan.keys:
+                return {}
+            outs = self.session.step_chunk(feeds, slots=plan.slots)
+            self._advanced(plan, len(next(iter(outs.values()))) if outs else 1)
+            return outs
+
+    def _with_shared(self, stream_ids: Any, feeds: Any, what: str, chunk: Optional[bool]) -> Any:
+        """The feeds of :meth:`step_batch` / :meth:`step_chunk` with the ``shared`` values added (per frame
+        of a chunk: broadcast along its leading axis)."""
+        if isinstance(stream_ids, (str, bytes)) or not isinstance(stream_ids, Iterable):
+            raise BindingError(fmt(what, f"stream_ids is a {type(stream_ids).__name__}",
+                                   "Pass a sequence of stream ids, one per batch row of the feeds."))
+        if not self.shared:
+            return feeds
+        if isinstance(feeds, abc.Mapping):
+            fed = next((name for name in feeds if name in self.shared), None)
+            if fed is not None:
+                raise BindingError(
+                    fmt(f"{what} input {fed!r}", "Has no batch axis and the pool feeds it",
+                        f"The pool feeds every step the value given as StreamPool(session, shared=...); "
+                        f"leave {fed!r} out of the feeds."))
+        elif self._single is not None:
+            feeds = {self._single: feeds}
+        else:
+            return feeds  # the Session names what is wrong
+        shared: Mapping[str, np.ndarray] = self.shared
+        if chunk:
+            count = next((np.shape(v)[0] for v in feeds.values() if np.ndim(v)), 1)
+            shared = {name: np.broadcast_to(value, (count,) + value.shape) for name, value in shared.items()}
+        return {**feeds, **shared}
 
     def _begin(self, stream_ids: Iterable[Hashable]) -> _Plan:
         """The start of a step (under the session lock): releases idle streams, zeroes the slots opened or
@@ -401,8 +447,8 @@ class StreamPool:
             raise plan_or_err
         return plan_or_err
 
-    def _advanced(self, plan: _Plan) -> None:
-        """Bookkeeping after a successful step of the plan's streams: not at t=0 any more, one more step."""
+    def _advanced(self, plan: _Plan, count: int = 1) -> None:
+        """Bookkeeping after a successful step of the plan's streams: not at t=0 any more, ``count`` more steps."""
         now = self._clock()
         slots = plan.slots
         with self._lock:
@@ -412,7 +458,7 @@ class StreamPool:
             else:
                 advanced = plan.dest  # a slice where it can, cheaper than indexing by slots
             self._at_start[advanced] = False
-            self._steps[advanced] += 1
+            self._steps[advanced] += count
             self._last_used[plan.dest] = now
 
     def _apply_pending(self) -> None:

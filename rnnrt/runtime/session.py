@@ -36,6 +36,11 @@ advances; every other slot's state stays bit-identical (on the device without a 
 2-D copy per state tensor and run of consecutive slots), and a slot's sequence-start mark persists
 until that slot next steps.
 
+Chunks: ``step_chunk(frames, slots=...)`` takes K frames per input along a new leading axis and equals K
+calls of ``step``; it is atomic (a failure at any frame advances nothing). The host executor checks the
+frames once and carries the state from run to run in the engine's outputs, writing it back once; other
+executors step frame by frame and put the stepped slots back on a failure.
+
 State: one contiguous arena per direction (inputs, outputs), allocated once and zeroed; each state
 tensor is a view into it. The engine writes the next state into the output arena, so a failed step
 leaves the input arena (the state) untouched. After a successful step the output arena is copied into
@@ -136,6 +141,33 @@ class Bindings:
                 raise BindingError(
                     fmt(f"Input {name!r}", "Is missing from the frame", f"Feed every input of {self.required}.")
                 )
+
+    def chunk(self, frames: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], int]:
+        """The inputs of a chunk (``step_chunk``) as numpy arrays and their common frame count K (axis 0)."""
+        arrays: dict[str, np.ndarray] = {}
+        count = None
+        for name, value in frames.items():
+            if name not in self.inputs:
+                raise self.unknown_input(name)
+            if not isinstance(value, np.ndarray):
+                try:
+                    value = np.asarray(value)
+                except (TypeError, ValueError) as err:
+                    raise BindingError(fmt(f"Input {name!r}", f"A {type(value).__name__} is not an array of frames: "
+                                           f"{err}", "Pass a numpy array [K, *step shape].")) from err
+            if value.ndim == 0 or value.shape[0] == 0:
+                raise BindingError(fmt(f"Input {name!r}", f"Received shape {value.shape}, no frames along axis 0",
+                                       "A chunk carries K >= 1 frames along a new leading axis: [K, *step shape]."))
+            if count is not None and value.shape[0] != count:
+                first = next(iter(arrays))
+                raise BindingError(fmt(f"Input {name!r}", f"Has {value.shape[0]} frames along axis 0, input {first!r} "
+                                       f"has {count}", "Send the same number of frames for every input."))
+            count = value.shape[0]
+            arrays[name] = value
+        if count is None:
+            self.missing(frames)
+            raise BindingError(fmt("Session.step_chunk", "Received no inputs", f"Feed {self.required}."))
+        return arrays, count
 
     def complete(self, frame: Mapping[str, Any], host: dict, fed: int, n: int, sizes: Mapping[str, int],
                  starts: Optional[np.ndarray]) -> None:
@@ -424,50 +456,127 @@ class Session:
         if self._closed:
             raise StateError(fmt("Session", "step() was called after close()", "Create a new Session."))
         frame = self.bindings.as_mapping(frame)
-        B = self.batch_size
-        checked = None
-        if slots is None:
-            rows, n = None, B
-        else:
-            checked = self._checked_entry(slots)
-            if checked is not None:
-                rows = checked[1]  # a read-only array checked before (a StreamPool's plan)
-            else:
-                rows = slot_array(slots, B, "Session.step", unique=True)
-                if n_full := (len(rows) == B and rows[0] == 0 and rows[-1] == B - 1):
-                    n_full = B < 3 or np.array_equal(rows, self._all_slots)
-                if n_full:
-                    rows = self._all_slots
-                if isinstance(slots, np.ndarray) and not slots.flags.writeable and slots.base is None:
-                    if len(self._checked) >= _CHECKED_SLOTS:
-                        del self._checked[next(iter(self._checked))]
-                    checked = self._checked[id(slots)] = [slots, rows, None]
-            n = len(rows)
-            if n == 0:
-                return {} if wait else DoneHandle({})
-            if rows is self._all_slots:
-                rows = None
+        rows, n, checked = self._resolve_slots(slots, "Session.step")
+        if n == 0:
+            return {} if wait else DoneHandle({})
         if out is not None and not isinstance(out, Mapping):
             raise BindingError(fmt("Session.step", f"out= got a {type(out).__name__}",
                                    "Pass a mapping {output name: numpy array}."))
-        starts = None
-        if self._any_marks:
-            starts = self._marks if rows is None else self._marks[rows]
-            if rows is not None and not starts.any():
-                starts = None  # marks only on slots not stepped now (e.g. a pool's unused slots)
+        starts = self._starts(rows)
         fuse = rows is None and not self._swap and bool(self._rows)
         result, in_place = self._executor.run(frame, rows, n, starts, self._in, fuse, out, wait)
         # Only now, after a successful run (or enqueue), does the state advance.
         if not in_place and self._rows:
             self._advance(rows, fuse, checked)
         if starts is not None:
-            if rows is None:
-                self._marks[:] = False
-                self._any_marks = False
-            else:
-                self._marks[rows] = False
-                self._any_marks = bool(self._marks.any())
+            self._clear_marks(rows)
         return result
+
+    def step_chunk(self, frames: Union[Mapping[str, Any], np.ndarray],
+                   slots: Optional[Iterable[int]] = None) -> dict[str, np.ndarray]:
+        """Runs K successive steps at once: each input carries K frames along a new leading axis.
+
+        What ``K`` calls of :meth:`step` with ``frames[name][k]`` do, as one call: the frames are checked
+        once, the stepped slots' state is read once and written once, and the outputs come back stacked.
+        It is atomic: when any of the K steps fails, no slot has advanced (a multi-frame request of a
+        server fails whole and can be sent again). The auto-filled continuation input is 0 at frame 0 of
+        slots at a sequence start and 1 everywhere else; a fed continuation input has the K axis too.
+
+        Args:
+            frames (Mapping[str, np.ndarray] | np.ndarray): Per user input, an array ``[K, *step shape]``
+                (the shape :meth:`step` takes for these slots, K >= 1 the same for every input). A bare
+                array is allowed as for :meth:`step`.
+            slots (Iterable[int] | None): As for :meth:`step`. Defaults to None (every slot).
+
+        Returns:
+            dict[str, np.ndarray]: Per user output, ``[K, *step output shape]``: row k is what step k
+            returned. Fresh arrays the caller owns, whatever the Session's ``outputs=``.
+
+        Raises:
+            BindingError: As for :meth:`step`; also an input without the K axis or with another K than
+                the others. The state is unchanged.
+            EngineError: The engine failed at some frame. The state is unchanged.
+            StateError: The session is closed, or a step_async() was not waited for.
+        """
+        if self._closed:
+            raise StateError(fmt("Session", "step_chunk() was called after close()", "Create a new Session."))
+        frames = self.bindings.as_mapping(frames)
+        frames, count = self.bindings.chunk(frames)
+        rows, n, checked = self._resolve_slots(slots, "Session.step_chunk")
+        if n == 0:
+            return {}
+        starts = self._starts(rows)
+        run_chunk = getattr(self._executor, "run_chunk", None)
+        if run_chunk is None:
+            return self._step_each(frames, count, rows)
+        result, in_place = run_chunk(frames, count, rows, n, starts, self._in)
+        if not in_place and self._rows:
+            self._advance(rows, False, checked)
+        if starts is not None:
+            self._clear_marks(rows)
+        return result
+
+    def _step_each(self, frames: Mapping[str, Any], count: int, rows: Optional[np.ndarray]) -> dict:
+        """``step_chunk`` on an executor without ``run_chunk``: one step per frame, and on a failure the
+        stepped slots are put back (their state rows and sequence-start marks as before the chunk)."""
+        taken = self._all_slots if rows is None else rows
+        before = self.read_state(taken) if self._rows else {}
+        marks = self._marks[taken].copy()
+        stacked: dict[str, np.ndarray] = {}
+        try:
+            for k in range(count):
+                out = self._step({name: value[k, ...] for name, value in frames.items()}, rows, None, True)
+                for name, value in out.items():
+                    if not isinstance(value, np.ndarray):
+                        value = value.get()  # outputs="device": a DeviceArray
+                    if k == 0:
+                        stacked[name] = np.empty((count,) + value.shape, dtype=value.dtype)
+                    stacked[name][k] = value
+        except BaseException:
+            if self._rows:
+                self.write_state(taken, before)
+            self._marks[taken] = marks
+            self._any_marks = bool(self._marks.any())
+            raise
+        return stacked
+
+    def _resolve_slots(self, slots: Any, what: str) -> tuple[Optional[np.ndarray], int, Optional[list]]:
+        """``(rows or None for every slot, number of rows, the checked-cache entry or None)`` of ``slots``."""
+        B = self.batch_size
+        if slots is None:
+            return None, B, None
+        checked = self._checked_entry(slots)
+        if checked is not None:
+            rows = checked[1]  # a read-only array checked before (a StreamPool's plan)
+        else:
+            rows = slot_array(slots, B, what, unique=True)
+            if n_full := (len(rows) == B and rows[0] == 0 and rows[-1] == B - 1):
+                n_full = B < 3 or np.array_equal(rows, self._all_slots)
+            if n_full:
+                rows = self._all_slots
+            if isinstance(slots, np.ndarray) and not slots.flags.writeable and slots.base is None:
+                if len(self._checked) >= _CHECKED_SLOTS:
+                    del self._checked[next(iter(self._checked))]
+                checked = self._checked[id(slots)] = [slots, rows, None]
+        n = len(rows)
+        return (None if rows is self._all_slots else rows), n, checked
+
+    def _starts(self, rows: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """The sequence-start marks of the stepped rows, or None when none of them is marked."""
+        if not self._any_marks:
+            return None
+        starts = self._marks if rows is None else self._marks[rows]
+        if rows is not None and not starts.any():
+            return None  # marks only on slots not stepped now (e.g. a pool's unused slots)
+        return starts
+
+    def _clear_marks(self, rows: Optional[np.ndarray]) -> None:
+        if rows is None:
+            self._marks[:] = False
+            self._any_marks = False
+        else:
+            self._marks[rows] = False
+            self._any_marks = bool(self._marks.any())
 
     def _checked_entry(self, slots: Any) -> Optional[list]:
         """The cache entry ``[slots, rows, other slots or None]`` of a slot array checked before, or None."""

@@ -8,18 +8,17 @@ correlation id (CORRID), whose Session has ``max_candidate_sequences`` slots. Pe
 - ``START = 1``: opens the stream, or resets it when the id is still open. A full pool (Triton freed a
   slot by its idle timeout before the pool did) releases its longest-idle stream first.
 - Data inputs ``[1, K, ...]`` (the binding's shape without its batch axis, K frames a request): the
-  stream takes K steps; frames of all requests in the call step together, one ``pool.step_batch`` per frame
-  index. Outputs come back as ``[1, K, ...]``. The continuation input is optional: the pool fills it.
+  stream takes K steps; the streams of all requests in the call with the same K and frame shapes step
+  together, one atomic ``pool.step_chunk`` (K steps, the state read and written once). Outputs come back
+  as ``[1, K, ...]``. The continuation input is optional: the pool fills it.
 - ``END = 1``: the stream is closed after its frames.
 - ``RNNRT_CONTROL`` (see :data:`COMMANDS`): ``"detach"`` returns the stream's :class:`~rnnrt.StreamState` bytes in
   ``RNNRT_STATE`` and closes it; ``"restore"`` (with START) opens it from the bytes in ``RNNRT_STATE``;
   ``"close"`` closes it. The client's ``drain`` moves streams between servers with these.
 - A request that fails (unknown stream without START, a bad frame, bad state bytes, an engine failure)
   gets a Triton error response ``[request id: ID] <ErrorType>: <message>``; the other requests of the
-  call go on and the failed stream's state is as before the request (every frame of a request has the
-  shapes of its first, so a refused frame is refused before the stream moved; for an engine failure
-  after a request's first frame the stream is put back from the state read before the call's steps:
-  one ``pool.snapshot_many`` of every stream with several frames).
+  call go on and the failed stream's state is as before the request (``step_chunk`` is atomic: when a
+  group's chunk fails, each of its streams is stepped alone and only the culprits fail, unmoved).
 - Streams idle for ``max_sequence_idle_microseconds`` are released (Triton does not tell the model).
 
 **Multi-stream requests** (``RNNRT_STREAMS`` present): one request carries the frames of S streams, so
@@ -100,27 +99,36 @@ class _Sink:
         self.zero = zero
         self.rows_views: Optional[list] = None  # per output: (name, batch axis, the buffer without its 1 there)
 
-    def put_rows(self, positions: list, rows: list, outs: dict, axes: dict) -> None:
-        """Rows ``rows`` of a batched step's outputs (rows along each output's batch axis) go to ``positions``."""
+    def put_chunk(self, jobs: list, outs: dict, axes: dict) -> None:
+        """A chunk's outputs ``[K, *output shape with one row per job]``: row i's K frames go to
+        ``jobs[i].offset ...`` (the jobs whose sink this is, in their row order ``jobs[i].row``)."""
         views = self.rows_views
         if views is None:  # the first write allocates: one [frames, *binding shape with batch 1] array per output
             alloc = np.zeros if self.zero else np.empty
-            self.buffers = {n: alloc((self.total,) + v.shape[:axes[n]] + (1,) + v.shape[axes[n] + 1:], v.dtype)
+            self.buffers = {n: alloc((self.total,) + v.shape[1:1 + axes[n]] + (1,) + v.shape[2 + axes[n]:], v.dtype)
                             for n, v in outs.items()}
-            # [frames, *shape without the batch axis]: row k of a step's output goes to one index of it.
+            # [frames, *shape without the batch axis]: frame k of row i goes to index offset_i + k.
             views = self.rows_views = [(n, axes[n], b.reshape((self.total,) + b.shape[1:1 + axes[n]] + b.shape[2 + axes[n]:]))
                                        for n, b in self.buffers.items()]
+        count = len(next(iter(outs.values())))
+        first = jobs[0].offset
+        # Rows in order at offsets first, first + K, ...: one assignment of [n, K, ...] per output.
+        runs = all(job.offset == first + i * count and job.row == jobs[0].row + i for i, job in enumerate(jobs))
         for name, axis, view in views:
-            value = outs[name]
-            per_row = value if axis == 0 else np.moveaxis(value, axis, 0)  # [n, *shape without the batch axis]
-            view[positions] = per_row if rows == list(range(len(per_row))) else per_row[rows]
+            per_row = np.moveaxis(outs[name], 1 + axis, 0)  # [n rows, K, *shape without the batch axis]
+            if runs:
+                rows = per_row[jobs[0].row:jobs[0].row + len(jobs)]
+                view[first:first + len(jobs) * count] = rows.reshape((-1,) + rows.shape[2:])
+            else:
+                for job in jobs:
+                    view[job.offset:job.offset + count] = per_row[job.row]
 
 
 class _Job:
     """One stream's part of a request as the model handles it."""
 
-    __slots__ = ("index", "request", "rid", "cid", "start", "end", "command", "state", "frames", "error",
-                 "key", "sink", "offset", "done", "carrier")
+    __slots__ = ("index", "request", "rid", "cid", "start", "end", "command", "state", "arrays", "count", "error",
+                 "key", "sink", "offset", "row", "carrier")
 
     def __init__(self, index: int, request: Any, rid: str) -> None:
         self.index = index
@@ -130,12 +138,13 @@ class _Job:
         self.start = self.end = False
         self.command: Optional[str] = None
         self.state: Optional[bytes] = None
-        self.frames: list = []
+        self.arrays: dict[str, np.ndarray] = {}  # per data input: [K, *binding shape with batch 1] (views)
+        self.count = 0  # K: the frames of this stream in the request
         self.error: Optional[BaseException] = None
-        self.key: tuple = ()  # the frames' inputs, shapes and dtypes (jobs with the same key step together)
+        self.key: tuple = ()  # K and the frames' inputs, shapes and dtypes (jobs with the same key step together)
         self.sink: Optional[_Sink] = None
         self.offset = 0
-        self.done = 0  # frames stepped
+        self.row = 0  # its row in the chunk it stepped in
         self.carrier: Optional[_Carrier] = None
 
 
@@ -169,7 +178,6 @@ class TritonPythonModel:
         self._in_axes: dict[str, int] = layout["inputs"]
         self._out_axes: dict[str, int] = layout["outputs"]
         user = [n for n in self._in_axes if n != layout.get("continuation")]
-        self._single = user[0] if len(user) == 1 else None  # its frames go to the pool as bare arrays
         seq = config["sequence_batching"]
         oldest = seq.get("oldest") or {}
         capacity = int(oldest.get("max_candidate_sequences") or config["max_batch_size"])
@@ -272,14 +280,6 @@ class TritonPythonModel:
             arrays[name] = arr.reshape((count,) + rest[:axis] + (1,) + rest[axis:])
         return arrays, count
 
-    def _frames(self, arrays: dict[str, np.ndarray], start: int, count: int) -> list:
-        """Frames ``start .. start+count`` of a request, one stream's each (a bare array when the
-        request feeds only the model's one input besides the continuation input: the pool's fast path)."""
-        if len(arrays) == 1 and self._single in arrays:
-            a = arrays[self._single]
-            return [a[i] for i in range(start, start + count)]
-        return [{n: a[i] for n, a in arrays.items()} for i in range(start, start + count)]
-
     def _parse(self, job: _Job) -> None:
         from rnnrt.errors import StateError, fmt
 
@@ -303,10 +303,10 @@ class TritonPythonModel:
         if arrays and job.command is not None:
             raise StateError(fmt(f"Stream {cid!r}", f"Control {job.command!r} was sent with frames",
                                  "Send control requests without data inputs."))
-        job.frames = self._frames(arrays, 0, count or 0)
-        job.key = tuple((n, a.shape[1:], a.dtype.str) for n, a in arrays.items())
-        if job.frames:
-            job.sink = _Sink(len(job.frames), zero=False)
+        job.arrays, job.count = arrays, count or 0
+        job.key = (job.count,) + tuple((n, a.shape[1:], a.dtype.str) for n, a in arrays.items())
+        if job.count:
+            job.sink = _Sink(job.count, zero=False)
 
     def _state_bytes(self, req: Any, cid: Any) -> bytes:
         from rnnrt.errors import StateError, fmt
@@ -344,7 +344,7 @@ class TritonPythonModel:
             raise StateError(fmt(subject, "Asks to detach or restore a stream among others",
                                  "Send detach and restore in a request of one stream."))
         sink = _Sink(total or 0, zero=True)
-        key = tuple((n, a.shape[1:], a.dtype.str) for n, a in arrays.items())
+        shapes = tuple((n, a.shape[1:], a.dtype.str) for n, a in arrays.items())
         jobs, pos = [], 0
         for cid, k, flag in zip(ids, counts, flags):
             job = _Job(index, request, rid)
@@ -357,8 +357,9 @@ class TritonPythonModel:
             if k and job.command is not None:
                 raise StateError(fmt(f"Stream {cid!r}", f"Control {job.command!r} was sent with frames",
                                      "Send control requests without data inputs."))
-            job.frames = self._frames(arrays, pos, k)
-            job.sink, job.offset, job.key = sink, pos, key
+            job.arrays = {n: a[pos:pos + k] for n, a in arrays.items()}
+            job.count = k
+            job.sink, job.offset, job.key = sink, pos, (k,) + shapes
             pos += k
             jobs.append(job)
         carrier = _Carrier(index, rid, jobs, sink)
@@ -428,59 +429,32 @@ class TritonPythonModel:
             self._close(cid)
         self._last_use[cid] = time.monotonic()
 
-    def _step_round(self, jobs: list[_Job], k: int, before: dict) -> None:
-        """Steps frame k of every job that has one; a failing job fails alone.
+    def _step_group(self, group: list[_Job]) -> None:
+        """Steps jobs with the same K and frame shapes as one atomic chunk (``pool.step_chunk``); when it
+        fails, each job is stepped alone so that only the culprits fail (their state unmoved)."""
+        try:
+            outs = self.pool.step_chunk(tuple(job.cid for job in group), self._pack(group))
+        except Exception as err:  # noqa: BLE001 - reported in the response; with others, find the culprits
+            if len(group) == 1:
+                group[0].error = err
+            else:
+                for job in group:
+                    self._step_group([job])
+            return
+        sinks: dict[int, list] = {}
+        for i, job in enumerate(group):
+            job.row = i
+            sinks.setdefault(id(job.sink), []).append(job)
+        for jobs in sinks.values():
+            jobs[0].sink.put_chunk(jobs, outs, self._out_axes)
 
-        A failed ``pool.step`` leaves the state as it was, and every frame of a request has the shapes and
-        dtypes of its first (they are rows of one tensor), so a frame the pool refuses is refused at frame
-        0, before the stream moved. An engine failure after frame 0 would leave the stream part-way: it
-        is put back to ``before[cid]``, its state before the request (taken for every multi-frame job).
-        """
-        groups: dict[tuple, list[_Job]] = {}
-        for job in jobs:
-            groups.setdefault(job.key, []).append(job)
-        for group in groups.values():
-            # The group's frames packed as one batch (row i: group[i]'s frame k) through pool.step_batch:
-            # no per-stream frame dicts or output dicts, and one output write per request.
-            try:
-                outs = self.pool.step_batch(tuple(job.cid for job in group), self._pack_rows(group, k))
-            except Exception:  # noqa: BLE001 - find the culprit by stepping each alone (errors name it)
-                outs = None
-            if outs is not None:
-                sinks: dict[int, tuple] = {}
-                for i, job in enumerate(group):
-                    entry = sinks.get(id(job.sink))
-                    if entry is None:
-                        entry = sinks[id(job.sink)] = (job.sink, [], [])
-                    entry[1].append(job.offset + k)
-                    entry[2].append(i)
-                    job.done += 1
-                for sink, positions, rows in sinks.values():
-                    sink.put_rows(positions, rows, outs, self._out_axes)
-                continue
-            for job in group:
-                try:
-                    out = self.pool.step({job.cid: job.frames[k]})[job.cid]  # one row: errors name the stream
-                    job.sink.put_rows([job.offset + k], [0], out, self._out_axes)
-                    job.done += 1
-                except Exception as err:  # noqa: BLE001 - reported in this request's response
-                    job.error = err
-                    if job.done:
-                        from rnnrt.errors import EngineError, fmt
-
-                        self.pool.close(job.cid)
-                        self.pool.restore(job.cid, before[job.cid])
-                        job.error = EngineError(fmt(
-                            f"Stream {job.cid!r}", f"The engine failed at frame {k + 1} of {len(job.frames)} of the "
-                            f"request ({type(err).__name__}: {err})",
-                            "The stream's state is as before the request; send its frames again."))
-
-    def _pack_rows(self, jobs: list[_Job], k: int) -> Any:
-        """Frame k of each job (same inputs, shapes and dtypes) as one batch, row i for ``jobs[i]``."""
-        first = jobs[0].frames[k]
-        if isinstance(first, np.ndarray):  # the model's one input, bare
-            return np.concatenate([job.frames[k] for job in jobs], axis=self._in_axes[self._single])
-        return {name: np.concatenate([job.frames[k][name] for job in jobs], axis=self._in_axes[name]) for name in first}
+    def _pack(self, jobs: list[_Job]) -> dict[str, np.ndarray]:
+        """The jobs' frames as one chunk ``[K, *binding shape with one row per job]`` per input."""
+        first = jobs[0].arrays
+        if len(jobs) == 1:
+            return first
+        return {name: np.concatenate([job.arrays[name] for job in jobs], axis=1 + self._in_axes[name])
+                for name in first}
 
     @staticmethod
     def _kind(err: BaseException) -> str:
@@ -519,9 +493,6 @@ class TritonPythonModel:
             if job.error is not None:
                 self._count("errors")
                 errors.append([i, self._kind(job.error), str(job.error)])
-                if job.done and carrier.sink.buffers is not None:
-                    for buf in carrier.sink.buffers.values():
-                        buf[job.offset:job.offset + len(job.frames)] = 0
         tensors = self._tensors(carrier.sink)
         if errors:
             status = np.frombuffer(json.dumps({"errors": errors}).encode(), np.uint8)[None].copy()
@@ -579,17 +550,16 @@ class TritonPythonModel:
                     self._controls(job)
                 except Exception as err:  # noqa: BLE001
                     job.error = err
-            live = [job for job in wave if job.error is None and job.frames]
-            # The state before the request of every stream that takes several steps: one state read for
-            # all of them, so that an engine failure part-way puts the stream back (see _step_round).
-            several = [job.cid for job in live if len(job.frames) > 1]
-            before = self.pool.snapshot_many(several) if several else {}
-            for k in range(max((len(j.frames) for j in live), default=0)):
-                self._step_round([j for j in live if len(j.frames) > k and j.error is None], k, before)
+            groups: dict[tuple, list[_Job]] = {}
+            for job in wave:
+                if job.error is None and job.count:
+                    groups.setdefault(job.key, []).append(job)
+            for group in groups.values():
+                self._step_group(group)
             now = time.monotonic()
             for job in wave:
                 if job.error is None:
-                    self._count("frames", len(job.frames))
+                    self._count("frames", job.count)
                     self._last_use[job.cid] = now
                     if job.end:
                         try:

@@ -25,7 +25,7 @@ from rnnrt import cuda as real_cuda
 from rnnrt.importers.caffe.convert import convert_caffe
 from rnnrt.config import load_config, save_step_graph
 from rnnrt.engines.base import BaseDeviceEngine, Binding
-from rnnrt.errors import BindingError, StateError
+from rnnrt.errors import BindingError, EngineError, StateError
 from rnnrt.runtime.session import Session
 from tests.conftest import GOLDEN
 
@@ -964,3 +964,56 @@ def test_step_slots_on_folded_rows(dynamic, monkeypatch, feedback, graph, output
                 for name, value in want[sid].items():
                     np.testing.assert_allclose(got[sid][name], value, atol=ATOL, rtol=RTOL,
                                                err_msg=f"pool tick {k} stream {sid} {name}")
+
+
+@pytest.mark.parametrize("feedback,graph", [("swap", True), ("copy", False)])
+def test_step_chunk_on_a_device_session(dynamic, monkeypatch, feedback, graph):
+    """A device Session's step_chunk (one step per frame, put back on failure) == the host Session's
+    (simulated CUDA; ONNX Runtime behind the device API): outputs, state; a failure at frame 2 of 3
+    leaves every slot as before."""
+    sim = _Sim()
+    mod = _make_sim_cuda(sim)
+    monkeypatch.setitem(sys.modules, "rnnrt.cuda", mod)
+    monkeypatch.setattr(rnnrt, "cuda", mod, raising=False)
+    monkeypatch.setattr(real_cuda, "_pointer_device", lambda ptr: 0)
+    yaml = dynamic("c_lstm_stacked_ip_softmax")
+    B = 4
+    rng = np.random.default_rng(22)
+    with Session(yaml, lambda: SimOrtEngine(yaml, mod), batch_size=B, feedback=feedback, cuda_graph=graph) as s, \
+            rnnrt.load(yaml, backend="onnxruntime", batch_size=B, threads=1) as ref:
+        assert getattr(s.executor, "run_chunk", None) is None  # the Session's step-by-step path
+        for k, slots in enumerate([None, [2, 0], [3], None]):
+            n = B if slots is None else len(slots)
+            frames = {"data": rng.uniform(-1, 1, (k + 1,) + s.bindings.inputs["data"].full_shape(n, {}))
+                      .astype(np.float32)}
+            if k == 2:
+                s.reset(slots=[3])
+                ref.reset(slots=[3])
+            got, want = s.step_chunk(frames, slots=slots), ref.step_chunk(frames, slots=slots)
+            for name, value in want.items():
+                assert got[name].shape == value.shape
+                np.testing.assert_allclose(got[name], value, atol=ATOL, rtol=RTOL, err_msg=f"{name} call {k}")
+        before, marks = s.state, s.sequence_starts.copy()
+        real, calls = s.executor.run, []
+
+        def run(*args):  # frame 2 fails (with CUDA graphs the engine's enqueue is not called per step)
+            calls.append(1)
+            if len(calls) == 2:
+                raise EngineError("device lost")
+            return real(*args)
+
+        monkeypatch.setattr(s.executor, "run", run)
+        s.reset(slots=[1])
+        marks[1] = True
+        with pytest.raises(EngineError, match="device lost"):
+            s.step_chunk({"data": rng.uniform(-1, 1, (3,) + s.bindings.inputs["data"].full_shape(2, {}))
+                          .astype(np.float32)}, slots=[1, 2])
+        after = s.state
+        for name, value in before.items():
+            if name in after:
+                rows = [0, 2, 3]  # slot 1 was reset (zeroed) before the chunk: compare the others
+                axis = next(st.batch_axis for st in load_config(yaml).state if st.input == name)
+                assert np.take(after[name], rows, axis=axis).tobytes() == \
+                    np.take(value, rows, axis=axis).tobytes(), name
+                assert not np.take(after[name], [1], axis=axis).any(), name
+        np.testing.assert_array_equal(s.sequence_starts, marks)

@@ -1,6 +1,6 @@
 """The python-backend model (rnnrt.serve.backend) driven directly, with a stand-in for Triton's stub module:
 the failure paths a real server cannot provoke (a frame the pool refuses behind Triton's checks, an engine
-that fails part-way through a multi-frame request: the stream is put back as before the request)."""
+that fails part-way through a multi-frame request: the stream stays as before the request)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import rnnrt
+from rnnrt.errors import EngineError
 from rnnrt.serve.triton import export_triton, model_config_pb2
 
 MODEL = "a_lstm_stream_t1n1"
@@ -126,28 +127,20 @@ def test_engine_failure_part_way_puts_that_stream_back(model, monkeypatch):
     first = _frames(rng, 2)
     m.execute([_carrier("a", [1, 2], [1, 1], [1, 1], first)])
     before = m.pool.snapshot(1)
-    real_step, calls = m.pool.step, []
+    engine = m.session.engine
+    real_execute, calls = engine.execute, []
 
-    def step(frames):
-        calls.append(list(frames))
-        if len(calls) >= 2 and 1 in frames:  # stream 1 fails from its frame 2 of the request on
-            raise RuntimeError("device lost")
-        return real_step(frames)
+    def execute(feeds, outputs=None):
+        calls.append(1)
+        if len(calls) == 2:  # stream 1's chunk of 3 frames runs first: it fails at its frame 2
+            raise EngineError("device lost")
+        return real_execute(feeds, outputs)
 
-    real_batch = m.pool.step_batch
-
-    def step_batch(ids, feeds):
-        calls.append(list(ids))
-        if len(calls) >= 2 and 1 in ids:
-            raise RuntimeError("device lost")
-        return real_batch(ids, feeds)
-
-    monkeypatch.setattr(m.pool, "step", step)
-    monkeypatch.setattr(m.pool, "step_batch", step_batch)
+    monkeypatch.setattr(engine, "execute", execute)
     r = m.execute([_carrier("b", [1, 2], [3, 1], [0, 0], _frames(rng, 4))])[0]
     status = json.loads(r.outputs["RNNRT_STATUS"].tobytes())
     assert [e[:2] for e in status["errors"]] == [[0, "EngineError"]]
-    assert "frame 2 of 3" in status["errors"][0][2] and "as before the request" in status["errors"][0][2]
+    assert "frame 2 of 3" in status["errors"][0][2] and "as before the chunk" in status["errors"][0][2]
     assert 1 in m.pool and 2 in m.pool  # stream 2 (one frame, stepped at frame 1) went on
     assert not r.outputs["lstm1"][0, :3].any() and r.outputs["lstm1"][0, 3].any()
     after = m.pool.snapshot(1)
@@ -155,8 +148,7 @@ def test_engine_failure_part_way_puts_that_stream_back(model, monkeypatch):
     for name, arr in after.tensors.items():
         assert arr.tobytes() == before.tensors[name].tobytes(), name
     # Sent again, the stream continues as if the failed request had never been.
-    monkeypatch.setattr(m.pool, "step", real_step)
-    monkeypatch.setattr(m.pool, "step_batch", real_batch)
+    monkeypatch.setattr(engine, "execute", real_execute)
     again = _frames(rng, 2)
     r = m.execute([_carrier("c", [1], [2], [0], again)])[0]
     assert "RNNRT_STATUS" not in r.outputs
