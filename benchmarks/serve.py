@@ -4,7 +4,10 @@ in-process StreamPool, side by side in one run (``python benchmarks/serve.py``, 
 Model: tests/models ``lstm2_bench`` with a dynamic batch (2-layer LSTM, T=1; ``--input``/``--hidden``).
 S streams (default 16) each take one frame per tick:
 
-- ``in-process pool``: one ``pool.step`` of all S streams per tick (a pool of 64 slots, like the server's).
+- ``in-process pool``: one ``pool.step`` of all S streams per tick (a pool of 64 slots, like the server's):
+  the baseline ("vs pool" divides by its frames/s).
+- ``in-process pool 8-frame chunks``: one ``pool.step_chunk`` of 8 frames of all S streams per tick (what
+  the server's model runs per multi-stream request), for reference.
 - ``unary 1-frame`` / ``unary 8-frame``: S/2 client threads, each stepping its 2 streams with
   ``client.step`` (one frame a request) or ``client.step_chunk`` (8 frames a request).
 - ``stream 1-frame`` / ``stream 8-frame``: 2 client threads, each sending one request for each of its
@@ -107,22 +110,38 @@ def make_frames(cfg, rng, n: int) -> list[dict]:
     return frames
 
 
-def run_pool(path, frames, streams: int, seconds: float, res: Result, threads: int) -> None:
+def run_pool(path, frames, streams: int, seconds: float, res: Result, threads: int, chunk: int = 1) -> None:
+    """The in-process pool: one ``pool.step`` of all streams per tick, or (chunk > 1) one ``pool.step_chunk``
+    of ``chunk`` frames of all streams per tick."""
     with rnnrt.load(path, backend="onnxruntime", batch_size=SLOTS, threads=threads) as session:
         pool = StreamPool(session)
         ids = [f"s{i}" for i in range(streams)]
         for sid in ids:
             pool.open(sid)
-        batch = {sid: frames[i % len(frames)] for i, sid in enumerate(ids)}
+        if chunk == 1:
+            batch = {sid: frames[i % len(frames)] for i, sid in enumerate(ids)}
+
+            def tick():
+                pool.step(batch)
+        else:
+            cfg = session.config
+            cont = cfg.continuation.input if cfg.continuation else None
+            axes = {t.name: t.batch_axis for t in cfg.inputs if t.name != cont}
+            packed = {name: np.stack([np.concatenate([frames[k % len(frames)][name]] * streams, axis=axis)
+                                      for k in range(chunk)]) for name, axis in axes.items()}
+            order = tuple(ids)
+
+            def tick():
+                pool.step_chunk(order, packed)
         for _ in range(20):
-            pool.step(batch)
+            tick()
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < seconds:
             t = time.perf_counter()
-            pool.step(batch)
+            tick()
             res.latencies.append(time.perf_counter() - t)
             res.requests += 1
-            res.frames += streams
+            res.frames += streams * chunk
         res.seconds += time.perf_counter() - t0
 
 
@@ -236,7 +255,8 @@ def main() -> None:
         pbtxt = model_dir / "config.pbtxt"
         pbtxt.write_text(pbtxt.read_text() + f'parameters {{\n  key: "rnnrt_threads"\n  value {{\n    string_value: '
                          f'"{args.threads}"\n  }}\n}}\n')
-        variants = [("in-process pool", None, 1), ("unary 1-frame", "unary", 1), ("unary 8-frame", "unary", 8),
+        variants = [("in-process pool", None, 1), ("in-process pool 8-frame chunks", None, 8),
+                    ("unary 1-frame", "unary", 1), ("unary 8-frame", "unary", 8),
                     ("stream 1-frame", "stream", 1), ("stream 8-frame", "stream", 8),
                     ("multi 1-frame", "multi", 1), ("multi 8-frame", "multi", 8),
                     ("multi 8-frame 2-in-flight", "multi", 8)]
@@ -255,7 +275,7 @@ def main() -> None:
                     order = variants[r % len(variants):] + variants[:r % len(variants)]
                     for name, mode, chunk in order:
                         if mode is None:
-                            run_pool(path, frames, args.streams, args.seconds, results[name], args.threads)
+                            run_pool(path, frames, args.streams, args.seconds, results[name], args.threads, chunk)
                         else:
                             run_client(client, server, frames, args.streams, args.seconds, results[name],
                                        mode, chunk, f"r{r}{mode}{chunk}{len(name)}", args.multi_threads,
