@@ -1017,3 +1017,32 @@ def test_step_chunk_on_a_device_session(dynamic, monkeypatch, feedback, graph):
                     np.take(value, rows, axis=axis).tobytes(), name
                 assert not np.take(after[name], [1], axis=axis).any(), name
         np.testing.assert_array_equal(s.sequence_starts, marks)
+
+
+@pytest.mark.parametrize("feedback,graph", [("swap", True), ("copy", False)])
+def test_pool_step_chunk_on_device_session_matches_host_pool(backend, golden, converted, feedback, graph):
+    """pool.step_chunk over a device Session (the stand-in engine on the GPU, or simulated) == the same
+    chunks on an ORT pool, with idle streams (bit-identical across the chunks they miss) and a reset."""
+    from rnnrt.runtime.pool import StreamPool
+
+    yaml, d = converted("b_lstm_batch_resets")  # batch 3 (fixed): three slots
+    rng = np.random.default_rng(14)
+    with backend.session(yaml, d, feedback=feedback, cuda_graph=graph) as s, \
+            rnnrt.load(yaml, backend="onnxruntime") as ref:
+        pool, ref_pool = StreamPool(s), StreamPool(ref)
+        for p in (pool, ref_pool):
+            for sid in "abc":
+                p.open(sid)
+        for k, ids in enumerate([("a", "b", "c"), ("c", "a"), ("b",), ("b", "c", "a"), ("a",)]):
+            if k == 3:
+                pool.reset("c")
+                ref_pool.reset("c")
+            x = rng.uniform(-1, 1, (k + 1, 8, len(ids), 5)).astype(np.float32)
+            idle = {sid: pool.snapshot(sid) for sid in "abc" if sid not in ids}
+            got, want = pool.step_chunk(ids, x), ref_pool.step_chunk(ids, x)
+            assert got["lstm1"].shape == want["lstm1"].shape and got["lstm1"].shape[:3] == (k + 1, 8, len(ids))
+            np.testing.assert_allclose(got["lstm1"], want["lstm1"], atol=ATOL, rtol=RTOL, err_msg=f"chunk {k} {ids}")
+            for sid, before in idle.items():
+                after = pool.snapshot(sid)
+                for n, v in before.tensors.items():
+                    assert after.tensors[n].tobytes() == v.tobytes(), f"chunk {k}: idle stream {sid} {n} changed"
