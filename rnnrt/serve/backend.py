@@ -177,7 +177,6 @@ class TritonPythonModel:
         layout = json.loads(_param(config, "rnnrt_bindings", "{}"))
         self._in_axes: dict[str, int] = layout["inputs"]
         self._out_axes: dict[str, int] = layout["outputs"]
-        user = [n for n in self._in_axes if n != layout.get("continuation")]
         seq = config["sequence_batching"]
         oldest = seq.get("oldest") or {}
         capacity = int(oldest.get("max_candidate_sequences") or config["max_batch_size"])
