@@ -508,7 +508,8 @@ class Session:
         starts = self._starts(rows)
         run_chunk = getattr(self._executor, "run_chunk", None)
         if run_chunk is None:
-            return self._step_each(frames, count, rows)
+            # The same slots object when it is an array (a pool's plan: the executor's fast paths know it).
+            return self._step_each(frames, count, slots if isinstance(slots, np.ndarray) else rows, rows)
         result, in_place = run_chunk(frames, count, rows, n, starts, self._in)
         if not in_place and self._rows:
             self._advance(rows, False, checked)
@@ -516,16 +517,17 @@ class Session:
             self._clear_marks(rows)
         return result
 
-    def _step_each(self, frames: Mapping[str, Any], count: int, rows: Optional[np.ndarray]) -> dict:
-        """``step_chunk`` on an executor without ``run_chunk``: one step per frame, and on a failure the
-        stepped slots are put back (their state rows and sequence-start marks as before the chunk)."""
+    def _step_each(self, frames: Mapping[str, Any], count: int, slots: Any, rows: Optional[np.ndarray]) -> dict:
+        """``step_chunk`` on an executor without ``run_chunk``: one :meth:`step` per frame (with its fast
+        paths), and on a failure the stepped slots are put back (state rows and sequence-start marks as
+        before the chunk)."""
         taken = self._all_slots if rows is None else rows
         before = self.read_state(taken) if self._rows else {}
         marks = self._marks[taken].copy()
         stacked: dict[str, np.ndarray] = {}
         try:
             for k in range(count):
-                out = self._step({name: value[k, ...] for name, value in frames.items()}, rows, None, True)
+                out = self.step({name: value[k, ...] for name, value in frames.items()}, slots)
                 for name, value in out.items():
                     if not isinstance(value, np.ndarray):
                         value = value.get()  # outputs="device": a DeviceArray

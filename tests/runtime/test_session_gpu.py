@@ -1033,7 +1033,15 @@ def test_pool_step_chunk_on_device_session_matches_host_pool(backend, golden, co
         for p in (pool, ref_pool):
             for sid in "abc":
                 p.open(sid)
-        for k, ids in enumerate([("a", "b", "c"), ("c", "a"), ("b",), ("b", "c", "a"), ("a",)]):
+        fast_rows, taken = s.executor._fast_rows, []
+
+        def counted(*args):
+            result = fast_rows(*args)
+            taken.append(result is not None)
+            return result
+
+        s.executor._fast_rows = counted
+        for k, ids in enumerate([("a", "b", "c"), ("c", "a"), ("b",), ("b", "c", "a"), ("a",), ("c", "a")]):
             if k == 3:
                 pool.reset("c")
                 ref_pool.reset("c")
@@ -1046,3 +1054,5 @@ def test_pool_step_chunk_on_device_session_matches_host_pool(backend, golden, co
                 after = pool.snapshot(sid)
                 for n, v in before.tensors.items():
                     assert after.tensors[n].tobytes() == v.tobytes(), f"chunk {k}: idle stream {sid} {n} changed"
+        if feedback == "swap" and graph:  # the frames of a chunk take the device fast path for slots
+            assert sum(taken) >= 5, f"the fast path for slots ran {sum(taken)} times"
