@@ -609,6 +609,9 @@ def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
 def _bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="The model YAML config.")
     p.add_argument("--steps", type=_POSITIVE, default=500, metavar="N", help="Timed steps per round (default: 500).")
+    p.add_argument("--chunk", type=_POSITIVE, default=1, metavar="K",
+                   help="Frames per call: K > 1 times Session.step_chunk with K frames (a server's multi-frame "
+                        "request) and reports per frame (default: 1, Session.step).")
     p.add_argument("--warmup", type=_NON_NEGATIVE, default=50, metavar="N", help="Untimed steps first (default: 50).")
     p.add_argument("--rounds", type=_POSITIVE, default=3, metavar="N",
                    help="Rounds; the median of round medians is reported (default: 3).")
@@ -675,23 +678,33 @@ def _bench(args: argparse.Namespace) -> int:
     kw = {"batch_size": args.streams} if args.streams else {}
     if args.threads:
         kw["threads"] = args.threads
+    k = args.chunk
     with rnnrt.load(cfg, backend=args.backend, **kw) as session:
         frame = _bench_frame(cfg, session.batch_size, args)
+        if k == 1:
+            def call() -> None:
+                session.step(frame)
+        else:
+            chunk = {name: np.ascontiguousarray(np.broadcast_to(v, (k,) + v.shape)) for name, v in frame.items()}
+
+            def call() -> None:
+                session.step_chunk(chunk)
         for _ in range(args.warmup):
-            session.step(frame)
+            call()
         medians, all_times = [], []
         for _ in range(args.rounds):
             times = []
             for _ in range(args.steps):
                 t0 = time.perf_counter()
-                session.step(frame)
-                times.append(time.perf_counter() - t0)
+                call()
+                times.append((time.perf_counter() - t0) / k)
             medians.append(float(np.median(times)))
             all_times += times
         us = np.array(all_times) * 1e6
         print(f"{session!r}")
-        print(f"steps {args.rounds} x {args.steps}, batch {session.batch_size}: "
-              f"median {np.median(medians) * 1e6:.1f} us/step (rounds {', '.join(f'{m * 1e6:.1f}' for m in medians)}), "
+        per = "step" if k == 1 else f"frame (calls of {k} frames: step_chunk)"
+        print(f"{'steps' if k == 1 else 'calls'} {args.rounds} x {args.steps}, batch {session.batch_size}: "
+              f"median {np.median(medians) * 1e6:.1f} us/{per} (rounds {', '.join(f'{m * 1e6:.1f}' for m in medians)}), "
               f"p10 {np.percentile(us, 10):.1f}, p90 {np.percentile(us, 90):.1f}, p99 {np.percentile(us, 99):.1f} us")
         if args.plot:
             from rnnrt.runtime.plots import latency_histogram
@@ -1110,6 +1123,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         run=_bench,
         examples="rnnrt bench out/model.yaml\n"
         "rnnrt bench out/model.yaml --streams 64 --steps 200 --rounds 5 --threads 1\n"
+        "rnnrt bench out/model.yaml --streams 64 --chunk 8   # 8 frames a call (step_chunk), time per frame\n"
         "rnnrt bench vad/model.yaml --streams 64 --dim chunk=512   # a dynamic non-batch dim needs a size",
     ),
     Subcommand(

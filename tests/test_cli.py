@@ -154,6 +154,21 @@ def test_bench_takes_streams(model_yaml, capsys):
     assert "batch 3" in capsys.readouterr().out
 
 
+def test_bench_chunk_times_step_chunk_per_frame(model_yaml, capsys, monkeypatch):
+    """--chunk K: each timed call is one Session.step_chunk of K frames; the report is per frame."""
+    from rnnrt.runtime.session import Session
+
+    calls = []
+    real = Session.step_chunk
+    monkeypatch.setattr(Session, "step_chunk", lambda self, frames, slots=None: calls.append(
+        {n: v.shape for n, v in frames.items()}) or real(self, frames, slots))
+    assert main(["bench", str(model_yaml), "--streams", "3", "--steps", "2", "--warmup", "1", "--rounds", "2",
+                 "--threads", "1", "--chunk", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "calls 2 x 2, batch 3" in out and "us/frame (calls of 4 frames: step_chunk)" in out
+    assert len(calls) == 5 and all(shape == {"data": (4, 1, 3, 5)} for shape in calls), calls
+
+
 def test_bench_of_a_dynamic_batch_asks_for_streams(model_yaml, tmp_path, capsys):
     _fails(["bench", str(model_yaml), "--steps", "1"], capsys, "--streams", "'batch'", root=tmp_path)
 
@@ -372,6 +387,7 @@ def test_read_npz_skips_unwanted_members_without_reading_them(tmp_path):
         (["bench", "M", "--warmup", "-1"], "--warmup"),
         (["bench", "M", "--threads", "0"], "--threads"),
         (["bench", "M", "--streams", "-2"], "--streams"),
+        (["bench", "M", "--chunk", "0"], "--chunk"),
         (["run", "M", "--feed", "f.npz", "-o", "o.npz", "--streams", "x"], "--streams"),
         (["build", "M", "--workspace", "-1"], "--workspace"),
         (["export-triton", "M", "-o", "repo", "--max-batch-size", "-1"], "--max-batch-size"),
