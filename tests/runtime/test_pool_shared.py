@@ -114,3 +114,21 @@ def test_step_batch_feeds_the_shared_value(model_yaml):
             np.testing.assert_array_equal(y, want, err_msg=f"tick {tick}")
         with pytest.raises(BindingError, match=r"step_batch input 'sr' \| Has no batch axis and the pool feeds it"):
             pool.step_batch(["a"], {"x": x[:1], "sr": np.int64(8000)})
+
+
+def test_step_chunk_feeds_the_shared_value_to_every_frame(model_yaml):
+    """step_chunk: the shared value goes with each of the K frames (bare array or mapping); == K steps."""
+    rng = np.random.default_rng(4)
+    with _load(model_yaml) as session, _load(model_yaml) as ref:
+        pool = StreamPool(session, shared={"sr": 16000})
+        for sid in "abc":
+            pool.open(sid)
+        ref_slots = {"a": 0, "b": 1, "c": 2}
+        for call, ids in enumerate([("c", "a"), ("a", "b", "c"), ("b",)]):
+            x = rng.standard_normal((call + 2, len(ids), 4)).astype(np.float32)
+            y = pool.step_chunk(ids, x if call % 2 else {"x": x})["y"]
+            want = [ref.step({"x": x[k], "sr": np.int64(16000)}, slots=[ref_slots[s] for s in ids])["y"]
+                    for k in range(len(x))]
+            np.testing.assert_array_equal(y, np.stack(want), err_msg=f"call {call}")
+        with pytest.raises(BindingError, match=r"step_chunk input 'sr' \| Has no batch axis and the pool feeds it"):
+            pool.step_chunk(["a"], {"x": x[:, :1], "sr": np.full(len(x), 8000, np.int64)})
