@@ -405,7 +405,9 @@ class StreamPool:
             if not plan.keys:
                 return {}
             outs = self.session.step_chunk(feeds, slots=plan.slots)
-            self._advanced(plan, len(next(iter(outs.values()))) if outs else 1)
+            # The Session accepted the feeds: every input has the same K along axis 0.
+            first = next(iter(feeds.values())) if isinstance(feeds, abc.Mapping) else feeds
+            self._advanced(plan, int(np.shape(first)[0]))
             return outs
 
     def _with_shared(self, stream_ids: Any, feeds: Any, what: str, chunk: Optional[bool]) -> Any:
