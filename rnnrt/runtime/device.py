@@ -108,7 +108,7 @@ class DeviceArena:
                       for name, (off, shape, dtype) in self.layout.items()}
         self._mirror: Any = None
         # Row copies of read-only slot arrays seen by copy_rows_from, by id: (the array, source arena, prepared).
-        self._blocks: dict[int, tuple] = {}
+        self._blocks: dict[tuple, tuple] = {}  # (id(slots), id(source arena)) -> (slots, source, prepared copies)
         self.zero()
 
     def zero(self) -> None:
@@ -128,7 +128,8 @@ class DeviceArena:
         self._cuda.memcpy_async(self.buffer.ptr, other.buffer.ptr, self.nbytes, "d2d", self.stream)
 
     def copy_rows_from(self, other: "DeviceArena", rows: Mapping[str, Rows], slots: np.ndarray) -> None:
-        blocks = self._blocks.get(id(slots))
+        key = (id(slots), id(other))
+        blocks = self._blocks.get(key)
         if blocks is not None and blocks[0] is slots and blocks[1] is other:
             blocks[2].launch(self.stream)
             return
@@ -149,10 +150,13 @@ class DeviceArena:
                 return
             # A read-only slots array (a Session's cached "other slots" of a pool plan) comes back: its
             # copy table goes to the device once and later steps only launch the copy kernel.
+            stale = self._blocks.pop(key, None)  # an id reused by a new array: its table goes
+            if stale is not None:
+                stale[2].free()
             if len(self._blocks) >= 16:
                 self._blocks.pop(next(iter(self._blocks)))[2].free()
             prepared = self._copier.prepare(self.buffer.ptr + offs, other.buffer.ptr + offs, sizes)
-            self._blocks[id(slots)] = (slots, other, prepared)
+            self._blocks[key] = (slots, other, prepared)
             prepared.launch(self.stream)
             return
         copies = RowCopies()

@@ -345,6 +345,7 @@ class Session:
             self._teardown()
             raise
         self._in = 0
+        self._backup: Any = None  # step_chunk's copy of the state on executors without run_chunk (made on use)
         # A fresh session starts every sequence at t=0.
         self._marks = np.ones(self.batch_size, dtype=bool)
         self._any_marks = True
@@ -520,9 +521,16 @@ class Session:
     def _step_each(self, frames: Mapping[str, Any], count: int, slots: Any, rows: Optional[np.ndarray]) -> dict:
         """``step_chunk`` on an executor without ``run_chunk``: one :meth:`step` per frame (with its fast
         paths), and on a failure the stepped slots are put back (state rows and sequence-start marks as
-        before the chunk)."""
+        before the chunk) from a copy made in the executor's own memory (a third arena, made on first use:
+        on a device no host round trip)."""
         taken = self._all_slots if rows is None else rows
-        before = self.read_state(taken) if self._rows else {}
+        if self._rows:
+            if self._backup is None:
+                self._backup = self._executor.make_arena(self.bindings.state_layout)
+            if rows is None:
+                self._backup.copy_from(self._arenas[self._in])
+            else:
+                self._backup.copy_rows_from(self._arenas[self._in], self._rows, rows)
         marks = self._marks[taken].copy()
         stacked: dict[str, np.ndarray] = {}
         try:
@@ -536,7 +544,11 @@ class Session:
                     stacked[name][k] = value
         except BaseException:
             if self._rows:
-                self.write_state(taken, before)
+                self._executor.sync()  # a step that failed may still be queued; restore after it
+                if rows is None:
+                    self._arenas[self._in].copy_from(self._backup)
+                else:
+                    self._arenas[self._in].copy_rows_from(self._backup, self._rows, rows)
             self._marks[taken] = marks
             self._any_marks = bool(self._marks.any())
             raise

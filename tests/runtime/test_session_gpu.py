@@ -1020,7 +1020,7 @@ def test_step_chunk_on_a_device_session(dynamic, monkeypatch, feedback, graph):
 
 
 @pytest.mark.parametrize("feedback,graph", [("swap", True), ("copy", False)])
-def test_pool_step_chunk_on_device_session_matches_host_pool(backend, golden, converted, feedback, graph):
+def test_pool_step_chunk_on_device_session_matches_host_pool(backend, golden, converted, feedback, graph, monkeypatch):
     """pool.step_chunk over a device Session (the stand-in engine on the GPU, or simulated) == the same
     chunks on an ORT pool, with idle streams (bit-identical across the chunks they miss) and a reset."""
     from rnnrt.runtime.pool import StreamPool
@@ -1056,3 +1056,15 @@ def test_pool_step_chunk_on_device_session_matches_host_pool(backend, golden, co
                     assert after.tensors[n].tobytes() == v.tobytes(), f"chunk {k}: idle stream {sid} {n} changed"
         if feedback == "swap" and graph:  # the frames of a chunk take the device fast path for slots
             assert sum(taken) >= 5, f"the fast path for slots ran {sum(taken)} times"
+        # The same chunks again and again (the arenas swap under the backup copy): the row-copy tables are
+        # made once per (slots, source arena) and then only launched, and no device memory grows.
+        x = rng.uniform(-1, 1, (3, 8, 2, 5)).astype(np.float32)  # 3 frames: with swap, the source alternates
+        for _ in range(2):
+            pool.step_chunk(("c", "a"), x)
+        copier, prepared = s.executor._copier, []
+        real_prepare = copier.prepare
+        monkeypatch.setattr(copier, "prepare", lambda *a: prepared.append(1) or real_prepare(*a))
+        live = backend.live()
+        for _ in range(6):
+            pool.step_chunk(("c", "a"), x)
+        assert backend.live() == live and not prepared, prepared
