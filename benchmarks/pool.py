@@ -11,6 +11,8 @@ its own Session of batch N:
   ``Session.step(feeds, slots=...)`` of the other 90 %, the absent streams' state untouched.
 - ``batch 100 %`` / ``batch 90 %``: the same through ``pool.step_batch(ids, packed)``, the frames already
   packed as one batch per pattern (as the raw side's), the outputs one batch array per output.
+- ``chunk 90 %`` (``--chunk K``): ``pool.step_chunk(ids, packed K frames)`` of the 90 % patterns; its time
+  is per frame (one call / K), so its ratio compares a frame of a chunk with one raw step.
 
 CPU: the ``lstm2_bench`` ONNX model (2-layer LSTM, input 256, hidden 512, T=1) on ONNX Runtime with a
 dynamic batch (the 90 % step runs 90 % of the rows). GPU: the same net as a Caffe model on the torch
@@ -26,7 +28,7 @@ and the end (after a warm-up) so that a leak per step shows.
 Usage::
 
     python benchmarks/pool.py [--device cpu] [--streams 256 1024] [--threads 2] [--rounds 5] [--soak-steps 0]
-    python benchmarks/pool.py --device gpu --streams 256 1024 --soak-steps 0
+    python benchmarks/pool.py --device gpu --streams 256 1024 --soak-steps 0 [--chunk 8]
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def _sessions(device: str, streams: int, tmp: Path, threads: int):
 
 
 def throughput(device: str, streams: int, threads: int, rounds: int, seconds: float,
-               copy_modes: tuple = ()) -> dict:
+               copy_modes: tuple = (), chunk: int = 0) -> dict:
     """Median step time (µs) of each side, and per-round raw/pool ratios."""
     rng = np.random.default_rng(0)
     frames = {i: rng.uniform(-1, 1, (1, 1, 256)).astype(np.float32) for i in range(streams)}
@@ -129,6 +131,18 @@ def throughput(device: str, streams: int, threads: int, rounds: int, seconds: fl
         sides = {"raw": lambda: raw.step(x), "pool 100 %": functools.partial(full.step, frames),
                  "pool 90 %": stepper(partial), "batch 100 %": functools.partial(batch_full.step_batch, all_ids, x),
                  "batch 90 %": batch90}
+        per_call = {name: 1 for name in sides}
+        if chunk:
+            chunk_pool = StreamPool(stack.enter_context(make()))
+            for i in frames:
+                chunk_pool.open(i)
+            chunks = [(ids, np.ascontiguousarray(np.broadcast_to(b, (chunk,) + b.shape))) for ids, b in packed]
+
+            def chunk90():
+                k[0] += 1
+                chunk_pool.step_chunk(*chunks[k[0] & 7])
+
+            sides["chunk 90 %"], per_call["chunk 90 %"] = chunk90, chunk
         executor = getattr(partial.session, "executor", None)
         print(f"  {streams} streams: many-row copies via {getattr(executor, 'copy_path', 'host')!r}", flush=True)
         for mode in copy_modes:  # the same with the row copies forced to one path
@@ -148,7 +162,8 @@ def throughput(device: str, streams: int, threads: int, rounds: int, seconds: fl
         order = list(sides)
         for r in range(rounds):
             for name in order[r % len(order):] + order[:r % len(order)]:
-                medians[name].append(_median_step(sides[name], steps))
+                medians[name].append(_median_step(sides[name], max(3, steps // per_call.get(name, 1)))
+                                     / per_call.get(name, 1))
     result = {name: statistics.median(m) * 1e6 for name, m in medians.items()}
     for name in sides:
         result[name + " ratios"] = [a / b for a, b in zip(medians["raw"], medians[name])]
@@ -231,12 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--copy-modes", nargs="*", default=[], choices=["kernel", "batch", "loop"],
                    help="GPU: also time the 90 %% step with the row copies forced to these paths.")
     p.add_argument("--soak-batch", type=int, default=64)
+    p.add_argument("--chunk", type=int, default=0, metavar="K",
+                   help="Also time pool.step_chunk of K frames (90 %% present), per frame (default: off).")
     args = p.parse_args(argv)
 
     print(f"machine: {machine(args.device)}", flush=True)
     rows = []
     for streams in args.streams:
-        res = throughput(args.device, streams, args.threads, args.rounds, args.seconds, tuple(args.copy_modes))
+        res = throughput(args.device, streams, args.threads, args.rounds, args.seconds, tuple(args.copy_modes),
+                         args.chunk)
         rows.append((streams, res))
         print(f"{streams} streams: " + ", ".join(f"{k} {v:.0f} us" for k, v in res.items()
                                                   if isinstance(v, float)), flush=True)
@@ -252,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         cells.append(f"{res['steps']} × {args.rounds}")
         print("| " + " | ".join(cells) + " |")
     for streams, res in rows:
+        if args.chunk:
+            r = res["chunk 90 %" + " ratios"]
+            print(f"{streams} streams, pool.step_chunk of {args.chunk} frames, 90 %: {res['chunk 90 %']:.0f} us per "
+                  f"frame, {res['raw'] / res['chunk 90 %']:.2f}x raw ({min(r):.2f}-{max(r):.2f})")
         for mode in args.copy_modes:
             name = f"pool 90 % [{mode}]"
             r = res[name + " ratios"]

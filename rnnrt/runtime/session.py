@@ -408,10 +408,11 @@ class Session:
             StateError: The session is closed, or a step_async() was not waited for.
         """
         fast = self._executor.fast
-        if fast is not None and out is None:
+        # The fast paths take ``out`` as a dict holding every output (anything else: the full path checks it).
+        if fast is not None and (out is None or type(out) is dict):
             if slots is None:
                 if not self._any_marks:
-                    result = fast(frame, self._in)
+                    result = fast(frame, self._in) if out is None else fast(frame, self._in, out)
                     if result is not None:
                         if self._swap:
                             self._in ^= 1
@@ -423,7 +424,8 @@ class Session:
                 fast_rows = self._executor.fast_rows
                 if checked is not None and fast_rows is not None and checked[1] is not self._all_slots and \
                         not (self._any_marks and self._marks[checked[1]].any()):
-                    result = fast_rows(frame, self._in, checked[1])
+                    result = fast_rows(frame, self._in, checked[1]) if out is None else \
+                        fast_rows(frame, self._in, checked[1], out)
                     if result is not None:
                         self._advance(checked[1], False, checked)
                         return result
@@ -535,13 +537,16 @@ class Session:
         stacked: dict[str, np.ndarray] = {}
         try:
             for k in range(count):
-                out = self.step({name: value[k, ...] for name, value in frames.items()}, slots)
-                for name, value in out.items():
-                    if not isinstance(value, np.ndarray):
-                        value = value.get()  # outputs="device": a DeviceArray
-                    if k == 0:
-                        stacked[name] = np.empty((count,) + value.shape, dtype=value.dtype)
-                    stacked[name][k] = value
+                frame = {name: value[k, ...] for name, value in frames.items()}
+                if k == 0 or self.outputs == "device":
+                    for name, value in self.step(frame, slots).items():
+                        if not isinstance(value, np.ndarray):
+                            value = value.get()  # outputs="device": a DeviceArray
+                        if k == 0:
+                            stacked[name] = np.empty((count,) + value.shape, dtype=value.dtype)
+                        stacked[name][k] = value
+                else:  # frame k's outputs written straight into row k (the executors' fast paths take out=)
+                    self.step(frame, slots, out={name: value[k] for name, value in stacked.items()})
         except BaseException:
             if self._rows:
                 self._executor.sync()  # a step that failed may still be queued; restore after it
