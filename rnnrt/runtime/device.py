@@ -568,7 +568,7 @@ class DeviceExecutor:
                 if axis is None:
                     np.copyto(out[name], view)
                 else:
-                    np.take(view, rows, axis=axis, out=out[name])
+                    np.take(view, rows, axis=axis, out=out[name], mode="clip")  # rows are checked; "raise" would buffer
             return dict(out)
         return {name: (np.take(view, rows, axis=axis) if axis is not None else
                        (view.copy() if plan.mode == "host" else view)) for name, axis, view in plan.rows_out}
