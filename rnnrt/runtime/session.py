@@ -456,8 +456,7 @@ class Session:
         return self._step(frame, slots, None, False)
 
     def _step(self, frame: Any, slots: Any, out: Any, wait: bool) -> Any:
-        if self._closed:
-            raise StateError(fmt("Session", "step() was called after close()", "Create a new Session."))
+        self._require_open("step")
         frame = self.bindings.as_mapping(frame)
         rows, n, checked = self._resolve_slots(slots, "Session.step")
         if n == 0:
@@ -501,8 +500,7 @@ class Session:
             EngineError: The engine failed at some frame. The state is unchanged.
             StateError: The session is closed, or a step_async() was not waited for.
         """
-        if self._closed:
-            raise StateError(fmt("Session", "step_chunk() was called after close()", "Create a new Session."))
+        self._require_open("step_chunk")
         frames = self.bindings.as_mapping(frames)
         frames, count = self.bindings.chunk(frames)
         rows, n, checked = self._resolve_slots(slots, "Session.step_chunk")
@@ -644,8 +642,7 @@ class Session:
         Raises:
             BindingError: A shape is missing or does not fit its input.
         """
-        if self._closed:
-            raise StateError(fmt("Session", "input_buffers() was called after close()", "Create a new Session."))
+        self._require_open("input_buffers")
         return self._executor.input_buffers(shapes)
 
     def reset(self, slots: Optional[Iterable[int]] = None) -> None:
@@ -659,8 +656,7 @@ class Session:
             BindingError: ``slots`` is not a list of integers in ``[0, batch_size)``.
             StateError: The session is closed.
         """
-        if self._closed:
-            raise StateError(fmt("Session", "reset() was called after close()", "Create a new Session."))
+        self._require_open("reset")
         arena = self._arenas[self._in]
         if slots is None:
             arena.zero()
@@ -730,9 +726,12 @@ class Session:
         self._any_marks = bool(self._marks.any())
 
     def _slot_array(self, slots: Iterable[int], what: str) -> np.ndarray:
+        self._require_open(what)
+        return slot_array(slots, self.batch_size, f"Session.{what}")
+
+    def _require_open(self, what: str) -> None:
         if self._closed:
             raise StateError(fmt("Session", f"{what}() was called after close()", "Create a new Session."))
-        return slot_array(slots, self.batch_size, f"Session.{what}")
 
     @property
     def state(self) -> Mapping[str, np.ndarray]:
