@@ -22,7 +22,7 @@ import numpy as np
 from rnnrt.errors import BindingError, ConfigError, fmt
 
 __all__ = ["ContinuationFill", "InputSpec", "Rows", "check_device", "check_host", "check_out", "check_placement", "np_dtype",
-           "put_rows", "runs", "slot_array", "stream_shape", "take_rows"]
+           "put_rows", "runs", "slot_array", "stack_frame", "stream_shape", "take_rows"]
 
 BATCH = -1
 """Marks a batch dim in :attr:`InputSpec.shape` (its size is the number of stepped slots)."""
@@ -385,6 +385,15 @@ class ContinuationFill:
         if self.time_axis is not None:
             index[self.time_axis] = 0
         cont[tuple(index)] = 0
+
+
+def stack_frame(stacked: dict, k: int, count: int, outputs: Mapping[str, np.ndarray]) -> None:
+    """Writes frame ``k``'s outputs of a chunk into ``stacked``: one ``[count, *shape]`` array per output,
+    allocated at frame 0 (``Session.step_chunk``)."""
+    for name, value in outputs.items():
+        if k == 0:
+            stacked[name] = np.empty((count,) + value.shape, dtype=value.dtype)
+        stacked[name][k] = value
 
 
 def check_out(out: Mapping[str, Any], like: Mapping[str, Any]) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from rnnrt.errors import BindingError, ConfigError, EngineError, fmt
-from rnnrt.runtime.bindings import Rows, check_host, check_out, put_rows, take_rows
+from rnnrt.runtime.bindings import Rows, check_host, check_out, put_rows, stack_frame, take_rows
 from rnnrt.runtime.memory import DoneHandle, aligned_layout, feedback_bindings
 
 __all__ = ["HostArena", "HostExecutor"]
@@ -203,11 +203,7 @@ class HostExecutor:
             if not last:
                 state = {name: results[output] for name, output in b.state_outputs.items()}
             outputs = results if slots is None or gather else self._take_rows(results, slots)
-            for name in b.output_names:
-                value = outputs[name]
-                if j == 0:
-                    stacked[name] = np.empty((count,) + value.shape, dtype=value.dtype)
-                stacked[name][j] = value
+            stack_frame(stacked, j, count, {name: outputs[name] for name in b.output_names})
         if gather:
             self._arenas[k].write_rows(b.state_rows, slots, self._new_state(results, n))
         return stacked, gather

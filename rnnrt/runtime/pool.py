@@ -367,7 +367,7 @@ class StreamPool:
             StateError: A stream is not open. No stream advances then.
             EngineError: The engine failed. No stream advances then.
         """
-        feeds = self._with_shared(stream_ids, feeds, "StreamPool.step_batch", None)
+        feeds = self._with_shared(stream_ids, feeds, "StreamPool.step_batch", chunk=False)
         with self._session_lock:
             plan = self._begin(stream_ids)
             if not plan.keys:
@@ -399,7 +399,7 @@ class StreamPool:
             StateError: A stream is not open. No stream advances then.
             EngineError: The engine failed at some frame. No stream advances then.
         """
-        feeds = self._with_shared(stream_ids, feeds, "StreamPool.step_chunk", True)
+        feeds = self._with_shared(stream_ids, feeds, "StreamPool.step_chunk", chunk=True)
         with self._session_lock:
             plan = self._begin(stream_ids)
             if not plan.keys:
@@ -410,7 +410,7 @@ class StreamPool:
             self._advanced(plan, int(np.shape(first)[0]))
             return outs
 
-    def _with_shared(self, stream_ids: Any, feeds: Any, what: str, chunk: Optional[bool]) -> Any:
+    def _with_shared(self, stream_ids: Any, feeds: Any, what: str, chunk: bool) -> Any:
         """The feeds of :meth:`step_batch` / :meth:`step_chunk` with the ``shared`` values added (per frame
         of a chunk: broadcast along its leading axis)."""
         if isinstance(stream_ids, (str, bytes)) or not isinstance(stream_ids, Iterable):

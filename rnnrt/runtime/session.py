@@ -59,7 +59,7 @@ import numpy as np
 
 from rnnrt.config import ModelConfig, load_config
 from rnnrt.errors import BindingError, ConfigError, StateError, fmt
-from rnnrt.runtime.bindings import ContinuationFill, InputSpec, Rows, np_dtype, slot_array
+from rnnrt.runtime.bindings import ContinuationFill, InputSpec, Rows, np_dtype, slot_array, stack_frame
 from rnnrt.runtime.memory import DoneHandle
 
 G_LOGGER = logging.getLogger("rnnrt")
@@ -527,35 +527,33 @@ class Session:
         if self._rows:
             if self._backup is None:
                 self._backup = self._executor.make_arena(self.bindings.state_layout)
-            if rows is None:
-                self._backup.copy_from(self._arenas[self._in])
-            else:
-                self._backup.copy_rows_from(self._arenas[self._in], self._rows, rows)
+            self._copy_state(self._backup, self._arenas[self._in], rows)
         marks = self._marks[taken].copy()
         stacked: dict[str, np.ndarray] = {}
         try:
             for k in range(count):
                 frame = {name: value[k, ...] for name, value in frames.items()}
-                if k == 0 or self.outputs == "device":
-                    for name, value in self.step(frame, slots).items():
-                        if not isinstance(value, np.ndarray):
-                            value = value.get()  # outputs="device": a DeviceArray
-                        if k == 0:
-                            stacked[name] = np.empty((count,) + value.shape, dtype=value.dtype)
-                        stacked[name][k] = value
+                if k == 0 or self.outputs == "device":  # outputs="device": DeviceArrays, copied to the host
+                    out = self.step(frame, slots)
+                    stack_frame(stacked, k, count, {name: value if isinstance(value, np.ndarray) else value.get()
+                                                    for name, value in out.items()})
                 else:  # frame k's outputs written straight into row k (the executors' fast paths take out=)
                     self.step(frame, slots, out={name: value[k] for name, value in stacked.items()})
         except BaseException:
             if self._rows:
                 self._executor.sync()  # a step that failed may still be queued; restore after it
-                if rows is None:
-                    self._arenas[self._in].copy_from(self._backup)
-                else:
-                    self._arenas[self._in].copy_rows_from(self._backup, self._rows, rows)
+                self._copy_state(self._arenas[self._in], self._backup, rows)
             self._marks[taken] = marks
             self._any_marks = bool(self._marks.any())
             raise
         return stacked
+
+    def _copy_state(self, dst: Any, src: Any, rows: Optional[np.ndarray]) -> None:
+        """Copies the state rows of ``rows`` (None: every slot) from arena ``src`` into arena ``dst``."""
+        if rows is None:
+            dst.copy_from(src)
+        else:
+            dst.copy_rows_from(src, self._rows, rows)
 
     def _resolve_slots(self, slots: Any, what: str) -> tuple[Optional[np.ndarray], int, Optional[list]]:
         """``(rows or None for every slot, number of rows, the checked-cache entry or None)`` of ``slots``."""
