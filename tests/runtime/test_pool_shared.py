@@ -99,18 +99,27 @@ def test_frame_carrying_a_shared_input_is_a_binding_error(model_yaml):
         np.testing.assert_array_equal(pool.step({"a": x})["a"]["y"], want)
 
 
+REF_SLOTS = {"a": 0, "b": 1, "c": 2}  # the slots streams a, b, c take in a fresh pool (for the reference Session)
+
+
+def _sr_pool(session):
+    """A pool feeding sr=16000 with streams a, b, c open (in slots REF_SLOTS)."""
+    pool = StreamPool(session, shared={"sr": 16000})
+    for sid in REF_SLOTS:
+        pool.open(sid)
+    assert {sid: pool.slot_of(sid) for sid in REF_SLOTS} == REF_SLOTS
+    return pool
+
+
 def test_step_batch_feeds_the_shared_value(model_yaml):
     """step_batch: a bare packed array or a mapping gets the shared value; feeding it is a BindingError."""
     rng = np.random.default_rng(3)
     with _load(model_yaml) as session, _load(model_yaml) as ref:
-        pool = StreamPool(session, shared={"sr": 16000})
-        for sid in "abc":
-            pool.open(sid)
-        ref_slots = {"a": 0, "b": 1, "c": 2}
+        pool = _sr_pool(session)
         for tick, ids in enumerate([("c", "a"), ("a", "b", "c"), ("b",), ("c", "a")]):
             x = rng.standard_normal((len(ids), 4)).astype(np.float32)
             y = pool.step_batch(ids, x if tick % 2 else {"x": x})["y"]
-            want = ref.step({"x": x, "sr": np.int64(16000)}, slots=[ref_slots[s] for s in ids])["y"]
+            want = ref.step({"x": x, "sr": np.int64(16000)}, slots=[REF_SLOTS[s] for s in ids])["y"]
             np.testing.assert_array_equal(y, want, err_msg=f"tick {tick}")
         with pytest.raises(BindingError, match=r"step_batch input 'sr' \| Has no batch axis and the pool feeds it"):
             pool.step_batch(["a"], {"x": x[:1], "sr": np.int64(8000)})
@@ -120,14 +129,11 @@ def test_step_chunk_feeds_the_shared_value_to_every_frame(model_yaml):
     """step_chunk: the shared value goes with each of the K frames (bare array or mapping); == K steps."""
     rng = np.random.default_rng(4)
     with _load(model_yaml) as session, _load(model_yaml) as ref:
-        pool = StreamPool(session, shared={"sr": 16000})
-        for sid in "abc":
-            pool.open(sid)
-        ref_slots = {"a": 0, "b": 1, "c": 2}
+        pool = _sr_pool(session)
         for call, ids in enumerate([("c", "a"), ("a", "b", "c"), ("b",)]):
             x = rng.standard_normal((call + 2, len(ids), 4)).astype(np.float32)
             y = pool.step_chunk(ids, x if call % 2 else {"x": x})["y"]
-            want = [ref.step({"x": x[k], "sr": np.int64(16000)}, slots=[ref_slots[s] for s in ids])["y"]
+            want = [ref.step({"x": x[k], "sr": np.int64(16000)}, slots=[REF_SLOTS[s] for s in ids])["y"]
                     for k in range(len(x))]
             np.testing.assert_array_equal(y, np.stack(want), err_msg=f"call {call}")
         with pytest.raises(BindingError, match=r"step_chunk input 'sr' \| Has no batch axis and the pool feeds it"):

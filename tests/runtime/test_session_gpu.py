@@ -789,6 +789,20 @@ def test_pool_on_device_session_matches_host_pool(backend, golden, converted):
                     assert after.tensors[n].tobytes() == v.tobytes(), f"tick {k}: idle stream {sid} {n} changed"
 
 
+def _count_fast_rows(session) -> list:
+    """Wraps the device executor's fast path for slots: the returned list gets True per step it took
+    (False when it declined); bound into the plan when the plan is made, so call before stepping."""
+    fast_rows, taken = session.executor._fast_rows, []
+
+    def counted(*args):
+        result = fast_rows(*args)
+        taken.append(result is not None)
+        return result
+
+    session.executor._fast_rows = counted
+    return taken
+
+
 @pytest.mark.parametrize("opened", ["abc", "ab"])  # "ab": slot 2 never steps (keeps its sequence-start mark)
 @pytest.mark.parametrize("outputs", ["host", "view"])
 def test_pool_step_batch_on_device_session_matches_host_pool(backend, golden, converted, outputs, opened):
@@ -808,14 +822,7 @@ def test_pool_step_batch_on_device_session_matches_host_pool(backend, golden, co
         for p in (pool, ref_pool):
             for sid in opened:
                 p.open(sid)
-        fast_rows, taken = s.executor._fast_rows, []
-
-        def counted(*args):
-            result = fast_rows(*args)
-            taken.append(result is not None)
-            return result
-
-        s.executor._fast_rows = counted  # bound into the plan when the plan is made
+        taken = _count_fast_rows(s)
         for k in range(18):
             ids = patterns[(k * 5) % len(patterns)]
             if k == 7:
@@ -1038,14 +1045,7 @@ def test_pool_step_chunk_on_device_session_matches_host_pool(backend, golden, co
         for p in (pool, ref_pool):
             for sid in "abc":
                 p.open(sid)
-        fast_rows, taken = s.executor._fast_rows, []
-
-        def counted(*args):
-            result = fast_rows(*args)
-            taken.append(result is not None)
-            return result
-
-        s.executor._fast_rows = counted
+        taken = _count_fast_rows(s)
         for k, ids in enumerate([("a", "b", "c"), ("c", "a"), ("b",), ("b", "c", "a"), ("a",), ("c", "a")]):
             if k == 3:
                 pool.reset("c")
