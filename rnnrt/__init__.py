@@ -13,6 +13,10 @@ from rnnrt.errors import (
     StateError,
     UnsupportedOpError,
 )
+# The three steps of the command line as functions; each defers its heavy imports to the call.
+from rnnrt.build.api import build  # noqa: E402 (after the errors; replaces the name of the subpackage rnnrt.build)
+from rnnrt.importers.api import convert
+from rnnrt.runtime.verify_api import verify
 
 __version__ = "0.1.0"
 
@@ -46,5 +50,8 @@ __all__ = [
     "StreamState",
     "UnsupportedOpError",
     "__version__",
+    "build",
+    "convert",
     "load",
+    "verify",
 ]
