@@ -13,8 +13,9 @@ from rnnrt.errors import (
     StateError,
     UnsupportedOpError,
 )
-# The three steps of the command line as functions; each defers its heavy imports to the call.
-from rnnrt.build.api import build  # noqa: E402 (after the errors; replaces the name of the subpackage rnnrt.build)
+# The three steps of the command line as functions (heavy imports wait for the call). `rnnrt.build` is the
+# function: reach the subpackage with `from rnnrt.build import ...`, not `import rnnrt.build.x as y`.
+from rnnrt.build.api import build
 from rnnrt.importers.api import convert
 from rnnrt.runtime.verify_api import verify
 

@@ -14,16 +14,9 @@ import rnnrt
 from rnnrt.cli import main
 from rnnrt.errors import ConfigError
 from tests.models import MODELS
+from tests.test_cli import PROTOTXT
 
 REPO = Path(__file__).resolve().parents[1]
-
-PROTOTXT = """
-name: "tiny"
-layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 3 } } }
-layer { name: "cont" type: "Input" top: "cont" input_param { shape { dim: 1 dim: 2 } } }
-layer { name: "lstm1" type: "LSTM" bottom: "data" bottom: "cont" top: "lstm1"
-        recurrent_param { num_output: 4 weight_filler { type: "uniform" min: -0.1 max: 0.1 } } }
-"""
 
 
 @pytest.fixture

@@ -6,9 +6,11 @@ names below load the builder (and onnx) on first use, so importing this package 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+# `typing` is imported for type checkers only: `import rnnrt` stays light.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from rnnrt.build.builder import BuildOptions, inspect_plan, parse_range, plan_from_config, plan_from_onnx
 
 __all__ = ["BuildOptions", "inspect_plan", "parse_range", "plan_from_config", "plan_from_onnx"]

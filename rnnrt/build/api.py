@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Optional, Union
 
 from rnnrt.errors import ConfigError, fmt
 
+# `typing` is imported for type checkers only: `import rnnrt` stays light.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Optional, Union
+
     from rnnrt.build.builder import BuildResult
 
-__all__ = ["MAX_DIM", "build", "dim_range"]
+    PathLike = Union[str, os.PathLike]
+    Range = Union[int, str, Sequence[int]]
 
-PathLike = Union[str, os.PathLike]
-Range = Union[int, str, Sequence[int]]
+__all__ = ["MAX_DIM", "build", "dim_range"]
 
 MAX_DIM = 2**31 - 1
 """Largest size of a profile dim: TensorRT dims are int64, but beyond int32 nothing can be allocated or built."""

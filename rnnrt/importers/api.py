@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Union
 
 from rnnrt.errors import ConfigError, fmt
 
+# `typing` is imported for type checkers only: `import rnnrt` stays light.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any, Optional, Union
 
     from rnnrt.ir.stepgraph import StepGraph
 
+    PathLike = Union[str, os.PathLike]
+
 __all__ = ["Converted", "convert"]
 
-PathLike = Union[str, os.PathLike]
 
-
-class Converted(NamedTuple):
+class Converted:
     """What :func:`convert` wrote.
 
     Args:
@@ -31,9 +33,15 @@ class Converted(NamedTuple):
         step_graph (StepGraph): The step graph in memory (state pairs, continuation, notes).
     """
 
-    config: Path
-    model: Path
-    step_graph: StepGraph
+    __slots__ = ("config", "model", "step_graph")
+
+    def __init__(self, config: Path, model: Path, step_graph: StepGraph) -> None:
+        self.config = config
+        self.model = model
+        self.step_graph = step_graph
+
+    def __repr__(self) -> str:
+        return f"Converted(config={str(self.config)!r}, model={str(self.model)!r})"
 
 
 def convert(

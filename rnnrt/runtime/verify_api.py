@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Optional, Union
 
+# `typing` is imported for type checkers only: `import rnnrt` stays light.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Optional, Union
+
     from rnnrt.config import ModelConfig
     from rnnrt.runtime.verify import VerifyReport
 
-__all__ = ["verify"]
+    PathLike = Union[str, os.PathLike]
 
-PathLike = Union[str, os.PathLike]
+__all__ = ["verify"]
 
 
 def verify(
