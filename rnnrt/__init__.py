@@ -13,6 +13,11 @@ from rnnrt.errors import (
     StateError,
     UnsupportedOpError,
 )
+# The three steps of the command line as functions (heavy imports wait for the call). `rnnrt.build` is the
+# function: reach the subpackage with `from rnnrt.build import ...`, not `import rnnrt.build.x as y`.
+from rnnrt.build.api import build
+from rnnrt.importers.api import convert
+from rnnrt.runtime.verify_api import verify
 
 __version__ = "0.1.0"
 
@@ -46,5 +51,8 @@ __all__ = [
     "StreamState",
     "UnsupportedOpError",
     "__version__",
+    "build",
+    "convert",
     "load",
+    "verify",
 ]

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from rnnrt import cli
-from rnnrt.cli import SUBCOMMANDS, build_parser, main, read_npz
+from rnnrt.cli import SUBCOMMANDS, build_parser, main
+from rnnrt.runtime.npz import read_npz
 from rnnrt.errors import BindingError, RnnrtInternalError
 from tests.models import MODELS
 
@@ -427,9 +428,20 @@ def test_inspect_rejects_other_files(tmp_path, capsys):
     _fails(["inspect", str(tmp_path / "x.txt")], capsys, "x.txt", "Is not a .yaml config")
 
 
-def test_cli_module_has_no_ownership_comments():
-    text = Path(cli.__file__).read_text()
-    assert "owner" not in text.lower() and "_SUBCOMMANDS.insert" not in text
+def test_cli_package_is_one_module_per_subcommand_without_ownership_comments():
+    folder = Path(cli.__file__).parent
+    modules = {p.stem for p in folder.glob("*.py")}
+    assert {c.name.replace("-", "_") for c in SUBCOMMANDS} <= modules
+    for path in folder.glob("*.py"):
+        text = path.read_text()
+        assert "owner" not in text.lower() and "_SUBCOMMANDS.insert" not in text, path
+
+
+def test_cli_help_imports_no_heavy_module():
+    proc = subprocess.run([sys.executable, "-c", "import sys; from rnnrt.cli import main; main(['--help']); "
+                           "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'onnx', 'pydantic', 'yaml')))"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.splitlines()[-1] == "[]", proc.stdout[-500:]
 
 
 @pytest.mark.parametrize("argv", [["convert", "{x}"], ["convert", "--config", "{x}"], ["build", "{x}"],

@@ -206,7 +206,7 @@ def test_cli_inspect(tmp_path: Path, capsys) -> None:
     assert "Continuation: cont (batch_axis 1, time_axis 0, fill auto)" in out
     assert "Scan       1" in out and "MatMul     2" in out  # Scan body ops are counted too
     assert main(["inspect", str(tmp_path / "model.onnx")]) == 2
-    assert "Is not a .yaml config" in capsys.readouterr().err
+    assert "Is an ONNX model, not an rnnrt model config" in capsys.readouterr().err
 
 
 def test_example_config_parses_and_matches_a_real_model(tmp_path: Path) -> None:

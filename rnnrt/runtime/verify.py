@@ -38,7 +38,6 @@ import dataclasses
 import importlib
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
@@ -295,59 +294,20 @@ def _batch_of(cfg: Any, frame: Mapping[str, np.ndarray]) -> Optional[int]:
 
 
 def load_feed(path: PathLike, cfg: Any) -> Feed:
-    """Reads a feed ``.npz`` (keys ``call{k}/{name}``: inputs, and recorded outputs if present).
-
-    Keys under ``call{k}/_internal/`` (extra blobs of a Caffe recording) are skipped. Keys are checked
-    before any array is read.
+    """Reads a feed ``.npz`` (keys ``call{k}/{name}``: inputs, and recorded outputs if present) with
+    :func:`rnnrt.runtime.npz.read_calls`: every key and header is checked before any array is read.
 
     Raises:
         BindingError: Not an .npz, a key that is not ``call{k}/{name}``, a name that is neither an input
             nor an output, calls with gaps, or no calls.
     """
-    import zipfile
+    from rnnrt.runtime.npz import read_calls
 
-    path = Path(path)
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise BindingError(fmt(f"Feed {str(path)!r}", f"Cannot be read as .npz: {err}")) from err
-    inputs = {t.name for t in cfg.inputs}
-    outputs = {t.name for t in cfg.outputs}
-    calls: dict[int, dict[str, np.ndarray]] = {}
-    recorded: dict[int, dict[str, np.ndarray]] = {}
-    with npz:
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise BindingError(fmt(f"Feed {str(path)!r}", "Is a single array, not an .npz of call{k}/{name} keys"))
-        files = list(npz.files)
-        if len(files) > _MAX_FEED_ARRAYS:
-            raise BindingError(fmt(f"Feed {str(path)!r}", f"Has {len(files)} arrays", f"At most {_MAX_FEED_ARRAYS}."))
-        total = sum(info.file_size for info in npz.zip.infolist())
-        if total > MAX_FEED_BYTES:
-            raise BindingError(fmt(f"Feed {str(path)!r}", f"Unpacks to {total} bytes", f"At most {MAX_FEED_BYTES}."))
-        wanted = []
-        for key in files:
-            m = re.fullmatch(r"call(\d+)/(.+)", key)
-            if m is None:
-                raise BindingError(fmt(f"Feed key {key!r}", "Is not of the form call{k}/{name}"))
-            k, name = int(m.group(1)), m.group(2)
-            if name.startswith("_internal/"):
-                continue
-            if name in inputs:
-                wanted.append((k, name, key, calls))
-            elif name in outputs:
-                wanted.append((k, name, key, recorded))
-            else:
-                raise BindingError(fmt(f"Feed key {key!r}", f"Names {name!r}, which is neither an input nor an output",
-                                       f"Inputs: {sorted(inputs)}; outputs: {sorted(outputs)}."))
-        for k, name, key, target in wanted:
-            target.setdefault(k, {})[name] = npz[key]
+    calls, recorded = read_calls(path, [t.name for t in cfg.inputs], [t.name for t in cfg.outputs], MAX_FEED_BYTES,
+                                 max_arrays=_MAX_FEED_ARRAYS)
     if not calls:
         raise BindingError(fmt(f"Feed {str(path)!r}", "Has no inputs", "Keys are call{k}/{input} (call0/data, ...)."))
-    if sorted(calls) != list(range(len(calls))):
-        raise BindingError(fmt(f"Feed {str(path)!r}", f"Has calls {sorted(calls)}", "Calls are numbered 0, 1, 2 ... without gaps."))
-    n = len(calls)
-    return Feed([calls[k] for k in range(n)], [recorded.get(k, {}) for k in range(n)], _batch_of(cfg, calls[0]),
-                str(path))
+    return Feed(calls, recorded, _batch_of(cfg, calls[0]), str(path))
 
 
 def _index_ranges(model_path: Path) -> dict[str, tuple[int, int]]:
@@ -411,7 +371,7 @@ def generate_feed(cfg: Any, steps: int, streams: Optional[int] = None, seed: int
     values = dict(values or {})
     unknown = sorted(set(values) - {t.name for t in cfg.inputs})
     if unknown:
-        raise ConfigError(fmt(f"--set {unknown[0]}", "Names no input of the model", f"Inputs: {[t.name for t in cfg.inputs]}."))
+        raise ConfigError(fmt(f"--shared {unknown[0]}", "Names no input of the model", f"Inputs: {[t.name for t in cfg.inputs]}."))
     cont = cfg.continuation.input if cfg.continuation is not None else None
     batch_dims = {t.shape[t.batch_axis] for t in list(cfg.inputs) + list(cfg.state) if t.batch_axis is not None}
     static = {d for d in batch_dims if isinstance(d, int)}

@@ -53,6 +53,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -120,7 +121,7 @@ class _Plan:
             if cfg.engine is not None and cfg.engine.profile is not None and self.max_batch > cfg.engine.profile.max:
                 raise ConfigError(
                     fmt("export-triton", f"max_batch_size={self.max_batch} exceeds the plan's profile max "
-                        f"{cfg.engine.profile.max}", "Rebuild with a larger --batch range or lower --max-batch-size.")
+                        f"{cfg.engine.profile.max}", "Rebuild with a larger --batch-profile or lower --max-batch-size.")
                 )
         else:
             self.max_batch = 0
@@ -628,8 +629,12 @@ def export_triton(
     backend: str = "auto",
     queue_delay_us: int = 0,
     shared: Optional[Mapping[str, Any]] = None,
+    dims: Optional[Mapping[str, Any]] = None,
 ) -> Path:
     """Writes a Triton model repository entry for a model config.
+
+    The entry is written into a temporary folder beside it and moved into place once complete: a failure
+    leaves the repository as it was (a repository folder this call created is removed again).
 
     Args:
         config (str | os.PathLike | ModelConfig): The model YAML config (or a loaded one).
@@ -651,6 +656,8 @@ def export_triton(
         queue_delay_us (int): python: ``max_queue_delay_microseconds`` of the oldest strategy. Defaults to 0.
         shared (Mapping[str, Any] | None): python: values of the inputs without a batch axis (one for
             every stream, as ``StreamPool(shared=...)``). Required for each such input. Defaults to None.
+        dims (Mapping[str, Any] | None): plan: range of each dynamic non-batch dim (``{"chunk": "512"}``,
+            ``{"T": "1:16:256"}``) for the plan rebuilt around the wrapped graph. Defaults to None.
 
     Returns:
         Path: ``repo/<name>``.
@@ -676,16 +683,41 @@ def export_triton(
         )
     msg = triton_config(cfg, name, engine, max_batch_size, idle_us, instance_kind, max_sequences=max_sequences,
                         backend=backend, queue_delay_us=queue_delay_us, shared=shared)
+    if dims:
+        from rnnrt.build.api import dim_range
+
+        dims = {n: dim_range(v, f"--dim {n}") for n, v in dims.items()}  # checked before anything is written
     repo_dir = Path(repo).absolute()
     model_dir = repo_dir / name
     if model_dir.resolve().parent != repo_dir.resolve():
         raise ConfigError(fmt(f"Model name {name!r}", f"Resolves outside the repository {str(repo_dir)!r}"))
-    version_dir = model_dir / str(int(version))
+    created = repo_dir
+    while not created.parent.exists() and created.parent != created:
+        created = created.parent
+    created = None if created.exists() else created  # the topmost folder this call creates, removed on failure
     try:
-        version_dir.mkdir(parents=True, exist_ok=True)
+        repo_dir.mkdir(parents=True, exist_ok=True)
+        staging = repo_dir / f".{name}.{secrets.token_hex(6)}.tmp"
+        staging.mkdir()
     except OSError as err:
         raise ConfigError(fmt(f"Repository {str(repo)!r}", f"Cannot be created: {err.strerror}")) from err
+    try:
+        _write_model(cfg, staging, str(int(version)), msg, engine, max_batch_size, dims)
+        _move_into_place(staging, model_dir, str(int(version)))
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return model_dir
 
+
+def _write_model(cfg: ModelConfig, model_dir: Path, version: str, msg: Any, engine: str,
+                 max_batch_size: Optional[int], dims: Optional[Mapping[str, Any]]) -> None:
+    """Writes ``model_dir/config.pbtxt`` and ``model_dir/<version>/`` (into the staging folder)."""
+    version_dir = model_dir / version
+    version_dir.mkdir()
     if engine == "python":
         _write_python_model(cfg, version_dir)
     elif engine == "onnx":
@@ -707,16 +739,28 @@ def export_triton(
         target = version_dir / "model.plan"
         if cfg.engine.flavour == "tensorrt_rtx":
             G_LOGGER.warning("export-triton | The plan was built by TensorRT-RTX; Triton's 'tensorrt' backend loads "
-                             "plans of standard TensorRT only. Rebuild with --trt tensorrt for Triton.")
+                             "plans of standard TensorRT only. Rebuild with --trt-module tensorrt for Triton.")
         if plan.wrap:
-            _build_wrapped_plan(cfg, plan, target)
+            _build_wrapped_plan(cfg, plan, target, dims)
         else:
             shutil.copyfile(cfg.plan_path, target)
     (model_dir / "config.pbtxt").write_text(_to_text(cfg, msg))
-    return model_dir
 
-def _build_wrapped_plan(cfg: ModelConfig, plan: _Plan, target: Path) -> None:
-    from rnnrt.build import BuildOptions, plan_from_onnx
+
+def _move_into_place(staging: Path, model_dir: Path, version: str) -> None:
+    """Moves a complete staged entry to ``model_dir``; other versions already there are kept."""
+    if not model_dir.exists():
+        os.rename(staging, model_dir)
+        return
+    old = model_dir / version
+    if old.exists():
+        os.rename(old, staging / f".{version}.old")  # inside the staging folder: removed with it
+    os.rename(staging / version, old)
+    os.replace(staging / "config.pbtxt", model_dir / "config.pbtxt")
+
+
+def _build_wrapped_plan(cfg: ModelConfig, plan: _Plan, target: Path, dims: Optional[Mapping[str, Any]]) -> None:
+    from rnnrt.build.builder import BuildOptions, plan_from_onnx
 
     e = cfg.engine
     model = _wrap_model(cfg, plan)
@@ -724,7 +768,7 @@ def _build_wrapped_plan(cfg: ModelConfig, plan: _Plan, target: Path) -> None:
     batch_axes.update({s.input: 0 for s in cfg.state})
     profile = (e.profile.min, e.profile.opt, e.profile.max) if e.profile is not None else None
     options = BuildOptions(precision=e.precision, io_dtype=e.io_dtype, state_dtype=e.state_dtype, batch=profile,
-                           trt_module=e.flavour)
+                           dims=dict(dims or {}), trt_module=e.flavour)
     result = plan_from_onnx(model, options, batch_axes=batch_axes, state_inputs=[s.input for s in cfg.state],
                             state_outputs=[s.output for s in cfg.state])
     target.write_bytes(bytes(result.plan))

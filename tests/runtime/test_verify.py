@@ -133,7 +133,7 @@ def test_generated_ids_stay_in_the_embedding_table(models):
     assert "cont_sentence" not in feed.calls[0]  # the Session fills the continuation input
     feed = generate_feed(load_config(yaml), steps=3, values={"input_sentence": 5})
     assert all((f["input_sentence"] == 5).all() for f in feed.calls)
-    with pytest.raises(ConfigError, match="--set nope \\| Names no input"):
+    with pytest.raises(ConfigError, match="--shared nope \\| Names no input"):
         generate_feed(load_config(yaml), steps=3, values={"nope": 1})
 
 

@@ -1,0 +1,26 @@
+"""The options of the Triton model that ``rnnrt export-triton`` and ``rnnrt serve`` write."""
+
+from __future__ import annotations
+
+import argparse
+
+from rnnrt.cli.args import NON_NEGATIVE, POSITIVE, add_shared, backend_choices
+
+
+def add_triton_model_group(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("triton model")
+    g.add_argument("--max-sequences", type=POSITIVE, default=None, metavar="N",
+                   help="python engine: max_candidate_sequences = the StreamPool's slots (default: the plan's "
+                   "profile max, or 64).")
+    g.add_argument("--idle-us", type=POSITIVE, default=60_000_000, metavar="US",
+                   help="max_sequence_idle_microseconds: a stream idle this long is released (default: 60 s).")
+    g.add_argument("--queue-delay-us", type=NON_NEGATIVE, default=0, metavar="US",
+                   help="python engine: max_queue_delay_microseconds of the oldest strategy (default: 0).")
+    g.add_argument("--backend", choices=backend_choices(), default="auto",
+                   help="python engine: the backend of the Session inside the server (default: auto = TensorRT when "
+                   "a plan is built and a GPU is usable there, else ONNX Runtime).")
+    g.add_argument("--instance-kind", choices=["auto", "KIND_GPU", "KIND_CPU"], default="auto",
+                   help="Where Triton runs the model instances (default: auto = KIND_GPU when a GPU is usable "
+                   "here, else KIND_CPU).")
+    add_shared(g, "python engine: the value of an input without a batch axis (e.g. --shared sr=16000), fed "
+               "with every step of every stream (repeatable; VALUE is a JSON number or list).")
