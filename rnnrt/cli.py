@@ -885,6 +885,11 @@ def _add_triton_model_group(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shared", action="append", default=[], type=_shared_value, metavar="NAME=VALUE",
                    help="python engine: the value of an input without a batch axis (e.g. --shared sr=16000), fed "
                    "with every step of every stream (repeatable; VALUE is a JSON number or list).")
+    g.add_argument("--max-frames", type=_POSITIVE, default=None, metavar="N",
+                   help="python engine: the most frames one request may carry; more is refused (default: 16384).")
+    g.add_argument("--max-request-bytes", type=_POSITIVE, default=None, metavar="B",
+                   help="python engine: the most input bytes one request may carry; more is refused "
+                   "(default: 67108864 = 64 MiB).")
 
 
 def _shared_value(text: str) -> tuple[str, object]:
@@ -920,7 +925,8 @@ def _export_triton(args: argparse.Namespace) -> int:
     model_dir = export_triton(args.config, args.output, engine=args.engine, name=args.name,
                               max_batch_size=args.max_batch_size, idle_us=args.idle_us,
                               instance_kind=args.instance_kind, max_sequences=args.max_sequences,
-                              backend=args.backend, queue_delay_us=args.queue_delay_us, shared=dict(args.shared))
+                              backend=args.backend, queue_delay_us=args.queue_delay_us, shared=dict(args.shared),
+                              **_request_limits(args))
     print(f"wrote {model_dir / 'config.pbtxt'} and {model_dir / '1'}")
     return 0
 
@@ -966,7 +972,14 @@ def _serve(args: argparse.Namespace) -> int:
                  http_port=args.http_port or None, metrics_port=args.metrics_port or None,
                  tritonserver=args.tritonserver, max_sequences=args.max_sequences, idle_us=args.idle_us,
                  backend=args.backend, instance_kind=args.instance_kind, queue_delay_us=args.queue_delay_us,
-                 shared=dict(args.shared), log=args.log, verbose=args.log_verbose, timeout=args.ready_timeout, exit_timeout=args.exit_timeout)
+                 shared=dict(args.shared), log=args.log, verbose=args.log_verbose, timeout=args.ready_timeout,
+                 exit_timeout=args.exit_timeout, **_request_limits(args))
+
+
+def _request_limits(args: argparse.Namespace) -> dict:
+    """--max-frames and --max-request-bytes, given only when set (export-triton --engine onnx/plan refuses them)."""
+    return {k: v for k, v in (("max_frames", args.max_frames), ("max_request_bytes", args.max_request_bytes))
+            if v is not None}
 
 
 # --- schema ----------------------------------------------------------------------------------------------

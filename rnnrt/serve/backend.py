@@ -5,8 +5,11 @@ Triton's sequence batcher (``oldest`` strategy) groups requests of different seq
 correlation id (CORRID), whose Session has ``max_candidate_sequences`` slots. Per request:
 
 - ``READY = 0`` (a ``direct``-strategy placeholder): answered empty, nothing steps.
-- ``START = 1``: opens the stream, or resets it when the id is still open. A full pool (Triton freed a
-  slot by its idle timeout before the pool did) releases its longest-idle stream first.
+- ``START = 1``: opens the stream, or resets it when the id is still open. **Admission**: a full pool
+  first releases the streams idle past ``max_sequence_idle_microseconds``, and only those; when none is,
+  the new stream gets a ``StateError`` (a Triton error to that request) and no open stream is touched
+  (streams of multi-stream requests hold pool slots but no Triton slot, so Triton may admit a sequence
+  that the pool has no room for).
 - Data inputs ``[1, K, ...]`` (the binding's shape without its batch axis, K frames a request): the
   stream takes K steps; the streams of all requests in the call with the same K and frame shapes step
   together, one atomic ``pool.step_chunk`` (K steps, the state read and written once). Outputs come back
@@ -14,7 +17,14 @@ correlation id (CORRID), whose Session has ``max_candidate_sequences`` slots. Pe
 - ``END = 1``: the stream is closed after its frames.
 - ``RNNRT_CONTROL`` (see :data:`COMMANDS`): ``"detach"`` returns the stream's :class:`~rnnrt.StreamState` bytes in
   ``RNNRT_STATE`` and closes it; ``"restore"`` (with START) opens it from the bytes in ``RNNRT_STATE``;
-  ``"close"`` closes it. The client's ``drain`` moves streams between servers with these.
+  ``"close"`` closes it; ``"release"`` (with END) ends the stream's Triton sequence and keeps its state (the
+  client sends it once when a stream moves on to multi-stream requests, so that no Triton sequence is left
+  open: an open sequence holds a Triton slot and makes a stopping server wait). The client's ``drain``
+  moves streams between servers with these.
+- **Limits**: a request of more than ``rnnrt_max_frames`` frames (default :data:`~rnnrt.serve.wire.MAX_FRAMES`;
+  all streams of a multi-stream request together) or ``rnnrt_max_request_bytes`` input bytes (default
+  :data:`~rnnrt.serve.wire.MAX_REQUEST_BYTES`) is refused with a ``BindingError`` before anything steps.
+  After requests that moved more than :data:`TRIM_BYTES` the model returns freed memory to the system.
 - A request that fails (unknown stream without START, a bad frame, bad state bytes, an engine failure)
   gets a Triton error response ``[request id: ID] <ErrorType>: <message>``; the other requests of the
   call go on and the failed stream's state is as before the request (``step_chunk`` is atomic: when a
@@ -45,13 +55,15 @@ holds no slot for it; the pool's idle timeout releases it like any other.
 Counters on Triton's metrics endpoint (label ``model``): ``rnnrt_requests_total``, ``rnnrt_frames_total``,
 ``rnnrt_request_errors_total`` (a failed stream of a multi-stream request counts as one),
 ``rnnrt_streams_opened_total``, ``rnnrt_streams_closed_total``, ``rnnrt_streams_expired_total``,
-``rnnrt_streams_migrated_total``, gauge ``rnnrt_streams_open``. A thread of the model sends them to the
+``rnnrt_streams_migrated_total``, gauges ``rnnrt_streams_open`` and ``rnnrt_busy`` (1 while a request ran in
+the last period). A thread of the model sends them to the
 server every :data:`METRICS_PERIOD` seconds (each update is a message to the server, ~0.1 ms of stub CPU:
 per request it was a tenth of the cost of a multi-stream request), so they lag by up to that.
 
 The model's parameters (config.pbtxt) name the rnnrt config (``rnnrt_config``, relative to the version
 folder), the binding layout (``rnnrt_bindings``, JSON), the engine backend (``rnnrt_backend``) and the values
-of inputs without a batch axis (``rnnrt_shared``, JSON: the pool's ``shared=``).
+of inputs without a batch axis (``rnnrt_shared``, JSON: the pool's ``shared=``) and the request limits
+(``rnnrt_max_frames``, ``rnnrt_max_request_bytes``).
 """
 
 from __future__ import annotations
@@ -64,24 +76,41 @@ from typing import Any, Optional
 
 import numpy as np
 
-CONTROL_INPUT = "RNNRT_CONTROL"
-STATE_TENSOR = "RNNRT_STATE"
-STREAMS_INPUT = "RNNRT_STREAMS"
-FRAMES_INPUT = "RNNRT_FRAMES"
-FLAGS_INPUT = "RNNRT_FLAGS"
-STATUS_TENSOR = "RNNRT_STATUS"
+from rnnrt.serve.wire import (COMMANDS, CONTROL_INPUT, FLAG_DETACH, FLAG_END, FLAG_RESTORE, FLAG_START, FLAGS,
+                              FLAGS_INPUT, FRAMES_INPUT, MAX_FRAMES, MAX_REQUEST_BYTES, STATE_TENSOR,
+                              STATUS_TENSOR, STREAMS_INPUT)
+
 CONTROLS = ("START", "END", "READY", "CORRID")
-COMMANDS = {1: "detach", 2: "restore", 3: "close"}
-"""``RNNRT_CONTROL`` (INT32) values. Tensors cross the stub by DLPack only: the bundled stub's numpy
-conversions (``as_numpy``, ``Tensor(name, array)``) read numpy 1.x descriptors and break under numpy 2,
-so no tensor is of TYPE_STRING (the state travels as UINT8 bytes)."""
 METRICS_PERIOD = 0.05
-FLAG_START, FLAG_END, FLAG_DETACH, FLAG_RESTORE = 1, 2, 4, 8
-FLAGS = {"start": FLAG_START, "end": FLAG_END, "detach": FLAG_DETACH, "restore": FLAG_RESTORE}
-"""``RNNRT_FLAGS`` bits of a multi-stream request, per stream."""
+TRIM_BYTES = 16 << 20
+"""After an ``execute`` that took in or gave out more bytes than this, the model returns freed memory to
+the system (``malloc_trim``): glibc keeps large freed blocks otherwise, and the stub's memory would stay
+at its peak after a large request."""
+_USED_CAPSULE = b"used_dltensor"
 
 __all__ = ["CONTROL_INPUT", "FLAGS", "FLAGS_INPUT", "FRAMES_INPUT", "STATE_TENSOR", "STATUS_TENSOR",
            "STREAMS_INPUT", "TritonPythonModel"]
+
+
+def _mark_used(capsule: Any) -> None:
+    """Names a DLPack capsule that its consumer took ``used_dltensor`` (the name DLPack's producers check)."""
+    import ctypes
+
+    api = ctypes.pythonapi
+    api.PyCapsule_SetName.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    api.PyCapsule_SetName.restype = ctypes.c_int
+    if api.PyCapsule_SetName(capsule, _USED_CAPSULE) != 0:
+        raise RuntimeError("PyCapsule_SetName failed")
+
+
+def _trim_memory() -> None:
+    """Returns the heap's free memory to the system (glibc ``malloc_trim``; nothing elsewhere)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _param(config: dict, key: str, default: Optional[str] = None) -> Optional[str]:
@@ -176,6 +205,7 @@ class TritonPythonModel:
         cfg_path = version_dir / _param(config, "rnnrt_config", "rnnrt_model/model.yaml")
         layout = json.loads(_param(config, "rnnrt_bindings", "{}"))
         self._in_axes: dict[str, int] = layout["inputs"]
+        self._sized = tuple(self._in_axes) + (STATE_TENSOR,)  # the inputs a request's byte bound counts
         self._out_axes: dict[str, int] = layout["outputs"]
         seq = config["sequence_batching"]
         oldest = seq.get("oldest") or {}
@@ -187,6 +217,12 @@ class TritonPythonModel:
         if threads > 0:
             kwargs["threads"] = threads
         self.session = rnnrt.load(str(cfg_path), backend=backend, **kwargs)
+        self.max_frames = int(_param(config, "rnnrt_max_frames", str(MAX_FRAMES)))
+        self.max_request_bytes = int(_param(config, "rnnrt_max_request_bytes", str(MAX_REQUEST_BYTES)))
+        self._executing = 0  # execute calls running now, and whether one ran since the last metrics flush
+        self._ran = False
+        self._busy_reported = -1
+        self._moved = 0  # bytes taken in and given out since the last trim (see TRIM_BYTES)
         self.idle_timeout = idle_us / 1e6
         shared = {n: np.asarray(v["value"], dtype=v["dtype"])
                   for n, v in json.loads(_param(config, "rnnrt_shared", "{}")).items()}
@@ -214,6 +250,11 @@ class TritonPythonModel:
                                       kind=pb_utils.MetricFamily.GAUGE)
         self._families.append(gauge)
         self.m_open = gauge.Metric(labels=labels)
+        busy = pb_utils.MetricFamily(name="rnnrt_busy", description="1 while the model ran a request in the last "
+                                     "metrics period (rnnrt serve waits for 0 before it stops the server)",
+                                     kind=pb_utils.MetricFamily.GAUGE)
+        self._families.append(busy)
+        self.m_busy = busy.Metric(labels=labels)
         self._open_reported = -1
         self._counts = dict.fromkeys(self._metrics, 0)
         self._metrics_lock = threading.Lock()
@@ -235,15 +276,23 @@ class TritonPythonModel:
             for key in counts:
                 self._counts[key] = 0
             open_now = self._open_now
+            busy = int(self._ran or self._executing > 0)
+            self._ran = False
         for key, n in counts.items():
             self._metrics[key].increment(n)
         if open_now != self._open_reported:
             self.m_open.set(open_now)
             self._open_reported = open_now
+        if busy != self._busy_reported:
+            self.m_busy.set(busy)
+            self._busy_reported = busy
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(METRICS_PERIOD):
             self._flush_metrics()
+            if self._moved > TRIM_BYTES and not self._executing:  # the last large request's buffers are gone now
+                self._moved = 0
+                _trim_memory()
 
     def _expired(self, stream_id: Any) -> None:
         self._last_use.pop(stream_id, None)
@@ -279,6 +328,24 @@ class TritonPythonModel:
             arrays[name] = arr.reshape((count,) + rest[:axis] + (1,) + rest[axis:])
         return arrays, count
 
+    def _check_size(self, subject: str, frames: int, request: Any, names: tuple) -> None:
+        """Refuses a request over the frame or byte bound (``rnnrt_max_frames``, ``rnnrt_max_request_bytes``)."""
+        from rnnrt.errors import BindingError, fmt
+
+        if frames > self.max_frames:
+            raise BindingError(fmt(subject, f"Carries {frames} frames; this server takes at most {self.max_frames} "
+                                   "per request", "Send the frames in chunks (several requests), or serve with a "
+                                   "larger --max-frames."))
+        size = 0
+        for name in names:
+            arr = self._array(request, name)
+            size += 0 if arr is None else arr.nbytes
+        self._moved += size
+        if size > self.max_request_bytes:
+            raise BindingError(fmt(subject, f"Carries {size} input bytes; this server takes at most "
+                                   f"{self.max_request_bytes} per request", "Send the frames in chunks (several "
+                                   "requests), or serve with a larger --max-request-bytes."))
+
     def _parse(self, job: _Job) -> None:
         from rnnrt.errors import StateError, fmt
 
@@ -299,6 +366,7 @@ class TritonPythonModel:
             if job.command == "restore":
                 job.state = self._state_bytes(req, cid)
         arrays, count = self._data(req, f"Stream {cid!r}")
+        self._check_size(f"Stream {cid!r}", count or 0, req, self._sized)
         if arrays and job.command is not None:
             raise StateError(fmt(f"Stream {cid!r}", f"Control {job.command!r} was sent with frames",
                                  "Send control requests without data inputs."))
@@ -336,6 +404,7 @@ class TritonPythonModel:
             raise BindingError(fmt(subject, "Has a negative frame count or a zero stream id",
                                    "Frame counts are >= 0 and stream ids >= 1."))
         arrays, total = self._data(request, subject)
+        self._check_size(subject, total or 0, request, self._sized)
         if (total or 0) != sum(counts):
             raise BindingError(fmt(subject, f"Carries {total or 0} frames, {FRAMES_INPUT} adds up to {sum(counts)}",
                                    "The data inputs hold every stream's frames, one after another."))
@@ -367,6 +436,9 @@ class TritonPythonModel:
         return carrier
 
     def _open(self, cid: Any, evict: bool = True) -> None:
+        """Opens (or resets) a stream. A full pool first releases streams idle past the idle time (the pool's
+        own expiry, then sequences Triton released for idleness before the pool noticed: never a stream that
+        stepped within the idle time); when none is, the new stream is refused and no open stream is touched."""
         from rnnrt.errors import StateError, fmt
 
         if cid in self.pool:
@@ -374,19 +446,20 @@ class TritonPythonModel:
             return
         if self.pool.free_slots == 0:
             self.pool.expire()
+        if self.pool.free_slots == 0 and evict:
+            now = time.monotonic()
+            idle = [s for s, t in self._last_use.items()
+                    if s not in self._carried and now - t >= self.idle_timeout and s in self.pool]
+            for victim in idle:
+                self.pool.close(victim, missing_ok=True)
+                self._last_use.pop(victim, None)
+                self._count("expired")
         if self.pool.free_slots == 0:
-            # Triton only starts a sequence when one of its slots is free, so the pool holds a stream that
-            # Triton already released for idleness: the longest-idle one. Streams of multi-stream
-            # requests hold no Triton slot, so they are never taken for that.
-            idle = {s: t for s, t in self._last_use.items() if s not in self._carried} if evict else {}
-            if not idle:
-                raise StateError(fmt(f"Stream {cid!r}", f"Cannot open: all {self.pool.capacity} slots of model "
-                                     f"{self.name!r} hold open streams",
-                                     "Close streams, or serve with a larger --max-sequences."))
-            victim = min(idle, key=idle.get)
-            self.pool.close(victim, missing_ok=True)
-            self._last_use.pop(victim, None)
-            self._count("expired")
+            raise StateError(fmt(f"Stream {cid!r}", f"Cannot open: all {self.pool.capacity} slots of model "
+                                 f"{self.name!r} hold streams that stepped within the idle time "
+                                 f"({self.idle_timeout:g} s); none was touched",
+                                 "Retry later, close streams you no longer need, or serve with a larger "
+                                 "--max-sequences."))
         self.pool.open(cid)
         self._count("opened")
 
@@ -426,6 +499,8 @@ class TritonPythonModel:
             self._count("migrated")
         elif job.command == "close":
             self._close(cid)
+        elif job.command == "release":  # its Triton sequence ends (END); the stream goes on in multi-stream requests
+            self._carried.add(cid)
         self._last_use[cid] = time.monotonic()
 
     def _step_group(self, group: list[_Job]) -> None:
@@ -461,14 +536,26 @@ class TritonPythonModel:
 
     def _tensors(self, sink: _Sink) -> list:
         """The output tensors ``[1, frames, ...]`` of a sink (its arrays, reshaped: the batch dim is 1)."""
-        pb = self._pb
         tensors = []
         if sink.buffers is not None:
             for name, axis in self._out_axes.items():
                 buf = sink.buffers[name]
+                self._moved += buf.nbytes
                 shape = buf.shape[1:1 + axis] + buf.shape[2 + axis:]
-                tensors.append(pb.Tensor.from_dlpack(name, buf.reshape((1, sink.total) + shape)))
+                tensors.append(self._tensor(name, buf.reshape((1, sink.total) + shape)))
         return tensors
+
+    def _tensor(self, name: str, arr: np.ndarray) -> Any:
+        """A stub tensor sharing ``arr`` (by DLPack).
+
+        The stub takes the DLPack capsule and renames it ``used_dlpack``; numpy's capsule destructor only
+        knows DLPack's ``used_dltensor`` and would print a traceback per tensor (the tensor itself is fine:
+        the stub owns it and calls its deleter). So the capsule is handed over by hand and marked used in
+        DLPack's own words once the stub has taken it."""
+        capsule = arr.__dlpack__()
+        tensor = self._pb.Tensor.from_dlpack(name, capsule)
+        _mark_used(capsule)
+        return tensor
 
     def _error_response(self, rid: str, err: BaseException) -> Any:
         """The Triton error response of a failed request (counted)."""
@@ -482,7 +569,7 @@ class TritonPythonModel:
             return self._error_response(job.rid, job.error)
         tensors = self._tensors(job.sink) if job.sink is not None else []
         if job.command == "detach":
-            tensors.append(pb.Tensor.from_dlpack(STATE_TENSOR, np.frombuffer(job.state, np.uint8)[None].copy()))
+            tensors.append(self._tensor(STATE_TENSOR, np.frombuffer(job.state, np.uint8)[None].copy()))
         return pb.InferenceResponse(output_tensors=tensors)
 
     def _carrier_response(self, carrier: _Carrier) -> Any:
@@ -495,14 +582,22 @@ class TritonPythonModel:
         tensors = self._tensors(carrier.sink)
         if errors:
             status = np.frombuffer(json.dumps({"errors": errors}).encode(), np.uint8)[None].copy()
-            tensors.append(pb.Tensor.from_dlpack(STATUS_TENSOR, status))
+            tensors.append(self._tensor(STATUS_TENSOR, status))
         job = carrier.jobs[0] if len(carrier.jobs) == 1 else None
         if job is not None and job.command == "detach" and job.error is None:
-            tensors.append(pb.Tensor.from_dlpack(STATE_TENSOR, np.frombuffer(job.state, np.uint8)[None].copy()))
+            tensors.append(self._tensor(STATE_TENSOR, np.frombuffer(job.state, np.uint8)[None].copy()))
         return pb.InferenceResponse(output_tensors=tensors)
 
     # -- Triton entry points ---------------------------------------------------------------------------------
     def execute(self, requests: list) -> list:
+        self._executing += 1
+        self._ran = True
+        try:
+            return self._execute(requests)
+        finally:
+            self._executing -= 1
+
+    def _execute(self, requests: list) -> list:
         pb = self._pb
         responses: list = [None] * len(requests)
         carriers: list[_Carrier] = []
@@ -560,7 +655,7 @@ class TritonPythonModel:
                 if job.error is None:
                     self._count("frames", job.count)
                     self._last_use[job.cid] = now
-                    if job.end:
+                    if job.end and job.command != "release":
                         try:
                             self._close(job.cid)
                         except Exception as err:  # noqa: BLE001

@@ -270,12 +270,14 @@ class TritonServer:
 def write_repository(configs: Iterable[Union[str, os.PathLike]], repo: Union[str, os.PathLike], *,
                      name: Optional[str] = None, max_sequences: Optional[int] = None, idle_us: int = 60_000_000,
                      backend: str = "auto", instance_kind: str = "auto", queue_delay_us: int = 0,
-                     shared: Optional[dict] = None) -> list[str]:
+                     shared: Optional[dict] = None, max_frames: Optional[int] = None,
+                     max_request_bytes: Optional[int] = None) -> list[str]:
     """Writes a python-backend model per config into ``repo``; returns the model names.
 
     ``name`` names the model of a single config; otherwise each model is named after its config's folder.
     ``shared`` gives the values of inputs without a batch axis (e.g. ``{"sr": 16000}``); each model takes
-    those of its own inputs.
+    those of its own inputs. ``max_frames`` and ``max_request_bytes`` bound each request (see
+    :func:`rnnrt.serve.triton.export_triton`).
 
     Raises:
         ConfigError: No config, ``name`` with several configs, two models with one name, or a ``shared``
@@ -302,7 +304,8 @@ def write_repository(configs: Iterable[Union[str, os.PathLike]], repo: Union[str
         own = {t.name: shared[t.name] for t in cfg.inputs if t.batch_axis is None and t.name in shared}
         used.update(own)
         export_triton(cfg, repo, engine="python", name=model, max_sequences=max_sequences, idle_us=idle_us,
-                      backend=backend, instance_kind=instance_kind, queue_delay_us=queue_delay_us, shared=own)
+                      backend=backend, instance_kind=instance_kind, queue_delay_us=queue_delay_us, shared=own,
+                      max_frames=max_frames, max_request_bytes=max_request_bytes)
         names.append(model)
     unused = sorted(set(shared) - used)
     if unused:
@@ -316,6 +319,7 @@ def serve(configs: Iterable[Union[str, os.PathLike]] = (), *, repo: Union[str, o
           metrics_port: Optional[int] = None, tritonserver: Union[str, os.PathLike, None] = None,
           max_sequences: Optional[int] = None, idle_us: int = 60_000_000, backend: str = "auto",
           instance_kind: str = "auto", queue_delay_us: int = 0, shared: Optional[dict] = None,
+          max_frames: Optional[int] = None, max_request_bytes: Optional[int] = None,
           log: Union[str, os.PathLike, None] = None,
           verbose: int = 0,
           timeout: float = 300.0, exit_timeout: int = 30, out: IO = sys.stdout) -> int:
@@ -349,7 +353,7 @@ def serve(configs: Iterable[Union[str, os.PathLike]] = (), *, repo: Union[str, o
                 repo = tmp.name
             names = write_repository(configs, repo, name=name, max_sequences=max_sequences, idle_us=idle_us,
                                      backend=backend, instance_kind=instance_kind, queue_delay_us=queue_delay_us,
-                                     shared=shared)
+                                     shared=shared, max_frames=max_frames, max_request_bytes=max_request_bytes)
         else:
             if repo is None or not Path(repo).is_dir():
                 from rnnrt.errors import ConfigError
