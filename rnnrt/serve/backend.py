@@ -78,7 +78,7 @@ import numpy as np
 
 from rnnrt.serve.wire import (COMMANDS, CONTROL_INPUT, FLAG_DETACH, FLAG_END, FLAG_RESTORE, FLAG_START, FLAGS,
                               FLAGS_INPUT, FRAMES_INPUT, MAX_FRAMES, MAX_REQUEST_BYTES, STATE_TENSOR,
-                              STATUS_TENSOR, STREAMS_INPUT)
+                              STATUS_TENSOR, STREAMS_INPUT, error_kind, tagged_error)
 
 CONTROLS = ("START", "END", "READY", "CORRID")
 METRICS_PERIOD = 0.05
@@ -530,10 +530,6 @@ class TritonPythonModel:
         return {name: np.concatenate([job.arrays[name] for job in jobs], axis=1 + self._in_axes[name])
                 for name in first}
 
-    @staticmethod
-    def _kind(err: BaseException) -> str:
-        return type(err).__name__ if type(err).__module__.startswith("rnnrt") else f"EngineError: {type(err).__name__}"
-
     def _tensors(self, sink: _Sink) -> list:
         """The output tensors ``[1, frames, ...]`` of a sink (its arrays, reshaped: the batch dim is 1)."""
         tensors = []
@@ -561,7 +557,7 @@ class TritonPythonModel:
         """The Triton error response of a failed request (counted)."""
         self._count("errors")
         return self._pb.InferenceResponse(output_tensors=[], error=self._pb.TritonError(
-            f"[request id: {rid}] {self._kind(err)}: {err}"))
+            tagged_error(rid, err)))
 
     def _response(self, job: _Job) -> Any:
         pb = self._pb
@@ -578,7 +574,7 @@ class TritonPythonModel:
         for i, job in enumerate(carrier.jobs):
             if job.error is not None:
                 self._count("errors")
-                errors.append([i, self._kind(job.error), str(job.error)])
+                errors.append([i, error_kind(job.error), str(job.error)])
         tensors = self._tensors(carrier.sink)
         if errors:
             status = np.frombuffer(json.dumps({"errors": errors}).encode(), np.uint8)[None].copy()

@@ -37,7 +37,7 @@ from typing import IO, Iterable, Optional, Union
 
 from rnnrt.errors import EngineError, fmt
 
-__all__ = ["TritonServer", "find_tritonserver", "free_port"]
+__all__ = ["TritonServer", "check_ports_free", "find_tritonserver", "free_port"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -45,6 +45,29 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def check_ports_free(host: str, ports: dict[str, int]) -> None:
+    """Refuses ports that something already listens on (tritonserver would fail seconds later, in its own words).
+
+    Raises:
+        EngineError: One line naming the port, its option and the fix.
+    """
+    import errno
+
+    bind_host = "127.0.0.1" if host in ("", "localhost") else host
+    family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
+    for option, port in ports.items():
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no conflict
+            try:
+                s.bind((bind_host, port))
+            except OSError as err:
+                if err.errno != errno.EADDRINUSE:
+                    raise EngineError(fmt(f"{option} {port}", f"Cannot be bound on {host}: {err.strerror}; pick "
+                                          "another port or host")) from None
+                raise EngineError(fmt(f"{option} {port}", f"Is already in use on {host}; stop what listens there "
+                                      f"or pick another port ({option} 0 = a free one)")) from None
 
 
 def find_tritonserver(path: Union[str, os.PathLike, None] = None) -> tuple[Path, bool]:
@@ -150,6 +173,8 @@ class TritonServer:
         """Starts the server process (returns at once; see :meth:`wait_ready`)."""
         if self.process is not None:
             raise EngineError(fmt("TritonServer", "Is already started"))
+        check_ports_free(self.host, {"--grpc-port": self.grpc_port, "--http-port": self.http_port,
+                                     "--metrics-port": self.metrics_port})
         self._workdir = tempfile.TemporaryDirectory(prefix="rnnrt-triton-")
         if self._log_arg is None:
             self.log_path = Path(self._workdir.name) / "server.log"
@@ -252,6 +277,52 @@ class TritonServer:
             self._log_file.close()
             self._log_file = None
         return code
+
+    def idle_sequences_only(self) -> bool:
+        """Whether nothing but open sequences keeps the server: every model is an rnnrt model (its
+        ``rnnrt_busy`` gauge is there), none ran a request in the last metrics period and no request
+        waits in Triton's queues. False when the metrics cannot be read."""
+        try:
+            text = self.metrics()
+        except (OSError, ValueError):
+            return False
+        pending: dict[str, float] = {}
+        busy: dict[str, float] = {}
+        for line in text.splitlines():
+            for prefix, into in (("nv_inference_pending_request_count{", pending), ("rnnrt_busy{", busy)):
+                if line.startswith(prefix) and 'model="' in line:
+                    model = line.split('model="', 1)[1].split('"', 1)[0]
+                    into[model] = into.get(model, 0.0) + float(line.rsplit(" ", 1)[1])
+        models = set(pending) | set(busy)
+        return bool(models) and all(busy.get(m, 1.0) == 0 and pending.get(m, 0.0) == 0 for m in models)
+
+    def shutdown(self, timeout: float = 30.0, poll: float = 0.1) -> tuple[Optional[int], bool]:
+        """Stops the server at once when no request is in flight; returns ``(exit code, dropped)``.
+
+        SIGTERM first: Triton then answers the requests in flight and waits for open sequences to end.
+        A stream's sequence may stay open for hours (the state of an rnnrt stream lives only in the
+        server and cannot be waited out), so once :meth:`idle_sequences_only` holds for three polls in a
+        row the server is stopped by its PID (SIGKILL; ``dropped`` is True: the open streams are gone,
+        as they would be at the end of any stop). After ``timeout`` seconds it is stopped anyway.
+        """
+        proc = self.process
+        if proc is None:
+            return None, False
+        dropped = False
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            quiet = 0
+            while proc.poll() is None and time.monotonic() < deadline:
+                quiet = quiet + 1 if self.idle_sequences_only() else 0
+                if quiet >= 3:
+                    dropped = proc.poll() is None
+                    break
+                time.sleep(poll)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        return self.stop(), dropped
 
     def cleanup(self) -> None:
         """Removes the working folder (and the log in it)."""
@@ -389,9 +460,9 @@ def serve(configs: Iterable[Union[str, os.PathLike]] = (), *, repo: Union[str, o
                       f"{server.log_tail(1500)}", file=sys.stderr, flush=True)
                 return 1
             stop.wait(0.5)
-        code = server.stop(timeout=exit_timeout + 30)
-        print(f"rnnrt serve: stopped (signal {received[0] if received else '?'}; tritonserver exit code {code})",
-              file=out, flush=True)
+        code, dropped = server.shutdown(timeout=exit_timeout)
+        how = "no request in flight; open streams dropped" if dropped else f"tritonserver exit code {code}"
+        print(f"rnnrt serve: stopped (signal {received[0] if received else '?'}; {how})", file=out, flush=True)
         return 0
     finally:
         if server is not None:

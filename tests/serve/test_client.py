@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from rnnrt.errors import BindingError, ConfigError, EngineError, StateError
-from rnnrt.serve.client import StreamClient, _error, sequence_id
+from rnnrt.serve.client import StreamClient, sequence_id
+from rnnrt.serve.wire import reply_error as _error
 
 SERVERS = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
 
