@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -279,9 +280,12 @@ class TritonServer:
         return code
 
     def idle_sequences_only(self) -> bool:
-        """Whether nothing but open sequences keeps the server: every model is an rnnrt model (its
+        """Whether nothing but open sequences keeps a stopping server: its log's last count of in-flight
+        inferences (Triton counts open sequences among them) is not 0, every model is an rnnrt model (its
         ``rnnrt_busy`` gauge is there), none ran a request in the last metrics period and no request
-        waits in Triton's queues. False when the metrics cannot be read."""
+        waits in Triton's queues. False when the log or the metrics cannot be read."""
+        if not self._log_counts_inflight():
+            return False
         try:
             text = self.metrics()
         except (OSError, ValueError):
@@ -295,6 +299,18 @@ class TritonServer:
                     into[model] = into.get(model, 0.0) + float(line.rsplit(" ", 1)[1])
         models = set(pending) | set(busy)
         return bool(models) and all(busy.get(m, 1.0) == 0 and pending.get(m, 0.0) == 0 for m in models)
+
+    def _log_counts_inflight(self) -> bool:
+        """Whether the stopping server's last log line about in-flight inferences counts some."""
+        if self.log_path is None or not self.log_path.is_file():
+            return False
+        if self._log_file is not None:
+            self._log_file.flush()
+        with open(self.log_path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            tail = f.read().decode("utf-8", "replace")
+        counts = re.findall(r"Found (\d+) model versions that have in-flight inferences", tail)
+        return bool(counts) and int(counts[-1]) > 0
 
     def shutdown(self, timeout: float = 30.0, poll: float = 0.1) -> tuple[Optional[int], bool]:
         """Stops the server at once when no request is in flight; returns ``(exit code, dropped)``.
