@@ -76,6 +76,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from rnnrt.serve.jobs import Carrier, Job, Sink
 from rnnrt.serve.wire import (COMMANDS, CONTROL_INPUT, FLAG_DETACH, FLAG_END, FLAG_RESTORE, FLAG_START, FLAGS,
                               FLAGS_INPUT, FRAMES_INPUT, MAX_FRAMES, MAX_REQUEST_BYTES, STATE_TENSOR,
                               STATUS_TENSOR, STREAMS_INPUT, error_kind, tagged_error)
@@ -115,78 +116,6 @@ def _trim_memory() -> None:
 
 def _param(config: dict, key: str, default: Optional[str] = None) -> Optional[str]:
     return config.get("parameters", {}).get(key, {}).get("string_value", default)
-
-
-class _Sink:
-    """Where the outputs of a request go: one ``[frames, *binding shape with batch 1]`` array per output."""
-
-    __slots__ = ("total", "buffers", "zero", "rows_views")
-
-    def __init__(self, total: int, zero: bool) -> None:
-        self.total = total
-        self.buffers: Optional[dict[str, np.ndarray]] = None
-        self.zero = zero
-        self.rows_views: Optional[list] = None  # per output: (name, batch axis, the buffer without its 1 there)
-
-    def put_chunk(self, jobs: list, outs: dict, axes: dict) -> None:
-        """A chunk's outputs ``[K, *output shape with one row per job]``: row i's K frames go to
-        ``jobs[i].offset ...`` (the jobs whose sink this is, in their row order ``jobs[i].row``)."""
-        views = self.rows_views
-        if views is None:  # the first write allocates: one [frames, *binding shape with batch 1] array per output
-            alloc = np.zeros if self.zero else np.empty
-            self.buffers = {n: alloc((self.total,) + v.shape[1:1 + axes[n]] + (1,) + v.shape[2 + axes[n]:], v.dtype)
-                            for n, v in outs.items()}
-            # [frames, *shape without the batch axis]: frame k of row i goes to index offset_i + k.
-            views = self.rows_views = [(n, axes[n], b.reshape((self.total,) + b.shape[1:1 + axes[n]] + b.shape[2 + axes[n]:]))
-                                       for n, b in self.buffers.items()]
-        count = len(next(iter(outs.values())))
-        first = jobs[0].offset
-        # Rows in order at offsets first, first + K, ...: one assignment of [n, K, ...] per output.
-        runs = all(job.offset == first + i * count and job.row == jobs[0].row + i for i, job in enumerate(jobs))
-        for name, axis, view in views:
-            per_row = np.moveaxis(outs[name], 1 + axis, 0)  # [n rows, K, *shape without the batch axis]
-            if runs:
-                rows = per_row[jobs[0].row:jobs[0].row + len(jobs)]
-                view[first:first + len(jobs) * count] = rows.reshape((-1,) + rows.shape[2:])
-            else:
-                for job in jobs:
-                    view[job.offset:job.offset + count] = per_row[job.row]
-
-
-class _Job:
-    """One stream's part of a request as the model handles it."""
-
-    __slots__ = ("index", "request", "rid", "cid", "start", "end", "command", "state", "arrays", "count", "error",
-                 "key", "sink", "offset", "row", "carrier")
-
-    def __init__(self, index: int, request: Any, rid: str) -> None:
-        self.index = index
-        self.request = request
-        self.rid = rid
-        self.cid: Any = None
-        self.start = self.end = False
-        self.command: Optional[str] = None
-        self.state: Optional[bytes] = None
-        self.arrays: dict[str, np.ndarray] = {}  # per data input: [K, *binding shape with batch 1] (views)
-        self.count = 0  # K: the frames of this stream in the request
-        self.error: Optional[BaseException] = None
-        self.key: tuple = ()  # K and the frames' inputs, shapes and dtypes (jobs with the same key step together)
-        self.sink: Optional[_Sink] = None
-        self.offset = 0
-        self.row = 0  # its row in the chunk it stepped in
-        self.carrier: Optional[_Carrier] = None
-
-
-class _Carrier:
-    """A multi-stream request: its streams' jobs and one sink for all of their outputs."""
-
-    __slots__ = ("index", "rid", "jobs", "sink")
-
-    def __init__(self, index: int, rid: str, jobs: list, sink: _Sink) -> None:
-        self.index = index
-        self.rid = rid
-        self.jobs = jobs
-        self.sink = sink
 
 
 class TritonPythonModel:
@@ -346,7 +275,7 @@ class TritonPythonModel:
                                    f"{self.max_request_bytes} per request", "Send the frames in chunks (several "
                                    "requests), or serve with a larger --max-request-bytes."))
 
-    def _parse(self, job: _Job) -> None:
+    def _parse(self, job: Job) -> None:
         from rnnrt.errors import StateError, fmt
 
         req = job.request
@@ -373,7 +302,7 @@ class TritonPythonModel:
         job.arrays, job.count = arrays, count or 0
         job.key = (job.count,) + tuple((n, a.shape[1:], a.dtype.str) for n, a in arrays.items())
         if job.count:
-            job.sink = _Sink(job.count, zero=False)
+            job.sink = Sink(job.count, zero=False)
 
     def _state_bytes(self, req: Any, cid: Any) -> bytes:
         from rnnrt.errors import StateError, fmt
@@ -383,7 +312,7 @@ class TritonPythonModel:
             raise StateError(fmt(f"Stream {cid!r}", f"Control 'restore' needs the state bytes in {STATE_TENSOR}"))
         return state.tobytes()
 
-    def _parse_carrier(self, index: int, request: Any, rid: str) -> _Carrier:
+    def _parse_carrier(self, index: int, request: Any, rid: str) -> Carrier:
         """A multi-stream request's jobs (see the module doc); raises for a malformed request."""
         from rnnrt.errors import BindingError, StateError, fmt
 
@@ -411,11 +340,11 @@ class TritonPythonModel:
         if n > 1 and any(f & (FLAG_DETACH | FLAG_RESTORE) for f in flags):
             raise StateError(fmt(subject, "Asks to detach or restore a stream among others",
                                  "Send detach and restore in a request of one stream."))
-        sink = _Sink(total or 0, zero=True)
+        sink = Sink(total or 0, zero=True)
         shapes = tuple((n, a.shape[1:], a.dtype.str) for n, a in arrays.items())
         jobs, pos = [], 0
         for cid, k, flag in zip(ids, counts, flags):
-            job = _Job(index, request, rid)
+            job = Job(index, request, rid)
             job.cid, job.start, job.end = cid, bool(flag & FLAG_START), bool(flag & FLAG_END)
             if flag & FLAG_DETACH:
                 job.command = "detach"
@@ -430,7 +359,7 @@ class TritonPythonModel:
             job.sink, job.offset, job.key = sink, pos, (k,) + shapes
             pos += k
             jobs.append(job)
-        carrier = _Carrier(index, rid, jobs, sink)
+        carrier = Carrier(index, rid, jobs, sink)
         for job in jobs:
             job.carrier = carrier
         return carrier
@@ -470,7 +399,7 @@ class TritonPythonModel:
         self._last_use.pop(cid, None)
         self._carried.discard(cid)
 
-    def _controls(self, job: _Job) -> None:
+    def _controls(self, job: Job) -> None:
         from rnnrt import StreamState
         from rnnrt.errors import StateError, fmt
 
@@ -503,7 +432,7 @@ class TritonPythonModel:
             self._carried.add(cid)
         self._last_use[cid] = time.monotonic()
 
-    def _step_group(self, group: list[_Job]) -> None:
+    def _step_group(self, group: list[Job]) -> None:
         """Steps jobs with the same K and frame shapes as one atomic chunk (``pool.step_chunk``); when it
         fails, each job is stepped alone so that only the culprits fail (their state unmoved)."""
         try:
@@ -522,7 +451,7 @@ class TritonPythonModel:
         for jobs in sinks.values():
             jobs[0].sink.put_chunk(jobs, outs, self._out_axes)
 
-    def _pack(self, jobs: list[_Job]) -> dict[str, np.ndarray]:
+    def _pack(self, jobs: list[Job]) -> dict[str, np.ndarray]:
         """The jobs' frames as one chunk ``[K, *binding shape with one row per job]`` per input."""
         first = jobs[0].arrays
         if len(jobs) == 1:
@@ -530,7 +459,7 @@ class TritonPythonModel:
         return {name: np.concatenate([job.arrays[name] for job in jobs], axis=1 + self._in_axes[name])
                 for name in first}
 
-    def _tensors(self, sink: _Sink) -> list:
+    def _tensors(self, sink: Sink) -> list:
         """The output tensors ``[1, frames, ...]`` of a sink (its arrays, reshaped: the batch dim is 1)."""
         tensors = []
         if sink.buffers is not None:
@@ -559,7 +488,7 @@ class TritonPythonModel:
         return self._pb.InferenceResponse(output_tensors=[], error=self._pb.TritonError(
             tagged_error(rid, err)))
 
-    def _response(self, job: _Job) -> Any:
+    def _response(self, job: Job) -> Any:
         pb = self._pb
         if job.error is not None:
             return self._error_response(job.rid, job.error)
@@ -568,7 +497,7 @@ class TritonPythonModel:
             tensors.append(self._tensor(STATE_TENSOR, np.frombuffer(job.state, np.uint8)[None].copy()))
         return pb.InferenceResponse(output_tensors=tensors)
 
-    def _carrier_response(self, carrier: _Carrier) -> Any:
+    def _carrier_response(self, carrier: Carrier) -> Any:
         pb = self._pb
         errors = []
         for i, job in enumerate(carrier.jobs):
@@ -596,12 +525,12 @@ class TritonPythonModel:
     def _execute(self, requests: list) -> list:
         pb = self._pb
         responses: list = [None] * len(requests)
-        carriers: list[_Carrier] = []
-        waves: list[list[_Job]] = [[]]
+        carriers: list[Carrier] = []
+        waves: list[list[Job]] = [[]]
         seen: list[set] = [set()]
         self._count("requests", len(requests))
 
-        def place(job: _Job) -> None:
+        def place(job: Job) -> None:
             w = next((w for w, ids in enumerate(seen) if job.cid not in ids), None)
             if w is None:
                 waves.append([])
@@ -626,7 +555,7 @@ class TritonPythonModel:
             if ready is not None and not ready:
                 responses[i] = pb.InferenceResponse(output_tensors=[])
                 continue
-            job = _Job(i, request, rid)
+            job = Job(i, request, rid)
             try:
                 self._parse(job)
             except Exception as err:  # noqa: BLE001
@@ -640,7 +569,7 @@ class TritonPythonModel:
                     self._controls(job)
                 except Exception as err:  # noqa: BLE001
                     job.error = err
-            groups: dict[tuple, list[_Job]] = {}
+            groups: dict[tuple, list[Job]] = {}
             for job in wave:
                 if job.error is None and job.count:
                     groups.setdefault(job.key, []).append(job)
