@@ -95,13 +95,19 @@ __all__ = ["CONTROL_INPUT", "FLAGS", "FLAGS_INPUT", "FRAMES_INPUT", "STATE_TENSO
 
 def _mark_used(capsule: Any) -> None:
     """Names a DLPack capsule that its consumer took ``used_dltensor`` (the name DLPack's producers check)."""
-    import ctypes
+    global _set_capsule_name
+    if _set_capsule_name is None:
+        import ctypes
 
-    api = ctypes.pythonapi
-    api.PyCapsule_SetName.argtypes = [ctypes.py_object, ctypes.c_char_p]
-    api.PyCapsule_SetName.restype = ctypes.c_int
-    if api.PyCapsule_SetName(capsule, _USED_CAPSULE) != 0:
+        fn = ctypes.pythonapi.PyCapsule_SetName
+        fn.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        fn.restype = ctypes.c_int
+        _set_capsule_name = fn
+    if _set_capsule_name(capsule, _USED_CAPSULE) != 0:
         raise RuntimeError("PyCapsule_SetName failed")
+
+
+_set_capsule_name: Any = None
 
 
 def _trim_memory() -> None:
@@ -286,6 +292,8 @@ class TritonPythonModel:
         job.cid = cid
         job.start = bool(self._scalar(req, "START") or 0)
         job.end = bool(self._scalar(req, "END") or 0)
+        arrays, count = self._data(req, f"Stream {cid!r}")
+        self._check_size(f"Stream {cid!r}", count or 0, req, self._sized)  # before any bytes are copied
         command = self._scalar(req, CONTROL_INPUT)
         if command is not None:
             job.command = COMMANDS.get(command)
@@ -294,8 +302,6 @@ class TritonPythonModel:
                                      f"Use one of {COMMANDS}."))
             if job.command == "restore":
                 job.state = self._state_bytes(req, cid)
-        arrays, count = self._data(req, f"Stream {cid!r}")
-        self._check_size(f"Stream {cid!r}", count or 0, req, self._sized)
         if arrays and job.command is not None:
             raise StateError(fmt(f"Stream {cid!r}", f"Control {job.command!r} was sent with frames",
                                  "Send control requests without data inputs."))

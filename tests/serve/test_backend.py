@@ -294,3 +294,10 @@ def test_release_ends_the_sequence_and_keeps_the_stream(model):
     with rnnrt.load(path, backend="onnxruntime", batch_size=1) as solo:
         solo.step({"data": f1[0, 0][:, None]})
         np.testing.assert_array_equal(out[0, 0][:, None], solo.step({"data": f2[0, 0][:, None]})["lstm1"])
+
+
+def test_state_bytes_over_the_bound_are_refused_before_they_are_read(make_model):
+    m, _ = make_model(max_sequences=4, max_request_bytes=4096)
+    r = m.execute([_seq("r", 9, start=True, RNNRT_CONTROL=np.array([[2]], np.int32),
+                        RNNRT_STATE=np.zeros((1, 5000), np.uint8))])[0]
+    assert "BindingError" in r.error and "5000 input bytes" in r.error and 9 not in m.pool
