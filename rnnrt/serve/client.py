@@ -38,7 +38,13 @@ the stream's state as it was.
 Threads: every method may be called from any thread; requests of one stream are sent one at a time.
 Unary calls use one gRPC connection per thread and server; gRPC streams (one per server) are shared and
 replies are matched to requests by request id. ``close_connections()`` (or ``with StreamClient(...)``)
-closes them: a Triton server asked to stop waits for open gRPC streams (up to its exit timeout).
+closes them. A stream that moves from sequence requests (``step``) to multi-stream requests ends its Triton
+sequence first (a ``release`` control): an open sequence would hold a Triton slot, and a stopping Triton
+server waits for open sequences.
+
+This module is the client's streams and requests; its routing is :mod:`rnnrt.serve.routing`, the frames on
+the wire :mod:`rnnrt.serve.frames`, gRPC streams :mod:`rnnrt.serve.grpc_stream`, multi-stream requests
+:mod:`rnnrt.serve.multistream`, the protocol :mod:`rnnrt.serve.wire`. Import it as ``rnnrt.client``.
 """
 
 from __future__ import annotations

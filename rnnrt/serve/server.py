@@ -7,8 +7,9 @@ Python is passed as ``--backend-directory``, ``LD_LIBRARY_PATH`` gets the wheel'
 interpreter's ``libpython``, ``PATH`` starts with this interpreter's folder and ``PYTHONPATH`` with the
 folder holding this ``rnnrt`` package, so the python backend's stub imports the same rnnrt and numpy.
 
-Every endpoint binds ``127.0.0.1`` unless another host is asked for. The server runs from a neutral
-working directory in its own process group and is stopped by its PID (SIGTERM, then SIGKILL).
+Every endpoint binds ``127.0.0.1`` unless another host is asked for; ports in use are refused before
+the server starts. The server runs from a neutral working directory in its own process group and is
+stopped by its PID (SIGTERM, then SIGKILL; :meth:`TritonServer.shutdown` does not wait for open streams).
 
 Example::
 
@@ -414,11 +415,14 @@ def serve(configs: Iterable[Union[str, os.PathLike]] = (), *, repo: Union[str, o
 
     Writes the repository (a temporary folder unless ``repo`` is given), starts the server, waits until
     every model is ready, prints the endpoints and ``ready``, then blocks. SIGINT or SIGTERM stops the
-    server by its PID and returns 0; a server that exits on its own returns 1.
+    server (:meth:`TritonServer.shutdown`: the requests in flight are answered, open streams do not hold
+    it) and returns 0; a server that exits on its own returns 1. ``max_frames`` and ``max_request_bytes``
+    bound each request (see :func:`rnnrt.serve.triton.export_triton`).
 
     Raises:
         ConfigError: Bad configs or names (see :func:`write_repository`).
-        EngineError: No server binary, or the server did not get ready (its log's end is in the message).
+        EngineError: A port in use (one line, before the server starts), no server binary, or the server
+            did not get ready (its log's end is in the message).
     """
     import threading
 
