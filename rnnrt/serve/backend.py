@@ -24,7 +24,6 @@ correlation id (CORRID), whose Session has ``max_candidate_sequences`` slots. Pe
 - **Limits**: a request of more than ``rnnrt_max_frames`` frames (default :data:`~rnnrt.serve.wire.MAX_FRAMES`;
   all streams of a multi-stream request together) or ``rnnrt_max_request_bytes`` input bytes (default
   :data:`~rnnrt.serve.wire.MAX_REQUEST_BYTES`) is refused with a ``BindingError`` before anything steps.
-  After requests that moved more than :data:`TRIM_BYTES` the model returns freed memory to the system.
 - A request that fails (unknown stream without START, a bad frame, bad state bytes, an engine failure)
   gets a Triton error response ``[request id: ID] <ErrorType>: <message>``; the other requests of the
   call go on and the failed stream's state is as before the request (``step_chunk`` is atomic: when a
@@ -83,10 +82,6 @@ from rnnrt.serve.wire import (COMMANDS, CONTROL_INPUT, FLAG_DETACH, FLAG_END, FL
 
 CONTROLS = ("START", "END", "READY", "CORRID")
 METRICS_PERIOD = 0.05
-TRIM_BYTES = 16 << 20
-"""After an ``execute`` that took in or gave out more bytes than this, the model returns freed memory to
-the system (``malloc_trim``): glibc keeps large freed blocks otherwise, and the stub's memory would stay
-at its peak after a large request."""
 _USED_CAPSULE = b"used_dltensor"
 
 __all__ = ["CONTROL_INPUT", "FLAGS", "FLAGS_INPUT", "FRAMES_INPUT", "STATE_TENSOR", "STATUS_TENSOR",
@@ -108,16 +103,6 @@ def _mark_used(capsule: Any) -> None:
 
 
 _set_capsule_name: Any = None
-
-
-def _trim_memory() -> None:
-    """Returns the heap's free memory to the system (glibc ``malloc_trim``; nothing elsewhere)."""
-    import ctypes
-
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _param(config: dict, key: str, default: Optional[str] = None) -> Optional[str]:
@@ -157,7 +142,6 @@ class TritonPythonModel:
         self._executing = 0  # execute calls running now, and whether one ran since the last metrics flush
         self._ran = False
         self._busy_reported = -1
-        self._moved = 0  # bytes taken in and given out since the last trim (see TRIM_BYTES)
         self.idle_timeout = idle_us / 1e6
         shared = {n: np.asarray(v["value"], dtype=v["dtype"])
                   for n, v in json.loads(_param(config, "rnnrt_shared", "{}")).items()}
@@ -225,9 +209,6 @@ class TritonPythonModel:
     def _flush_loop(self) -> None:
         while not self._stop.wait(METRICS_PERIOD):
             self._flush_metrics()
-            if self._moved > TRIM_BYTES and not self._executing:  # the last large request's buffers are gone now
-                self._moved = 0
-                _trim_memory()
 
     def _expired(self, stream_id: Any) -> None:
         self._last_use.pop(stream_id, None)
@@ -275,7 +256,6 @@ class TritonPythonModel:
         for name in names:
             arr = self._array(request, name)
             size += 0 if arr is None else arr.nbytes
-        self._moved += size
         if size > self.max_request_bytes:
             raise BindingError(fmt(subject, f"Carries {size} input bytes; this server takes at most "
                                    f"{self.max_request_bytes} per request", "Send the frames in chunks (several "
@@ -471,7 +451,6 @@ class TritonPythonModel:
         if sink.buffers is not None:
             for name, axis in self._out_axes.items():
                 buf = sink.buffers[name]
-                self._moved += buf.nbytes
                 shape = buf.shape[1:1 + axis] + buf.shape[2 + axis:]
                 tensors.append(self._tensor(name, buf.reshape((1, sink.total) + shape)))
         return tensors
