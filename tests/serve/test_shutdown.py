@@ -14,11 +14,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import rnnrt
 from rnnrt.serve.client import StreamClient
 
 ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow  # three server starts: about 45 s
 
 MODEL = "a_lstm_stream_t1n1"
 
