@@ -1,4 +1,6 @@
-"""``rnnrt.client``: the client for rnnrt models served on Triton (see :mod:`rnnrt.serve.client`).
+"""``rnnrt.client``: the client for rnnrt models served on Triton: the public, canonical path.
+
+:mod:`rnnrt.serve.client` implements it (the same :class:`StreamClient`); import from here.
 
 Example::
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rnnrt.cli.args import POSITIVE, Subcommand, add_dim, add_output, parse_dims
-from rnnrt.cli.triton_model import add_triton_model_group
+from rnnrt.cli.triton_model import add_triton_model_group, request_limits
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
                               max_batch_size=args.max_batch_size, idle_us=args.idle_us,
                               instance_kind=args.instance_kind, max_sequences=args.max_sequences,
                               backend=args.backend, queue_delay_us=args.queue_delay_us, shared=dict(args.shared),
-                              dims=parse_dims(args.dim, "export-triton", ranges=True))
+                              dims=parse_dims(args.dim, "export-triton", ranges=True), **request_limits(args))
     print(f"wrote {model_dir / 'config.pbtxt'} and {model_dir / '1'}")
     return 0
 

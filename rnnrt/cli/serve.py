@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rnnrt.cli.args import NON_NEGATIVE, POSITIVE, Subcommand, int_at_least
-from rnnrt.cli.triton_model import add_triton_model_group
+from rnnrt.cli.triton_model import add_triton_model_group, request_limits
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
                  tritonserver=args.tritonserver, max_sequences=args.max_sequences, idle_us=args.idle_us,
                  backend=args.backend, instance_kind=args.instance_kind, queue_delay_us=args.queue_delay_us,
                  shared=dict(args.shared), log=args.log, verbose=args.log_verbose, timeout=args.ready_timeout,
-                 exit_timeout=args.exit_timeout)
+                 exit_timeout=args.exit_timeout, **request_limits(args))
 
 
 COMMAND = Subcommand(

@@ -24,3 +24,14 @@ def add_triton_model_group(p: argparse.ArgumentParser) -> None:
                    "here, else KIND_CPU).")
     add_shared(g, "python engine: the value of an input without a batch axis (e.g. --shared sr=16000), fed "
                "with every step of every stream (repeatable; VALUE is a JSON number or list).")
+    g.add_argument("--max-frames", type=POSITIVE, default=None, metavar="N",
+                   help="python engine: the most frames one request may carry; more is refused (default: 16384).")
+    g.add_argument("--max-request-bytes", type=POSITIVE, default=None, metavar="B",
+                   help="python engine: the most input bytes one request may carry; more is refused "
+                   "(default: 67108864 = 64 MiB).")
+
+
+def request_limits(args: argparse.Namespace) -> dict:
+    """--max-frames and --max-request-bytes, given only when set (export-triton --engine onnx/plan refuses them)."""
+    return {k: v for k, v in (("max_frames", args.max_frames), ("max_request_bytes", args.max_request_bytes))
+            if v is not None}

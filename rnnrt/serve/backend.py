@@ -5,8 +5,11 @@ Triton's sequence batcher (``oldest`` strategy) groups requests of different seq
 correlation id (CORRID), whose Session has ``max_candidate_sequences`` slots. Per request:
 
 - ``READY = 0`` (a ``direct``-strategy placeholder): answered empty, nothing steps.
-- ``START = 1``: opens the stream, or resets it when the id is still open. A full pool (Triton freed a
-  slot by its idle timeout before the pool did) releases its longest-idle stream first.
+- ``START = 1``: opens the stream, or resets it when the id is still open. **Admission**: a full pool
+  first releases the streams idle past ``max_sequence_idle_microseconds``, and only those; when none is,
+  the new stream gets a ``StateError`` (a Triton error to that request) and no open stream is touched
+  (streams of multi-stream requests hold pool slots but no Triton slot, so Triton may admit a sequence
+  that the pool has no room for).
 - Data inputs ``[1, K, ...]`` (the binding's shape without its batch axis, K frames a request): the
   stream takes K steps; the streams of all requests in the call with the same K and frame shapes step
   together, one atomic ``pool.step_chunk`` (K steps, the state read and written once). Outputs come back
@@ -14,7 +17,13 @@ correlation id (CORRID), whose Session has ``max_candidate_sequences`` slots. Pe
 - ``END = 1``: the stream is closed after its frames.
 - ``RNNRT_CONTROL`` (see :data:`COMMANDS`): ``"detach"`` returns the stream's :class:`~rnnrt.StreamState` bytes in
   ``RNNRT_STATE`` and closes it; ``"restore"`` (with START) opens it from the bytes in ``RNNRT_STATE``;
-  ``"close"`` closes it. The client's ``drain`` moves streams between servers with these.
+  ``"close"`` closes it; ``"release"`` (with END) ends the stream's Triton sequence and keeps its state (the
+  client sends it once when a stream moves on to multi-stream requests, so that no Triton sequence is left
+  open: an open sequence holds a Triton slot and makes a stopping server wait). The client's ``drain``
+  moves streams between servers with these.
+- **Limits**: a request of more than ``rnnrt_max_frames`` frames (default :data:`~rnnrt.serve.wire.MAX_FRAMES`;
+  all streams of a multi-stream request together) or ``rnnrt_max_request_bytes`` input bytes (default
+  :data:`~rnnrt.serve.wire.MAX_REQUEST_BYTES`) is refused with a ``BindingError`` before anything steps.
 - A request that fails (unknown stream without START, a bad frame, bad state bytes, an engine failure)
   gets a Triton error response ``[request id: ID] <ErrorType>: <message>``; the other requests of the
   call go on and the failed stream's state is as before the request (``step_chunk`` is atomic: when a
@@ -45,13 +54,15 @@ holds no slot for it; the pool's idle timeout releases it like any other.
 Counters on Triton's metrics endpoint (label ``model``): ``rnnrt_requests_total``, ``rnnrt_frames_total``,
 ``rnnrt_request_errors_total`` (a failed stream of a multi-stream request counts as one),
 ``rnnrt_streams_opened_total``, ``rnnrt_streams_closed_total``, ``rnnrt_streams_expired_total``,
-``rnnrt_streams_migrated_total``, gauge ``rnnrt_streams_open``. A thread of the model sends them to the
+``rnnrt_streams_migrated_total``, gauges ``rnnrt_streams_open`` and ``rnnrt_busy`` (1 while a request ran in
+the last period). A thread of the model sends them to the
 server every :data:`METRICS_PERIOD` seconds (each update is a message to the server, ~0.1 ms of stub CPU:
 per request it was a tenth of the cost of a multi-stream request), so they lag by up to that.
 
 The model's parameters (config.pbtxt) name the rnnrt config (``rnnrt_config``, relative to the version
 folder), the binding layout (``rnnrt_bindings``, JSON), the engine backend (``rnnrt_backend``) and the values
-of inputs without a batch axis (``rnnrt_shared``, JSON: the pool's ``shared=``).
+of inputs without a batch axis (``rnnrt_shared``, JSON: the pool's ``shared=``) and the request limits
+(``rnnrt_max_frames``, ``rnnrt_max_request_bytes``).
 """
 
 from __future__ import annotations
@@ -64,100 +75,38 @@ from typing import Any, Optional
 
 import numpy as np
 
-CONTROL_INPUT = "RNNRT_CONTROL"
-STATE_TENSOR = "RNNRT_STATE"
-STREAMS_INPUT = "RNNRT_STREAMS"
-FRAMES_INPUT = "RNNRT_FRAMES"
-FLAGS_INPUT = "RNNRT_FLAGS"
-STATUS_TENSOR = "RNNRT_STATUS"
+from rnnrt.serve.jobs import Carrier, Job, Sink
+from rnnrt.serve.wire import (COMMANDS, CONTROL_INPUT, FLAG_DETACH, FLAG_END, FLAG_RESTORE, FLAG_START, FLAGS,
+                              FLAGS_INPUT, FRAMES_INPUT, MAX_FRAMES, MAX_REQUEST_BYTES, STATE_TENSOR,
+                              STATUS_TENSOR, STREAMS_INPUT, error_kind, tagged_error)
+
 CONTROLS = ("START", "END", "READY", "CORRID")
-COMMANDS = {1: "detach", 2: "restore", 3: "close"}
-"""``RNNRT_CONTROL`` (INT32) values. Tensors cross the stub by DLPack only: the bundled stub's numpy
-conversions (``as_numpy``, ``Tensor(name, array)``) read numpy 1.x descriptors and break under numpy 2,
-so no tensor is of TYPE_STRING (the state travels as UINT8 bytes)."""
 METRICS_PERIOD = 0.05
-FLAG_START, FLAG_END, FLAG_DETACH, FLAG_RESTORE = 1, 2, 4, 8
-FLAGS = {"start": FLAG_START, "end": FLAG_END, "detach": FLAG_DETACH, "restore": FLAG_RESTORE}
-"""``RNNRT_FLAGS`` bits of a multi-stream request, per stream."""
+_USED_CAPSULE = b"used_dltensor"
 
 __all__ = ["CONTROL_INPUT", "FLAGS", "FLAGS_INPUT", "FRAMES_INPUT", "STATE_TENSOR", "STATUS_TENSOR",
            "STREAMS_INPUT", "TritonPythonModel"]
 
 
+def _mark_used(capsule: Any) -> None:
+    """Names a DLPack capsule that its consumer took ``used_dltensor`` (the name DLPack's producers check)."""
+    global _set_capsule_name
+    if _set_capsule_name is None:
+        import ctypes
+
+        fn = ctypes.pythonapi.PyCapsule_SetName
+        fn.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        fn.restype = ctypes.c_int
+        _set_capsule_name = fn
+    if _set_capsule_name(capsule, _USED_CAPSULE) != 0:
+        raise RuntimeError("PyCapsule_SetName failed")
+
+
+_set_capsule_name: Any = None
+
+
 def _param(config: dict, key: str, default: Optional[str] = None) -> Optional[str]:
     return config.get("parameters", {}).get(key, {}).get("string_value", default)
-
-
-class _Sink:
-    """Where the outputs of a request go: one ``[frames, *binding shape with batch 1]`` array per output."""
-
-    __slots__ = ("total", "buffers", "zero", "rows_views")
-
-    def __init__(self, total: int, zero: bool) -> None:
-        self.total = total
-        self.buffers: Optional[dict[str, np.ndarray]] = None
-        self.zero = zero
-        self.rows_views: Optional[list] = None  # per output: (name, batch axis, the buffer without its 1 there)
-
-    def put_chunk(self, jobs: list, outs: dict, axes: dict) -> None:
-        """A chunk's outputs ``[K, *output shape with one row per job]``: row i's K frames go to
-        ``jobs[i].offset ...`` (the jobs whose sink this is, in their row order ``jobs[i].row``)."""
-        views = self.rows_views
-        if views is None:  # the first write allocates: one [frames, *binding shape with batch 1] array per output
-            alloc = np.zeros if self.zero else np.empty
-            self.buffers = {n: alloc((self.total,) + v.shape[1:1 + axes[n]] + (1,) + v.shape[2 + axes[n]:], v.dtype)
-                            for n, v in outs.items()}
-            # [frames, *shape without the batch axis]: frame k of row i goes to index offset_i + k.
-            views = self.rows_views = [(n, axes[n], b.reshape((self.total,) + b.shape[1:1 + axes[n]] + b.shape[2 + axes[n]:]))
-                                       for n, b in self.buffers.items()]
-        count = len(next(iter(outs.values())))
-        first = jobs[0].offset
-        # Rows in order at offsets first, first + K, ...: one assignment of [n, K, ...] per output.
-        runs = all(job.offset == first + i * count and job.row == jobs[0].row + i for i, job in enumerate(jobs))
-        for name, axis, view in views:
-            per_row = np.moveaxis(outs[name], 1 + axis, 0)  # [n rows, K, *shape without the batch axis]
-            if runs:
-                rows = per_row[jobs[0].row:jobs[0].row + len(jobs)]
-                view[first:first + len(jobs) * count] = rows.reshape((-1,) + rows.shape[2:])
-            else:
-                for job in jobs:
-                    view[job.offset:job.offset + count] = per_row[job.row]
-
-
-class _Job:
-    """One stream's part of a request as the model handles it."""
-
-    __slots__ = ("index", "request", "rid", "cid", "start", "end", "command", "state", "arrays", "count", "error",
-                 "key", "sink", "offset", "row", "carrier")
-
-    def __init__(self, index: int, request: Any, rid: str) -> None:
-        self.index = index
-        self.request = request
-        self.rid = rid
-        self.cid: Any = None
-        self.start = self.end = False
-        self.command: Optional[str] = None
-        self.state: Optional[bytes] = None
-        self.arrays: dict[str, np.ndarray] = {}  # per data input: [K, *binding shape with batch 1] (views)
-        self.count = 0  # K: the frames of this stream in the request
-        self.error: Optional[BaseException] = None
-        self.key: tuple = ()  # K and the frames' inputs, shapes and dtypes (jobs with the same key step together)
-        self.sink: Optional[_Sink] = None
-        self.offset = 0
-        self.row = 0  # its row in the chunk it stepped in
-        self.carrier: Optional[_Carrier] = None
-
-
-class _Carrier:
-    """A multi-stream request: its streams' jobs and one sink for all of their outputs."""
-
-    __slots__ = ("index", "rid", "jobs", "sink")
-
-    def __init__(self, index: int, rid: str, jobs: list, sink: _Sink) -> None:
-        self.index = index
-        self.rid = rid
-        self.jobs = jobs
-        self.sink = sink
 
 
 class TritonPythonModel:
@@ -176,6 +125,7 @@ class TritonPythonModel:
         cfg_path = version_dir / _param(config, "rnnrt_config", "rnnrt_model/model.yaml")
         layout = json.loads(_param(config, "rnnrt_bindings", "{}"))
         self._in_axes: dict[str, int] = layout["inputs"]
+        self._sized = tuple(self._in_axes) + (STATE_TENSOR,)  # the inputs a request's byte bound counts
         self._out_axes: dict[str, int] = layout["outputs"]
         seq = config["sequence_batching"]
         oldest = seq.get("oldest") or {}
@@ -187,6 +137,11 @@ class TritonPythonModel:
         if threads > 0:
             kwargs["threads"] = threads
         self.session = rnnrt.load(str(cfg_path), backend=backend, **kwargs)
+        self.max_frames = int(_param(config, "rnnrt_max_frames", str(MAX_FRAMES)))
+        self.max_request_bytes = int(_param(config, "rnnrt_max_request_bytes", str(MAX_REQUEST_BYTES)))
+        self._executing = 0  # execute calls running now, and whether one ran since the last metrics flush
+        self._ran = False
+        self._busy_reported = -1
         self.idle_timeout = idle_us / 1e6
         shared = {n: np.asarray(v["value"], dtype=v["dtype"])
                   for n, v in json.loads(_param(config, "rnnrt_shared", "{}")).items()}
@@ -214,6 +169,11 @@ class TritonPythonModel:
                                       kind=pb_utils.MetricFamily.GAUGE)
         self._families.append(gauge)
         self.m_open = gauge.Metric(labels=labels)
+        busy = pb_utils.MetricFamily(name="rnnrt_busy", description="1 while the model ran a request in the last "
+                                     "metrics period (rnnrt serve waits for 0 before it stops the server)",
+                                     kind=pb_utils.MetricFamily.GAUGE)
+        self._families.append(busy)
+        self.m_busy = busy.Metric(labels=labels)
         self._open_reported = -1
         self._counts = dict.fromkeys(self._metrics, 0)
         self._metrics_lock = threading.Lock()
@@ -235,11 +195,16 @@ class TritonPythonModel:
             for key in counts:
                 self._counts[key] = 0
             open_now = self._open_now
+            busy = int(self._ran or self._executing > 0)
+            self._ran = False
         for key, n in counts.items():
             self._metrics[key].increment(n)
         if open_now != self._open_reported:
             self.m_open.set(open_now)
             self._open_reported = open_now
+        if busy != self._busy_reported:
+            self.m_busy.set(busy)
+            self._busy_reported = busy
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(METRICS_PERIOD):
@@ -279,7 +244,24 @@ class TritonPythonModel:
             arrays[name] = arr.reshape((count,) + rest[:axis] + (1,) + rest[axis:])
         return arrays, count
 
-    def _parse(self, job: _Job) -> None:
+    def _check_size(self, subject: str, frames: int, request: Any, names: tuple) -> None:
+        """Refuses a request over the frame or byte bound (``rnnrt_max_frames``, ``rnnrt_max_request_bytes``)."""
+        from rnnrt.errors import BindingError, fmt
+
+        if frames > self.max_frames:
+            raise BindingError(fmt(subject, f"Carries {frames} frames; this server takes at most {self.max_frames} "
+                                   "per request", "Send the frames in chunks (several requests), or serve with a "
+                                   "larger --max-frames."))
+        size = 0
+        for name in names:
+            arr = self._array(request, name)
+            size += 0 if arr is None else arr.nbytes
+        if size > self.max_request_bytes:
+            raise BindingError(fmt(subject, f"Carries {size} input bytes; this server takes at most "
+                                   f"{self.max_request_bytes} per request", "Send the frames in chunks (several "
+                                   "requests), or serve with a larger --max-request-bytes."))
+
+    def _parse(self, job: Job) -> None:
         from rnnrt.errors import StateError, fmt
 
         req = job.request
@@ -290,6 +272,8 @@ class TritonPythonModel:
         job.cid = cid
         job.start = bool(self._scalar(req, "START") or 0)
         job.end = bool(self._scalar(req, "END") or 0)
+        arrays, count = self._data(req, f"Stream {cid!r}")
+        self._check_size(f"Stream {cid!r}", count or 0, req, self._sized)  # before any bytes are copied
         command = self._scalar(req, CONTROL_INPUT)
         if command is not None:
             job.command = COMMANDS.get(command)
@@ -298,14 +282,13 @@ class TritonPythonModel:
                                      f"Use one of {COMMANDS}."))
             if job.command == "restore":
                 job.state = self._state_bytes(req, cid)
-        arrays, count = self._data(req, f"Stream {cid!r}")
         if arrays and job.command is not None:
             raise StateError(fmt(f"Stream {cid!r}", f"Control {job.command!r} was sent with frames",
                                  "Send control requests without data inputs."))
         job.arrays, job.count = arrays, count or 0
         job.key = (job.count,) + tuple((n, a.shape[1:], a.dtype.str) for n, a in arrays.items())
         if job.count:
-            job.sink = _Sink(job.count, zero=False)
+            job.sink = Sink(job.count, zero=False)
 
     def _state_bytes(self, req: Any, cid: Any) -> bytes:
         from rnnrt.errors import StateError, fmt
@@ -315,7 +298,7 @@ class TritonPythonModel:
             raise StateError(fmt(f"Stream {cid!r}", f"Control 'restore' needs the state bytes in {STATE_TENSOR}"))
         return state.tobytes()
 
-    def _parse_carrier(self, index: int, request: Any, rid: str) -> _Carrier:
+    def _parse_carrier(self, index: int, request: Any, rid: str) -> Carrier:
         """A multi-stream request's jobs (see the module doc); raises for a malformed request."""
         from rnnrt.errors import BindingError, StateError, fmt
 
@@ -336,17 +319,18 @@ class TritonPythonModel:
             raise BindingError(fmt(subject, "Has a negative frame count or a zero stream id",
                                    "Frame counts are >= 0 and stream ids >= 1."))
         arrays, total = self._data(request, subject)
+        self._check_size(subject, total or 0, request, self._sized)
         if (total or 0) != sum(counts):
             raise BindingError(fmt(subject, f"Carries {total or 0} frames, {FRAMES_INPUT} adds up to {sum(counts)}",
                                    "The data inputs hold every stream's frames, one after another."))
         if n > 1 and any(f & (FLAG_DETACH | FLAG_RESTORE) for f in flags):
             raise StateError(fmt(subject, "Asks to detach or restore a stream among others",
                                  "Send detach and restore in a request of one stream."))
-        sink = _Sink(total or 0, zero=True)
+        sink = Sink(total or 0, zero=True)
         shapes = tuple((n, a.shape[1:], a.dtype.str) for n, a in arrays.items())
         jobs, pos = [], 0
         for cid, k, flag in zip(ids, counts, flags):
-            job = _Job(index, request, rid)
+            job = Job(index, request, rid)
             job.cid, job.start, job.end = cid, bool(flag & FLAG_START), bool(flag & FLAG_END)
             if flag & FLAG_DETACH:
                 job.command = "detach"
@@ -361,12 +345,15 @@ class TritonPythonModel:
             job.sink, job.offset, job.key = sink, pos, (k,) + shapes
             pos += k
             jobs.append(job)
-        carrier = _Carrier(index, rid, jobs, sink)
+        carrier = Carrier(index, rid, jobs, sink)
         for job in jobs:
             job.carrier = carrier
         return carrier
 
     def _open(self, cid: Any, evict: bool = True) -> None:
+        """Opens (or resets) a stream. A full pool first releases streams idle past the idle time (the pool's
+        own expiry, then sequences Triton released for idleness before the pool noticed: never a stream that
+        stepped within the idle time); when none is, the new stream is refused and no open stream is touched."""
         from rnnrt.errors import StateError, fmt
 
         if cid in self.pool:
@@ -374,19 +361,20 @@ class TritonPythonModel:
             return
         if self.pool.free_slots == 0:
             self.pool.expire()
+        if self.pool.free_slots == 0 and evict:
+            now = time.monotonic()
+            idle = [s for s, t in self._last_use.items()
+                    if s not in self._carried and now - t >= self.idle_timeout and s in self.pool]
+            for victim in idle:
+                self.pool.close(victim, missing_ok=True)
+                self._last_use.pop(victim, None)
+                self._count("expired")
         if self.pool.free_slots == 0:
-            # Triton only starts a sequence when one of its slots is free, so the pool holds a stream that
-            # Triton already released for idleness: the longest-idle one. Streams of multi-stream
-            # requests hold no Triton slot, so they are never taken for that.
-            idle = {s: t for s, t in self._last_use.items() if s not in self._carried} if evict else {}
-            if not idle:
-                raise StateError(fmt(f"Stream {cid!r}", f"Cannot open: all {self.pool.capacity} slots of model "
-                                     f"{self.name!r} hold open streams",
-                                     "Close streams, or serve with a larger --max-sequences."))
-            victim = min(idle, key=idle.get)
-            self.pool.close(victim, missing_ok=True)
-            self._last_use.pop(victim, None)
-            self._count("expired")
+            raise StateError(fmt(f"Stream {cid!r}", f"Cannot open: all {self.pool.capacity} slots of model "
+                                 f"{self.name!r} hold streams that stepped within the idle time "
+                                 f"({self.idle_timeout:g} s); none was touched",
+                                 "Retry later, close streams you no longer need, or serve with a larger "
+                                 "--max-sequences."))
         self.pool.open(cid)
         self._count("opened")
 
@@ -397,7 +385,7 @@ class TritonPythonModel:
         self._last_use.pop(cid, None)
         self._carried.discard(cid)
 
-    def _controls(self, job: _Job) -> None:
+    def _controls(self, job: Job) -> None:
         from rnnrt import StreamState
         from rnnrt.errors import StateError, fmt
 
@@ -426,9 +414,11 @@ class TritonPythonModel:
             self._count("migrated")
         elif job.command == "close":
             self._close(cid)
+        elif job.command == "release":  # its Triton sequence ends (END); the stream goes on in multi-stream requests
+            self._carried.add(cid)
         self._last_use[cid] = time.monotonic()
 
-    def _step_group(self, group: list[_Job]) -> None:
+    def _step_group(self, group: list[Job]) -> None:
         """Steps jobs with the same K and frame shapes as one atomic chunk (``pool.step_chunk``); when it
         fails, each job is stepped alone so that only the culprits fail (their state unmoved)."""
         try:
@@ -447,7 +437,7 @@ class TritonPythonModel:
         for jobs in sinks.values():
             jobs[0].sink.put_chunk(jobs, outs, self._out_axes)
 
-    def _pack(self, jobs: list[_Job]) -> dict[str, np.ndarray]:
+    def _pack(self, jobs: list[Job]) -> dict[str, np.ndarray]:
         """The jobs' frames as one chunk ``[K, *binding shape with one row per job]`` per input."""
         first = jobs[0].arrays
         if len(jobs) == 1:
@@ -455,62 +445,77 @@ class TritonPythonModel:
         return {name: np.concatenate([job.arrays[name] for job in jobs], axis=1 + self._in_axes[name])
                 for name in first}
 
-    @staticmethod
-    def _kind(err: BaseException) -> str:
-        return type(err).__name__ if type(err).__module__.startswith("rnnrt") else f"EngineError: {type(err).__name__}"
-
-    def _tensors(self, sink: _Sink) -> list:
+    def _tensors(self, sink: Sink) -> list:
         """The output tensors ``[1, frames, ...]`` of a sink (its arrays, reshaped: the batch dim is 1)."""
-        pb = self._pb
         tensors = []
         if sink.buffers is not None:
             for name, axis in self._out_axes.items():
                 buf = sink.buffers[name]
                 shape = buf.shape[1:1 + axis] + buf.shape[2 + axis:]
-                tensors.append(pb.Tensor.from_dlpack(name, buf.reshape((1, sink.total) + shape)))
+                tensors.append(self._tensor(name, buf.reshape((1, sink.total) + shape)))
         return tensors
+
+    def _tensor(self, name: str, arr: np.ndarray) -> Any:
+        """A stub tensor sharing ``arr`` (by DLPack).
+
+        The stub takes the DLPack capsule and renames it ``used_dlpack``; numpy's capsule destructor only
+        knows DLPack's ``used_dltensor`` and would print a traceback per tensor (the tensor itself is fine:
+        the stub owns it and calls its deleter). So the capsule is handed over by hand and marked used in
+        DLPack's own words once the stub has taken it."""
+        capsule = arr.__dlpack__()
+        tensor = self._pb.Tensor.from_dlpack(name, capsule)
+        _mark_used(capsule)
+        return tensor
 
     def _error_response(self, rid: str, err: BaseException) -> Any:
         """The Triton error response of a failed request (counted)."""
         self._count("errors")
         return self._pb.InferenceResponse(output_tensors=[], error=self._pb.TritonError(
-            f"[request id: {rid}] {self._kind(err)}: {err}"))
+            tagged_error(rid, err)))
 
-    def _response(self, job: _Job) -> Any:
+    def _response(self, job: Job) -> Any:
         pb = self._pb
         if job.error is not None:
             return self._error_response(job.rid, job.error)
         tensors = self._tensors(job.sink) if job.sink is not None else []
         if job.command == "detach":
-            tensors.append(pb.Tensor.from_dlpack(STATE_TENSOR, np.frombuffer(job.state, np.uint8)[None].copy()))
+            tensors.append(self._tensor(STATE_TENSOR, np.frombuffer(job.state, np.uint8)[None].copy()))
         return pb.InferenceResponse(output_tensors=tensors)
 
-    def _carrier_response(self, carrier: _Carrier) -> Any:
+    def _carrier_response(self, carrier: Carrier) -> Any:
         pb = self._pb
         errors = []
         for i, job in enumerate(carrier.jobs):
             if job.error is not None:
                 self._count("errors")
-                errors.append([i, self._kind(job.error), str(job.error)])
+                errors.append([i, error_kind(job.error), str(job.error)])
         tensors = self._tensors(carrier.sink)
         if errors:
             status = np.frombuffer(json.dumps({"errors": errors}).encode(), np.uint8)[None].copy()
-            tensors.append(pb.Tensor.from_dlpack(STATUS_TENSOR, status))
+            tensors.append(self._tensor(STATUS_TENSOR, status))
         job = carrier.jobs[0] if len(carrier.jobs) == 1 else None
         if job is not None and job.command == "detach" and job.error is None:
-            tensors.append(pb.Tensor.from_dlpack(STATE_TENSOR, np.frombuffer(job.state, np.uint8)[None].copy()))
+            tensors.append(self._tensor(STATE_TENSOR, np.frombuffer(job.state, np.uint8)[None].copy()))
         return pb.InferenceResponse(output_tensors=tensors)
 
     # -- Triton entry points ---------------------------------------------------------------------------------
     def execute(self, requests: list) -> list:
+        self._executing += 1
+        self._ran = True
+        try:
+            return self._execute(requests)
+        finally:
+            self._executing -= 1
+
+    def _execute(self, requests: list) -> list:
         pb = self._pb
         responses: list = [None] * len(requests)
-        carriers: list[_Carrier] = []
-        waves: list[list[_Job]] = [[]]
+        carriers: list[Carrier] = []
+        waves: list[list[Job]] = [[]]
         seen: list[set] = [set()]
         self._count("requests", len(requests))
 
-        def place(job: _Job) -> None:
+        def place(job: Job) -> None:
             w = next((w for w, ids in enumerate(seen) if job.cid not in ids), None)
             if w is None:
                 waves.append([])
@@ -535,7 +540,7 @@ class TritonPythonModel:
             if ready is not None and not ready:
                 responses[i] = pb.InferenceResponse(output_tensors=[])
                 continue
-            job = _Job(i, request, rid)
+            job = Job(i, request, rid)
             try:
                 self._parse(job)
             except Exception as err:  # noqa: BLE001
@@ -549,7 +554,7 @@ class TritonPythonModel:
                     self._controls(job)
                 except Exception as err:  # noqa: BLE001
                     job.error = err
-            groups: dict[tuple, list[_Job]] = {}
+            groups: dict[tuple, list[Job]] = {}
             for job in wave:
                 if job.error is None and job.count:
                     groups.setdefault(job.key, []).append(job)
@@ -560,7 +565,7 @@ class TritonPythonModel:
                 if job.error is None:
                     self._count("frames", job.count)
                     self._last_use[job.cid] = now
-                    if job.end:
+                    if job.end and job.command != "release":
                         try:
                             self._close(job.cid)
                         except Exception as err:  # noqa: BLE001

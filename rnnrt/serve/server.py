@@ -7,8 +7,9 @@ Python is passed as ``--backend-directory``, ``LD_LIBRARY_PATH`` gets the wheel'
 interpreter's ``libpython``, ``PATH`` starts with this interpreter's folder and ``PYTHONPATH`` with the
 folder holding this ``rnnrt`` package, so the python backend's stub imports the same rnnrt and numpy.
 
-Every endpoint binds ``127.0.0.1`` unless another host is asked for. The server runs from a neutral
-working directory in its own process group and is stopped by its PID (SIGTERM, then SIGKILL).
+Every endpoint binds ``127.0.0.1`` unless another host is asked for; ports in use are refused before
+the server starts. The server runs from a neutral working directory in its own process group and is
+stopped by its PID (SIGTERM, then SIGKILL; :meth:`TritonServer.shutdown` does not wait for open streams).
 
 Example::
 
@@ -22,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -37,7 +39,7 @@ from typing import IO, Iterable, Optional, Union
 
 from rnnrt.errors import EngineError, fmt
 
-__all__ = ["TritonServer", "find_tritonserver", "free_port"]
+__all__ = ["TritonServer", "check_ports_free", "find_tritonserver", "free_port"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -45,6 +47,29 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def check_ports_free(host: str, ports: dict[str, int]) -> None:
+    """Refuses ports that something already listens on (tritonserver would fail seconds later, in its own words).
+
+    Raises:
+        EngineError: One line naming the port, its option and the fix.
+    """
+    import errno
+
+    bind_host = "127.0.0.1" if host in ("", "localhost") else host
+    family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
+    for option, port in ports.items():
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no conflict
+            try:
+                s.bind((bind_host, port))
+            except OSError as err:
+                if err.errno != errno.EADDRINUSE:
+                    raise EngineError(fmt(f"{option} {port}", f"Cannot be bound on {host}: {err.strerror}; pick "
+                                          "another port or host")) from None
+                raise EngineError(fmt(f"{option} {port}", f"Is already in use on {host}; stop what listens there "
+                                      f"or pick another port ({option} 0 = a free one)")) from None
 
 
 def find_tritonserver(path: Union[str, os.PathLike, None] = None) -> tuple[Path, bool]:
@@ -150,6 +175,8 @@ class TritonServer:
         """Starts the server process (returns at once; see :meth:`wait_ready`)."""
         if self.process is not None:
             raise EngineError(fmt("TritonServer", "Is already started"))
+        check_ports_free(self.host, {"--grpc-port": self.grpc_port, "--http-port": self.http_port,
+                                     "--metrics-port": self.metrics_port})
         self._workdir = tempfile.TemporaryDirectory(prefix="rnnrt-triton-")
         if self._log_arg is None:
             self.log_path = Path(self._workdir.name) / "server.log"
@@ -253,6 +280,67 @@ class TritonServer:
             self._log_file = None
         return code
 
+    def idle_sequences_only(self) -> bool:
+        """Whether nothing but open sequences keeps a stopping server: its log's last count of in-flight
+        inferences (Triton counts open sequences among them) is not 0, every model is an rnnrt model (its
+        ``rnnrt_busy`` gauge is there), none ran a request in the last metrics period and no request
+        waits in Triton's queues. False when the log or the metrics cannot be read."""
+        if not self._log_counts_inflight():
+            return False
+        try:
+            text = self.metrics()
+        except (OSError, ValueError):
+            return False
+        pending: dict[str, float] = {}
+        busy: dict[str, float] = {}
+        for line in text.splitlines():
+            for prefix, into in (("nv_inference_pending_request_count{", pending), ("rnnrt_busy{", busy)):
+                if line.startswith(prefix) and 'model="' in line:
+                    model = line.split('model="', 1)[1].split('"', 1)[0]
+                    into[model] = into.get(model, 0.0) + float(line.rsplit(" ", 1)[1])
+        models = set(pending) | set(busy)
+        return bool(models) and all(busy.get(m, 1.0) == 0 and pending.get(m, 0.0) == 0 for m in models)
+
+    def _log_counts_inflight(self) -> bool:
+        """Whether the stopping server's last log line about in-flight inferences counts some."""
+        if self.log_path is None or not self.log_path.is_file():
+            return False
+        if self._log_file is not None:
+            self._log_file.flush()
+        with open(self.log_path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            tail = f.read().decode("utf-8", "replace")
+        counts = re.findall(r"Found (\d+) model versions that have in-flight inferences", tail)
+        return bool(counts) and int(counts[-1]) > 0
+
+    def shutdown(self, timeout: float = 30.0, poll: float = 0.1) -> tuple[Optional[int], bool]:
+        """Stops the server at once when no request is in flight; returns ``(exit code, dropped)``.
+
+        SIGTERM first: Triton then answers the requests in flight and waits for open sequences to end.
+        A stream's sequence may stay open for hours (the state of an rnnrt stream lives only in the
+        server and cannot be waited out), so once :meth:`idle_sequences_only` holds for three polls in a
+        row the server is stopped by its PID (SIGKILL; ``dropped`` is True: the open streams are gone,
+        as they would be at the end of any stop). After ``timeout`` seconds it is stopped anyway.
+        """
+        proc = self.process
+        if proc is None:
+            return None, False
+        dropped = False
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            quiet = 0
+            while proc.poll() is None and time.monotonic() < deadline:
+                quiet = quiet + 1 if self.idle_sequences_only() else 0
+                if quiet >= 3:
+                    dropped = proc.poll() is None
+                    break
+                time.sleep(poll)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        return self.stop(), dropped
+
     def cleanup(self) -> None:
         """Removes the working folder (and the log in it)."""
         if self._workdir is not None:
@@ -270,12 +358,14 @@ class TritonServer:
 def write_repository(configs: Iterable[Union[str, os.PathLike]], repo: Union[str, os.PathLike], *,
                      name: Optional[str] = None, max_sequences: Optional[int] = None, idle_us: int = 60_000_000,
                      backend: str = "auto", instance_kind: str = "auto", queue_delay_us: int = 0,
-                     shared: Optional[dict] = None) -> list[str]:
+                     shared: Optional[dict] = None, max_frames: Optional[int] = None,
+                     max_request_bytes: Optional[int] = None) -> list[str]:
     """Writes a python-backend model per config into ``repo``; returns the model names.
 
     ``name`` names the model of a single config; otherwise each model is named after its config's folder.
     ``shared`` gives the values of inputs without a batch axis (e.g. ``{"sr": 16000}``); each model takes
-    those of its own inputs.
+    those of its own inputs. ``max_frames`` and ``max_request_bytes`` bound each request (see
+    :func:`rnnrt.serve.triton.export_triton`).
 
     Raises:
         ConfigError: No config, ``name`` with several configs, two models with one name, or a ``shared``
@@ -302,7 +392,8 @@ def write_repository(configs: Iterable[Union[str, os.PathLike]], repo: Union[str
         own = {t.name: shared[t.name] for t in cfg.inputs if t.batch_axis is None and t.name in shared}
         used.update(own)
         export_triton(cfg, repo, engine="python", name=model, max_sequences=max_sequences, idle_us=idle_us,
-                      backend=backend, instance_kind=instance_kind, queue_delay_us=queue_delay_us, shared=own)
+                      backend=backend, instance_kind=instance_kind, queue_delay_us=queue_delay_us, shared=own,
+                      max_frames=max_frames, max_request_bytes=max_request_bytes)
         names.append(model)
     unused = sorted(set(shared) - used)
     if unused:
@@ -316,6 +407,7 @@ def serve(configs: Iterable[Union[str, os.PathLike]] = (), *, repo: Union[str, o
           metrics_port: Optional[int] = None, tritonserver: Union[str, os.PathLike, None] = None,
           max_sequences: Optional[int] = None, idle_us: int = 60_000_000, backend: str = "auto",
           instance_kind: str = "auto", queue_delay_us: int = 0, shared: Optional[dict] = None,
+          max_frames: Optional[int] = None, max_request_bytes: Optional[int] = None,
           log: Union[str, os.PathLike, None] = None,
           verbose: int = 0,
           timeout: float = 300.0, exit_timeout: int = 30, out: IO = sys.stdout) -> int:
@@ -323,11 +415,14 @@ def serve(configs: Iterable[Union[str, os.PathLike]] = (), *, repo: Union[str, o
 
     Writes the repository (a temporary folder unless ``repo`` is given), starts the server, waits until
     every model is ready, prints the endpoints and ``ready``, then blocks. SIGINT or SIGTERM stops the
-    server by its PID and returns 0; a server that exits on its own returns 1.
+    server (:meth:`TritonServer.shutdown`: the requests in flight are answered, open streams do not hold
+    it) and returns 0; a server that exits on its own returns 1. ``max_frames`` and ``max_request_bytes``
+    bound each request (see :func:`rnnrt.serve.triton.export_triton`).
 
     Raises:
         ConfigError: Bad configs or names (see :func:`write_repository`).
-        EngineError: No server binary, or the server did not get ready (its log's end is in the message).
+        EngineError: A port in use (one line, before the server starts), no server binary, or the server
+            did not get ready (its log's end is in the message).
     """
     import threading
 
@@ -349,7 +444,7 @@ def serve(configs: Iterable[Union[str, os.PathLike]] = (), *, repo: Union[str, o
                 repo = tmp.name
             names = write_repository(configs, repo, name=name, max_sequences=max_sequences, idle_us=idle_us,
                                      backend=backend, instance_kind=instance_kind, queue_delay_us=queue_delay_us,
-                                     shared=shared)
+                                     shared=shared, max_frames=max_frames, max_request_bytes=max_request_bytes)
         else:
             if repo is None or not Path(repo).is_dir():
                 from rnnrt.errors import ConfigError
@@ -385,9 +480,9 @@ def serve(configs: Iterable[Union[str, os.PathLike]] = (), *, repo: Union[str, o
                       f"{server.log_tail(1500)}", file=sys.stderr, flush=True)
                 return 1
             stop.wait(0.5)
-        code = server.stop(timeout=exit_timeout + 30)
-        print(f"rnnrt serve: stopped (signal {received[0] if received else '?'}; tritonserver exit code {code})",
-              file=out, flush=True)
+        code, dropped = server.shutdown(timeout=exit_timeout)
+        how = "no request in flight; open streams dropped" if dropped else f"tritonserver exit code {code}"
+        print(f"rnnrt serve: stopped (signal {received[0] if received else '?'}; {how})", file=out, flush=True)
         return 0
     finally:
         if server is not None:

@@ -378,9 +378,11 @@ def default_instance_kind() -> str:
         return "KIND_CPU"
 
 
-def _check_counts(max_batch_size: Optional[int], idle_us: int, max_sequences: Optional[int]) -> None:
+def _check_counts(max_batch_size: Optional[int], idle_us: int, max_sequences: Optional[int],
+                  max_frames: Optional[int] = None, max_request_bytes: Optional[int] = None) -> None:
     for what, value, low in (("max_batch_size", max_batch_size, 1), ("idle_us", idle_us, 1),
-                             ("max_sequences", max_sequences, 1)):
+                             ("max_sequences", max_sequences, 1), ("max_frames", max_frames, 1),
+                             ("max_request_bytes", max_request_bytes, 1)):
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -390,7 +392,8 @@ def _check_counts(max_batch_size: Optional[int], idle_us: int, max_sequences: Op
 
 def triton_config(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_size: Optional[int] = None,
                   idle_us: int = 60_000_000, instance_kind: str = "auto", max_sequences: Optional[int] = None,
-                  backend: str = "auto", queue_delay_us: int = 0, shared: Optional[Mapping[str, Any]] = None) -> Any:
+                  backend: str = "auto", queue_delay_us: int = 0, shared: Optional[Mapping[str, Any]] = None,
+                  max_frames: Optional[int] = None, max_request_bytes: Optional[int] = None) -> Any:
     """Returns the Triton ``ModelConfig`` message for a model config (see the module doc).
 
     Args:
@@ -407,9 +410,13 @@ def triton_config(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_s
             Triton may hold a request to batch it with others). Defaults to 0.
         shared (Mapping[str, Any] | None): python: the values of the inputs without a batch axis (e.g.
             Silero's ``sr``), fed with every step (``StreamPool(shared=...)``). Defaults to None.
+        max_frames (int | None): python: the most frames one request may carry (``rnnrt_max_frames``).
+            Defaults to :data:`rnnrt.serve.wire.MAX_FRAMES`.
+        max_request_bytes (int | None): python: the most input bytes one request may carry
+            (``rnnrt_max_request_bytes``). Defaults to :data:`rnnrt.serve.wire.MAX_REQUEST_BYTES`.
     """
     check_model_name(name)
-    _check_counts(max_batch_size, idle_us, max_sequences)
+    _check_counts(max_batch_size, idle_us, max_sequences, max_frames, max_request_bytes)
     if isinstance(queue_delay_us, bool) or not isinstance(queue_delay_us, (int, np.integer)) or queue_delay_us < 0:
         raise ConfigError(fmt(f"export-triton queue_delay_us={queue_delay_us!r}", "Is not an integer >= 0"))
     if engine not in ENGINES:
@@ -419,7 +426,11 @@ def triton_config(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_s
                               "Use auto, KIND_GPU or KIND_CPU."))
     kind = default_instance_kind() if instance_kind == "auto" else instance_kind
     if engine == "python":
-        return _python_config(cfg, name, idle_us, kind, max_sequences, backend, queue_delay_us, shared)
+        return _python_config(cfg, name, idle_us, kind, max_sequences, backend, queue_delay_us, shared,
+                              max_frames, max_request_bytes)
+    if max_frames is not None or max_request_bytes is not None:
+        raise ConfigError(fmt("export-triton max_frames=/max_request_bytes=", f"Are for --engine python only, not "
+                              f"{engine!r}", "Triton's own backends take whole batches; bound requests at the client."))
     if shared:
         raise ConfigError(fmt("export-triton shared=", f"Is for --engine python only, not {engine!r}",
                               "Fold the value into the model instead (rnnrt convert --set NAME=VALUE)."))
@@ -507,9 +518,10 @@ def _shared_values(cfg: ModelConfig, shared: Optional[Mapping[str, Any]]) -> dic
 
 
 def _python_config(cfg: ModelConfig, name: str, idle_us: int, kind: str, max_sequences: Optional[int],
-                   backend: str, queue_delay_us: int = 0, shared: Optional[Mapping[str, Any]] = None) -> Any:
-    from rnnrt.serve.backend import (CONTROL_INPUT, FLAGS_INPUT, FRAMES_INPUT, STATE_TENSOR, STATUS_TENSOR,
-                                     STREAMS_INPUT)
+                   backend: str, queue_delay_us: int = 0, shared: Optional[Mapping[str, Any]] = None,
+                   max_frames: Optional[int] = None, max_request_bytes: Optional[int] = None) -> Any:
+    from rnnrt.serve.wire import (CONTROL_INPUT, FLAGS_INPUT, FRAMES_INPUT, MAX_FRAMES, MAX_REQUEST_BYTES,
+                                  STATE_TENSOR, STATUS_TENSOR, STREAMS_INPUT)
 
     pb = model_config_pb2()
     if backend not in ("auto", "onnxruntime", "tensorrt"):
@@ -570,7 +582,8 @@ def _python_config(cfg: ModelConfig, name: str, idle_us: int, kind: str, max_seq
               "outputs": {t.name: t.batch_axis for t in cfg.outputs},
               "continuation": cfg.continuation.input if cfg.continuation is not None else None}
     params = {"rnnrt_config": f"{PYTHON_MODEL_DIR}/model.yaml", "rnnrt_bindings": json.dumps(layout),
-              "rnnrt_backend": backend}
+              "rnnrt_backend": backend, "rnnrt_max_frames": str(int(max_frames or MAX_FRAMES)),
+              "rnnrt_max_request_bytes": str(int(max_request_bytes or MAX_REQUEST_BYTES))}
     if shared_values:
         params["rnnrt_shared"] = json.dumps({n: {"value": a.tolist(), "dtype": a.dtype.name}
                                              for n, a in shared_values.items()})
@@ -630,6 +643,8 @@ def export_triton(
     queue_delay_us: int = 0,
     shared: Optional[Mapping[str, Any]] = None,
     dims: Optional[Mapping[str, Any]] = None,
+    max_frames: Optional[int] = None,
+    max_request_bytes: Optional[int] = None,
 ) -> Path:
     """Writes a Triton model repository entry for a model config.
 
@@ -658,6 +673,10 @@ def export_triton(
             every stream, as ``StreamPool(shared=...)``). Required for each such input. Defaults to None.
         dims (Mapping[str, Any] | None): plan: range of each dynamic non-batch dim (``{"chunk": "512"}``,
             ``{"T": "1:16:256"}``) for the plan rebuilt around the wrapped graph. Defaults to None.
+        max_frames (int | None): python: the most frames one request may carry; more is refused with a
+            ``BindingError``. Defaults to :data:`rnnrt.serve.wire.MAX_FRAMES`.
+        max_request_bytes (int | None): python: the most input bytes (frames and state) one request may
+            carry. Defaults to :data:`rnnrt.serve.wire.MAX_REQUEST_BYTES`.
 
     Returns:
         Path: ``repo/<name>``.
@@ -682,7 +701,8 @@ def export_triton(
                 else f"Its plan {str(cfg.plan_path)!r} does not exist", "Run `rnnrt build` first, or pass --engine onnx.")
         )
     msg = triton_config(cfg, name, engine, max_batch_size, idle_us, instance_kind, max_sequences=max_sequences,
-                        backend=backend, queue_delay_us=queue_delay_us, shared=shared)
+                        backend=backend, queue_delay_us=queue_delay_us, shared=shared, max_frames=max_frames,
+                        max_request_bytes=max_request_bytes)
     if dims:
         from rnnrt.build.api import dim_range
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from rnnrt.errors import BindingError, ConfigError, EngineError, StateError
-from rnnrt.serve.client import StreamClient, _error, sequence_id
+from rnnrt.serve.client import StreamClient, sequence_id
+from rnnrt.serve.wire import reply_error as _error
 
 SERVERS = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
 
@@ -80,3 +81,11 @@ class _Err(Exception):
 def test_server_errors_become_rnnrt_errors(text, status, cls, part):
     err = _error(_Err(text, status), "Stream 'a'")
     assert type(err) is cls and part in str(err)
+
+
+def test_rnnrt_client_is_the_public_path_to_one_client():
+    import rnnrt.client
+    import rnnrt.serve.client
+
+    assert rnnrt.client.StreamClient is rnnrt.serve.client.StreamClient
+    assert rnnrt.client.sequence_id is rnnrt.serve.client.sequence_id

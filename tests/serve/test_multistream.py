@@ -11,7 +11,8 @@ import pytest
 
 import rnnrt
 from rnnrt.errors import BindingError, StateError
-from rnnrt.serve.client import StreamClient, _error, sequence_id
+from rnnrt.serve.client import StreamClient, sequence_id
+from rnnrt.serve.wire import reply_error as _error
 from rnnrt.serve.triton import export_triton
 
 MODEL = "a_lstm_stream_t1n1"
@@ -298,4 +299,25 @@ def test_a_drained_lane_frees_its_triton_slot(served):
         client.step(sid, _frame(rng))
     for sid in seq:
         client.close(sid)
+    client.close_connections()
+
+
+def test_every_stream_of_a_call_failing_is_typed(served):
+    """Issue 22 defect 12: when every stream of a multi-stream request failed, the reply has no outputs
+    and step_many/submit_many raised a raw AttributeError."""
+    _, server = served
+    client = StreamClient(server.address, model="ms4")
+    rng = np.random.default_rng(12)
+    client.open("u1")
+    client.open("u2")
+    client.step_many({"u1": _frame(rng), "u2": _frame(rng)})
+    client.close("u1")  # the server closed them; this client starts them again with no START
+    client.close("u2")
+    client.open("u1")
+    client.open("u2")
+    client._started.update({"u1", "u2"})  # as after a server restart: the client thinks they run there
+    client._carried.update({"u1", "u2"})
+    for got in (client.step_many({"u1": _frame(rng), "u2": [_frame(rng), _frame(rng)]}),
+                client.submit_many({"u1": _frame(rng), "u2": _frame(rng)}).result()):
+        assert all(isinstance(got[s], StateError) and "not open" in str(got[s]) for s in ("u1", "u2")), got
     client.close_connections()

@@ -11,7 +11,8 @@ import pytest
 
 import rnnrt
 from rnnrt.errors import BindingError, StateError
-from rnnrt.serve.client import StreamClient, _error
+from rnnrt.serve.client import StreamClient
+from rnnrt.serve.wire import reply_error as _error
 from rnnrt.serve.triton import export_triton
 
 MODEL = "a_lstm_stream_t1n1"

@@ -167,6 +167,21 @@ def test_cli_export_triton(dynamic, tmp_path, capsys):
     assert "rnnrt build" in capsys.readouterr().err
 
 
+def test_cli_request_limits_reach_the_model_config(dynamic, tmp_path, capsys):
+    path = str(dynamic("a_lstm_stream_t1n1"))
+    assert cli_main(["export-triton", path, "-o", str(tmp_path / "r"), "--engine", "python", "--name", "m",
+                     "--max-frames", "8", "--max-request-bytes", "1000"]) == 0
+    params = _parse(tmp_path / "r" / "m").parameters
+    assert params["rnnrt_max_frames"].string_value == "8"
+    assert params["rnnrt_max_request_bytes"].string_value == "1000"
+    assert cli_main(["export-triton", path, "-o", str(tmp_path / "d"), "--engine", "python", "--name", "m"]) == 0
+    params = _parse(tmp_path / "d" / "m").parameters
+    assert params["rnnrt_max_frames"].string_value == "16384"
+    assert params["rnnrt_max_request_bytes"].string_value == str(64 << 20)
+    assert cli_main(["export-triton", path, "-o", str(tmp_path / "o"), "--engine", "onnx", "--max-frames", "8"]) == 2
+    assert "python only" in capsys.readouterr().err
+
+
 def test_dtype_table_covers_config_dtypes():
     from typing import get_args
 
@@ -196,7 +211,8 @@ def test_cli_refuses_escaping_names_and_negative_counts(dynamic, tmp_path, capsy
     assert cli_main(["export-triton", path, "-o", str(repo), "--engine", "onnx", "--name", "../../x"]) == 2
     assert "'../../x'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not tmp_path.parent.joinpath("x").exists()
-    for flag in ("--max-batch-size", "--idle-us", "--max-sequences", "--queue-delay-us"):
+    for flag in ("--max-batch-size", "--idle-us", "--max-sequences", "--queue-delay-us", "--max-frames",
+                 "--max-request-bytes"):
         assert cli_main(["export-triton", path, "-o", str(repo), "--engine", "onnx", flag, "-5"]) == 2
         assert "is less than" in capsys.readouterr().err
     assert not repo.exists()
