@@ -1,4 +1,10 @@
-"""rnnrt: stateful recurrent inference for TensorRT (and ONNX Runtime on CPU)."""
+"""rnnrt: stateful recurrent inference for TensorRT (and ONNX Runtime on CPU).
+
+The public API: :func:`load` (a model YAML -> a ready :class:`Session`), :class:`Session`, :class:`StreamPool`
+(many streams over one Session), :class:`StreamState` (one stream's snapshot) and the errors. ``import rnnrt``
+imports numpy and these modules only; the config (pydantic, yaml), onnx and the engines are imported when a
+model is loaded.
+"""
 
 from rnnrt.errors import (
     BindingError,
@@ -13,22 +19,11 @@ from rnnrt.errors import (
     StateError,
     UnsupportedOpError,
 )
+from rnnrt.runtime.pool import StreamPool
+from rnnrt.runtime.session import Session, load
+from rnnrt.runtime.snapshot import StreamState
 
 __version__ = "0.1.0"
-
-
-def __getattr__(name: str):
-    # `load` and `Session` pull in numpy, pydantic and onnx; import them on first use so that
-    # `import rnnrt` (and `rnnrt --help`) stays fast.
-    if name in ("load", "Session"):
-        from rnnrt.runtime import session
-
-        return getattr(session, name)
-    if name in ("StreamPool", "StreamState"):
-        from rnnrt.runtime import pool
-
-        return getattr(pool, name)
-    raise AttributeError(f"module 'rnnrt' has no attribute {name!r}")
 
 __all__ = [
     "BindingError",

@@ -1,4 +1,4 @@
-"""Tests of rnnrt.config: load/save round trip, unknown keys, checks against the ONNX model."""
+"""Tests of rnnrt.ir.config (the model YAML): load/save round trip, unknown keys, checks against the ONNX model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import onnx
 import pytest
 import yaml
 
-from rnnrt.config import (
+from rnnrt.ir.config import (
     ConfigError,
     EngineConfig,
     ModelConfig,

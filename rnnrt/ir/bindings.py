@@ -1,7 +1,7 @@
 """The one description of a step graph's bindings: tensors, state pairs, the continuation input.
 
 The same classes are the step-graph IR (:class:`rnnrt.ir.stepgraph.StepGraph` holds them), the model
-YAML's ``inputs``/``outputs``/``state``/``continuation`` entries (``rnnrt.config`` uses them as its
+YAML's ``inputs``/``outputs``/``state``/``continuation`` entries (``rnnrt.ir.config`` uses them as its
 models) and the fields an ONNX override may set. They are frozen pydantic models: built from YAML
 they are validated field by field (strict integers: ``batch_axis: true`` is an error, not 1); built
 in code they also take positional arguments::

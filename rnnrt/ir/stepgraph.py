@@ -1,7 +1,7 @@
 """The step graph: an ONNX model whose recurrent state is explicit inputs and outputs.
 
 Every importer (Caffe, ONNX) produces a :class:`StepGraph`; its bindings are the classes of
-:mod:`rnnrt.ir.bindings` (re-exported here), which ``rnnrt.config`` writes as the YAML
+:mod:`rnnrt.ir.bindings` (re-exported here), which ``rnnrt.ir.config`` writes as the YAML
 config and every later stage (build, engines, Session) reads only that config and the ONNX file.
 """
 
@@ -31,7 +31,7 @@ class StepGraph:
         source (dict[str, Any]): Where the graph came from (format, file paths), for the config.
         notes (list[str]): Things the user should know about the conversion.
         external_data (dict[str, np.ndarray]): Weights too big to embed (``rnnrt.ir.weights``): the
-            model holds external-data placeholders for them, and ``rnnrt.config.save_step_graph``
+            model holds external-data placeholders for them, and ``rnnrt.ir.config.save_step_graph``
             writes them to ``<name>.onnx.data``. Empty for models that embed their weights.
     """
 

@@ -53,14 +53,16 @@ from __future__ import annotations
 import logging
 import os
 import types
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Union
 
 import numpy as np
 
-from rnnrt.config import ModelConfig, load_config
 from rnnrt.errors import BindingError, ConfigError, StateError, fmt
 from rnnrt.runtime.bindings import ContinuationFill, InputSpec, Rows, np_dtype, slot_array, stack_frame
 from rnnrt.runtime.memory import DoneHandle
+
+if TYPE_CHECKING:  # the config (pydantic, yaml) is imported when a Session is made, not with `import rnnrt`
+    from rnnrt.ir.config import ModelConfig
 
 G_LOGGER = logging.getLogger("rnnrt")
 
@@ -246,7 +248,7 @@ class Session:
     Example::
 
         from rnnrt.engines import OnnxRuntimeEngine
-        cfg = rnnrt.config.load_config("model.yaml")
+        cfg = rnnrt.ir.config.load_config("model.yaml")
         with Session(cfg, lambda: OnnxRuntimeEngine(cfg.model_path)) as s:
             out = s.step({"data": x})
     """
@@ -291,6 +293,7 @@ class Session:
             EngineError: The engine failed to load.
         """
         from rnnrt.engines.base import invoke_if_callable
+        from rnnrt.ir.config import ModelConfig, load_config
 
         self._closed = True  # until set up; makes close() and __del__ safe on failure
         self._engine: Any = None
@@ -791,6 +794,7 @@ class Session:
 
 
 _SESSION_KEYS = ("batch_size", "feedback", "cuda_graph", "outputs", "input_memory", "check_finite")
+_ENGINE_KEYS = ("threads", "providers", "runtime_cache", "plan")
 
 
 def load(config_path: Union[str, os.PathLike, ModelConfig], backend: str = "auto", **kwargs: Any) -> Session:
@@ -798,14 +802,16 @@ def load(config_path: Union[str, os.PathLike, ModelConfig], backend: str = "auto
 
     Args:
         config_path (str | os.PathLike | ModelConfig): The YAML config (or a loaded config).
-        backend (str): ``"auto"``, ``"onnxruntime"`` or ``"tensorrt"``. ``"auto"`` takes the config's
-            ``session.backend``; if that is ``"auto"`` too, TensorRT when a plan was built for the config
-            and a runtime it needs and a GPU are usable, else ONNX Runtime (one log line says why). Defaults to ``"auto"``.
+        backend (str): ``"auto"``, ``"onnxruntime"``, ``"tensorrt"``, an engine installed under the
+            ``rnnrt.engines`` entry-point group, or ``module.path:callable`` (see
+            :mod:`rnnrt.engines.select`). ``"auto"`` takes the config's ``session.backend``; if that is
+            ``"auto"`` too, TensorRT when a plan was built for the config and a runtime it needs and a GPU
+            are usable, else ONNX Runtime (one log line says why). Defaults to ``"auto"``.
         **kwargs: ``batch_size``, ``feedback``, ``cuda_graph``, ``outputs``, ``input_memory`` and
             ``check_finite`` go to :class:`Session`; ``threads`` and ``providers`` to the ONNX Runtime
             engine; ``runtime_cache`` (a TensorRT-RTX runtime cache file chosen at run time) and ``plan`` (the
             plan when it is not the config's default ``model.plan``; found through its manifest
-            ``model.plan.json``, see :mod:`rnnrt.build.manifest`) to the TensorRT engine.
+            ``model.plan.json``, see :mod:`rnnrt.ir.manifest`) to the TensorRT engine.
 
     Returns:
         Session: The session; close it, or use it as a context manager.
@@ -820,44 +826,22 @@ def load(config_path: Union[str, os.PathLike, ModelConfig], backend: str = "auto
         with rnnrt.load("out/model.yaml", threads=1) as s:
             y = s.step(x)
     """
+    from rnnrt.engines.select import engine_for
+    from rnnrt.ir.config import ModelConfig, load_config
+
     if isinstance(config_path, ModelConfig):
-        cfg = config_path
+        cfg, source = config_path, None
     elif isinstance(config_path, (str, os.PathLike)):
-        cfg = load_config(config_path)
+        cfg, source = load_config(config_path), config_path
     else:
         raise ConfigError(fmt("rnnrt.load", f"Got a {type(config_path).__name__} as the config",
                               "Pass the path of a YAML config (or a ModelConfig)."))
     session_kw = {k: kwargs.pop(k) for k in _SESSION_KEYS if k in kwargs}
-    engine_kw = {k: kwargs.pop(k) for k in ("threads", "providers") if k in kwargs}
-    trt_kw = {k: kwargs.pop(k) for k in ("runtime_cache", "plan") if k in kwargs}
-    source = None if isinstance(config_path, ModelConfig) else config_path
+    engine_kw = {k: kwargs.pop(k) for k in _ENGINE_KEYS if k in kwargs}
     if kwargs:
         raise ConfigError(fmt("rnnrt.load", f"Unknown keyword arguments {sorted(kwargs)}",
-                              "Known: " + ", ".join(_SESSION_KEYS) + ", threads, providers, runtime_cache, plan."))
-    if backend not in ("auto", "onnxruntime", "tensorrt"):
-        raise ConfigError(fmt("rnnrt.load", f"Unknown backend {backend!r}", "Use 'auto', 'onnxruntime' or 'tensorrt'."))
+                              "Known: " + ", ".join(_SESSION_KEYS + _ENGINE_KEYS) + "."))
     # Checked before an engine is made (so a huge batch fails here, not in ONNX Runtime).
     _resolve_batch(cfg, session_kw.get("batch_size"))
-    if backend == "auto":
-        backend = cfg.session.backend
-    if backend == "auto":
-        from rnnrt.engines.trt import tensorrt_unavailable
-
-        why = tensorrt_unavailable(cfg, trt_kw.get("plan"), source)
-        if why is not None:
-            G_LOGGER.info(f"rnnrt.load | Using ONNX Runtime: {why}.")
-        backend = "onnxruntime" if why is not None else "tensorrt"
-    if backend == "tensorrt":
-        from rnnrt.engines.trt import tensorrt_backend
-
-        trt_cfg, factory = tensorrt_backend(cfg, trt_kw.pop("plan", None), config_path=source, **trt_kw)
-        return Session(trt_cfg, factory, **session_kw)
-
-    from rnnrt.engines.onnxruntime import OnnxRuntimeEngine
-
-    threads = engine_kw.pop("threads", cfg.session.threads)
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
-        raise ConfigError(fmt("rnnrt.load", f"threads={threads!r} is not a positive integer",
-                              "Pass the number of CPU threads, e.g. threads=1, or None for ONNX Runtime's choice."))
-    model_path = cfg.model_path
-    return Session(cfg, lambda: OnnxRuntimeEngine(model_path, threads=threads, **engine_kw), **session_kw)
+    choice = engine_for(cfg, backend, config_path=source, **engine_kw)
+    return Session(choice.config, choice.engine, **session_kw)

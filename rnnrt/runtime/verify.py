@@ -17,8 +17,9 @@ Backends (``--backends``, comma-separated; each ``BASE[:key=value]...``):
   ``runtime=tensorrt_lean`` (force a runtime module), ``runtime_cache=PATH`` (a TensorRT-RTX runtime
   cache chosen at run time).
 - ``module.path:callable``: your own engine. ``callable(config, **options)`` returns an engine or an
-  engine factory (e.g. a stand-in GPU engine in tests). An installed entry point of group
-  ``rnnrt.backends`` can be named by its bare name; it is loaded only when named.
+  engine factory (e.g. a stand-in GPU engine in tests). An engine installed under the entry-point group
+  ``rnnrt.engines`` is named by its bare name; it is loaded only when named. Every backend is resolved
+  by the engine registry, :func:`rnnrt.engines.select.engine_for` (as ``rnnrt.load`` resolves it).
 
 Every backend also takes the Session options ``feedback=copy|swap``, ``cuda_graph=0|1``, and
 ``label=NAME`` (its name in the report), ``precision=fp32|fp16|bf16`` (for the default tolerance).
@@ -35,7 +36,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 import os
 import re
@@ -155,111 +155,44 @@ def _precision_of(spec: BackendSpec, default: str) -> str:
     return p
 
 
+_VERIFY_OPTIONS = {  # spec option -> engine_for option, per built-in backend
+    "onnxruntime": {"opt": "optimization", "graph": "graph", "threads": "threads", "plan": "plan"},
+    "tensorrt": {"plan": "plan", "runtime": "runtime", "runtime_cache": "runtime_cache"},
+}
+
+
 def resolve_backend(spec: BackendSpec, cfg: Any, config_path: Optional[PathLike] = None,
                     plan: Optional[PathLike] = None) -> Backend:
-    """Turns a spec into a :class:`Backend` (nothing is loaded until its Session is made).
+    """Turns a spec into a :class:`Backend` through the engine registry (:func:`rnnrt.engines.select.engine_for`);
+    no engine is made until its Session is.
 
     Raises:
         ConfigError: Unknown backend or option; a callable that cannot be imported.
     """
+    from rnnrt.engines.select import engine_for
     from rnnrt.runtime.session import Session
 
     session_kw = _session_kwargs(spec)
-    if spec.base == "onnxruntime":
-        _check_options(spec, ("opt", "graph", "threads"))
-        from rnnrt.engines.onnxruntime import OnnxRuntimeEngine
+    names = _VERIFY_OPTIONS.get(spec.base)
+    if names is not None:
+        _check_options(spec, names)
+        options: dict[str, Any] = {names[k]: v for k, v in spec.options.items() if k in names}
+        if "threads" in options:
+            options["threads"] = int(options["threads"])
+        if plan is not None:
+            options.setdefault("plan", plan)
+    else:
+        options = {k: v for k, v in spec.options.items() if k not in _COMMON_OPTIONS}
+    choice = engine_for(cfg, spec.base, config_path=config_path, **options)
 
-        run_cfg, model, precision, note = cfg, cfg.model_path, "fp32", ""
-        graph = spec.options.get("graph")
-        if graph is not None:
-            from rnnrt.build.manifest import config_for_plan, find_engine
-
-            if graph != "plan":
-                raise ConfigError(fmt(f"Backend {spec.text!r} graph={graph!r}", "Is not known", "graph=plan runs the "
-                                      "graph the plan was built from."))
-            manifest = find_engine(cfg, spec.options.get("plan", plan), config_path)
-            if manifest is None:
-                raise ConfigError(fmt(f"Backend {spec.text!r}", "No plan was built for the config", "Run `rnnrt build`."))
-            precision = manifest.precision
-            if manifest.graph_path is not None:
-                model = manifest.graph_path
-                run_cfg = config_for_plan(cfg, manifest)
-                note = f"graph {manifest.graph}"
-        opt = spec.options.get("opt")
-        threads = int(spec.options["threads"]) if "threads" in spec.options else cfg.session.threads
-
-        def make(batch: Optional[int]) -> Any:
-            kw = dict(session_kw)
-            if batch is not None:
-                kw["batch_size"] = batch
-            return Session(run_cfg, lambda: OnnxRuntimeEngine(model, threads=threads, optimization=opt), **kw)
-
-        return Backend(spec.label, spec.text, "onnxruntime", _precision_of(spec, precision), make, note)
-
-    if spec.base == "tensorrt":
-        _check_options(spec, ("plan", "runtime", "runtime_cache"))
-        from rnnrt.build.manifest import find_engine
-        from rnnrt.engines.trt import tensorrt_backend
-
-        plan_arg = spec.options.get("plan", plan)
-        manifest = find_engine(cfg, plan_arg, config_path)
-        trt_cfg, factory = tensorrt_backend(cfg, plan_arg, config_path=config_path, flavour=spec.options.get("runtime"),
-                                            runtime_cache=spec.options.get("runtime_cache"))
-        precision = manifest.precision if manifest is not None else "fp32"
-        if manifest is not None and precision == "fp32" and manifest.tf32:
-            precision = "tf32"
-
-        def make_trt(batch: Optional[int]) -> Any:
-            kw = dict(session_kw)
-            if batch is not None:
-                kw["batch_size"] = batch
-            return Session(trt_cfg, factory, **kw)
-
-        return Backend(spec.label, spec.text, "tensorrt", _precision_of(spec, precision), make_trt,
-                       manifest.describe() if manifest is not None else "")
-
-    factory_fn = _load_callable(spec)
-    options = {k: v for k, v in spec.options.items() if k not in _COMMON_OPTIONS}
-
-    def make_custom(batch: Optional[int]) -> Any:
+    def make(batch: Optional[int]) -> Any:
         kw = dict(session_kw)
         if batch is not None:
             kw["batch_size"] = batch
-        made = factory_fn(cfg, **options)
-        if isinstance(made, tuple) and len(made) == 2:
-            return Session(made[0], made[1], **kw)
-        return Session(cfg, made, **kw)
+        return Session(choice.config, choice.engine, **kw)
 
-    return Backend(spec.label, spec.text, spec.base, _precision_of(spec, "fp32"), make_custom)
-
-
-def _load_callable(spec: BackendSpec) -> Callable[..., Any]:
-    base = spec.base
-    if ":" in base:
-        module_name, _, attr = base.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as err:
-            raise ConfigError(fmt(f"Backend {spec.text!r}", f"Module {module_name!r} cannot be imported: {err}",
-                                  "Backends: onnxruntime, tensorrt, or module.path:callable on the Python path.")) from err
-        obj: Any = module
-        for part in attr.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                raise ConfigError(fmt(f"Backend {spec.text!r}", f"Module {module_name!r} has no {attr!r}"))
-        if not callable(obj):
-            raise ConfigError(fmt(f"Backend {spec.text!r}", f"{attr!r} is not callable"))
-        return obj
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="rnnrt.backends"):
-        if ep.name == base:
-            try:
-                return ep.load()
-            except Exception as err:  # a broken plugin: say which
-                raise ConfigError(fmt(f"Backend {spec.text!r}", f"Entry point {ep.value!r} failed to load: {err}")) from err
-    raise ConfigError(fmt(f"Backend {base!r}", "Is not known",
-                          "Use onnxruntime, tensorrt, module.path:callable, or an installed 'rnnrt.backends' entry point."))
+    return Backend(spec.label, spec.text, choice.backend if names is not None else spec.base,
+                   _precision_of(spec, choice.precision), make, choice.note)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -706,7 +639,7 @@ def verify(
         BindingError: A bad feed.
         RnnrtError: A backend failed to load or to run (e.g. EngineError for a plan that cannot load).
     """
-    from rnnrt.config import ModelConfig, load_config
+    from rnnrt.ir.config import ModelConfig, load_config
 
     config_path = None if isinstance(config, ModelConfig) else Path(config)
     cfg = config if isinstance(config, ModelConfig) else load_config(config)

@@ -60,7 +60,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from rnnrt.config import ModelConfig, load_config
+from rnnrt.ir.config import ModelConfig, load_config
 from rnnrt.errors import ConfigError, fmt
 
 G_LOGGER = logging.getLogger("rnnrt")
@@ -401,7 +401,7 @@ def triton_config(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_s
         instance_kind (str): ``auto`` (GPU when one is usable here), ``KIND_GPU`` or ``KIND_CPU``.
         max_sequences (int | None): python: ``max_candidate_sequences`` = the pool's slots. Defaults to
             the plan's profile max, or 64.
-        backend (str): python: the rnnrt engine backend (``auto``, ``onnxruntime``, ``tensorrt``).
+        backend (str): python: the rnnrt engine backend (a name of :func:`rnnrt.engines.select.backend_names`).
         queue_delay_us (int): python: the oldest strategy's ``max_queue_delay_microseconds`` (how long
             Triton may hold a request to batch it with others). Defaults to 0.
         shared (Mapping[str, Any] | None): python: the values of the inputs without a batch axis (e.g.
@@ -511,9 +511,9 @@ def _python_config(cfg: ModelConfig, name: str, idle_us: int, kind: str, max_seq
                                      STREAMS_INPUT)
 
     pb = model_config_pb2()
-    if backend not in ("auto", "onnxruntime", "tensorrt"):
-        raise ConfigError(fmt("export-triton", f"Unknown rnnrt backend {backend!r}",
-                              "Use auto, onnxruntime or tensorrt."))
+    from rnnrt.engines.select import check_backend_name
+
+    check_backend_name(backend)  # the served model resolves it with rnnrt.load (rnnrt.engines.select)
     shared_values = _shared_values(cfg, shared)
     for role, tensors in (("Input", cfg.inputs), ("Output", cfg.outputs)):
         for t in tensors:
@@ -592,7 +592,7 @@ from rnnrt.serve.backend import TritonPythonModel  # noqa: E402,F401
 
 
 def _write_python_model(cfg: ModelConfig, version_dir: Path) -> None:
-    from rnnrt.config import save_config
+    from rnnrt.ir.config import save_config
 
     target = version_dir / PYTHON_MODEL_DIR
     if target.exists():
@@ -661,7 +661,7 @@ def export_triton(
         BuildError: The wrapped graph's plan could not be built.
     """
     cfg = config if isinstance(config, ModelConfig) else load_config(config)
-    from rnnrt.build.manifest import with_built_engine  # the plan's manifest says what was built
+    from rnnrt.ir.manifest import with_built_engine  # the plan's manifest says what was built
 
     cfg = with_built_engine(cfg, None if isinstance(config, ModelConfig) else config)
     if engine not in ENGINES:
@@ -716,7 +716,7 @@ def export_triton(
     return model_dir
 
 def _build_wrapped_plan(cfg: ModelConfig, plan: _Plan, target: Path) -> None:
-    from rnnrt.build import BuildOptions, plan_from_onnx
+    from rnnrt.build.builder import BuildOptions, plan_from_onnx
 
     e = cfg.engine
     model = _wrap_model(cfg, plan)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import rnnrt
-from rnnrt.config import load_config
+from rnnrt.ir.config import load_config
 from rnnrt.engines import OnnxRuntimeEngine
 from rnnrt.errors import BindingError, ConfigError, EngineError, StateError
 from rnnrt.runtime.session import Session
@@ -307,7 +307,7 @@ def test_load_backends(tmp_path: Path, caplog) -> None:
     assert lines == ["rnnrt.load | Using ONNX Runtime: no TensorRT plan was built for the config (run `rnnrt build`)."]
     with pytest.raises(ConfigError, match="'tensorrt' backend needs a plan but none was built for the config"):
         rnnrt.load(path, backend="tensorrt")
-    with pytest.raises(ConfigError, match=r"Unknown backend 'cuda'"):
+    with pytest.raises(ConfigError, match=r"Backend 'cuda' \| Is not known"):
         rnnrt.load(path, backend="cuda")
     with pytest.raises(ConfigError, match=r"Unknown keyword arguments \['thread'\]"):
         rnnrt.load(path, thread=2)
@@ -338,7 +338,7 @@ def test_golden_caffe_stream(tmp_path: Path, case: str) -> None:
 
     import onnx
 
-    from rnnrt.config import config_from_step_graph, save_config
+    from rnnrt.ir.config import config_from_step_graph, save_config
 
     d = GOLDEN / case
     step = convert.convert_caffe(d / "deploy.prototxt", d / "weights.caffemodel")

@@ -23,7 +23,7 @@ import pytest
 import rnnrt
 from rnnrt import cuda as real_cuda
 from rnnrt.importers.caffe.convert import convert_caffe
-from rnnrt.config import load_config, save_step_graph
+from rnnrt.ir.config import load_config, save_step_graph
 from rnnrt.engines.base import BaseDeviceEngine, Binding
 from rnnrt.errors import BindingError, EngineError, StateError
 from rnnrt.runtime.session import Session

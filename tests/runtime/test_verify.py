@@ -124,7 +124,7 @@ def test_caffe_recording_feed_cli_default_backends(models):
 
 def test_generated_ids_stay_in_the_embedding_table(models):
     yaml = models("i_embed_lstm_lm_stream")
-    from rnnrt.config import load_config
+    from rnnrt.ir.config import load_config
     from rnnrt.runtime.verify import generate_feed
 
     feed = generate_feed(load_config(yaml), steps=50, seed=3)
