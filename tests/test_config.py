@@ -54,9 +54,21 @@ def test_with_engine_records_plan(lstm_yaml: Path) -> None:
     assert cfg.engine is None  # frozen: the original is unchanged
     assert isinstance(built.engine, EngineConfig) and built.plan_path == lstm_yaml.parent / "model.plan"
     save_config(built, lstm_yaml)
-    assert load_config(lstm_yaml).engine == built.engine
+    with pytest.warns(FutureWarning, match=r"Has an `engine:` section, which only builds before the plan manifest"):
+        assert load_config(lstm_yaml).engine == built.engine
     with pytest.raises(ConfigError, match=r"engine \| Invalid engine section: flavour"):
         cfg.with_engine(plan="x.plan", flavour="tensorflow", version="1")
+
+
+def test_written_yaml_has_no_deprecated_runtime_cache_and_warns_for_nothing(lstm_yaml: Path) -> None:
+    import warnings
+
+    text = lstm_yaml.read_text()
+    assert "runtime_cache" not in text and "engine:" not in text
+    assert "session: {backend: auto" in text
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_config(lstm_yaml)
 
 
 def test_frozen(lstm_yaml: Path) -> None:

@@ -827,12 +827,14 @@ def load(config_path: Union[str, os.PathLike, ModelConfig], backend: str = "auto
             y = s.step(x)
     """
     from rnnrt.engines.select import engine_for
-    from rnnrt.ir.config import ModelConfig, load_config
+    from rnnrt.ir.config import ModelConfig, load_config, validate_against_model
 
     if isinstance(config_path, ModelConfig):
         cfg, source = config_path, None
     elif isinstance(config_path, (str, os.PathLike)):
-        cfg, source = load_config(config_path), config_path
+        # Checked against its ONNX graph below, unless a plan runs it: a plan is checked against the config
+        # by its engine's bindings (names, dtypes, state shapes), and loading it needs no onnx.
+        cfg, source = load_config(config_path, validate=False), config_path
     else:
         raise ConfigError(fmt("rnnrt.load", f"Got a {type(config_path).__name__} as the config",
                               "Pass the path of a YAML config (or a ModelConfig)."))
@@ -844,4 +846,6 @@ def load(config_path: Union[str, os.PathLike, ModelConfig], backend: str = "auto
     # Checked before an engine is made (so a huge batch fails here, not in ONNX Runtime).
     _resolve_batch(cfg, session_kw.get("batch_size"))
     choice = engine_for(cfg, backend, config_path=source, **engine_kw)
+    if source is not None and choice.backend != "tensorrt":
+        validate_against_model(cfg)
     return Session(choice.config, choice.engine, **session_kw)

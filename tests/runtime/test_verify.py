@@ -191,8 +191,8 @@ def test_plot(models, tmp_path):
 def test_installed_backend_entry_point_is_loaded_when_named(models, monkeypatch):
     import importlib.metadata as md
 
-    ep = md.EntryPoint(name="wrong", value="tests.engines.perturbed:onnxruntime", group="rnnrt.backends")
-    monkeypatch.setattr(md, "entry_points", lambda group=None: [ep] if group == "rnnrt.backends" else [])
+    ep = md.EntryPoint(name="wrong", value="tests.engines.perturbed:onnxruntime", group="rnnrt.engines")
+    monkeypatch.setattr(md, "entry_points", lambda group=None: [ep] if group == "rnnrt.engines" else [])
     report = verify(models("a_lstm_stream_t1n1"), "onnxruntime,wrong:step=2:output=lstm1", steps=4)
     bad = [c for c in report.comparisons if not c.passed]
     assert [(c.candidate, c.tensor, c.first_failure) for c in bad] == [("wrong:step=2:output=lstm1", "lstm1", 2)]

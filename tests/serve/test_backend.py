@@ -48,9 +48,8 @@ class _Request:
         return self.rid
 
 
-@pytest.fixture()
-def model(dynamic, tmp_path, monkeypatch):
-    from google.protobuf import json_format, text_format
+def install_fake_triton_utils(monkeypatch) -> None:
+    """Puts a stand-in for Triton's ``triton_python_backend_utils`` stub module into ``sys.modules``."""
 
     class _Metric:
         def increment(self, n):
@@ -73,15 +72,28 @@ def model(dynamic, tmp_path, monkeypatch):
     pb.TritonError = str
     pb.get_input_tensor_by_name = lambda request, name: request.inputs.get(name)
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
+
+
+def python_model(model_dir, name="m"):
+    """The python-backend model of an ``export_triton(engine="python")`` folder, initialized as Triton would."""
+    from google.protobuf import json_format, text_format
+
     from rnnrt.serve.backend import TritonPythonModel
 
-    path = dynamic(MODEL)
-    model_dir = export_triton(path, tmp_path / "repo", engine="python", name="m", max_sequences=8)
     msg = text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2().ModelConfig())
     config = json_format.MessageToDict(msg, preserving_proto_field_name=True)
     m = TritonPythonModel()
-    m.initialize({"model_config": json.dumps(config), "model_name": "m", "model_repository": str(model_dir),
+    m.initialize({"model_config": json.dumps(config), "model_name": name, "model_repository": str(model_dir),
                   "model_version": "1"})
+    return m
+
+
+@pytest.fixture()
+def model(dynamic, tmp_path, monkeypatch):
+    install_fake_triton_utils(monkeypatch)
+    path = dynamic(MODEL)
+    model_dir = export_triton(path, tmp_path / "repo", engine="python", name="m", max_sequences=8)
+    m = python_model(model_dir)
     yield m, path
     m.finalize()
 
