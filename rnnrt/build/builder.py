@@ -33,7 +33,7 @@ from typing import Any, Union
 import onnx
 
 from rnnrt import trt_compat
-from rnnrt.errors import BuildError, ConfigError, RnnrtError, fmt
+from rnnrt.errors import BuildError, ConfigError, fmt
 from rnnrt.build.engine_info import BindingInfo, LayerInfo, network_layers, trt_dtype_name
 from rnnrt.ir.bindings import graph_bindings
 
