@@ -24,6 +24,7 @@ import pydantic
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
 from rnnrt.errors import ConfigError, fmt
+from rnnrt.ir.streams import fold_entries
 
 __all__ = [
     "DTYPES",
@@ -162,8 +163,7 @@ class TensorSpec(_Binding):
 
     def batch_entries(self, batch: int) -> int:
         """The size of the batch axis for ``batch`` streams (``outer * batch * inner`` when folded)."""
-        outer, inner = self.batch_fold or (1, 1)
-        return outer * int(batch) * inner
+        return fold_entries(self.batch_fold, batch)
 
 
 class StatePair(_Binding):

@@ -24,7 +24,7 @@ Example::
 Frames: a stream's frame is what a batch-1 Session of the same model takes (a mapping of input name
 to array, or a bare array when the model has one input besides the continuation input); every batched
 dim has size 1. Outputs come back the same way, with batch dim 1. The Session checks the packed frame
-(:mod:`rnnrt.runtime.bindings`); a frame that cannot be packed is checked alone with the same check so
+(:mod:`rnnrt.runtime.frames`); a frame that cannot be packed is checked alone with the same check so
 that the error names its stream. When the model has a continuation input with ``fill: auto`` and the
 frames omit it, the Session fills it per slot: 0 at t=0 of a stream's first frame after
 :meth:`~StreamPool.open` or :meth:`~StreamPool.reset`, else 1. An input without a batch axis (one
@@ -55,7 +55,8 @@ from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Optiona
 import numpy as np
 
 from rnnrt.errors import BindingError, ConfigError, RnnrtError, StateError, fmt
-from rnnrt.runtime.bindings import BATCH, InputSpec, check_host, stream_shape, take_rows
+from rnnrt.ir.streams import single_input
+from rnnrt.runtime.frames import BATCH, InputSpec, check_host, stream_shape, take_rows
 from rnnrt.runtime.snapshot import StreamState, model_digest
 
 __all__ = ["PooledSession", "StreamPool", "StreamState", "model_digest"]
@@ -83,7 +84,7 @@ class PooledSession(Protocol):
     def write_state(self, slots: Iterable[int], values: Mapping[str, np.ndarray], start: bool = False) -> None: ...
 
 
-_NEEDS = ("batch_size", "bindings", "step", "reset", "read_state", "write_state")
+_NEEDS = ("batch_size", "io", "step", "reset", "read_state", "write_state")
 
 
 class _Stream:
@@ -202,7 +203,7 @@ class StreamPool:
         if missing:
             raise ConfigError(fmt("StreamPool", f"Got a {type(session).__name__} without {missing}",
                                   "Pass a Session (rnnrt.load(config, batch_size=N))."))
-        b = session.bindings
+        b = session.io
         self.shared: dict[str, np.ndarray] = _check_shared(b, shared)
         """The checked values of the inputs without a batch axis (read-only), fed with every step."""
         self.session = session
@@ -219,8 +220,7 @@ class StreamPool:
         self._input_names = set(per_stream)
         self._cont = b.cont
         self._cont_name = b.cont.spec.name if b.cont is not None else None
-        user = [name for name in per_stream if name != self._cont_name]
-        self._single = user[0] if len(user) == 1 else None
+        self._single = single_input(per_stream, [self._cont_name])
         self._single_input = next((i for i in self._inputs if i.name == self._single), None)
         self._bare_only = self._single is not None and len(self._inputs) == 1 + (self._cont is not None)
         self._outputs = [(t.name, t.batch_axis) for t in cfg.outputs]
@@ -506,7 +506,7 @@ class StreamPool:
     def _unpack(self, plan: _Plan, outs: Mapping[str, np.ndarray]) -> dict[Hashable, dict[str, np.ndarray]]:
         """Cuts the outputs (one row per stepped stream, in frame order) into per-stream row views."""
         n = len(plan.keys)
-        folds = self.session.bindings.output_folds
+        folds = self.session.io.output_folds
         rows = []
         for name, axis in self._outputs:
             full = outs[name]

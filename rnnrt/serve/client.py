@@ -57,6 +57,7 @@ from typing import Any, Hashable, Iterable, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from rnnrt.errors import BindingError, ConfigError, EngineError, RnnrtError, SnapshotError, StateError, fmt
+from rnnrt.ir.streams import single_input
 
 __all__ = ["ManyFuture", "StreamClient", "sequence_id"]
 
@@ -121,8 +122,7 @@ class _Layout:
         types = {t.name: pb.DataType.Name(t.data_type)[len("TYPE_"):] for t in config.input}
         self.wire = {n: ("BYTES" if types[n] == "STRING" else types[n]) for n in self.in_axes}
         self.dtypes = {n: np.dtype(triton_to_np_dtype(self.wire[n])) for n in self.in_axes}
-        user = [n for n in self.in_axes if n != self.cont]
-        self.single = user[0] if len(user) == 1 else None
+        self.single = single_input(self.in_axes, [self.cont])
 
 
 class _Lane:

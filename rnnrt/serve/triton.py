@@ -62,6 +62,7 @@ import numpy as np
 
 from rnnrt.ir.config import ModelConfig, load_config
 from rnnrt.errors import ConfigError, fmt
+from rnnrt.ir.streams import fold_entries
 
 G_LOGGER = logging.getLogger("rnnrt")
 
@@ -101,7 +102,7 @@ def _batch_first(shape: list, axis: Optional[int], fold: Optional[tuple] = None)
     if fold is not None:
         # A folded batch axis (outer*N*inner entries, see the config's batch_fold): one sequence's
         # request holds its outer*inner entries there.
-        return ["batch"] + [fold[0] * fold[1] if i == axis else d for i, d in enumerate(shape)]
+        return ["batch"] + [fold_entries(fold) if i == axis else d for i, d in enumerate(shape)]
     return [shape[axis]] + [d for i, d in enumerate(shape) if i != axis]
 
 
