@@ -1,8 +1,11 @@
 """The step graph: an ONNX model whose recurrent state is explicit inputs and outputs.
 
 Every importer (Caffe, ONNX) produces a :class:`StepGraph`; its bindings are the classes of
-:mod:`rnnrt.ir.bindings` (re-exported here), which ``rnnrt.ir.config`` writes as the YAML
-config and every later stage (build, engines, Session) reads only that config and the ONNX file.
+:mod:`rnnrt.ir.bindings` (re-exported here), which :mod:`rnnrt.ir.config` writes as the model YAML beside
+the ONNX file. The later stages read those two files, and also the plan's manifest that ``rnnrt build``
+writes beside the plan (:mod:`rnnrt.ir.manifest`: binding dtypes, the profile, the runtimes, the rewritten
+graph). A :class:`StepGraph` itself reaches no later stage: it is handed from an importer to
+:func:`rnnrt.ir.config.save_step_graph`, which writes the two files.
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ class _Stream:
         self.slot = slot
 
 
-class _Plan:
+class _SlotRoute:
     """What a step needs that depends only on which streams step, and in which order.
 
     Cached between steps: a step with the same stream ids in the same order, while no stream was opened,
@@ -239,7 +239,7 @@ class StreamPool:
         self._steps = np.zeros(self.capacity, dtype=np.int64)
         self._last_used = np.zeros(self.capacity, dtype=np.float64)
         self._gen = 0                       # bumped whenever the set of open streams changes
-        self._plans: dict[tuple, _Plan] = {}  # recent plans by stream ids (in order), all of generation _gen
+        self._plans: dict[tuple, _SlotRoute] = {}  # recent plans by stream ids (in order), all of generation _gen
         self._staging_buffers: Optional[dict] = None
 
     # Streams.
@@ -435,7 +435,7 @@ class StreamPool:
             shared = {name: np.broadcast_to(value, (count,) + value.shape) for name, value in shared.items()}
         return {**feeds, **shared}
 
-    def _begin(self, stream_ids: Iterable[Hashable]) -> _Plan:
+    def _begin(self, stream_ids: Iterable[Hashable]) -> _SlotRoute:
         """The start of a step (under the session lock): releases idle streams, zeroes the slots opened or
         reset since the last step, and returns the plan of these ids (raising what the plan found wrong)."""
         expired: list = []
@@ -449,7 +449,7 @@ class StreamPool:
             raise plan_or_err
         return plan_or_err
 
-    def _advanced(self, plan: _Plan, count: int = 1) -> None:
+    def _advanced(self, plan: _SlotRoute, count: int = 1) -> None:
         """Bookkeeping after a successful step of the plan's streams: not at t=0 any more, ``count`` more steps."""
         now = self._clock()
         slots = plan.slots
@@ -500,10 +500,10 @@ class StreamPool:
             plans.clear()  # streams opened or closed since: every cached plan is stale
         elif len(plans) >= _PLAN_CACHE:
             del plans[next(iter(plans))]  # the oldest
-        plan = plans[keys] = _Plan(self._gen, keys, slots)
+        plan = plans[keys] = _SlotRoute(self._gen, keys, slots)
         return plan
 
-    def _unpack(self, plan: _Plan, outs: Mapping[str, np.ndarray]) -> dict[Hashable, dict[str, np.ndarray]]:
+    def _unpack(self, plan: _SlotRoute, outs: Mapping[str, np.ndarray]) -> dict[Hashable, dict[str, np.ndarray]]:
         """Cuts the outputs (one row per stepped stream, in frame order) into per-stream row views."""
         n = len(plan.keys)
         folds = self.session.io.output_folds
@@ -699,7 +699,7 @@ class StreamPool:
         return StateError(fmt(f"Stream {stream_id!r}", "Is not open in this pool",
                               "open() it first (streams idle longer than idle_timeout are released)."))
 
-    def _pack(self, plan: _Plan, values: list) -> dict[str, np.ndarray]:
+    def _pack(self, plan: _SlotRoute, values: list) -> dict[str, np.ndarray]:
         """The Session feeds for this step: each input's frames concatenated along its batch axis."""
         single = self._single_input
         if self._bare_only:

@@ -106,7 +106,7 @@ def _batch_first(shape: list, axis: Optional[int], fold: Optional[tuple] = None)
     return [shape[axis]] + [d for i, d in enumerate(shape) if i != axis]
 
 
-class _Plan:
+class _TritonShapes:
     """What the Triton model looks like: tensor shapes as Triton sees them and whether to wrap."""
 
     def __init__(self, cfg: ModelConfig, max_batch_size: Optional[int]) -> None:
@@ -186,7 +186,7 @@ def _rename_uses(graph: Any, old: str, new: str) -> None:
                 _rename_uses(sub, old, new)
 
 
-def _wrap_model(cfg: ModelConfig, plan: _Plan) -> Any:
+def _wrap_model(cfg: ModelConfig, plan: _TritonShapes) -> Any:
     """The step graph with batch-first I/O and a (N, 1) START control for the continuation input."""
     import onnx
     from onnx import helper, numpy_helper
@@ -423,7 +423,7 @@ def triton_config(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_s
     if shared:
         raise ConfigError(fmt("export-triton shared=", f"Is for --engine python only, not {engine!r}",
                               "Fold the value into the model instead (rnnrt convert --set NAME=VALUE)."))
-    return _backend_config(cfg, _Plan(cfg, max_batch_size), name, engine, idle_us, kind)
+    return _backend_config(cfg, _TritonShapes(cfg, max_batch_size), name, engine, idle_us, kind)
 
 
 def triton_config_text(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_size: Optional[int] = None,
@@ -447,7 +447,7 @@ def _tensor(pb: Any, cls: Any, name: str, dtype: str, dims: list[int], optional:
     return t
 
 
-def _backend_config(cfg: ModelConfig, plan: _Plan, name: str, engine: str, idle_us: int, kind: str) -> Any:
+def _backend_config(cfg: ModelConfig, plan: _TritonShapes, name: str, engine: str, idle_us: int, kind: str) -> Any:
     pb = model_config_pb2()
     cont = plan.cont_spec
     msg = pb.ModelConfig(name=name, backend="onnxruntime" if engine == "onnx" else "tensorrt",
@@ -692,7 +692,7 @@ def export_triton(
     elif engine == "onnx":
         import onnx
 
-        plan = _Plan(cfg, max_batch_size)
+        plan = _TritonShapes(cfg, max_batch_size)
         target = version_dir / "model.onnx"
         if plan.wrap:
             onnx.save(_wrap_model(cfg, plan), str(target))
@@ -704,7 +704,7 @@ def export_triton(
                 (version_dir / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(cfg.model_path.parent / rel, version_dir / rel)
     else:
-        plan = _Plan(cfg, max_batch_size)
+        plan = _TritonShapes(cfg, max_batch_size)
         target = version_dir / "model.plan"
         if cfg.engine.flavour == "tensorrt_rtx":
             G_LOGGER.warning("export-triton | The plan was built by TensorRT-RTX; Triton's 'tensorrt' backend loads "
@@ -716,7 +716,7 @@ def export_triton(
     (model_dir / "config.pbtxt").write_text(_to_text(cfg, msg))
     return model_dir
 
-def _build_wrapped_plan(cfg: ModelConfig, plan: _Plan, target: Path) -> None:
+def _build_wrapped_plan(cfg: ModelConfig, plan: _TritonShapes, target: Path) -> None:
     from rnnrt.build.builder import BuildOptions, plan_from_onnx
 
     e = cfg.engine
