@@ -228,3 +228,8 @@ def test_example_config_parses_and_matches_a_real_model(tmp_path: Path) -> None:
     # The example describes exactly the tiny lstm_t1 model.
     MODELS["lstm_t1"]().save(tmp_path)
     validate_against_model(cfg, tmp_path / "model.onnx")
+
+
+def test_load_config_names_an_onnx_model_given_for_a_config(lstm_yaml: Path) -> None:
+    with pytest.raises(ConfigError, match=r"model.onnx' \| Is an ONNX model, not an rnnrt model config"):
+        load_config(lstm_yaml.parent / "model.onnx")

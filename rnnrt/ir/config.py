@@ -233,10 +233,14 @@ def load_config(path: Union[str, os.PathLike], validate: bool = True) -> ModelCo
         ModelConfig: The config; relative paths in it resolve against the YAML file's directory.
 
     Raises:
-        ConfigError: The file is missing or not YAML, a field is invalid or unknown (the message gives
-            the YAML path and the field location), or the config does not match the model.
+        ConfigError: The file is missing, an ONNX model (``.onnx``: convert it first) or not YAML, a field
+            is invalid or unknown (the message gives the YAML path and the field location), or the config
+            does not match the model.
     """
     path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        raise ConfigError(fmt(f"Config {str(path)!r}", "Is an ONNX model, not an rnnrt model config",
+                              f"Run `rnnrt convert {path} -o DIR` first and give DIR/model.yaml."))
     data = read_yaml(path, "Config")
     if not isinstance(data, dict):
         raise ConfigError(
