@@ -681,6 +681,10 @@ def load(config_path: Union[str, os.PathLike, ModelConfig], backend: str = "auto
             plan when it is not the config's default ``model.plan``; found through its manifest
             ``model.plan.json``, see :mod:`rnnrt.ir.manifest`) to the TensorRT engine.
 
+    The config is checked against its ONNX graph (:func:`rnnrt.ir.config.validate_against_model`) unless a
+    TensorRT plan runs it: then the plan's bindings are checked against the config when the Session is made
+    (names, dtypes, state shapes), and neither onnx nor the builder is imported.
+
     Returns:
         Session: The session; close it, or use it as a context manager.
 
