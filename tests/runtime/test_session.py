@@ -383,3 +383,15 @@ def test_cli_run_round_trip(tmp_path: Path, capsys) -> None:
     np.savez(tmp_path / "gap.npz", **{"call0/data": x[0], "call2/data": x[0]})
     assert main(["run", str(path), "--feed", str(tmp_path / "gap.npz"), "--out", str(tmp_path / "o.npz")]) == 2
     assert "Has calls [0, 2]" in capsys.readouterr().err
+
+
+def test_public_names_are_explicit_imports() -> None:
+    import rnnrt.runtime.pool
+    import rnnrt.runtime.session
+    import rnnrt.runtime.snapshot
+
+    assert "__getattr__" not in vars(rnnrt)  # type checkers and IDEs see every public name
+    assert rnnrt.load is rnnrt.runtime.session.load and rnnrt.Session is rnnrt.runtime.session.Session
+    assert rnnrt.StreamPool is rnnrt.runtime.pool.StreamPool
+    assert rnnrt.StreamState is rnnrt.runtime.snapshot.StreamState
+    assert all(hasattr(rnnrt, name) for name in rnnrt.__all__)
