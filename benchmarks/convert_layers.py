@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("layers", nargs="*", type=int, default=[1000, 5000, 20000])
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from rnnrt.config import save_step_graph
+    from rnnrt.ir.config import save_step_graph
     from rnnrt.importers.caffe.convert import convert_caffe
 
     print(f"{'layers':>8} {'convert s':>10} {'save s':>8} {'total s':>8} {'us/layer':>9}")

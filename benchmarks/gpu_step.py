@@ -69,7 +69,7 @@ import torch  # noqa: E402
 from rnnrt import cuda  # noqa: E402
 from rnnrt.importers.caffe.convert import convert_caffe  # noqa: E402
 from rnnrt.importers.caffe.writer import save_caffemodel  # noqa: E402
-from rnnrt.config import load_config, save_step_graph  # noqa: E402
+from rnnrt.ir.config import load_config, save_step_graph  # noqa: E402
 from rnnrt.runtime.session import Session  # noqa: E402
 from tests.engines.standin import StandinEngine  # noqa: E402
 

@@ -84,7 +84,7 @@ def _sessions(device: str, streams: int, tmp: Path, threads: int):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from gpu_step import write_model  # noqa: E402 (GPU only: imports torch)
 
-    from rnnrt.config import load_config
+    from rnnrt.ir.config import load_config
     from rnnrt.runtime.session import Session
     from tests.engines.standin import StandinEngine
 

@@ -42,6 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import rnnrt  # noqa: E402
+import rnnrt.ir.config  # noqa: E402
 from rnnrt import StreamPool  # noqa: E402
 from rnnrt.serve.client import StreamClient  # noqa: E402
 from rnnrt.serve.server import TritonServer  # noqa: E402
@@ -247,7 +248,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         path = MODELS["lstm2_bench"](batch="batch", input_size=args.input, hidden=(args.hidden)).save(Path(tmp) / "m")
-        cfg = rnnrt.config.load_config(path)
+        cfg = rnnrt.ir.config.load_config(path)
         frames = make_frames(cfg, rng, 8)
         repo = Path(tmp) / "repo"
         model_dir = export_triton(path, repo, engine="python", name="bench", max_sequences=SLOTS,

@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import rnnrt  # noqa: E402
-from rnnrt.config import save_step_graph  # noqa: E402
+from rnnrt.ir.config import save_step_graph  # noqa: E402
 from rnnrt.importers.onnx.importer import convert_onnx  # noqa: E402
 from rnnrt.runtime.pool import StreamPool  # noqa: E402
 

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import rnnrt
     from rnnrt.importers.caffe.convert import convert_caffe
-    from rnnrt.config import save_step_graph
+    from rnnrt.ir.config import save_step_graph
 
     out = args.out or Path(tempfile.mkdtemp(prefix="rnnrt-demo-"))
     prototxt, weights = write_demo_model(out / "caffe")

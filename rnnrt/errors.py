@@ -41,7 +41,12 @@ class EngineError(RnnrtError, RuntimeError):
 
 
 class SnapshotError(RnnrtError, ValueError):
-    """Snapshot bytes (a serialized StreamState) are corrupt, truncated or belong to another model."""
+    """Snapshot bytes (a serialized StreamState) are corrupt or truncated, or a StreamState is malformed.
+
+    A well-formed snapshot that belongs to another model (other state names, shapes or dtypes, another
+    model file) is refused by ``StreamPool.restore`` with a :class:`StateError`: the bytes are fine, the
+    pool cannot take them.
+    """
 
 
 class BindingError(RnnrtError, ValueError):

@@ -52,7 +52,7 @@ class GoldenCase:
 def converted_golden(case: GoldenCase, tmp_path_factory, batch: str | None = None) -> Path:
     """Converts a golden case (fixed or dynamic batch) into a fresh directory; returns its model.yaml."""
     from rnnrt.importers.caffe.convert import convert_caffe
-    from rnnrt.config import save_step_graph
+    from rnnrt.ir.config import save_step_graph
 
     step = convert_caffe(case.prototxt, case.caffemodel, batch=batch)
     return save_step_graph(step, tmp_path_factory.mktemp(f"{case.name}_{batch or 'fixed'}"))

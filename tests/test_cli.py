@@ -194,23 +194,23 @@ def test_user_error_is_one_message_without_traceback_in_a_real_process(tmp_path)
 
 
 def test_bugs_keep_their_traceback(monkeypatch):
-    import rnnrt.config
+    import rnnrt.ir.config
 
-    def broken(kind):
+    def broken():
         raise RnnrtInternalError("invariant broken")
 
-    monkeypatch.setattr(rnnrt.config, "json_schema", broken)
+    monkeypatch.setattr(rnnrt.ir.config, "json_schema", broken)
     with pytest.raises(RnnrtInternalError, match="invariant broken"):
         main(["schema"])
 
 
 def test_os_errors_are_user_errors(tmp_path, monkeypatch, capsys):
-    import rnnrt.config
+    import rnnrt.ir.config
 
-    def unreadable(kind):
+    def unreadable():
         raise PermissionError(13, "Permission denied", str(tmp_path / "x"))
 
-    monkeypatch.setattr(rnnrt.config, "json_schema", unreadable)
+    monkeypatch.setattr(rnnrt.ir.config, "json_schema", unreadable)
     assert main(["schema"]) == 2
     assert capsys.readouterr().err == f"rnnrt schema: error: {str(tmp_path / 'x')!r} | Permission denied.\n"
 

@@ -53,7 +53,7 @@ def test_import_config_unknown_key_is_named(tmp_path, capsys):
 
 
 def test_import_config_plugins_add_to_flags(tmp_path):
-    from rnnrt.config import load_import_config
+    from rnnrt.importers.options import load_import_config
 
     (tmp_path / "import.yaml").write_text("model: m.prototxt\nplugins: [plugs]\n")
     cfg = load_import_config(tmp_path / "import.yaml", {"plugins": ["/abs/more"], "seed": None})

@@ -1,4 +1,4 @@
-"""Tests of rnnrt.config: load/save round trip, unknown keys, checks against the ONNX model."""
+"""Tests of rnnrt.ir.config (the model YAML): load/save round trip, unknown keys, checks against the ONNX model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import onnx
 import pytest
 import yaml
 
-from rnnrt.config import (
+from rnnrt.ir.config import (
     ConfigError,
     EngineConfig,
     ModelConfig,
@@ -54,9 +54,21 @@ def test_with_engine_records_plan(lstm_yaml: Path) -> None:
     assert cfg.engine is None  # frozen: the original is unchanged
     assert isinstance(built.engine, EngineConfig) and built.plan_path == lstm_yaml.parent / "model.plan"
     save_config(built, lstm_yaml)
-    assert load_config(lstm_yaml).engine == built.engine
+    with pytest.warns(FutureWarning, match=r"Has an `engine:` section, which only builds before the plan manifest"):
+        assert load_config(lstm_yaml).engine == built.engine
     with pytest.raises(ConfigError, match=r"engine \| Invalid engine section: flavour"):
         cfg.with_engine(plan="x.plan", flavour="tensorflow", version="1")
+
+
+def test_written_yaml_has_no_deprecated_runtime_cache_and_warns_for_nothing(lstm_yaml: Path) -> None:
+    import warnings
+
+    text = lstm_yaml.read_text()
+    assert "runtime_cache" not in text and "engine:" not in text
+    assert "session: {backend: auto" in text
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_config(lstm_yaml)
 
 
 def test_frozen(lstm_yaml: Path) -> None:
@@ -216,3 +228,8 @@ def test_example_config_parses_and_matches_a_real_model(tmp_path: Path) -> None:
     # The example describes exactly the tiny lstm_t1 model.
     MODELS["lstm_t1"]().save(tmp_path)
     validate_against_model(cfg, tmp_path / "model.onnx")
+
+
+def test_load_config_names_an_onnx_model_given_for_a_config(lstm_yaml: Path) -> None:
+    with pytest.raises(ConfigError, match=r"model.onnx' \| Is an ONNX model, not an rnnrt model config"):
+        load_config(lstm_yaml.parent / "model.onnx")

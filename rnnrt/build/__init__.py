@@ -1,24 +1,22 @@
 """Build: ONNX step graph -> TensorRT plan (tensorrt or tensorrt_rtx), profiles, the precision pass.
 
-:func:`rnnrt.build.api.build` is the checked entry point (``rnnrt.build``, ``rnnrt build``). The builder's
-names below load the builder (and onnx) on first use, so importing this package stays cheap.
+Import what you need from its modules (``rnnrt.build.builder``: ``BuildOptions``, ``plan_from_config``,
+``plan_from_onnx``, ``parse_range``; ``rnnrt.build.inspect``: ``inspect_plan``). Importing this package
+imports neither onnx nor the builder: the engines read a plan's manifest (:mod:`rnnrt.ir.manifest`)
+without them.
 """
 
-from __future__ import annotations
+from typing import Any
 
-# `typing` is imported for type checkers only: `import rnnrt` stays light.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
-
-    from rnnrt.build.builder import BuildOptions, inspect_plan, parse_range, plan_from_config, plan_from_onnx
-
-__all__ = ["BuildOptions", "inspect_plan", "parse_range", "plan_from_config", "plan_from_onnx"]
+_MOVED = {"BuildOptions": "builder", "parse_range": "builder", "plan_from_config": "builder",
+          "plan_from_onnx": "builder", "inspect_plan": "inspect"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from rnnrt.build import builder
+    # Compatibility for `from rnnrt.build import X` (rnnrt/cli.py until it imports the modules directly);
+    # the builder is imported on that first use only. The integrator removes this with the other shims.
+    if name in _MOVED:
+        import importlib
 
-        return getattr(builder, name)
+        return getattr(importlib.import_module(f"rnnrt.build.{_MOVED[name]}"), name)
     raise AttributeError(f"module 'rnnrt.build' has no attribute {name!r}")

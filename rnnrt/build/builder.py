@@ -1,4 +1,4 @@
-"""Builds TensorRT engines (serialized plans) from ONNX step graphs.
+"""Builds TensorRT engines (serialized plans) from ONNX step graphs (``rnnrt inspect`` is :mod:`rnnrt.build.inspect`).
 
 The step graph goes through TensorRT's ``OnnxParser`` into a strongly typed network, gets one
 optimization profile (the batch range, i.e. how many concurrent streams), and
@@ -10,7 +10,7 @@ Either TensorRT flavour works: ``tensorrt`` (10/11, picked first) or ``tensorrt_
 
 Example::
 
-    from rnnrt.build import BuildOptions, plan_from_config
+    from rnnrt.build.builder import BuildOptions, plan_from_config
 
     result = plan_from_config("out/model.yaml", options=BuildOptions(precision="fp16", batch=(1, 8, 64)))
     print(result.plan_path, f"{result.build_seconds:.2f} s")
@@ -33,7 +33,8 @@ from typing import Any, Union
 import onnx
 
 from rnnrt import trt_compat
-from rnnrt.errors import BuildError, ConfigError, RnnrtError, fmt
+from rnnrt.errors import BuildError, ConfigError, fmt
+from rnnrt.build.engine_info import BindingInfo, LayerInfo, network_layers, trt_dtype_name
 from rnnrt.ir.bindings import graph_bindings
 
 G_LOGGER = logging.getLogger("rnnrt.build")
@@ -43,9 +44,7 @@ __all__ = [
     "BuildOptions",
     "BuildResult",
     "LayerInfo",
-    "PlanInspection",
     "DEFAULT_DYNAMIC_BATCH",
-    "inspect_plan",
     "network_from_onnx",
     "parse_range",
     "plan_from_config",
@@ -63,7 +62,14 @@ PathLike = Union[str, os.PathLike]
 
 @dataclasses.dataclass(frozen=True)
 class BuildOptions:
-    """How to build a plan. Every field has a ``rnnrt build`` flag of the same name.
+    """How to build a plan.
+
+    ``rnnrt build`` sets most fields from a flag of the same name (``--precision``, ``--io-dtype``,
+    ``--state-dtype``, ``--timing-cache``, ``--version-compatible``, ``--exclude-lean-runtime``,
+    ``--runtime-cache``, ``--tf32``, ``--trt-module``); the others have flags of other names: ``batch`` is
+    ``--batch-profile``, ``dims`` is ``--dim NAME=MIN:OPT:MAX``, ``targets`` is ``--target``,
+    ``workspace_mib`` is ``--workspace``, ``optimization_level`` is ``--opt-level``; ``progress`` has no
+    flag (the CLI always shows it).
 
     Args:
         precision (str): Compute precision, ``"fp32"``, ``"fp16"`` or ``"bf16"``. Defaults to ``"fp32"``.
@@ -108,51 +114,6 @@ class BuildOptions:
     exclude_lean_runtime: bool = False
     runtime_cache: str | None = None
     tf32: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class BindingInfo:
-    """One input or output of a network or engine.
-
-    Args:
-        name (str): Tensor name.
-        mode (str): ``"input"`` or ``"output"``.
-        dtype (str): dtype name (``"float32"``, ``"float16"`` ...).
-        shape (tuple[int, ...]): Shape; -1 marks a dynamic dim.
-        profile (tuple | None): ``(min, opt, max)`` shapes of a dynamic input, else None.
-    """
-
-    name: str
-    mode: str
-    dtype: str
-    shape: tuple[int, ...]
-    profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
-
-    def describe(self) -> str:
-        """One line: ``input  data  float32 [-1, 1, 5]  profile [1,1,5] / [8,1,5] / [64,1,5]``."""
-        text = f"{self.mode:<6} {self.name:<24} {self.dtype:<9} {list(self.shape)}"
-        if self.profile is not None:
-            text += "  profile " + " / ".join(str(list(s)) for s in self.profile)
-        return text
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerInfo:
-    """One layer of a parsed TensorRT network.
-
-    Args:
-        name (str): Layer name (usually the ONNX node name).
-        type (str): TensorRT layer type, e.g. ``"MATRIX_MULTIPLY"``.
-        outputs (tuple[str, ...]): ``"name: dtype[shape]"`` of each output.
-    """
-
-    name: str
-    type: str
-    outputs: tuple[str, ...]
-
-    def describe(self) -> str:
-        """One line: ``MATRIX_MULTIPLY  node_name -> y: float16[1, 28]``."""
-        return f"{self.type:<18} {self.name} -> {', '.join(self.outputs)}"
 
 
 @dataclasses.dataclass
@@ -240,40 +201,6 @@ def parse_range(text: str, what: str = "--batch") -> tuple[int, int, int]:
             fmt(f"{what} {text!r}", "Is not a valid range", "Expected MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, e.g. 1:8:64.")
         )
     return values[0], values[1], values[2]
-
-
-# TensorRT DataType member name -> dtype name.
-_TRT_DTYPES = {
-    "FLOAT": "float32",
-    "HALF": "float16",
-    "BF16": "bfloat16",
-    "INT8": "int8",
-    "UINT8": "uint8",
-    "INT32": "int32",
-    "INT64": "int64",
-    "BOOL": "bool",
-    "FP8": "float8",
-    "INT4": "int4",
-}
-
-
-def _dtype_name(dt: Any) -> str:
-    name = getattr(dt, "name", str(dt).split(".")[-1])
-    return _TRT_DTYPES.get(name, name.lower())
-
-
-def _tensor_text(t: Any) -> str:
-    return f"{t.name}: {_dtype_name(t.dtype)}{list(t.shape)}"
-
-
-def network_layers(network: Any) -> list[LayerInfo]:
-    """The layers of a parsed network (no GPU needed)."""
-    layers = []
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        outputs = tuple(_tensor_text(layer.get_output(j)) for j in range(layer.num_outputs))
-        layers.append(LayerInfo(name=layer.name, type=getattr(layer.type, "name", str(layer.type)), outputs=outputs))
-    return layers
 
 
 def _parser_error(parser: Any, model: onnx.ModelProto | None, where: str, log: list[tuple[str, str]]) -> BuildError:
@@ -619,10 +546,10 @@ def plan_from_onnx(
         config.add_optimization_profile(profile)
 
     bindings = [
-        BindingInfo(t.name, "input", _dtype_name(t.dtype), tuple(t.shape), profile_inputs.get(t.name))
+        BindingInfo(t.name, "input", trt_dtype_name(t.dtype), tuple(t.shape), profile_inputs.get(t.name))
         for t in (network.get_input(i) for i in range(network.num_inputs))
     ] + [
-        BindingInfo(t.name, "output", _dtype_name(t.dtype), tuple(t.shape))
+        BindingInfo(t.name, "output", trt_dtype_name(t.dtype), tuple(t.shape))
         for t in (network.get_output(i) for i in range(network.num_outputs))
     ]
     layers = network_layers(network)
@@ -678,7 +605,7 @@ def plan_from_config(
 ) -> BuildResult:
     """Builds the plan of a YAML config and writes it with its manifest (``rnnrt build``).
 
-    Writes the plan and its manifest ``<plan>.json`` (:mod:`rnnrt.build.manifest`: what the plan needs
+    Writes the plan and its manifest ``<plan>.json`` (:mod:`rnnrt.ir.manifest`: what the plan needs
     to run, and the build record: bindings, layer lines, timings, for ``rnnrt inspect`` on machines that
     cannot deserialize the plan). When the graph was rewritten for precision or binding dtypes, the
     rewritten graph is saved as ``<plan>.onnx`` and named in the manifest. The config is never
@@ -698,8 +625,8 @@ def plan_from_config(
             beside the plan.
         BuildError: See :func:`plan_from_onnx`.
     """
-    from rnnrt.build.manifest import EngineManifest, beside, manifest_path, sha256_file
-    from rnnrt.config import load_config
+    from rnnrt.ir.manifest import EngineManifest, beside, manifest_path, sha256_file
+    from rnnrt.ir.config import load_config
 
     config_path = Path(config)
     cfg = load_config(config_path)
@@ -778,146 +705,3 @@ def _save_graph(model: onnx.ModelProto, path: Path) -> None:
         onnx.save(model, str(path))
     except ValueError:
         onnx.save(model, str(path), save_as_external_data=True, location=f"{path.name}.data")
-
-
-@dataclasses.dataclass
-class PlanInspection:
-    """What :func:`inspect_plan` found out about a plan file.
-
-    Args:
-        path (Path): The plan file.
-        size (int): Its size in bytes.
-        flavour (str | None): TensorRT module used to deserialize it (None if none is installed).
-        bindings (list[BindingInfo]): Engine bindings (empty if it could not be deserialized).
-        layers (list[str]): Layer information from the engine inspector.
-        error (str | None): Why the engine could not be deserialized, with TensorRT's message.
-        build_record (dict | None): The manifest ``<plan>.json`` as JSON, if it matches the plan.
-        manifest (EngineManifest | None): The manifest, if it matches the plan.
-        manifest_error (str | None): Why the manifest could not be used (missing, unreadable, other plan).
-    """
-
-    path: Path
-    size: int
-    flavour: str | None = None
-    bindings: list[BindingInfo] = dataclasses.field(default_factory=list)
-    layers: list[str] = dataclasses.field(default_factory=list)
-    error: str | None = None
-    build_record: dict[str, Any] | None = None
-    manifest: Any = None
-    manifest_error: str | None = None
-
-    def text(self) -> str:
-        """A human-readable report (what ``rnnrt inspect model.plan`` prints)."""
-        out = [f"Plan {str(self.path)!r}: {self.size} bytes"]
-        if self.manifest is not None:
-            m = self.manifest
-            out.append(f"Manifest {str(m.path)!r}: {m.describe()}")
-            out.append(f"  built from {m.config!r}, io {m.io_dtype}, state {m.state_dtype}"
-                       + (f", graph {m.graph!r}" if m.graph else "")
-                       + (f", runtime cache {m.runtime_cache!r}" if m.runtime_cache else "")
-                       + (f", targets {','.join(m.targets)}" if m.targets else ""))
-        else:
-            out.append(f"Manifest: none ({self.manifest_error})")
-        if self.bindings:
-            out.append(f"Engine bindings ({self.flavour}):")
-            out.extend(f"  {b.describe()}" for b in self.bindings)
-            out.append(f"Engine layers ({len(self.layers)}):")
-            out.extend(f"  {line}" for line in self.layers)
-        else:
-            out.append(f"Engine: not deserialized ({self.error})")
-            if self.build_record is not None:
-                rec = self.build_record
-                out.append(
-                    f"Build record ({rec.get('flavour')} {rec.get('version')}, {rec.get('precision')}, "
-                    f"built in {rec.get('build_seconds')} s):"
-                )
-                for b in rec.get("bindings", []):
-                    prof = b.get("profile")
-                    info = BindingInfo(b["name"], b["mode"], b["dtype"], tuple(b["shape"]),
-                                       tuple(tuple(s) for s in prof) if prof else None)  # type: ignore[arg-type]
-                    out.append(f"  {info.describe()}")
-                out.append(f"  network layers: {rec.get('num_network_layers')}")
-                out.append("Engine layers (from the builder log):")
-                out.extend(f"  {line}" for line in rec.get("engine_layers", []))
-        return "\n".join(out)
-
-
-def inspect_plan(path: PathLike, trt_module: str | None = None) -> PlanInspection:
-    """Deserializes a plan and lists its bindings and layers; falls back to what is known without it.
-
-    Deserializing needs a GPU that the plan's TensorRT flavour supports. When it fails (no GPU, no
-    TensorRT, a plan of another version) the result carries the error and what the plan's manifest
-    ``<plan>.json`` says about it.
-
-    Args:
-        path (PathLike): The plan file.
-        trt_module (str | None): TensorRT module to use; None: the first installed runtime the manifest
-            lists, else auto.
-
-    Returns:
-        PlanInspection: Call :meth:`PlanInspection.text` for the report; ``error`` is None on success.
-
-    Raises:
-        EngineError: The file does not exist.
-    """
-    from rnnrt.build.manifest import manifest_path, read_manifest
-    from rnnrt.errors import EngineError
-
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise EngineError(fmt(f"Plan {str(path)!r}", f"Cannot be read: {err.strerror}")) from err
-    report = PlanInspection(path=path, size=len(data))
-    mpath = manifest_path(path)
-    if not mpath.is_file():
-        report.manifest_error = f"{str(mpath)!r} does not exist"
-    else:
-        try:
-            manifest = read_manifest(mpath)
-        except RnnrtError as err:
-            report.manifest_error = str(err)
-        else:
-            if manifest.plan_sha256 and manifest.plan_sha256 != hashlib.sha256(data).hexdigest():
-                report.manifest_error = f"{str(mpath)!r} describes another plan (SHA-256 differs)"
-            else:
-                report.manifest = manifest
-                report.build_record = manifest.to_json()
-    module = trt_module
-    if module is None and report.manifest is not None:
-        installed = trt_compat.available_flavours(tuple(report.manifest.runtimes))
-        module = installed[0] if installed else report.manifest.runtimes[0]
-    try:
-        trt = trt_compat.import_trt(module, purpose="run")
-    except RnnrtError as err:
-        report.error = str(err)
-        return report
-    report.flavour = trt_compat.flavour_of(trt)
-    try:
-        runtime = trt_compat.create_runtime(trt, f"Plan {str(path)!r}")
-    except RnnrtError as err:
-        report.error = str(err).split("\nNote:")[0]
-        return report
-    with trt_compat.capture_log() as log:
-        engine = runtime.deserialize_cuda_engine(data)
-    if engine is None:
-        report.error = (
-            f"{report.flavour} {trt.__version__} could not deserialize it: "
-            f"{trt_compat.errors_in(log) or 'no error message'}"
-        )
-        return report
-    for i in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(i)
-        is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-        shape = tuple(engine.get_tensor_shape(name))
-        profile = None
-        if is_input and -1 in shape and engine.num_optimization_profiles > 0:
-            profile = tuple(tuple(s) for s in engine.get_tensor_profile_shape(name, 0))
-        report.bindings.append(
-            BindingInfo(name, "input" if is_input else "output", _dtype_name(engine.get_tensor_dtype(name)), shape, profile)  # type: ignore[arg-type]
-        )
-    inspector = engine.create_engine_inspector() if hasattr(engine, "create_engine_inspector") else None
-    if inspector is not None:
-        for i in range(engine.num_layers):
-            report.layers.append(str(inspector.get_layer_information(i, trt.LayerInformationFormat.ONELINE)))
-    return report

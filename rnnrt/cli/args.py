@@ -31,9 +31,19 @@ class Subcommand:
     examples: str = ""
 
 
-def backend_choices() -> list[str]:
-    """The ``--backend`` choices of the Session (run, bench, serve, export-triton): the one list of the CLI."""
-    return ["auto", "onnxruntime", "tensorrt"]
+def backend_name(text: str) -> str:
+    """``--backend`` (run, bench, serve, export-triton): a name the engine registry resolves (a built-in, an
+    engine installed under the ``rnnrt.engines`` entry-point group) or ``module.path:callable``."""
+    from rnnrt.engines.select import check_backend_name
+
+    try:
+        return check_backend_name(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+BACKEND_HELP = ("auto, onnxruntime, tensorrt, an engine installed under the rnnrt.engines entry-point group, or "
+                "module.path:callable")
 
 
 # --- argument types -----------------------------------------------------------------------------------
@@ -109,9 +119,9 @@ def alias(p: argparse.ArgumentParser, old: str, dest: str, replacement: str, **k
 def add_session_group(p: argparse.ArgumentParser) -> None:
     """Options of the Session a subcommand runs (run, bench)."""
     g = p.add_argument_group("session")
-    g.add_argument("--backend", default="auto", choices=backend_choices(),
-                   help="Engine backend (default: auto = TensorRT when a plan is built and a GPU is usable, "
-                   "else ONNX Runtime).")
+    g.add_argument("--backend", default="auto", type=backend_name, metavar="NAME",
+                   help=f"Engine backend: {BACKEND_HELP} (default: auto = TensorRT when a plan is built and a GPU "
+                   "is usable, else ONNX Runtime).")
     g.add_argument("--threads", type=POSITIVE, default=None, metavar="N", help="ONNX Runtime intra-op threads.")
     g.add_argument("--streams", type=POSITIVE, default=None, metavar="N",
                    help="Slots of the Session: the batch size of a dynamic-batch model (run: default from the feed; "

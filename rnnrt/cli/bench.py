@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from rnnrt.config import load_config
+    from rnnrt.ir.config import load_config
     from rnnrt.paths import check_input_file
     from rnnrt.runtime.session import load
 

@@ -53,7 +53,7 @@ def _import_options(args: argparse.Namespace):
     """The convert options: the --config YAML (if any) overridden flag by flag."""
     import pydantic
 
-    from rnnrt.config import ImportConfig, load_import_config
+    from rnnrt.importers.options import ImportConfig, load_import_config
     from rnnrt.paths import check_input_file, check_name
 
     if args.name is not None:

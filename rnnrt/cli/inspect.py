@@ -54,8 +54,8 @@ def _op_counts(model) -> dict[str, int]:
 def _config(args: argparse.Namespace) -> int:
     import onnx
 
-    from rnnrt.build.manifest import with_built_engine
-    from rnnrt.config import load_config
+    from rnnrt.ir.config import load_config
+    from rnnrt.ir.manifest import with_built_engine
 
     cfg = load_config(args.path)
     model = onnx.load(str(cfg.model_path), load_external_data=False)
@@ -102,7 +102,7 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from rnnrt.build.builder import inspect_plan
+    from rnnrt.build.inspect import inspect_plan
     from rnnrt.errors import EngineError
 
     found = inspect_plan(args.path, None if args.trt_module in (None, "auto") else args.trt_module)

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rnnrt.config import load_config
+    from rnnrt.ir.config import load_config
     from rnnrt.paths import check_input_file, check_output_file
     from rnnrt.runtime.npz import read_calls, write_npz
     from rnnrt.runtime.session import load

@@ -15,9 +15,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from rnnrt.config import json_schema
+    from rnnrt.importers import options
+    from rnnrt.ir import config
 
-    print(json.dumps(json_schema(args.kind), indent=2))
+    print(json.dumps(config.json_schema() if args.kind == "model" else options.json_schema(), indent=2))
     return 0
 
 

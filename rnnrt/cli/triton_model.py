@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rnnrt.cli.args import NON_NEGATIVE, POSITIVE, add_shared, backend_choices
+from rnnrt.cli.args import BACKEND_HELP, NON_NEGATIVE, POSITIVE, add_shared, backend_name
 
 
 def add_triton_model_group(p: argparse.ArgumentParser) -> None:
@@ -16,8 +16,9 @@ def add_triton_model_group(p: argparse.ArgumentParser) -> None:
                    help="max_sequence_idle_microseconds: a stream idle this long is released (default: 60 s).")
     g.add_argument("--queue-delay-us", type=NON_NEGATIVE, default=0, metavar="US",
                    help="python engine: max_queue_delay_microseconds of the oldest strategy (default: 0).")
-    g.add_argument("--backend", choices=backend_choices(), default="auto",
-                   help="python engine: the backend of the Session inside the server (default: auto = TensorRT when "
+    g.add_argument("--backend", type=backend_name, default="auto", metavar="NAME",
+                   help=f"python engine: the backend of the Session inside the server: {BACKEND_HELP} (default: "
+                   "auto = TensorRT when "
                    "a plan is built and a GPU is usable there, else ONNX Runtime).")
     g.add_argument("--instance-kind", choices=["auto", "KIND_GPU", "KIND_CPU"], default="auto",
                    help="Where Triton runs the model instances (default: auto = KIND_GPU when a GPU is usable "

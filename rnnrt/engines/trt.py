@@ -225,12 +225,12 @@ def tensorrt_unavailable(cfg: Any, plan: Optional[Union[str, os.PathLike]] = Non
                          config_path: Optional[Union[str, os.PathLike]] = None) -> Optional[str]:
     """Why the TensorRT backend cannot run this config here, or None if it can.
 
-    Checks that a plan was built for the config (its manifest, :func:`rnnrt.build.manifest.find_engine`),
+    Checks that a plan was built for the config (its manifest, :func:`rnnrt.ir.manifest.find_engine`),
     that the plan exists, that one of the runtime modules it needs is installed, and that a CUDA driver
     and GPU are usable (:func:`rnnrt.cuda.available`).
     """
     from rnnrt import cuda, trt_compat
-    from rnnrt.build.manifest import find_engine
+    from rnnrt.ir.manifest import find_engine
     from rnnrt.errors import RnnrtError
 
     try:
@@ -262,7 +262,7 @@ def tensorrt_backend(cfg: Any, plan: Optional[Union[str, os.PathLike]] = None, *
                      runtime_cache: Optional[Union[str, os.PathLike]] = None) -> tuple[Any, Any]:
     """The config and engine factory of a Session over the plan built for ``cfg``.
 
-    The plan is found through its manifest (:func:`rnnrt.build.manifest.find_engine`); the manifest
+    The plan is found through its manifest (:func:`rnnrt.ir.manifest.find_engine`); the manifest
     says which runtime modules can load it, the binding dtypes it was built with (the returned config
     is re-typed to them) and the runtime cache beside it. A runtime cache anywhere else is used only
     when passed here (by the caller, at run time); a manifest or config cannot name one.
@@ -281,7 +281,7 @@ def tensorrt_backend(cfg: Any, plan: Optional[Union[str, os.PathLike]] = None, *
     Raises:
         ConfigError: No plan was built for the config, or its manifest is bad.
     """
-    from rnnrt.build.manifest import config_for_plan, find_engine
+    from rnnrt.ir.manifest import config_for_plan, find_engine
 
     manifest = find_engine(cfg, plan, config_path)
     if manifest is None:

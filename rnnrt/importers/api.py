@@ -107,7 +107,8 @@ def convert(
     """
     import pydantic
 
-    from rnnrt.config import ImportConfig, save_step_graph
+    from rnnrt.importers.options import ImportConfig
+    from rnnrt.ir.config import save_step_graph
     from rnnrt.paths import check_input_file, check_name, check_output_dir
 
     try:

@@ -1,7 +1,7 @@
 """The one description of a step graph's bindings: tensors, state pairs, the continuation input.
 
 The same classes are the step-graph IR (:class:`rnnrt.ir.stepgraph.StepGraph` holds them), the model
-YAML's ``inputs``/``outputs``/``state``/``continuation`` entries (``rnnrt.config`` uses them as its
+YAML's ``inputs``/``outputs``/``state``/``continuation`` entries (``rnnrt.ir.config`` uses them as its
 models) and the fields an ONNX override may set. They are frozen pydantic models: built from YAML
 they are validated field by field (strict integers: ``batch_axis: true`` is an error, not 1); built
 in code they also take positional arguments::
@@ -24,6 +24,7 @@ import pydantic
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
 from rnnrt.errors import ConfigError, fmt
+from rnnrt.ir.streams import fold_entries
 
 __all__ = [
     "DTYPES",
@@ -162,8 +163,7 @@ class TensorSpec(_Binding):
 
     def batch_entries(self, batch: int) -> int:
         """The size of the batch axis for ``batch`` streams (``outer * batch * inner`` when folded)."""
-        outer, inner = self.batch_fold or (1, 1)
-        return outer * int(batch) * inner
+        return fold_entries(self.batch_fold, batch)
 
 
 class StatePair(_Binding):

@@ -1,8 +1,11 @@
 """The step graph: an ONNX model whose recurrent state is explicit inputs and outputs.
 
 Every importer (Caffe, ONNX) produces a :class:`StepGraph`; its bindings are the classes of
-:mod:`rnnrt.ir.bindings` (re-exported here), which ``rnnrt.config`` writes as the YAML
-config and every later stage (build, engines, Session) reads only that config and the ONNX file.
+:mod:`rnnrt.ir.bindings` (re-exported here), which :mod:`rnnrt.ir.config` writes as the model YAML beside
+the ONNX file. The later stages read those two files, and also the plan's manifest that ``rnnrt build``
+writes beside the plan (:mod:`rnnrt.ir.manifest`: binding dtypes, the profile, the runtimes, the rewritten
+graph). A :class:`StepGraph` itself reaches no later stage: it is handed from an importer to
+:func:`rnnrt.ir.config.save_step_graph`, which writes the two files.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ class StepGraph:
         source (dict[str, Any]): Where the graph came from (format, file paths), for the config.
         notes (list[str]): Things the user should know about the conversion.
         external_data (dict[str, np.ndarray]): Weights too big to embed (``rnnrt.ir.weights``): the
-            model holds external-data placeholders for them, and ``rnnrt.config.save_step_graph``
+            model holds external-data placeholders for them, and ``rnnrt.ir.config.save_step_graph``
             writes them to ``<name>.onnx.data``. Empty for models that embed their weights.
     """
 

@@ -31,7 +31,8 @@ from typing import Any, Iterable, Mapping, Optional
 import numpy as np
 
 from rnnrt.errors import BindingError, ConfigError, EngineError, StateError, fmt
-from rnnrt.runtime.bindings import (Rows, check_device, check_host, check_out, check_placement, put_rows, stream_shape,
+from rnnrt.ir.streams import fold_entries
+from rnnrt.runtime.frames import (RowLayout, check_device, check_host, check_out, check_placement, put_rows, stream_shape,
                                     take_rows)
 from rnnrt.runtime.memory import ALIGN, aligned_layout, feedback_bindings
 
@@ -57,9 +58,9 @@ class RowCopies:
         self.sizes: list[np.ndarray] = []
         self.two_d: list[tuple] = []
 
-    def add(self, dst: int, dst_rows: Rows, dst_idx: np.ndarray, src: int, src_rows: Rows,
+    def add(self, dst: int, dst_rows: RowLayout, dst_idx: np.ndarray, src: int, src_rows: RowLayout,
             src_idx: np.ndarray) -> None:
-        """Rows ``src_idx`` of the tensor at ``src`` go to rows ``dst_idx`` of the tensor at ``dst``."""
+        """RowLayout ``src_idx`` of the tensor at ``src`` go to rows ``dst_idx`` of the tensor at ``dst``."""
         outer, inner, dpitch = dst_rows.geometry()
         _, _, spitch = src_rows.geometry()
         dst_idx = np.asarray(dst_idx, dtype=np.int64)
@@ -127,8 +128,8 @@ class DeviceArena:
     def zero(self) -> None:
         self._cuda.memset_async(self.buffer.ptr, 0, self.nbytes, self.stream)
 
-    def zero_rows(self, rows: Mapping[str, Rows], slots: np.ndarray) -> None:
-        from rnnrt.runtime.bindings import runs
+    def zero_rows(self, rows: Mapping[str, RowLayout], slots: np.ndarray) -> None:
+        from rnnrt.runtime.frames import runs
 
         spans = runs(slots)
         for name, (off, _, _) in self.layout.items():
@@ -140,7 +141,7 @@ class DeviceArena:
     def copy_from(self, other: "DeviceArena") -> None:
         self._cuda.memcpy_async(self.buffer.ptr, other.buffer.ptr, self.nbytes, "d2d", self.stream)
 
-    def copy_rows_from(self, other: "DeviceArena", rows: Mapping[str, Rows], slots: np.ndarray) -> None:
+    def copy_rows_from(self, other: "DeviceArena", rows: Mapping[str, RowLayout], slots: np.ndarray) -> None:
         key = (id(slots), id(other))
         blocks = self._blocks.get(key)
         if blocks is not None and blocks[0] is slots and blocks[1] is other:
@@ -193,10 +194,10 @@ class DeviceArena:
             views[name] = view
         return views
 
-    def read_rows(self, rows: Mapping[str, Rows], slots: np.ndarray) -> dict[str, np.ndarray]:
+    def read_rows(self, rows: Mapping[str, RowLayout], slots: np.ndarray) -> dict[str, np.ndarray]:
         return {name: rows[name].take(view, slots) for name, view in self._download().items()}
 
-    def write_rows(self, rows: Mapping[str, Rows], slots: np.ndarray, values: Mapping[str, np.ndarray]) -> None:
+    def write_rows(self, rows: Mapping[str, RowLayout], slots: np.ndarray, values: Mapping[str, np.ndarray]) -> None:
         for name, view in self._download().items():
             rows[name].put(view, slots, values[name])
         self._cuda.memcpy_async(self.buffer.ptr, self._mirror.ptr, self.nbytes, "h2d", self.stream)
@@ -355,7 +356,7 @@ class DeviceExecutor:
         from rnnrt import cuda
 
         self._cuda = cuda
-        self._b = b = session.bindings
+        self._b = b = session.io
         self._engine = engine
         self._mode = session.outputs
         self._swap = session.feedback == "swap" and bool(b.state_rows)
@@ -461,7 +462,7 @@ class DeviceExecutor:
                 stream.destroy()
 
     # The fast path.
-    def _fast_step(self, frame: Any, k: int, out: Optional[Mapping[str, np.ndarray]] = None) -> Any:
+    def _fast_step(self, frame: Any, parity: int, out: Optional[Mapping[str, np.ndarray]] = None) -> Any:
         """Stages ``frame``, launches the graph through the plan and waits; None, having done nothing,
         when the frame (or ``out``: every output, exactly its dtype and shape) does not match the plan
         exactly or a step is pending (the full path then runs)."""
@@ -469,7 +470,7 @@ class DeviceExecutor:
             plan = self._plan
             if plan is None or plan.mode == "device" or not _fits(out, ((n, v.shape, v.dtype) for n, v in plan.outputs)):
                 return None
-        plan = self._fast_launch(frame, k)
+        plan = self._fast_launch(frame, parity)
         if plan is None:
             return None
         err = self._sync()[0]
@@ -483,16 +484,16 @@ class DeviceExecutor:
             return {name: view.copy() for name, view in plan.outputs}
         return dict(plan.outputs)
 
-    def _plan_launch(self, k: int) -> tuple[Any, Any]:
-        """The fast-path plan and its graph launch for input arena ``k``; (None, None) when there is none
+    def _plan_launch(self, parity: int) -> tuple[Any, Any]:
+        """The fast-path plan and its graph launch for input arena ``parity``; (None, None) when there is none
         (no plan, a step pending, or no graph captured for that arena yet)."""
         plan = self._plan
         if self._pending is not None or plan is None:
             return None, None
-        return plan, plan.launch[k]
+        return plan, plan.launch[parity]
 
-    def _fast_launch(self, frame: Any, k: int) -> Optional[FastPlan]:
-        plan, launch = self._plan_launch(k)
+    def _fast_launch(self, frame: Any, parity: int) -> Optional[FastPlan]:
+        plan, launch = self._plan_launch(parity)
         if launch is None:
             return None
         if type(frame) is dict:
@@ -526,12 +527,12 @@ class DeviceExecutor:
         if err:
             self._cuda.raise_status(err, "cudaGraphLaunch")
 
-    def _fast_rows(self, frame: Any, k: int, rows: np.ndarray, out: Optional[Mapping[str, np.ndarray]] = None) -> Any:
+    def _fast_rows(self, frame: Any, parity: int, rows: np.ndarray, out: Optional[Mapping[str, np.ndarray]] = None) -> Any:
         """Like :meth:`_fast_step` for a step of some slots (swap feedback, numpy outputs): each frame
         row goes into the whole-batch staging at its slot, the full graph runs, and the outputs are the
         listed rows (gathered into ``out``'s arrays when given). None, having done nothing, when the
         frame or ``out`` does not match the plan exactly."""
-        plan, launch = self._plan_launch(k)
+        plan, launch = self._plan_launch(parity)
         if launch is None:
             return None
         n = len(rows)
@@ -580,22 +581,22 @@ class DeviceExecutor:
 
     # The full path.
     def run(self, frame: Mapping[str, Any], slots: Optional[np.ndarray], n: int, starts: Optional[np.ndarray],
-            k: int, fuse_copy: bool, out: Optional[Mapping[str, np.ndarray]], wait: bool) -> tuple[Any, bool]:
+            parity: int, fuse_copy: bool, out: Optional[Mapping[str, np.ndarray]], wait: bool) -> tuple[Any, bool]:
         if self._pending is not None:
             raise StateError(fmt("Session", "A step was started before the previous step_async() was waited for",
                                  "Call wait() on the previous handle first."))
         if slots is None and out is None and starts is None:
             if wait:
-                result = self._fast_step(frame, k)
+                result = self._fast_step(frame, parity)
                 if result is not None:
                     return result, fuse_copy
             else:
-                plan = self._fast_launch(frame, k)
+                plan = self._fast_launch(frame, parity)
                 if plan is not None:
                     handle = StepHandle(self, lambda: self._plan_outputs(plan), None)
                     self._pending = handle
                     return handle, fuse_copy
-        handle = self._step(frame, slots, n, starts, k, fuse_copy, out)
+        handle = self._step(frame, slots, n, starts, parity, fuse_copy, out)
         return (handle.wait() if wait else handle), fuse_copy
 
     def _check(self, frame: Mapping[str, Any], n: int, starts: Optional[np.ndarray]) -> tuple[dict, dict]:
@@ -620,7 +621,7 @@ class DeviceExecutor:
         return host, foreign
 
     def _step(self, frame: Mapping[str, Any], slots: Optional[np.ndarray], n: int, starts: Optional[np.ndarray],
-              k: int, fused: bool, out: Optional[Mapping[str, np.ndarray]]) -> StepHandle:
+              parity: int, fused: bool, out: Optional[Mapping[str, np.ndarray]]) -> StepHandle:
         cuda = self._cuda
         b = self._b
         B = b.batch_size
@@ -671,20 +672,20 @@ class DeviceExecutor:
                 dst_shape, axis = stream_shape(tuple(dst.shape), spec.batch_axis, spec.fold)
                 src_shape, _ = stream_shape(fa.shape, spec.batch_axis, spec.fold)
                 copies = RowCopies()
-                copies.add(dst.ptr, Rows(axis, dst_shape, fa.dtype.itemsize), slots, fa.ptr,
-                           Rows(axis, src_shape, fa.dtype.itemsize), np.arange(n))
+                copies.add(dst.ptr, RowLayout(axis, dst_shape, fa.dtype.itemsize), slots, fa.ptr,
+                           RowLayout(axis, src_shape, fa.dtype.itemsize), np.arange(n))
                 copies.flush(cuda, self._copier, stream)
 
-        graph = io.graphs.get((k, fused)) if self._graphs_ok else None
+        graph = io.graphs.get((parity, fused)) if self._graphs_ok else None
         if graph is None and self._graphs_ok and io.warm:
-            graph = self._capture(io, k, fused)
+            graph = self._capture(io, parity, fused)
         if graph is not None:
             if not scatter:
                 for name, fa in foreign.items():
                     cuda.memcpy_async(io.tensors[name].ptr, fa.ptr, io.nbytes[name], "d2d", stream)
             graph.launch(stream)
         else:
-            self._enqueue(io, k, {} if scatter else foreign, fused)
+            self._enqueue(io, parity, {} if scatter else foreign, fused)
             io.warm = True
         if scatter and self._mode == "device":
             gathered = self._gather_device(io, slots, n)
@@ -737,7 +738,7 @@ class DeviceExecutor:
         """The shape of output ``name`` (full batch ``shape``) with ``n`` rows on its batch axis (folded or not)."""
         axis = self._b.output_axes[name]
         fold = self._b.output_folds.get(name)
-        return shape[:axis] + (n * fold[0] * fold[1] if fold else n,) + shape[axis + 1:]
+        return shape[:axis] + (fold_entries(fold, n),) + shape[axis + 1:]
 
     def _gathered_like(self, io: IOSet, name: str, slots: Optional[np.ndarray], n: int) -> np.ndarray:
         t = io.tensors[name]
@@ -764,8 +765,8 @@ class DeviceExecutor:
             if buf is None:
                 buf = io.gathered[(name, n)] = cuda.DeviceBuffer(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
             copies = RowCopies()
-            copies.add(buf.ptr, Rows(row_axis, rows, dtype.itemsize), np.arange(n), t.ptr,
-                       Rows(row_axis, full, dtype.itemsize), slots)
+            copies.add(buf.ptr, RowLayout(row_axis, rows, dtype.itemsize), np.arange(n), t.ptr,
+                       RowLayout(row_axis, full, dtype.itemsize), slots)
             copies.flush(cuda, self._copier, stream)
             result[name] = cuda.DeviceArray(buf.ptr, dtype, shape, stream.handle)
         return result
@@ -779,24 +780,24 @@ class DeviceExecutor:
         self.fast = self._fast_step
         self.fast_rows = self._fast_rows if self._swap and self._mode != "device" and not b.folded else None
 
-    def _enqueue(self, io: IOSet, k: int, foreign: Mapping[str, Any], fused: bool) -> None:
+    def _enqueue(self, io: IOSet, parity: int, foreign: Mapping[str, Any], fused: bool) -> None:
         from rnnrt.engines.base import DeviceTensor
 
         cuda, stream = self._cuda, self._stream
         cuda.memcpy_async(*io.h2d, "h2d", stream)  # every staged input (nothing if none)
-        feeds = dict(self._state_feeds[k])
+        feeds = dict(self._state_feeds[parity])
         for name in self._b.input_names:
             fa = foreign.get(name)
             feeds[name] = DeviceTensor(fa.ptr, fa.dtype, fa.shape) if fa is not None else io.tensors[name]
-        dests = dict(self._state_dests[k])
+        dests = dict(self._state_dests[parity])
         for name in io.outputs:
             dests[name] = io.tensors[name]
         self._engine.enqueue(self._ctx, feeds, dests, stream.handle)
         if fused:
-            self._arenas[k].copy_from(self._arenas[1 - k])
+            self._arenas[parity].copy_from(self._arenas[1 - parity])
         cuda.memcpy_async(*io.d2h, "d2h", stream)  # every output (nothing with outputs="device")
 
-    def _capture(self, io: IOSet, k: int, fused: bool) -> Any:
+    def _capture(self, io: IOSet, parity: int, fused: bool) -> Any:
         from rnnrt.errors import RnnrtError
 
         if not getattr(self._engine, "capturable", True):
@@ -806,13 +807,13 @@ class DeviceExecutor:
             return None
         try:
             with self._cuda.capture(self._stream) as box:
-                self._enqueue(io, k, {}, fused)
+                self._enqueue(io, parity, {}, fused)
         except (RnnrtError, RuntimeError) as err:
             G_LOGGER.info(f"Session | CUDA graph capture failed for engine {self._engine.name!r} "
                           f"({str(err).splitlines()[0]}); running plain enqueues.")
             self._graphs_ok = False
             return None
-        io.graphs[(k, fused)] = box[0]
+        io.graphs[(parity, fused)] = box[0]
         return box[0]
 
     def _make_io(self, key: tuple) -> IOSet:

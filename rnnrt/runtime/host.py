@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from rnnrt.errors import BindingError, ConfigError, EngineError, fmt
-from rnnrt.runtime.bindings import Rows, check_host, check_out, put_rows, stack_frame, take_rows
+from rnnrt.runtime.frames import RowLayout, check_host, check_out, put_rows, stack_frame, take_rows
 from rnnrt.runtime.memory import DoneHandle, aligned_layout, feedback_bindings
 
 __all__ = ["HostArena", "HostExecutor"]
@@ -50,14 +50,14 @@ class HostArena:
     def zero(self) -> None:
         self.buffer.fill(0)
 
-    def zero_rows(self, rows: Mapping[str, Rows], slots: np.ndarray) -> None:
+    def zero_rows(self, rows: Mapping[str, RowLayout], slots: np.ndarray) -> None:
         for name, view in self.views.items():
             view[rows[name].index(slots)] = 0
 
     def copy_from(self, other: "HostArena") -> None:
         np.copyto(self.buffer, other.buffer)
 
-    def copy_rows_from(self, other: "HostArena", rows: Mapping[str, Rows], slots: np.ndarray) -> None:
+    def copy_rows_from(self, other: "HostArena", rows: Mapping[str, RowLayout], slots: np.ndarray) -> None:
         for name, view in self.views.items():
             index = rows[name].index(slots)
             view[index] = other.views[name][index]
@@ -70,10 +70,10 @@ class HostArena:
             out[name] = copy
         return out
 
-    def read_rows(self, rows: Mapping[str, Rows], slots: np.ndarray) -> dict[str, np.ndarray]:
+    def read_rows(self, rows: Mapping[str, RowLayout], slots: np.ndarray) -> dict[str, np.ndarray]:
         return {name: rows[name].take(view, slots) for name, view in self.views.items()}
 
-    def write_rows(self, rows: Mapping[str, Rows], slots: np.ndarray, values: Mapping[str, np.ndarray]) -> None:
+    def write_rows(self, rows: Mapping[str, RowLayout], slots: np.ndarray, values: Mapping[str, np.ndarray]) -> None:
         for name, view in self.views.items():
             rows[name].put(view, slots, values[name])
 
@@ -91,12 +91,12 @@ class HostExecutor:
         if session.outputs == "device":
             raise ConfigError(fmt("Session", f"outputs='device' needs a device engine; {engine.name!r} runs on the host",
                                   "Use outputs='host' or 'view'."))
-        self._b = session.bindings
+        self._b = session.io
         self._engine = engine
         self._check_finite = session.check_finite
         self._scatter: dict[tuple, np.ndarray] = {}
         self._buffers: dict[tuple, np.ndarray] = {}
-        self._output_rows: dict[str, Rows] = {}
+        self._output_rows: dict[str, RowLayout] = {}
         self._arenas: list = []
 
     def make_arena(self, layout: list) -> HostArena:
@@ -145,34 +145,34 @@ class HostExecutor:
         return feeds, sizes
 
     def run(self, frame: Mapping[str, Any], slots: Optional[np.ndarray], n: int, starts: Optional[np.ndarray],
-            k: int, fuse_copy: bool, out: Optional[Mapping[str, np.ndarray]], wait: bool) -> tuple[Any, bool]:
+            parity: int, fuse_copy: bool, out: Optional[Mapping[str, np.ndarray]], wait: bool) -> tuple[Any, bool]:
         feeds, _ = self._check(frame, n, starts)
         b = self._b
         if slots is None:
-            feeds.update(self._state_feeds[k])
-            results = self._engine.execute(feeds, self._state_dests[k])
+            feeds.update(self._state_feeds[parity])
+            results = self._engine.execute(feeds, self._state_dests[parity])
             outputs = self._finish(results, out)
             if fuse_copy:
-                self._arenas[k].copy_from(self._arenas[1 - k])
+                self._arenas[parity].copy_from(self._arenas[1 - parity])
             return (outputs if wait else DoneHandle(outputs)), fuse_copy
         if b.dynamic_batch:
             # Gather: the engine runs the listed rows only.
             rows = b.state_rows
-            feeds.update(self._arenas[k].read_rows(rows, slots))
+            feeds.update(self._arenas[parity].read_rows(rows, slots))
             results = self._engine.execute(feeds)
             new_state = self._new_state(results, n)
             outputs = self._finish(results, out)
-            self._arenas[k].write_rows(rows, slots, new_state)
+            self._arenas[parity].write_rows(rows, slots, new_state)
             return (outputs if wait else DoneHandle(outputs)), True
         # Scatter: the whole (fixed) batch runs; the listed rows are written at their slots.
         self._scatter_rows(feeds, slots)
-        feeds.update(self._state_feeds[k])
-        results = self._engine.execute(feeds, self._state_dests[k])
+        feeds.update(self._state_feeds[parity])
+        results = self._engine.execute(feeds, self._state_dests[parity])
         outputs = self._finish(self._take_rows(results, slots), out)
         return (outputs if wait else DoneHandle(outputs)), False
 
     def run_chunk(self, frames: Mapping[str, np.ndarray], count: int, slots: Optional[np.ndarray], n: int,
-                  starts: Optional[np.ndarray], k: int) -> tuple[dict, bool]:
+                  starts: Optional[np.ndarray], parity: int) -> tuple[dict, bool]:
         """``count`` successive steps (``Session.step_chunk``): the frames are checked once, the state is
         carried from run to run in the engine's own output arrays and lands in the arenas only with the
         last run, so a failure at any frame leaves the state as it was. Returns ``(outputs stacked along
@@ -185,7 +185,7 @@ class HostExecutor:
         b.missing(chunk)
         cont = b.cont if b.cont is not None and b.cont.spec.name not in chunk else None
         gather = slots is not None and b.dynamic_batch
-        state = self._arenas[k].read_rows(b.state_rows, slots) if gather else self._state_feeds[k]
+        state = self._arenas[parity].read_rows(b.state_rows, slots) if gather else self._state_feeds[parity]
         stacked: dict[str, np.ndarray] = {}
         for j in range(count):
             feeds = {name: arr[j, ...] for name, arr in chunk.items()}  # [j, ...]: a 0-d array stays an array
@@ -196,7 +196,7 @@ class HostExecutor:
             feeds.update(state)
             last = j == count - 1
             try:
-                results = self._engine.execute(feeds, self._state_dests[k] if last and not gather else None)
+                results = self._engine.execute(feeds, self._state_dests[parity] if last and not gather else None)
             except EngineError as err:
                 raise EngineError(fmt("Session.step_chunk", f"The engine failed at frame {j + 1} of {count}: {err}",
                                       "No slot advanced: the state is as before the chunk.")) from err
@@ -205,7 +205,7 @@ class HostExecutor:
             outputs = results if slots is None or gather else self._take_rows(results, slots)
             stack_frame(stacked, j, count, {name: outputs[name] for name in b.output_names})
         if gather:
-            self._arenas[k].write_rows(b.state_rows, slots, self._new_state(results, n))
+            self._arenas[parity].write_rows(b.state_rows, slots, self._new_state(results, n))
         return stacked, gather
 
     def _new_state(self, results: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional, Protocol
 
 import numpy as np
 
-from rnnrt.runtime.bindings import Rows
+from rnnrt.runtime.frames import RowLayout
 
 __all__ = ["ALIGN", "Arena", "DoneHandle", "Executor", "aligned_layout", "feedback_bindings"]
 
@@ -29,10 +29,10 @@ def aligned_layout(sizes: list[int]) -> tuple[list[int], int]:
 
 
 def feedback_bindings(pairs: Mapping[str, str], arenas: tuple) -> tuple[list[dict], list[dict]]:
-    """Per parity k, what the engine reads (arena k's views by state input name) and where it writes
-    (arena 1-k's views by state output name): the two arenas swap roles every step."""
-    feeds = [dict(arenas[k].views) for k in (0, 1)]
-    dests = [{pairs[n]: arenas[1 - k].views[n] for n in pairs} for k in (0, 1)]
+    """Per parity (the input arena 0 or 1), what the engine reads (that arena's views by state input name) and where it writes
+    (arena 1-parity's views by state output name): the two arenas swap roles every step."""
+    feeds = [dict(arenas[parity].views) for parity in (0, 1)]
+    dests = [{pairs[n]: arenas[1 - parity].views[n] for n in pairs} for parity in (0, 1)]
     return feeds, dests
 
 
@@ -41,24 +41,24 @@ class Arena(Protocol):
 
     ``views`` maps each state input name to the tensor the engine reads or writes (a numpy view for
     a host arena, a :class:`rnnrt.engines.base.DeviceTensor` for a device arena). Row arguments are
-    slot arrays; ``rows`` maps each name to its :class:`rnnrt.runtime.bindings.Rows`.
+    slot arrays; ``rows`` maps each name to its :class:`rnnrt.runtime.frames.RowLayout`.
     """
 
     views: Mapping[str, Any]
 
     def zero(self) -> None: ...
 
-    def zero_rows(self, rows: Mapping[str, Rows], slots: np.ndarray) -> None: ...
+    def zero_rows(self, rows: Mapping[str, RowLayout], slots: np.ndarray) -> None: ...
 
     def copy_from(self, other: "Arena") -> None: ...
 
-    def copy_rows_from(self, other: "Arena", rows: Mapping[str, Rows], slots: np.ndarray) -> None: ...
+    def copy_rows_from(self, other: "Arena", rows: Mapping[str, RowLayout], slots: np.ndarray) -> None: ...
 
     def read_all(self) -> dict[str, np.ndarray]: ...
 
-    def read_rows(self, rows: Mapping[str, Rows], slots: np.ndarray) -> dict[str, np.ndarray]: ...
+    def read_rows(self, rows: Mapping[str, RowLayout], slots: np.ndarray) -> dict[str, np.ndarray]: ...
 
-    def write_rows(self, rows: Mapping[str, Rows], slots: np.ndarray, values: Mapping[str, np.ndarray]) -> None: ...
+    def write_rows(self, rows: Mapping[str, RowLayout], slots: np.ndarray, values: Mapping[str, np.ndarray]) -> None: ...
 
     def free(self) -> None: ...
 
@@ -76,7 +76,7 @@ class Executor(Protocol):
     def bind_arenas(self, arenas: tuple) -> None: ...
 
     def run(self, frame: Mapping[str, Any], slots: Optional[np.ndarray], n: int, starts: Optional[np.ndarray],
-            k: int, fuse_copy: bool, out: Optional[Mapping[str, np.ndarray]], wait: bool) -> tuple[Any, bool]: ...
+            parity: int, fuse_copy: bool, out: Optional[Mapping[str, np.ndarray]], wait: bool) -> tuple[Any, bool]: ...
 
     def input_buffers(self, shapes: Optional[Mapping[str, tuple]]) -> dict[str, np.ndarray]: ...
 

@@ -24,7 +24,7 @@ Example::
 Frames: a stream's frame is what a batch-1 Session of the same model takes (a mapping of input name
 to array, or a bare array when the model has one input besides the continuation input); every batched
 dim has size 1. Outputs come back the same way, with batch dim 1. The Session checks the packed frame
-(:mod:`rnnrt.runtime.bindings`); a frame that cannot be packed is checked alone with the same check so
+(:mod:`rnnrt.runtime.frames`); a frame that cannot be packed is checked alone with the same check so
 that the error names its stream. When the model has a continuation input with ``fill: auto`` and the
 frames omit it, the Session fills it per slot: 0 at t=0 of a stream's first frame after
 :meth:`~StreamPool.open` or :meth:`~StreamPool.reset`, else 1. An input without a batch axis (one
@@ -55,7 +55,8 @@ from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Optiona
 import numpy as np
 
 from rnnrt.errors import BindingError, ConfigError, RnnrtError, StateError, fmt
-from rnnrt.runtime.bindings import BATCH, InputSpec, check_host, stream_shape, take_rows
+from rnnrt.ir.streams import single_input
+from rnnrt.runtime.frames import BATCH, InputSpec, check_host, stream_shape, take_rows
 from rnnrt.runtime.snapshot import StreamState, model_digest
 
 __all__ = ["PooledSession", "StreamPool", "StreamState", "model_digest"]
@@ -83,7 +84,7 @@ class PooledSession(Protocol):
     def write_state(self, slots: Iterable[int], values: Mapping[str, np.ndarray], start: bool = False) -> None: ...
 
 
-_NEEDS = ("batch_size", "bindings", "step", "reset", "read_state", "write_state")
+_NEEDS = ("batch_size", "io", "step", "reset", "read_state", "write_state")
 
 
 class _Stream:
@@ -95,7 +96,7 @@ class _Stream:
         self.slot = slot
 
 
-class _Plan:
+class _SlotRoute:
     """What a step needs that depends only on which streams step, and in which order.
 
     Cached between steps: a step with the same stream ids in the same order, while no stream was opened,
@@ -202,7 +203,7 @@ class StreamPool:
         if missing:
             raise ConfigError(fmt("StreamPool", f"Got a {type(session).__name__} without {missing}",
                                   "Pass a Session (rnnrt.load(config, batch_size=N))."))
-        b = session.bindings
+        b = session.io
         self.shared: dict[str, np.ndarray] = _check_shared(b, shared)
         """The checked values of the inputs without a batch axis (read-only), fed with every step."""
         self.session = session
@@ -219,8 +220,7 @@ class StreamPool:
         self._input_names = set(per_stream)
         self._cont = b.cont
         self._cont_name = b.cont.spec.name if b.cont is not None else None
-        user = [name for name in per_stream if name != self._cont_name]
-        self._single = user[0] if len(user) == 1 else None
+        self._single = single_input(per_stream, [self._cont_name])
         self._single_input = next((i for i in self._inputs if i.name == self._single), None)
         self._bare_only = self._single is not None and len(self._inputs) == 1 + (self._cont is not None)
         self._outputs = [(t.name, t.batch_axis) for t in cfg.outputs]
@@ -239,7 +239,7 @@ class StreamPool:
         self._steps = np.zeros(self.capacity, dtype=np.int64)
         self._last_used = np.zeros(self.capacity, dtype=np.float64)
         self._gen = 0                       # bumped whenever the set of open streams changes
-        self._plans: dict[tuple, _Plan] = {}  # recent plans by stream ids (in order), all of generation _gen
+        self._plans: dict[tuple, _SlotRoute] = {}  # recent plans by stream ids (in order), all of generation _gen
         self._staging_buffers: Optional[dict] = None
 
     # Streams.
@@ -435,7 +435,7 @@ class StreamPool:
             shared = {name: np.broadcast_to(value, (count,) + value.shape) for name, value in shared.items()}
         return {**feeds, **shared}
 
-    def _begin(self, stream_ids: Iterable[Hashable]) -> _Plan:
+    def _begin(self, stream_ids: Iterable[Hashable]) -> _SlotRoute:
         """The start of a step (under the session lock): releases idle streams, zeroes the slots opened or
         reset since the last step, and returns the plan of these ids (raising what the plan found wrong)."""
         expired: list = []
@@ -449,7 +449,7 @@ class StreamPool:
             raise plan_or_err
         return plan_or_err
 
-    def _advanced(self, plan: _Plan, count: int = 1) -> None:
+    def _advanced(self, plan: _SlotRoute, count: int = 1) -> None:
         """Bookkeeping after a successful step of the plan's streams: not at t=0 any more, ``count`` more steps."""
         now = self._clock()
         slots = plan.slots
@@ -500,13 +500,13 @@ class StreamPool:
             plans.clear()  # streams opened or closed since: every cached plan is stale
         elif len(plans) >= _PLAN_CACHE:
             del plans[next(iter(plans))]  # the oldest
-        plan = plans[keys] = _Plan(self._gen, keys, slots)
+        plan = plans[keys] = _SlotRoute(self._gen, keys, slots)
         return plan
 
-    def _unpack(self, plan: _Plan, outs: Mapping[str, np.ndarray]) -> dict[Hashable, dict[str, np.ndarray]]:
+    def _unpack(self, plan: _SlotRoute, outs: Mapping[str, np.ndarray]) -> dict[Hashable, dict[str, np.ndarray]]:
         """Cuts the outputs (one row per stepped stream, in frame order) into per-stream row views."""
         n = len(plan.keys)
-        folds = self.session.bindings.output_folds
+        folds = self.session.io.output_folds
         rows = []
         for name, axis in self._outputs:
             full = outs[name]
@@ -699,7 +699,7 @@ class StreamPool:
         return StateError(fmt(f"Stream {stream_id!r}", "Is not open in this pool",
                               "open() it first (streams idle longer than idle_timeout are released)."))
 
-    def _pack(self, plan: _Plan, values: list) -> dict[str, np.ndarray]:
+    def _pack(self, plan: _SlotRoute, values: list) -> dict[str, np.ndarray]:
         """The Session feeds for this step: each input's frames concatenated along its batch axis."""
         single = self._single_input
         if self._bare_only:

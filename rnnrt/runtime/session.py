@@ -6,7 +6,8 @@ protocol, :class:`rnnrt.runtime.memory.Arena`), the feedback of state outputs in
 ``read_state``/``write_state``. How a step runs lives in an *executor* picked by the engine's memory
 space: :class:`rnnrt.runtime.host.HostExecutor` (ONNX Runtime and other numpy engines) or
 :class:`rnnrt.runtime.device.DeviceExecutor` (device arenas, pinned staging, CUDA graphs,
-:class:`~rnnrt.runtime.device.StepHandle`). Frames are checked by :mod:`rnnrt.runtime.bindings`.
+:class:`~rnnrt.runtime.device.StepHandle`). Frames are checked by :mod:`rnnrt.runtime.frames`; the
+Session's view of its config at its batch size is :class:`rnnrt.runtime.step_io.StepIO` (``session.io``).
 
 Example::
 
@@ -53,20 +54,35 @@ from __future__ import annotations
 import logging
 import os
 import types
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Union
 
 import numpy as np
 
-from rnnrt.config import ModelConfig, load_config
 from rnnrt.errors import BindingError, ConfigError, StateError, fmt
-from rnnrt.runtime.bindings import ContinuationFill, InputSpec, Rows, np_dtype, slot_array, stack_frame
+from rnnrt.runtime.frames import slot_array, stack_frame
 from rnnrt.runtime.memory import DoneHandle
+from rnnrt.runtime.step_io import StepIO, resolve_batch
+
+if TYPE_CHECKING:  # the config (pydantic, yaml) is imported when a Session is made, not with `import rnnrt`
+    from rnnrt.ir.config import ModelConfig
 
 G_LOGGER = logging.getLogger("rnnrt")
 
-__all__ = ["Bindings", "Session", "load"]
+__all__ = ["Session", "load"]
 
 _CHECKED_SLOTS = 16  # slot arrays remembered as checked (a pool cycles through a few patterns)
+
+
+class _CheckedSlots:
+    """A read-only slot array checked before (a StreamPool's plan): the array, its rows, and the slots it
+    leaves out (found on first need by a ``swap`` step of most slots)."""
+
+    __slots__ = ("slots", "rows", "others")
+
+    def __init__(self, slots: np.ndarray, rows: np.ndarray) -> None:
+        self.slots = slots
+        self.rows = rows
+        self.others: Optional[np.ndarray] = None
 
 
 class _Closed:
@@ -79,152 +95,6 @@ class _Closed:
 
 
 _CLOSED = _Closed()
-
-
-class Bindings:
-    """The Session's view of its config: user inputs, outputs, state layout, continuation (read-only).
-
-    Executors read these public attributes; they never change after the Session is made.
-    """
-
-    def __init__(self, cfg: ModelConfig, batch_size: int, batch_symbols: set, fixed: bool) -> None:
-        B = batch_size
-        self.batch_size = B
-        self.dynamic_batch = not fixed
-        fixed_b = B if fixed else None
-        self.inputs = {t.name: InputSpec(t.name, np_dtype(t.dtype), t.shape, batch_symbols, t.batch_axis, fixed_b,
-                                         t.batch_fold) for t in cfg.inputs}
-        self.input_names = [t.name for t in cfg.inputs]
-        self.output_names = [t.name for t in cfg.outputs]
-        self.output_axes = {t.name: t.batch_axis for t in cfg.outputs}
-        self.output_folds = {t.name: tuple(t.batch_fold) for t in cfg.outputs if t.batch_fold}
-        # Bindings whose batch axis folds the streams with other dims (batch_fold, e.g. T*N frame rows).
-        self.folded = sorted(t.name for t in cfg.inputs + cfg.outputs if t.batch_fold)
-        c = cfg.continuation
-        self.cont = ContinuationFill(self.inputs[c.input], c.batch_axis, c.time_axis) \
-            if (c is not None and c.fill == "auto") else None
-        self.required = [n for n in self.input_names if self.cont is None or n != self.cont.spec.name]
-        user = [n for n in self.input_names if c is None or n != c.input]
-        self.single_input = user[0] if len(user) == 1 else None
-        self.state_layout = []
-        self.state_rows: dict[str, Rows] = {}
-        self.state_outputs = {s.input: s.output for s in cfg.state}
-        for s in cfg.state:
-            shape = tuple(B if isinstance(d, str) else int(d) for d in s.shape)
-            dtype = np_dtype(s.dtype)
-            self.state_layout.append((s.input, shape, dtype))
-            self.state_rows[s.input] = Rows(s.batch_axis, shape, dtype.itemsize)
-
-    def as_mapping(self, frame: Any) -> Mapping[str, Any]:
-        """A frame as a mapping; a bare array stands for the single user input."""
-        if isinstance(frame, Mapping):
-            return frame
-        if self.single_input is None or frame is None or isinstance(frame, (str, bytes)):
-            raise BindingError(
-                fmt("Session.step", f"Got a bare {type(frame).__name__} but the model has inputs {self.required}",
-                    "Pass a mapping {input name: array}.")
-            )
-        return {self.single_input: frame}
-
-    def unknown_input(self, name: Any) -> BindingError:
-        if name in self.state_rows:
-            return BindingError(
-                fmt(f"Input {name!r}", "Is a state input; the Session feeds it",
-                    "Use reset() to clear the state; feed only " + repr(self.input_names) + ".")
-            )
-        return BindingError(fmt(f"Input {name!r}", "Is not an input of the model", f"Inputs: {self.input_names}."))
-
-    def missing(self, frame: Mapping[str, Any]) -> None:
-        """Raises for the first required input the frame lacks."""
-        for name in self.required:
-            if name not in frame:
-                raise BindingError(
-                    fmt(f"Input {name!r}", "Is missing from the frame", f"Feed every input of {self.required}.")
-                )
-
-    def chunk(self, frames: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], int]:
-        """The inputs of a chunk (``step_chunk``) as numpy arrays and their common frame count K (axis 0)."""
-        arrays: dict[str, np.ndarray] = {}
-        count = None
-        for name, value in frames.items():
-            if name not in self.inputs:
-                raise self.unknown_input(name)
-            if not isinstance(value, np.ndarray):
-                try:
-                    value = np.asarray(value)
-                except (TypeError, ValueError) as err:
-                    raise BindingError(fmt(f"Input {name!r}", f"A {type(value).__name__} is not an array of frames: "
-                                           f"{err}", "Pass a numpy array [K, *step shape].")) from err
-            if value.ndim == 0 or value.shape[0] == 0:
-                raise BindingError(fmt(f"Input {name!r}", f"Received shape {value.shape}, no frames along axis 0",
-                                       "A chunk carries K >= 1 frames along a new leading axis: [K, *step shape]."))
-            if count is not None and value.shape[0] != count:
-                first = next(iter(arrays))
-                raise BindingError(fmt(f"Input {name!r}", f"Has {value.shape[0]} frames along axis 0, input {first!r} "
-                                       f"has {count}", "Send the same number of frames for every input."))
-            count = value.shape[0]
-            arrays[name] = value
-        if count is None:
-            self.missing(frames)
-            raise BindingError(fmt("Session.step_chunk", "Received no inputs", f"Feed {self.required}."))
-        return arrays, count
-
-    def complete(self, frame: Mapping[str, Any], host: dict, fed: int, n: int, sizes: Mapping[str, int],
-                 starts: Optional[np.ndarray]) -> None:
-        """After the frame's ``fed`` inputs were checked: raises for a required input it lacks, and adds the
-        auto-filled continuation input to ``host`` when the frame omits it."""
-        if fed == len(self.inputs):
-            return
-        self.missing(frame)
-        cont = self.cont
-        if cont is not None and cont.spec.name not in frame:
-            host[cont.spec.name] = cont.make(n, sizes, starts)
-
-
-def _resolve_batch(cfg: ModelConfig, batch_size: Optional[int]) -> tuple[int, set, bool]:
-    """Returns the session batch size, the names of dynamic batch dims and whether the batch is fixed."""
-    fixed: dict[int, str] = {}
-    symbols: set = set()
-    entries = [(t.name, t.shape, t.batch_axis) for t in cfg.inputs + cfg.outputs] + [
-        (s.input, s.shape, s.batch_axis) for s in cfg.state
-    ]
-    for name, shape, axis in entries:
-        if axis is None:
-            continue
-        dim = shape[axis]
-        if isinstance(dim, str):
-            symbols.add(dim)
-        else:
-            fixed.setdefault(dim, name)
-    if len(fixed) > 1:
-        raise ConfigError(
-            fmt("Config", f"Bindings disagree on the batch size: {sorted(fixed.items())}", "All batch dims must be equal.")
-        )
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                                   or not 1 <= batch_size < 2 ** 31):
-        raise ConfigError(fmt("Session", f"batch_size={batch_size!r} is not a positive integer",
-                              "Pass the number of slots (streams), e.g. batch_size=64."))
-    if fixed:
-        (size, name), = fixed.items()
-        if symbols:
-            raise ConfigError(
-                fmt("Config", f"Binding {name!r} has a fixed batch of {size} but others have dynamic batch {sorted(symbols)}",
-                    "Use one batch dim for every binding.")
-            )
-        if batch_size is not None and batch_size != size:
-            raise ConfigError(
-                fmt("Session", f"batch_size={batch_size} was requested but the model's batch is fixed at {size}",
-                    "Omit batch_size or export the model with a dynamic batch dim.")
-            )
-        return size, symbols, True
-    if symbols:
-        if batch_size is None:
-            raise ConfigError(
-                fmt("Session", f"The model has a dynamic batch dim {sorted(symbols)[0]!r} and no batch_size was given",
-                    "Pass batch_size=N (the number of streams) to load() or Session().")
-            )
-        return int(batch_size), symbols, False
-    return int(batch_size or 1), symbols, True
 
 
 def _executor_for(memory: str) -> Any:
@@ -246,7 +116,7 @@ class Session:
     Example::
 
         from rnnrt.engines import OnnxRuntimeEngine
-        cfg = rnnrt.config.load_config("model.yaml")
+        cfg = rnnrt.ir.config.load_config("model.yaml")
         with Session(cfg, lambda: OnnxRuntimeEngine(cfg.model_path)) as s:
             out = s.step({"data": x})
     """
@@ -291,6 +161,7 @@ class Session:
             EngineError: The engine failed to load.
         """
         from rnnrt.engines.base import invoke_if_callable
+        from rnnrt.ir.config import ModelConfig, load_config
 
         self._closed = True  # until set up; makes close() and __del__ safe on failure
         self._engine: Any = None
@@ -313,11 +184,11 @@ class Session:
         self.outputs = outputs
         self.cuda_graph = bool(cfg.session.cuda_graph if cuda_graph is None else cuda_graph)
         self.check_finite = bool(check_finite)
-        self.batch_size, batch_symbols, fixed = _resolve_batch(cfg, batch_size)
-        self.bindings = Bindings(cfg, self.batch_size, batch_symbols, fixed)
-        self.input_names = self.bindings.input_names
-        self.output_names = self.bindings.output_names
-        self._rows = self.bindings.state_rows
+        self.batch_size, batch_symbols, fixed = resolve_batch(cfg, batch_size)
+        self.io = StepIO(cfg, self.batch_size, batch_symbols, fixed)
+        self.input_names = self.io.input_names
+        self.output_names = self.io.output_names
+        self._rows = self.io.state_rows
         self._swap = feedback == "swap" and bool(self._rows)
 
         engine, created = invoke_if_callable(engine_or_factory)
@@ -334,7 +205,7 @@ class Session:
                 )
             self._check_engine(cfg)
             self._executor = executor_type(self, engine, input_memory)
-            layout = self.bindings.state_layout
+            layout = self.io.state_layout
             arenas: list = []
             self._arenas = arenas  # a failure below frees what was made
             arenas.append(self._executor.make_arena(layout))
@@ -350,8 +221,8 @@ class Session:
         self._marks = np.ones(self.batch_size, dtype=bool)
         self._any_marks = True
         self._all_slots = np.arange(self.batch_size, dtype=np.intp)
-        # Read-only slot arrays checked before (a StreamPool's plans), by id: (the array, its rows, the rest).
-        self._checked: dict[int, list] = {}
+        # Read-only slot arrays checked before (a StreamPool's plans), by id.
+        self._checked: dict[int, _CheckedSlots] = {}
         self._closed = False
 
     def _check_engine(self, cfg: ModelConfig) -> None:
@@ -422,12 +293,12 @@ class Session:
                 # sequence start among those slots (slots never stepped elsewhere keep theirs).
                 checked = self._checked_entry(slots)
                 fast_rows = self._executor.fast_rows
-                if checked is not None and fast_rows is not None and checked[1] is not self._all_slots and \
-                        not (self._any_marks and self._marks[checked[1]].any()):
-                    result = fast_rows(frame, self._in, checked[1]) if out is None else \
-                        fast_rows(frame, self._in, checked[1], out)
+                if checked is not None and fast_rows is not None and checked.rows is not self._all_slots and \
+                        not (self._any_marks and self._marks[checked.rows].any()):
+                    result = fast_rows(frame, self._in, checked.rows) if out is None else \
+                        fast_rows(frame, self._in, checked.rows, out)
                     if result is not None:
-                        self._advance(checked[1], False, checked)
+                        self._advance(checked.rows, False, checked)
                         return result
         return self._step(frame, slots, out, True)
 
@@ -457,7 +328,7 @@ class Session:
 
     def _step(self, frame: Any, slots: Any, out: Any, wait: bool) -> Any:
         self._require_open("step")
-        frame = self.bindings.as_mapping(frame)
+        frame = self.io.as_mapping(frame)
         rows, n, checked = self._resolve_slots(slots, "Session.step")
         if n == 0:
             return {} if wait else DoneHandle({})
@@ -501,8 +372,8 @@ class Session:
             StateError: The session is closed, or a step_async() was not waited for.
         """
         self._require_open("step_chunk")
-        frames = self.bindings.as_mapping(frames)
-        frames, count = self.bindings.chunk(frames)
+        frames = self.io.as_mapping(frames)
+        frames, count = self.io.chunk(frames)
         rows, n, checked = self._resolve_slots(slots, "Session.step_chunk")
         if n == 0:
             return {}
@@ -526,7 +397,7 @@ class Session:
         taken = self._all_slots if rows is None else rows
         if self._rows:
             if self._backup is None:
-                self._backup = self._executor.make_arena(self.bindings.state_layout)
+                self._backup = self._executor.make_arena(self.io.state_layout)
             self._copy_state(self._backup, self._arenas[self._in], rows)
         marks = self._marks[taken].copy()
         stacked: dict[str, np.ndarray] = {}
@@ -555,14 +426,14 @@ class Session:
         else:
             dst.copy_rows_from(src, self._rows, rows)
 
-    def _resolve_slots(self, slots: Any, what: str) -> tuple[Optional[np.ndarray], int, Optional[list]]:
+    def _resolve_slots(self, slots: Any, what: str) -> tuple[Optional[np.ndarray], int, Optional[_CheckedSlots]]:
         """``(rows or None for every slot, number of rows, the checked-cache entry or None)`` of ``slots``."""
         B = self.batch_size
         if slots is None:
             return None, B, None
         checked = self._checked_entry(slots)
         if checked is not None:
-            rows = checked[1]  # a read-only array checked before (a StreamPool's plan)
+            rows = checked.rows  # a read-only array checked before (a StreamPool's plan)
         else:
             rows = slot_array(slots, B, what, unique=True)
             if n_full := (len(rows) == B and rows[0] == 0 and rows[-1] == B - 1):
@@ -572,7 +443,7 @@ class Session:
             if isinstance(slots, np.ndarray) and not slots.flags.writeable and slots.base is None:
                 if len(self._checked) >= _CHECKED_SLOTS:
                     del self._checked[next(iter(self._checked))]
-                checked = self._checked[id(slots)] = [slots, rows, None]
+                checked = self._checked[id(slots)] = _CheckedSlots(slots, rows)
         n = len(rows)
         return (None if rows is self._all_slots else rows), n, checked
 
@@ -593,38 +464,38 @@ class Session:
             self._marks[rows] = False
             self._any_marks = bool(self._marks.any())
 
-    def _checked_entry(self, slots: Any) -> Optional[list]:
-        """The cache entry ``[slots, rows, other slots or None]`` of a slot array checked before, or None."""
+    def _checked_entry(self, slots: Any) -> Optional[_CheckedSlots]:
+        """The cache entry of a slot array checked before, or None."""
         entry = self._checked.get(id(slots))
-        return entry if entry is not None and entry[0] is slots else None
+        return entry if entry is not None and entry.slots is slots else None
 
-    def _advance(self, rows: Optional[np.ndarray], fused: bool, checked: Optional[list] = None) -> None:
+    def _advance(self, rows: Optional[np.ndarray], fused: bool, checked: Optional[_CheckedSlots] = None) -> None:
         """Feeds the state outputs (arena 1 - in) of the stepped slots back into the state inputs.
 
         ``checked`` is the cache entry of ``rows`` (its other slots are kept there once found)."""
-        k = self._in
+        parity = self._in
         if rows is None:
             if self._swap:
-                self._in = 1 - k
+                self._in = 1 - parity
             elif not fused:
-                self._arenas[k].copy_from(self._arenas[1 - k])
+                self._arenas[parity].copy_from(self._arenas[1 - parity])
             return
         B = self.batch_size
         if self._swap and 2 * len(rows) > B:
             # Most slots stepped: carry the others' old rows into the output arena, then swap.
-            others = checked[2] if checked is not None else None
+            others = checked.others if checked is not None else None
             if others is None:
                 keep = np.ones(B, dtype=bool)
                 keep[rows] = False
                 others = np.flatnonzero(keep)
                 others.flags.writeable = False
                 if checked is not None:
-                    checked[2] = others
+                    checked.others = others
             if len(others):
-                self._arenas[1 - k].copy_rows_from(self._arenas[k], self._rows, others)
-            self._in = 1 - k
+                self._arenas[1 - parity].copy_rows_from(self._arenas[parity], self._rows, others)
+            self._in = 1 - parity
         else:
-            self._arenas[k].copy_rows_from(self._arenas[1 - k], self._rows, rows)
+            self._arenas[parity].copy_rows_from(self._arenas[1 - parity], self._rows, rows)
 
     def input_buffers(self, shapes: Optional[Mapping[str, tuple]] = None) -> dict[str, np.ndarray]:
         """Writable numpy buffers, one per host input, that the next full-batch step reads without a copy.
@@ -708,7 +579,7 @@ class Session:
             raise BindingError(
                 fmt("Session.write_state", f"Got state names {got}", f"Expected {sorted(self._rows)}.")
             )
-        for name, (_, full, dtype) in zip(self._rows, self.bindings.state_layout):
+        for name, (_, full, dtype) in zip(self._rows, self.io.state_layout):
             value = values[name]
             shape = list(full)
             shape[self._rows[name].axis] = len(slots_arr)
@@ -791,6 +662,7 @@ class Session:
 
 
 _SESSION_KEYS = ("batch_size", "feedback", "cuda_graph", "outputs", "input_memory", "check_finite")
+_ENGINE_KEYS = ("threads", "providers", "runtime_cache", "plan")
 
 
 def load(config_path: Union[str, os.PathLike, ModelConfig], backend: str = "auto", **kwargs: Any) -> Session:
@@ -798,14 +670,20 @@ def load(config_path: Union[str, os.PathLike, ModelConfig], backend: str = "auto
 
     Args:
         config_path (str | os.PathLike | ModelConfig): The YAML config (or a loaded config).
-        backend (str): ``"auto"``, ``"onnxruntime"`` or ``"tensorrt"``. ``"auto"`` takes the config's
-            ``session.backend``; if that is ``"auto"`` too, TensorRT when a plan was built for the config
-            and a runtime it needs and a GPU are usable, else ONNX Runtime (one log line says why). Defaults to ``"auto"``.
+        backend (str): ``"auto"``, ``"onnxruntime"``, ``"tensorrt"``, an engine installed under the
+            ``rnnrt.engines`` entry-point group, or ``module.path:callable`` (see
+            :mod:`rnnrt.engines.select`). ``"auto"`` takes the config's ``session.backend``; if that is
+            ``"auto"`` too, TensorRT when a plan was built for the config and a runtime it needs and a GPU
+            are usable, else ONNX Runtime (one log line says why). Defaults to ``"auto"``.
         **kwargs: ``batch_size``, ``feedback``, ``cuda_graph``, ``outputs``, ``input_memory`` and
             ``check_finite`` go to :class:`Session`; ``threads`` and ``providers`` to the ONNX Runtime
             engine; ``runtime_cache`` (a TensorRT-RTX runtime cache file chosen at run time) and ``plan`` (the
             plan when it is not the config's default ``model.plan``; found through its manifest
-            ``model.plan.json``, see :mod:`rnnrt.build.manifest`) to the TensorRT engine.
+            ``model.plan.json``, see :mod:`rnnrt.ir.manifest`) to the TensorRT engine.
+
+    The config is checked against its ONNX graph (:func:`rnnrt.ir.config.validate_against_model`) unless a
+    TensorRT plan runs it: then the plan's bindings are checked against the config when the Session is made
+    (names, dtypes, state shapes), and neither onnx nor the builder is imported.
 
     Returns:
         Session: The session; close it, or use it as a context manager.
@@ -820,44 +698,26 @@ def load(config_path: Union[str, os.PathLike, ModelConfig], backend: str = "auto
         with rnnrt.load("out/model.yaml", threads=1) as s:
             y = s.step(x)
     """
+    from rnnrt.engines.select import engine_for
+    from rnnrt.ir.config import ModelConfig, load_config, validate_against_model
+
     if isinstance(config_path, ModelConfig):
-        cfg = config_path
+        cfg, source = config_path, None
     elif isinstance(config_path, (str, os.PathLike)):
-        cfg = load_config(config_path)
+        # Checked against its ONNX graph below, unless a plan runs it: a plan is checked against the config
+        # by its engine's bindings (names, dtypes, state shapes), and loading it needs no onnx.
+        cfg, source = load_config(config_path, validate=False), config_path
     else:
         raise ConfigError(fmt("rnnrt.load", f"Got a {type(config_path).__name__} as the config",
                               "Pass the path of a YAML config (or a ModelConfig)."))
     session_kw = {k: kwargs.pop(k) for k in _SESSION_KEYS if k in kwargs}
-    engine_kw = {k: kwargs.pop(k) for k in ("threads", "providers") if k in kwargs}
-    trt_kw = {k: kwargs.pop(k) for k in ("runtime_cache", "plan") if k in kwargs}
-    source = None if isinstance(config_path, ModelConfig) else config_path
+    engine_kw = {k: kwargs.pop(k) for k in _ENGINE_KEYS if k in kwargs}
     if kwargs:
         raise ConfigError(fmt("rnnrt.load", f"Unknown keyword arguments {sorted(kwargs)}",
-                              "Known: " + ", ".join(_SESSION_KEYS) + ", threads, providers, runtime_cache, plan."))
-    if backend not in ("auto", "onnxruntime", "tensorrt"):
-        raise ConfigError(fmt("rnnrt.load", f"Unknown backend {backend!r}", "Use 'auto', 'onnxruntime' or 'tensorrt'."))
+                              "Known: " + ", ".join(_SESSION_KEYS + _ENGINE_KEYS) + "."))
     # Checked before an engine is made (so a huge batch fails here, not in ONNX Runtime).
-    _resolve_batch(cfg, session_kw.get("batch_size"))
-    if backend == "auto":
-        backend = cfg.session.backend
-    if backend == "auto":
-        from rnnrt.engines.trt import tensorrt_unavailable
-
-        why = tensorrt_unavailable(cfg, trt_kw.get("plan"), source)
-        if why is not None:
-            G_LOGGER.info(f"rnnrt.load | Using ONNX Runtime: {why}.")
-        backend = "onnxruntime" if why is not None else "tensorrt"
-    if backend == "tensorrt":
-        from rnnrt.engines.trt import tensorrt_backend
-
-        trt_cfg, factory = tensorrt_backend(cfg, trt_kw.pop("plan", None), config_path=source, **trt_kw)
-        return Session(trt_cfg, factory, **session_kw)
-
-    from rnnrt.engines.onnxruntime import OnnxRuntimeEngine
-
-    threads = engine_kw.pop("threads", cfg.session.threads)
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
-        raise ConfigError(fmt("rnnrt.load", f"threads={threads!r} is not a positive integer",
-                              "Pass the number of CPU threads, e.g. threads=1, or None for ONNX Runtime's choice."))
-    model_path = cfg.model_path
-    return Session(cfg, lambda: OnnxRuntimeEngine(model_path, threads=threads, **engine_kw), **session_kw)
+    resolve_batch(cfg, session_kw.get("batch_size"))
+    choice = engine_for(cfg, backend, config_path=source, **engine_kw)
+    if source is not None and choice.backend != "tensorrt":
+        validate_against_model(cfg)
+    return Session(choice.config, choice.engine, **session_kw)

@@ -14,7 +14,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Optional, Union
 
-    from rnnrt.config import ModelConfig
+    from rnnrt.ir.config import ModelConfig
     from rnnrt.runtime.verify import VerifyReport
 
     PathLike = Union[str, os.PathLike]

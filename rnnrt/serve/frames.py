@@ -15,6 +15,7 @@ from typing import Any, Hashable, Mapping, Optional, Sequence
 import numpy as np
 
 from rnnrt.errors import BindingError, ConfigError, fmt
+from rnnrt.ir.streams import single_input
 from rnnrt.serve.wire import infer_input
 
 __all__ = ["ModelLayout"]
@@ -39,8 +40,7 @@ class ModelLayout:
         types = {t.name: pb.DataType.Name(t.data_type)[len("TYPE_"):] for t in config.input}
         self.wire = {n: ("BYTES" if types[n] == "STRING" else types[n]) for n in self.in_axes}
         self.dtypes = {n: np.dtype(triton_to_np_dtype(self.wire[n])) for n in self.in_axes}
-        user = [n for n in self.in_axes if n != self.cont]
-        self.single = user[0] if len(user) == 1 else None
+        self.single = single_input(self.in_axes, [self.cont])
 
     def pack(self, stream_id: Hashable, frames: Sequence[Any]) -> dict[str, np.ndarray]:
         """A stream's frames checked and packed: per input ``[K, ...]`` (the binding's shape without its batch axis).

@@ -371,7 +371,7 @@ def write_repository(configs: Iterable[Union[str, os.PathLike]], repo: Union[str
         ConfigError: No config, ``name`` with several configs, two models with one name, or a ``shared``
             name that is no config's input without a batch axis.
     """
-    from rnnrt.config import load_config
+    from rnnrt.ir.config import load_config
     from rnnrt.errors import ConfigError
     from rnnrt.serve.triton import export_triton
 

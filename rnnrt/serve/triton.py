@@ -61,8 +61,9 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from rnnrt.config import ModelConfig, load_config
+from rnnrt.ir.config import ModelConfig, load_config
 from rnnrt.errors import ConfigError, fmt
+from rnnrt.ir.streams import fold_entries
 
 G_LOGGER = logging.getLogger("rnnrt")
 
@@ -102,11 +103,11 @@ def _batch_first(shape: list, axis: Optional[int], fold: Optional[tuple] = None)
     if fold is not None:
         # A folded batch axis (outer*N*inner entries, see the config's batch_fold): one sequence's
         # request holds its outer*inner entries there.
-        return ["batch"] + [fold[0] * fold[1] if i == axis else d for i, d in enumerate(shape)]
+        return ["batch"] + [fold_entries(fold) if i == axis else d for i, d in enumerate(shape)]
     return [shape[axis]] + [d for i, d in enumerate(shape) if i != axis]
 
 
-class _Plan:
+class _TritonShapes:
     """What the Triton model looks like: tensor shapes as Triton sees them and whether to wrap."""
 
     def __init__(self, cfg: ModelConfig, max_batch_size: Optional[int]) -> None:
@@ -186,7 +187,7 @@ def _rename_uses(graph: Any, old: str, new: str) -> None:
                 _rename_uses(sub, old, new)
 
 
-def _wrap_model(cfg: ModelConfig, plan: _Plan) -> Any:
+def _wrap_model(cfg: ModelConfig, plan: _TritonShapes) -> Any:
     """The step graph with batch-first I/O and a (N, 1) START control for the continuation input."""
     import onnx
     from onnx import helper, numpy_helper
@@ -405,7 +406,7 @@ def triton_config(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_s
         instance_kind (str): ``auto`` (GPU when one is usable here), ``KIND_GPU`` or ``KIND_CPU``.
         max_sequences (int | None): python: ``max_candidate_sequences`` = the pool's slots. Defaults to
             the plan's profile max, or 64.
-        backend (str): python: the rnnrt engine backend (``auto``, ``onnxruntime``, ``tensorrt``).
+        backend (str): python: the rnnrt engine backend (a name of :func:`rnnrt.engines.select.backend_names`).
         queue_delay_us (int): python: the oldest strategy's ``max_queue_delay_microseconds`` (how long
             Triton may hold a request to batch it with others). Defaults to 0.
         shared (Mapping[str, Any] | None): python: the values of the inputs without a batch axis (e.g.
@@ -434,7 +435,7 @@ def triton_config(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_s
     if shared:
         raise ConfigError(fmt("export-triton shared=", f"Is for --engine python only, not {engine!r}",
                               "Fold the value into the model instead (rnnrt convert --set NAME=VALUE)."))
-    return _backend_config(cfg, _Plan(cfg, max_batch_size), name, engine, idle_us, kind)
+    return _backend_config(cfg, _TritonShapes(cfg, max_batch_size), name, engine, idle_us, kind)
 
 
 def triton_config_text(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_size: Optional[int] = None,
@@ -458,7 +459,7 @@ def _tensor(pb: Any, cls: Any, name: str, dtype: str, dims: list[int], optional:
     return t
 
 
-def _backend_config(cfg: ModelConfig, plan: _Plan, name: str, engine: str, idle_us: int, kind: str) -> Any:
+def _backend_config(cfg: ModelConfig, plan: _TritonShapes, name: str, engine: str, idle_us: int, kind: str) -> Any:
     pb = model_config_pb2()
     cont = plan.cont_spec
     msg = pb.ModelConfig(name=name, backend="onnxruntime" if engine == "onnx" else "tensorrt",
@@ -524,9 +525,9 @@ def _python_config(cfg: ModelConfig, name: str, idle_us: int, kind: str, max_seq
                                   STATE_TENSOR, STATUS_TENSOR, STREAMS_INPUT)
 
     pb = model_config_pb2()
-    if backend not in ("auto", "onnxruntime", "tensorrt"):
-        raise ConfigError(fmt("export-triton", f"Unknown rnnrt backend {backend!r}",
-                              "Use auto, onnxruntime or tensorrt."))
+    from rnnrt.engines.select import check_backend_name
+
+    check_backend_name(backend)  # the served model resolves it with rnnrt.load (rnnrt.engines.select)
     shared_values = _shared_values(cfg, shared)
     for role, tensors in (("Input", cfg.inputs), ("Output", cfg.outputs)):
         for t in tensors:
@@ -606,7 +607,7 @@ from rnnrt.serve.backend import TritonPythonModel  # noqa: E402,F401
 
 
 def _write_python_model(cfg: ModelConfig, version_dir: Path) -> None:
-    from rnnrt.config import save_config
+    from rnnrt.ir.config import save_config
 
     target = version_dir / PYTHON_MODEL_DIR
     if target.exists():
@@ -687,7 +688,7 @@ def export_triton(
         BuildError: The wrapped graph's plan could not be built.
     """
     cfg = config if isinstance(config, ModelConfig) else load_config(config)
-    from rnnrt.build.manifest import with_built_engine  # the plan's manifest says what was built
+    from rnnrt.ir.manifest import with_built_engine  # the plan's manifest says what was built
 
     cfg = with_built_engine(cfg, None if isinstance(config, ModelConfig) else config)
     if engine not in ENGINES:
@@ -743,7 +744,7 @@ def _write_model(cfg: ModelConfig, model_dir: Path, version: str, msg: Any, engi
     elif engine == "onnx":
         import onnx
 
-        plan = _Plan(cfg, max_batch_size)
+        plan = _TritonShapes(cfg, max_batch_size)
         target = version_dir / "model.onnx"
         if plan.wrap:
             onnx.save(_wrap_model(cfg, plan), str(target))
@@ -755,7 +756,7 @@ def _write_model(cfg: ModelConfig, model_dir: Path, version: str, msg: Any, engi
                 (version_dir / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(cfg.model_path.parent / rel, version_dir / rel)
     else:
-        plan = _Plan(cfg, max_batch_size)
+        plan = _TritonShapes(cfg, max_batch_size)
         target = version_dir / "model.plan"
         if cfg.engine.flavour == "tensorrt_rtx":
             G_LOGGER.warning("export-triton | The plan was built by TensorRT-RTX; Triton's 'tensorrt' backend loads "
@@ -779,7 +780,7 @@ def _move_into_place(staging: Path, model_dir: Path, version: str) -> None:
     os.replace(staging / "config.pbtxt", model_dir / "config.pbtxt")
 
 
-def _build_wrapped_plan(cfg: ModelConfig, plan: _Plan, target: Path, dims: Optional[Mapping[str, Any]]) -> None:
+def _build_wrapped_plan(cfg: ModelConfig, plan: _TritonShapes, target: Path, dims: Optional[Mapping[str, Any]]) -> None:
     from rnnrt.build.builder import BuildOptions, plan_from_onnx
 
     e = cfg.engine

@@ -22,7 +22,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from rnnrt import trt_compat
-from rnnrt.build import BuildOptions, inspect_plan, parse_range, plan_from_config, plan_from_onnx
+from rnnrt.build.builder import BuildOptions, parse_range, plan_from_config, plan_from_onnx
+from rnnrt.build.inspect import inspect_plan
 from rnnrt.errors import BuildError, ConfigError, EngineError, ModelImportError
 from tests.conftest import GOLDEN, REALWORLD, golden_cases, realworld_loadable
 from tests.build.graphs import STATE_IN, STATE_OUT, lstm_model
@@ -184,7 +185,7 @@ def test_no_tensorrt_module_says_how_to_install(monkeypatch):
 
 
 def _save(model: onnx.ModelProto, directory: Path, batch_axis: bool = True) -> Path:
-    from rnnrt.config import save_step_graph
+    from rnnrt.ir.config import save_step_graph
     from rnnrt.ir.stepgraph import Continuation, StatePair, StepGraph, TensorSpec
 
     dims = {vi.name: [d.dim_value or d.dim_param for d in vi.type.tensor_type.shape.dim] for vi in model.graph.input}
@@ -200,8 +201,8 @@ def _save(model: onnx.ModelProto, directory: Path, batch_axis: bool = True) -> P
 
 
 def test_plan_from_config_writes_plan_and_manifest_not_the_yaml(tmp_path):
-    from rnnrt.build.manifest import find_engine, read_manifest
-    from rnnrt.config import load_config
+    from rnnrt.ir.manifest import find_engine, read_manifest
+    from rnnrt.ir.config import load_config
 
     yaml_path = _save(lstm_model(scan=True, T=4, batch="batch"), tmp_path)
     before = yaml_path.read_bytes()
@@ -215,7 +216,7 @@ def test_plan_from_config_writes_plan_and_manifest_not_the_yaml(tmp_path):
     assert m.config == "model.yaml" and m.plan_sha256 == hashlib.sha256(result.plan).hexdigest()
     assert m.record["bindings"] and "build_seconds" in m.record
     assert find_engine(load_config(yaml_path), config_path=yaml_path) == m
-    from rnnrt.build.manifest import with_built_engine
+    from rnnrt.ir.manifest import with_built_engine
 
     built = with_built_engine(load_config(yaml_path), yaml_path)  # for readers of cfg.engine (Triton export)
     assert built.plan_path == tmp_path / "model.plan" and built.engine.profile.max == 8
@@ -228,7 +229,7 @@ def test_plan_from_config_writes_plan_and_manifest_not_the_yaml(tmp_path):
 
 
 def test_io_fp16_plan_sessions_get_a_retyped_config(tmp_path):
-    from rnnrt.config import load_config
+    from rnnrt.ir.config import load_config
     from rnnrt.engines.trt import tensorrt_backend
 
     yaml_path = _save(lstm_model(), tmp_path)
@@ -242,9 +243,9 @@ def test_io_fp16_plan_sessions_get_a_retyped_config(tmp_path):
 
 
 def test_runtime_cache_only_beside_the_plan(tmp_path, capsys):
-    from rnnrt.build.manifest import read_manifest
+    from rnnrt.ir.manifest import read_manifest
     from rnnrt.cli import main
-    from rnnrt.config import load_config
+    from rnnrt.ir.config import load_config
     from rnnrt.errors import ConfigError
 
     yaml_path = _save(lstm_model(), tmp_path)
@@ -259,7 +260,7 @@ def test_runtime_cache_only_beside_the_plan(tmp_path, capsys):
     m = read_manifest(tmp_path / "model.plan.json")
     assert m.runtime_cache == "model.plan.cache" and m.runtime_cache_path == tmp_path / "model.plan.cache"
     # A config written by an older build (engine: section) cannot name a cache outside the plan's folder either.
-    from rnnrt.config import save_config
+    from rnnrt.ir.config import save_config
     from rnnrt.engines.trt import tensorrt_backend
 
     legacy = tmp_path / "legacy"
@@ -279,7 +280,7 @@ def test_runtime_cache_only_beside_the_plan(tmp_path, capsys):
 
 def test_fp32_means_fp32_unless_tf32_is_asked(tmp_path):
     from rnnrt.build.builder import _configure
-    from rnnrt.build.manifest import read_manifest
+    from rnnrt.ir.manifest import read_manifest
 
     builder = trt.Builder(trt_compat.get_logger(trt))
     for tf32 in (False, True):
@@ -355,7 +356,7 @@ _TIMES: dict[str, dict[str, float]] = {}
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     convert = pytest.importorskip("rnnrt.importers.caffe.convert", reason="the Caffe converter is not there yet")
-    from rnnrt.config import save_step_graph
+    from rnnrt.ir.config import save_step_graph
 
     cache: dict = {}
 
@@ -427,7 +428,7 @@ def test_cli_build_records_runtime_cache_and_load_passes_it(tmp_path, capsys, mo
     import rnnrt
     import rnnrt.engines.trt as trt_engine
     from rnnrt.cli import main
-    from rnnrt.config import load_config
+    from rnnrt.ir.config import load_config
 
     yaml_path = _save(lstm_model(), tmp_path)
     assert main(["build", str(yaml_path), "--trt-module", "tensorrt_rtx", "--runtime-cache", str(tmp_path / "rt.cache")]) == 0

@@ -190,7 +190,7 @@ def test_missing_plan_is_an_engine_error(tmp_path: Path):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx is not installed")
-    from rnnrt.build import BuildOptions, plan_from_config
+    from rnnrt.build.builder import BuildOptions, plan_from_config
 
     path = MODELS["lstm_t1"]().save(tmp_path_factory.mktemp("trt"))
     result = plan_from_config(path, options=BuildOptions(trt_module="tensorrt_rtx"))

@@ -6,7 +6,7 @@ and 10.16 in ``$VENV/trt10-lean``, installed by ``make test`` since both version
 name) and the dispatch runtime (``tensorrt-dispatch-cu12``, module ``tensorrt_dispatch``, 11.4). The builder parts are checked against ``tensorrt_rtx`` (whose builder runs here).
 
 The names come from the source itself: the test walks the AST of ``rnnrt/trt_compat.py``,
-``rnnrt/engines/trt.py`` and ``rnnrt/build/builder.py`` and collects every attribute used on a TensorRT
+``rnnrt/engines/trt.py`` and ``rnnrt/build/`` (builder, engine_info, inspect) and collects every attribute used on a TensorRT
 object (``trt.X``, ``engine.get_tensor_name``, ``ctx.execute_async_v3``, ``config.set_flag`` ...; the
 receiver's TensorRT class comes from :data:`RECEIVERS`), plus the enum members the code names as
 strings. A name the code uses that the real module lacks fails the test, unless the code only probes
@@ -32,7 +32,8 @@ from tests.conftest import REPO
 import tensorrt_dispatch  # noqa: E402  (dev extra: a missing module must fail, not skip)
 import tensorrt_lean  # noqa: E402
 
-FILES = ["rnnrt/trt_compat.py", "rnnrt/engines/trt.py", "rnnrt/build/builder.py"]
+FILES = ["rnnrt/trt_compat.py", "rnnrt/engines/trt.py", "rnnrt/build/builder.py", "rnnrt/build/engine_info.py",
+         "rnnrt/build/inspect.py"]
 
 # Receiver expression -> TensorRT class path (relative to the module), per file. "" is the module.
 RECEIVERS: dict[str, dict[str, str]] = {
@@ -50,6 +51,10 @@ RECEIVERS: dict[str, dict[str, str]] = {
                                "trt.TensorIOMode": "TensorIOMode", "trt.MemoryPoolType": "MemoryPoolType",
                                "trt.LayerInformationFormat": "LayerInformationFormat",
                                "trt.IProgressMonitor": "IProgressMonitor"},
+    "rnnrt/build/engine_info.py": {"network": "INetworkDefinition", "layer": "ILayer"},
+    "rnnrt/build/inspect.py": {"trt": "", "engine": "ICudaEngine", "inspector": "EngineInspector",
+                               "runtime": "Runtime", "trt.TensorIOMode": "TensorIOMode",
+                               "trt.LayerInformationFormat": "LayerInformationFormat"},
 }
 
 # Names the code uses through strings (enum members looked up by name).
@@ -58,7 +63,7 @@ BY_STRING = [
     ("rnnrt/trt_compat.py", "BuilderFlag", "EXCLUDE_LEAN_RUNTIME", False),
     ("rnnrt/trt_compat.py", "ComputeCapability", "SM86", False),
     ("rnnrt/trt_compat.py", "ComputeCapability", "CURRENT", True),
-] + [("rnnrt/build/builder.py", "DataType", m, m in ("FP8", "INT4")) for m in
+] + [("rnnrt/build/engine_info.py", "DataType", m, m in ("FP8", "INT4")) for m in
      ("FLOAT", "HALF", "BF16", "INT8", "UINT8", "INT32", "INT64", "BOOL", "FP8", "INT4")]
 
 # Classes only the builder uses (checked in tensorrt_rtx), and runtime parts only TensorRT-RTX has.
@@ -292,8 +297,8 @@ def test_version_compatible_flags_from_the_genuine_tensorrt_11_module():
 def test_version_compatible_manifest_allows_the_plans_lean_runtime(tmp_path):
     """A version-compatible plan that carries its lean runtime gets engine_host_code_allowed; one built
     --exclude-lean-runtime, or not version-compatible, does not."""
-    from rnnrt.build.manifest import find_engine
-    from rnnrt.config import load_config
+    from rnnrt.ir.manifest import find_engine
+    from rnnrt.ir.config import load_config
     from rnnrt.engines.trt import tensorrt_backend
     from tests.models import MODELS
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import rnnrt
-from rnnrt.config import save_step_graph
+from rnnrt.ir.config import save_step_graph
 from rnnrt.errors import ModelImportError, RnnrtError
 from rnnrt.importers.caffe.convert import convert_caffe
 from tests.hostile.helpers import input_layer, run_capped, tree

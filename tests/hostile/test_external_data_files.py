@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from rnnrt.config import load_config, save_step_graph
+from rnnrt.ir.config import load_config, save_step_graph
 from rnnrt.errors import ConfigError
 from rnnrt.importers.caffe.convert import convert_caffe
 from rnnrt.ir.weights import external_data_files

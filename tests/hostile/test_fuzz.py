@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import rnnrt.importers.caffe.context as caffe_context
-from rnnrt.config import load_config, save_step_graph
+from rnnrt.ir.config import load_config, save_step_graph
 from rnnrt.errors import RnnrtError
 from rnnrt.importers.caffe.convert import convert_caffe
 from rnnrt.importers.caffe.reader import load_net

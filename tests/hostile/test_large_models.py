@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks"))
 import large_model  # noqa: E402  (benchmarks/large_model.py: the same measurement, as a script)
 
-from rnnrt.config import save_step_graph  # noqa: E402
+from rnnrt.ir.config import save_step_graph  # noqa: E402
 from rnnrt.importers.caffe.convert import convert_caffe  # noqa: E402
 from rnnrt.importers.caffe.writer import save_caffemodel  # noqa: E402
 from tests.hostile.helpers import input_layer  # noqa: E402

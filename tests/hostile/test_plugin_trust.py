@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rnnrt.config import load_import_config
+from rnnrt.importers.options import load_import_config
 from rnnrt.errors import PluginError, RnnrtError
 from rnnrt.importers.caffe.plugins import load_plugins
 from tests.hostile.helpers import cli, input_layer, tree

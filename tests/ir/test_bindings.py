@@ -10,8 +10,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-import rnnrt.config as config
+import rnnrt.ir.config as config
 from rnnrt.errors import ConfigError
+from rnnrt.importers import options
 from rnnrt.importers.onnx import override
 from rnnrt.ir import bindings, stepgraph
 from rnnrt.ir.bindings import Continuation, StatePair, TensorSpec, graph_bindings, onnx_tensor_type
@@ -103,7 +104,7 @@ def test_import_config_seed_is_strict(tmp_path: Path) -> None:
     path = tmp_path / "import.yaml"
     path.write_text("model: deploy.prototxt\nseed: true\n")
     with pytest.raises(ConfigError, match=r"Import config '.*import.yaml' \| Invalid: seed: Input should be a valid integer"):
-        config.load_import_config(path)
+        options.load_import_config(path)
 
 
 def test_override_continuation_takes_fill(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rnnrt.config import load_config, load_import_config
+from rnnrt.importers.options import load_import_config
+from rnnrt.ir.config import load_config
 from rnnrt.errors import ConfigError
 from rnnrt.importers.onnx.override import apply_override, load_override
 from rnnrt.ir import files

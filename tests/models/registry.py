@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import onnx
 
-from rnnrt.config import config_from_step_graph, save_config
+from rnnrt.ir.config import config_from_step_graph, save_config
 from rnnrt.ir.stepgraph import StepGraph
 
 MODELS: dict[str, Callable[..., "TinyModel"]] = {}

@@ -17,13 +17,13 @@ CASES = ["a_lstm_stream_t1n1", "c_lstm_stacked_ip_softmax", "g1_lrcn_conv_lstm",
 
 
 def _user_inputs(session):
-    b = session.bindings
+    b = session.io
     return [n for n in b.input_names if b.cont is None or n != b.cont.spec.name]
 
 
 def _chunk(session, rng, k, n):
     """K frames of ``n`` rows per user input, stacked along a new axis 0."""
-    b = session.bindings
+    b = session.io
     out = {}
     for name in _user_inputs(session):
         shape = (k,) + b.inputs[name].full_shape(n, {})

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import rnnrt
+import rnnrt.ir.config
 from rnnrt.errors import BindingError, ConfigError, SnapshotError, StateError
 from rnnrt.runtime.pool import StreamPool, StreamState
 
@@ -54,7 +55,7 @@ def test_64_streams_equal_solo_sessions(golden, dynamic, name, batch):
     rng = np.random.default_rng(batch)
     ticks, n = 24, 64
     plan = _schedule(rng, n, ticks)
-    cfg = rnnrt.config.load_config(path)
+    cfg = rnnrt.ir.config.load_config(path)
     frames = {(s, t): _frame(cfg, rng) for s, (_, _, present, _) in enumerate(plan) for t in present}
 
     # Reference: every stream through its own batch-1 Session.
@@ -98,7 +99,7 @@ def test_64_streams_equal_solo_sessions(golden, dynamic, name, batch):
 
 def test_absent_frames_leave_state_bit_identical(dynamic):
     path = dynamic("c_lstm_stacked_ip_softmax")
-    cfg = rnnrt.config.load_config(path)
+    cfg = rnnrt.ir.config.load_config(path)
     rng = np.random.default_rng(1)
     with _load(path, 8) as session:
         pool = StreamPool(session)
@@ -119,7 +120,7 @@ def test_absent_frames_leave_state_bit_identical(dynamic):
 
 def test_snapshot_restore_into_other_pool_is_bit_exact(dynamic):
     path = dynamic("c_lstm_stacked_ip_softmax")
-    cfg = rnnrt.config.load_config(path)
+    cfg = rnnrt.ir.config.load_config(path)
     rng = np.random.default_rng(2)
     xs = [_frame(cfg, rng) for _ in range(8)]
     with _load(path, 4) as s1, _load(path, 4) as s2, _load(path, 4) as s3:
@@ -144,7 +145,7 @@ def test_snapshot_restore_into_other_pool_is_bit_exact(dynamic):
 def test_restore_keeps_t0_of_a_fresh_stream(dynamic):
     """A stream snapshotted before its first frame still gets cont=0 at its first frame after moving."""
     path = dynamic("a_lstm_stream_t1n1")
-    cfg = rnnrt.config.load_config(path)
+    cfg = rnnrt.ir.config.load_config(path)
     rng = np.random.default_rng(3)
     x = _frame(cfg, rng)
     with _load(path, 2) as s1, _load(path, 2) as s2:
@@ -180,7 +181,7 @@ def test_state_bytes_roundtrip_and_corruption(dynamic):
     with _load(path, 2) as s:
         pool = StreamPool(s)
         pool.open(7)
-        pool.step({7: _frame(rnnrt.config.load_config(path), np.random.default_rng(4))})
+        pool.step({7: _frame(rnnrt.ir.config.load_config(path), np.random.default_rng(4))})
         st = pool.snapshot(7)
     blob = st.to_bytes()
     back = StreamState.from_bytes(blob)
@@ -254,7 +255,7 @@ def test_output_without_batch_axis_is_refused(dynamic):
     # Inputs without a batch axis take shared={...} (tests/runtime/test_pool_shared.py); an output cannot be split.
     import types
 
-    from rnnrt.config import load_config
+    from rnnrt.ir.config import load_config
 
     cfg = load_config(dynamic("e_lstm_static_input"))
     name = cfg.outputs[0].name
@@ -268,7 +269,7 @@ def test_open_close_from_other_threads_while_stepping(dynamic):
     """step() on one thread while others open/close: no errors, and a stream stepped by the main thread
     throughout equals its solo run."""
     path = dynamic("a_lstm_stream_t1n1")
-    cfg = rnnrt.config.load_config(path)
+    cfg = rnnrt.ir.config.load_config(path)
     rng = np.random.default_rng(5)
     xs = [_frame(cfg, rng) for _ in range(200)]
     errors: list = []
@@ -368,7 +369,7 @@ def test_repeated_frames_reuse_the_plan_and_match_solo_sessions(dynamic):
     """The same streams stepped in the same order (the cached plan), in reverse slot order (scattered
     packing), with one stream absent and one reset between steps, equal each stream alone."""
     path = dynamic("a_lstm_stream_t1n1")
-    cfg = rnnrt.config.load_config(path)
+    cfg = rnnrt.ir.config.load_config(path)
     rng = np.random.default_rng(7)
     ids = ["p", "q", "r", "s"]
     ticks = 6
@@ -485,7 +486,7 @@ def test_step_batch_equals_solo_sessions(golden, dynamic, name):
     """step_batch with packed feeds, streams in shuffled orders from a few recurring patterns (the plan
     cache), idle streams, resets and a close/reopen between ticks, equals each stream alone (bit-exact)."""
     path = dynamic(name)
-    cfg = rnnrt.config.load_config(path)
+    cfg = rnnrt.ir.config.load_config(path)
     rng = np.random.default_rng(11)
     n, ticks = 24, 16
     patterns = [tuple(int(s) for s in rng.permutation(n)[: int(rng.integers(n // 2, n + 1))]) for _ in range(3)]
@@ -527,7 +528,7 @@ def test_step_batch_equals_solo_sessions(golden, dynamic, name):
 def test_step_batch_mixed_with_step_and_typed_errors(dynamic):
     """step and step_batch interleave on one pool; bad calls are typed errors that advance no stream."""
     path = dynamic("a_lstm_stream_t1n1")
-    cfg = rnnrt.config.load_config(path)
+    cfg = rnnrt.ir.config.load_config(path)
     rng = np.random.default_rng(5)
     xs = {(s, t): _frame(cfg, rng)["data"] for s in "abc" for t in range(6)}
     with _load(path, 4) as session:
@@ -574,7 +575,7 @@ def test_step_batch_mixed_with_step_and_typed_errors(dynamic):
 def test_snapshot_many_equals_snapshots(dynamic):
     """snapshot_many (one state read) == snapshot of each stream; an unknown id reads nothing."""
     path = dynamic("c_lstm_stacked_ip_softmax")
-    cfg = rnnrt.config.load_config(path)
+    cfg = rnnrt.ir.config.load_config(path)
     rng = np.random.default_rng(9)
     with _load(path, 8) as session:
         pool = StreamPool(session)

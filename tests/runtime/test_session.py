@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import rnnrt
-from rnnrt.config import load_config
+from rnnrt.ir.config import load_config
 from rnnrt.engines import OnnxRuntimeEngine
 from rnnrt.errors import BindingError, ConfigError, EngineError, StateError
 from rnnrt.runtime.session import Session
@@ -307,7 +307,7 @@ def test_load_backends(tmp_path: Path, caplog) -> None:
     assert lines == ["rnnrt.load | Using ONNX Runtime: no TensorRT plan was built for the config (run `rnnrt build`)."]
     with pytest.raises(ConfigError, match="'tensorrt' backend needs a plan but none was built for the config"):
         rnnrt.load(path, backend="tensorrt")
-    with pytest.raises(ConfigError, match=r"Unknown backend 'cuda'"):
+    with pytest.raises(ConfigError, match=r"Backend 'cuda' \| Is not known"):
         rnnrt.load(path, backend="cuda")
     with pytest.raises(ConfigError, match=r"Unknown keyword arguments \['thread'\]"):
         rnnrt.load(path, thread=2)
@@ -338,7 +338,7 @@ def test_golden_caffe_stream(tmp_path: Path, case: str) -> None:
 
     import onnx
 
-    from rnnrt.config import config_from_step_graph, save_config
+    from rnnrt.ir.config import config_from_step_graph, save_config
 
     d = GOLDEN / case
     step = convert.convert_caffe(d / "deploy.prototxt", d / "weights.caffemodel")
@@ -383,3 +383,27 @@ def test_cli_run_round_trip(tmp_path: Path, capsys) -> None:
     np.savez(tmp_path / "gap.npz", **{"call0/data": x[0], "call2/data": x[0]})
     assert main(["run", str(path), "--feed", str(tmp_path / "gap.npz"), "--out", str(tmp_path / "o.npz")]) == 2
     assert "Has calls [0, 2]" in capsys.readouterr().err
+
+
+def test_public_names_are_explicit_imports() -> None:
+    """Every public name is an import a type checker or IDE reads (top level or the TYPE_CHECKING block of
+    rnnrt/__init__.py); the runtime ones are imported on first use, so `import rnnrt` loads no numpy."""
+    import ast
+    import subprocess
+    import sys
+
+    import rnnrt.runtime.pool
+    import rnnrt.runtime.session
+    import rnnrt.runtime.snapshot
+
+    tree = ast.parse(open(rnnrt.__file__).read())
+    imported = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                for alias in node.names}
+    assert set(rnnrt.__all__) - {"__version__"} <= imported
+    assert rnnrt.load is rnnrt.runtime.session.load and rnnrt.Session is rnnrt.runtime.session.Session
+    assert rnnrt.StreamPool is rnnrt.runtime.pool.StreamPool
+    assert rnnrt.StreamState is rnnrt.runtime.snapshot.StreamState
+    assert set(rnnrt.__all__) <= set(dir(rnnrt))
+    probe = "import sys, rnnrt; print(sorted(m for m in ('numpy', 'pydantic', 'yaml', 'onnx') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "[]\n"
+    assert all(hasattr(rnnrt, name) for name in rnnrt.__all__)

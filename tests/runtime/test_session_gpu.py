@@ -23,7 +23,7 @@ import pytest
 import rnnrt
 from rnnrt import cuda as real_cuda
 from rnnrt.importers.caffe.convert import convert_caffe
-from rnnrt.config import load_config, save_step_graph
+from rnnrt.ir.config import load_config, save_step_graph
 from rnnrt.engines.base import BaseDeviceEngine, Binding
 from rnnrt.errors import BindingError, EngineError, StateError
 from rnnrt.runtime.session import Session
@@ -925,10 +925,10 @@ def test_step_slots_on_folded_rows(dynamic, monkeypatch, feedback, graph, output
     plan = [None, [2], [1, 0], [3, 0, 2], None, [0, 1, 2, 3], [3], [2, 1]]
     with Session(yaml, lambda: SimOrtEngine(yaml, mod), batch_size=B, feedback=feedback, cuda_graph=graph,
                  outputs=outputs) as s, rnnrt.load(yaml, backend="onnxruntime", batch_size=B, threads=1) as ref:
-        user = [name for name in s.bindings.input_names if s.bindings.cont is None or name != s.bindings.cont.spec.name]
+        user = [name for name in s.io.input_names if s.io.cont is None or name != s.io.cont.spec.name]
         for k, slots in enumerate(plan * 2):
             n = B if slots is None else len(slots)
-            frame = {name: rng.uniform(-1, 1, s.bindings.inputs[name].full_shape(n, {})).astype(np.float32)
+            frame = {name: rng.uniform(-1, 1, s.io.inputs[name].full_shape(n, {})).astype(np.float32)
                      for name in user}
             if k == 9:
                 s.reset(slots=[1])
@@ -962,7 +962,7 @@ def test_step_slots_on_folded_rows(dynamic, monkeypatch, feedback, graph, output
         for p in (pool, ref_pool):
             for sid in "abc":
                 p.open(sid)
-        one = {name: s.bindings.inputs[name].full_shape(1, {}) for name in user}
+        one = {name: s.io.inputs[name].full_shape(1, {}) for name in user}
         for k, ids in enumerate([["a", "b", "c"], ["c", "a"], ["b"], ["a", "c", "b"]] * 2):
             frames = {sid: {name: rng.uniform(-1, 1, shape).astype(np.float32) for name, shape in one.items()}
                       for sid in ids}
@@ -992,7 +992,7 @@ def test_step_chunk_on_a_device_session(dynamic, monkeypatch, feedback, graph, o
         assert getattr(s.executor, "run_chunk", None) is None  # the Session's step-by-step path
         for k, slots in enumerate([None, [2, 0], [3], None]):
             n = B if slots is None else len(slots)
-            frames = {"data": rng.uniform(-1, 1, (k + 1,) + s.bindings.inputs["data"].full_shape(n, {}))
+            frames = {"data": rng.uniform(-1, 1, (k + 1,) + s.io.inputs["data"].full_shape(n, {}))
                       .astype(np.float32)}
             if k == 2:
                 s.reset(slots=[3])
@@ -1014,7 +1014,7 @@ def test_step_chunk_on_a_device_session(dynamic, monkeypatch, feedback, graph, o
         s.reset(slots=[1])
         marks[1] = True
         with pytest.raises(EngineError, match="device lost"):
-            s.step_chunk({"data": rng.uniform(-1, 1, (3,) + s.bindings.inputs["data"].full_shape(2, {}))
+            s.step_chunk({"data": rng.uniform(-1, 1, (3,) + s.io.inputs["data"].full_shape(2, {}))
                           .astype(np.float32)}, slots=[1, 2])
         after = s.state
         for name, value in before.items():

@@ -124,7 +124,7 @@ def test_caffe_recording_feed_cli_default_backends(models):
 
 def test_generated_ids_stay_in_the_embedding_table(models):
     yaml = models("i_embed_lstm_lm_stream")
-    from rnnrt.config import load_config
+    from rnnrt.ir.config import load_config
     from rnnrt.runtime.verify import generate_feed
 
     feed = generate_feed(load_config(yaml), steps=50, seed=3)
@@ -191,8 +191,8 @@ def test_plot(models, tmp_path):
 def test_installed_backend_entry_point_is_loaded_when_named(models, monkeypatch):
     import importlib.metadata as md
 
-    ep = md.EntryPoint(name="wrong", value="tests.engines.perturbed:onnxruntime", group="rnnrt.backends")
-    monkeypatch.setattr(md, "entry_points", lambda group=None: [ep] if group == "rnnrt.backends" else [])
+    ep = md.EntryPoint(name="wrong", value="tests.engines.perturbed:onnxruntime", group="rnnrt.engines")
+    monkeypatch.setattr(md, "entry_points", lambda group=None: [ep] if group == "rnnrt.engines" else [])
     report = verify(models("a_lstm_stream_t1n1"), "onnxruntime,wrong:step=2:output=lstm1", steps=4)
     bad = [c for c in report.comparisons if not c.passed]
     assert [(c.candidate, c.tensor, c.first_failure) for c in bad] == [("wrong:step=2:output=lstm1", "lstm1", 2)]

@@ -69,15 +69,8 @@ class _Request:
         return self.rid
 
 
-@pytest.fixture()
-def model(make_model):
-    yield make_model(max_sequences=8)
-
-
-@pytest.fixture()
-def make_model(dynamic, tmp_path, monkeypatch):
-    """``make_model(**export_triton options)``: the model initialized as Triton would; finalized at the end."""
-    from google.protobuf import json_format, text_format
+def install_fake_triton_utils(monkeypatch) -> None:
+    """Puts a stand-in for Triton's ``triton_python_backend_utils`` stub module into ``sys.modules``."""
 
     class _Metric:
         def increment(self, n):
@@ -100,18 +93,36 @@ def make_model(dynamic, tmp_path, monkeypatch):
     pb.TritonError = str
     pb.get_input_tensor_by_name = lambda request, name: request.inputs.get(name)
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
+
+
+def python_model(model_dir, name="m"):
+    """The python-backend model of an ``export_triton(engine="python")`` folder, initialized as Triton would."""
+    from google.protobuf import json_format, text_format
+
     from rnnrt.serve.backend import TritonPythonModel
 
+    msg = text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2().ModelConfig())
+    config = json_format.MessageToDict(msg, preserving_proto_field_name=True)
+    m = TritonPythonModel()
+    m.initialize({"model_config": json.dumps(config), "model_name": name, "model_repository": str(model_dir),
+                  "model_version": "1"})
+    return m
+
+
+@pytest.fixture()
+def model(make_model):
+    yield make_model(max_sequences=8)
+
+
+@pytest.fixture()
+def make_model(dynamic, tmp_path, monkeypatch):
+    """``make_model(**export_triton options)``: the model initialized as Triton would; finalized at the end."""
+    install_fake_triton_utils(monkeypatch)
     path = dynamic(MODEL)
     made = []
 
     def make(**options):
-        model_dir = export_triton(path, tmp_path / f"repo{len(made)}", engine="python", name="m", **options)
-        msg = text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2().ModelConfig())
-        config = json_format.MessageToDict(msg, preserving_proto_field_name=True)
-        m = TritonPythonModel()
-        m.initialize({"model_config": json.dumps(config), "model_name": "m", "model_repository": str(model_dir),
-                      "model_version": "1"})
+        m = python_model(export_triton(path, tmp_path / f"repo{len(made)}", engine="python", name="m", **options))
         made.append(m)
         return m, path
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import rnnrt
+import rnnrt.ir.config
 from rnnrt.serve.client import StreamClient
 from rnnrt.serve.triton import export_triton
 
@@ -35,7 +36,7 @@ def golden_server(dynamic, start_serve, tmp_path_factory):
 @pytest.mark.parametrize("name", CASES)
 def test_golden_case_through_the_server(golden, dynamic, golden_server, name):
     case = golden(name)
-    cfg = rnnrt.config.load_config(dynamic(name))
+    cfg = rnnrt.ir.config.load_config(dynamic(name))
     in_axes = {t.name: t.batch_axis for t in cfg.inputs}
     out_axes = {t.name: t.batch_axis for t in cfg.outputs}
     ins0, _ = case.call(0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import rnnrt
-from rnnrt.config import save_step_graph
+from rnnrt.ir.config import save_step_graph
 from rnnrt.errors import ConfigError
 from rnnrt.importers.onnx.importer import convert_onnx
 from rnnrt.serve.client import StreamClient

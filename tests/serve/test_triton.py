@@ -8,6 +8,7 @@ import onnx
 import pytest
 
 import rnnrt
+import rnnrt.ir.config
 from rnnrt.cli import main as cli_main
 from rnnrt.errors import ConfigError
 from rnnrt.serve.triton import TRITON_DTYPES, export_triton
@@ -63,7 +64,7 @@ def test_config_parses_and_matches_model(dynamic, tmp_path, name):
     (c,) = ctrl.control
     assert c.kind == model_config_pb2.ModelSequenceBatching.Control.CONTROL_SEQUENCE_START
     assert list(c.fp32_false_true) == [1.0, 0.0]
-    cfg = rnnrt.config.load_config(path)
+    cfg = rnnrt.ir.config.load_config(path)
     assert ctrl.name == cfg.continuation.input
     assert [(s.input_name, s.output_name) for s in sb.state] == [(s.input, s.output) for s in cfg.state]
     assert {t.name for t in mc.input} == {t.name for t in cfg.inputs} - {cfg.continuation.input}
@@ -77,7 +78,7 @@ def test_wrapped_graph_driven_like_triton_equals_session(dynamic, tmp_path, name
     import onnxruntime as ort
 
     path = dynamic(name)
-    cfg = rnnrt.config.load_config(path)
+    cfg = rnnrt.ir.config.load_config(path)
     model_dir = export_triton(path, tmp_path / "repo", engine="onnx")
     sess = ort.InferenceSession(str(model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
@@ -113,7 +114,7 @@ def test_wrapped_graph_driven_like_triton_equals_session(dynamic, tmp_path, name
 
 
 def test_model_without_continuation_uses_initial_state_only(dynamic, tmp_path):
-    cfg = rnnrt.config.load_config(dynamic("a_lstm_stream_t1n1"))
+    cfg = rnnrt.ir.config.load_config(dynamic("a_lstm_stream_t1n1"))
     no_cont = cfg.model_copy(update={"continuation": None})
     model_dir = export_triton(no_cont, tmp_path / "repo", engine="onnx", name="nocont")
     mc = _parse(model_dir)
@@ -185,7 +186,7 @@ def test_cli_request_limits_reach_the_model_config(dynamic, tmp_path, capsys):
 def test_dtype_table_covers_config_dtypes():
     from typing import get_args
 
-    from rnnrt.config import DType
+    from rnnrt.ir.config import DType
 
     assert set(get_args(DType)) == set(TRITON_DTYPES)
     for v in TRITON_DTYPES.values():
@@ -233,7 +234,7 @@ def test_config_text_is_protobuf_text_format(dynamic, tmp_path):
 
     path = dynamic("c_lstm_stacked_ip_softmax")
     model_dir = export_triton(path, tmp_path / "repo", engine="onnx", name="c", instance_kind="KIND_CPU")
-    cfg = rnnrt.config.load_config(path)
+    cfg = rnnrt.ir.config.load_config(path)
     want = text_format.MessageToString(triton_config(cfg, "c", engine="onnx", instance_kind="KIND_CPU"))
     text = (model_dir / "config.pbtxt").read_text()
     assert text.split("\n", 1)[1] == want
@@ -273,7 +274,7 @@ def test_python_engine_layout(dynamic, tmp_path):
     version = model_dir / "1"
     assert "from rnnrt.serve.backend import TritonPythonModel" in (version / "model.py").read_text()
     assert not (version / "rnnrt").exists()  # a folder named rnnrt beside model.py would shadow the package
-    copied = rnnrt.config.load_config(version / "rnnrt_model" / "model.yaml")
+    copied = rnnrt.ir.config.load_config(version / "rnnrt_model" / "model.yaml")
     assert copied.model_path.is_file() and copied.model_path.parent == version / "rnnrt_model"
 
 
@@ -299,7 +300,7 @@ def test_cli_serve_refuses_bad_invocations_before_starting_a_server(dynamic, tmp
 
 def test_python_engine_copies_external_data(tmp_path):
     """A model saved with external data (big weights) travels with its data file into rnnrt_model/."""
-    from rnnrt.config import save_step_graph
+    from rnnrt.ir.config import save_step_graph
     from rnnrt.importers.caffe.convert import convert_caffe
 
     (tmp_path / "net.prototxt").write_text(

@@ -10,6 +10,7 @@ import pytest
 from google.protobuf import text_format
 
 import rnnrt
+import rnnrt.ir.config
 from rnnrt.serve.server import TritonServer
 from rnnrt.serve.triton import export_triton, model_config_pb2, triton_config
 
@@ -43,7 +44,7 @@ def repo(dynamic, tmp_path_factory):
                              ("onnx_c_auto", c, "auto")]:
         _as_python(export_triton(path, repo, engine="onnx", name=name, instance_kind=kind))
     # The plan engine's config (no plan can be built for Triton's tensorrt backend here): same generator.
-    cfg = rnnrt.config.load_config(c)
+    cfg = rnnrt.ir.config.load_config(c)
     for name, kind in [("plan_c_cpu", "KIND_CPU"), ("plan_c_gpu", "KIND_GPU")]:
         msg = triton_config(cfg, name, engine="plan", instance_kind=kind, max_batch_size=32)
         assert msg.backend == "tensorrt"

@@ -9,7 +9,7 @@ following the graph (an index-tracing check, not names or positions).
 
 ::
 
-    from rnnrt.config import save_step_graph
+    from rnnrt.ir.config import save_step_graph
     from rnnrt.importers.onnx.importer import convert_onnx
 
     step = convert_onnx("lstm.onnx", add_reset=True)
@@ -505,7 +505,7 @@ def convert_onnx(
     Example::
 
         step = convert_onnx("silero_vad.onnx", constants={"sr": 16000}, context="input:64")
-        rnnrt.config.save_step_graph(step, "out")
+        rnnrt.ir.config.save_step_graph(step, "out")
     """
     model, where = _load(path)
     notes: list[str] = []

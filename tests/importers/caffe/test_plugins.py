@@ -340,7 +340,7 @@ def _crnn_ref(data: np.ndarray, blobs: dict) -> np.ndarray:
 @pytest.mark.parametrize("batch", ["fixed", "dynamic"])
 @pytest.mark.parametrize("w", [6, 1])
 def test_small_bidirectional_crnn_matches_numpy(tmp_path, batch, w):
-    from rnnrt.config import save_step_graph
+    from rnnrt.ir.config import save_step_graph
     from rnnrt.runtime.session import load
 
     n = 2
@@ -421,7 +421,7 @@ def test_list_layers(capsys):
 @needs_rtx
 @pytest.mark.parametrize("batch", ["fixed", "dynamic"])
 def test_realworld_08_builds_with_tensorrt_rtx(batch):
-    from rnnrt.build import BuildOptions, plan_from_onnx
+    from rnnrt.build.builder import BuildOptions, plan_from_onnx
 
     plugins = load_plugins([PLUGINS], entry_points=False)
     step = convert_caffe(CRNN_08, schema=plugins.schema, batch="dynamic" if batch == "dynamic" else None)
@@ -436,7 +436,7 @@ def test_realworld_08_builds_with_tensorrt_rtx(batch):
 
 def test_indicator_replaced_by_an_input_streams(tmp_path):
     """The README's recipe: an Input instead of ContinuationIndicator makes the state carry across calls."""
-    from rnnrt.config import save_step_graph
+    from rnnrt.ir.config import save_step_graph
     from rnnrt.runtime.session import load
 
     n, w = 2, 3

@@ -7,7 +7,7 @@ import pytest
 
 import rnnrt
 from rnnrt.importers.caffe.convert import convert_caffe
-from rnnrt.config import save_step_graph
+from rnnrt.ir.config import save_step_graph
 from tests.importers.caffe.nets import input_layer, write_net
 
 RNG = np.random.default_rng(11)

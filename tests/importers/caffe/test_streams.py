@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import rnnrt
-from rnnrt.config import load_config, save_step_graph
+from rnnrt.ir.config import load_config, save_step_graph
 from rnnrt.importers.caffe.convert import convert_caffe
 from rnnrt.runtime.pool import StreamPool
 from tests.conftest import REALWORLD, golden_cases, realworld_loadable

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 
 import rnnrt
 from rnnrt.cli import main as cli_main
-from rnnrt.config import load_config, save_step_graph
+from rnnrt.ir.config import load_config, save_step_graph
 from rnnrt.errors import ConfigError, UnsupportedOpError
 from rnnrt.importers.onnx.importer import convert_onnx
 
@@ -115,7 +115,7 @@ def test_state_bindings(export_dir, case):
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_converted_model_builds_with_tensorrt_rtx(export_dir, case):
     pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX builds without a GPU")
-    from rnnrt.build import BuildOptions, plan_from_config
+    from rnnrt.build.builder import BuildOptions, plan_from_config
 
     model, step, yaml_path = _converted(export_dir, case, add_reset=True)
     result = plan_from_config(yaml_path, options=BuildOptions(batch=(1, 2, 4), dims={"time": (1, 1, 8)}, trt_module="tensorrt_rtx"))

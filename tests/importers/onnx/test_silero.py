@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 import rnnrt
-from rnnrt.config import load_config
+from rnnrt.ir.config import load_config
 from rnnrt.runtime.pool import StreamPool
 
 pytest.importorskip("silero_vad", reason="silero-vad (dev extra) ships the models")

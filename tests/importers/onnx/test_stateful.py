@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import rnnrt
-from rnnrt.config import load_config, save_step_graph
+from rnnrt.ir.config import load_config, save_step_graph
 from rnnrt.errors import ConfigError, ModelImportError
 from rnnrt.importers.onnx.explicit import names_match
 from rnnrt.importers.onnx.importer import convert_onnx
