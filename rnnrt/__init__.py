@@ -28,6 +28,10 @@ def __getattr__(name: str):
         from rnnrt.runtime import pool
 
         return getattr(pool, name)
+    if name == "StreamBatcher":
+        from rnnrt.runtime.batcher import StreamBatcher
+
+        return StreamBatcher
     raise AttributeError(f"module 'rnnrt' has no attribute {name!r}")
 
 __all__ = [
@@ -42,6 +46,7 @@ __all__ = [
     "Session",
     "SnapshotError",
     "StateError",
+    "StreamBatcher",
     "StreamPool",
     "StreamState",
     "UnsupportedOpError",
