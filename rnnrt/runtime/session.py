@@ -837,7 +837,7 @@ def load(config_path: Union[str, os.PathLike, ModelConfig], backend: str = "auto
     if backend not in ("auto", "onnxruntime", "tensorrt"):
         raise ConfigError(fmt("rnnrt.load", f"Unknown backend {backend!r}", "Use 'auto', 'onnxruntime' or 'tensorrt'."))
     # Checked before an engine is made (so a huge batch fails here, not in ONNX Runtime).
-    _resolve_batch(cfg, session_kw.get("batch_size"))
+    batch, _, fixed = _resolve_batch(cfg, session_kw.get("batch_size"))
     if backend == "auto":
         backend = cfg.session.backend
     if backend == "auto":
@@ -858,6 +858,7 @@ def load(config_path: Union[str, os.PathLike, ModelConfig], backend: str = "auto
     threads = engine_kw.pop("threads", cfg.session.threads)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
         raise ConfigError(fmt("rnnrt.load", f"threads={threads!r} is not a positive integer",
-                              "Pass the number of CPU threads, e.g. threads=1, or None for ONNX Runtime's choice."))
+                              "Pass the number of CPU threads, e.g. threads=1, or None to choose from the step's cost."))
     model_path = cfg.model_path
-    return Session(cfg, lambda: OnnxRuntimeEngine(model_path, threads=threads, **engine_kw), **session_kw)
+    rows = 1 if fixed else batch  # a dynamic batch: the step carries `batch` rows (threads=None picks from it)
+    return Session(cfg, lambda: OnnxRuntimeEngine(model_path, threads=threads, rows=rows, **engine_kw), **session_kw)
