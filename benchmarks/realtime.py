@@ -51,7 +51,7 @@ import sys
 import tempfile
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -371,8 +371,7 @@ def saturate(args) -> int:
 
         def batcher_side():
             futures = [batcher.submit(i, frames[i]) for i in ids]
-            for f in futures:
-                f.result()
+            wait(futures)  # one wake-up for all (f.result() one by one hands the GIL back and forth)
 
         sides = {"raw step_batch": raw_side, "batcher": batcher_side}
         for fn in sides.values():
