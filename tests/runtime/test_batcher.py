@@ -5,6 +5,7 @@ with frames pending, chunks; engine calls are counted to prove the batching."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from concurrent.futures import CancelledError
@@ -19,6 +20,8 @@ from rnnrt.importers.onnx.importer import convert_onnx
 from rnnrt.runtime.batcher import StreamBatcher
 from rnnrt.runtime.pool import StreamPool
 from tests.models.onnx_sources import shared_sr_onnx
+from tests.runtime.batcher_script import control
+from tests.runtime.test_pool import _frame  # one stream's frame (batch dim 1), continuation omitted
 
 # Dynamic-batch golden cases: batch axis 1 (T, N, ...) frames, a static input, a T=1 stream.
 CASES = ["a_lstm_stream_t1n1", "c_lstm_stacked_ip_softmax", "e_lstm_static_input"]
@@ -27,16 +30,6 @@ POISON = 777.0  # a frame value the counting engine refuses (an engine-time fail
 
 def _load(path, batch, **kw):
     return rnnrt.load(path, backend="onnxruntime", batch_size=batch, threads=1, **kw)
-
-
-def _frame(cfg, rng):
-    frame = {}
-    for t in cfg.inputs:
-        if cfg.continuation is not None and t.name == cfg.continuation.input:
-            continue
-        shape = [1 if i == t.batch_axis else d for i, d in enumerate(t.shape)]
-        frame[t.name] = rng.uniform(-1, 1, shape).astype(np.float32)
-    return frame
 
 
 def _poisoned(frame):
@@ -139,11 +132,7 @@ def test_tasks_and_threads_equal_each_stream_alone(dynamic, name):
 
         def thread_stream(sid):
             for kind, frame in scripts[sid]:
-                if kind == "reset":
-                    batcher.reset_stream(sid)
-                elif kind == "close":
-                    batcher.close_stream(sid)
-                else:
+                if not control(batcher, sid, kind):
                     fut = batcher.submit(sid, frame)
                     try:
                         record(sid, kind, fut.result(30))
@@ -153,11 +142,7 @@ def test_tasks_and_threads_equal_each_stream_alone(dynamic, name):
         async def task_stream(sid, seed):
             r = np.random.default_rng(seed)
             for kind, frame in scripts[sid]:
-                if kind == "reset":
-                    batcher.reset_stream(sid)
-                elif kind == "close":
-                    batcher.close_stream(sid)
-                else:
+                if not control(batcher, sid, kind):
                     try:
                         record(sid, kind, await batcher.step(sid, frame))
                     except (BindingError, EngineError) as err:
@@ -200,6 +185,17 @@ def _x(rng):
     return rng.standard_normal((1, 4)).astype(np.float32)
 
 
+@contextlib.contextmanager
+def _held(path, max_delay_ms=0.0, **kw):
+    """``(batcher, counted)``: a batcher over a pool of 4 streams (sr shared) whose engine holds every run
+    until ``counted.hold.set()`` (so that frames queue behind the one it holds)."""
+    with _load(path, 4) as session:
+        counted = Counted(session)
+        counted.hold.clear()
+        pool = StreamPool(session, shared={"sr": np.int64(16000)})
+        yield StreamBatcher(pool, max_delay_ms=max_delay_ms, **kw), counted
+
+
 def _solo(path, frames):
     with _load(path, 4) as s:
         return [s.step({"x": x, "sr": np.int64(16000)}, slots=[0])["y"] for x in frames]
@@ -233,11 +229,7 @@ def test_full_batch_frames_go_straight_into_the_session_input_buffers(sr_yaml):
 def test_second_frame_of_a_stream_waits_for_the_next_step(sr_yaml):
     """A stream's frames step one per engine call, in order, while other streams share those calls."""
     rng = np.random.default_rng(4)
-    with _load(sr_yaml, 4) as session:
-        pool = StreamPool(session, shared={"sr": np.int64(16000)})
-        counted = Counted(session)
-        counted.hold.clear()
-        batcher = StreamBatcher(pool, max_delay_ms=0.0)
+    with _held(sr_yaml) as (batcher, counted):
         first = batcher.submit("z", _x(rng))  # holds the worker inside the engine
         assert counted.entered.wait(10)
         a = [_x(rng) for _ in range(3)]
@@ -258,11 +250,7 @@ def test_second_frame_of_a_stream_waits_for_the_next_step(sr_yaml):
 
 def test_full_queue_raises_and_queues_nothing(sr_yaml):
     rng = np.random.default_rng(5)
-    with _load(sr_yaml, 4) as session:
-        pool = StreamPool(session, shared={"sr": np.int64(16000)})
-        counted = Counted(session)
-        counted.hold.clear()
-        batcher = StreamBatcher(pool, max_delay_ms=0.0, max_queue=3)
+    with _held(sr_yaml, max_queue=3) as (batcher, counted):
         frames = [_x(rng) for _ in range(5)]
         futs = [batcher.submit("a", frames[0])]
         assert counted.entered.wait(10)  # the worker holds frame 0 (taken: not queued any more)
@@ -287,11 +275,7 @@ def test_cancelled_frames_never_half_step_a_stream(sr_yaml):
     while its frame waits does the same; a frame already taken steps to the end."""
     rng = np.random.default_rng(6)
     frames = [_x(rng) for _ in range(5)]
-    with _load(sr_yaml, 4) as session:
-        pool = StreamPool(session, shared={"sr": np.int64(16000)})
-        counted = Counted(session)
-        counted.hold.clear()
-        batcher = StreamBatcher(pool, max_delay_ms=0.0)
+    with _held(sr_yaml) as (batcher, counted):
         f0 = batcher.submit("a", frames[0])
         assert counted.entered.wait(10)
         assert not f0.cancel()  # taken: it runs to the end
@@ -321,11 +305,7 @@ def test_cancelled_frames_never_half_step_a_stream(sr_yaml):
 def test_aclose_drains_pending_frames_then_refuses(sr_yaml):
     rng = np.random.default_rng(8)
     frames = {sid: [_x(rng) for _ in range(4)] for sid in "abc"}
-    with _load(sr_yaml, 4) as session:
-        pool = StreamPool(session, shared={"sr": np.int64(16000)})
-        counted = Counted(session)
-        counted.hold.clear()
-        batcher = StreamBatcher(pool, max_delay_ms=1.0)
+    with _held(sr_yaml, max_delay_ms=1.0) as (batcher, counted):
 
         async def main():
             futs = {sid: [batcher.submit(sid, x) for x in xs] for sid, xs in frames.items()}

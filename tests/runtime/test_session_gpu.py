@@ -1085,6 +1085,7 @@ def test_batcher_over_device_session_equals_each_stream_alone(backend, golden, c
 
     from rnnrt.runtime.batcher import StreamBatcher
     from rnnrt.runtime.pool import StreamPool
+    from tests.runtime.batcher_script import control
 
     yaml, d = converted("b_lstm_batch_resets")  # batch 3 (fixed)
     rng = np.random.default_rng(21)
@@ -1107,29 +1108,21 @@ def test_batcher_over_device_session_equals_each_stream_alone(backend, golden, c
         got = {sid: [] for sid in ops}
         batcher = StreamBatcher(StreamPool(s), max_delay_ms=20.0)
 
-        def run_ops(sid, step):
+        def thread(sid):
             for kind, x in ops[sid]:
-                if kind == "reset":
-                    batcher.reset_stream(sid)
-                elif kind == "close":
-                    batcher.close_stream(sid)
-                else:
-                    got[sid].append(step(sid, x))
+                if not control(batcher, sid, kind):
+                    got[sid].append(batcher.submit(sid, x).result(30)["lstm1"])
 
         async def main():
             async def task(sid):
                 for kind, x in ops[sid]:
-                    if kind == "reset":
-                        batcher.reset_stream(sid)
-                    elif kind == "close":
-                        batcher.close_stream(sid)
-                    else:
+                    if not control(batcher, sid, kind):
                         got[sid].append((await batcher.step(sid, {"data": x}))["lstm1"])
 
-            thread = threading.Thread(target=run_ops, args=("c", lambda sid, x: batcher.submit(sid, x).result(30)["lstm1"]))
-            thread.start()
+            thread_c = threading.Thread(target=thread, args=("c",))
+            thread_c.start()
             await asyncio.gather(task("a"), task("b"))
-            await asyncio.get_running_loop().run_in_executor(None, thread.join)
+            await asyncio.get_running_loop().run_in_executor(None, thread_c.join)
             await batcher.aclose()
 
         asyncio.run(main())

@@ -15,6 +15,7 @@ from rnnrt.errors import BindingError
 from rnnrt.runtime.batcher import StreamBatcher
 from rnnrt.serve.client import StreamClient
 from rnnrt.serve.triton import export_triton
+from tests.runtime.batcher_script import control
 
 MODEL = "a_lstm_stream_t1n1"
 
@@ -51,11 +52,9 @@ def test_batcher_over_client_equals_solo_sessions_with_one_request_per_tick(serv
 
     async def task(sid):
         for kind, x in ops[sid]:
-            if kind == "reset":
-                batcher.reset_stream(sid)
-            elif kind == "close":
-                batcher.close_stream(sid)
-            elif kind == "chunk":
+            if control(batcher, sid, kind):
+                continue
+            if kind == "chunk":
                 out = await batcher.step_chunk(sid, [{"data": f} for f in x])
                 got[sid].extend({"lstm1": out["lstm1"][k]} for k in range(len(x)))
             else:
