@@ -473,7 +473,15 @@ class StreamBatcher:
 
     # Stopping.
     def close(self, timeout: Optional[float] = None) -> None:
-        """Stops taking frames, steps every frame already submitted, then stops the worker (blocking)."""
+        """Stops taking frames, steps every frame already submitted, then stops the worker (blocking).
+
+        Raises:
+            StateError: Called from the worker itself (a future's done-callback): it would wait for itself.
+        """
+        if threading.current_thread() is self._worker:
+            raise StateError(fmt("StreamBatcher.close", "Was called from a future's done-callback (the worker "
+                                 "thread), which would wait for itself", "Call close() from another thread, "
+                                 "or await aclose() in a coroutine."))
         with self._cond:
             self._closing = True
             self._cond.notify()

@@ -415,3 +415,22 @@ def test_arguments_are_checked(sr_yaml):
                 batcher.submit("a", np.zeros((1, 4), np.int64)).result(1)
             assert "a" not in pool  # nothing reached the pool
         assert rnnrt.StreamBatcher is StreamBatcher
+
+
+def test_close_from_a_done_callback_is_refused(sr_yaml):
+    rng = np.random.default_rng(12)
+    with _held(sr_yaml) as (batcher, counted):
+        seen = []
+
+        def callback(_):
+            try:
+                batcher.close()
+            except StateError as err:
+                seen.append(err)
+
+        fut = batcher.submit("a", _x(rng))
+        fut.add_done_callback(callback)  # before the result: the worker runs it
+        counted.hold.set()
+        fut.result(10)
+        batcher.close()
+        assert len(seen) == 1 and "done-callback" in str(seen[0])
