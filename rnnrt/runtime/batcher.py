@@ -109,11 +109,32 @@ class BatcherMetrics:
 
 
 class _Entry:
-    __slots__ = ("kind", "key", "value", "future", "arrival", "count")
+    # future: a concurrent.futures.Future (loop None), or an asyncio future of ``loop`` (await step()).
+    __slots__ = ("kind", "key", "value", "future", "arrival", "count", "loop")
 
-    def __init__(self, kind: int, key: tuple, value: Any, future: Future, arrival: float, count: int) -> None:
+    def __init__(self, kind: int, key: tuple, value: Any, future: Any, arrival: float, count: int,
+                 loop: Any = None) -> None:
         self.kind, self.key, self.value, self.future = kind, key, value, future
-        self.arrival, self.count = arrival, count
+        self.arrival, self.count, self.loop = arrival, count, loop
+
+    def claim(self) -> bool:
+        """Marks the entry taken by a tick; False if its caller cancelled it first (then it is dropped).
+
+        An asyncio future cancelled a moment after this check still steps; its result is discarded."""
+        if self.loop is None:
+            return self.future.set_running_or_notify_cancel()
+        return not self.future.cancelled()
+
+
+def _deliver(items: list) -> None:
+    """In an event loop: hands a tick's results to its awaiting callers (one call per loop and tick)."""
+    for future, result, error in items:
+        if future.done():
+            continue  # cancelled after the tick took it
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 class _Stream:
@@ -393,6 +414,7 @@ class StreamBatcher:
         self._urgent = False  # a control entry is waiting: tick at once
         self._closing = False
         self._stopped: Future = Future()
+        self._outbox: dict = {}  # event loop -> answers of this tick for its awaiting callers
         # Metrics.
         self._ticks = self._steps = self._frames = self._failed = self._cancelled = 0
         self._recent: deque = deque(maxlen=_WINDOW)   # (tick end, engine steps, frames stepped)
@@ -415,13 +437,7 @@ class StreamBatcher:
             BindingError: The stream id is not hashable.
         """
         future: Future = Future()
-        try:
-            key, value = self._target.prepare(stream_id, frame)
-        except BindingError as err:
-            self._check_id(stream_id)
-            self._fail_now(future, err)
-            return future
-        self._put(stream_id, _Entry(_FRAME, key, value, future, time.perf_counter(), 1))
+        self._submit(stream_id, _FRAME, frame, future, None)
         return future
 
     def submit_chunk(self, stream_id: Hashable, frames: Sequence[Any]) -> Future:
@@ -435,25 +451,42 @@ class StreamBatcher:
             As :meth:`submit`; the chunk counts K against ``max_queue``.
         """
         future: Future = Future()
-        try:
-            if isinstance(frames, (str, bytes, abc.Mapping)) or not isinstance(frames, abc.Sequence) or not frames:
-                raise BindingError(fmt(f"Stream {stream_id!r}", f"Got {type(frames).__name__} as a chunk",
-                                       "Pass a non-empty list of frames."))
-            key, value = self._target.prepare_chunk(stream_id, frames)
-        except BindingError as err:
-            self._check_id(stream_id)
-            self._fail_now(future, err)
-            return future
-        self._put(stream_id, _Entry(_CHUNK, key, value, future, time.perf_counter(), len(frames)))
+        self._submit(stream_id, _CHUNK, frames, future, None)
         return future
 
     async def step(self, stream_id: Hashable, frame: Any) -> dict[str, np.ndarray]:
-        """Awaits one frame's outputs (:meth:`submit` in a coroutine; cancelling it cancels the frame)."""
-        return await asyncio.wrap_future(self.submit(stream_id, frame))
+        """Awaits one frame's outputs (what :meth:`submit` resolves to; raises what it raises). Cancelling
+        the awaiting task cancels the frame (see the module doc). The answers of a tick reach each event
+        loop in one call."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._submit(stream_id, _FRAME, frame, future, loop)
+        return await future
 
     async def step_chunk(self, stream_id: Hashable, frames: Sequence[Any]) -> dict[str, np.ndarray]:
         """Awaits a chunk's stacked outputs (:meth:`submit_chunk` in a coroutine)."""
-        return await asyncio.wrap_future(self.submit_chunk(stream_id, frames))
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._submit(stream_id, _CHUNK, frames, future, loop)
+        return await future
+
+    def _submit(self, stream_id: Hashable, kind: int, value: Any, future: Any, loop: Any) -> None:
+        """Checks a frame (or chunk) in the caller's thread and queues it; a bad one fails ``future`` now."""
+        try:
+            if kind == _CHUNK:
+                if isinstance(value, (str, bytes, abc.Mapping)) or not isinstance(value, abc.Sequence) or not value:
+                    raise BindingError(fmt(f"Stream {stream_id!r}", f"Got {type(value).__name__} as a chunk",
+                                           "Pass a non-empty list of frames."))
+                key, arrays = self._target.prepare_chunk(stream_id, value)
+                count = len(value)
+            else:
+                key, arrays = self._target.prepare(stream_id, value)
+                count = 1
+        except BindingError as err:
+            self._check_id(stream_id)
+            self._fail_now(future, err)
+            return
+        self._put(stream_id, _Entry(kind, key, arrays, future, time.perf_counter(), count, loop))
 
     def reset_stream(self, stream_id: Hashable) -> Future:
         """Starts a new sequence on the stream after the frames submitted before (zero state at its next frame).
@@ -631,7 +664,7 @@ class StreamBatcher:
                     controls.append(entry)
                     continue
                 self._queued -= entry.count
-                if not entry.future.set_running_or_notify_cancel():
+                if not entry.claim():
                     self._cancelled += entry.count
                     continue
                 self._delays.append(now - entry.arrival)
@@ -655,10 +688,13 @@ class StreamBatcher:
                 continue
             frames.setdefault((entry.kind, entry.key), []).append((stream, entry))
         steps = stepped = 0
-        for key, group in frames.items():
-            steps_, stepped_ = self._step_group(key, group)
-            steps += steps_
-            stepped += stepped_
+        try:
+            for key, group in frames.items():
+                steps_, stepped_ = self._step_group(key, group)
+                steps += steps_
+                stepped += stepped_
+        finally:
+            self._flush()
         with self._cond:
             self._steps += steps
             self._frames += stepped
@@ -704,9 +740,21 @@ class StreamBatcher:
         if error is not None:
             with self._cond:
                 self._failed += entry.count
+        if entry.loop is not None:
+            self._outbox.setdefault(entry.loop, []).append((entry.future, result, error))
+        elif error is not None:
             entry.future.set_exception(error)
         else:
             entry.future.set_result(result)
+
+    def _flush(self) -> None:
+        """Hands the tick's answers to the event loops of their awaiting callers."""
+        outbox, self._outbox = self._outbox, {}
+        for loop, items in outbox.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:
+                pass  # the loop is closed: nobody awaits these any more
 
     def _ensure_open(self, stream: _Stream, entry: _Entry) -> bool:
         """Opens the stream on first use; False (its future failed) when it cannot step."""
@@ -764,5 +812,9 @@ class StreamBatcher:
                 s.queue.clear()
             self._ready.clear()
         for e in entries:
-            if e.future.set_running_or_notify_cancel():
-                e.future.set_exception(StateError(fmt("StreamBatcher", f"The worker stopped: {err!r}")))
+            if e.kind > _CHUNK:
+                if e.future.set_running_or_notify_cancel():
+                    e.future.set_exception(StateError(fmt("StreamBatcher", f"The worker stopped: {err!r}")))
+            elif e.claim():
+                self._settle(e, error=StateError(fmt("StreamBatcher", f"The worker stopped: {err!r}")))
+        self._flush()
