@@ -793,11 +793,14 @@ class StreamBatcher:
                 elif stream.lost:
                     stream.lost = False  # opened afresh by its next frame
             else:
-                if stream.open:
-                    target.close(stream)
-                    with self._cond:
-                        self._open -= 1
-                stream.open = stream.lost = False
+                try:
+                    if stream.open:
+                        target.close(stream)
+                finally:  # closed here even if the target failed to say goodbye (its future tells)
+                    if stream.open:
+                        with self._cond:
+                            self._open -= 1
+                    stream.open = stream.lost = False
         except Exception as err:  # noqa: BLE001 - handed to whoever waits for it
             control.future.set_exception(err)
             return
