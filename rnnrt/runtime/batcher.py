@@ -50,6 +50,7 @@ Rules:
   before them; a frame after ``close_stream`` opens the stream again with a fresh state. A stream the
   pool released for idleness (``idle_timeout``) fails its frames with ``StateError`` until it is
   reset or closed (it is never silently restarted).
+* **Frames are copied** when queued: the caller may reuse its buffer at once.
 * **Outputs** are each stream's rows (batch dim 1) as :meth:`StreamPool.step` returns them: fresh
   arrays the caller owns.
 
@@ -203,9 +204,11 @@ class _PoolTarget:
                 raise BindingError(fmt(f"Stream {stream_id!r}", f"Frame has unknown input {name!r}",
                                        f"Inputs: {sorted(self.specs)}."))
             try:
-                arrays[name] = check_host(spec, value, {}, 1, self.check_finite)
+                arr = check_host(spec, value, {}, 1, self.check_finite)
             except BindingError as err:
                 raise BindingError(f"Stream {stream_id!r} {err}") from err
+            # The caller's own array: copied, so that reusing it for its next chunk cannot change this one.
+            arrays[name] = arr.copy() if arr is value else arr
         missing = self.required - arrays.keys()
         if missing:
             raise BindingError(fmt(f"Stream {stream_id!r}", f"Frame has no input {sorted(missing)[0]!r}",

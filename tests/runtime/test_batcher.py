@@ -434,3 +434,20 @@ def test_close_from_a_done_callback_is_refused(sr_yaml):
         fut.result(10)
         batcher.close()
         assert len(seen) == 1 and "done-callback" in str(seen[0])
+
+
+def test_a_reused_frame_buffer_does_not_change_a_queued_frame(sr_yaml):
+    rng = np.random.default_rng(13)
+    frames = [_x(rng) for _ in range(3)]
+    with _held(sr_yaml) as (batcher, counted):
+        buf = np.empty((1, 4), np.float32)
+        futs = []
+        for x in frames:  # one buffer for every chunk, as an audio callback does
+            buf[...] = x
+            futs.append(batcher.submit("a", buf))
+        buf[...] = 0
+        counted.hold.set()
+        got = [f.result(10)["y"] for f in futs]
+        batcher.close()
+    for g, w in zip(got, _solo(sr_yaml, frames)):
+        np.testing.assert_array_equal(g, w)
