@@ -329,9 +329,10 @@ class _ClientTarget:
         return True
 
     def prepare(self, stream_id: Hashable, frame: Any) -> tuple[tuple, Any]:
-        if isinstance(frame, (list, tuple)):
-            frame = np.asarray(frame)  # the client takes a list as a chunk
-        return (), frame
+        """A copy of the frame (the client checks it when it sends): the caller may reuse its buffers."""
+        if isinstance(frame, abc.Mapping):
+            return (), {name: np.array(value) for name, value in frame.items()}
+        return (), np.array(frame)  # also a nested list (the client would take a list as a chunk)
 
     def prepare_chunk(self, stream_id: Hashable, frames: Sequence[Any]) -> tuple[tuple, Any]:
         return (len(frames),), [self.prepare(stream_id, f)[1] for f in frames]
