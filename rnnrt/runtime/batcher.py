@@ -330,9 +330,13 @@ class _ClientTarget:
 
     def prepare(self, stream_id: Hashable, frame: Any) -> tuple[tuple, Any]:
         """A copy of the frame (the client checks it when it sends): the caller may reuse its buffers."""
-        if isinstance(frame, abc.Mapping):
-            return (), {name: np.array(value) for name, value in frame.items()}
-        return (), np.array(frame)  # also a nested list (the client would take a list as a chunk)
+        try:
+            if isinstance(frame, abc.Mapping):
+                return (), {name: np.array(value) for name, value in frame.items()}
+            return (), np.array(frame)  # also a nested list (the client would take a list as a chunk)
+        except (TypeError, ValueError) as err:
+            raise BindingError(fmt(f"Stream {stream_id!r}", f"The frame is not an array: {err}",
+                                   "Pass numpy arrays (or a mapping of input name to array).")) from err
 
     def prepare_chunk(self, stream_id: Hashable, frames: Sequence[Any]) -> tuple[tuple, Any]:
         return (len(frames),), [self.prepare(stream_id, f)[1] for f in frames]
