@@ -1,7 +1,8 @@
 """rnnrt: stateful recurrent inference for TensorRT (and ONNX Runtime on CPU).
 
 The public API: :func:`load` (a model YAML -> a ready :class:`Session`), :class:`Session`, :class:`StreamPool`
-(many streams over one Session), :class:`StreamState` (one stream's snapshot), :func:`convert`, :func:`build`,
+(many streams over one Session), :class:`StreamState` (one stream's snapshot),
+:class:`StreamBatcher` (live streams' frames gathered into batched steps), :func:`convert`, :func:`build`,
 :func:`verify` (the command line's three steps as functions) and the errors.
 
 ``import rnnrt`` stays light (no numpy, pydantic, yaml or onnx: `rnnrt --help` and tools that only need the
@@ -17,6 +18,7 @@ from rnnrt.errors import (
     EngineError,
     ModelImportError,
     PluginError,
+    QueueFullError,
     RnnrtError,
     SnapshotError,
     StateError,
@@ -31,6 +33,7 @@ from rnnrt.runtime.verify_api import verify
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
+    from rnnrt.runtime.batcher import StreamBatcher
     from rnnrt.runtime.pool import StreamPool
     from rnnrt.runtime.session import Session, load
     from rnnrt.runtime.snapshot import StreamState
@@ -42,6 +45,7 @@ _RUNTIME = {
     "load": "rnnrt.runtime.session",
     "Session": "rnnrt.runtime.session",
     "StreamPool": "rnnrt.runtime.pool",
+    "StreamBatcher": "rnnrt.runtime.batcher",
     "StreamState": "rnnrt.runtime.snapshot",
 }
 
@@ -68,10 +72,12 @@ __all__ = [
     "EngineError",
     "ModelImportError",
     "PluginError",
+    "QueueFullError",
     "RnnrtError",
     "Session",
     "SnapshotError",
     "StateError",
+    "StreamBatcher",
     "StreamPool",
     "StreamState",
     "UnsupportedOpError",

@@ -36,6 +36,10 @@ class StateError(RnnrtError):
     """A Session or StreamPool was used in a way its state does not allow (closed, full, unknown stream)."""
 
 
+class QueueFullError(StateError):
+    """A StreamBatcher's bounded queue is full: the frame was not queued (back off, or shed the stream)."""
+
+
 class EngineError(RnnrtError, RuntimeError):
     """An engine failed to load (a plan TensorRT cannot deserialize) or to execute a step."""
 

@@ -114,13 +114,16 @@ def _unknown(backend: Any) -> ConfigError:
 
 
 def engine_for(config: Any, backend: str = "auto", *, config_path: Optional[PathLike] = None,
-               **options: Any) -> EngineChoice:
+               rows: Optional[int] = None, **options: Any) -> EngineChoice:
     """Resolves a backend name to the engine that runs ``config``.
 
     Args:
         config (ModelConfig): The loaded config.
         backend (str): A name of :func:`backend_names` or ``module.path:callable``. Defaults to ``"auto"``.
         config_path (PathLike | None): The YAML file ``config`` came from (finds its ``<stem>.plan``).
+        rows (int | None): The rows one step carries (the Session's batch size); ONNX Runtime chooses its
+            thread count from the step's cost at that size when ``threads`` is None
+            (:func:`rnnrt.engines.onnxruntime.choose_threads`). Defaults to None (one row).
         **options: The backend's options (see the module doc). Options of the other built-in backend
             are ignored (``rnnrt.load(..., threads=1)`` may end on TensorRT); a third-party engine's
             callable gets every option.
@@ -151,7 +154,7 @@ def engine_for(config: Any, backend: str = "auto", *, config_path: Optional[Path
                                   f"Options: {list(_OPTIONS[backend])}."))
         options = {k: v for k, v in options.items() if k in _OPTIONS[backend]}
         if backend == "onnxruntime":
-            return _onnxruntime(config, config_path, **options)
+            return _onnxruntime(config, config_path, rows=rows, **options)
         return _tensorrt(config, config_path, **options)
     made = _third_party(backend)(config, **options)
     if isinstance(made, tuple) and len(made) == 2:
@@ -159,18 +162,18 @@ def engine_for(config: Any, backend: str = "auto", *, config_path: Optional[Path
     return EngineChoice(backend, config, made)
 
 
-_FROM_CONFIG = object()  # threads not passed: the config's session.threads (None passed: ONNX Runtime's choice)
+_FROM_CONFIG = object()  # threads not passed: the config's session.threads (None passed: chosen from the step's cost)
 
 
 def _onnxruntime(config: Any, config_path: Optional[PathLike], threads: Any = _FROM_CONFIG, providers: Any = None,
                  optimization: Optional[str] = None, graph: Optional[str] = None,
-                 plan: Optional[PathLike] = None) -> EngineChoice:
+                 plan: Optional[PathLike] = None, rows: Optional[int] = None) -> EngineChoice:
     from rnnrt.engines.onnxruntime import OnnxRuntimeEngine
 
     threads = config.session.threads if threads is _FROM_CONFIG else threads
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1):
         raise ConfigError(fmt("rnnrt.load", f"threads={threads!r} is not a positive integer",
-                              "Pass the number of CPU threads, e.g. threads=1, or None for ONNX Runtime's choice."))
+                              "Pass the number of CPU threads, e.g. threads=1, or None to choose from the step's cost."))
     run_config, model, precision, note = config, config.model_path, "fp32", ""
     if graph is not None:
         from rnnrt.ir.manifest import config_for_plan, find_engine
@@ -187,7 +190,7 @@ def _onnxruntime(config: Any, config_path: Optional[PathLike], threads: Any = _F
             model = manifest.graph_path
             run_config = config_for_plan(config, manifest)
             note = f"graph {manifest.graph}"
-    kwargs: dict[str, Any] = {"threads": threads}
+    kwargs: dict[str, Any] = {"threads": threads, "rows": rows or 1}
     if providers is not None:
         kwargs["providers"] = providers
     if optimization is not None:

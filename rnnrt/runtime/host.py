@@ -98,6 +98,12 @@ class HostExecutor:
         self._buffers: dict[tuple, np.ndarray] = {}
         self._output_rows: dict[str, RowLayout] = {}
         self._arenas: list = []
+        # Full-batch steps without sequence starts skip the per-input checks when the frame is exactly
+        # what they would accept (see _fast_step); check_finite needs the full check.
+        self._copy_back = session.feedback != "swap" and bool(self._b.state_rows)
+        self._fast_plan: Any = None
+        if not self._check_finite:
+            self.fast = self._fast_step
 
     def make_arena(self, layout: list) -> HostArena:
         arena = HostArena(layout)
@@ -112,6 +118,7 @@ class HostExecutor:
         pass
 
     def close(self) -> None:
+        self.fast = None  # a closed Session's step goes the full way (and says it is closed)
         for arena in self._arenas:
             arena.free()
         self._arenas = []
@@ -131,6 +138,58 @@ class HostExecutor:
                 buf = self._buffers[(name, shape)] = np.zeros(shape, dtype=spec.dtype)
             out[name] = buf
         return out
+
+    def _plan_fast(self) -> Any:
+        """``(required names, {name: (dtype, full shape)}, continuation name, its fill of ones)`` of a
+        full-batch frame whose every input has a fixed shape; False when some input's shape is dynamic."""
+        b = self._b
+        shapes = {}
+        for name in b.required:
+            spec = b.inputs[name]
+            shape = spec.full_shape(b.batch_size, {})
+            if shape is None or 0 in shape:
+                return False
+            shapes[name] = (spec.dtype, shape)
+        cont = b.cont
+        ones = None
+        if cont is not None:
+            try:
+                ones = cont.ones(cont.shape(b.batch_size, {}))
+            except BindingError:
+                return False
+        return frozenset(shapes), shapes, cont.spec.name if cont is not None else None, ones
+
+    def _fast_step(self, frame: Any, k: int, out: Optional[Mapping[str, np.ndarray]] = None) -> Optional[dict]:
+        """A full-batch step of a frame that is exactly what the checks accept (numpy arrays of the input's
+        dtype and full shape, C-contiguous, every required input, continuation omitted), with no slot at a
+        sequence start (the Session calls it only then): the checks are skipped, the rest is :meth:`run`'s.
+        Returns None (the Session takes the full path) for any other frame."""
+        plan = self._fast_plan
+        if plan is None:
+            plan = self._fast_plan = self._plan_fast()
+        if plan is False or out:
+            return None
+        names, shapes, cont_name, ones = plan
+        b = self._b
+        if type(frame) is np.ndarray:
+            if b.single_input is None:
+                return None
+            frame = {b.single_input: frame}
+        elif type(frame) is not dict or frame.keys() != names:
+            return None
+        for name, value in frame.items():
+            dtype, shape = shapes[name]
+            if type(value) is not np.ndarray or value.dtype != dtype or value.shape != shape or \
+                    not value.flags.c_contiguous:
+                return None
+        feeds = dict(frame)
+        if cont_name is not None:
+            feeds[cont_name] = ones
+        feeds.update(self._state_feeds[k])
+        results = self._engine.execute(feeds, self._state_dests[k])
+        if self._copy_back:
+            self._arenas[k].copy_from(self._arenas[1 - k])
+        return {name: results[name] for name in b.output_names}
 
     def _check(self, frame: Mapping[str, Any], n: int, starts: Optional[np.ndarray]) -> tuple[dict, dict]:
         b = self._b

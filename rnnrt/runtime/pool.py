@@ -336,7 +336,7 @@ class StreamPool:
             # On failure the Session leaves its state untouched, so no stream advanced.
             outs = self.session.step(feeds, slots=plan.slots)
             self._advanced(plan)
-            return self._unpack(plan, outs)
+            return self._unpack(plan.keys, outs)
 
     def step_batch(self, stream_ids: Iterable[Hashable], feeds: Union[Mapping[str, Any], np.ndarray],
                    out: Optional[Mapping[str, np.ndarray]] = None) -> dict[str, np.ndarray]:
@@ -503,9 +503,14 @@ class StreamPool:
         plan = plans[keys] = _SlotRoute(self._gen, keys, slots)
         return plan
 
-    def _unpack(self, plan: _SlotRoute, outs: Mapping[str, np.ndarray]) -> dict[Hashable, dict[str, np.ndarray]]:
+    def split(self, stream_ids: Iterable[Hashable], outs: Mapping[str, np.ndarray]) -> dict[Hashable, dict[str, np.ndarray]]:
+        """:meth:`step_batch`'s outputs for ``stream_ids`` cut into what :meth:`step` returns: per stream,
+        each output's row (batch dim 1; a view where the pool's Session hands out fresh arrays)."""
+        return self._unpack(tuple(stream_ids), outs)
+
+    def _unpack(self, keys: tuple, outs: Mapping[str, np.ndarray]) -> dict[Hashable, dict[str, np.ndarray]]:
         """Cuts the outputs (one row per stepped stream, in frame order) into per-stream row views."""
-        n = len(plan.keys)
+        n = len(keys)
         folds = self.session.io.output_folds
         rows = []
         for name, axis in self._outputs:
@@ -524,9 +529,9 @@ class StreamPool:
             rows.append(list(per))  # the row views, made in one C loop
         if len(rows) == 1:
             name = self._outputs[0][0]
-            return {sid: {name: row} for sid, row in zip(plan.keys, rows[0])}
+            return {sid: {name: row} for sid, row in zip(keys, rows[0])}
         names = [name for name, _ in self._outputs]
-        return {sid: dict(zip(names, row)) for sid, *row in zip(plan.keys, *rows)}
+        return {sid: dict(zip(names, row)) for sid, *row in zip(keys, *rows)}
 
     # Snapshot / restore.
     def snapshot(self, stream_id: Hashable) -> StreamState:

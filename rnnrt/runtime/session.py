@@ -716,8 +716,9 @@ def load(config_path: Union[str, os.PathLike, ModelConfig], backend: str = "auto
         raise ConfigError(fmt("rnnrt.load", f"Unknown keyword arguments {sorted(kwargs)}",
                               "Known: " + ", ".join(_SESSION_KEYS + _ENGINE_KEYS) + "."))
     # Checked before an engine is made (so a huge batch fails here, not in ONNX Runtime).
-    resolve_batch(cfg, session_kw.get("batch_size"))
-    choice = engine_for(cfg, backend, config_path=source, **engine_kw)
+    batch, _, fixed = resolve_batch(cfg, session_kw.get("batch_size"))
+    # A dynamic batch: each step carries `batch` rows (ONNX Runtime's threads=None picks from that cost).
+    choice = engine_for(cfg, backend, config_path=source, rows=1 if fixed else batch, **engine_kw)
     if source is not None and choice.backend != "tensorrt":
         validate_against_model(cfg)
     return Session(choice.config, choice.engine, **session_kw)

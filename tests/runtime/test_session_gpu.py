@@ -1073,3 +1073,63 @@ def test_pool_step_chunk_on_device_session_matches_host_pool(backend, golden, co
         for _ in range(6):
             pool.step_chunk(("c", "a"), x)
         assert backend.live() == live and not prepared, prepared
+
+
+@pytest.mark.parametrize("outputs", ["host", "view"])
+def test_batcher_over_device_session_equals_each_stream_alone(backend, golden, converted, outputs):
+    """Three asyncio tasks and a thread stream through one StreamBatcher over a device Session (graph/swap;
+    its 3 slots: when all step, frames go straight into the pinned staging), with a reset and a close +
+    reopen; each stream equals the same frames stepped alone on an ORT pool; ticks batch the streams."""
+    import asyncio
+    import threading
+
+    from rnnrt.runtime.batcher import StreamBatcher
+    from rnnrt.runtime.pool import StreamPool
+    from tests.runtime.batcher_script import control
+
+    yaml, d = converted("b_lstm_batch_resets")  # batch 3 (fixed)
+    rng = np.random.default_rng(21)
+    ops = {sid: [("frame", rng.uniform(-1, 1, (8, 1, 5)).astype(np.float32)) for _ in range(8)] for sid in "abc"}
+    ops["a"].insert(4, ("reset", None))
+    ops["b"].insert(3, ("close", None))
+    with backend.session(yaml, d, feedback="swap", cuda_graph=True, outputs=outputs) as s, \
+            rnnrt.load(yaml, backend="onnxruntime") as ref:
+        ref_pool = StreamPool(ref)
+        want = {}
+        for sid, seq in ops.items():
+            ref_pool.open(sid)
+            want[sid] = []
+            for kind, x in seq:
+                if kind == "frame":
+                    want[sid].append(ref_pool.step({sid: {"data": x}})[sid]["lstm1"])
+                else:
+                    ref_pool.reset(sid)
+            ref_pool.close(sid)
+        got = {sid: [] for sid in ops}
+        batcher = StreamBatcher(StreamPool(s), max_delay_ms=20.0)
+
+        def thread(sid):
+            for kind, x in ops[sid]:
+                if not control(batcher, sid, kind):
+                    got[sid].append(batcher.submit(sid, x).result(30)["lstm1"])
+
+        async def main():
+            async def task(sid):
+                for kind, x in ops[sid]:
+                    if not control(batcher, sid, kind):
+                        got[sid].append((await batcher.step(sid, {"data": x}))["lstm1"])
+
+            thread_c = threading.Thread(target=thread, args=("c",))
+            thread_c.start()
+            await asyncio.gather(task("a"), task("b"))
+            await asyncio.get_running_loop().run_in_executor(None, thread_c.join)
+            await batcher.aclose()
+
+        asyncio.run(main())
+        for sid in ops:
+            assert len(got[sid]) == len(want[sid])
+            for k, (g, w) in enumerate(zip(got[sid], want[sid])):
+                assert isinstance(g, np.ndarray)
+                np.testing.assert_allclose(g, w, atol=ATOL, rtol=RTOL, err_msg=f"stream {sid} frame {k}")
+        m = batcher.metrics()
+        assert m.frames == 24 and m.engine_steps < 24 and m.mean_batch > 1

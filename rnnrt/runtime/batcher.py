@@ -1,0 +1,831 @@
+"""Live streams as applications send them: each caller awaits its own frame; one engine step serves them all.
+
+A :class:`StreamBatcher` sits in front of a :class:`~rnnrt.runtime.pool.StreamPool` (over a host or a
+device Session) or an ``rnnrt.client.StreamClient``. Callers hand it one stream's frame at a time, from
+coroutines (``await batcher.step(sid, frame)``) or threads (``batcher.submit(sid, frame)``, a
+``concurrent.futures.Future``). One worker thread collects the frames that arrived, writes them into
+the Session's input buffers (row per stream), runs one engine step for every stream that has a frame
+waiting and hands each caller its rows. Over a StreamClient a tick is one multi-stream request
+(``step_many``) instead of one request per frame.
+
+Example::
+
+    import rnnrt
+
+    pool = rnnrt.StreamPool(rnnrt.load("out/model.yaml", batch_size=256))
+    batcher = rnnrt.StreamBatcher(pool, max_delay_ms=2.0)
+
+    async def serve_connection(sid, chunks):
+        async for chunk in chunks:                       # chunk: one stream's frame, batch dim 1
+            out = await batcher.step(sid, chunk)         # opens the stream on first use
+            yield out["output"]
+        batcher.close_stream(sid)
+
+    ...
+    await batcher.aclose()                               # drains what was submitted, then stops
+
+Rules:
+
+* **Ticks.** The worker steps as soon as every open stream has a frame waiting, ``max_batch`` streams
+  have one, or the oldest waiting frame has waited ``max_delay_ms``; while a step runs, new frames
+  wait for the next. A tick takes each waiting stream's *first* frame only (a stream's second frame
+  goes in the next tick: order per stream is kept); streams beyond ``max_batch`` go first next tick.
+* **Frames** are what a batch-1 Session of the model takes (a mapping of input name to array, or a
+  bare array when the model has one input besides the continuation input). They are checked in the
+  caller's thread with the Session's frame check; a bad frame fails its own future with the
+  ``BindingError`` (naming the stream) and nothing else. Frames that differ in a dynamic dim step in
+  separate engine calls of the same tick. If a step of several streams fails, each of them is
+  stepped alone, so only the frame that fails gets the error; a failed step leaves the stream's
+  state as it was (the Session's rule).
+* **Chunks** (:meth:`submit_chunk`, :meth:`step_chunk`): K frames of one stream as one entry, stepped
+  atomically with ``step_chunk`` (with the other streams' chunks of the same K in the tick); the
+  result stacks the K outputs along a new axis 0, like ``Session.step_chunk`` at batch 1.
+* **Backpressure.** At most ``max_queue`` frames wait; :meth:`submit` beyond that raises
+  :class:`~rnnrt.errors.QueueFullError` (nothing is queued). Memory stays bounded.
+* **Cancellation.** A future cancelled before its tick takes it is dropped (the stream does not
+  advance); once taken, its step runs to the end and the result is discarded. A stream is never
+  half-stepped. An ``await step(...)`` that is cancelled cancels its future the same way.
+* **Streams** open on their first frame (:meth:`~rnnrt.runtime.pool.StreamPool.open`).
+  :meth:`reset_stream` and :meth:`close_stream` are queued behind the stream's frames submitted
+  before them; a frame after ``close_stream`` opens the stream again with a fresh state. A stream the
+  pool released for idleness (``idle_timeout``) fails its frames with ``StateError`` until it is
+  reset or closed (it is never silently restarted).
+* **Frames are copied** when queued: the caller may reuse its buffer at once.
+* **Outputs** are each stream's rows (batch dim 1) as :meth:`StreamPool.step` returns them: fresh
+  arrays the caller owns.
+
+Threads: every method may be called from any thread; the pool (its Session) is stepped only by the
+worker, so do not step the pool yourself while a batcher runs over it. :meth:`aclose` / :meth:`close`
+stop the worker; the pool and its Session stay open (they are the caller's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import abc, deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Hashable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from rnnrt.errors import BindingError, ConfigError, RnnrtError, StateError, QueueFullError, fmt
+from rnnrt.runtime.frames import check_host, put_rows, take_rows
+
+__all__ = ["BatcherMetrics", "StreamBatcher"]
+
+_FRAME, _CHUNK, _RESET, _CLOSE = 0, 1, 2, 3
+_WINDOW = 4096  # recent ticks and queue delays kept for metrics
+
+
+@dataclass(frozen=True)
+class BatcherMetrics:
+    """A snapshot of a :class:`StreamBatcher`'s counters (:meth:`StreamBatcher.metrics`).
+
+    Rates, batch sizes and queue delays are over the recent window (the last 4096 ticks / frames).
+    """
+
+    ticks: int
+    """Ticks run (each gathers the waiting streams' first frames)."""
+    engine_steps: int
+    """Engine calls made: ``step_batch``/``step_chunk`` of the pool, or ``step_many`` of the client."""
+    frames: int
+    """Frames stepped successfully (a chunk of K counts K)."""
+    failed: int
+    """Frames whose future got an error."""
+    cancelled: int
+    """Frames dropped because their future was cancelled before their tick."""
+    queued: int
+    """Frames waiting now."""
+    mean_batch: float
+    """Mean frames stepped per tick (recent window): the batch size a tick reached."""
+    steps_per_s: float
+    """Engine steps per second (recent window)."""
+    frames_per_s: float
+    """Frames per second (recent window)."""
+    queue_delay_ms: tuple[float, float, float]
+    """Time from submit to the tick that took the frame, ms: (median, 99th percentile, max), recent window."""
+
+
+class _Entry:
+    # future: a concurrent.futures.Future (loop None), or an asyncio future of ``loop`` (await step()).
+    __slots__ = ("kind", "key", "value", "future", "arrival", "count", "loop")
+
+    def __init__(self, kind: int, key: tuple, value: Any, future: Any, arrival: float, count: int,
+                 loop: Any = None) -> None:
+        self.kind, self.key, self.value, self.future = kind, key, value, future
+        self.arrival, self.count, self.loop = arrival, count, loop
+
+    def claim(self) -> bool:
+        """Marks the entry taken by a tick; False if its caller cancelled it first (then it is dropped).
+
+        An asyncio future cancelled a moment after this check still steps; its result is discarded."""
+        if self.loop is None:
+            return self.future.set_running_or_notify_cancel()
+        return not self.future.cancelled()
+
+
+def _deliver(items: list) -> None:
+    """In an event loop: hands a tick's results to its awaiting callers (one call per loop and tick)."""
+    for future, result, error in items:
+        if future.done():
+            continue  # cancelled after the tick took it
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+class _Stream:
+    __slots__ = ("id", "queue", "open", "slot", "lost")
+
+    def __init__(self, stream_id: Hashable) -> None:
+        self.id = stream_id
+        self.queue: deque = deque()
+        self.open = False   # opened in the target by this batcher
+        self.slot = -1      # its pool slot while open
+        self.lost = False   # released by the pool behind the batcher's back (idle_timeout)
+
+
+class _PoolTarget:
+    """Steps a StreamPool: frames checked with the Session's frame check, packed row by row."""
+
+    def __init__(self, pool: Any) -> None:
+        session = pool.session
+        b = session.io
+        self.pool = pool
+        self.capacity = int(pool.capacity)
+        self.expires = getattr(pool, "idle_timeout", None) is not None  # streams may vanish behind our back
+        self.check_finite = bool(getattr(session, "check_finite", False))
+        self.specs = {name: b.inputs[name] for name in b.input_names if name not in pool.shared}
+        self.shared = set(pool.shared)
+        cont = b.cont.spec.name if b.cont is not None else None
+        user = [name for name in self.specs if name != cont]
+        self.required = set(user)
+        self.single = user[0] if len(user) == 1 else None
+        self.outputs = [(t.name, t.batch_axis) for t in session.config.outputs]
+        self.folds = dict(b.output_folds)
+        self._buffers: dict[tuple, np.ndarray] = {}
+        self._staging: Optional[dict] = None
+
+    # Streams.
+    def open(self, stream: _Stream) -> None:
+        stream.slot = self.pool.open(stream.id)
+
+    def close(self, stream: _Stream) -> None:
+        self.pool.close(stream.id, missing_ok=True)
+
+    def reset(self, stream: _Stream) -> None:
+        self.pool.reset(stream.id)
+
+    def alive(self, stream: _Stream) -> bool:
+        return stream.id in self.pool
+
+    # Frames.
+    def prepare(self, stream_id: Hashable, frame: Any) -> tuple[tuple, dict]:
+        """``(layout key, {input: checked array})`` of one frame (batch dim 1); raises BindingError naming the stream."""
+        if isinstance(frame, abc.Mapping):
+            items = frame.items()
+        elif self.single is not None:
+            items = ((self.single, frame),)
+        else:
+            raise BindingError(fmt(f"Stream {stream_id!r}", f"Got a bare {type(frame).__name__}",
+                                   f"Pass a mapping {{input name: array}}; inputs: {sorted(self.specs)}."))
+        arrays = {}
+        for name, value in items:
+            spec = self.specs.get(name)
+            if spec is None:
+                if name in self.shared:
+                    raise BindingError(fmt(f"Stream {stream_id!r}", f"Frame carries input {name!r}, which has no "
+                                           "batch axis", "The pool feeds it (StreamPool(session, shared=...)); "
+                                           "leave it out of frames."))
+                raise BindingError(fmt(f"Stream {stream_id!r}", f"Frame has unknown input {name!r}",
+                                       f"Inputs: {sorted(self.specs)}."))
+            try:
+                arr = check_host(spec, value, {}, 1, self.check_finite)
+            except BindingError as err:
+                raise BindingError(f"Stream {stream_id!r} {err}") from err
+            # The caller's own array: copied, so that reusing it for its next chunk cannot change this one.
+            arrays[name] = arr.copy() if arr is value else arr
+        missing = self.required - arrays.keys()
+        if missing:
+            raise BindingError(fmt(f"Stream {stream_id!r}", f"Frame has no input {sorted(missing)[0]!r}",
+                                   f"Feed every input of {sorted(self.required)}."))
+        return tuple((name, arr.shape) for name, arr in arrays.items()), arrays
+
+    def prepare_chunk(self, stream_id: Hashable, frames: Sequence[Any]) -> tuple[tuple, dict]:
+        """K frames of one stream, each checked, stacked along a new axis 0 (every frame the same layout)."""
+        prepared = []
+        for k, frame in enumerate(frames):
+            try:
+                prepared.append(self.prepare(stream_id, frame))
+            except BindingError as err:
+                raise BindingError(f"Chunk frame {k}: {err}") from err
+        key = prepared[0][0]
+        for k, (other, _) in enumerate(prepared):
+            if other != key:
+                raise BindingError(fmt(f"Stream {stream_id!r}", f"Frame {k} of the chunk has inputs/shapes {other}, "
+                                       f"frame 0 has {key}", "Every frame of a chunk must have the same layout."))
+        arrays = {name: np.stack([p[1][name] for p in prepared]) for name, _ in key}  # [K, ...] per input
+        return (len(frames),) + key, arrays
+
+    # Steps.
+    def step(self, streams: list, frames: list, key: tuple) -> list:
+        """One engine step of these streams' frames (one layout); per stream, its outputs."""
+        n = len(streams)
+        staging = self._full_batch(key) if n == self.capacity else None
+        if staging is not None:
+            # Every slot steps: rows go straight into the Session's input buffers, at each stream's slot.
+            order = sorted(range(n), key=lambda i: streams[i].slot)
+            for name, _ in key:
+                spec, buf = self.specs[name], staging[name]
+                for i in order:
+                    _put_row(buf, streams[i].slot, spec, frames[i][name])
+            ids = [streams[i].id for i in order]
+            outs = self.pool.split(ids, self.pool.step_batch(ids, {name: staging[name] for name, _ in key}))
+            return [outs[s.id] for s in streams]
+        feeds = {}
+        for name, shape in key:
+            spec = self.specs[name]
+            buf = self._buffer(name, spec, shape, n)
+            for i, frame in enumerate(frames):
+                _put_row(buf, i, spec, frame[name])
+            feeds[name] = buf
+        ids = [s.id for s in streams]
+        outs = self.pool.split(ids, self.pool.step_batch(ids, feeds))
+        return [outs[sid] for sid in ids]
+
+    def step_chunk(self, streams: list, chunks: list, key: tuple) -> list:
+        """One ``step_chunk`` of these streams' chunks (same K and layout); per stream, its stacked outputs."""
+        count, layout = key[0], key[1:]
+        n = len(streams)
+        feeds = {}
+        for name, shape in layout:
+            spec = self.specs[name]
+            buf = self._buffer(name, spec, shape, n, count)
+            for i, chunk in enumerate(chunks):
+                for k in range(count):
+                    _put_row(buf[k], i, spec, chunk[name][k])
+            feeds[name] = buf
+        outs = self.pool.step_chunk([s.id for s in streams], feeds)
+        results = []
+        for i in range(n):
+            row = np.array([i])
+            per = {}
+            for name, axis in self.outputs:
+                value = outs[name]
+                fold = self.folds.get(name)
+                per[name] = np.stack([take_rows(value[k], row, axis, fold) for k in range(count)])
+            results.append(per)
+        return results
+
+    def _full_batch(self, key: tuple) -> Optional[dict]:
+        """The Session's input buffers when they have this layout's shapes at full batch, else None."""
+        if self._staging is None:
+            try:
+                self._staging = self.pool.session.input_buffers()
+            except (AttributeError, RnnrtError):
+                self._staging = {}
+        for name, shape in key:
+            buf = self._staging.get(name)
+            spec = self.specs[name]
+            if buf is None or buf.shape != _rows_shape(spec, shape, self.capacity):
+                return None
+        return self._staging
+
+    def _buffer(self, name: str, spec: Any, shape: tuple, n: int, count: int = 0) -> np.ndarray:
+        full = _rows_shape(spec, shape, n)
+        if count:
+            full = (count,) + full
+        buf = self._buffers.get((name, full))
+        if buf is None:
+            if len(self._buffers) >= 64:
+                self._buffers.clear()
+            buf = self._buffers[(name, full)] = np.empty(full, dtype=spec.dtype)
+        return buf
+
+
+class _ClientTarget:
+    """Steps streams on Triton servers through an ``rnnrt.client.StreamClient``: one ``step_many`` per tick."""
+
+    capacity = None
+    expires = False
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def open(self, stream: _Stream) -> None:
+        self.client.open(stream.id)
+
+    def close(self, stream: _Stream) -> None:
+        self.client.close(stream.id)
+
+    def reset(self, stream: _Stream) -> None:
+        self.client.reset(stream.id)
+
+    def alive(self, stream: _Stream) -> bool:
+        return True
+
+    def prepare(self, stream_id: Hashable, frame: Any) -> tuple[tuple, Any]:
+        """A copy of the frame (the client checks it when it sends): the caller may reuse its buffers."""
+        try:
+            if isinstance(frame, abc.Mapping):
+                return (), {name: np.array(value) for name, value in frame.items()}
+            return (), np.array(frame)  # also a nested list (the client would take a list as a chunk)
+        except (TypeError, ValueError) as err:
+            raise BindingError(fmt(f"Stream {stream_id!r}", f"The frame is not an array: {err}",
+                                   "Pass numpy arrays (or a mapping of input name to array).")) from err
+
+    def prepare_chunk(self, stream_id: Hashable, frames: Sequence[Any]) -> tuple[tuple, Any]:
+        return (len(frames),), [self.prepare(stream_id, f)[1] for f in frames]
+
+    def step_many(self, streams: list, values: list) -> list:
+        """One multi-stream request per server; per stream, its outputs or the error it failed with."""
+        results = self.client.step_many({s.id: v for s, v in zip(streams, values)})
+        out = []
+        for s, v in zip(streams, values):
+            r = results[s.id]
+            if isinstance(v, list) and not isinstance(r, BaseException):
+                r = {name: np.stack([o[name] for o in r]) for name in r[0]}
+            out.append(r)
+        return out
+
+
+def _rows_shape(spec: Any, shape: tuple, n: int) -> tuple:
+    """A frame shape (batch dim 1 or ``outer*inner`` when folded) with ``n`` streams' rows."""
+    axis = spec.batch_axis
+    return shape[:axis] + (shape[axis] * n,) + shape[axis + 1:]
+
+
+def _put_row(buf: np.ndarray, row: int, spec: Any, value: np.ndarray) -> None:
+    axis = spec.batch_axis
+    if spec.fold is None:
+        buf[(slice(None),) * axis + (slice(row, row + 1),)] = value
+    else:
+        put_rows(buf, np.array([row]), axis, spec.fold, value)
+
+
+class StreamBatcher:
+    """Batches frames of many live streams into one engine step per tick (see the module doc).
+
+    Example::
+
+        batcher = rnnrt.StreamBatcher(pool, max_delay_ms=2.0)
+        out = await batcher.step("alice", frame)        # or: batcher.submit("alice", frame).result()
+        await batcher.aclose()
+    """
+
+    def __init__(self, pool: Any, max_delay_ms: float = 2.0, *, max_batch: Optional[int] = None,
+                 max_queue: Optional[int] = None) -> None:
+        """
+        Args:
+            pool (StreamPool | StreamClient): What steps the streams: a :class:`rnnrt.StreamPool` (over
+                a host or device Session), or an ``rnnrt.client.StreamClient`` (a tick is one
+                ``step_many``: one multi-stream request per server).
+            max_delay_ms (float): How long the first waiting frame may wait for others before a tick,
+                in ms (0: step what is there at once). Defaults to 2.0.
+            max_batch (int | None): Most streams per engine step. Defaults to the pool's capacity
+                (1024 for a client).
+            max_queue (int | None): Most frames waiting (a chunk of K counts K); :meth:`submit` raises
+                :class:`~rnnrt.errors.QueueFullError` beyond. Defaults to 8 x ``max_batch``.
+
+        Raises:
+            ConfigError: ``pool`` is neither a StreamPool nor a StreamClient, or a limit is not positive.
+        """
+        if hasattr(pool, "step_batch") and hasattr(pool, "session"):
+            self._target: Any = _PoolTarget(pool)
+        elif hasattr(pool, "step_many") and hasattr(pool, "open"):
+            self._target = _ClientTarget(pool)
+        else:
+            raise ConfigError(fmt("StreamBatcher", f"Got a {type(pool).__name__}",
+                                  "Pass a rnnrt.StreamPool or an rnnrt.client.StreamClient."))
+        self.pool = pool
+        if isinstance(max_delay_ms, bool) or not isinstance(max_delay_ms, (int, float)) or not max_delay_ms >= 0:
+            raise ConfigError(fmt("StreamBatcher", f"max_delay_ms={max_delay_ms!r} is not a number >= 0"))
+        capacity = self._target.capacity
+        for what, value in (("max_batch", max_batch), ("max_queue", max_queue)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(fmt("StreamBatcher", f"{what}={value!r} is not a positive integer"))
+        self.max_delay = max_delay_ms / 1000.0
+        self.max_batch = int(max_batch if max_batch is not None else (capacity or 1024))
+        if capacity is not None:
+            self.max_batch = min(self.max_batch, capacity)
+        self.max_queue = int(max_queue if max_queue is not None else 8 * self.max_batch)
+
+        self._cond = threading.Condition(threading.Lock())
+        self._streams: dict[Hashable, _Stream] = {}
+        self._ready: dict[Hashable, _Stream] = {}  # streams with entries waiting, in the order they go
+        self._queued = 0
+        self._open = 0        # streams open in the target
+        self._urgent = False  # a control entry is waiting: tick at once
+        self._closing = False
+        self._stopped: Future = Future()
+        self._outbox: dict = {}  # event loop -> answers of this tick for its awaiting callers
+        # Metrics.
+        self._ticks = self._steps = self._frames = self._failed = self._cancelled = 0
+        self._recent: deque = deque(maxlen=_WINDOW)   # (tick end, engine steps, frames stepped)
+        self._delays: deque = deque(maxlen=_WINDOW)   # seconds from submit to tick
+        self._worker = threading.Thread(target=self._run, name="rnnrt-batcher", daemon=True)
+        self._worker.start()
+
+    # Submitting.
+    def submit(self, stream_id: Hashable, frame: Any) -> Future:
+        """Queues one frame of a stream; from any thread.
+
+        Returns:
+            concurrent.futures.Future: Resolves to the stream's outputs (dict of name to array, batch
+            dim 1), or fails with the ``RnnrtError`` its step raised (``BindingError`` for a bad frame,
+            ``StateError`` when the pool has no free slot for a new stream ...).
+
+        Raises:
+            QueueFullError: ``max_queue`` frames are waiting; nothing was queued.
+            StateError: The batcher is closed.
+            BindingError: The stream id is not hashable.
+        """
+        future: Future = Future()
+        self._submit(stream_id, _FRAME, frame, future, None)
+        return future
+
+    def submit_chunk(self, stream_id: Hashable, frames: Sequence[Any]) -> Future:
+        """Queues K frames of one stream, stepped atomically (``step_chunk``); from any thread.
+
+        Returns:
+            concurrent.futures.Future: Resolves to each output stacked over the K frames (axis 0), as
+            ``Session.step_chunk`` at batch 1 returns it; on failure no frame of the chunk advanced.
+
+        Raises:
+            As :meth:`submit`; the chunk counts K against ``max_queue``.
+        """
+        future: Future = Future()
+        self._submit(stream_id, _CHUNK, frames, future, None)
+        return future
+
+    async def step(self, stream_id: Hashable, frame: Any) -> dict[str, np.ndarray]:
+        """Awaits one frame's outputs (what :meth:`submit` resolves to; raises what it raises). Cancelling
+        the awaiting task cancels the frame (see the module doc). The answers of a tick reach each event
+        loop in one call."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._submit(stream_id, _FRAME, frame, future, loop)
+        return await future
+
+    async def step_chunk(self, stream_id: Hashable, frames: Sequence[Any]) -> dict[str, np.ndarray]:
+        """Awaits a chunk's stacked outputs (:meth:`submit_chunk` in a coroutine)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._submit(stream_id, _CHUNK, frames, future, loop)
+        return await future
+
+    def _submit(self, stream_id: Hashable, kind: int, value: Any, future: Any, loop: Any) -> None:
+        """Checks a frame (or chunk) in the caller's thread and queues it; a bad one fails ``future`` now."""
+        try:
+            if kind == _CHUNK:
+                if isinstance(value, (str, bytes, abc.Mapping)) or not isinstance(value, abc.Sequence) or not value:
+                    raise BindingError(fmt(f"Stream {stream_id!r}", f"Got {type(value).__name__} as a chunk",
+                                           "Pass a non-empty list of frames."))
+                key, arrays = self._target.prepare_chunk(stream_id, value)
+                count = len(value)
+            else:
+                key, arrays = self._target.prepare(stream_id, value)
+                count = 1
+        except BindingError as err:
+            self._check_id(stream_id)
+            self._fail_now(future, err)
+            return
+        self._put(stream_id, _Entry(kind, key, arrays, future, time.perf_counter(), count, loop))
+
+    def reset_stream(self, stream_id: Hashable) -> Future:
+        """Starts a new sequence on the stream after the frames submitted before (zero state at its next frame).
+
+        Returns:
+            concurrent.futures.Future: Done (None) once applied; waiting for it is optional.
+        """
+        return self._control(stream_id, _RESET)
+
+    def close_stream(self, stream_id: Hashable) -> Future:
+        """Closes the stream after the frames submitted before, freeing its slot; a later frame opens it afresh.
+
+        Returns:
+            concurrent.futures.Future: Done (None) once applied; waiting for it is optional.
+        """
+        return self._control(stream_id, _CLOSE)
+
+    # Stopping.
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Stops taking frames, steps every frame already submitted, then stops the worker (blocking).
+
+        Raises:
+            StateError: Called from the worker itself (a future's done-callback): it would wait for itself.
+        """
+        if threading.current_thread() is self._worker:
+            raise StateError(fmt("StreamBatcher.close", "Was called from a future's done-callback (the worker "
+                                 "thread), which would wait for itself", "Call close() from another thread, "
+                                 "or await aclose() in a coroutine."))
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._stopped.result(timeout)
+
+    async def aclose(self) -> None:
+        """:meth:`close` for coroutines: drains what was submitted, then stops."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        await asyncio.wrap_future(self._stopped)
+
+    async def __aenter__(self) -> "StreamBatcher":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> "StreamBatcher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    # Metrics.
+    def metrics(self) -> BatcherMetrics:
+        """The counters and recent rates (see :class:`BatcherMetrics`)."""
+        with self._cond:
+            recent = list(self._recent)
+            delays = sorted(self._delays)
+            ticks, steps, frames = self._ticks, self._steps, self._frames
+            failed, cancelled, queued = self._failed, self._cancelled, self._queued
+        n_steps = sum(r[1] for r in recent)
+        n_frames = sum(r[2] for r in recent)
+        span = recent[-1][0] - recent[0][0] if len(recent) > 1 else 0.0
+        per_s = (lambda x: x / span) if span > 0 else (lambda x: 0.0)
+        if delays:
+            pick = lambda q: delays[min(len(delays) - 1, int(q * len(delays)))] * 1e3  # noqa: E731
+            delay = (pick(0.5), pick(0.99), delays[-1] * 1e3)
+        else:
+            delay = (0.0, 0.0, 0.0)
+        # The first recorded tick opens the window: its work is not in the span.
+        first = recent[0] if span > 0 else (0, 0, 0)
+        return BatcherMetrics(
+            ticks=ticks, engine_steps=steps, frames=frames, failed=failed, cancelled=cancelled, queued=queued,
+            mean_batch=n_frames / len(recent) if recent else 0.0,
+            steps_per_s=per_s(n_steps - first[1]), frames_per_s=per_s(n_frames - first[2]), queue_delay_ms=delay)
+
+    def __repr__(self) -> str:
+        return (f"StreamBatcher({type(self.pool).__name__}, max_delay_ms={self.max_delay * 1e3:g}, "
+                f"max_batch={self.max_batch}, max_queue={self.max_queue}, streams={len(self._streams)})")
+
+    # Queue.
+    @staticmethod
+    def _check_id(stream_id: Any) -> None:
+        try:
+            hash(stream_id)
+        except TypeError:
+            raise BindingError(fmt(f"Stream id {stream_id!r}", f"Is a {type(stream_id).__name__}, which is not "
+                                   "hashable", "Use str, int or tuple ids.")) from None
+
+    def _fail_now(self, future: Future, err: BaseException) -> None:
+        if self._closing:
+            raise self._closed_error()
+        with self._cond:
+            self._failed += 1
+        future.set_exception(err)
+
+    def _closed_error(self) -> StateError:
+        return StateError(fmt("StreamBatcher", "Is closed", "Submit before aclose()/close(), or make a new batcher."))
+
+    def _put(self, stream_id: Hashable, entry: _Entry) -> None:
+        self._check_id(stream_id)
+        cond = self._cond
+        with cond:
+            if self._closing:
+                raise self._closed_error()
+            if entry.kind <= _CHUNK:
+                if self._queued + entry.count > self.max_queue:
+                    raise QueueFullError(fmt("StreamBatcher", f"{self._queued} frames are waiting (max_queue="
+                                             f"{self.max_queue}); stream {stream_id!r}'s frame was not queued",
+                                             "Back off and submit again, shed streams, or raise max_queue."))
+                self._queued += entry.count
+            stream = self._streams.get(stream_id)
+            if stream is None:
+                stream = self._streams[stream_id] = _Stream(stream_id)
+            stream.queue.append(entry)
+            if stream_id not in self._ready:
+                self._ready[stream_id] = stream
+                n = len(self._ready)
+                if n == 1 or n >= self.max_batch or n >= self._open:
+                    cond.notify()
+            if entry.kind > _CHUNK:
+                self._urgent = True
+                cond.notify()
+
+    def _control(self, stream_id: Hashable, kind: int) -> Future:
+        future: Future = Future()
+        self._put(stream_id, _Entry(kind, (), None, future, time.perf_counter(), 0))
+        return future
+
+    # The worker.
+    def _run(self) -> None:
+        cond = self._cond
+        try:
+            while True:
+                with cond:
+                    while not self._ready and not self._closing:
+                        cond.wait()
+                    if not self._ready:
+                        break  # closing, and nothing left
+                    if not self._closing and not self._urgent and self.max_delay > 0:
+                        ready = self._ready
+                        deadline = min(s.queue[0].arrival for s in ready.values()) + self.max_delay
+                        while len(ready) < self.max_batch and len(ready) < self._open and not self._closing \
+                                and not self._urgent:
+                            left = deadline - time.perf_counter()
+                            if left <= 0:
+                                break
+                            cond.wait(left)
+                    taken = self._take()
+                self._tick(taken)
+        except BaseException as err:  # noqa: BLE001 - a bug here must not hang every caller
+            self._abort(err)
+            raise
+        finally:
+            self._stopped.set_result(None)
+
+    def _take(self) -> list:
+        """Under the lock: per waiting stream (up to max_batch), its control entries and first frame entry."""
+        self._urgent = False
+        now = time.perf_counter()
+        taken = []
+        ready = self._ready
+        for sid in list(ready)[:self.max_batch]:
+            stream = ready.pop(sid)
+            controls = []
+            frame = None
+            queue = stream.queue
+            while queue:
+                entry = queue.popleft()
+                if entry.kind > _CHUNK:
+                    controls.append(entry)
+                    continue
+                self._queued -= entry.count
+                if not entry.claim():
+                    self._cancelled += entry.count
+                    continue
+                self._delays.append(now - entry.arrival)
+                frame = entry
+                break
+            if queue:
+                ready[sid] = stream  # its next entry goes in a later tick, after the streams waiting now
+            taken.append((stream, controls, frame))
+        self._ticks += 1
+        return taken
+
+    def _tick(self, taken: list) -> None:
+        target = self._target
+        frames: dict[tuple, list] = {}
+        for stream, controls, entry in taken:
+            for control in controls:
+                self._apply(stream, control)
+            if entry is None:
+                continue
+            if not self._ensure_open(stream, entry):
+                continue
+            frames.setdefault((entry.kind, entry.key), []).append((stream, entry))
+        steps = stepped = 0
+        try:
+            for key, group in frames.items():
+                steps_, stepped_ = self._step_group(key, group)
+                steps += steps_
+                stepped += stepped_
+        finally:
+            self._flush()
+        with self._cond:
+            self._steps += steps
+            self._frames += stepped
+            if steps:
+                self._recent.append((time.perf_counter(), steps, stepped))
+            for stream, _, _ in taken:  # forget closed streams with nothing waiting
+                if not stream.open and not stream.lost and not stream.queue and \
+                        self._streams.get(stream.id) is stream:
+                    del self._streams[stream.id]
+
+    def _step_group(self, key: tuple, group: list) -> tuple[int, int]:
+        """Steps one group (same kind and layout) in one engine call; on failure, halves of it apart."""
+        target = self._target
+        streams = [s for s, _ in group]
+        values = [e.value for _, e in group]
+        try:
+            if isinstance(target, _ClientTarget):
+                results = target.step_many(streams, values)
+            elif key[0] == _CHUNK:
+                results = target.step_chunk(streams, values, key[1])
+            else:
+                results = target.step(streams, values, key[1])
+        except Exception as err:  # noqa: BLE001 - isolated below, then handed to the callers
+            if len(group) == 1:
+                results = [err]
+            else:
+                # Which frame failed? Halves, stepped apart, until each failing frame is alone (the
+                # failed call advanced no stream).
+                half = len(group) // 2
+                s1, n1 = self._step_group(key, group[:half])
+                s2, n2 = self._step_group(key, group[half:])
+                return s1 + s2 + 1, n1 + n2
+        stepped = 0
+        for (stream, entry), result in zip(group, results):
+            if isinstance(result, BaseException):
+                self._settle(entry, error=result)
+            else:
+                stepped += entry.count
+                self._settle(entry, result=result)
+        return 1, stepped
+
+    def _settle(self, entry: _Entry, result: Any = None, error: Optional[BaseException] = None) -> None:
+        if error is not None:
+            with self._cond:
+                self._failed += entry.count
+        if entry.loop is not None:
+            self._outbox.setdefault(entry.loop, []).append((entry.future, result, error))
+        elif error is not None:
+            entry.future.set_exception(error)
+        else:
+            entry.future.set_result(result)
+
+    def _flush(self) -> None:
+        """Hands the tick's answers to the event loops of their awaiting callers."""
+        outbox, self._outbox = self._outbox, {}
+        for loop, items in outbox.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:
+                pass  # the loop is closed: nobody awaits these any more
+
+    def _ensure_open(self, stream: _Stream, entry: _Entry) -> bool:
+        """Opens the stream on first use; False (its future failed) when it cannot step."""
+        target = self._target
+        if stream.lost:
+            self._settle(entry, error=StateError(fmt(
+                f"Stream {stream.id!r}", "Was released by the pool (idle_timeout) and lost its state",
+                "reset_stream() or close_stream() it to start it over.")))
+            return False
+        if stream.open:
+            if not target.expires or target.alive(stream):
+                return True
+            stream.open, stream.lost = False, True
+            with self._cond:
+                self._open -= 1
+            return self._ensure_open(stream, entry)
+        try:
+            target.open(stream)
+        except RnnrtError as err:
+            self._settle(entry, error=err)
+            return False
+        stream.open = True
+        with self._cond:
+            self._open += 1
+        return True
+
+    def _apply(self, stream: _Stream, control: _Entry) -> None:
+        """A queued reset or close, in the stream's order (skipped if its future was cancelled)."""
+        target = self._target
+        if not control.future.set_running_or_notify_cancel():
+            return
+        try:
+            if control.kind == _RESET:
+                if stream.open and not stream.lost:
+                    target.reset(stream)
+                elif stream.lost:
+                    stream.lost = False  # opened afresh by its next frame
+            else:
+                try:
+                    if stream.open:
+                        target.close(stream)
+                finally:  # closed here even if the target failed to say goodbye (its future tells)
+                    if stream.open:
+                        with self._cond:
+                            self._open -= 1
+                    stream.open = stream.lost = False
+        except Exception as err:  # noqa: BLE001 - handed to whoever waits for it
+            control.future.set_exception(err)
+            return
+        control.future.set_result(None)
+
+    def _abort(self, err: BaseException) -> None:
+        """A bug in the worker: fail every waiting future rather than leave callers hanging."""
+        with self._cond:
+            self._closing = True
+            entries = [e for s in self._streams.values() for e in s.queue]
+            for s in self._streams.values():
+                s.queue.clear()
+            self._ready.clear()
+        for e in entries:
+            if e.kind > _CHUNK:
+                if e.future.set_running_or_notify_cancel():
+                    e.future.set_exception(StateError(fmt("StreamBatcher", f"The worker stopped: {err!r}")))
+            elif e.claim():
+                self._settle(e, error=StateError(fmt("StreamBatcher", f"The worker stopped: {err!r}")))
+        self._flush()
