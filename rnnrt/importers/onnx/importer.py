@@ -528,7 +528,8 @@ def convert_onnx(
             graph = gs.import_onnx(model)
         except Exception as err:
             raise ModelImportError(fmt(f"Model {where!r}", f"Cannot be imported: {err}")) from err
-        graph, states, notes = _recurrent_states(graph, forward_only, notes)
+        cache_inputs = set() if declared else _cache_inputs(model)
+        graph, states, notes = _recurrent_states(graph, forward_only, notes, cache_inputs)
         if not declared:  # an override that declares the state replaces detection (and its ambiguities)
             graph, states = _explicit_states(graph, states, notes)
         if context:
@@ -553,8 +554,50 @@ def convert_onnx(
     return step
 
 
-def _recurrent_states(graph: gs.Graph, forward_only: bool, notes: list[str]) -> tuple[gs.Graph, list[StatePair], list[str]]:
-    """Exposes or pairs the state of the main graph's recurrent nodes; notes nested ones."""
+def _cache_inputs(model: onnx.ModelProto) -> set[str]:
+    """The inputs of the model's own state pairs whose names follow a convention (``conv_cache ->
+    conv_cache_out``): where they exist, they carry the state and take precedence over recurrent nodes."""
+    try:
+        return {c.input for c in find_explicit_pairs(model, set(), set(), []) if c.named}
+    except ConfigError:  # ambiguous partners: _explicit_states reports them
+        return set()
+
+
+def _carried_by_caches(graph: gs.Graph, nodes: list[gs.Node], cache_inputs: set[str], notes: list[str]) -> list[gs.Node]:
+    """The recurrent nodes to leave as they are because the model's own caches carry its state.
+
+    A node whose initial states come from a cache input is carried by that cache; a node whose initial
+    states are absent or constant in such a model starts from them every call: its sequence axis lies
+    inside one frame (GTCRN's bidirectional GRUs over 33 sub-bands), not along the stream's time.
+    """
+    if not cache_inputs:
+        return []
+    names = {v.name for v in graph.inputs}
+    kept = []
+    for node in nodes:
+        sources: set[str] = set()
+        for in_idx, _, _, _ in RECURRENT_OPS[node.op]:
+            if len(node.inputs) > in_idx and node.inputs[in_idx].name:
+                sources |= value_sources(node.inputs[in_idx]) & names
+        if not sources or sources & cache_inputs:
+            kept.append(node)
+    if kept:
+        fed = [n.name or n.op for n in kept if any(
+            value_sources(n.inputs[i]) & cache_inputs for i, *_ in RECURRENT_OPS[n.op] if len(n.inputs) > i and n.inputs[i].name)]
+        inner = [n.name or n.op for n in kept if (n.name or n.op) not in fed]
+        text = f"The model carries its state in its own inputs/outputs {sorted(cache_inputs)}; recurrent nodes are left as they are"
+        if fed:
+            text += f": {fed} start from those caches"
+        if inner:
+            text += f"{';' if fed else ':'} {inner} start from zeros every call (their sequence axis lies inside one frame, bidirectional ones too)"
+        notes.append(text + ".")
+    return kept
+
+
+def _recurrent_states(graph: gs.Graph, forward_only: bool, notes: list[str],
+                      cache_inputs: Optional[set[str]] = None) -> tuple[gs.Graph, list[StatePair], list[str]]:
+    """Exposes or pairs the state of the main graph's recurrent nodes (other than those the model's own
+    caches carry, see :func:`_carried_by_caches`); notes nested ones."""
     nested = [n for n in _subgraph_nodes(graph) if n.op in RECURRENT_OPS]
     if nested:
         inputs = sorted(_if_condition_inputs(graph))
@@ -563,6 +606,12 @@ def _recurrent_states(graph: gs.Graph, forward_only: bool, notes: list[str]) -> 
         notes.append(f"{len(nested)} recurrent node(s) stay inside Loop/Scan/If bodies; their state is carried only "
                      f"where the model's own inputs/outputs carry it (explicit state pairs).{hint}")
     nodes = [n for n in graph.nodes if n.op in RECURRENT_OPS]
+    kept = _carried_by_caches(graph, nodes, cache_inputs or set(), notes)
+    nodes = [n for n in nodes if all(n is not k for k in kept)]
+    used = {n.name for n in graph.nodes}
+    for n in kept:  # found again by name after the re-import below
+        n.name = n.name or unique_name(f"{n.op}_cached", used)
+    names_kept = {n.name for n in kept}
     if not nodes:
         return graph, [], notes
     for node in nodes:
@@ -570,7 +619,7 @@ def _recurrent_states(graph: gs.Graph, forward_only: bool, notes: list[str]) -> 
     # Rewrites above made tensors without shapes: infer them again.
     graph.cleanup().toposort()
     graph = gs.import_onnx(_infer(gs.export_onnx(graph, do_type_check=False)))
-    nodes = [n for n in graph.nodes if n.op in RECURRENT_OPS]
+    nodes = [n for n in graph.nodes if n.op in RECURRENT_OPS and n.name not in names_kept]
     states = _expose_and_pair(graph, nodes, notes)
     return graph, states, notes
 
@@ -628,8 +677,8 @@ def _explicit_states(graph: gs.Graph, states: list[StatePair], notes: list[str])
         var_out.shape = list(shape)
         dtype = _np_dtype(var_in.dtype).name
         states.append(StatePair(c.input, c.output, tuple(shape), dtype, axis))
-        notes.append(f"Paired explicit state {c.input!r} -> {c.output!r} {list(shape)} by names, shapes and wiring, "
-                     "confirmed numerically.")
+        how = "names, shapes and wiring" if c.named else "shapes, wiring and how the output carries the input"
+        notes.append(f"Paired explicit state {c.input!r} -> {c.output!r} {list(shape)} by {how}, confirmed numerically.")
     return graph, states
 
 
