@@ -29,10 +29,10 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from rnnrt.errors import ConfigError, ModelImportError, UnsupportedOpError, fmt
-from rnnrt.importers.onnx.context import add_context, parse_context
+from rnnrt.importers.onnx.context import add_context, find_window, parse_context
 from rnnrt.importers.onnx.explicit import confirm_pairs, find_explicit_pairs
 from rnnrt.importers.onnx.fold import bind_constants, fold, quiet_third_party, unique_name, value_sources
-from rnnrt.importers.onnx.probe import Prober, onnx_dims
+from rnnrt.importers.onnx.probe import Prober, inner_shapes, onnx_dims
 from rnnrt.ir.bindings import onnx_tensor_type
 from rnnrt.ir.stepgraph import Continuation, Dim, StatePair, StepGraph, TensorSpec
 
@@ -532,13 +532,15 @@ def convert_onnx(
         graph, states, notes = _recurrent_states(graph, forward_only, notes, cache_inputs)
         if not declared:  # an override that declares the state replaces detection (and its ambiguities)
             graph, states = _explicit_states(graph, states, notes)
-        if context:
-            specs = context if isinstance(context, list) else [context]
-            used = set(graph.tensors())
-            for spec in specs:
-                name, k = parse_context(spec)
-                axes = _probe_axes(gs.export_onnx(graph, do_type_check=False), states)
-                states.append(add_context(graph, name, k, axes[0].get(name) if axes else None, used, notes))
+        specs = (context if isinstance(context, list) else [context]) if context else []
+        used = set(graph.tensors())
+        given = set()
+        for spec in specs:
+            name, k, axis = parse_context(spec)
+            axes = _probe_axes(gs.export_onnx(graph, do_type_check=False), states)
+            states.append(add_context(graph, name, k, axes[0].get(name) if axes else None, used, notes, axis))
+            given.add(name)
+        states += _windows_as_context(graph, states, given, used, notes)
         graph.cleanup(remove_unused_graph_inputs=True, recurse_subgraphs=False).toposort()
         out_model = gs.export_onnx(graph, do_type_check=False)
     out_model.producer_name = "rnnrt"
@@ -552,6 +554,28 @@ def convert_onnx(
         step = _with_reset(step, reset_name, where)
     _check_time_mixing(step, strict, where)
     return step
+
+
+def _windows_as_context(graph: gs.Graph, states: list[StatePair], given: set[str], used: set[str],
+                        notes: list[str]) -> list[StatePair]:
+    """Carried context for every causal window on a known time axis (:func:`time_axes`) of an input the
+    user gave no ``--context`` for; a window that looks ahead is refused (:func:`.context.find_window`)."""
+    if not states:
+        return []
+    with quiet_third_party():
+        model = _infer(gs.export_onnx(graph, do_type_check=False))
+    added = []
+    for name, axis in time_axes(model, states).items():
+        if name in given:
+            continue
+        window = find_window(graph, name, axis)
+        if window is None:
+            continue
+        with quiet_third_party():
+            axes = _probe_axes(gs.export_onnx(graph, do_type_check=False), states + added)
+        added.append(add_context(graph, name, window.k, axes[0].get(name) if axes else None, used, notes, axis))
+        notes[-1] += f" (inserted by convert: {window.label} reads {window.k} past frames along the time axis.)"
+    return added
 
 
 def _cache_inputs(model: onnx.ModelProto) -> set[str]:
@@ -913,6 +937,7 @@ def _spec(vi: onnx.ValueInfoProto, axes: Mapping[str, Optional[int]]) -> TensorS
 
 
 def _expose_and_pair(graph: gs.Graph, nodes: list[gs.Node], notes: list[str]) -> list[StatePair]:
+    fixed_batch = _fixed_batches(graph, nodes)
     graph_inputs = {v.name: v for v in graph.inputs}
     used = {t for t in graph.tensors()}
     stems: set[str] = set()
@@ -969,6 +994,8 @@ def _expose_and_pair(graph: gs.Graph, nodes: list[gs.Node], notes: list[str]) ->
         dtype = x.dtype or np.float32
         hidden = int(node.attrs["hidden_size"])
         batch = x.shape[1] if x.shape is not None and len(x.shape) > 1 else None
+        if isinstance(batch, str) and x.name in fixed_batch:
+            batch = fixed_batch[x.name]  # a fixed batch the exporter named after another symbol (DFN3: 'S')
         if not (isinstance(batch, int) and batch > 0) and not (isinstance(batch, str) and batch):
             batch = "batch"
         shape = [1, batch, hidden]
@@ -986,6 +1013,48 @@ def _expose_and_pair(graph: gs.Graph, nodes: list[gs.Node], notes: list[str]) ->
         names = sorted({node_stem[id(s.node)] for s in to_expose})
         notes.append(f"Exposed the recurrent state of {names} as inputs <node>.h0/.c0 and outputs <node>.hT/.cT.")
     return pairs
+
+
+def _fixed_batches(graph: gs.Graph, nodes: list[gs.Node]) -> dict[str, int]:
+    """The recurrent inputs X whose batch dim inference left as a symbol but which stays the same when the
+    inputs' dynamic dims change (found by :func:`~rnnrt.importers.onnx.probe.inner_shapes`): X name -> size."""
+    names = [n.inputs[0].name for n in nodes if n.inputs[0].shape is not None and len(n.inputs[0].shape) > 1
+             and isinstance(n.inputs[0].shape[1], str)]
+    if not names:
+        return {}
+    with quiet_third_party():
+        model = gs.export_onnx(graph, do_type_check=False)
+    runs = inner_shapes(model, names)
+    if runs is None:
+        return {}
+    return {n: runs[0][n][1] for n in names if runs[0][n][1] == runs[1][n][1]}
+
+
+def time_axes(model: onnx.ModelProto, states: list[StatePair]) -> dict[str, int]:
+    """The stream's time axis of each user input, where it is known: the input's one dynamic dim (other than
+    the states' batch dim) when a recurrent node's sequence length follows it (probed at two sizes)."""
+    rnn = [n for n in model.graph.node if n.op_type in RECURRENT_OPS]
+    if not rnn:
+        return {}
+    weights = {t.name for t in model.graph.initializer}
+    state_in = {s.input for s in states}
+    batch_names = {s.shape[s.batch_axis] for s in states if isinstance(s.shape[s.batch_axis], str)}
+    candidates = {}
+    for vi in model.graph.input:
+        if vi.name in weights or vi.name in state_in:
+            continue
+        dyn = [a for a, d in enumerate(_dims_of(vi)) if not isinstance(d, int) and d not in batch_names]
+        if len(dyn) == 1:
+            candidates[vi.name] = dyn[0]
+    if not candidates:
+        return {}
+    xs = [n.input[0] for n in rnn]
+    runs = inner_shapes(model, xs, {s.input: s.batch_axis for s in states})
+    if runs is None:
+        return {}
+    seq = [1 if next((a.i for a in n.attribute if a.name == "layout"), 0) == 1 else 0 for n in rnn]
+    follows = any(runs[0][x][ax] == 3 and runs[1][x][ax] == 5 for x, ax in zip(xs, seq))
+    return candidates if follows else {}
 
 
 def _resolve_state_dims(graph: gs.Graph, state_in: str, state_out: str, axis: int, shape: list, notes: list[str]) -> list:
