@@ -257,7 +257,7 @@ def _convert(args: argparse.Namespace) -> int:
 
         step = convert_onnx(opts.model, add_reset=opts.add_reset, forward_only=opts.forward_only,
                             override=opts.override, constants=dict(opts.set), context=list(opts.context),
-                            time_steps=opts.time_steps, strict=opts.strict)
+                            time_steps=opts.time_steps, strict=opts.strict, batch=opts.batch)
     else:
         from rnnrt.importers.caffe.convert import convert_caffe
         from rnnrt.importers.caffe.plugins import load_plugins

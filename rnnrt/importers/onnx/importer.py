@@ -460,6 +460,7 @@ def convert_onnx(
     context: Union[str, Mapping[str, Any], list, None] = None,
     time_steps: Union[int, str, None] = None,
     strict: bool = False,
+    batch: Optional[str] = None,
 ) -> StepGraph:
     """Converts a stateful ONNX model into a streaming step graph.
 
@@ -490,6 +491,9 @@ def convert_onnx(
         context (str | Mapping | list | None): ``"INPUT:K"`` (or a list of them): carry the last K
             samples of INPUT along its last axis to the next call.
         time_steps (int | str | None): ``N`` or ``"dynamic"``: re-shape the time axis of a fixed-T export.
+        batch (str | None): ``"dynamic"``: make the batch (stream) dim of a fixed-batch export symbolic
+            through the whole graph, proven by running streams batched and alone (:mod:`.batch`);
+            ``"fixed"`` or None: keep the export's batch.
         strict (bool): Raise instead of warning when an op after the recurrence mixes time steps.
 
     Returns:
@@ -545,7 +549,12 @@ def convert_onnx(
         out_model = gs.export_onnx(graph, do_type_check=False)
     out_model.producer_name = "rnnrt"
     out_model = _infer(out_model)
-    step = _describe(out_model, states, None, where, notes)
+    known_axes: dict[str, Optional[int]] = {}
+    if batch not in (None, "fixed", "dynamic"):
+        raise ConfigError(fmt(f"--batch {batch}", "Is neither 'fixed' nor 'dynamic'"))
+    if batch == "dynamic":
+        out_model, states, known_axes = _dynamic_batch(out_model, states, where, notes)
+    step = _describe(out_model, states, None, where, notes, known_axes)
     if override is not None:
         from rnnrt.importers.onnx.override import apply_override
 
@@ -748,17 +757,55 @@ def _probe_axes(model: onnx.ModelProto, states: list[StatePair]) -> Optional[tup
     return prober.batch_axes_for(fixed, candidates)
 
 
+def _dynamic_batch(model: onnx.ModelProto, states: list[StatePair], where: str,
+                   notes: list[str]) -> tuple[onnx.ModelProto, list[StatePair], dict[str, Optional[int]]]:
+    """``--batch dynamic``: the fixed batch of the export made symbolic (:func:`.batch.make_batch_dynamic`).
+    Candidate batch axes: a state's detected axis, then its other axes of size 1; an input's axes of size 1
+    (or named like the states' batch), then none (the input is the same for every stream)."""
+    from rnnrt.importers.onnx.batch import BATCH, make_batch_dynamic
+
+    if not states:
+        raise ConfigError(fmt(f"--batch dynamic for {where!r}", "The model has no state, so it has no streams to pool",
+                              "A stateless model needs no batch axis of rnnrt's; convert without --batch dynamic."))
+    if all(isinstance(s.shape[s.batch_axis], str) for s in states):
+        notes.append("--batch dynamic: the batch is dynamic already.")
+        return model, states, {}
+    weights = {t.name for t in model.graph.initializer}
+    by_in = {s.input: s for s in states}
+    candidates: dict[str, list[Optional[int]]] = {}
+    for vi in model.graph.input:
+        if vi.name in weights:
+            continue
+        dims = _dims_of(vi)
+        ones = [a for a, d in enumerate(dims) if d == 1]
+        if vi.name in by_in:
+            s = by_in[vi.name]
+            candidates[vi.name] = [s.batch_axis] + [a for a in ones if a != s.batch_axis]
+        else:
+            candidates[vi.name] = ones + [None]
+    model, in_axes, out_axes = make_batch_dynamic(model, candidates, where)
+    new_states = []
+    for s in states:
+        axis = in_axes[s.input]
+        shape = [BATCH if a == axis else d for a, d in enumerate(s.shape)]
+        new_states.append(s.model_copy(update={"shape": tuple(shape), "batch_axis": axis}))
+    shared = [n for n, a in in_axes.items() if a is None and n not in by_in]
+    notes.append("--batch dynamic: the export's fixed batch is now the symbolic dim 'batch' through the whole graph, "
+                 f"proven by running streams batched and alone" + (f"; {shared} are the same for every stream (shared)" if shared else "") + ".")
+    return _infer(model), new_states, {**in_axes, **out_axes}
+
+
 def _describe(model: onnx.ModelProto, states: list[StatePair], continuation: Optional[Continuation], where: str,
-              notes: list[str]) -> StepGraph:
+              notes: list[str], known_axes: Optional[Mapping[str, Optional[int]]] = None) -> StepGraph:
     """The step graph's bindings: batch axes (symbolic, else numeric), dims named, config-valid shapes."""
     weights = {t.name for t in model.graph.initializer}
     if states and all(vi.name in {s.output for s in states} for vi in model.graph.output):
         model, states = _keep_state_outputs(model, states, notes)
     state_in = {s.input for s in states}
     state_out = {s.output for s in states}
-    axes = _batch_axes(model)
+    axes = dict(known_axes) if known_axes else _batch_axes(model)
     user_in = [vi.name for vi in model.graph.input if vi.name not in weights and vi.name not in state_in]
-    if states and any(axes.get(n) is None for n in user_in + [vi.name for vi in model.graph.output if vi.name not in state_out]):
+    if not known_axes and states and any(axes.get(n) is None for n in user_in + [vi.name for vi in model.graph.output if vi.name not in state_out]):
         probed = _probe_axes(model, states)
         if probed is not None:
             for name, axis in list(probed[0].items()) + list(probed[1].items()):
@@ -772,10 +819,14 @@ def _describe(model: onnx.ModelProto, states: list[StatePair], continuation: Opt
     inputs = [_spec(vi, axes) for vi in model.graph.input if vi.name not in weights and vi.name not in state_in]
     outputs = [_spec(vi, axes) for vi in model.graph.output if vi.name not in state_out]
     unbatched = [t.name for t in inputs if t.batch_axis is None and states]
-    if unbatched:
-        notes.append(f"Input(s) {unbatched} have no batch axis: a Session feeds them as they are, and a StreamPool "
-                     "needs their value once (StreamPool(session, shared={NAME: VALUE})); an input that is the same "
-                     "every call (a rate, a flag) can instead be bound here with --set NAME=VALUE.")
+    if unbatched and all(isinstance(s.shape[s.batch_axis], int) for s in states):
+        notes.append(f"The batch is fixed at {states[0].shape[states[0].batch_axis]} by the export: a Session runs "
+                     f"one stream, and input(s) {unbatched} have no batch axis. Convert with --batch dynamic to pool "
+                     "streams (their per-stream inputs get the batch axis).")
+    elif unbatched:
+        notes.append(f"Input(s) {unbatched} have no batch axis: they are the same for every stream. A Session feeds "
+                     "them as they are, and a StreamPool needs their value once (StreamPool(session, shared={NAME: "
+                     "VALUE})); a value that never changes (a rate, a flag) can instead be bound here with --set NAME=VALUE.")
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as err:

@@ -202,3 +202,96 @@ def test_conversion_builds_with_tensorrt_rtx(converted, dfn3_lazy, model_id, tmp
                           cwd=ref.REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{model}:\n{proc.stdout}\n{proc.stderr}"
     assert (work / "model.plan").stat().st_size > 0
+
+
+# --- three streams offset in time in one StreamPool (--batch dynamic) -----------------------------------
+
+STARTS = (0, 13, 29)  # stream k opens at tick STARTS[k]; stream 1 skips every 5th tick (a gap)
+
+
+def _ticks(n_frames: int):
+    """(tick, [(stream, frame index)]) with the streams offset in time and gaps."""
+    pos = [0, 0, 0]
+    tick = 0
+    while any(p < n_frames for p in pos):
+        active = []
+        for k, start in enumerate(STARTS):
+            if tick >= start and pos[k] < n_frames and not (k == 1 and tick % 5 == 0):
+                active.append((k, pos[k]))
+                pos[k] += 1
+        yield tick, active
+        tick += 1
+
+
+@pytest.mark.parametrize("source", DTLN_SOURCES)
+def test_dtln_three_streams_in_one_pool_equal_the_wrapper(converted, source):
+    from rnnrt.runtime.pool import StreamPool
+
+    m1, m2 = _dtln_models(source)
+    c1, c2 = converted(m1, "--batch", "dynamic"), converted(m2, "--batch", "dynamic")
+    blocks = [ref.dtln_blocks(ref.signal(1.0, seed=10 + k)) for k in range(3)]
+    n = min(len(b) for b in blocks)
+    want = []
+    for k in range(3):
+        r1, r2 = ref.ort_caller(m1, "input_2", ["input_3"]), ref.ort_caller(m2, "input_4", ["input_5"])
+        want.append([ref.dtln_block(b, r1, r2) for b in blocks[k][:n]])
+    with rnnrt.load(c1, backend="onnxruntime", batch_size=3) as s1, rnnrt.load(c2, backend="onnxruntime", batch_size=3) as s2:
+        p1, p2 = StreamPool(s1), StreamPool(s2)
+        worst, stepped = 0.0, 0
+        for tick, active in _ticks(n):
+            for k, i in active:
+                if i == 0:
+                    p1.open(k)
+                    p2.open(k)
+            specs = {k: np.fft.rfft(blocks[k][i]) for k, i in active}
+            masks = p1.step({k: {"input_2": np.abs(specs[k]).reshape(1, 1, -1).astype(np.float32)} for k, _ in active})
+            times = {k: np.fft.irfft(masks[k]["activation_2"].reshape(-1) * specs[k], n=ref.DTLN_BLOCK).astype(np.float32)
+                     for k, _ in active}
+            outs = p2.step({k: {"input_4": times[k].reshape(1, 1, -1)} for k, _ in active})
+            for k, i in active:
+                mask, block = want[k][i]
+                worst = max(worst, float(np.abs(masks[k]["activation_2"] - mask).max()),
+                            float(np.abs(outs[k]["conv1d_3"] - block).max()))
+                stepped += 1
+    assert stepped == 3 * n and n >= 100
+    assert worst <= TOL, worst
+
+
+@need_hush
+@pytest.mark.parametrize("part", list(DFN3_FEEDS))
+def test_dfn3_three_streams_in_one_pool_equal_the_whole_sequence(converted, dfn3, part):
+    from rnnrt.runtime.pool import StreamPool
+
+    frames = 100
+    feeds = [{k: v for k, v in DFN3_FEEDS[part](frames).items()} for _ in range(3)]
+    rng = np.random.default_rng(1)
+    for k in (1, 2):  # different data per stream
+        feeds[k] = {name: (v + rng.standard_normal(v.shape).astype(np.float32) * 0.3) for name, v in feeds[k].items()}
+    want = [ref.ort_whole(dfn3[part], f) for f in feeds]
+    axes = {name: _time_axis(v.shape, frames) for name, v in feeds[0].items()}
+    got: list[dict[str, list]] = [{name: [] for name in want[0]} for _ in range(3)]
+    with rnnrt.load(converted(dfn3[part], "--batch", "dynamic"), backend="onnxruntime", batch_size=3) as session:
+        pool = StreamPool(session)
+        for tick, active in _ticks(frames):
+            for k, i in active:
+                if i == 0:
+                    pool.open(k)
+            outs = pool.step({k: {name: np.take(v, [i], axis=axes[name]) for name, v in feeds[k].items()} for k, i in active})
+            for k, _ in active:
+                for name in want[k]:
+                    got[k][name].append(outs[k][name])
+    for k in range(3):
+        for name, v in want[k].items():
+            streamed = np.concatenate(got[k][name], axis=_time_axis(v.shape, frames))
+            np.testing.assert_allclose(streamed, v, rtol=1e-6, atol=TOL, err_msg=f"stream {k} {name}")
+
+
+@need_gtcrn
+def test_gtcrn_batch_dynamic_is_refused_naming_the_op(tmp_path):
+    """GTCRN writes its caches with ScatterND at constant indices that hold batch row 0: pooled streams
+    cannot run through it, and the refusal names the node."""
+    from rnnrt.errors import UnsupportedOpError
+    from rnnrt.importers.onnx.importer import convert_onnx
+
+    with pytest.raises(UnsupportedOpError, match=r"ScatterND node 'ScatterND_\d+'"):
+        convert_onnx(ref.gtcrn_model(), batch="dynamic")
