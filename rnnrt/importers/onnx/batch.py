@@ -307,10 +307,10 @@ def _feeds(model: onnx.ModelProto, axes: Mapping[str, Optional[int]], sizes: Map
 
 
 def _rows_agree(model: onnx.ModelProto, axes: Mapping[str, Optional[int]], names: Sequence[str],
-                sizes: Mapping[str, int]) -> tuple[Optional[dict[str, Optional[int]]], Optional[str], str]:
+                sizes: Mapping[str, int], floats_only: bool = False) -> tuple[Optional[dict[str, Optional[int]]], Optional[str], str]:
     """Runs ``_STREAMS`` streams batched and each alone. Returns (each name's batch axis: the one axis that
     is ``_STREAMS`` batched and 1 alone, None if it has none; or None where they differ), the first name
-    whose rows differ, and the run's error."""
+    whose rows differ, and the run's error. ``floats_only`` skips integer tensors (shapes, indices)."""
     both = _feeds(model, axes, sizes, _STREAMS, seed=17)
     try:
         batched = dict(zip(names, _run(model, both, names)))
@@ -323,6 +323,8 @@ def _rows_agree(model: onnx.ModelProto, axes: Mapping[str, Optional[int]], names
     found: dict[str, Optional[int]] = {}
     for name in names:
         got, alone = batched[name], rows[0][name]
+        if floats_only and not np.issubdtype(got.dtype, np.floating):
+            continue
         cand = [k for k in range(got.ndim) if got.ndim == alone.ndim and got.shape[k] == _STREAMS and alone.shape[k] == 1
                 and all(got.shape[j] == alone.shape[j] for j in range(got.ndim) if j != k)]
         scale = max(1.0, float(np.max(np.abs(got)))) if got.size and np.issubdtype(got.dtype, np.floating) else 1.0
@@ -349,7 +351,7 @@ def _first_mixing_node(model: onnx.ModelProto, axes: Mapping[str, Optional[int]]
         m.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     producer = {o: n for n in m.graph.node for o in n.output}
     order = [o for n in m.graph.node for o in n.output if o and n.op_type != "Constant"]
-    _, bad, _ = _rows_agree(m, axes, order, sizes)
+    _, bad, _ = _rows_agree(m, axes, order, sizes, floats_only=True)
     return producer.get(bad) if bad is not None else None
 
 

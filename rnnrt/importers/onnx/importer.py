@@ -819,10 +819,9 @@ def _describe(model: onnx.ModelProto, states: list[StatePair], continuation: Opt
     inputs = [_spec(vi, axes) for vi in model.graph.input if vi.name not in weights and vi.name not in state_in]
     outputs = [_spec(vi, axes) for vi in model.graph.output if vi.name not in state_out]
     unbatched = [t.name for t in inputs if t.batch_axis is None and states]
-    if unbatched and all(isinstance(s.shape[s.batch_axis], int) for s in states):
-        notes.append(f"The batch is fixed at {states[0].shape[states[0].batch_axis]} by the export: a Session runs "
-                     f"one stream, and input(s) {unbatched} have no batch axis. Convert with --batch dynamic to pool "
-                     "streams (their per-stream inputs get the batch axis).")
+    if states and all(isinstance(s.shape[s.batch_axis], int) for s in states):
+        notes.append(f"The batch is fixed at {states[0].shape[states[0].batch_axis]} by the export: a Session runs that "
+                     "many streams. Convert with --batch dynamic to pool streams (per-stream inputs get the batch axis).")
     elif unbatched:
         notes.append(f"Input(s) {unbatched} have no batch axis: they are the same for every stream. A Session feeds "
                      "them as they are, and a StreamPool needs their value once (StreamPool(session, shared={NAME: "
