@@ -235,7 +235,8 @@ def add_context(graph: gs.Graph, name: str, k: int, batch_axis: Optional[int], u
                               f"Use --context {name}:{window.k}:{ax} (or leave it out: convert inserts it by itself)."))
     last = shape[ax]
     if isinstance(last, int) and last <= k and window is None:
-        raise ConfigError(fmt(spec, f"The input has only {last} entries along axis {ax}",
+        along = "samples along its last axis" if axis is None else f"entries along axis {ax}"
+        raise ConfigError(fmt(spec, f"The input has only {last} {along}",
                               f"K must be smaller than the input's dim {last} along that axis."))
     others = [a for a in range(len(shape)) if a != ax]
     dynamic = [a for a in others if not isinstance(shape[a], int) and a != batch_axis]

@@ -206,10 +206,10 @@ def find_explicit_pairs(model: onnx.ModelProto, taken_inputs: set[str], taken_ou
 
 
 def confirm_pairs(model: onnx.ModelProto, pairs: list[Candidate], prober: Any, size: int, batch_axes: dict,
-                  notes: list[str]) -> list[Candidate]:
+                  notes: list[str], taken: tuple[set[str], set[str]] = (set(), set())) -> list[Candidate]:
     """Keeps the pairs whose output has the input's shape and changes when the input changes; a pair whose
     names follow no convention also has to :func:`carry its state <carries_state>` and leave the model a
-    user input and a user output."""
+    user input and a user output (besides the state inputs/outputs ``taken`` already)."""
     kept = []
     base = prober.feeds(1, size, seed=3, batch_axes=batch_axes)
     out0 = prober.run(base)
@@ -224,7 +224,8 @@ def confirm_pairs(model: onnx.ModelProto, pairs: list[Candidate], prober: Any, s
                              "one element of the input changes all of the output); not paired (declare it with an "
                              "override if it is one).")
                 continue
-            if not set(base) - {k.input for k in kept} - {c.input} or not set(out0) - {k.output for k in kept} - {c.output}:
+            if (not set(base) - taken[0] - {k.input for k in kept} - {c.input}
+                    or not set(out0) - taken[1] - {k.output for k in kept} - {c.output}):
                 notes.append(f"{c.input!r} -> {c.output!r} has the shape and wiring of a state pair but the names follow "
                              "no convention and pairing it would leave the model no user input or output; not paired "
                              "(declare it with an override if it is one).")

@@ -599,32 +599,40 @@ def _cache_inputs(model: onnx.ModelProto) -> set[str]:
 def _carried_by_caches(graph: gs.Graph, nodes: list[gs.Node], cache_inputs: set[str], notes: list[str]) -> list[gs.Node]:
     """The recurrent nodes to leave as they are because the model's own caches carry its state.
 
-    A node whose initial states come from a cache input is carried by that cache; a node whose initial
-    states are absent or constant in such a model starts from them every call: its sequence axis lies
-    inside one frame (GTCRN's bidirectional GRUs over 33 sub-bands), not along the stream's time.
+    In a model with caches, a node whose initial states are absent or constant starts from them every
+    call: its sequence axis lies inside one frame (GTCRN's bidirectional GRUs over 33 sub-bands), not along
+    the stream's time. A forward node whose initial state is computed from a cache and non-cache inputs is
+    carried by that cache (exposing it would cut the cache off), and so is every forward node fed by such
+    a cache (GTCRN's ``tra_cache``). Other nodes fed by one input are paired through their wiring as usual;
+    a bidirectional one fed by a cache streams along time and is refused.
     """
     if not cache_inputs:
         return []
     names = {v.name for v in graph.inputs}
-    kept = []
+    inner, forward = [], []
     for node in nodes:
         sources: set[str] = set()
         for in_idx, _, _, _ in RECURRENT_OPS[node.op]:
             if len(node.inputs) > in_idx and node.inputs[in_idx].name:
                 sources |= value_sources(node.inputs[in_idx]) & names
-        if not sources or sources & cache_inputs:
-            kept.append(node)
-    if kept:
-        fed = [n.name or n.op for n in kept if any(
-            value_sources(n.inputs[i]) & cache_inputs for i, *_ in RECURRENT_OPS[n.op] if len(n.inputs) > i and n.inputs[i].name)]
-        inner = [n.name or n.op for n in kept if (n.name or n.op) not in fed]
+        direction = node.attrs.get("direction", "forward")
+        direction = direction.decode() if isinstance(direction, bytes) else direction
+        if not sources:
+            inner.append(node)
+        elif sources & cache_inputs and direction == "forward":
+            forward.append((node, sources))
+    # A cache that also feeds a state computed from other inputs carries all the nodes it feeds.
+    mixed = set().union(*[src & cache_inputs for _, src in forward if src - cache_inputs]) if forward else set()
+    fed = [node for node, src in forward if src & mixed]
+    if fed or inner:
         text = f"The model carries its state in its own inputs/outputs {sorted(cache_inputs)}; recurrent nodes are left as they are"
         if fed:
-            text += f": {fed} start from those caches"
+            text += f": {[n.name or n.op for n in fed]} start from states computed from those caches"
         if inner:
-            text += f"{';' if fed else ':'} {inner} start from zeros every call (their sequence axis lies inside one frame, bidirectional ones too)"
+            text += (f"{';' if fed else ':'} {[n.name or n.op for n in inner]} start from zeros every call (their "
+                     "sequence axis lies inside one frame, bidirectional ones too)")
         notes.append(text + ".")
-    return kept
+    return fed + inner
 
 
 def _recurrent_states(graph: gs.Graph, forward_only: bool, notes: list[str],
@@ -684,7 +692,7 @@ def _explicit_states(graph: gs.Graph, states: list[StatePair], notes: list[str])
     prober = _prober(model, fixed)
     size = prober.find_size(1) if prober is not None else None
     if prober is not None and size is not None:
-        cands = confirm_pairs(model, cands, prober, size, fixed, notes)
+        cands = confirm_pairs(model, cands, prober, size, fixed, notes, (taken_in, taken_out))
     concrete: dict[str, tuple] = {}
     if prober is not None and size is not None:
         out = prober.run(prober.feeds(1, size, batch_axes=fixed))
