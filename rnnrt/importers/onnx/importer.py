@@ -469,8 +469,9 @@ def convert_onnx(
     of every recurrent node (LSTM/GRU/RNN) of the main graph is exposed or paired (see below); explicit
     state pairs (``state -> stateN``, ``h_in -> h_out`` ...) among the remaining inputs and outputs are
     detected by shape, wiring and names and confirmed numerically (:mod:`.explicit`); ``context``
-    adds carried input context (:mod:`.context`); the override corrects the description; ``add_reset``
-    adds the continuation input to every state, whatever declared it.
+    adds carried input context, and causal windows on a known time axis get theirs (:mod:`.context`);
+    ``batch="dynamic"`` makes a fixed batch symbolic (:mod:`.batch`); the override corrects the
+    description; ``add_reset`` adds the continuation input to every state, whatever declared it.
 
     Recurrent nodes: an initial state that is absent or constant becomes a graph input ``<node>.h0``
     (``.c0``) and its final state a graph output ``<node>.hT`` (``.cT``); an initial state that comes
@@ -488,8 +489,9 @@ def convert_onnx(
         reset_name (str): Name of the continuation input added by ``add_reset``. Defaults to ``"cont"``.
         constants (Mapping[str, Any] | None): Inputs bound to constants (``--set sr=16000``): a value
             or a string in YAML syntax per input name.
-        context (str | Mapping | list | None): ``"INPUT:K"`` (or a list of them): carry the last K
-            samples of INPUT along its last axis to the next call.
+        context (str | Mapping | list | None): ``"INPUT:K"`` or ``"INPUT:K:AXIS"`` (or a list of them):
+            carry the last K entries of INPUT along its last axis (or AXIS) to the next call. Context for
+            a causal window on a known time axis is inserted without being asked (:mod:`.context`).
         time_steps (int | str | None): ``N`` or ``"dynamic"``: re-shape the time axis of a fixed-T export.
         batch (str | None): ``"dynamic"``: make the batch (stream) dim of a fixed-batch export symbolic
             through the whole graph, proven by running streams batched and alone (:mod:`.batch`);
