@@ -24,6 +24,7 @@ import onnx
 from onnx import numpy_helper
 
 from rnnrt.errors import ConfigError, UnsupportedOpError, fmt
+from rnnrt.importers.onnx.fold import unique_name
 
 G_LOGGER = logging.getLogger("rnnrt.onnx")
 
@@ -98,11 +99,7 @@ class _Rewriter:
         self.used |= {vi.name for vi in model.graph.input}
 
     def name(self, stem: str) -> str:
-        out, k = stem, 1
-        while out in self.used:
-            out, k = f"{stem}_{k}", k + 1
-        self.used.add(out)
-        return out
+        return unique_name(stem, self.used)
 
     def const(self, stem: str, value: np.ndarray) -> str:
         name = self.name(stem)

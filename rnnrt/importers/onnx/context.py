@@ -29,7 +29,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from rnnrt.errors import ConfigError, UnsupportedOpError, fmt
-from rnnrt.importers.onnx.fold import unique_name
+from rnnrt.importers.onnx.fold import const_value, unique_name
 from rnnrt.ir.stepgraph import StatePair
 
 __all__ = ["Window", "add_context", "find_window", "parse_context"]
@@ -107,14 +107,6 @@ def _pad_values(graph: gs.Graph, node: gs.Node) -> Optional[list[int]]:
     return [int(v) for v in np.asarray(node2.inputs[1].values).reshape(-1)]
 
 
-def _constant(t: gs.Tensor) -> Optional[np.ndarray]:
-    if isinstance(t, gs.Constant):
-        return np.asarray(t.values)
-    if len(t.inputs) == 1 and t.inputs[0].op == "Constant" and "value" in t.inputs[0].attrs:
-        return np.asarray(t.inputs[0].attrs["value"].values)
-    return None
-
-
 def _label(node: gs.Node) -> str:
     return f"{node.op} node {node.name!r}" if node.name else f"{node.op} node (outputs {[t.name for t in node.outputs]})"
 
@@ -147,7 +139,7 @@ def find_window(graph: gs.Graph, name: str, axis: int) -> Optional[Window]:
             if values is None or len(values) != 2 * rank:
                 return None
             if values[axis] or values[rank + axis]:
-                value = _constant(fill) if fill is not None and fill.name else np.zeros(1)
+                value = const_value(fill) if fill is not None and fill.name else np.zeros(1)
                 nonzero = value is None or bool(np.any(value))
                 if mode != "constant" or nonzero:
                     raise UnsupportedOpError(fmt(_label(node), f"Pads axis {axis} of {name!r} (the time axis) in mode "

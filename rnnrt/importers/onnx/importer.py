@@ -31,7 +31,7 @@ import onnx_graphsurgeon as gs
 from rnnrt.errors import ConfigError, ModelImportError, UnsupportedOpError, fmt
 from rnnrt.importers.onnx.context import add_context, find_window, parse_context
 from rnnrt.importers.onnx.explicit import confirm_pairs, find_explicit_pairs
-from rnnrt.importers.onnx.fold import bind_constants, fold, quiet_third_party, unique_name, value_sources
+from rnnrt.importers.onnx.fold import bind_constants, const_value, fold, quiet_third_party, unique_name, value_sources
 from rnnrt.importers.onnx.probe import Prober, inner_shapes, onnx_dims
 from rnnrt.ir.bindings import onnx_tensor_type
 from rnnrt.ir.stepgraph import Continuation, Dim, StatePair, StepGraph, TensorSpec
@@ -89,17 +89,9 @@ def _base_name(node: gs.Node, index: int, used: set[str]) -> str:
     return name
 
 
-def _const_value(t: gs.Tensor) -> Optional[np.ndarray]:
-    if isinstance(t, gs.Constant):
-        return np.asarray(t.values)
-    if len(t.inputs) == 1 and t.inputs[0].op == "Constant" and "value" in t.inputs[0].attrs:
-        return np.asarray(t.inputs[0].attrs["value"].values)
-    return None
-
-
 def _nonzero_constant(t: gs.Tensor) -> bool:
     """Whether an input-free initial state is known to hold non-zero values."""
-    value = _const_value(t)
+    value = const_value(t)
     if value is None and len(t.inputs) == 1 and t.inputs[0].op == "ConstantOfShape":
         fill = t.inputs[0].attrs.get("value")
         value = np.asarray(fill.values) if fill is not None else np.zeros(1)
@@ -178,7 +170,7 @@ def _keep_forward(node: gs.Node, graph: gs.Graph) -> None:
     for idx in (1, 2, 3, 7):  # W, R, B, P: direction is axis 0
         if len(node.inputs) <= idx or not node.inputs[idx].name:
             continue
-        value = _const_value(node.inputs[idx])
+        value = const_value(node.inputs[idx])
         if value is None:
             raise UnsupportedOpError(
                 fmt(label, f"Input {idx} ({node.inputs[idx].name!r}) is not a constant, so its forward direction "
