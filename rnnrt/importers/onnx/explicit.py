@@ -7,8 +7,10 @@ proposed when
 1. the input and the output have the same dtype and rank and their fixed dims agree,
 2. the output depends on the input's *values* (not only on its shape), and
 3. the names follow a usual convention (``state/stateN``, ``h/hn``, ``h0/hn``, ``x_in/x_out``,
-   ``cache_*/new_cache_*``, ``past_*/present_*``, ``*_prev/*_next``); a pair with the right shape and
-   wiring but other names is only noted (a stateless ``x -> y`` of equal shapes must stay stateless);
+   ``cache_*/new_cache_*``, ``past_*/present_*``, ``*_prev/*_next``), or, where they do not (Keras
+   exports: DTLN's ``input_5 -> tf_op_layer_stack_5``), the output carries the input on the way state
+   does (see :func:`carries_state`) and the model keeps a user input and a user output besides
+   (a stateless ``x -> y`` of equal shapes must stay stateless);
 
 and confirmed numerically in ONNX Runtime: the output has the input's shape, it changes when the input
 changes, and the batch rows are independent streams. Two equally good partners are an
@@ -29,7 +31,7 @@ from rnnrt.importers.onnx.probe import onnx_dims
 
 G_LOGGER = logging.getLogger("rnnrt.onnx")
 
-__all__ = ["Candidate", "confirm_pairs", "find_explicit_pairs", "names_match"]
+__all__ = ["Candidate", "carries_state", "confirm_pairs", "find_explicit_pairs", "names_match"]
 
 _IN_PREFIXES = ("", "past_", "past.", "prev_", "previous_", "old_", "last_", "in_", "input_", "cur_", "init_", "initial_")
 _OUT_PREFIXES = ("", "new_", "new.", "next_", "present_", "present.", "out_", "output_", "updated_", "final_")
@@ -183,18 +185,20 @@ def find_explicit_pairs(model: onnx.ModelProto, taken_inputs: set[str], taken_ou
         if named:
             chosen.append(named[0])
         elif len(cs) == 1:
-            notes.append(f"{i!r} -> {cs[0].output!r} has the shape and wiring of a state pair but the names follow no "
-                         "convention; not paired (declare it with an override if it is one).")
+            chosen.append(cs[0])  # confirmed or dropped numerically by confirm_pairs
     by_output: dict[str, list[Candidate]] = {}
     for c in chosen:
         by_output.setdefault(c.output, []).append(c)
     for o, cs in by_output.items():
         if len(cs) > 1:
             named = [c for c in cs if c.named]
-            if len(named) == 1:
+            if len(named) == 1 or not named:
                 for c in cs:
-                    if c is not named[0]:
+                    if not named or c is not named[0]:
                         chosen.remove(c)
+                if not named:
+                    notes.append(f"Inputs {[c.input for c in cs]} could each be carried by {o!r} and the names follow "
+                                 "no convention; none is paired (declare the pair with an override).")
                 continue
             raise ConfigError(fmt(f"State output {o!r}", f"Could carry any of the inputs {[c.input for c in cs]}",
                                   "Say which with an override (--override FILE.yaml):\n" + _override_text([(cs[0].input, o)])))
@@ -202,15 +206,30 @@ def find_explicit_pairs(model: onnx.ModelProto, taken_inputs: set[str], taken_ou
 
 
 def confirm_pairs(model: onnx.ModelProto, pairs: list[Candidate], prober: Any, size: int, batch_axes: dict,
-                  notes: list[str]) -> list[Candidate]:
-    """Keeps the pairs whose output has the input's shape and changes when the input changes."""
+                  notes: list[str], taken: tuple[set[str], set[str]] = (set(), set())) -> list[Candidate]:
+    """Keeps the pairs whose output has the input's shape and changes when the input changes; a pair whose
+    names follow no convention also has to :func:`carry its state <carries_state>` and leave the model a
+    user input and a user output (besides the state inputs/outputs ``taken`` already)."""
     kept = []
     base = prober.feeds(1, size, seed=3, batch_axes=batch_axes)
     out0 = prober.run(base)
     if out0 is None:
         notes.append("The model could not be run with generated inputs, so its state pairs were not confirmed numerically.")
-        return pairs
-    for c in pairs:
+        return [c for c in pairs if c.named]
+    for c in sorted(pairs, key=lambda c: not c.named):
+        if not c.named:
+            if not carries_state(prober, base, out0, c):
+                notes.append(f"{c.input!r} -> {c.output!r} has the shape and wiring of a state pair but the names follow "
+                             "no convention and the output does not carry the input on the way state does (changing "
+                             "one element of the input changes all of the output); not paired (declare it with an "
+                             "override if it is one).")
+                continue
+            if (not set(base) - taken[0] - {k.input for k in kept} - {c.input}
+                    or not set(out0) - taken[1] - {k.output for k in kept} - {c.output}):
+                notes.append(f"{c.input!r} -> {c.output!r} has the shape and wiring of a state pair but the names follow "
+                             "no convention and pairing it would leave the model no user input or output; not paired "
+                             "(declare it with an override if it is one).")
+                continue
         feeds = dict(base)
         feeds[c.input] = (np.asarray(base[c.input]) + 1).astype(base[c.input].dtype)
         out1 = prober.run(feeds)
@@ -218,7 +237,42 @@ def confirm_pairs(model: onnx.ModelProto, pairs: list[Candidate], prober: Any, s
         changes = out1 is not None and not np.array_equal(out0[c.output], out1[c.output])
         if same_shape and changes:
             kept.append(c)
+            if not c.named:
+                notes.append(f"{c.input!r} -> {c.output!r}: the names follow no convention, but changing one element of "
+                             "the input changes only a few elements of the output, as a cell state or a shifted cache "
+                             "does; paired as state (declare the pairs with an override if this is wrong).")
         else:
             why = "has another shape" if not same_shape else "does not change when the input changes"
             notes.append(f"{c.input!r} -> {c.output!r} looked like a state pair but the output {why}; not paired.")
     return kept
+
+
+def carries_state(prober: Any, base: dict, out0: dict, c: Candidate, probes: int = 48, seed: int = 11) -> bool:
+    """Whether ``c.output`` carries ``c.input`` on the way recurrent state does.
+
+    Carried state passes elements of its input on to its next value: an LSTM's cell state
+    (``c' = f*c + i*g``: changing one cell changes that cell and its ``h``), a GRU's ``z*h`` term, a
+    cache shifted by one frame. A layer that transforms its input (a Conv, a MatMul) spreads a change of
+    one input element over all of its output. The probe changes single elements (``probes`` of them,
+    at random) and asks whether one change reaches at least one and fewer than half of the output's
+    elements.
+    """
+    x = np.asarray(base[c.input])
+    if x.size == 0 or not np.issubdtype(x.dtype, np.floating):
+        return False
+    y0 = out0[c.output]
+    scale = max(1.0, float(np.max(np.abs(y0)))) if y0.size else 1.0
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(x.size, size=min(probes, x.size), replace=False)
+    for j in picks:
+        feeds = dict(base)
+        moved = x.copy()
+        moved.flat[j] += 1.0
+        feeds[c.input] = moved
+        out = prober.run(feeds)
+        if out is None or out[c.output].shape != y0.shape:
+            return False
+        changed = int(np.count_nonzero(np.abs(out[c.output] - y0) > 1e-6 * scale))
+        if 1 <= changed and 2 * changed < y0.size:
+            return True
+    return False

@@ -34,7 +34,7 @@ from rnnrt.ir.bindings import onnx_tensor_type
 G_LOGGER = logging.getLogger("rnnrt.onnx")
 GS_LOGGER = logging.getLogger("rnnrt.onnx.graphsurgeon")
 
-__all__ = ["bind_constants", "count_ifs", "fold", "parse_value", "quiet_third_party"]
+__all__ = ["bind_constants", "const_value", "count_ifs", "fold", "parse_value", "quiet_third_party"]
 
 _ONNX_TO_NP = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64, 9: np.bool_, 10: np.float16,
                11: np.float64}
@@ -226,6 +226,15 @@ def _fold_once(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _signature(model: onnx.ModelProto) -> tuple:
     return (len(model.graph.node), sum(len(n.attribute) for n in model.graph.node), len(model.graph.initializer))
+
+
+def const_value(t: gs.Tensor) -> Optional[np.ndarray]:
+    """The value of a constant tensor (an initializer or a Constant node's output); None otherwise."""
+    if isinstance(t, gs.Constant):
+        return np.asarray(t.values)
+    if len(t.inputs) == 1 and t.inputs[0].op == "Constant" and "value" in t.inputs[0].attrs:
+        return np.asarray(t.inputs[0].attrs["value"].values)
+    return None
 
 
 def unique_name(name: str, used: set[str]) -> str:

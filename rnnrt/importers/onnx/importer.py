@@ -29,10 +29,10 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from rnnrt.errors import ConfigError, ModelImportError, UnsupportedOpError, fmt
-from rnnrt.importers.onnx.context import add_context, parse_context
+from rnnrt.importers.onnx.context import add_context, find_window, parse_context
 from rnnrt.importers.onnx.explicit import confirm_pairs, find_explicit_pairs
-from rnnrt.importers.onnx.fold import bind_constants, fold, quiet_third_party, unique_name, value_sources
-from rnnrt.importers.onnx.probe import Prober, onnx_dims
+from rnnrt.importers.onnx.fold import bind_constants, const_value, fold, quiet_third_party, unique_name, value_sources
+from rnnrt.importers.onnx.probe import Prober, inner_shapes, onnx_dims
 from rnnrt.ir.bindings import onnx_tensor_type
 from rnnrt.ir.stepgraph import Continuation, Dim, StatePair, StepGraph, TensorSpec
 
@@ -89,17 +89,9 @@ def _base_name(node: gs.Node, index: int, used: set[str]) -> str:
     return name
 
 
-def _const_value(t: gs.Tensor) -> Optional[np.ndarray]:
-    if isinstance(t, gs.Constant):
-        return np.asarray(t.values)
-    if len(t.inputs) == 1 and t.inputs[0].op == "Constant" and "value" in t.inputs[0].attrs:
-        return np.asarray(t.inputs[0].attrs["value"].values)
-    return None
-
-
 def _nonzero_constant(t: gs.Tensor) -> bool:
     """Whether an input-free initial state is known to hold non-zero values."""
-    value = _const_value(t)
+    value = const_value(t)
     if value is None and len(t.inputs) == 1 and t.inputs[0].op == "ConstantOfShape":
         fill = t.inputs[0].attrs.get("value")
         value = np.asarray(fill.values) if fill is not None else np.zeros(1)
@@ -178,7 +170,7 @@ def _keep_forward(node: gs.Node, graph: gs.Graph) -> None:
     for idx in (1, 2, 3, 7):  # W, R, B, P: direction is axis 0
         if len(node.inputs) <= idx or not node.inputs[idx].name:
             continue
-        value = _const_value(node.inputs[idx])
+        value = const_value(node.inputs[idx])
         if value is None:
             raise UnsupportedOpError(
                 fmt(label, f"Input {idx} ({node.inputs[idx].name!r}) is not a constant, so its forward direction "
@@ -460,6 +452,7 @@ def convert_onnx(
     context: Union[str, Mapping[str, Any], list, None] = None,
     time_steps: Union[int, str, None] = None,
     strict: bool = False,
+    batch: Optional[str] = None,
 ) -> StepGraph:
     """Converts a stateful ONNX model into a streaming step graph.
 
@@ -468,8 +461,9 @@ def convert_onnx(
     of every recurrent node (LSTM/GRU/RNN) of the main graph is exposed or paired (see below); explicit
     state pairs (``state -> stateN``, ``h_in -> h_out`` ...) among the remaining inputs and outputs are
     detected by shape, wiring and names and confirmed numerically (:mod:`.explicit`); ``context``
-    adds carried input context (:mod:`.context`); the override corrects the description; ``add_reset``
-    adds the continuation input to every state, whatever declared it.
+    adds carried input context, and causal windows on a known time axis get theirs (:mod:`.context`);
+    ``batch="dynamic"`` makes a fixed batch symbolic (:mod:`.batch`); the override corrects the
+    description; ``add_reset`` adds the continuation input to every state, whatever declared it.
 
     Recurrent nodes: an initial state that is absent or constant becomes a graph input ``<node>.h0``
     (``.c0``) and its final state a graph output ``<node>.hT`` (``.cT``); an initial state that comes
@@ -487,9 +481,13 @@ def convert_onnx(
         reset_name (str): Name of the continuation input added by ``add_reset``. Defaults to ``"cont"``.
         constants (Mapping[str, Any] | None): Inputs bound to constants (``--set sr=16000``): a value
             or a string in YAML syntax per input name.
-        context (str | Mapping | list | None): ``"INPUT:K"`` (or a list of them): carry the last K
-            samples of INPUT along its last axis to the next call.
+        context (str | Mapping | list | None): ``"INPUT:K"`` or ``"INPUT:K:AXIS"`` (or a list of them):
+            carry the last K entries of INPUT along its last axis (or AXIS) to the next call. Context for
+            a causal window on a known time axis is inserted without being asked (:mod:`.context`).
         time_steps (int | str | None): ``N`` or ``"dynamic"``: re-shape the time axis of a fixed-T export.
+        batch (str | None): ``"dynamic"``: make the batch (stream) dim of a fixed-batch export symbolic
+            through the whole graph, proven by running streams batched and alone (:mod:`.batch`);
+            ``"fixed"`` or None: keep the export's batch.
         strict (bool): Raise instead of warning when an op after the recurrence mixes time steps.
 
     Returns:
@@ -528,21 +526,29 @@ def convert_onnx(
             graph = gs.import_onnx(model)
         except Exception as err:
             raise ModelImportError(fmt(f"Model {where!r}", f"Cannot be imported: {err}")) from err
-        graph, states, notes = _recurrent_states(graph, forward_only, notes)
+        cache_inputs = set() if declared else _cache_inputs(model)
+        graph, states, notes = _recurrent_states(graph, forward_only, notes, cache_inputs)
         if not declared:  # an override that declares the state replaces detection (and its ambiguities)
             graph, states = _explicit_states(graph, states, notes)
-        if context:
-            specs = context if isinstance(context, list) else [context]
-            used = set(graph.tensors())
-            for spec in specs:
-                name, k = parse_context(spec)
-                axes = _probe_axes(gs.export_onnx(graph, do_type_check=False), states)
-                states.append(add_context(graph, name, k, axes[0].get(name) if axes else None, used, notes))
+        specs = (context if isinstance(context, list) else [context]) if context else []
+        used = set(graph.tensors())
+        given = set()
+        for spec in specs:
+            name, k, axis = parse_context(spec)
+            axes = _probe_axes(gs.export_onnx(graph, do_type_check=False), states)
+            states.append(add_context(graph, name, k, axes[0].get(name) if axes else None, used, notes, axis))
+            given.add(name)
+        states += _windows_as_context(graph, states, given, used, notes)
         graph.cleanup(remove_unused_graph_inputs=True, recurse_subgraphs=False).toposort()
         out_model = gs.export_onnx(graph, do_type_check=False)
     out_model.producer_name = "rnnrt"
     out_model = _infer(out_model)
-    step = _describe(out_model, states, None, where, notes)
+    known_axes: dict[str, Optional[int]] = {}
+    if batch not in (None, "fixed", "dynamic"):
+        raise ConfigError(fmt(f"--batch {batch}", "Is neither 'fixed' nor 'dynamic'"))
+    if batch == "dynamic":
+        out_model, states, known_axes = _dynamic_batch(out_model, states, where, notes)
+    step = _describe(out_model, states, None, where, notes, known_axes)
     if override is not None:
         from rnnrt.importers.onnx.override import apply_override
 
@@ -553,8 +559,80 @@ def convert_onnx(
     return step
 
 
-def _recurrent_states(graph: gs.Graph, forward_only: bool, notes: list[str]) -> tuple[gs.Graph, list[StatePair], list[str]]:
-    """Exposes or pairs the state of the main graph's recurrent nodes; notes nested ones."""
+def _windows_as_context(graph: gs.Graph, states: list[StatePair], given: set[str], used: set[str],
+                        notes: list[str]) -> list[StatePair]:
+    """Carried context for every causal window on a known time axis (:func:`time_axes`) of an input the
+    user gave no ``--context`` for; a window that looks ahead is refused (:func:`.context.find_window`)."""
+    if not states:
+        return []
+    with quiet_third_party():
+        model = _infer(gs.export_onnx(graph, do_type_check=False))
+    added = []
+    for name, axis in time_axes(model, states).items():
+        if name in given:
+            continue
+        window = find_window(graph, name, axis)
+        if window is None:
+            continue
+        with quiet_third_party():
+            axes = _probe_axes(gs.export_onnx(graph, do_type_check=False), states + added)
+        added.append(add_context(graph, name, window.k, axes[0].get(name) if axes else None, used, notes, axis))
+        notes[-1] += f" (inserted by convert: {window.label} reads {window.k} past frames along the time axis.)"
+    return added
+
+
+def _cache_inputs(model: onnx.ModelProto) -> set[str]:
+    """The inputs of the model's own state pairs whose names follow a convention (``conv_cache ->
+    conv_cache_out``): where they exist, they carry the state and take precedence over recurrent nodes."""
+    try:
+        return {c.input for c in find_explicit_pairs(model, set(), set(), []) if c.named}
+    except ConfigError:  # ambiguous partners: _explicit_states reports them
+        return set()
+
+
+def _carried_by_caches(graph: gs.Graph, nodes: list[gs.Node], cache_inputs: set[str], notes: list[str]) -> list[gs.Node]:
+    """The recurrent nodes to leave as they are because the model's own caches carry its state.
+
+    In a model with caches, a node whose initial states are absent or constant starts from them every
+    call: its sequence axis lies inside one frame (GTCRN's bidirectional GRUs over 33 sub-bands), not along
+    the stream's time. A forward node whose initial state is computed from a cache and non-cache inputs is
+    carried by that cache (exposing it would cut the cache off), and so is every forward node fed by such
+    a cache (GTCRN's ``tra_cache``). Other nodes fed by one input are paired through their wiring as usual;
+    a bidirectional one fed by a cache streams along time and is refused.
+    """
+    if not cache_inputs:
+        return []
+    names = {v.name for v in graph.inputs}
+    inner, forward = [], []
+    for node in nodes:
+        sources: set[str] = set()
+        for in_idx, _, _, _ in RECURRENT_OPS[node.op]:
+            if len(node.inputs) > in_idx and node.inputs[in_idx].name:
+                sources |= value_sources(node.inputs[in_idx]) & names
+        direction = node.attrs.get("direction", "forward")
+        direction = direction.decode() if isinstance(direction, bytes) else direction
+        if not sources:
+            inner.append(node)
+        elif sources & cache_inputs and direction == "forward":
+            forward.append((node, sources))
+    # A cache that also feeds a state computed from other inputs carries all the nodes it feeds.
+    mixed = set().union(*[src & cache_inputs for _, src in forward if src - cache_inputs]) if forward else set()
+    fed = [node for node, src in forward if src & mixed]
+    if fed or inner:
+        text = f"The model carries its state in its own inputs/outputs {sorted(cache_inputs)}; recurrent nodes are left as they are"
+        if fed:
+            text += f": {[n.name or n.op for n in fed]} start from states computed from those caches"
+        if inner:
+            text += (f"{';' if fed else ':'} {[n.name or n.op for n in inner]} start from zeros every call (their "
+                     "sequence axis lies inside one frame, bidirectional ones too)")
+        notes.append(text + ".")
+    return fed + inner
+
+
+def _recurrent_states(graph: gs.Graph, forward_only: bool, notes: list[str],
+                      cache_inputs: Optional[set[str]] = None) -> tuple[gs.Graph, list[StatePair], list[str]]:
+    """Exposes or pairs the state of the main graph's recurrent nodes (other than those the model's own
+    caches carry, see :func:`_carried_by_caches`); notes nested ones."""
     nested = [n for n in _subgraph_nodes(graph) if n.op in RECURRENT_OPS]
     if nested:
         inputs = sorted(_if_condition_inputs(graph))
@@ -563,6 +641,12 @@ def _recurrent_states(graph: gs.Graph, forward_only: bool, notes: list[str]) -> 
         notes.append(f"{len(nested)} recurrent node(s) stay inside Loop/Scan/If bodies; their state is carried only "
                      f"where the model's own inputs/outputs carry it (explicit state pairs).{hint}")
     nodes = [n for n in graph.nodes if n.op in RECURRENT_OPS]
+    kept = _carried_by_caches(graph, nodes, cache_inputs or set(), notes)
+    nodes = [n for n in nodes if all(n is not k for k in kept)]
+    used = {n.name for n in graph.nodes}
+    for n in kept:  # found again by name after the re-import below
+        n.name = n.name or unique_name(f"{n.op}_cached", used)
+    names_kept = {n.name for n in kept}
     if not nodes:
         return graph, [], notes
     for node in nodes:
@@ -570,7 +654,7 @@ def _recurrent_states(graph: gs.Graph, forward_only: bool, notes: list[str]) -> 
     # Rewrites above made tensors without shapes: infer them again.
     graph.cleanup().toposort()
     graph = gs.import_onnx(_infer(gs.export_onnx(graph, do_type_check=False)))
-    nodes = [n for n in graph.nodes if n.op in RECURRENT_OPS]
+    nodes = [n for n in graph.nodes if n.op in RECURRENT_OPS and n.name not in names_kept]
     states = _expose_and_pair(graph, nodes, notes)
     return graph, states, notes
 
@@ -602,7 +686,7 @@ def _explicit_states(graph: gs.Graph, states: list[StatePair], notes: list[str])
     prober = _prober(model, fixed)
     size = prober.find_size(1) if prober is not None else None
     if prober is not None and size is not None:
-        cands = confirm_pairs(model, cands, prober, size, fixed, notes)
+        cands = confirm_pairs(model, cands, prober, size, fixed, notes, (taken_in, taken_out))
     concrete: dict[str, tuple] = {}
     if prober is not None and size is not None:
         out = prober.run(prober.feeds(1, size, batch_axes=fixed))
@@ -628,8 +712,8 @@ def _explicit_states(graph: gs.Graph, states: list[StatePair], notes: list[str])
         var_out.shape = list(shape)
         dtype = _np_dtype(var_in.dtype).name
         states.append(StatePair(c.input, c.output, tuple(shape), dtype, axis))
-        notes.append(f"Paired explicit state {c.input!r} -> {c.output!r} {list(shape)} by names, shapes and wiring, "
-                     "confirmed numerically.")
+        how = "names, shapes and wiring" if c.named else "shapes, wiring and how the output carries the input"
+        notes.append(f"Paired explicit state {c.input!r} -> {c.output!r} {list(shape)} by {how}, confirmed numerically.")
     return graph, states
 
 
@@ -675,17 +759,55 @@ def _probe_axes(model: onnx.ModelProto, states: list[StatePair]) -> Optional[tup
     return prober.batch_axes_for(fixed, candidates)
 
 
+def _dynamic_batch(model: onnx.ModelProto, states: list[StatePair], where: str,
+                   notes: list[str]) -> tuple[onnx.ModelProto, list[StatePair], dict[str, Optional[int]]]:
+    """``--batch dynamic``: the fixed batch of the export made symbolic (:func:`.batch.make_batch_dynamic`).
+    Candidate batch axes: a state's detected axis, then its other axes of size 1; an input's axes of size 1
+    (or named like the states' batch), then none (the input is the same for every stream)."""
+    from rnnrt.importers.onnx.batch import BATCH, make_batch_dynamic
+
+    if not states:
+        raise ConfigError(fmt(f"--batch dynamic for {where!r}", "The model has no state, so it has no streams to pool",
+                              "A stateless model needs no batch axis of rnnrt's; convert without --batch dynamic."))
+    if all(isinstance(s.shape[s.batch_axis], str) for s in states):
+        notes.append("--batch dynamic: the batch is dynamic already.")
+        return model, states, {}
+    weights = {t.name for t in model.graph.initializer}
+    by_in = {s.input: s for s in states}
+    candidates: dict[str, list[Optional[int]]] = {}
+    for vi in model.graph.input:
+        if vi.name in weights:
+            continue
+        dims = _dims_of(vi)
+        ones = [a for a, d in enumerate(dims) if d == 1]
+        if vi.name in by_in:
+            s = by_in[vi.name]
+            candidates[vi.name] = [s.batch_axis] + [a for a in ones if a != s.batch_axis]
+        else:
+            candidates[vi.name] = ones + [None]
+    model, in_axes, out_axes = make_batch_dynamic(model, candidates, where)
+    new_states = []
+    for s in states:
+        axis = in_axes[s.input]
+        shape = [BATCH if a == axis else d for a, d in enumerate(s.shape)]
+        new_states.append(s.model_copy(update={"shape": tuple(shape), "batch_axis": axis}))
+    shared = [n for n, a in in_axes.items() if a is None and n not in by_in]
+    notes.append("--batch dynamic: the export's fixed batch is now the symbolic dim 'batch' through the whole graph, "
+                 f"proven by running streams batched and alone" + (f"; {shared} are the same for every stream (shared)" if shared else "") + ".")
+    return _infer(model), new_states, {**in_axes, **out_axes}
+
+
 def _describe(model: onnx.ModelProto, states: list[StatePair], continuation: Optional[Continuation], where: str,
-              notes: list[str]) -> StepGraph:
+              notes: list[str], known_axes: Optional[Mapping[str, Optional[int]]] = None) -> StepGraph:
     """The step graph's bindings: batch axes (symbolic, else numeric), dims named, config-valid shapes."""
     weights = {t.name for t in model.graph.initializer}
     if states and all(vi.name in {s.output for s in states} for vi in model.graph.output):
         model, states = _keep_state_outputs(model, states, notes)
     state_in = {s.input for s in states}
     state_out = {s.output for s in states}
-    axes = _batch_axes(model)
+    axes = dict(known_axes) if known_axes else _batch_axes(model)
     user_in = [vi.name for vi in model.graph.input if vi.name not in weights and vi.name not in state_in]
-    if states and any(axes.get(n) is None for n in user_in + [vi.name for vi in model.graph.output if vi.name not in state_out]):
+    if not known_axes and states and any(axes.get(n) is None for n in user_in + [vi.name for vi in model.graph.output if vi.name not in state_out]):
         probed = _probe_axes(model, states)
         if probed is not None:
             for name, axis in list(probed[0].items()) + list(probed[1].items()):
@@ -699,10 +821,13 @@ def _describe(model: onnx.ModelProto, states: list[StatePair], continuation: Opt
     inputs = [_spec(vi, axes) for vi in model.graph.input if vi.name not in weights and vi.name not in state_in]
     outputs = [_spec(vi, axes) for vi in model.graph.output if vi.name not in state_out]
     unbatched = [t.name for t in inputs if t.batch_axis is None and states]
-    if unbatched:
-        notes.append(f"Input(s) {unbatched} have no batch axis: a Session feeds them as they are, and a StreamPool "
-                     "needs their value once (StreamPool(session, shared={NAME: VALUE})); an input that is the same "
-                     "every call (a rate, a flag) can instead be bound here with --set NAME=VALUE.")
+    if states and all(isinstance(s.shape[s.batch_axis], int) for s in states):
+        notes.append(f"The batch is fixed at {states[0].shape[states[0].batch_axis]} by the export: a Session runs that "
+                     "many streams. Convert with --batch dynamic to pool streams (per-stream inputs get the batch axis).")
+    elif unbatched:
+        notes.append(f"Input(s) {unbatched} have no batch axis: they are the same for every stream. A Session feeds "
+                     "them as they are, and a StreamPool needs their value once (StreamPool(session, shared={NAME: "
+                     "VALUE})); a value that never changes (a rate, a flag) can instead be bound here with --set NAME=VALUE.")
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as err:
@@ -864,6 +989,7 @@ def _spec(vi: onnx.ValueInfoProto, axes: Mapping[str, Optional[int]]) -> TensorS
 
 
 def _expose_and_pair(graph: gs.Graph, nodes: list[gs.Node], notes: list[str]) -> list[StatePair]:
+    fixed_batch = _fixed_batches(graph, nodes)
     graph_inputs = {v.name: v for v in graph.inputs}
     used = {t for t in graph.tensors()}
     stems: set[str] = set()
@@ -920,6 +1046,8 @@ def _expose_and_pair(graph: gs.Graph, nodes: list[gs.Node], notes: list[str]) ->
         dtype = x.dtype or np.float32
         hidden = int(node.attrs["hidden_size"])
         batch = x.shape[1] if x.shape is not None and len(x.shape) > 1 else None
+        if isinstance(batch, str) and x.name in fixed_batch:
+            batch = fixed_batch[x.name]  # a fixed batch the exporter named after another symbol (DFN3: 'S')
         if not (isinstance(batch, int) and batch > 0) and not (isinstance(batch, str) and batch):
             batch = "batch"
         shape = [1, batch, hidden]
@@ -937,6 +1065,48 @@ def _expose_and_pair(graph: gs.Graph, nodes: list[gs.Node], notes: list[str]) ->
         names = sorted({node_stem[id(s.node)] for s in to_expose})
         notes.append(f"Exposed the recurrent state of {names} as inputs <node>.h0/.c0 and outputs <node>.hT/.cT.")
     return pairs
+
+
+def _fixed_batches(graph: gs.Graph, nodes: list[gs.Node]) -> dict[str, int]:
+    """The recurrent inputs X whose batch dim inference left as a symbol but which stays the same when the
+    inputs' dynamic dims change (found by :func:`~rnnrt.importers.onnx.probe.inner_shapes`): X name -> size."""
+    names = [n.inputs[0].name for n in nodes if n.inputs[0].shape is not None and len(n.inputs[0].shape) > 1
+             and isinstance(n.inputs[0].shape[1], str)]
+    if not names:
+        return {}
+    with quiet_third_party():
+        model = gs.export_onnx(graph, do_type_check=False)
+    runs = inner_shapes(model, names)
+    if runs is None:
+        return {}
+    return {n: runs[0][n][1] for n in names if runs[0][n][1] == runs[1][n][1]}
+
+
+def time_axes(model: onnx.ModelProto, states: list[StatePair]) -> dict[str, int]:
+    """The stream's time axis of each user input, where it is known: the input's one dynamic dim (other than
+    the states' batch dim) when a recurrent node's sequence length follows it (probed at two sizes)."""
+    rnn = [n for n in model.graph.node if n.op_type in RECURRENT_OPS]
+    if not rnn:
+        return {}
+    weights = {t.name for t in model.graph.initializer}
+    state_in = {s.input for s in states}
+    batch_names = {s.shape[s.batch_axis] for s in states if isinstance(s.shape[s.batch_axis], str)}
+    candidates = {}
+    for vi in model.graph.input:
+        if vi.name in weights or vi.name in state_in:
+            continue
+        dyn = [a for a, d in enumerate(_dims_of(vi)) if not isinstance(d, int) and d not in batch_names]
+        if len(dyn) == 1:
+            candidates[vi.name] = dyn[0]
+    if not candidates:
+        return {}
+    xs = [n.input[0] for n in rnn]
+    runs = inner_shapes(model, xs, {s.input: s.batch_axis for s in states})
+    if runs is None:
+        return {}
+    seq = [1 if next((a.i for a in n.attribute if a.name == "layout"), 0) == 1 else 0 for n in rnn]
+    follows = any(runs[0][x][ax] == 3 and runs[1][x][ax] == 5 for x, ax in zip(xs, seq))
+    return candidates if follows else {}
 
 
 def _resolve_state_dims(graph: gs.Graph, state_in: str, state_out: str, axis: int, shape: list, notes: list[str]) -> list:

@@ -17,7 +17,7 @@ from rnnrt.ir.bindings import onnx_tensor_type
 
 G_LOGGER = logging.getLogger("rnnrt.onnx")
 
-__all__ = ["PROBE_SIZES", "Prober", "onnx_dims"]
+__all__ = ["PROBE_SIZES", "Prober", "inner_shapes", "onnx_dims"]
 
 PROBE_SIZES = (16, 64, 256, 512, 1024, 1, 4, 8, 32, 128, 2048, 4096)
 
@@ -172,3 +172,33 @@ class Prober:
             if outs is not None:
                 return axes, outs
         return None
+
+
+def inner_shapes(model: onnx.ModelProto, names: Sequence[str], batch_axes: Optional[Mapping[str, Optional[int]]] = None,
+                 sizes: Sequence[int] = (3, 5)) -> Optional[list[dict[str, tuple[int, ...]]]]:
+    """The shapes of inner tensors ``names`` in runs where every dynamic non-batch dim of the inputs is
+    each of ``sizes`` in turn (batch 1); None if the model cannot be run so.
+
+    Which dims of an inner tensor follow an input's dynamic dim (a recurrent node's sequence axis
+    following a spectrogram's time axis) and which stay fixed (a batch of 1 the exporter named
+    after the time symbol) shows in how its shape changes between the runs.
+    """
+    import copy
+
+    m = copy.deepcopy(model)
+    have = {o.name for o in m.graph.output}
+    for name in names:
+        if name not in have:
+            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    try:
+        prober = Prober(m, batch_axes)
+    except Exception as err:
+        G_LOGGER.debug("Cannot load the model in ONNX Runtime for probing: %s", err)
+        return None
+    runs = []
+    for size in sizes:
+        out = prober.run(prober.feeds(1, size))
+        if out is None:
+            return None
+        runs.append({name: tuple(out[name].shape) for name in names})
+    return runs
