@@ -176,6 +176,17 @@ def _convert_arguments(p: argparse.ArgumentParser) -> None:
                       help="Re-shape the time axis of a fixed-T export to N steps per call, or make it dynamic.")
     onnx.add_argument("--strict", action="store_true", default=None,
                       help="Fail (instead of warning) when an op after the recurrence mixes time steps.")
+    onnx.add_argument("--dim", action="append", default=[], metavar="NAME=N", dest="dims",
+                      help="Pin the dynamic dim NAME of the inputs to N (e.g. --dim chunk=512): recorded in the "
+                      "config and checked at every step; repeatable.")
+    check = p.add_argument_group("Equivalence check (docs/onnx.md)")
+    check.add_argument("--no-check", action="store_true", default=None,
+                       help="Skip the check that the step graph streams like the original (streaming, batch, reset).")
+    check.add_argument("--check-steps", type=_int_at_least(2), default=None, metavar="N",
+                       help="Calls per stream of the check: two sequences with a reset between them (default: 8).")
+    check.add_argument("--check-reference", default=None, metavar="NPZ",
+                       help="A recorded stream (call{k}/{input} and call{k}/{output}, e.g. from the package's own "
+                       "wrapper) that the step graph must reproduce.")
 
 
 def _import_options(args: argparse.Namespace):
@@ -194,6 +205,10 @@ def _import_options(args: argparse.Namespace):
     flags["context"] = list(args.context) or None
     flags["time_steps"] = _time_steps(args.time_steps)
     flags["strict"] = args.strict
+    flags["dims"] = _dim_sizes(args.dims, "chunk=512") or None
+    flags["no_check"] = args.no_check
+    flags["check_steps"] = args.check_steps
+    flags["check_reference"] = args.check_reference
     if args.config:
         return load_import_config(args.config, flags)
     try:
@@ -250,7 +265,8 @@ def _convert(args: argparse.Namespace) -> int:
         raise ConfigError(fmt(f"seed {opts.seed}", "Is negative", "A seed is an integer >= 0."))
     _check_name(opts.name, "--name")
     _check_output_dir(opts.output, "-o/--output")
-    for path, what in ((opts.model, "Model"), (opts.weights, "Weights"), (opts.override, "--override")):
+    for path, what in ((opts.model, "Model"), (opts.weights, "Weights"), (opts.override, "--override"),
+                       (opts.check_reference, "--check-reference")):
         _check_input_file(path, what)
     if opts.model.endswith(".onnx"):
         from rnnrt.importers.onnx.importer import convert_onnx
@@ -276,8 +292,11 @@ def _convert(args: argparse.Namespace) -> int:
         )
         if plugins.plugins:
             step.source["plugins"] = plugins.describe()
+    step = _pin_and_check(step, opts)
     path = save_step_graph(step, opts.output, opts.name)
     print(f"wrote {path.with_suffix('.onnx')} and {path}")
+    if step.checks is not None:
+        print(f"  {step.checks.summary()}")
     for s in step.states:
         print(f"  state {s.input} -> {s.output} {_dims(s.shape)}")
     if step.continuation is not None:
@@ -285,6 +304,19 @@ def _convert(args: argparse.Namespace) -> int:
     for note in step.notes:
         print(f"  note: {note}")
     return 0
+
+
+def _pin_and_check(step, opts):
+    """``--dim`` pins, then the equivalence check (unless ``--no-check``) records ``checks:``."""
+    from rnnrt.importers.check import check_conversion
+    from rnnrt.importers.dims import pin_dims
+
+    step = pin_dims(step, opts.dims)
+    if opts.no_check:
+        return step
+    onnx_model = opts.model if opts.model.endswith(".onnx") else None
+    return check_conversion(step, onnx_model, constants=dict(opts.set), context=list(opts.context),
+                            steps=opts.check_steps, reference=opts.check_reference)
 
 
 def _list_layers(plugin_paths: list[str]) -> int:

@@ -90,7 +90,7 @@ class _Runner:
                         model.graph.output.append(onnx.ValueInfoProto(name=name))
                         have.add(name)
         opts = ort.SessionOptions()
-        opts.log_severity_level = 3
+        opts.log_severity_level = 4
         opts.intra_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
@@ -462,21 +462,27 @@ def _by_hand(orig: _Original, runner: _Runner, layout: _Layout, rows: Sequence[S
     return outs
 
 
-def _along_time(whole: np.ndarray, parts: Sequence[np.ndarray]) -> Optional[tuple[np.ndarray, np.ndarray]]:
-    """(whole, streamed) comparable: the parts concatenated along the one axis where ``whole`` is len(parts)
-    times longer, or the last part where the shapes agree (a final state); None otherwise."""
+def _time_axis(whole: np.ndarray, parts: Sequence[np.ndarray]) -> Optional[int]:
+    """The one axis along which ``whole`` is the ``parts`` concatenated (``len(parts)`` times longer, the
+    other dims equal); -1 where the shapes agree (a final state, a value without time); None otherwise."""
     if not (isinstance(whole, np.ndarray) and all(isinstance(p, np.ndarray) for p in parts)):
         return None
     one = parts[0]
     if whole.shape == one.shape:
-        return whole, parts[-1]
-    if whole.ndim != one.ndim:
+        return -1
+    if whole.ndim != one.ndim or any(p.shape != one.shape for p in parts):
         return None
     axes = [a for a in range(whole.ndim) if whole.shape[a] == len(parts) * one.shape[a]
             and all(whole.shape[b] == one.shape[b] for b in range(whole.ndim) if b != a)]
-    if len(axes) != 1 or any(p.shape != one.shape for p in parts):
+    return axes[0] if len(axes) == 1 else None
+
+
+def _along_time(whole: np.ndarray, parts: Sequence[np.ndarray]) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """(whole, streamed): the parts concatenated along the time axis, or the last part (see :func:`_time_axis`)."""
+    axis = _time_axis(whole, parts)
+    if axis is None:
         return None
-    return whole, np.concatenate(parts, axis=axes[0])
+    return whole, parts[-1] if axis < 0 else np.concatenate(parts, axis=axis)
 
 
 def _whole(orig: _Original, runner: _Runner, layout: _Layout, rows: Sequence[Sequence[dict]], span: tuple[int, int],
@@ -522,9 +528,16 @@ def _streaming(step: StepGraph, orig: _Original, layout: _Layout, seed: int, ste
         for span in ((0, restart), (restart, steps)):
             whole = _whole(orig, orig_runner, layout, rows, span, times)
             for mine, theirs in compared:
-                pair = _along_time(whole[theirs], [streamed[t][mine] for t in range(*span)])
-                if pair is not None:
-                    tally.add(span[0], mine, *pair)
+                parts = [streamed[t][mine] for t in range(*span)]
+                axis = _time_axis(whole[theirs], parts)
+                if axis is None:
+                    continue
+                if axis < 0:  # no time axis: the final value (a state) is compared
+                    tally.add(span[1] - 1, mine, whole[theirs], parts[-1])
+                    continue
+                for k, t in enumerate(range(*span)):  # step by step: the first differing step is named
+                    size = parts[0].shape[axis]
+                    tally.add(t, mine, np.take(whole[theirs], np.arange(k * size, (k + 1) * size), axis=axis), parts[k])
         what = "the step graph streamed one frame per call vs the original's whole-sequence run"
         if tally.first is not None:
             _raise_streaming(step, orig, layout, rows, restart, tally, what, times)
@@ -607,15 +620,19 @@ def _batch_and_reset(step: StepGraph, layout: _Layout, seed: int, steps: int) ->
     reset_row = 1 if n > 1 else 0
     data = _frames(layout, seed + 1, n, set())
     batched = _stream(runner, layout, data, {restart: [reset_row]})
-    # reset: the reset row from the restart on vs a fresh stream fed the same frames
-    fresh_rows = [[f for f in frames[restart:]] for frames in (data if not layout.dynamic_batch else [data[reset_row]])]
+    # reset: the reset stream from the restart on vs a fresh stream fed the same frames. A dynamic batch
+    # compares the stream alone (rows that mix are the batch check's finding, not the reset's).
+    if layout.dynamic_batch:
+        alone = [_stream(runner, layout, [data[k]], {restart: [0]} if k == reset_row else {}) for k in range(n)]
+        reset_run, reset_k, reset_n, fresh_rows = alone[reset_row], 0, 1, [data[reset_row][restart:]]
+    else:
+        reset_run, reset_k, reset_n, fresh_rows = batched, reset_row, n, [frames[restart:] for frames in data]
     fresh = _stream(runner, layout, fresh_rows, {})
-    k_fresh = 0 if layout.dynamic_batch else reset_row
     reset = _Tally()
     for t in range(restart, steps):
         for spec in step.outputs:
-            got = _row(batched[t][spec.name], spec.batch_axis, spec.batch_fold, reset_row, n)
-            ref = _row(fresh[t - restart][spec.name], spec.batch_axis, spec.batch_fold, k_fresh, len(fresh_rows))
+            got = _row(reset_run[t][spec.name], spec.batch_axis, spec.batch_fold, reset_k, reset_n)
+            ref = _row(fresh[t - restart][spec.name], spec.batch_axis, spec.batch_fold, reset_k, reset_n)
             reset.add(t, spec.name, ref, got)
     reset_what = f"a stream reset at step {restart} vs a fresh stream fed the same frames"
     if reset.first is not None:
@@ -631,7 +648,6 @@ def _batch_and_reset(step: StepGraph, layout: _Layout, seed: int, steps: int) ->
                            reason="the batch is fixed at 1"), reset_result, None
     # batch: each row vs the same stream alone (a fixed batch: row 0 beside other data)
     if layout.dynamic_batch:
-        alone = [_stream(runner, layout, [data[k]], {restart: [0]} if k == reset_row else {}) for k in range(n)]
         refs = [(k, alone[k], 0, 1) for k in range(n)]
         what = f"{n} streams with different data in one batch vs each alone"
     else:
