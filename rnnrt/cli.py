@@ -315,8 +315,10 @@ def _pin_and_check(step, opts):
     if opts.no_check:
         return step
     onnx_model = opts.model if opts.model.endswith(".onnx") else None
+    changed = ("--forward-only keeps the forward direction only: the outputs differ from the original by request"
+               if opts.forward_only else None)
     return check_conversion(step, onnx_model, constants=dict(opts.set), context=list(opts.context),
-                            steps=opts.check_steps, reference=opts.check_reference)
+                            steps=opts.check_steps, reference=opts.check_reference, no_reference=changed)
 
 
 def _list_layers(plugin_paths: list[str]) -> int:

@@ -760,6 +760,7 @@ def check_conversion(
     steps: int = DEFAULT_STEPS,
     seed: int = 0,
     reference: Union[str, os.PathLike, None] = None,
+    no_reference: Optional[str] = None,
 ) -> StepGraph:
     """Runs the step graph beside the original model and records the result in ``step.checks``.
 
@@ -774,6 +775,8 @@ def check_conversion(
         seed (int): Seed of the generated frames. Defaults to 0.
         reference (str | os.PathLike | None): A recorded feed (``call{k}/{input}`` and
             ``call{k}/{output}`` arrays, one stream) that the step graph must reproduce.
+        no_reference (str | None): Why the original is no reference although given (``--forward-only``
+            changes the outputs by request): the streaming check is recorded as not run, with this reason.
 
     Returns:
         StepGraph: ``step`` with ``checks`` set (and a note when the model is one stream per batch).
@@ -803,7 +806,10 @@ def check_conversion(
         if layout is None:
             results.append(CheckResult(check="streaming", compared="-", passed=None, reason=reason))
         else:
-            results.append(_run_streaming(step, original, constants or {}, context or [], layout, seed, steps))
+            if no_reference:
+                results.append(CheckResult(check="streaming", compared="-", passed=None, reason=no_reference))
+            else:
+                results.append(_run_streaming(step, original, constants or {}, context or [], layout, seed, steps))
             try:
                 batch, reset, batch_one = _batch_and_reset(step, layout, seed, steps)
                 results += [batch, reset]
