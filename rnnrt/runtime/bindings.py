@@ -144,7 +144,7 @@ def check_host(spec: InputSpec, value: Any, sizes: dict, n: int, check_finite: b
         arr = value
         if arr.dtype != spec.dtype:
             if arr.dtype.kind in "iu" and spec.dtype.kind == "f":
-                raise BindingError(fmt(f"Input {spec.name!r}", f"Received integers ({arr.dtype.name}) for a "
+                raise BindingError(fmt(f"Input {spec.name!r}", f"Received dtype {arr.dtype.name} (integers) for a "
                                        f"{spec.dtype.name} input", _unscaled_hint(arr.dtype, spec.dtype)))
             if not np.can_cast(arr.dtype, spec.dtype, casting="safe"):
                 raise BindingError(
@@ -176,15 +176,17 @@ _PCM_SCALE = {"int8": "128", "int16": "32768", "int32": "2147483648"}
 
 
 def _unscaled_hint(got: np.dtype, want: np.dtype) -> str:
+    """How to pass integer samples to a float input: scaled (PCM) or cast, said explicitly."""
+    cast = f"x.astype(np.{want.name})"
     scale = _PCM_SCALE.get(got.name)
     if got.name == "uint8":
-        fix = f"pass (x.astype(np.{want.name}) - 128) / 128"
+        scaled = f"({cast} - 128) / 128"
     elif scale is not None:
-        fix = f"pass x.astype(np.{want.name}) / {scale}"
+        scaled = f"{cast} / {scale}"
     else:
-        fix = f"pass x.astype(np.{want.name}) scaled to the range the model expects"
-    return (f"{got.name} is not scaled: {fix} (integer PCM to [-1, 1)), or x.astype(np.{want.name}) if the integers "
-            "are already the values the model expects.")
+        return f"{got.name} is not cast silently: pass {cast}, scaled to the range the model expects."
+    return (f"{got.name} is not scaled: pass {scaled} (integer PCM to [-1, 1)), or {cast} if the integers are "
+            "already the values the model expects.")
 
 
 def check_device(spec: InputSpec, fa: Any, sizes: dict, n: int, device_id: int) -> Any:
