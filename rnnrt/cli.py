@@ -183,7 +183,8 @@ def _convert_arguments(p: argparse.ArgumentParser) -> None:
     check.add_argument("--no-check", action="store_true", default=None,
                        help="Skip the check that the step graph streams like the original (streaming, batch, reset).")
     check.add_argument("--check-steps", type=_int_at_least(2), default=None, metavar="N",
-                       help="Calls per stream of the check: two sequences with a reset between them (default: 8).")
+                       help="Calls per stream of the check: two sequences with a reset between them (default: 8, fewer "
+                       "when one call of the model takes long).")
     check.add_argument("--check-reference", default=None, metavar="NPZ",
                        help="A recorded stream (call{k}/{input} and call{k}/{output}, e.g. from the package's own "
                        "wrapper) that the step graph must reproduce.")

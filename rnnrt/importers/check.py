@@ -52,13 +52,21 @@ from rnnrt.ir.stepgraph import StepGraph, TensorSpec
 
 G_LOGGER = logging.getLogger("rnnrt.check")
 
-__all__ = ["DEFAULT_STEPS", "ROW_MIXING_OPS", "STREAMS", "TOLERANCE", "check_conversion"]
+__all__ = ["BUDGET_S", "DEFAULT_STEPS", "MAX_EXTERNAL_BYTES", "ROW_MIXING_OPS", "STREAMS", "TOLERANCE", "check_conversion"]
 
 DEFAULT_STEPS = 8
 """Calls per stream: two sequences of ``steps // 2`` and the rest, a reset between them."""
 
 STREAMS = 3
 """Streams in one batch for the batch check (a dynamic batch; a fixed one uses its size)."""
+
+MAX_EXTERNAL_BYTES = 128 << 20
+"""Weights kept outside the model (big Caffe nets) up to which the check runs (ONNX Runtime copies them)."""
+
+BUDGET_S = 10.0
+"""Seconds the check may take by default; a slower model runs fewer steps (see ``check_conversion``)."""
+
+_CALLS_PER_STEP = 7  # model calls per step over every run of the check (streamed, batched, alone, fresh ...)
 
 TOLERANCE = 1e-5
 """An output differs where ``|got - ref| > TOLERANCE * max(1, max |ref|)``."""
@@ -76,9 +84,11 @@ _PathOrModel = Union[str, os.PathLike, onnx.ModelProto]
 
 
 class _Runner:
-    """One model in ONNX Runtime; ``expose`` makes every intermediate tensor an output too."""
+    """One model in ONNX Runtime; ``expose`` makes every intermediate tensor an output too; ``external``:
+    the weights the model holds as external-data placeholders (a big Caffe net's, kept in memory)."""
 
-    def __init__(self, model: onnx.ModelProto, expose: bool = False) -> None:
+    def __init__(self, model: onnx.ModelProto, expose: bool = False,
+                 external: Optional[Mapping[str, np.ndarray]] = None) -> None:
         import onnxruntime as ort
 
         if expose:
@@ -93,6 +103,10 @@ class _Runner:
         opts.log_severity_level = 4
         opts.intra_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        if external:
+            names = list(external)
+            self._values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(external[n])) for n in names]
+            opts.add_external_initializers(names, self._values)
         self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.outputs = [o.name for o in self.session.get_outputs()]
@@ -501,8 +515,7 @@ def _whole(orig: _Original, runner: _Runner, layout: _Layout, rows: Sequence[Seq
     return runner.run(feeds)
 
 
-def _streaming(step: StepGraph, orig: _Original, layout: _Layout, seed: int, steps: int) -> CheckResult:
-    runner = _Runner(step.model)
+def _streaming(step: StepGraph, runner: _Runner, orig: _Original, layout: _Layout, seed: int, steps: int) -> CheckResult:
     orig_runner = _Runner(orig.model)
     restart = steps // 2
     rows_n = 1 if layout.dynamic_batch or layout.rows == 1 else layout.rows
@@ -561,7 +574,8 @@ def _raise_streaming(step: StepGraph, orig: _Original, layout: _Layout, rows: Se
     t, name, err = tally.first  # type: ignore[misc]
     culprit = None
     try:
-        runner, orig_runner = _Runner(step.model, expose=True), _Runner(orig.model, expose=True)
+        runner = _Runner(step.model, expose=True, external=step.external_data)
+        orig_runner = _Runner(orig.model, expose=True)
         streamed = _stream(runner, layout, rows, {restart: range(len(rows))})
         steps = len(rows[0])
         if times is None:
@@ -612,9 +626,9 @@ def _agree_mapped(parts: Mapping[str, Callable[[], Optional[tuple]]]) -> Callabl
     return agree
 
 
-def _batch_and_reset(step: StepGraph, layout: _Layout, seed: int, steps: int) -> tuple[CheckResult, CheckResult, Optional[str]]:
+def _batch_and_reset(step: StepGraph, runner: _Runner, layout: _Layout, seed: int,
+                     steps: int) -> tuple[CheckResult, CheckResult, Optional[str]]:
     """The batch and reset checks; returns them and the ``batch_one`` reason (None when rows are independent)."""
-    runner = _Runner(step.model)
     n = layout.rows
     restart = steps // 2
     reset_row = 1 if n > 1 else 0
@@ -644,8 +658,7 @@ def _batch_and_reset(step: StepGraph, layout: _Layout, seed: int, steps: int) ->
                                    "anyway."))
     reset_result = reset.result("reset", reset_what)
     if n < 2:
-        return CheckResult(check="batch", compared="streams in one batch vs each alone", passed=None,
-                           reason="the batch is fixed at 1"), reset_result, None
+        return _not_run("batch", "the batch is fixed at 1 (or the model has none)"), reset_result, None
     # batch: each row vs the same stream alone (a fixed batch: row 0 beside other data)
     if layout.dynamic_batch:
         refs = [(k, alone[k], 0, 1) for k in range(n)]
@@ -677,7 +690,7 @@ def _batch_and_reset(step: StepGraph, layout: _Layout, seed: int, steps: int) ->
 
 def _batch_culprit(step: StepGraph, layout: _Layout, data: list, restart: int, reset_row: int) -> Optional[onnx.NodeProto]:
     try:
-        runner = _Runner(step.model, expose=True)
+        runner = _Runner(step.model, expose=True, external=step.external_data)
         n = len(data)
         batched = _stream(runner, layout, data, {restart: [reset_row]})
         alone = [_stream(runner, layout, [data[k]], {restart: [0]} if k == reset_row else {}) for k in range(n)]
@@ -703,10 +716,9 @@ def _batch_culprit(step: StepGraph, layout: _Layout, data: list, restart: int, r
         return None
 
 
-def _reference(step: StepGraph, layout: _Layout, path: Union[str, os.PathLike]) -> CheckResult:
+def _reference(step: StepGraph, runner: _Runner, layout: _Layout, path: Union[str, os.PathLike]) -> CheckResult:
     """The step graph streamed over a recorded feed vs the outputs recorded in it."""
     calls, recorded = _read_feed(step, Path(path))
-    runner = _Runner(step.model)
     streamed = _stream(runner, layout, [calls], {})
     tally = _Tally()
     for t, want in enumerate(recorded):
@@ -757,7 +769,7 @@ def check_conversion(
     *,
     constants: Optional[Mapping[str, Any]] = None,
     context: Optional[Sequence[Any]] = None,
-    steps: int = DEFAULT_STEPS,
+    steps: Optional[int] = None,
     seed: int = 0,
     reference: Union[str, os.PathLike, None] = None,
     no_reference: Optional[str] = None,
@@ -771,7 +783,9 @@ def check_conversion(
         constants (Mapping[str, Any] | None): The ``--set`` values the conversion bound (the original is
             run with the same values).
         context (Sequence | None): The ``--context INPUT:K[:AXIS]`` specs the conversion carried.
-        steps (int): Calls per stream, at least 2 (``--check-steps``). Defaults to :data:`DEFAULT_STEPS`.
+        steps (int | None): Calls per stream, at least 2 (``--check-steps``). None: :data:`DEFAULT_STEPS`,
+            fewer (down to 2, said in a note) when one call of the model takes so long that the check would
+            exceed :data:`BUDGET_S`.
         seed (int): Seed of the generated frames. Defaults to 0.
         reference (str | os.PathLike | None): A recorded feed (``call{k}/{input}`` and
             ``call{k}/{output}`` arrays, one stream) that the step graph must reproduce.
@@ -785,59 +799,85 @@ def check_conversion(
         EquivalenceError: Streaming, a reset or the reference differ; names the step, output and op.
         ConfigError: ``steps`` < 2, or an unreadable reference.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 2):
         raise ConfigError(fmt(f"check steps {steps!r}", "Is not an integer >= 2",
                               "The check runs two sequences with a reset between them: --check-steps 8."))
     results: list[CheckResult] = []
+    notes: list[str] = []
     batch_one = None
-    if step.external_data:
-        results.append(CheckResult(check="streaming", compared="-", passed=None,
-                                   reason="weights are kept outside the model (too large to check in memory); "
-                                   "run `rnnrt verify`"))
+    big = sum(a.nbytes for a in step.external_data.values())
+    if big > MAX_EXTERNAL_BYTES:
+        reason = (f"the weights kept outside the model ({big / 2**20:.0f} MiB) would be held twice in memory; "
+                  "run `rnnrt verify` on the written model")
+        return _record(step, seed, steps or DEFAULT_STEPS, [_not_run("streaming", reason)], None)
+    try:
+        runner = _Runner(step.model, external=step.external_data)
+        layout = _layout(step, runner, seed)
+        if steps is None:
+            steps = _affordable_steps(runner, layout, notes)
+    except _NotRun as why:
+        return _record(step, seed, steps or DEFAULT_STEPS, [_not_run("streaming", str(why))], None)
+    except Exception as err:  # noqa: BLE001 - an ORT failure means "not checked", recorded as such
+        reason = f"ONNX Runtime cannot run the step graph on generated frames: {err}"
+        return _record(step, seed, steps or DEFAULT_STEPS, [_not_run("streaming", reason)], None)
+    layout.steps = steps
+    if no_reference:
+        results.append(_not_run("streaming", no_reference))
     else:
-        try:
-            layout = _layout(step, _Runner(step.model), seed)
-        except _NotRun as why:
-            layout, reason = None, str(why)
-        except Exception as err:  # noqa: BLE001 - an ORT failure means "not checked", recorded as such
-            layout, reason = None, f"ONNX Runtime cannot run the step graph on generated frames: {err}"
-        if layout is not None:
-            layout.steps = steps
-        if layout is None:
-            results.append(CheckResult(check="streaming", compared="-", passed=None, reason=reason))
-        else:
-            if no_reference:
-                results.append(CheckResult(check="streaming", compared="-", passed=None, reason=no_reference))
-            else:
-                results.append(_run_streaming(step, original, constants or {}, context or [], layout, seed, steps))
-            try:
-                batch, reset, batch_one = _batch_and_reset(step, layout, seed, steps)
-                results += [batch, reset]
-            except EquivalenceError:
-                raise
-            except Exception as err:  # noqa: BLE001
-                results.append(CheckResult(check="batch", compared="-", passed=None, reason=f"could not run: {err}"))
-            if reference is not None:
-                results.append(_reference(step, layout, reference))
+        results.append(_run_streaming(step, runner, original, constants or {}, context or [], layout, seed, steps))
+    try:
+        batch, reset, batch_one = _batch_and_reset(step, runner, layout, seed, steps)
+        results += [batch, reset]
+    except EquivalenceError:
+        raise
+    except Exception as err:  # noqa: BLE001 - recorded as not checked
+        results.append(_not_run("batch", f"could not run: {err}"))
+    if reference is not None:
+        results.append(_reference(step, runner, layout, reference))
+    return _record(step, seed, steps, results, batch_one, notes)
+
+
+def _affordable_steps(runner: _Runner, layout: _Layout, notes: list[str]) -> int:
+    """:data:`DEFAULT_STEPS`, or fewer when one call is slow (a big net with a large fixed batch)."""
+    import time
+
+    frames = _frames(layout, 0, layout.rows, set())
+    start = time.perf_counter()
+    _stream(runner, layout, frames, {})
+    per_call = time.perf_counter() - start
+    affordable = int(BUDGET_S / max(per_call * _CALLS_PER_STEP, 1e-9))
+    if affordable >= DEFAULT_STEPS:
+        return DEFAULT_STEPS
+    steps = max(2, affordable)
+    notes.append(f"The equivalence check ran {steps} steps per stream, not {DEFAULT_STEPS}: one call of {layout.rows} "
+                 f"stream(s) takes {per_call:.2g} s. --check-steps N runs N.")
+    return steps
+
+
+def _not_run(check: str, reason: str) -> CheckResult:
+    return CheckResult(check=check, compared="-", passed=None, reason=reason)
+
+
+def _record(step: StepGraph, seed: int, steps: int, results: list, batch_one: Optional[str],
+            extra_notes: Sequence[str] = ()) -> StepGraph:
     record = ChecksRecord(seed=seed, steps=steps, results=results, batch_one=batch_one)
-    notes = list(step.notes)
+    notes = list(step.notes) + list(extra_notes)
     if batch_one:
         notes.append(f"One stream per batch only: {batch_one}. A StreamPool over more than one slot refuses it; run "
                      "one Session (batch_size=1) per stream.")
     return dataclasses.replace(step, checks=record, notes=notes)
 
 
-def _run_streaming(step: StepGraph, original: Optional[_PathOrModel], constants: Mapping[str, Any],
+def _run_streaming(step: StepGraph, runner: _Runner, original: Optional[_PathOrModel], constants: Mapping[str, Any],
                    context: Sequence[Any], layout: _Layout, seed: int, steps: int) -> CheckResult:
     if original is None:
-        return CheckResult(check="streaming", compared="-", passed=None,
-                           reason="no original model to run (Caffe: the step graph is the net)")
+        return _not_run("streaming", "no original model to run (Caffe: the step graph is the net)")
     try:
         orig = _original(step, original, constants, context)
-        return _streaming(step, orig, layout, seed, steps)
+        return _streaming(step, runner, orig, layout, seed, steps)
     except EquivalenceError:
         raise
     except _NotRun as why:
-        return CheckResult(check="streaming", compared="-", passed=None, reason=str(why))
+        return _not_run("streaming", str(why))
     except Exception as err:  # noqa: BLE001 - the original may not run in ORT; recorded as not checked
-        return CheckResult(check="streaming", compared="-", passed=None, reason=f"could not run: {err}")
+        return _not_run("streaming", f"could not run: {err}")
