@@ -120,7 +120,7 @@ class _Runner:
 
 def _join(parts: Sequence[np.ndarray], axis: Optional[int], fold: Optional[tuple]) -> np.ndarray:
     """Stacks one frame per stream along the batch axis (``batch_fold`` [outer, inner]: stream-interleaved)."""
-    if axis is None:
+    if axis is None or len(parts) == 1:
         return parts[0]
     if fold is None:
         return np.concatenate(parts, axis=axis)
@@ -276,10 +276,12 @@ def _feeds(layout: _Layout, rows: Sequence[Sequence[dict]], t: int) -> dict[str,
             for spec in layout.step.inputs if spec.name in rows[0][t]}
 
 
-def _stream(runner: _Runner, layout: _Layout, rows: Sequence[Sequence[dict]], resets: Mapping[int, Sequence[int]]) -> list[dict]:
-    """Streams a batch of ``len(rows)`` streams one call per step, the state carried; at step ``t`` the rows
-    ``resets[t]`` restart (state zeroed, continuation 0); every row starts fresh at step 0."""
-    n = len(rows)
+def _stream(runner: _Runner, layout: _Layout, rows: Sequence[Sequence[dict]], resets: Mapping[int, Sequence[int]],
+            n: Optional[int] = None) -> list[dict]:
+    """Streams a batch of ``len(rows)`` streams (``n``: one list of frames that hold ``n`` rows each) one
+    call per step, the state carried; at step ``t`` the rows ``resets[t]`` restart (state zeroed,
+    continuation 0); every row starts fresh at step 0."""
+    n = n or len(rows)
     state = layout.state(n)
     outs = []
     for t in range(len(rows[0])):
@@ -291,7 +293,7 @@ def _stream(runner: _Runner, layout: _Layout, rows: Sequence[Sequence[dict]], re
                 state[s.input] = state[s.input].copy()
                 state[s.input][tuple(index)] = 0
         feeds = _feeds(layout, rows, t)
-        if layout.cont is not None:
+        if layout.cont is not None and layout.cont.name not in feeds:  # a recorded feed may carry its own
             feeds[layout.cont.name] = layout.cont_value(n, starts)
         out = runner.run({**feeds, **state})
         state = {s.input: out[s.output] for s in layout.step.states}
@@ -719,7 +721,13 @@ def _batch_culprit(step: StepGraph, layout: _Layout, data: list, restart: int, r
 def _reference(step: StepGraph, runner: _Runner, layout: _Layout, path: Union[str, os.PathLike]) -> CheckResult:
     """The step graph streamed over a recorded feed vs the outputs recorded in it."""
     calls, recorded = _read_feed(step, Path(path))
-    streamed = _stream(runner, layout, [calls], {})
+    rows = next((calls[0][t.name].shape[t.batch_axis] // t.batch_entries(1) for t in step.inputs
+                 if t.batch_axis is not None and t.name in calls[0] and isinstance(t.shape[t.batch_axis], str)), 1)
+    try:
+        streamed = _stream(runner, layout, [calls], {}, n=rows)
+    except Exception as err:  # noqa: BLE001 - ORT's message says which input does not fit
+        raise ConfigError(fmt(f"Check reference {os.fspath(path)!r}", f"Cannot be streamed through the step graph: {err}",
+                              "Its inputs are frames as the converted model takes them (see the config's inputs).")) from err
     tally = _Tally()
     for t, want in enumerate(recorded):
         for name, ref in want.items():
@@ -750,6 +758,8 @@ def _read_feed(step: StepGraph, path: Path) -> tuple[list[dict], list[dict]]:
         with np.load(path, allow_pickle=False) as npz:
             for key in npz.files:
                 m = re.fullmatch(r"call(\d+)/(.+)", key)
+                if m is not None and m.group(2).startswith("_internal/"):  # extra blobs of a Caffe recording
+                    continue
                 if m is None or m.group(2) not in inputs | outputs:
                     raise ConfigError(fmt(f"Check reference key {key!r}", "Is not call{k}/{name} of an input or output",
                                           f"Inputs: {sorted(inputs)}; outputs: {sorted(outputs)}."))

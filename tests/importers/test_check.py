@@ -20,10 +20,12 @@ import rnnrt
 from rnnrt.cli import main
 from rnnrt.config import load_config, save_step_graph
 from rnnrt.errors import BindingError, ConfigError, EquivalenceError
+from rnnrt.importers.caffe.convert import convert_caffe
 from rnnrt.importers.check import check_conversion
 from rnnrt.importers.dims import pin_dims
 from rnnrt.importers.onnx.importer import convert_onnx
 from rnnrt.runtime.pool import StreamPool
+from tests.conftest import golden_cases
 
 I, H = 4, 6
 
@@ -186,3 +188,16 @@ def test_pinned_dim_is_recorded_and_checked_at_every_step(tmp_path):
         pin_dims(convert_onnx(path), {"chunk": 512})
     with pytest.raises(ConfigError, match="is the batch"):
         pin_dims(convert_onnx(path), {"batch": 2})
+
+
+@pytest.mark.parametrize("name", golden_cases())
+def test_caffe_step_graph_reproduces_the_caffe_recording(golden, name):
+    """Caffe has no original to run here: batch and reset run on the step graph, and the recording made
+    with real BVLC Caffe (io.npz, a feed in the call{k}/{name} format) is the streaming reference."""
+    case = golden(name)
+    step = convert_caffe(case.prototxt, case.caffemodel, batch="dynamic")
+    got = _results(check_conversion(step, None, reference=case.dir / "io.npz"))
+    assert got["streaming"].passed is None and "Caffe" in got["streaming"].reason
+    assert got["reset"].passed
+    assert got["reference"].passed and got["reference"].max_abs < 1e-4
+    assert got["batch"].passed in (True, None)
