@@ -222,13 +222,18 @@ def _layout(step: StepGraph, runner: _Runner, seed: int) -> _Layout:
     return layout
 
 
-def _time_names(step: StepGraph) -> set:
-    """Dim names on the recurrent nodes' time axis (one frame per call)."""
+def _time_axes(model: onnx.ModelProto) -> dict[str, int]:
+    """The recurrent nodes' time axis on each graph input/output that carries it (the ONNX importer's
+    symbolic inference); empty for a model without LSTM/GRU/RNN nodes."""
     from rnnrt.importers.onnx.importer import _rnn_axes
 
-    _, times = _rnn_axes(step.model)
-    return {t.shape[times[t.name]] for t in step.inputs
-            if times.get(t.name) is not None and isinstance(t.shape[times[t.name]], str)}
+    return {name: axis for name, axis in _rnn_axes(model)[1].items() if axis is not None}
+
+
+def _time_names(step: StepGraph) -> set:
+    """Dim names on the recurrent nodes' time axis (one frame per call)."""
+    times = _time_axes(step.model)
+    return {t.shape[times[t.name]] for t in step.inputs if t.name in times and isinstance(t.shape[times[t.name]], str)}
 
 
 def _frames(layout: _Layout, seed: int, streams: int, steady: set, base: int = 0) -> list[list[dict[str, np.ndarray]]]:
@@ -524,10 +529,9 @@ def _streaming(step: StepGraph, runner: _Runner, orig: _Original, layout: _Layou
     compared = [(t.name, t.name) for t in step.outputs] + [(s.output, name) for s, name in orig.explicit]
     compared = [(mine, theirs) for mine, theirs in compared if theirs in orig_runner.outputs]
     if orig.carried:
-        from rnnrt.importers.onnx.importer import _rnn_axes
         from rnnrt.ir.bindings import graph_bindings
 
-        times = {n: a for n, a in _rnn_axes(step.model)[1].items() if a is not None}
+        times = _time_axes(step.model)
         names = [s.input for s in orig.carried]
         if not any(t.name in times for t in step.inputs):
             raise _NotRun(f"the original does not carry the state {names} and has no time axis to run whole sequences")

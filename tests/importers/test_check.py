@@ -24,6 +24,7 @@ from rnnrt.importers.caffe.convert import convert_caffe
 from rnnrt.importers.check import check_conversion
 from rnnrt.importers.dims import pin_dims
 from rnnrt.importers.onnx.importer import convert_onnx
+from rnnrt.ir.stepgraph import StatePair, StepGraph, TensorSpec
 from rnnrt.runtime.pool import StreamPool
 from tests.conftest import golden_cases
 
@@ -201,3 +202,24 @@ def test_caffe_step_graph_reproduces_the_caffe_recording(golden, name):
     assert got["reset"].passed
     assert got["reference"].passed and got["reference"].max_abs < 1e-4
     assert got["batch"].passed in (True, None)
+
+
+def test_reset_that_does_not_restart_a_stream_fails_the_check():
+    """A state declared with the wrong stream axis (h is [3, 2]: 3 values for each of 2 streams, declared
+    batch_axis 0): a reset zeroes a slice across both streams, so the reset stream differs from a fresh one."""
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0]),
+             helper.make_node("Add", ["h", "xt"], ["s"]),
+             helper.make_node("Tanh", ["s"], ["h_out"]),
+             helper.make_node("Transpose", ["h_out"], ["y"], perm=[1, 0])]
+    graph = helper.make_graph(nodes, "cell",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+                               helper.make_tensor_value_info("h", TensorProto.FLOAT, [3, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]),
+                               helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [3, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    step = StepGraph(model, [TensorSpec("x", "float32", [2, 3], 0)], [TensorSpec("y", "float32", [2, 3], 0)],
+                     [StatePair("h", "h_out", [3, 2], batch_axis=0)])
+    with pytest.raises(EquivalenceError, match=r"(?s)Output 'y' at step 4 \| .*reset at step 4 vs a fresh stream.*--override"):
+        check_conversion(step)
+    fixed = StepGraph(model, step.inputs, step.outputs, [StatePair("h", "h_out", [3, 2], batch_axis=1)])
+    assert _results(check_conversion(fixed))["reset"].passed
