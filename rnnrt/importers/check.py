@@ -342,6 +342,9 @@ class _Tally:
             self.first = (t, name, a)
 
     def result(self, check: str, compared: str, reason: Optional[str] = None) -> CheckResult:
+        if self.output is None:  # nothing matched: not a pass
+            return CheckResult(check=check, compared=compared, passed=None,
+                               reason=reason or "no output of the two runs could be matched")
         return CheckResult(check=check, compared=compared, passed=self.first is None, max_abs=self.max_abs,
                            max_rel=self.max_rel, output=self.output, reason=reason)
 
