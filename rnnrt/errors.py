@@ -24,6 +24,10 @@ class UnsupportedOpError(RnnrtError, NotImplementedError):
     """A layer type, op or feature of a layer is not supported."""
 
 
+class EquivalenceError(ModelImportError):
+    """The convert-time check found the step graph computing something else than the original model."""
+
+
 class PluginError(ModelImportError):
     """A layer plugin failed to load or registered something twice."""
 

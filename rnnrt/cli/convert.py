@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rnnrt.cli.args import NON_NEGATIVE, Subcommand, add_output, parse_assignments
+from rnnrt.cli.args import NON_NEGATIVE, Subcommand, add_output, int_at_least, parse_assignments, parse_dims
 from rnnrt.cli.output import dims_text, table
 from rnnrt.errors import ConfigError, fmt
 
@@ -47,6 +47,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="Re-shape the time axis of a fixed-T export to N steps per call, or make it dynamic.")
     onnx.add_argument("--strict", action="store_true", default=None,
                       help="Fail (instead of warning) when an op after the recurrence mixes time steps.")
+    onnx.add_argument("--dim", action="append", default=[], metavar="NAME=N", dest="dims",
+                      help="Pin the dynamic dim NAME of the inputs to N (e.g. --dim chunk=512): recorded in the "
+                      "config and checked at every step; repeatable.")
+    check = p.add_argument_group("equivalence check (docs/onnx.md)")
+    check.add_argument("--no-check", action="store_true", default=None,
+                       help="Skip the check that the step graph streams like the original (streaming, batch, reset).")
+    check.add_argument("--check-steps", type=int_at_least(2), default=None, metavar="N",
+                       help="Calls per stream of the check: two sequences with a reset between them (default: 8, fewer "
+                       "when one call of the model takes long).")
+    check.add_argument("--check-reference", default=None, metavar="NPZ",
+                       help="A recorded stream (call{k}/{input} and call{k}/{output}, e.g. from the package's own "
+                       "wrapper) that the step graph must reproduce.")
 
 
 def _import_options(args: argparse.Namespace):
@@ -66,6 +78,10 @@ def _import_options(args: argparse.Namespace):
     flags["context"] = list(args.context) or None
     flags["time_steps"] = _time_steps(args.time_steps)
     flags["strict"] = args.strict
+    flags["dims"] = parse_dims(args.dims, "convert", ranges=False) or None
+    flags["no_check"] = args.no_check
+    flags["check_steps"] = args.check_steps
+    flags["check_reference"] = args.check_reference
     if args.config:
         return load_import_config(args.config, flags)
     try:
@@ -99,9 +115,12 @@ def run(args: argparse.Namespace) -> int:
     done = convert(opts.model, opts.weights, opts.output, name=opts.name, batch=opts.batch, seed=opts.seed,
                    phase=opts.phase, plugins=opts.plugins, add_reset=opts.add_reset, forward_only=opts.forward_only,
                    override=opts.override, constants=opts.set, context=opts.context, time_steps=opts.time_steps,
-                   strict=opts.strict, progress=sys.stderr.isatty())
+                   strict=opts.strict, dims=opts.dims, check=not opts.no_check, check_steps=opts.check_steps,
+                   check_reference=opts.check_reference, progress=sys.stderr.isatty())
     step = done.step_graph
     print(f"wrote {done.model} and {done.config}")
+    if step.checks is not None:
+        print(f"  {step.checks.summary()}")
     for s in step.states:
         print(f"  state {s.input} -> {s.output} {dims_text(s.shape)}")
     if step.continuation is not None:

@@ -61,6 +61,10 @@ def convert(
     context: Sequence[str] = (),
     time_steps: Union[int, str, None] = None,
     strict: bool = False,
+    dims: Optional[Mapping[str, int]] = None,
+    check: bool = True,
+    check_steps: Optional[int] = None,
+    check_reference: Optional[PathLike] = None,
     progress: bool = False,
 ) -> Converted:
     """Converts a model into an ONNX step graph whose recurrent state is explicit inputs/outputs, and writes
@@ -90,6 +94,15 @@ def convert(
         time_steps (int | str | None): ONNX: re-shape the time axis of a fixed-T export to N steps per call,
             or ``"dynamic"``. Default: None (as exported).
         strict (bool): ONNX: an op after the recurrence that mixes time steps is an error. Default: False.
+        dims (Mapping[str, int] | None): Dynamic dims of the inputs pinned to a size (``{"chunk": 512}``):
+            recorded in the config and checked at every step. Default: none.
+        check (bool): Run the equivalence check (docs/onnx.md): the step graph streamed one frame per call
+            against the original, streams batched against each alone, a reset stream against a fresh one;
+            recorded as the config's ``checks:``. Default: True.
+        check_steps (int | None): Calls per stream of the check (>= 2). Default: None (8, fewer for slow
+            models).
+        check_reference (PathLike | None): A recorded stream (``.npz`` of ``call{k}/{name}``, e.g. from the
+            package's own wrapper) that the step graph must reproduce. Default: None.
         progress (bool): Caffe: show progress while reading big weights. Default: False.
 
     Returns:
@@ -99,6 +112,8 @@ def convert(
         ConfigError: A bad option, name or path (before any work), or a bad override.
         ModelImportError: The model cannot be read or has no recurrent state rnnrt can expose.
         UnsupportedOpError: A layer or op rnnrt cannot convert exactly.
+        EquivalenceError: The check found the step graph streaming, batching or resetting differently from
+            the original (nothing is written).
 
     Example::
 
@@ -118,7 +133,9 @@ def convert(
             model=str(model), weights=None if weights is None else str(weights), output=str(output), name=name,
             batch=batch, seed=seed, phase=phase, plugins=list(plugins), add_reset=add_reset,
             forward_only=forward_only, override=None if override is None else str(override),
-            set=dict(constants or {}), context=list(context), time_steps=time_steps, strict=strict))
+            set=dict(constants or {}), context=list(context), time_steps=time_steps, strict=strict,
+            dims=dict(dims or {}), no_check=not check, check_steps=check_steps,
+            check_reference=None if check_reference is None else str(check_reference)))
     except pydantic.ValidationError as err:
         what = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         raise ConfigError(fmt("convert options", f"Invalid: {what}")) from err
@@ -126,7 +143,8 @@ def convert(
         raise ConfigError(fmt(f"seed {opts.seed}", "Is negative", "A seed is an integer >= 0."))
     check_name(opts.name, "--name")
     check_output_dir(opts.output, "-o/--output")
-    for path, what in ((opts.model, "Model"), (opts.weights, "Weights"), (opts.override, "--override")):
+    for path, what in ((opts.model, "Model"), (opts.weights, "Weights"), (opts.override, "--override"),
+                       (opts.check_reference, "--check-reference")):
         check_input_file(path, what)
     if opts.model.endswith(".onnx"):
         from rnnrt.importers.onnx.importer import convert_onnx
@@ -152,5 +170,21 @@ def convert(
         )
         if loaded.plugins:
             step.source["plugins"] = loaded.describe()
+    step = _pin_and_check(step, opts)
     config = save_step_graph(step, opts.output, opts.name)
     return Converted(config, config.with_suffix(".onnx"), step)
+
+
+def _pin_and_check(step: Any, opts: Any) -> Any:
+    """Pins ``opts.dims``, then runs the equivalence check (unless ``no_check``), which records ``checks:``."""
+    from rnnrt.importers.check import check_conversion
+    from rnnrt.importers.dims import pin_dims
+
+    step = pin_dims(step, opts.dims)
+    if opts.no_check:
+        return step
+    onnx_model = opts.model if opts.model.endswith(".onnx") else None
+    changed = ("--forward-only keeps the forward direction only: the outputs differ from the original by request"
+               if opts.forward_only else None)
+    return check_conversion(step, onnx_model, constants=dict(opts.set), context=list(opts.context),
+                            steps=opts.check_steps, reference=opts.check_reference, no_reference=changed)

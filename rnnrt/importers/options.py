@@ -57,6 +57,13 @@ class ImportConfig(BaseModel):
     time_steps: Optional[Union[PositiveInt, Literal["dynamic"]]] = Field(
         default=None, description="ONNX: re-shape the time axis of a fixed-T export (N or 'dynamic').")
     strict: bool = Field(default=False, description="ONNX: a head that mixes time steps is an error, not a warning.")
+    dims: dict[str, PositiveInt] = Field(
+        default_factory=dict, description="Dynamic dims of the inputs pinned to a size (e.g. {chunk: 512}).")
+    no_check: bool = Field(default=False, description="Skip the convert-time equivalence check.")
+    check_steps: Optional[PositiveInt] = Field(
+        default=None, ge=2, description="Calls per stream of the equivalence check (default: 8, fewer for slow models).")
+    check_reference: Optional[str] = Field(
+        default=None, description="A recorded stream (.npz of call{k}/{name}) the step graph must reproduce.")
 
     @pydantic.field_validator("context", mode="before")
     @classmethod
@@ -64,7 +71,7 @@ class ImportConfig(BaseModel):
         return [value] if isinstance(value, str) else value
 
 
-_IMPORT_PATHS = ("model", "weights", "output", "override")
+_IMPORT_PATHS = ("model", "weights", "output", "override", "check_reference")
 
 
 def load_import_config(path: Union[str, os.PathLike], overrides: Optional[dict[str, Any]] = None) -> ImportConfig:

@@ -39,6 +39,7 @@ from rnnrt.ir.bindings import (
     format_validation_errors,
     graph_bindings,
 )
+from rnnrt.ir.checks import ChecksRecord
 from rnnrt.ir.files import MAX_MODEL_BYTES, check_regular_file, read_yaml
 
 __all__ = [
@@ -146,6 +147,8 @@ class ModelConfig(BaseModel):
                                            "`rnnrt build`s recorded it (read with a warning; builds now write the "
                                            "plan's manifest `<plan>.json` instead).")
     session: SessionConfig = Field(default_factory=SessionConfig, description="Runtime defaults of the Session.")
+    checks: Optional[ChecksRecord] = Field(default=None, description="What the convert-time equivalence check "
+                                           "compared, its largest errors, seed and steps; null if it did not run.")
 
     # Directory the relative paths above are relative to (the YAML file's directory).
     _base_dir: Optional[str] = PrivateAttr(default=None)
@@ -332,6 +335,10 @@ def save_config(cfg: ModelConfig, path: Union[str, os.PathLike]) -> ModelConfig:
         data.pop("engine")
     if out.continuation is None:
         data.pop("continuation")
+    if out.checks is None:
+        data.pop("checks")
+    else:
+        data["checks"]["results"] = [_FlowDict(r) for r in data["checks"]["results"]]
     data = _flow_shapes(data)
     for key in ("inputs", "outputs"):
         for item in data[key]:
@@ -371,6 +378,7 @@ def config_from_step_graph(step: Any, model_path: Union[str, os.PathLike]) -> Mo
         "outputs": list(step.outputs),
         "state": list(step.states),
         "continuation": step.continuation,
+        "checks": getattr(step, "checks", None),
     }
     try:
         cfg = ModelConfig.model_validate(data)

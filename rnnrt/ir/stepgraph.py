@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from rnnrt.ir.bindings import Continuation, Dim, StatePair, TensorSpec
+from rnnrt.ir.checks import ChecksRecord
 
 __all__ = ["Continuation", "Dim", "StatePair", "StepGraph", "TensorSpec"]
 
@@ -36,6 +37,8 @@ class StepGraph:
         external_data (dict[str, np.ndarray]): Weights too big to embed (``rnnrt.ir.weights``): the
             model holds external-data placeholders for them, and ``rnnrt.ir.config.save_step_graph``
             writes them to ``<name>.onnx.data``. Empty for models that embed their weights.
+        checks (ChecksRecord | None): What the convert-time equivalence check compared
+            (``rnnrt.importers.check``); None when it did not run.
     """
 
     model: onnx.ModelProto
@@ -46,3 +49,4 @@ class StepGraph:
     source: dict[str, Any] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
     external_data: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)
+    checks: ChecksRecord | None = None

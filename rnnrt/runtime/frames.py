@@ -117,8 +117,11 @@ def check_shape(spec: InputSpec, shape: tuple, sizes: dict, n: int, chunk: bool 
                 break
     if not ok:
         expected = ([shape[0]] if chunk else []) + spec.display(n)
+        fixed = [i for i, (got, want) in enumerate(zip(step_shape, spec.shape))
+                 if len(step_shape) == len(spec.shape) and want is not None and want != BATCH and got != want]
         raise BindingError(
-            fmt(f"Input {spec.name!r}", f"Received shape {tuple(shape)}",
+            fmt(f"Input {spec.name!r}", f"Received shape {tuple(shape)}"
+                + (f": dim {fixed[0]} is {step_shape[fixed[0]]}, not {spec.shape[fixed[0]]}" if fixed else ""),
                 f"Expected shape {expected} (" + ("frames along axis 0, " if chunk else "") + f"batch size {n})"
                 + (f", dynamic dims so far {sizes}" if sizes else "") + ".")
         )
@@ -142,6 +145,9 @@ def check_host(spec: InputSpec, value: Any, sizes: dict, n: int, check_finite: b
     if isinstance(value, np.ndarray):
         arr = value
         if arr.dtype != spec.dtype:
+            if arr.dtype.kind in "iu" and spec.dtype.kind == "f":
+                raise BindingError(fmt(f"Input {spec.name!r}", f"Received dtype {arr.dtype.name} (integers) for a "
+                                       f"{spec.dtype.name} input", _unscaled_hint(arr.dtype, spec.dtype)))
             if not np.can_cast(arr.dtype, spec.dtype, casting="safe"):
                 raise BindingError(
                     fmt(f"Input {spec.name!r}", f"Received dtype {arr.dtype.name}",
@@ -165,6 +171,24 @@ def check_host(spec: InputSpec, value: Any, sizes: dict, n: int, check_finite: b
     if not arr.flags.c_contiguous:
         arr = np.ascontiguousarray(arr)
     return arr
+
+
+# Full scale of integer PCM: x / scale maps it to [-1, 1).
+_PCM_SCALE = {"int8": "128", "int16": "32768", "int32": "2147483648"}
+
+
+def _unscaled_hint(got: np.dtype, want: np.dtype) -> str:
+    """How to pass integer samples to a float input: scaled (PCM) or cast, said explicitly."""
+    cast = f"x.astype(np.{want.name})"
+    scale = _PCM_SCALE.get(got.name)
+    if got.name == "uint8":
+        scaled = f"({cast} - 128) / 128"
+    elif scale is not None:
+        scaled = f"{cast} / {scale}"
+    else:
+        return f"{got.name} is not cast silently: pass {cast}, scaled to the range the model expects."
+    return (f"{got.name} is not scaled: pass {scaled} (integer PCM to [-1, 1)), or {cast} if the integers are "
+            "already the values the model expects.")
 
 
 def check_device(spec: InputSpec, fa: Any, sizes: dict, n: int, device_id: int) -> Any:

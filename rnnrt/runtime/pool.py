@@ -199,6 +199,11 @@ class StreamPool:
                     fmt(f"Output {t.name!r}", "Has no batch axis, so StreamPool cannot give each stream its own slot",
                         "Pool only models whose every output has a batch_axis (convert with a batch dim).")
                 )
+        checks = getattr(cfg, "checks", None)
+        if checks is not None and checks.batch_one and int(getattr(session, "batch_size", 1)) > 1:
+            raise ConfigError(fmt("StreamPool", f"The model runs one stream per batch only: {checks.batch_one}",
+                                  "Its convert-time check found the streams of a batch mixing: pool a Session of "
+                                  "batch_size=1, or one Session per stream."))
         missing = [name for name in _NEEDS if not hasattr(session, name)]
         if missing:
             raise ConfigError(fmt("StreamPool", f"Got a {type(session).__name__} without {missing}",
