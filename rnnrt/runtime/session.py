@@ -157,7 +157,8 @@ class Session:
                 Defaults to False (accepted: the engine computes with them).
 
         Raises:
-            ConfigError: An argument is invalid, or the config and the engine disagree.
+            ConfigError: An argument is invalid, the config and the engine disagree, or ``batch_size`` > 1
+                for a model whose convert-time check found its batched streams mixing (``checks.batch_one``).
             EngineError: The engine failed to load.
         """
         from rnnrt.engines.base import invoke_if_callable
@@ -185,6 +186,11 @@ class Session:
         self.cuda_graph = bool(cfg.session.cuda_graph if cuda_graph is None else cuda_graph)
         self.check_finite = bool(check_finite)
         self.batch_size, batch_symbols, fixed = resolve_batch(cfg, batch_size)
+        if cfg.checks is not None and cfg.checks.batch_one and self.batch_size > 1:
+            raise ConfigError(fmt(f"Session batch_size={self.batch_size}",
+                                  f"The model runs one stream per batch only: {cfg.checks.batch_one}",
+                                  "Its convert-time check found the streams of a batch mixing: use batch_size=1 "
+                                  "(one Session per stream)."))
         self.io = StepIO(cfg, self.batch_size, batch_symbols, fixed)
         self.input_names = self.io.input_names
         self.output_names = self.io.output_names
