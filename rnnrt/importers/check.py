@@ -225,7 +225,7 @@ def _layout(step: StepGraph, runner: _Runner, seed: int) -> _Layout:
 def _time_axes(model: onnx.ModelProto) -> dict[str, int]:
     """The recurrent nodes' time axis on each graph input/output that carries it (the ONNX importer's
     symbolic inference); empty for a model without LSTM/GRU/RNN nodes."""
-    from rnnrt.importers.onnx.importer import _rnn_axes
+    from rnnrt.importers.onnx.axes import _rnn_axes
 
     return {name: axis for name, axis in _rnn_axes(model)[1].items() if axis is not None}
 
