@@ -15,7 +15,6 @@ from rnnrt.ir.stepgraph import StepGraph, TensorSpec
 
 G_LOGGER = logging.getLogger("rnnrt.check")
 
-
 STREAMS = 3
 """Streams in one batch for the batch check (a dynamic batch; a fixed one uses its size)."""
 

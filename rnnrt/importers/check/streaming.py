@@ -22,7 +22,6 @@ from rnnrt.ir.stepgraph import StepGraph
 
 G_LOGGER = logging.getLogger("rnnrt.check")
 
-
 _PathOrModel = Union[str, os.PathLike, onnx.ModelProto]
 
 
