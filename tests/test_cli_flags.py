@@ -225,11 +225,12 @@ def test_load_and_serve_name_an_onnx_model(model_yaml, capsys):
 
 def test_export_triton_failure_leaves_no_repository(model_yaml, tmp_path, monkeypatch):
     from rnnrt.serve import triton
+    from rnnrt.serve.triton import export
 
     def broken(*args, **kwargs):  # the last file of the entry: everything else is written by then
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(triton, "_to_text", broken)
+    monkeypatch.setattr(export, "_to_text", broken)
     repo = tmp_path / "new" / "repo"
     with pytest.raises(OSError):
         triton.export_triton(model_yaml, repo, engine="onnx", name="lm")
