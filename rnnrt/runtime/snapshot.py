@@ -29,6 +29,7 @@ _MAX_DEPTH = 8            # nesting of the JSON header (it needs 4)
 _MAX_INT = 2 ** 62
 _MAX_TENSORS = 4096
 _MAX_RANK = 16
+_MAX_STEPS = 2**63 - 1    # steps since open/reset: what a pool counts (int64)
 
 
 def _external_data_files(path: Any) -> list[str]:
@@ -167,8 +168,9 @@ class StreamState:
                 raise bad(f"Tensor {name!r} has batch axis {axis!r}")
         if not isinstance(self.at_start, (bool, np.bool_)):
             raise bad(f"at_start is {self.at_start!r}, not a bool")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) or self.steps < 0:
-            raise bad(f"steps is {self.steps!r}, not a count")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) \
+                or not 0 <= self.steps <= _MAX_STEPS:
+            raise bad(f"steps is {self.steps!r}, not a count in [0, {_MAX_STEPS}]")
 
     @classmethod
     def _from_pool(cls, model: str, tensors: dict, outputs: Mapping[str, str], batch_axes: Mapping[str, int],
