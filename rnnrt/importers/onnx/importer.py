@@ -29,10 +29,12 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from rnnrt.errors import ConfigError, ModelImportError, UnsupportedOpError, fmt
+from rnnrt.importers.onnx.acyclic import check_acyclic
 from rnnrt.importers.onnx.context import add_context, parse_context
 from rnnrt.importers.onnx.explicit import confirm_pairs, find_explicit_pairs
 from rnnrt.importers.onnx.fold import bind_constants, fold, quiet_third_party, unique_name, value_sources
 from rnnrt.importers.onnx.probe import Prober, onnx_dims
+from rnnrt.importers.onnx.sizes import check_declared_sizes
 from rnnrt.ir.bindings import onnx_tensor_type
 from rnnrt.ir.stepgraph import Continuation, Dim, StatePair, StepGraph, TensorSpec
 
@@ -508,6 +510,8 @@ def convert_onnx(
         rnnrt.config.save_step_graph(step, "out")
     """
     model, where = _load(path)
+    check_acyclic(model, where)
+    check_declared_sizes(model, where)
     notes: list[str] = []
     declared = False
     if override is not None:
