@@ -62,6 +62,7 @@ import numpy as np
 
 from rnnrt.config import ModelConfig, load_config
 from rnnrt.errors import ConfigError, fmt
+from rnnrt.safe_write import staged, write_bytes, write_text
 
 G_LOGGER = logging.getLogger("rnnrt")
 
@@ -601,17 +602,17 @@ def _write_python_model(cfg: ModelConfig, version_dir: Path) -> None:
     from rnnrt.ir.weights import external_data_files
 
     model = cfg.model_path
-    shutil.copyfile(model, target / model.name)
+    _copy_file(model, target / model.name)
     for rel in external_data_files(model):  # big models: model.onnx.data beside it
         (target / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(model.parent / rel, target / rel)
+        _copy_file(model.parent / rel, target / rel)
     update: dict[str, Any] = {"model": model.name}
     if cfg.engine is not None and cfg.plan_path is not None and cfg.plan_path.is_file():
-        shutil.copyfile(cfg.plan_path, target / cfg.plan_path.name)
+        _copy_file(cfg.plan_path, target / cfg.plan_path.name)
         update["engine"] = cfg.engine.model_copy(update={"plan": cfg.plan_path.name})
     new = cfg.model_copy(update=update).with_base_dir(target)
     save_config(new, target / "model.yaml")
-    (version_dir / "model.py").write_text(_MODEL_PY)
+    write_text(version_dir / "model.py", _MODEL_PY, "Triton model file")
 
 
 def export_triton(
@@ -694,14 +695,15 @@ def export_triton(
         plan = _Plan(cfg, max_batch_size)
         target = version_dir / "model.onnx"
         if plan.wrap:
-            onnx.save(_wrap_model(cfg, plan), str(target))
+            with staged([target], "Triton model file") as (tmp,):
+                onnx.save(_wrap_model(cfg, plan), str(tmp))
         else:
-            shutil.copyfile(cfg.model_path, target)
+            _copy_file(cfg.model_path, target)
             from rnnrt.ir.weights import external_data_files
 
             for rel in external_data_files(cfg.model_path):  # big models: model.onnx.data beside it
                 (version_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(cfg.model_path.parent / rel, version_dir / rel)
+                _copy_file(cfg.model_path.parent / rel, version_dir / rel)
     else:
         plan = _Plan(cfg, max_batch_size)
         target = version_dir / "model.plan"
@@ -711,9 +713,15 @@ def export_triton(
         if plan.wrap:
             _build_wrapped_plan(cfg, plan, target)
         else:
-            shutil.copyfile(cfg.plan_path, target)
-    (model_dir / "config.pbtxt").write_text(_to_text(cfg, msg))
+            _copy_file(cfg.plan_path, target)
+    write_text(model_dir / "config.pbtxt", _to_text(cfg, msg), "Triton config")
     return model_dir
+
+
+def _copy_file(src: Path, dst: Path) -> None:
+    """Copies a model file into the repository safely (:mod:`rnnrt.safe_write`: no link or special file replaced)."""
+    with staged([dst], "Triton model file") as (tmp,):
+        shutil.copyfile(src, tmp)
 
 def _build_wrapped_plan(cfg: ModelConfig, plan: _Plan, target: Path) -> None:
     from rnnrt.build import BuildOptions, plan_from_onnx
@@ -727,4 +735,4 @@ def _build_wrapped_plan(cfg: ModelConfig, plan: _Plan, target: Path) -> None:
                            trt_module=e.flavour)
     result = plan_from_onnx(model, options, batch_axes=batch_axes, state_inputs=[s.input for s in cfg.state],
                             state_outputs=[s.output for s in cfg.state])
-    target.write_bytes(bytes(result.plan))
+    write_bytes(target, bytes(result.plan), "Triton model file")
