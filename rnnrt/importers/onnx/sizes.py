@@ -18,6 +18,7 @@ import math
 import onnx
 
 from rnnrt.errors import ModelImportError, fmt
+from rnnrt.ir.bindings import onnx_tensor_type
 
 __all__ = ["MAX_HIDDEN_SIZE", "MAX_INPUT_ELEMENTS", "check_declared_sizes"]
 
@@ -35,9 +36,12 @@ def check_declared_sizes(model: onnx.ModelProto, where: str) -> None:
     """Raises ModelImportError if a non-weight graph input or a recurrent node declares more than the bounds."""
     weights = {t.name for t in model.graph.initializer}
     for vi in model.graph.input:
-        if vi.name in weights or not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+        if vi.name in weights or not vi.type.HasField("tensor_type"):
             continue
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+        shape = onnx_tensor_type(vi, unnamed="?")[1]
+        if shape is None:
+            continue
+        dims = [d if isinstance(d, int) else None for d in shape]
         if any(d is not None and d < 0 for d in dims):
             raise ModelImportError(fmt(f"Model {where!r} input {vi.name!r}", f"Declares a negative dim: {dims}",
                                        "Dims are sizes >= 0, or names for dynamic dims."))
