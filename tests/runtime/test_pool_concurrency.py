@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import rnnrt
-from rnnrt.errors import RnnrtError, StateError
+from rnnrt.errors import RnnrtError, SnapshotError, StateError
 from rnnrt.runtime.pool import StreamPool, StreamState
 from tests.runtime.pool_replay import replay_interleavings
 
@@ -197,6 +197,13 @@ def test_restore_with_huge_step_count_is_typed_and_leaves_no_stream(dynamic):
                               batch_axes=good.batch_axes, steps=2**70)
             p.restore("B", bad)
         assert "B" not in p and p.free_slots == 1
+        # A state that skipped the constructor's checks is refused by restore itself.
+        sneaky = StreamState._from_pool(good.model, dict(good.tensors), dict(good.outputs), dict(good.batch_axes),
+                                        False, 2**70)
+        with pytest.raises(SnapshotError, match="step count 1180591620717411303424 is out of range"):
+            p.restore("B", sneaky)
+        assert "B" not in p and p.free_slots == 1
+        p.open("C")
 
 
 def test_failed_restore_is_all_or_nothing(dynamic, monkeypatch):
