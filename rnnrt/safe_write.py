@@ -27,11 +27,11 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Iterator, Sequence, Union
+from typing import IO, Callable, Iterator, Sequence, Union
 
 from rnnrt.errors import OutputError, fmt
 
-__all__ = ["check_target", "staged", "write_bytes", "write_text"]
+__all__ = ["check_target", "staged", "write_bytes", "write_file", "write_text"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -102,12 +102,23 @@ def staged(targets: Sequence[PathLike], what: str = "Output") -> Iterator[list[P
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def write_file(path: PathLike, write: Callable[[IO], None], mode: str = "wb", what: str = "Output") -> Path:
+    """Writes exactly ``path`` safely: ``write(f)`` fills a temporary file (opened with ``mode``), which is
+    renamed over ``path`` once complete (see the module doc); returns the path.
+
+    Example::
+
+        write_file("out.npz", lambda f: np.savez(f, **arrays), what="-o/--output")
+    """
+    with staged([path], what) as (tmp,):
+        with open(tmp, mode) as f:
+            write(f)
+    return Path(path)
+
+
 def write_bytes(path: PathLike, data: Union[bytes, bytearray, memoryview], what: str = "Output") -> Path:
     """Writes ``data`` to ``path`` safely (see the module doc); returns the path."""
-    with staged([path], what) as (tmp,):
-        with open(tmp, "wb") as f:
-            f.write(data)
-    return Path(path)
+    return write_file(path, lambda f: f.write(data), "wb", what)
 
 
 def write_text(path: PathLike, text: str, what: str = "Output") -> Path:

@@ -11,7 +11,7 @@ import pytest
 from rnnrt.config import save_step_graph
 from rnnrt.errors import OutputError
 from rnnrt.importers.caffe.convert import convert_caffe
-from rnnrt.safe_write import check_target, staged, write_bytes, write_text
+from rnnrt.safe_write import check_target, staged, write_bytes, write_file, write_text
 from rnnrt.serve.triton import export_triton
 from tests.hostile.helpers import input_layer
 
@@ -32,6 +32,19 @@ def test_write_replaces_a_regular_file_atomically(tmp_path):
     write_bytes(target, b"new")
     assert target.read_bytes() == b"new"
     assert sorted(os.listdir(tmp_path)) == ["f.bin"]  # no temporary left
+
+
+def test_write_file_passes_an_open_file(tmp_path):
+    import numpy as np
+
+    target = tmp_path / "out.npz"  # np.savez given a file object appends no second .npz
+    write_file(target, lambda f: np.savez(f, a=np.arange(3)))
+    assert np.load(target)["a"].tolist() == [0, 1, 2]
+    link = tmp_path / "link.npz"
+    link.symlink_to(target)
+    with pytest.raises(OutputError, match="symbolic link"):
+        write_file(link, lambda f: np.savez(f, a=np.arange(1)))
+    assert np.load(target)["a"].tolist() == [0, 1, 2]
 
 
 def test_new_file_mode_follows_the_umask(tmp_path):
