@@ -1,7 +1,7 @@
 # make run   : create .venv, install rnnrt, run the CPU demo
 # make test  : create .venv, install rnnrt with test extras, run the whole suite
 # make test-large : convert and run a model with 2.5 GB of weights (needs ~6 GB of memory, minutes)
-# make fuzz  : the fuzzing harnesses of tests/hostile with many random examples (minutes)
+# make fuzz  : the fuzzing harnesses of tests/hostile, 100,000 random inputs each (hours; nice it on a shared machine)
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN = $(VENV)/bin

@@ -61,6 +61,10 @@ class BindingError(RnnrtError, ValueError):
     """A frame does not match the binding it is fed to (name, shape, dtype or memory space)."""
 
 
+class OutputError(RnnrtError):
+    """An output file cannot be written safely: a symbolic link or a special file is in its place."""
+
+
 class CudaError(RnnrtError, RuntimeError):
     """A CUDA runtime call failed; carries the CUDA error name."""
 

@@ -1,4 +1,4 @@
-"""The paths a user names: checked before any work starts, written atomically.
+"""The paths a user names: checked before any work starts (writing them is :mod:`rnnrt.safe_write`'s job).
 
 A name that becomes a file or folder name (:func:`check_name`), a file to read (:func:`check_input_file`),
 a folder to write into (:func:`check_output_dir`) and a file to write (:func:`check_output_file`): each
@@ -10,11 +10,11 @@ a result file so that a failure leaves no partial file.
 from __future__ import annotations
 
 import os
-from typing import IO, Callable, Union
+from typing import Union
 
 from rnnrt.errors import ConfigError, fmt
 
-__all__ = ["check_input_file", "check_name", "check_output_dir", "check_output_file", "write_atomically"]
+__all__ = ["check_input_file", "check_name", "check_output_dir", "check_output_file"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -95,19 +95,3 @@ def check_output_file(path: PathLike, what: str, *, example: str = "out.npz", cr
         raise ConfigError(fmt(f"{what} {str(path)!r}", f"Its folder {folder!r} does not exist", "Create it first."))
     if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(p) and not os.access(p, os.W_OK)):
         raise ConfigError(fmt(f"{what} {str(path)!r}", "Cannot be written (permission denied)"))
-
-
-def write_atomically(path: PathLike, write: Callable[[IO], None], mode: str = "wb") -> None:
-    """Writes exactly ``path``: ``write(f)`` fills a temporary file beside it, which is renamed over ``path``
-    once complete, so a failure leaves no partial file (and an old ``path`` as it was)."""
-    import tempfile
-
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -352,5 +352,6 @@ def save_runtime_cache(config: Any, cache_path: str) -> None:
     data = cache.serialize()
     if data is None:
         raise EngineError(fmt(f"Runtime cache {cache_path!r}", "TensorRT-RTX could not serialize it"))
-    with open(cache_path, "wb") as f:
-        f.write(memoryview(data))
+    from rnnrt.safe_write import write_bytes
+
+    write_bytes(cache_path, memoryview(data), "Runtime cache")

@@ -36,6 +36,7 @@ from rnnrt import trt_compat
 from rnnrt.errors import BuildError, ConfigError, fmt
 from rnnrt.build.engine_info import BindingInfo, LayerInfo, network_layers, trt_dtype_name
 from rnnrt.ir.bindings import graph_bindings
+from rnnrt.safe_write import staged, write_bytes
 
 G_LOGGER = logging.getLogger("rnnrt.build")
 
@@ -461,9 +462,7 @@ def _save_timing_cache(config: Any, path: str) -> None:
     cache = config.get_timing_cache()
     if cache is None:
         return
-    data = cache.serialize()
-    with open(path, "wb") as f:
-        f.write(memoryview(data))
+    write_bytes(path, memoryview(cache.serialize()), "Timing cache")
 
 
 def plan_from_onnx(
@@ -658,7 +657,7 @@ def plan_from_config(
     graph_name = None
     try:
         plan_path.parent.mkdir(parents=True, exist_ok=True)
-        plan_path.write_bytes(result.plan)
+        write_bytes(plan_path, result.plan, "Plan")
         if result.model is not None:
             graph_path = Path(f"{plan_path}.onnx")
             _save_graph(result.model, graph_path)
@@ -701,7 +700,8 @@ def plan_from_config(
 
 def _save_graph(model: onnx.ModelProto, path: Path) -> None:
     """Saves a rewritten graph; weights go to ``<path>.data`` when the graph is too big for one protobuf."""
-    try:
-        onnx.save(model, str(path))
-    except ValueError:
-        onnx.save(model, str(path), save_as_external_data=True, location=f"{path.name}.data")
+    with staged([path, path.with_name(f"{path.name}.data")], "Graph") as (tmp, _):
+        try:
+            onnx.save(model, str(tmp))
+        except ValueError:
+            onnx.save(model, str(tmp), save_as_external_data=True, location=f"{path.name}.data")

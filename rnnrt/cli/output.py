@@ -45,9 +45,9 @@ def report(text: str, data: dict[str, Any], dest: str | None) -> None:
     print(text)
     if dest is None:
         return
-    from rnnrt.paths import write_atomically
+    from rnnrt.safe_write import write_file
 
     try:
-        write_atomically(dest, lambda f: json.dump(data, f, indent=1), "w")
+        write_file(dest, lambda f: json.dump(data, f, indent=1), "w", what="--json")
     except OSError as err:
         raise ConfigError(fmt(f"--json {dest!r}", f"Cannot be written: {err.strerror}")) from err

@@ -41,6 +41,7 @@ from rnnrt.ir.bindings import (
 )
 from rnnrt.ir.checks import ChecksRecord
 from rnnrt.ir.files import MAX_MODEL_BYTES, check_regular_file, read_yaml
+from rnnrt.safe_write import staged, write_text
 
 __all__ = [
     "CONFIG_VERSION",
@@ -352,7 +353,7 @@ def save_config(cfg: ModelConfig, path: Union[str, os.PathLike]) -> ModelConfig:
         data["session"] = _FlowDict(data["session"])
     header = "# rnnrt model config (see `rnnrt schema`). Paths are relative to this file.\n"
     try:
-        path.write_text(header + yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=120))
+        write_text(path, header + yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=120), "Config")
     except OSError as err:
         raise ConfigError(fmt(f"Config {str(path)!r}", f"Cannot be written: {err.strerror}")) from err
     return out
@@ -538,8 +539,12 @@ def save_step_graph(step: Any, out_dir: Union[str, os.PathLike], name: str = "mo
     else:
         # Protobuf cannot serialize 2 GiB; big weights go to an external data file next to the model.
         external = step.model.ByteSize() > (1 << 30)
-        onnx.save_model(step.model, str(onnx_path), save_as_external_data=external,
-                        location=f"{name}.onnx.data" if external else None)
+        try:
+            with staged([onnx_path, out / f"{name}.onnx.data"], "Model file") as (tmp, _):
+                onnx.save_model(step.model, str(tmp), save_as_external_data=external,
+                                location=f"{name}.onnx.data" if external else None)
+        except OSError as err:
+            raise ConfigError(fmt(f"Model file {str(onnx_path)!r}", f"Cannot be written: {err.strerror}")) from err
     cfg = config_from_step_graph(step, onnx_path)
     yaml_path = out / f"{name}.yaml"
     save_config(cfg, yaml_path)

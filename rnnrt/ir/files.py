@@ -11,6 +11,7 @@ before a path a config names is opened (``model: /dev/zero`` or a FIFO must not 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any, Union
@@ -63,6 +64,10 @@ def check_regular_file(path: Union[str, os.PathLike], what: str, max_bytes: int,
     if st.st_size > max_bytes:
         raise ConfigError(fmt(what, f"Is {st.st_size} bytes, more than the {max_bytes} bytes rnnrt reads"))
     return st.st_size
+
+
+# What the YAML reader refuses (PyYAML's Reader.NON_PRINTABLE): NUL and other control characters.
+_NOT_YAML_TEXT = re.compile("[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]")
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -150,7 +155,16 @@ def read_yaml(path: Union[str, os.PathLike], what: str = "Config") -> Any:
             fmt(label, f"Is not UTF-8 text (byte {err.start}, line {line}: {raw[err.start:err.start + 1]!r})",
                 "Save the file as UTF-8.")
         ) from err
-    loader = _BoundedLoader(text)
+    bad = _NOT_YAML_TEXT.search(text)
+    if bad is not None:
+        line = text.count("\n", 0, bad.start()) + 1
+        column = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
+        raise ConfigError(fmt(label, f"Has the control character U+{ord(bad.group()):04X} at line {line}, column {column}",
+                              "YAML allows only printable characters, tabs and line breaks; remove it."))
+    try:
+        loader = _BoundedLoader(text)
+    except yaml.YAMLError as err:  # a backstop: the check above finds what the reader refuses
+        raise ConfigError(fmt(label, f"Is not valid YAML: {err}")) from err
     try:
         node = loader.get_single_node()
         if node is None:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from rnnrt.errors import ConfigError, fmt
+from rnnrt.safe_write import write_text
 
 PathLike = Union[str, os.PathLike]
 
@@ -162,7 +163,7 @@ class EngineManifest:
         """Writes the manifest (by default beside its plan) and returns its path."""
         target = Path(path) if path is not None else self.path
         assert target is not None
-        target.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        write_text(target, json.dumps(self.to_json(), indent=1) + "\n", "Manifest")
         self.path = target
         return target
 

@@ -27,6 +27,7 @@ import onnx_graphsurgeon as gs
 from onnx.external_data_helper import _get_all_tensors
 
 from rnnrt.errors import ConfigError, ModelImportError, fmt
+from rnnrt.safe_write import staged
 
 EMBED_LIMIT = (1 << 31) - (64 << 20)
 """Weights up to this many bytes in total (2 GiB less room for the graph) are embedded in the
@@ -169,22 +170,29 @@ def save_with_external_data(
     location = location or f"{onnx_path.name}.data"
     data_path = onnx_path.parent / location
     try:
-        with open(data_path, "wb") as f:
-            for t in _external_tensors(model):
-                arr = weights.get(t.name)
-                if arr is None:
-                    raise ModelImportError(fmt(f"Tensor {t.name!r}", "Is an external-data placeholder without weights"))
-                offset = -f.tell() % _ALIGN + f.tell()
-                f.seek(offset)
-                _write_array(f, arr)
-                del t.external_data[:]
-                for key, value in (("location", location), ("offset", str(offset)), ("length", str(arr.nbytes))):
-                    entry = t.external_data.add()
-                    entry.key, entry.value = key, value
-        onnx.save_model(model, str(onnx_path))
+        with staged([onnx_path, data_path], "Model file") as (onnx_tmp, data_tmp):
+            _write_weights(model, weights, onnx_tmp, data_tmp, location)
     except OSError as err:
         raise ConfigError(fmt(f"Model file {str(onnx_path)!r}", f"Cannot be written: {err.strerror or err}")) from err
     return data_path
+
+
+def _write_weights(model: onnx.ModelProto, weights: Mapping[str, np.ndarray], onnx_path: Path, data_path: Path,
+                   location: str) -> None:
+    """Writes the weights file and then the model (the temporary paths of save_with_external_data)."""
+    with open(data_path, "wb") as f:
+        for t in _external_tensors(model):
+            arr = weights.get(t.name)
+            if arr is None:
+                raise ModelImportError(fmt(f"Tensor {t.name!r}", "Is an external-data placeholder without weights"))
+            offset = -f.tell() % _ALIGN + f.tell()
+            f.seek(offset)
+            _write_array(f, arr)
+            del t.external_data[:]
+            for key, value in (("location", location), ("offset", str(offset)), ("length", str(arr.nbytes))):
+                entry = t.external_data.add()
+                entry.key, entry.value = key, value
+    onnx.save_model(model, str(onnx_path))
 
 
 def external_data_files(onnx_path: Union[str, os.PathLike]) -> list[Path]:

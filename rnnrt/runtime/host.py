@@ -29,19 +29,51 @@ def _physical_memory() -> Optional[int]:
         return None
 
 
+def _address_space_left() -> Optional[int]:
+    """Bytes this process may still map under its address-space limit (``RLIMIT_AS``), or None if unlimited."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/statm") as f:
+            used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (ImportError, ValueError, OSError, AttributeError):
+        return None
+    return max(0, soft - used)
+
+
+def memory_limit() -> Optional[tuple[int, str]]:
+    """The most host memory a new allocation may take, and what bounds it: the machine's physical memory
+    or, when lower, what the process's address-space limit (``ulimit -v``) leaves; None if unknown."""
+    limits = []
+    physical = _physical_memory()
+    if physical is not None:
+        limits.append((physical, f"this machine's {physical / 2**30:.1f} GiB"))
+    left = _address_space_left()
+    if left is not None:
+        limits.append((left, f"the {left / 2**30:.1f} GiB this process's address-space limit (RLIMIT_AS) leaves"))
+    return min(limits) if limits else None
+
+
 class HostArena:
     """One contiguous host buffer holding every state tensor, each a view at an aligned offset."""
 
     def __init__(self, layout: list[tuple[str, tuple[int, ...], np.dtype]]) -> None:
         sizes = [int(np.prod(shape, dtype=np.int64)) * dtype.itemsize for _, shape, dtype in layout]
         offsets, end = aligned_layout(sizes)
-        limit = _physical_memory()
-        if limit is not None and 2 * end > limit:
+        limit = memory_limit()
+        if limit is not None and 2 * end > limit[0]:
             raise ConfigError(
-                fmt("Session", f"The state needs 2 x {end / 2**30:.1f} GiB for this batch size, more than this "
-                    f"machine's {limit / 2**30:.1f} GiB", "Use a smaller batch_size.")
+                fmt("Session", f"The state needs 2 x {end / 2**30:.1f} GiB for this batch size, more than "
+                    f"{limit[1]}", "Use a smaller batch_size.")
             )
-        self.buffer = np.zeros(end, dtype=np.uint8)
+        try:
+            self.buffer = np.zeros(end, dtype=np.uint8)
+        except MemoryError as err:  # the check above cannot see every limit (e.g. memory cgroups)
+            raise ConfigError(fmt("Session", f"Cannot allocate the {end / 2**30:.1f} GiB state arena for this "
+                                  "batch size: out of memory", "Use a smaller batch_size.")) from err
         self.views: dict[str, np.ndarray] = {
             name: np.ndarray(shape, dtype=dtype, buffer=self.buffer, offset=off)
             for (name, shape, dtype), off in zip(layout, offsets)

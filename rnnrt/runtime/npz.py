@@ -185,11 +185,12 @@ def read_calls(path: str | os.PathLike, inputs: Collection[str], outputs: Collec
     return [frames[k] for k in range(n)], [outs.get(k, {}) for k in range(n)]
 
 
-def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """Writes ``arrays`` to exactly ``path`` (no ``.npz`` appended), atomically: a temporary file beside it is
-    renamed over it once complete, so a failure leaves no partial file."""
+def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], what: str = "-o/--output") -> None:
+    """Writes ``arrays`` to exactly ``path`` (no ``.npz`` appended) with :func:`rnnrt.safe_write.write_file`:
+    a temporary file beside it is renamed over it once complete (a failure leaves no partial file), and a
+    symlink or special file in its place is refused."""
     import numpy as np
 
-    from rnnrt.paths import write_atomically
+    from rnnrt.safe_write import write_file
 
-    write_atomically(path, lambda f: np.savez(f, **arrays))
+    write_file(path, lambda f: np.savez(f, **arrays), what=what)

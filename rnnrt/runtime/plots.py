@@ -13,6 +13,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from rnnrt.errors import ConfigError, fmt
+from rnnrt.safe_write import staged
 
 
 def pyplot() -> Any:
@@ -48,6 +49,7 @@ def latency_histogram(times_us: Sequence[float], path: Union[str, os.PathLike], 
     ax.legend()
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path)
+    with staged([path], "Plot") as (tmp,):
+        fig.savefig(tmp)  # the same file name: matplotlib picks the format by its suffix
     plt.close(fig)
     return path

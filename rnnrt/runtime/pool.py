@@ -27,18 +27,33 @@ dim has size 1. Outputs come back the same way, with batch dim 1. The Session ch
 (:mod:`rnnrt.runtime.frames`); a frame that cannot be packed is checked alone with the same check so
 that the error names its stream. When the model has a continuation input with ``fill: auto`` and the
 frames omit it, the Session fills it per slot: 0 at t=0 of a stream's first frame after
-:meth:`~StreamPool.open` or :meth:`~StreamPool.reset`, else 1. An input without a batch axis (one
+:meth:`~StreamPool.open` or :meth:`~StreamPool.reset`, else 1 (the sequence-start marks are the
+Session's; the pool keeps none of its own). An input without a batch axis (one
 value for all streams, e.g. Silero's ``sr`` when not folded at convert time) is not part of any frame:
 its value is given once, ``StreamPool(session, shared={"sr": 16000})``, and fed with every step.
 
-Threads: a Session is not thread-safe; once pooled, use it only through its pool. Every method of
-:class:`StreamPool` may be called from any thread. ``open``, ``close``, ``reset``, ``expire`` and the
-queries only touch the slot table under a short lock and never wait for a running step; the Session
-work they imply (zeroing a slot) is applied at the start of the next step. ``step``, ``snapshot`` and
-``restore`` touch the Session and run one at a time. :class:`StreamState` is immutable.
+Concurrency contract: a Session is not thread-safe; once pooled, use it only through its pool. Every
+method of :class:`StreamPool` may be called from any thread, and ``open``, ``close``, ``reset``,
+``expire``, ``restore``, ``snapshot`` and the ``step`` family are atomic with respect to each other:
+each takes effect at one instant, as if the calls ran one after another in some order.
 
-Expiry callbacks (``on_expire``) run outside the locks; an exception in one is logged (logger
-``rnnrt``) and kept in :attr:`StreamPool.callback_errors`, and never stops a step or loses a pending reset.
+- ``open``, ``close``, ``reset`` and ``expire`` change the slot table under a short lock and do not
+  wait for a running step; the Session work they imply (zeroing a slot) is done at the start of the
+  next Session call on that slot.
+- ``step``, ``step_batch``, ``step_chunk``, ``snapshot`` and ``restore`` use the Session one at a time.
+  A step takes effect when it looks its streams up: a stream closed or released while its step runs
+  still gets that step's outputs, and its slot is given to a new stream only once the step is over
+  (an ``open`` that finds no other free slot waits for it). So no stream ever sees another's state.
+- A ``reset`` that arrives while a step of that stream runs counts after the step: the stream's next
+  frame is its t=0. A ``reset`` of a stream being restored finds it not open yet (``StateError``) or
+  resets the restored state: it is never lost.
+- ``restore`` is all or nothing: the stream appears (with its whole state written) or, on any error,
+  does not, and its slot is free again. ``snapshot`` reads a state no step or reset is changing.
+
+Expiry callbacks (``on_expire``) run outside the locks, after the call that released the streams
+has finished with the Session (so a callback may call the pool); an exception in one is logged
+(logger ``rnnrt``) and kept in :attr:`StreamPool.callback_errors`, and never stops a step or loses a
+pending reset. :class:`StreamState` is immutable.
 """
 
 from __future__ import annotations
@@ -54,7 +69,7 @@ from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Optiona
 
 import numpy as np
 
-from rnnrt.errors import BindingError, ConfigError, RnnrtError, StateError, fmt
+from rnnrt.errors import BindingError, ConfigError, RnnrtError, SnapshotError, StateError, fmt
 from rnnrt.ir.streams import single_input
 from rnnrt.runtime.frames import BATCH, InputSpec, check_host, stream_shape, take_rows
 from rnnrt.runtime.snapshot import StreamState, model_digest
@@ -83,8 +98,12 @@ class PooledSession(Protocol):
 
     def write_state(self, slots: Iterable[int], values: Mapping[str, np.ndarray], start: bool = False) -> None: ...
 
+    @property
+    def sequence_starts(self) -> np.ndarray: ...
 
-_NEEDS = ("batch_size", "io", "step", "reset", "read_state", "write_state")
+
+_NEEDS = ("batch_size", "io", "step", "reset", "read_state", "write_state", "sequence_starts")
+_MAX_STEPS = 2**63 - 1  # a step count the pool keeps (int64)
 
 
 class _Stream:
@@ -103,11 +122,12 @@ class _SlotRoute:
     closed or released, reuses it instead of looking every stream up again.
     """
 
-    __slots__ = ("gen", "keys", "slots", "dest")
+    __slots__ = ("gen", "keys", "slots", "busy", "dest")
 
     def __init__(self, gen: int, keys: tuple, slots: list) -> None:
         self.gen = gen
         self.keys = keys
+        self.busy = frozenset(slots)  # the slots no new stream may take while this step runs
         self.slots = np.array(slots, dtype=np.intp)
         self.slots.flags.writeable = False  # the Session may then skip re-checking it (same object)
         # Where the rows go after the step: a slice when frame order is slot order from 0.
@@ -199,11 +219,6 @@ class StreamPool:
                     fmt(f"Output {t.name!r}", "Has no batch axis, so StreamPool cannot give each stream its own slot",
                         "Pool only models whose every output has a batch_axis (convert with a batch dim).")
                 )
-        checks = getattr(cfg, "checks", None)
-        if checks is not None and checks.batch_one and int(getattr(session, "batch_size", 1)) > 1:
-            raise ConfigError(fmt("StreamPool", f"The model runs one stream per batch only: {checks.batch_one}",
-                                  "Its convert-time check found the streams of a batch mixing: pool a Session of "
-                                  "batch_size=1, or one Session per stream."))
         missing = [name for name in _NEEDS if not hasattr(session, name)]
         if missing:
             raise ConfigError(fmt("StreamPool", f"Got a {type(session).__name__} without {missing}",
@@ -234,13 +249,16 @@ class StreamPool:
         self._copy_outputs = getattr(session, "outputs", "host") != "host"
 
         self._lock = threading.Lock()          # the slot table
-        self._session_lock = threading.RLock()  # the Session: step, snapshot, restore
+        self._slot_freed = threading.Condition(self._lock)  # an open waiting for the slots of a running step
+        self._session_lock = threading.Lock()  # the Session: the step family, snapshot, restore
         self._streams: dict[Hashable, _Stream] = {}
         self._free = list(range(self.capacity))  # a heap: the lowest free slot is taken first
-        self._pending: set[int] = set()          # slots to zero before the next step
+        self._pending: set[int] = set()          # slots to zero before the next Session call on them
+        self._busy: frozenset = frozenset()      # slots of the running Session call
+        self._released: list[int] = []           # busy slots whose stream closed: free once the call ends
+        self._restoring: set = set()             # ids being restored (not open yet, not free either)
         self._next_sweep = float("inf")
-        # Per slot, for the stream in it: its next frame is its t=0; frames since open/reset; last use.
-        self._at_start = np.ones(self.capacity, dtype=bool)
+        # Per slot, for the stream in it: frames since open/reset; last use.
         self._steps = np.zeros(self.capacity, dtype=np.int64)
         self._last_used = np.zeros(self.capacity, dtype=np.float64)
         self._gen = 0                       # bumped whenever the set of open streams changes
@@ -265,7 +283,7 @@ class StreamPool:
         expired: list = []
         try:
             with self._lock:
-                rec = self._open_locked(stream_id, expired)
+                rec = self._publish(stream_id, self._take_slot(stream_id, expired), 0)
                 self._pending.add(rec.slot)
         finally:
             self._notify(expired)
@@ -288,7 +306,7 @@ class StreamPool:
                 if missing_ok:
                     return
                 raise self._not_open(stream_id)
-            heapq.heappush(self._free, rec.slot)
+            self._release(rec.slot)
             self._gen += 1
 
     def reset(self, stream_id: Hashable) -> None:
@@ -298,7 +316,6 @@ class StreamPool:
             rec = self._streams.get(stream_id)
             if rec is None:
                 raise self._not_open(stream_id)
-            self._at_start[rec.slot] = True
             self._steps[rec.slot] = 0
             self._pending.add(rec.slot)
 
@@ -333,15 +350,12 @@ class StreamPool:
         if not isinstance(frames, abc.Mapping):
             raise BindingError(fmt("StreamPool.step", f"Got a {type(frames).__name__}",
                                    "Pass a mapping {stream id: frame}."))
-        with self._session_lock:
-            plan = self._begin(frames)
-            if not plan.keys:
-                return {}
+
+        def run(plan: _SlotRoute) -> tuple:
             feeds = self._pack(plan, list(frames.values()))
-            # On failure the Session leaves its state untouched, so no stream advanced.
-            outs = self.session.step(feeds, slots=plan.slots)
-            self._advanced(plan)
-            return self._unpack(plan.keys, outs)
+            return self._unpack(plan.keys, self.session.step(feeds, slots=plan.slots)), 1
+
+        return self._run(frames, run)
 
     def step_batch(self, stream_ids: Iterable[Hashable], feeds: Union[Mapping[str, Any], np.ndarray],
                    out: Optional[Mapping[str, np.ndarray]] = None) -> dict[str, np.ndarray]:
@@ -373,13 +387,7 @@ class StreamPool:
             EngineError: The engine failed. No stream advances then.
         """
         feeds = self._with_shared(stream_ids, feeds, "StreamPool.step_batch", chunk=False)
-        with self._session_lock:
-            plan = self._begin(stream_ids)
-            if not plan.keys:
-                return {}
-            outs = self.session.step(feeds, slots=plan.slots, out=out)
-            self._advanced(plan)
-            return outs
+        return self._run(stream_ids, lambda plan: (self.session.step(feeds, slots=plan.slots, out=out), 1))
 
     def step_chunk(self, stream_ids: Iterable[Hashable], feeds: Union[Mapping[str, Any], np.ndarray]
                    ) -> dict[str, np.ndarray]:
@@ -405,15 +413,14 @@ class StreamPool:
             EngineError: The engine failed at some frame. No stream advances then.
         """
         feeds = self._with_shared(stream_ids, feeds, "StreamPool.step_chunk", chunk=True)
-        with self._session_lock:
-            plan = self._begin(stream_ids)
-            if not plan.keys:
-                return {}
+
+        def run(plan: _SlotRoute) -> tuple:
             outs = self.session.step_chunk(feeds, slots=plan.slots)
             # The Session accepted the feeds: every input has the same K along axis 0.
             first = next(iter(feeds.values())) if isinstance(feeds, abc.Mapping) else feeds
-            self._advanced(plan, int(np.shape(first)[0]))
-            return outs
+            return outs, int(np.shape(first)[0])
+
+        return self._run(stream_ids, run)
 
     def _with_shared(self, stream_ids: Any, feeds: Any, what: str, chunk: bool) -> Any:
         """The feeds of :meth:`step_batch` / :meth:`step_chunk` with the ``shared`` values added (per frame
@@ -440,43 +447,87 @@ class StreamPool:
             shared = {name: np.broadcast_to(value, (count,) + value.shape) for name, value in shared.items()}
         return {**feeds, **shared}
 
-    def _begin(self, stream_ids: Iterable[Hashable]) -> _SlotRoute:
-        """The start of a step (under the session lock): releases idle streams, zeroes the slots opened or
-        reset since the last step, and returns the plan of these ids (raising what the plan found wrong)."""
+    def _run(self, stream_ids: Iterable[Hashable], call: Callable[[_SlotRoute], tuple]) -> Any:
+        """One step of the family: under the session lock, looks the streams up (releasing idle ones) and
+        marks their slots busy in one go under the table lock, zeroes the slots opened or reset since,
+        runs ``call(plan) -> (result, frames taken)`` and books the advance. The busy slots are given
+        back (with those released meanwhile) whatever happens; expiry callbacks run last."""
         expired: list = []
-        with self._lock:
-            if self.idle_timeout is not None:
-                self._sweep(self._clock(), expired)
-            plan_or_err = self._plan_for(stream_ids)
-        self._notify(expired)
-        self._apply_pending()
-        if isinstance(plan_or_err, BaseException):
-            raise plan_or_err
-        return plan_or_err
+        try:
+            with self._session_lock:
+                with self._lock:
+                    if self.idle_timeout is not None:
+                        self._sweep(self._clock(), expired)
+                    plan = self._plan_for(stream_ids)
+                    if isinstance(plan, BaseException):
+                        raise plan
+                    if not plan.keys:
+                        return {}
+                    self._busy = plan.busy
+                    pending = self._take_pending(None)
+                try:
+                    self._zero(pending)
+                    # On failure the Session leaves its state untouched, so no stream advanced.
+                    result, count = call(plan)
+                    self._advanced(plan, count)
+                    return result
+                finally:
+                    self._end_call()
+        finally:
+            self._notify(expired)
 
     def _advanced(self, plan: _SlotRoute, count: int = 1) -> None:
-        """Bookkeeping after a successful step of the plan's streams: not at t=0 any more, ``count`` more steps."""
+        """Bookkeeping after a successful step of the plan's streams: ``count`` more steps, used now."""
         now = self._clock()
         slots = plan.slots
         with self._lock:
-            # A reset() or open() that arrived during the step wins: that slot starts over next time.
+            # A reset() that arrived during the step wins: that stream starts over next time.
             if self._pending:
                 advanced = slots[[s not in self._pending for s in slots.tolist()]]
             else:
                 advanced = plan.dest  # a slice where it can, cheaper than indexing by slots
-            self._at_start[advanced] = False
             self._steps[advanced] += count
             self._last_used[plan.dest] = now
 
-    def _apply_pending(self) -> None:
-        """Zeroes the slots opened or reset since the last Session call (they stay pending on failure)."""
-        with self._lock:
-            pending = sorted(self._pending)
+    def _take_pending(self, slots: Optional[Iterable[int]]) -> list[int]:
+        """Takes the pending zeroing of these slots (all when None) off the list (under the table lock)."""
+        if not self._pending:
+            return []
+        if slots is None:
+            taken = sorted(self._pending)
+            self._pending.clear()
+        else:
+            taken = sorted(self._pending.intersection(slots))
+            self._pending.difference_update(taken)
+        return taken
+
+    def _zero(self, pending: list[int]) -> None:
+        """Zeroes the slots taken by :meth:`_take_pending` (under the session lock); on failure they stay pending."""
         if not pending:
             return
-        self.session.reset(slots=pending)
+        try:
+            self.session.reset(slots=pending)
+        except BaseException:
+            with self._lock:
+                self._pending.update(pending)
+            raise
+
+    def _end_call(self) -> None:
+        """The end of a Session call: its slots are no longer busy, and those released meanwhile are free."""
         with self._lock:
-            self._pending.difference_update(pending)
+            self._busy = frozenset()
+            if self._released:
+                for slot in self._released:
+                    heapq.heappush(self._free, slot)
+                self._released.clear()
+                self._slot_freed.notify_all()
+
+    def _release(self, slot: int) -> None:
+        """Frees the slot of a closed or expired stream (under the table lock); a busy one once its call ends."""
+        if slot in self._busy:
+            self._released.append(slot)
+        else:
+            heapq.heappush(self._free, slot)
 
     def _plan_for(self, frames: Any) -> Any:
         """The plan of a step of these stream ids in this order (cached), or the error to raise."""
@@ -562,7 +613,6 @@ class StreamPool:
         if not ids:
             return {}
         with self._session_lock:
-            self._apply_pending()
             with self._lock:
                 recs = []
                 for sid in ids:
@@ -571,12 +621,16 @@ class StreamPool:
                         raise self._not_open(sid)
                     recs.append(rec)
                 slots = [rec.slot for rec in recs]
-                marks = [(bool(self._at_start[s]), int(self._steps[s])) for s in slots]
-                reset_now = sorted(self._pending.intersection(slots))  # reset while we were reading: at zero
-                self._pending.difference_update(reset_now)
-            if reset_now:
-                self.session.reset(slots=reset_now)
-            rows = self.session.read_state(slots) if self._state_axes else {}
+                steps = [int(self._steps[s]) for s in slots]
+                self._busy = frozenset(slots)
+                pending = self._take_pending(slots)  # opened or reset since the last step: read as zero
+            try:
+                self._zero(pending)
+                rows = self.session.read_state(slots) if self._state_axes else {}
+                starts = self.session.sequence_starts[slots].tolist()
+            finally:
+                self._end_call()
+        marks = list(zip(starts, steps))
         # Per stream, its row of each state tensor: a view (batch dim 1) of the one array read for all.
         index = {name: (slice(None),) * self._state_axes[name] for name in rows}
         outputs, axes = self._state_outputs, self._state_axes
@@ -600,31 +654,46 @@ class StreamPool:
             int: The slot the stream occupies.
 
         Raises:
-            SnapshotError: ``state`` is not a StreamState.
+            SnapshotError: ``state`` is not a StreamState, or its step count is out of range.
             StateError: The id is already open, the pool is full, or the state does not fit this
                 model (different state names, shapes or dtypes, or another model).
-        """
-        from rnnrt.errors import SnapshotError
 
+        The restore is all or nothing: on any error no stream ``stream_id`` is open and no slot is taken.
+        """
         _check_id(stream_id)
         if not isinstance(state, StreamState):
             raise SnapshotError(fmt("StreamPool.restore", f"Got a {type(state).__name__}",
                                     "Pass a StreamState (from snapshot() or StreamState.from_bytes())."))
         self._check_fits(state, check_model)
+        steps = state.steps
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= _MAX_STEPS:
+            raise SnapshotError(fmt("StreamPool.restore", f"The state's step count {steps!r} is out of range",
+                                    f"A step count is an int in [0, {_MAX_STEPS}]; pass a StreamState from snapshot()."))
+        tensors = {n: np.asarray(a) for n, a in state.tensors.items()}
         expired: list = []
-        with self._session_lock:
-            with self._lock:
-                rec = self._open_locked(stream_id, expired)
-                self._at_start[rec.slot], self._steps[rec.slot] = bool(state.at_start), int(state.steps)
+        try:
+            with self._session_lock:
+                with self._lock:
+                    slot = self._take_slot(stream_id, expired)
+                    self._restoring.add(stream_id)
+                    self._pending.discard(slot)  # the write below replaces the whole slot
+                    self._busy = frozenset((slot,))
+                done = False
+                try:
+                    self.session.write_state([slot], tensors, start=bool(state.at_start))
+                    done = True
+                finally:
+                    with self._lock:
+                        self._restoring.discard(stream_id)
+                        if done:
+                            self._publish(stream_id, slot, int(steps))
+                        else:
+                            self._pending.add(slot)
+                            heapq.heappush(self._free, slot)
+                    self._end_call()
+        finally:
             self._notify(expired)
-            try:
-                self._apply_pending()
-                self.session.write_state([rec.slot], {n: np.asarray(a) for n, a in state.tensors.items()},
-                                         start=bool(state.at_start))
-            except BaseException:
-                self.close(stream_id, missing_ok=True)
-                raise
-        return rec.slot
+        return slot
 
     # Queries.
     def __len__(self) -> int:
@@ -654,23 +723,31 @@ class StreamPool:
         return f"StreamPool(streams={len(self._streams)}, capacity={self.capacity}, idle_timeout={self.idle_timeout})"
 
     # Helpers.
-    def _open_locked(self, stream_id: Hashable, expired: list) -> _Stream:
-        if stream_id in self._streams:
-            raise StateError(fmt(f"Stream {stream_id!r}", "Is already open", "Close it first, or use another id."))
+    def _take_slot(self, stream_id: Hashable, expired: list) -> int:
+        """A free slot for a new stream (under the table lock), releasing idle streams if none is free and
+        waiting for the running step when its slots are the only ones being freed."""
+        while True:
+            if stream_id in self._streams or stream_id in self._restoring:
+                raise StateError(fmt(f"Stream {stream_id!r}", "Is already open", "Close it first, or use another id."))
+            if not self._free:
+                self._sweep(self._clock(), expired, force=True)
+            if self._free:
+                return heapq.heappop(self._free)
+            if not self._released:
+                raise StateError(
+                    fmt("StreamPool", f"All {self.capacity} slots are taken; cannot open stream {stream_id!r}",
+                        "Close streams, set idle_timeout, or load the Session with a bigger batch_size.")
+                )
+            self._slot_freed.wait()
+
+    def _publish(self, stream_id: Hashable, slot: int, steps: int) -> _Stream:
+        """Makes the stream open in its slot (under the table lock)."""
         now = self._clock()
-        if not self._free:
-            self._sweep(now, expired, force=True)
-        if not self._free:
-            raise StateError(
-                fmt("StreamPool", f"All {self.capacity} slots are taken; cannot open stream {stream_id!r}",
-                    "Close streams, set idle_timeout, or load the Session with a bigger batch_size.")
-            )
-        rec = _Stream(stream_id, heapq.heappop(self._free))
+        rec = _Stream(stream_id, slot)
         self._streams[stream_id] = rec
         self._gen += 1
-        self._at_start[rec.slot] = True
-        self._steps[rec.slot] = 0
-        self._last_used[rec.slot] = now
+        self._steps[slot] = steps
+        self._last_used[slot] = now
         if self.idle_timeout is not None:
             self._next_sweep = min(self._next_sweep, now + self.idle_timeout)
         return rec
@@ -685,7 +762,7 @@ class StreamPool:
             used = last_used[rec.slot]
             if used < limit:
                 del self._streams[sid]
-                heapq.heappush(self._free, rec.slot)
+                self._release(rec.slot)
                 expired.append(sid)
                 self._gen += 1
             else:
@@ -762,11 +839,13 @@ class StreamPool:
                 parts[i] = self._check_one(inp, sid, value)
                 fill_like = parts[i]
             if is_cont:
-                # Some frames feed the continuation input, others omit it: fill those per stream.
+                # Some frames feed the continuation input, others omit it: fill those per stream
+                # (0 where the Session marks a sequence start).
+                starts = self.session.sequence_starts
                 for i, value in enumerate(parts):
                     if value is None:
                         cont = np.ones(fill_like.shape, dtype=fill_like.dtype)
-                        if self._at_start[int(plan.slots[i])]:
+                        if starts[int(plan.slots[i])]:
                             self._cont.zero_starts(cont, np.ones(1, dtype=bool))
                         parts[i] = cont
             try:

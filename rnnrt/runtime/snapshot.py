@@ -1,8 +1,16 @@
 """One stream's recurrent state detached from any pool: :class:`StreamState` and its byte format.
 
-Serialized form (no pickle): the magic ``RNNRTSS1``, a little-endian u32 header length, a JSON header,
-then the raw little-endian tensor bytes in header order. :meth:`StreamState.from_bytes` trusts nothing:
-every field is type-checked and bounded, and anything wrong is a :class:`rnnrt.errors.SnapshotError`.
+Serialized form (no pickle), format 2: the magic ``RNNRTSS2``, a little-endian u32 header length, a
+JSON header, the raw little-endian tensor bytes in header order, then the SHA-256 of everything before
+it (32 bytes). :meth:`StreamState.from_bytes` trusts nothing: the checksum must match (any flipped bit,
+truncation or edited header entry is refused), every header field is type-checked and range-checked
+(names, dtypes, sizes, batch dim 1, a step count an int64 holds, ``at_start`` only with 0 steps, no
+unknown keys), and anything wrong is a :class:`rnnrt.errors.SnapshotError`. The checksum detects
+corruption, not forgery: a party that can rewrite the bytes can recompute it, so keep snapshots where
+only trusted code writes them (or sign them yourself).
+
+Format 1 (magic ``RNNRTSS1``, no checksum; rnnrt before issue 22) is still read, with a
+``UserWarning`` that its integrity cannot be checked; :meth:`StreamState.to_bytes` writes format 2.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import hashlib
 import json
 import math
 import struct
+import warnings
 from collections import abc
 from typing import Any, Mapping
 
@@ -21,14 +30,20 @@ from rnnrt.errors import ConfigError, SnapshotError, fmt
 
 __all__ = ["StreamState", "model_digest"]
 
-_MAGIC = b"RNNRTSS1"
-_FORMAT = 1
+_MAGIC = b"RNNRTSS2"
+_MAGIC_V1 = b"RNNRTSS1"   # format 1: no checksum, read with a warning
+_FORMAT = 2
+_DIGEST = 32              # bytes of the trailing SHA-256
+_MAX_NAME = 4096          # characters of a model identity or tensor name
+_HEADER_KEYS = {"format", "model", "at_start", "steps", "tensors"}
+_TENSOR_KEYS = {"input", "output", "dtype", "shape", "batch_axis"}
 _SAFE_DTYPES = {"float32", "float16", "float64", "int8", "uint8", "int32", "int64", "bool"}
 _MAX_HEADER = 1 << 20     # bytes of JSON header
 _MAX_DEPTH = 8            # nesting of the JSON header (it needs 4)
-_MAX_INT = 2 ** 62
+_MAX_INT = 2 ** 63 - 1
 _MAX_TENSORS = 4096
 _MAX_RANK = 16
+_MAX_STEPS = 2**63 - 1    # steps since open/reset: what a pool counts (int64)
 
 
 def _external_data_files(path: Any) -> list[str]:
@@ -107,12 +122,27 @@ def _depth(text: bytes) -> int:
     return deepest
 
 
+def _known_keys(d: Mapping, known: set, where: str) -> None:
+    unknown = sorted(map(str, set(d) - known))
+    if unknown:
+        raise _corrupt(f"{where} has unknown keys {unknown[:5]}")
+
+
+def _name(d: Mapping, key: str, where: str) -> str:
+    value = _get(d, key, str, where)
+    if not 0 < len(value) <= _MAX_NAME or not value.isprintable():
+        raise _corrupt(f"{where}.{key} {value[:40]!r} is not a printable name of 1 to {_MAX_NAME} characters")
+    return value
+
+
 def _get(d: Mapping, key: str, kind: type, where: str) -> Any:
     if key not in d:
         raise _corrupt(f"{where} lacks {key!r}")
     value = d[key]
     if kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool) and -_MAX_INT <= value <= _MAX_INT
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and not -_MAX_INT <= value <= _MAX_INT:
+            raise _corrupt(f"{where}.{key} is {value}, out of the int64 range")
     else:
         ok = isinstance(value, kind)
     if not ok:
@@ -167,8 +197,9 @@ class StreamState:
                 raise bad(f"Tensor {name!r} has batch axis {axis!r}")
         if not isinstance(self.at_start, (bool, np.bool_)):
             raise bad(f"at_start is {self.at_start!r}, not a bool")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) or self.steps < 0:
-            raise bad(f"steps is {self.steps!r}, not a count")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) \
+                or not 0 <= self.steps <= _MAX_STEPS:
+            raise bad(f"steps is {self.steps!r}, not a count in [0, {_MAX_STEPS}]")
 
     @classmethod
     def _from_pool(cls, model: str, tensors: dict, outputs: Mapping[str, str], batch_axes: Mapping[str, int],
@@ -204,7 +235,8 @@ class StreamState:
         }
         head = json.dumps(header, separators=(",", ":")).encode()
         body = [np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes() for a in self.tensors.values()]
-        return b"".join([_MAGIC, struct.pack("<I", len(head)), head, *body])
+        data = b"".join([_MAGIC, struct.pack("<I", len(head)), head, *body])
+        return data + hashlib.sha256(data).digest()
 
     @classmethod
     def from_bytes(cls, data: Any) -> "StreamState":
@@ -218,7 +250,17 @@ class StreamState:
             raise SnapshotError(fmt("StreamState.from_bytes", f"Got a {type(data).__name__}",
                                     "Pass the bytes StreamState.to_bytes() returned."))
         data = bytes(data)
-        if not data.startswith(_MAGIC) or len(data) < len(_MAGIC) + 4:
+        if data.startswith(_MAGIC) and len(data) >= len(_MAGIC) + 4 + _DIGEST:
+            version = _FORMAT
+            data, digest = data[:-_DIGEST], data[-_DIGEST:]
+            if hashlib.sha256(data).digest() != digest:
+                raise _corrupt("the SHA-256 checksum does not match (bytes were changed, truncated or appended)")
+        elif data.startswith(_MAGIC_V1) and len(data) >= len(_MAGIC_V1) + 4:
+            version = 1
+            warnings.warn("StreamState.from_bytes | Reading a format-1 snapshot, which has no checksum: its "
+                          "integrity cannot be checked. Snapshot the stream again to get format 2.", UserWarning,
+                          stacklevel=2)
+        else:
             raise SnapshotError(fmt("StreamState.from_bytes", "The data is not a serialized StreamState",
                                     "Pass what StreamState.to_bytes() returned."))
         (n,) = struct.unpack_from("<I", data, len(_MAGIC))
@@ -237,14 +279,17 @@ class StreamState:
         if not isinstance(header, dict):
             raise _corrupt(f"the header is a {type(header).__name__}, not an object")
         fmt_version = _get(header, "format", int, "header")
-        if fmt_version != _FORMAT:
-            raise SnapshotError(fmt("StreamState.from_bytes", f"Format {fmt_version!r} is not supported",
-                                    f"This rnnrt reads format {_FORMAT}."))
-        model = _get(header, "model", str, "header")
+        if fmt_version != version:
+            raise SnapshotError(fmt("StreamState.from_bytes", f"Format {fmt_version!r} does not match the magic "
+                                    f"of format {version}", f"This rnnrt reads formats 1 and {_FORMAT}."))
+        _known_keys(header, _HEADER_KEYS, "header")
+        model = _name(header, "model", "header")
         at_start = _get(header, "at_start", bool, "header")
         steps = _get(header, "steps", int, "header")
-        if steps < 0:
-            raise _corrupt(f"steps is {steps}")
+        if not 0 <= steps <= _MAX_STEPS:
+            raise _corrupt(f"steps is {steps}, not in [0, {_MAX_STEPS}]")
+        if at_start and steps:
+            raise _corrupt(f"at_start is true but steps is {steps} (a sequence start has taken no steps)")
         entries = _get(header, "tensors", list, "header")
         if len(entries) > _MAX_TENSORS:
             raise _corrupt(f"{len(entries)} tensors")
@@ -254,8 +299,9 @@ class StreamState:
             where = f"tensors[{i}]"
             if not isinstance(t, dict):
                 raise _corrupt(f"{where} is a {type(t).__name__}")
-            name = _get(t, "input", str, where)
-            out = _get(t, "output", str, where)
+            _known_keys(t, _TENSOR_KEYS, where)
+            name = _name(t, "input", where)
+            out = _name(t, "output", where)
             dtype_name = _get(t, "dtype", str, where)
             if dtype_name not in _SAFE_DTYPES:
                 raise _corrupt(f"{where}.dtype {dtype_name[:20]!r} is not one of {sorted(_SAFE_DTYPES)}")
@@ -264,8 +310,11 @@ class StreamState:
                                                 for d in dims):
                 raise _corrupt(f"{where}.shape {str(dims)[:60]} is not a list of sizes")
             axis = _get(t, "batch_axis", int, where)
-            if not 0 <= axis < max(len(dims), 1):
+            if not 0 <= axis < len(dims):
                 raise _corrupt(f"{where}.batch_axis {axis} is out of range for shape {dims}")
+            if dims[axis] != 1:
+                raise _corrupt(f"{where}.shape {dims} has {dims[axis]} rows along batch_axis {axis}; "
+                               "one stream's state has 1")
             if name in tensors:
                 raise _corrupt(f"tensor {name!r} appears twice")
             dtype = np.dtype(dtype_name).newbyteorder("<")

@@ -77,5 +77,5 @@ def register_fuzz_profiles() -> None:
     common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                         HealthCheck.function_scoped_fixture])
     settings.register_profile("ci", max_examples=60, derandomize=True, **common)
-    settings.register_profile("fuzz", max_examples=5000, **common)
+    settings.register_profile("fuzz", max_examples=100_000, **common)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

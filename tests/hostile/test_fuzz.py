@@ -1,12 +1,17 @@
-"""Fuzzing harnesses: mutated prototxts, caffemodels, YAML configs and StreamState bytes.
+"""Fuzzing harnesses: mutated prototxts, caffemodels, YAML configs, StreamState bytes and StreamPool calls.
 
-Each asserts that only an ``RnnrtError`` (or success) comes out. `make test` runs the "ci" profile
-(derandomized, 60 examples each, seconds); `make fuzz` runs the "fuzz" profile (5,000 each, random).
+Each asserts that only an ``RnnrtError`` (or success) comes out; the pool harness also that every
+stream's outputs equal its solo run. `make test` runs the "ci" profile (derandomized, 60 examples
+each, seconds); `make fuzz` runs the "fuzz" profile (100,000 each, random; hours on one core) and
+the threaded pool replay for a minute per seed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +25,7 @@ from rnnrt.errors import RnnrtError
 from rnnrt.importers.caffe.convert import convert_caffe
 from rnnrt.importers.caffe.reader import load_net
 from rnnrt.importers.caffe.writer import save_caffemodel
+from rnnrt.runtime.pool import StreamPool
 from rnnrt.runtime.snapshot import StreamState
 from tests.hostile.helpers import input_layer, register_fuzz_profiles
 
@@ -169,7 +175,8 @@ def model_yaml(tmp_path_factory) -> tuple[Path, str]:
 
 
 YAML_BITS = ["[", "]", "{", "}", ": ", "- ", "&a ", "*a", "!!python/object:os.system", "\t", "\xff", "~", "null", "-1",
-             "1e400", "batch_axis: true", "9" * 30, "'", '"', "\n  ", "? ", "<<: *a", "!!binary AAAA"]
+             "1e400", "batch_axis: true", "9" * 30, "'", '"', "\n  ", "? ", "<<: *a", "!!binary AAAA",
+             "\x00", "\x07", "\x1b[31m", "\x7f", "\x85", "\ufeff", "\u2028", "\ud800", "\r", "%YAML 1.1\n---\n"]
 
 
 @given(data=st.data())
@@ -181,7 +188,7 @@ def test_fuzz_yaml_config(data, model_yaml):
         kind = data.draw(st.sampled_from(["replace", "insert", "delete"]))
         bit = data.draw(st.sampled_from(YAML_BITS))
         text = text[:a] + (bit if kind != "delete" else "") + (text[b:] if kind != "insert" else text[a:])
-    raw = text.encode("latin-1", "replace") if data.draw(st.booleans()) else text.encode("utf-8", "replace")
+    raw = text.encode("latin-1", "replace") if data.draw(st.booleans()) else text.encode("utf-8", "surrogatepass")
     bad = path.with_name("fuzzed.yaml")
     bad.write_bytes(raw)
     try:
@@ -206,7 +213,11 @@ JSON_BITS = ["Infinity", "-Infinity", "NaN", "1e400", str(2**64), "-1", "[", "]"
 def test_fuzz_stream_state_bytes(data, state_bytes):
     magic_len = state_bytes.index(b"{") - 4
     n = int.from_bytes(state_bytes[magic_len:magic_len + 4], "little")
-    magic, head, body = state_bytes[:magic_len], state_bytes[magic_len + 4:magic_len + 4 + n], state_bytes[magic_len + 4 + n:]
+    magic, head = state_bytes[:magic_len], state_bytes[magic_len + 4:magic_len + 4 + n]
+    body = state_bytes[magic_len + 4 + n:-32]
+    # Format 2 with a recomputed checksum (reaches the header checks), format 2 with the old checksum
+    # (the checksum must catch the change) or format 1 (no checksum, read with a warning).
+    seal = data.draw(st.sampled_from(["rehash", "rehash", "keep", "v1"]))
     for _ in range(data.draw(st.integers(1, 4))):
         kind = data.draw(st.sampled_from(["json", "json", "json", "flip", "truncate", "append"]))
         if kind == "json":  # edit the JSON header (its length prefix follows): numbers, nesting, types
@@ -220,10 +231,120 @@ def test_fuzz_stream_state_bytes(data, state_bytes):
             body = body[: data.draw(st.integers(0, len(body)))]
         else:
             body = body + data.draw(st.binary(max_size=16))
+    if seal == "v1":
+        magic, head = b"RNNRTSS1", head.replace(b'"format":2', b'"format":1')
     buf = magic + len(head).to_bytes(4, "little") + head + body
+    if seal == "rehash":
+        buf += hashlib.sha256(buf).digest()
+    elif seal == "keep":
+        buf += state_bytes[-32:]
     try:
-        state = StreamState.from_bytes(buf)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = StreamState.from_bytes(buf)
         repr(state)
         state.signature()
+        StreamState.from_bytes(state.to_bytes())
     except RnnrtError:
         pass
+
+
+# StreamPool: random calls with hostile arguments on one thread; outputs checked against solo runs.
+HOSTILE_FRAMES = [None, "x", b"\0", 3, 1.5, [1, 2], {"x": None}, {"nope": np.zeros((1, 1, 2), np.float32)},
+                  np.zeros((1, 1, 3), np.float32), np.zeros((2, 1, 2), np.float32), np.zeros((1, 1, 2), np.complex64),
+                  np.zeros((1, 1, 2), object), np.zeros((0, 1, 2), np.float32), np.array(["a", "b"]),
+                  np.full((1, 1, 2), np.nan, np.float32), np.zeros((1, 1, 2), np.float64)]
+HOSTILE_IDS = [None, [1], {"a": 1}, float("nan"), "", "a" * 10000, ("t", 1), 2**100]
+
+
+@pytest.fixture(scope="module")
+def pool_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pool")
+    (folder / "net.prototxt").write_text(_LSTM_NET)
+    path = save_step_graph(convert_caffe(folder / "net.prototxt", batch="dynamic"), folder / "out")
+    import rnnrt
+
+    with rnnrt.load(path, backend="onnxruntime", batch_size=4, threads=1) as session, \
+            rnnrt.load(path, backend="onnxruntime", batch_size=1, threads=1) as solo:
+        yield session, solo
+
+
+@given(data=st.data())
+def test_fuzz_pool(data, pool_model):
+    session, solo = pool_model
+    now = [0.0]
+    pool = StreamPool(session, idle_timeout=5.0, clock=lambda: now[0])
+    ids = ["a", "b", "c", "d", "e", 7]
+    history: dict = {}   # open stream -> [frames since its last reset]
+    checks = []          # (frames since reset, output) to replay
+    for _ in range(data.draw(st.integers(1, 25))):
+        op = data.draw(st.sampled_from(["open", "close", "reset", "step", "step", "step", "bad_step", "snapshot",
+                                        "restore_bytes", "expire", "bad_id"]))
+        sid = data.draw(st.sampled_from(ids))
+        try:
+            if op == "open":
+                pool.open(sid)
+                history[sid] = []
+            elif op == "close":
+                pool.close(sid, missing_ok=data.draw(st.booleans()))
+                history.pop(sid, None)
+            elif op == "reset":
+                pool.reset(sid)
+                history[sid] = []
+            elif op in ("step", "bad_step"):
+                some = data.draw(st.lists(st.sampled_from(ids), max_size=4, unique=True))
+                frames = {s: np.float32(data.draw(st.floats(-2, 2, width=32))) * np.ones((1, 1, 2), np.float32)
+                          for s in some}
+                if op == "bad_step" and some:
+                    frames[some[0]] = data.draw(st.sampled_from(HOSTILE_FRAMES))
+                outs = pool.step(frames)
+                now[0] += 1.0
+                for s in some:
+                    history[s].append(frames[s])
+                    checks.append((list(history[s]), outs[s]["h"].copy()))
+            elif op == "snapshot":
+                state = pool.snapshot(sid)
+                assert state.steps == len(history[sid]) and state.at_start == (not history[sid])
+            elif op == "restore_bytes":
+                blob = bytearray(pool.snapshot(sid).to_bytes())
+                if data.draw(st.booleans()) and blob:
+                    i = data.draw(st.integers(0, len(blob) - 1))
+                    blob[i] ^= 1 << data.draw(st.integers(0, 7))
+                new = data.draw(st.sampled_from(ids))
+                restored = StreamState.from_bytes(bytes(blob))
+                pool.restore(new, restored)
+                history[new] = list(history[sid])
+            elif op == "expire":
+                now[0] += data.draw(st.sampled_from([0.0, 3.0, 6.0]))
+                for s in pool.expire():
+                    history.pop(s, None)
+            else:
+                bad = data.draw(st.sampled_from(HOSTILE_IDS))
+                call = data.draw(st.sampled_from(["open", "close", "reset", "snapshot", "slot_of"]))
+                getattr(pool, call)(bad)
+                if call in ("open", "reset"):
+                    history[bad] = []
+        except RnnrtError:
+            pass
+        # The pool's view and ours agree after every call (a failed call changed nothing).
+        for s in list(history):
+            if s not in pool:
+                history.pop(s)
+        assert set(pool) == set(history), (op, set(pool), set(history))
+    for s in list(pool):
+        pool.close(s)
+    for frames, want in checks:
+        solo.reset()
+        for f in frames:
+            got = solo.step({"x": f})["h"]
+        assert got.tobytes() == want.tobytes()
+
+
+def test_fuzz_pool_threads(dynamic):
+    """The threaded interleaving replay of tests/runtime: 3 s per seed in `make test`, a minute under `make fuzz`."""
+    from tests.runtime.pool_replay import replay_interleavings
+
+    seconds = 60.0 if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else 3.0
+    report = replay_interleavings(dynamic("a_lstm_stream_t1n1"), seed=11, seconds=seconds)
+    assert not report.raw_errors and not report.mismatches, (report.raw_errors[:3], report.mismatches[:3])
+    assert report.checked > 20

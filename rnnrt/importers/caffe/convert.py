@@ -170,8 +170,12 @@ def convert_net(
         raise ModelImportError(fmt(f"Net {net.name!r}", "Has no outputs"))
     outputs, infos = [], {}
     tensors: dict[str, gs.Tensor] | None = None  # built once, on demand: per output it would be quadratic
+    claimed: set[int] = set()  # outputs already named: a tensor two outputs share (Split tops) is copied
     for name in out_names:
         var = ctx.blobs[name]
+        if id(var) in claimed:
+            var = ctx.op("Identity", [var], shape=ctx.shape(var), batch_axis=ctx.batch_axis(var))
+        claimed.add(id(var))
         if var.name != name:
             if var in ctx.graph.inputs or isinstance(var, gs.Constant):
                 var = ctx.op("Identity", [var], shape=ctx.shape(var), batch_axis=ctx.batch_axis(var))

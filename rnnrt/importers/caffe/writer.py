@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 
 from rnnrt.importers.caffe.proto import CaffeSchema, default_schema
 from rnnrt.errors import ModelImportError, fmt
+from rnnrt.safe_write import write_bytes, write_text
 
 
 def net_to_prototxt(net: Message) -> str:
@@ -39,8 +40,7 @@ def save_prototxt(path: str | os.PathLike, net: Message) -> None:
         path (str | os.PathLike): The file to write.
         net (Message): The NetParameter.
     """
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(net_to_prototxt(net))
+    write_text(path, net_to_prototxt(net), "Prototxt")
 
 
 def save_caffemodel(
@@ -79,5 +79,4 @@ def save_caffemodel(
             # Raw little-endian bytes encode exactly like Caffe's packed `repeated float data`.
             out.data = np.ascontiguousarray(arr, dtype="<f4").tobytes()
             layer.blobs.append(out.SerializeToString())
-    with open(path, "wb") as f:
-        f.write(net.SerializeToString())
+    write_bytes(path, net.SerializeToString(), "Caffemodel")

@@ -30,6 +30,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from rnnrt.errors import ConfigError, ModelImportError, fmt
+from rnnrt.importers.onnx.acyclic import check_acyclic
 from rnnrt.importers.onnx.axes import _probe_axes, _prober, time_axes
 from rnnrt.importers.onnx.context import add_context, find_window, parse_context
 from rnnrt.importers.onnx.describe import _describe
@@ -39,6 +40,7 @@ from rnnrt.importers.onnx.recurrent import _recurrent_states
 from rnnrt.importers.onnx.reset import _with_reset
 from rnnrt.importers.onnx.rnn_ops import RECURRENT_OPS
 from rnnrt.importers.onnx.shapes import _dims_of, _infer, _np_dtype
+from rnnrt.importers.onnx.sizes import check_declared_sizes
 from rnnrt.importers.onnx.time_mixing import _check_time_mixing
 from rnnrt.importers.onnx.time_steps import _set_time_steps
 from rnnrt.ir.stepgraph import Dim, StatePair, StepGraph
@@ -128,6 +130,8 @@ def convert_onnx(
         rnnrt.ir.config.save_step_graph(step, "out")
     """
     model, where = _load(path)
+    check_acyclic(model, where)
+    check_declared_sizes(model, where)
     notes: list[str] = []
     declared = False
     if override is not None:

@@ -125,6 +125,9 @@ class VerifyReport:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         path = Path(path)
-        fig.savefig(path)
+        from rnnrt.safe_write import staged
+
+        with staged([path], "Plot") as (tmp,):
+            fig.savefig(tmp)  # the same file name: matplotlib picks the format by its suffix
         plt.close(fig)
         return path

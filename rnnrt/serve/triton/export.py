@@ -15,6 +15,7 @@ import numpy as np
 
 from rnnrt.errors import ConfigError, fmt
 from rnnrt.ir.config import ModelConfig, load_config
+from rnnrt.safe_write import check_target
 from rnnrt.serve.triton.config import ENGINES, check_model_name, triton_config
 from rnnrt.serve.triton.layout import _TritonShapes
 from rnnrt.serve.triton.pbtxt import _to_text
@@ -142,6 +143,7 @@ def export_triton(
     model_dir = repo_dir / name
     if model_dir.resolve().parent != repo_dir.resolve():
         raise ConfigError(fmt(f"Model name {name!r}", f"Resolves outside the repository {str(repo_dir)!r}"))
+    check_target(model_dir / "config.pbtxt", "Triton config")  # never through a link or over a special file
     created = repo_dir
     while not created.parent.exists() and created.parent != created:
         created = created.parent
@@ -207,4 +209,5 @@ def _move_into_place(staging: Path, model_dir: Path, version: str) -> None:
     if old.exists():
         os.rename(old, staging / f".{version}.old")  # inside the staging folder: removed with it
     os.rename(staging / version, old)
+    check_target(model_dir / "config.pbtxt", "Triton config")  # again: it may have changed while we wrote
     os.replace(staging / "config.pbtxt", model_dir / "config.pbtxt")
