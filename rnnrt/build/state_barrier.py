@@ -8,11 +8,16 @@ whose ``initial_h``/``initial_c`` are Slice -> Squeeze -> Unsqueeze of one state
 
 It fails on the package's unmodified file as well: a builder bug. Bisected on small graphs
 (``tests/build/test_state_barrier.py`` builds them): LSTM, GRU and RNN alike; one recurrent node builds;
-state fed from its own graph input or a constant builds; an ``Identity`` or ``Mul(x, 1)`` in between is
-folded away and the build still fails; an ``Add`` of a zero constant in between makes it build.
+state fed from its own graph input or a constant builds; the first node's state needs no barrier, and a
+barrier there alone does not help; an LSTM needs it on both ``initial_h`` and ``initial_c``; an
+``Identity`` or ``Mul(x, 1)`` in between is folded away and the build still fails; an ``Add`` of a zero
+constant in between makes it build. Myelin's exact trigger also depends on the state input's layout
+(DTLN's ``[batch, layer, hidden, h/c]`` fails, ``[batch, layer, h/c, hidden]`` builds), which the rewrite
+does not try to model: it guards every such slice, which is exact and costs one tiny Add per state
+tensor (GTCRN gets three it would not need).
 
-The rewrite: for each initial state input (``initial_h``, and ``initial_c`` of an LSTM) of a recurrent node
-in a graph that holds at least two of them, when that tensor is a graph input cut by a ``Slice``, ``Split`` or
+The rewrite: for each initial state input (``initial_h``, and ``initial_c`` of an LSTM) of every recurrent
+node after the first (in graph order), when that tensor is a graph input cut by a ``Slice``, ``Split`` or
 ``Gather`` followed only by data-movement ops (Squeeze, Unsqueeze, Reshape, ...), ``Add(x, -0.0)`` is put
 in front of the node. ``x + (-0.0)`` is ``x`` bit for bit for every float (``+0 + -0`` is ``+0``, ``-0 + -0``
 is ``-0``, NaN stays NaN), so the graph computes exactly what it did. Graphs without the pattern are
@@ -112,6 +117,8 @@ def find_state_barriers(model: onnx.ModelProto) -> list[StateBarrier]:
     barriers = []
     names: dict[str, str] = {}  # state tensor -> its barrier (two nodes reading one tensor share it)
     for i, node in enumerate(recurrent):
+        if i == 0:
+            continue  # bisected: the first node's state needs no barrier (and one there alone does not help)
         for index in _STATE_INPUTS[node.op_type]:
             if index >= len(node.input) or not node.input[index]:
                 continue
