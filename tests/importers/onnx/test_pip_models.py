@@ -158,8 +158,9 @@ MODELS = {
 }
 # TensorRT-RTX 1.7.1's Myelin fails on DTLN's first stage as the package ships it (two stacked LSTMs, the
 # second one's initial state sliced from a graph input): "MyelinCheckException: bb.cpp:43". `rnnrt build`
-# guards that pattern (rnnrt/build/state_barrier.py, tests/build/test_state_barrier.py); these graphs get it.
-STATE_BARRIERS = {"dtln_model_1": {"lstm_4", "lstm_5"}}
+# guards that pattern (rnnrt/build/state_barrier.py, tests/build/test_state_barrier.py); these graphs get it
+# (GTCRN's inter-chunk GRUs read their state sliced from `inter_cache` too; it built without the barrier).
+STATE_BARRIERS = {"dtln_model_1": {"lstm_5"}, "gtcrn": {"GRU_780", "GRU_784"}}
 
 
 def _params(marks_for: dict) -> list:
