@@ -618,8 +618,8 @@ def plan_from_config(
 
     Writes the plan and its manifest ``<plan>.json`` (:mod:`rnnrt.ir.manifest`: what the plan needs
     to run, and the build record: bindings, layer lines, timings, for ``rnnrt inspect`` on machines that
-    cannot deserialize the plan). When the graph was rewritten for precision or binding dtypes, the
-    rewritten graph is saved as ``<plan>.onnx`` and named in the manifest. The config is never
+    cannot deserialize the plan). When the graph was rewritten (precision, binding dtypes, the state
+    barrier of :mod:`rnnrt.build.state_barrier`), the rewritten graph is saved as ``<plan>.onnx`` and named in the manifest. The config is never
     changed, so building again from it always works; ``rnnrt.load(config)`` finds the plan through
     the manifest.
 
