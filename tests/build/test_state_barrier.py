@@ -52,11 +52,12 @@ def stacked(op: str = "LSTM", layers: int = 2, state: str = "sliced", seed: int 
                 init(name, rng.standard_normal((1, 1, HIDDEN)).astype(np.float32))
             initial.append(name)
         g = GATES[op]
-        w = init(f"l{layer}_W", (rng.standard_normal((1, g * HIDDEN, FEAT if layer == 0 else HIDDEN)) * 0.4).astype(np.float32))
-        r = init(f"l{layer}_R", (rng.standard_normal((1, g * HIDDEN, HIDDEN)) * 0.4).astype(np.float32))
-        b = init(f"l{layer}_B", (rng.standard_normal((1, 2 * g * HIDDEN)) * 0.1).astype(np.float32))
+        shapes = ((1, g * HIDDEN, FEAT if layer == 0 else HIDDEN), (1, g * HIDDEN, HIDDEN), (1, 2 * g * HIDDEN))
+        weights = [(rng.standard_normal(shape) * scale).astype(np.float32) for shape, scale in zip(shapes, (0.4, 0.4, 0.1))]
+        w, r, b = (init(f"l{layer}_{k}", a) for k, a in zip("WRB", weights))
         outs = [f"l{layer}_Y", f"l{layer}_h"] + ([f"l{layer}_c"] if op == "LSTM" else [])
-        nodes.append(helper.make_node(op, [x, w, r, b, "", *initial], outs, hidden_size=HIDDEN, name=f"{op.lower()}{layer}"))
+        nodes.append(helper.make_node(op, [x, w, r, b, "", *initial], outs, hidden_size=HIDDEN,
+                                      name=f"{op.lower()}{layer}"))
         nodes.append(helper.make_node("Squeeze", [outs[0], init(f"l{layer}_ysq", [1])], [f"l{layer}_y"]))
         x = f"l{layer}_y"
         finals.append(outs[1:])
@@ -66,7 +67,8 @@ def stacked(op: str = "LSTM", layers: int = 2, state: str = "sliced", seed: int 
         for part in range(parts):
             nodes.append(helper.make_node("Concat", [f[part] for f in finals], [f"next{part}"], axis=0))  # [L, 1, H]
             nodes.append(helper.make_node("Transpose", [f"next{part}"], [f"next{part}_t"], perm=[1, 0, 2]))
-            nodes.append(helper.make_node("Unsqueeze", [f"next{part}_t", init(f"next{part}_us", [3])], [f"next{part}_u"]))
+            nodes.append(helper.make_node("Unsqueeze", [f"next{part}_t", init(f"next{part}_us", [3])],
+                                          [f"next{part}_u"]))
             stacked_parts.append(f"next{part}_u")
         nodes.append(helper.make_node("Concat", stacked_parts, ["state_out"], axis=3))
         outputs.append(helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [1, layers, HIDDEN, parts]))
