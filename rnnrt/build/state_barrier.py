@@ -90,6 +90,10 @@ class StateBarrier:
         return {"rewrite": REWRITE, **dataclasses.asdict(self)}
 
 
+def _is_recurrent(node: onnx.NodeProto) -> bool:
+    return node.op_type in RECURRENT_OPS and node.domain in ("", "ai.onnx")
+
+
 def _cut_graph_input(name: str, producers: dict[str, onnx.NodeProto], graph_inputs: set[str]) -> str | None:
     """The graph input ``name`` is cut from through a Slice/Split/Gather and data-movement ops, else None."""
     cut = False
@@ -107,7 +111,7 @@ def _cut_graph_input(name: str, producers: dict[str, onnx.NodeProto], graph_inpu
 def find_state_barriers(model: onnx.ModelProto) -> list[StateBarrier]:
     """The barriers :func:`insert_state_barriers` would insert (none: the graph is left as it is)."""
     graph = model.graph
-    recurrent = [n for n in graph.node if n.op_type in RECURRENT_OPS and n.domain in ("", "ai.onnx")]
+    recurrent = [n for n in graph.node if _is_recurrent(n)]
     if len(recurrent) < 2:
         return []
     initializers = {t.name for t in graph.initializer}
@@ -164,8 +168,10 @@ def insert_state_barriers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list
         by_input.setdefault(b.input, b)
     nodes = []
     inserted: set[str] = set()
+    recurrent = 0
     for node in graph.node:
-        if node.op_type in RECURRENT_OPS:
+        recurrent += _is_recurrent(node)
+        if _is_recurrent(node) and recurrent > 1:  # the first keeps its state, as find_state_barriers says
             for index in _STATE_INPUTS[node.op_type]:
                 b = by_input.get(node.input[index]) if index < len(node.input) else None
                 if b is None:

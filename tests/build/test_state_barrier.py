@@ -143,6 +143,16 @@ def test_two_nodes_reading_one_state_tensor_share_one_barrier():
     onnx.checker.check_model(rewritten, full_check=True)
 
 
+def test_the_first_node_keeps_its_state_when_a_later_one_reads_the_same_slice():
+    model = stacked("GRU", layers=2)
+    gru1 = next(n for n in model.graph.node if n.name == "gru1")
+    gru1.input[5] = "l0_init0"
+    rewritten, barriers = insert_state_barriers(model)
+    assert [(b.node, b.input) for b in barriers] == [("gru1", "l0_init0")]
+    nodes = {n.name: n for n in rewritten.graph.node}
+    assert nodes["gru0"].input[5] == "l0_init0" and nodes["gru1"].input[5] == "l0_init0.barrier"
+
+
 # --- TensorRT-RTX --------------------------------------------------------------------------------------
 
 
