@@ -14,7 +14,7 @@ barrier there alone does not help; an LSTM needs it on both ``initial_h`` and ``
 constant in between makes it build. Myelin's exact trigger also depends on the state input's layout
 (DTLN's ``[batch, layer, hidden, h/c]`` fails, ``[batch, layer, h/c, hidden]`` builds), which the rewrite
 does not try to model: it guards every such slice, which is exact and costs one tiny Add per state
-tensor (GTCRN gets three it would not need).
+tensor (GTCRN gets two it would not need).
 
 The rewrite: for each initial state input (``initial_h``, and ``initial_c`` of an LSTM) of every recurrent
 node after the first (in graph order), when that tensor is a graph input cut by a ``Slice``, ``Split`` or
