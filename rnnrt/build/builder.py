@@ -134,13 +134,16 @@ class BuildResult:
         engine_layers (list[str]): Engine layer lines the builder logged (fused layers, tactics).
         parse_seconds (float): Time to parse the ONNX graph.
         build_seconds (float): Time of ``build_serialized_network``.
-        model (onnx.ModelProto | None): The graph that was parsed, when it was rewritten for precision.
+        model (onnx.ModelProto | None): The graph that was parsed, when it was rewritten (for precision, or
+            by :mod:`rnnrt.build.state_barrier`).
         version_compatible (bool): Built version-compatible.
         exclude_lean_runtime (bool): The lean runtime was left out of the plan.
         targets (tuple[str, ...]): TensorRT-RTX compute capabilities built for.
         plan_path (Path | None): Where :func:`plan_from_config` wrote the plan.
         config_path (Path | None): The config :func:`plan_from_config` built from (never rewritten).
         manifest (EngineManifest | None): The manifest :func:`plan_from_config` wrote beside the plan.
+        graph_rewrites (list[dict]): Builder workarounds applied to the parsed graph (records of
+            :class:`rnnrt.build.state_barrier.StateBarrier`), recorded in the manifest.
     """
 
     plan: bytes
@@ -162,6 +165,7 @@ class BuildResult:
     plan_path: Path | None = None
     config_path: Path | None = None
     manifest: Any = None
+    graph_rewrites: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able record of the build (part of the manifest ``<plan>.json``)."""
@@ -179,6 +183,7 @@ class BuildResult:
             "bindings": [dataclasses.asdict(b) for b in self.bindings],
             "num_network_layers": len(self.layers),
             "engine_layers": self.engine_layers,
+            "graph_rewrites": self.graph_rewrites,
         }
 
 
@@ -498,6 +503,7 @@ def plan_from_onnx(
         Path("model.plan").write_bytes(result.plan)
     """
     from rnnrt.build.precision import convert_precision
+    from rnnrt.build.state_barrier import find_state_barriers, insert_state_barriers
 
     trt = trt_compat.import_trt(options.trt_module)
     flavour = trt_compat.flavour_of(trt)
@@ -511,10 +517,14 @@ def plan_from_onnx(
     assert proto is not None
     dims = _graph_dims(proto)
     shapes, batch = _profile_shapes(dims, dict(batch_axes or {}), options, state_inputs)
-    rewritten = None
+    if path is not None and not rewrite and find_state_barriers(proto):
+        proto = onnx.load(str(path), load_external_data=True)  # the rewritten graph is saved beside the plan
+    # A Myelin workaround (see rnnrt.build.state_barrier); exact, and only where the pattern is.
+    guarded, barriers = insert_state_barriers(proto)
+    rewritten = guarded if barriers else None
     if rewrite:
         rewritten = convert_precision(
-            proto,
+            guarded,
             options.precision,
             io_dtype=options.io_dtype,
             state_dtype=options.state_dtype,
@@ -594,6 +604,7 @@ def plan_from_onnx(
         version_compatible=options.version_compatible,
         exclude_lean_runtime=options.exclude_lean_runtime,
         targets=tuple(options.targets),
+        graph_rewrites=[b.record() for b in barriers],
     )
 
 
@@ -606,8 +617,8 @@ def plan_from_config(
 
     Writes the plan and its manifest ``<plan>.json`` (:mod:`rnnrt.ir.manifest`: what the plan needs
     to run, and the build record: bindings, layer lines, timings, for ``rnnrt inspect`` on machines that
-    cannot deserialize the plan). When the graph was rewritten for precision or binding dtypes, the
-    rewritten graph is saved as ``<plan>.onnx`` and named in the manifest. The config is never
+    cannot deserialize the plan). When the graph was rewritten (precision, binding dtypes, the state
+    barrier of :mod:`rnnrt.build.state_barrier`), the rewritten graph is saved as ``<plan>.onnx`` and named in the manifest. The config is never
     changed, so building again from it always works; ``rnnrt.load(config)`` finds the plan through
     the manifest.
 
@@ -685,7 +696,8 @@ def plan_from_config(
         plan_bytes=len(result.plan),
         plan_sha256=summary["plan_sha256"],
         record={k: v for k, v in summary.items() if k in ("parse_seconds", "build_seconds", "bindings",
-                                                          "num_network_layers", "engine_layers")},
+                                                          "num_network_layers", "engine_layers",
+                                                          "graph_rewrites")},
         path=manifest_path(plan_path),
     )
     try:

@@ -62,6 +62,9 @@ class PlanInspection:
                        + (f", graph {m.graph!r}" if m.graph else "")
                        + (f", runtime cache {m.runtime_cache!r}" if m.runtime_cache else "")
                        + (f", targets {','.join(m.targets)}" if m.targets else ""))
+            for rewrite in self.manifest.record.get("graph_rewrites") or []:
+                out.append(f"  graph rewrite {rewrite.get('rewrite')}: {rewrite.get('op')} node {rewrite.get('node')!r}, "
+                           f"Add(x, -0.0) before {rewrite.get('input')!r} (cut from {rewrite.get('source')!r})")
         else:
             out.append(f"Manifest: none ({self.manifest_error})")
         if self.bindings:

@@ -157,9 +157,10 @@ MODELS = {
     "dfn3_df_dec": (need_hush, lambda d: d["df_dec"]),
 }
 # TensorRT-RTX 1.7.1's Myelin fails on DTLN's first stage as the package ships it (two stacked LSTMs, the
-# second one's initial state sliced from a graph input): "MyelinCheckException: bb.cpp:43". The same file
-# fails without rnnrt in between; strict, so that a TensorRT release that fixes it shows here.
-TRT_RTX_XFAIL = {"dtln_model_1": "TensorRT-RTX 1.7.1 Myelin bug on the unmodified model_1.onnx (bb.cpp:43)"}
+# second one's initial state sliced from a graph input): "MyelinCheckException: bb.cpp:43". `rnnrt build`
+# guards that pattern (rnnrt/build/state_barrier.py, tests/build/test_state_barrier.py); these graphs get it
+# (GTCRN's inter-chunk GRUs read their state sliced from `inter_cache` too; it built without the barrier).
+STATE_BARRIERS = {"dtln_model_1": {"lstm_5"}, "gtcrn": {"GRU_780", "GRU_784"}}
 
 
 def _params(marks_for: dict) -> list:
@@ -188,7 +189,7 @@ def test_conversion_passes_verify(converted, dfn3_lazy, model_id):
     assert proc.returncode == 0, f"{model}:\n{proc.stdout}\n{proc.stderr}"
 
 
-@pytest.mark.parametrize("model_id", _params(TRT_RTX_XFAIL))
+@pytest.mark.parametrize("model_id", _params({}))
 def test_conversion_builds_with_tensorrt_rtx(converted, dfn3_lazy, model_id, tmp_path):
     pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX builds engines on CPU")
     model = MODELS[model_id][1](dfn3_lazy())
@@ -202,6 +203,15 @@ def test_conversion_builds_with_tensorrt_rtx(converted, dfn3_lazy, model_id, tmp
                           cwd=ref.REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{model}:\n{proc.stdout}\n{proc.stderr}"
     assert (work / "model.plan").stat().st_size > 0
+    from rnnrt.ir.manifest import read_manifest
+
+    manifest = read_manifest(work / "model.plan.json")
+    assert {r["node"] for r in manifest.record["graph_rewrites"]} == STATE_BARRIERS.get(model_id, set())
+    if manifest.graph is not None:  # the graph the plan was built from equals the config's, step by step
+        proc = subprocess.run([sys.executable, "-m", "rnnrt.cli", "verify", str(work / "model.yaml"), "--steps", "20",
+                               *(["--dim", "S=1"] if dims else []), "--backends", "onnxruntime,onnxruntime:graph=plan"],
+                              cwd=ref.REPO, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{model}:\n{proc.stdout}\n{proc.stderr}"
 
 
 # --- three streams offset in time in one StreamPool (--batch dynamic) -----------------------------------
