@@ -215,22 +215,113 @@ def _propagate(model: onnx.ModelProto) -> dict[str, Optional[list[Any]]]:
     return _infer(model)
 
 
+def _probe_shapes(model: onnx.ModelProto, name: str, axes: Mapping[str, Optional[int]],
+                  sizes: Mapping[str, int]) -> Optional[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """The shapes of tensor ``name`` for seven streams and for one (the graph run up to it); None where
+    that cannot run."""
+    feeds = _feeds(model, axes, sizes, _FIX_STREAMS, seed=17)
+    one = {k: (np.take(v, [0], axis=axes[k]) if axes.get(k) is not None else v) for k, v in feeds.items()}
+    if name in feeds:
+        return feeds[name].shape, one[name].shape
+    try:
+        probe = _upto(model, name)
+        return _run(probe, feeds, [name])[0].shape, _run(probe, one, [name])[0].shape
+    except Exception as err:  # the proof runs name what cannot run
+        G_LOGGER.debug("Cannot probe the batch axis of %r: %s", name, err)
+        return None
+
+
 def _probe_axis(model: onnx.ModelProto, name: str, axes: Mapping[str, Optional[int]],
                 sizes: Mapping[str, int]) -> Optional[int]:
     """The batch axis of tensor ``name``: the one axis that is 7 for seven streams and 1 for one (the graph
     run up to it); None where it has none or it cannot be told."""
     if name in axes:
         return axes[name]
-    feeds = _feeds(model, axes, sizes, _FIX_STREAMS, seed=17)
-    one = {k: (np.take(v, [0], axis=axes[k]) if axes.get(k) is not None else v) for k, v in feeds.items()}
-    try:
-        probe = _upto(model, name)
-        s3, s1 = _run(probe, feeds, [name])[0].shape, _run(probe, one, [name])[0].shape
-    except Exception as err:  # the proof runs name what cannot run
-        G_LOGGER.debug("Cannot probe the batch axis of %r: %s", name, err)
+    shapes = _probe_shapes(model, name, axes, sizes)
+    if shapes is None:
         return None
-    moved = [a for a in range(len(s1)) if len(s3) == len(s1) and s3[a] != s1[a]]
+    s7, s1 = shapes
+    moved = [a for a in range(len(s1)) if len(s7) == len(s1) and s7[a] != s1[a]]
     return moved[0] if len(moved) == 1 and s1[moved[0]] == 1 else None
+
+
+def _updates_fix(model: onnx.ModelProto, node: onnx.NodeProto, axes: Mapping[str, Optional[int]],
+                 sizes: Mapping[str, int]) -> bool:
+    """A ScatterND whose data carries the batch outside the indexed dims needs it at the matching axis of
+    its updates. Where the updates carry it at another axis and only unit dims lie between the two (a
+    constant Reshape that had several places for it, [1, B, 16] to [1, 1, 1, 16]), a Reshape moves it
+    there (True)."""
+    consts = _constants(model)
+    if node.op_type != "ScatterND" or len(node.input) < 3 or node.input[1] not in consts:
+        return False
+    indices = np.asarray(consts[node.input[1]])
+    axis = _probe_axis(model, node.input[0], axes, sizes)
+    if axis is None or axis < indices.shape[-1]:
+        return False
+    want = indices.ndim - 1 + axis - indices.shape[-1]
+    shapes = _probe_shapes(model, node.input[2], axes, sizes)
+    if shapes is None:
+        return False
+    s7, s1 = shapes
+    moved = [a for a in range(len(s1)) if len(s7) == len(s1) and s7[a] != s1[a]]
+    if len(moved) != 1 or moved[0] == want or want >= len(s1):
+        return False
+    lo, hi = sorted((moved[0], want))
+    if any(s1[j] != 1 for j in range(lo, hi + 1)):
+        return False
+    rw = _Rewriter(model)
+    stem = f"{node.name or node.output[0]}__updates"
+    target = np.asarray(s1, np.int64)
+    out = rw.node("Reshape", [node.input[2], rw.const(f"{stem}_target", target)], stem)
+    rw.batch_shape(model.graph.node[len(model.graph.node) - 1], node.input[2], moved[0], target, want)
+    node.input[2] = out
+    _toposort(model)
+    return True
+
+
+def _initial_state_fix(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
+    """A GRU/LSTM/RNN whose initial state is a constant of batch 1 (zeros, as exporters write for a
+    recurrence that starts afresh in every call) gets it expanded to the batch of its X: every stream
+    starts from the same constant, as it does alone (True)."""
+    if node.op_type not in ("GRU", "LSTM", "RNN"):
+        return False
+    consts = _constants(model)
+    layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
+    x_axis = 0 if layout else 1
+    fixed = False
+    for idx in (5, 6) if node.op_type == "LSTM" else (5,):
+        if len(node.input) <= idx or node.input[idx] not in consts:
+            continue
+        value = np.asarray(consts[node.input[idx]])
+        if value.ndim != 3 or value.shape[x_axis] != 1:
+            continue
+        rw = _Rewriter(model)
+        target = np.asarray(value.shape, np.int64)
+        stem = f"{node.name or node.output[0]}__initial{idx}"
+        out = rw.node("Expand", [node.input[idx], rw.const(f"{stem}_shape", target)], stem)
+        rw.batch_shape(model.graph.node[len(model.graph.node) - 1], node.input[0], x_axis, target, x_axis)
+        node.input[idx] = out
+        fixed = True
+    if fixed:
+        _toposort(model)
+    return fixed
+
+
+def _refuse_recurrence_over_streams(model: onnx.ModelProto, node: onnx.NodeProto, axes: Mapping[str, Optional[int]],
+                                    sizes: Mapping[str, int]) -> None:
+    """Raises where the streams reach a GRU/LSTM/RNN on its sequence axis: it would run its recurrence from
+    one stream into the next (a constant Reshape such as [33, -1, 16] put them there)."""
+    layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
+    seq = 1 if layout else 0
+    if _probe_axis(model, node.input[0], axes, sizes) != seq:
+        return
+    err = UnsupportedOpError(fmt(
+        _label(node), f"Gets the streams on its sequence axis (axis {seq} of its input {node.input[0]!r}): with the "
+        "batch made dynamic it would run its recurrence from one stream into the next, so the streams mix",
+        "Run one stream per Session (convert without --batch dynamic), or re-export the model with a dynamic batch "
+        "(the Reshape before it then keeps the streams off the sequence axis)."))
+    err.reached = next(k for k, n in enumerate(model.graph.node) if n.name == node.name)  # type: ignore[attr-defined]
+    raise err
 
 
 def _index_rows(model: onnx.ModelProto, node: onnx.NodeProto, axes: Mapping[str, Optional[int]],
@@ -299,8 +390,11 @@ def _numeric_fix(model: onnx.ModelProto, axes: Mapping[str, Optional[int]], size
         except Exception as err:
             error = str(err)
         node = _failing_node(model, error)
-        if node is not None and _index_rows(model, node, axes, sizes):
+        if node is not None and (_index_rows(model, node, axes, sizes) or _updates_fix(model, node, axes, sizes)
+                                 or _initial_state_fix(model, node)):
             continue
+        if node is not None and node.op_type in ("GRU", "LSTM", "RNN"):
+            _refuse_recurrence_over_streams(model, node, axes, sizes)
         idx = _SHAPE_OPERAND.get(node.op_type) if node is not None else None
         consts = _constants(model)
         if node is None or idx is None or node.op_type == "ConstantOfShape" or node.input[idx] not in consts:
@@ -322,6 +416,8 @@ def _numeric_fix(model: onnx.ModelProto, axes: Mapping[str, Optional[int]], size
         if len(moved) == 1 and s1[moved[0]] == 1:
             a = moved[0]
             p = _target_axis(list(s1), a, target) if node.op_type == "Reshape" else a + len(target) - len(s1)
+        if (p is None or not 0 <= p < len(target)) and _swallowed_fix(model, axes, sizes, node):
+            continue  # the streams were folded into another dim upstream
         if p is None or not 0 <= p < len(target):
             raise _at(node, model, UnsupportedOpError(fmt(_label(node), f"Has the constant shape {target.tolist()} and rnnrt cannot tell "
                                          f"where the streams' batch goes (its input is {list(s1)} for one stream, "

@@ -92,3 +92,4 @@ def test_indices_that_read_one_row_for_every_stream_are_refused():
     assert fixed.states[0].shape == (1, 2, 4)
     with pytest.raises(UnsupportedOpError, match="(?s)GatherND node 'read_slots'.*[Mm]ixes the streams"):
         convert_onnx(_model(read_both_slots=True), batch="dynamic")
+
