@@ -118,11 +118,17 @@ class _Rewriter:
         self.model.graph.node.append(onnx.helper.make_node(op, inputs, [out], name=out, **attrs))
         return out
 
-    def batch_shape(self, node: onnx.NodeProto, src: str, axis: int, target: np.ndarray, p: int) -> None:
-        """Replaces the shape operand ``target`` of ``node`` by one whose entry ``p`` is ``src``'s dim ``axis``."""
+    def batch_shape(self, node: onnx.NodeProto, src: str, axis: int, target: np.ndarray, p: int, per: int = 1,
+                    times: int = 1) -> None:
+        """Replaces the shape operand ``target`` of ``node`` by one whose entry ``p`` is ``src``'s dim ``axis``
+        (divided by ``per``, times ``times``: the streams folded into a dim with others, or to be)."""
         stem = f"{node.name or node.output[0]}__batch"
         shape = self.node("Shape", [src], f"{stem}_shape")
         dim = self.node("Gather", [shape, self.const(f"{stem}_axis", np.array([axis], np.int64))], f"{stem}_dim", axis=0)
+        if per != 1:
+            dim = self.node("Div", [dim, self.const(f"{stem}_per", np.array([per], np.int64))], f"{stem}_streams")
+        if times != 1:
+            dim = self.node("Mul", [dim, self.const(f"{stem}_times", np.array([times], np.int64))], f"{stem}_folded")
         parts = []
         if p > 0:
             parts.append(self.const(f"{stem}_head", np.asarray(target[:p], np.int64)))
@@ -151,6 +157,26 @@ class _Rewriter:
         column = self.node("Reshape", [rows, self.const(f"{stem}_layout", np.array(layout, np.int64))], f"{stem}_column")
         offset = self.node("Mul", [column, self.const(f"{stem}_component", step)], f"{stem}_offset")
         node.input[1] = self.node("Add", [self.const(f"{stem}_base", base), offset], f"{stem}_indices")
+
+
+def _stream_axis(many: Sequence[int], one: Sequence[int]) -> Optional[tuple[int, int]]:
+    """(axis, k): the one axis that is 7 * k for seven streams and k for one (k = 1: the batch's own axis;
+    k > 1: the streams folded into it, outermost), else None."""
+    if len(many) != len(one):
+        return None
+    hits = [a for a in range(len(one)) if many[a] != one[a]]
+    if len(hits) != 1 or many[hits[0]] != _FIX_STREAMS * one[hits[0]]:
+        return None
+    return hits[0], int(one[hits[0]])
+
+
+def _memory_place(one_in: Sequence[int], axis: int, one_out: Sequence[int]) -> Optional[int]:
+    """Where a Reshape keeps the streams: the output axis p that starts where they start in the input
+    (as many elements before it as before the input's ``axis``); a unit axis first, ``axis`` itself first."""
+    before = int(np.prod(one_in[:axis])) if axis else 1
+    fits = [p for p in range(len(one_out)) if int(np.prod(one_out[:p])) == before]
+    units = [p for p in fits if one_out[p] == 1]
+    return axis if axis in units else (units[0] if units else (fits[0] if fits else None))
 
 
 def _batch_axis(dims: Optional[list[Any]]) -> Optional[int]:
@@ -269,14 +295,19 @@ def _updates_fix(model: onnx.ModelProto, node: onnx.NodeProto, axes: Mapping[str
     lo, hi = sorted((moved[0], want))
     if any(s1[j] != 1 for j in range(lo, hi + 1)):
         return False
-    rw = _Rewriter(model)
-    stem = f"{node.name or node.output[0]}__updates"
-    target = np.asarray(s1, np.int64)
-    out = rw.node("Reshape", [node.input[2], rw.const(f"{stem}_target", target)], stem)
-    rw.batch_shape(model.graph.node[len(model.graph.node) - 1], node.input[2], moved[0], target, want)
-    node.input[2] = out
+    node.input[2] = _move_batch(model, node.input[2], s1, moved[0], want, f"{node.name or node.output[0]}__updates")
     _toposort(model)
     return True
+
+
+def _move_batch(model: onnx.ModelProto, src: str, one: Sequence[int], frm: int, to: int, stem: str) -> str:
+    """A Reshape of ``src`` (``one``: its shape for one stream, unit dims from ``frm`` to ``to``) that moves
+    its batch from axis ``frm`` to axis ``to``; returns its output."""
+    rw = _Rewriter(model)
+    target = np.asarray(one, np.int64)
+    out = rw.node("Reshape", [src, rw.const(f"{stem}_target", target)], stem)
+    rw.batch_shape(model.graph.node[len(model.graph.node) - 1], src, frm, target, to)
+    return out
 
 
 def _initial_state_fix(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
@@ -307,21 +338,35 @@ def _initial_state_fix(model: onnx.ModelProto, node: onnx.NodeProto) -> bool:
     return fixed
 
 
-def _refuse_recurrence_over_streams(model: onnx.ModelProto, node: onnx.NodeProto, axes: Mapping[str, Optional[int]],
-                                    sizes: Mapping[str, int]) -> None:
-    """Raises where the streams reach a GRU/LSTM/RNN on its sequence axis: it would run its recurrence from
-    one stream into the next (a constant Reshape such as [33, -1, 16] put them there)."""
-    layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
-    seq = 1 if layout else 0
-    if _probe_axis(model, node.input[0], axes, sizes) != seq:
-        return
-    err = UnsupportedOpError(fmt(
-        _label(node), f"Gets the streams on its sequence axis (axis {seq} of its input {node.input[0]!r}): with the "
-        "batch made dynamic it would run its recurrence from one stream into the next, so the streams mix",
-        "Run one stream per Session (convert without --batch dynamic), or re-export the model with a dynamic batch "
-        "(the Reshape before it then keeps the streams off the sequence axis)."))
-    err.reached = next(k for k, n in enumerate(model.graph.node) if n.name == node.name)  # type: ignore[attr-defined]
-    raise err
+def _fold_recurrence(model: onnx.ModelProto, node: onnx.NodeProto, axes: Mapping[str, Optional[int]],
+                     sizes: Mapping[str, int]) -> bool:
+    """A GRU/LSTM/RNN (layout 0, one direction) whose X has the streams folded into its batch ([T, B*N, C],
+    N rows per stream) while its initial states carry them on axis 0 ([B, N, H]: a state that is [1, N, H]
+    for one stream): the states are folded the same way ([1, B*N, H]) (True)."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if attrs.get("layout", 0) or attrs.get("direction", b"forward") not in (b"forward", b"reverse"):
+        return False
+    x = _probe_shapes(model, node.input[0], axes, sizes)
+    folded = _stream_axis(*x) if x is not None else None
+    if folded is None or folded[0] != 1:
+        return False
+    n, h = folded[1], int(attrs["hidden_size"])
+    states = [i for i in ((5, 6) if node.op_type == "LSTM" else (5,)) if len(node.input) > i and node.input[i]]
+    fixed = False
+    for i in states:
+        st = _probe_shapes(model, node.input[i], axes, sizes)
+        if st is None or tuple(st[1]) != (1, n, h) or tuple(st[0]) != (_FIX_STREAMS, n, h):
+            continue
+        rw = _Rewriter(model)
+        stem = f"{node.name or node.output[0]}__fold{i}"
+        # [1, -1, H], computed so that no pass here takes it for an export's constant shape
+        target = rw.node("Concat", [rw.const(f"{stem}_head", np.array([1, -1], np.int64)),
+                                    rw.const(f"{stem}_tail", np.array([h], np.int64))], f"{stem}_target", axis=0)
+        node.input[i] = rw.node("Reshape", [node.input[i], target], stem)
+        fixed = True
+    if fixed:
+        _toposort(model)
+    return fixed
 
 
 def _index_rows(model: onnx.ModelProto, node: onnx.NodeProto, axes: Mapping[str, Optional[int]],
@@ -394,7 +439,8 @@ def _numeric_fix(model: onnx.ModelProto, axes: Mapping[str, Optional[int]], size
                                  or _initial_state_fix(model, node)):
             continue
         if node is not None and node.op_type in ("GRU", "LSTM", "RNN"):
-            _refuse_recurrence_over_streams(model, node, axes, sizes)
+            if _swallowed_fix(model, axes, sizes, node) or _fold_recurrence(model, node, axes, sizes):
+                continue
         idx = _SHAPE_OPERAND.get(node.op_type) if node is not None else None
         consts = _constants(model)
         if node is None or idx is None or node.op_type == "ConstantOfShape" or node.input[idx] not in consts:
@@ -412,6 +458,15 @@ def _numeric_fix(model: onnx.ModelProto, axes: Mapping[str, Optional[int]], size
         s1 = _run(probe, one, [node.input[0]])[0].shape
         moved = [a for a in range(len(s1)) if len(s3) == len(s1) and s3[a] != s1[a]]
         target = np.asarray(consts[node.input[idx]]).reshape(-1).astype(np.int64)
+        folded = _stream_axis(s3, s1)
+        if node.op_type == "Reshape" and folded is not None and folded[1] > 1 and -1 not in target:
+            if _swallowed_fix(model, axes, sizes, node):
+                continue  # folded upstream where they had a place of their own
+            p = _memory_place(s1, folded[0], target)  # the streams folded into a dim with others upstream
+            if p is not None:
+                rw.batch_shape(node, node.input[0], folded[0], target, p, per=folded[1], times=int(target[p]))
+                _toposort(model)
+                continue
         p = None
         if len(moved) == 1 and s1[moved[0]] == 1:
             a = moved[0]
@@ -429,10 +484,12 @@ def _numeric_fix(model: onnx.ModelProto, axes: Mapping[str, Optional[int]], size
 
 def _swallowed_fix(model: onnx.ModelProto, axes: Mapping[str, Optional[int]], sizes: Mapping[str, int],
                    before: Optional[onnx.NodeProto] = None) -> bool:
-    """A Reshape whose constant target holds -1 runs with any number of streams and may fold them into
-    another dim ([1, -1, 1, 33] on [B, 8, 2, 1, 33]). Runs the graph (up to the inputs of ``before``, the node
-    that failed) with 7 streams and with 1; the first such Reshape whose input has the batch and whose
-    output lost it gets the batch from its input (True)."""
+    """A Reshape whose constant target holds -1 runs with any number of streams, and may fold them into
+    another dim ([1, -1, 1, 33] on [B, 8, 2, 1, 33]) or put them where they do not start in memory
+    ([33, -1, 16] on [B, 33, 1, 16] interleaves the streams' rows). Runs the graph (up to the inputs of
+    ``before``, the node that failed) with 7 streams and with 1; the first such Reshape gets the streams
+    where they start in its input's memory (:func:`_memory_place`): a unit axis, else folded into the dim
+    that starts there ([B*33, -1, 16]) (True)."""
     consts = _constants(model)
     upstream = None
     if before is not None:
@@ -454,21 +511,20 @@ def _swallowed_fix(model: onnx.ModelProto, axes: Mapping[str, Optional[int]], si
         G_LOGGER.debug("Cannot run the Reshapes up to %s: %s", before.name if before is not None else "the end", err)
         return False
 
-    def moved(t: str) -> list[int]:
-        a, b = many[t], alone[t]
-        return [k for k in range(len(b)) if len(a) == len(b) and a[k] == _FIX_STREAMS and b[k] == 1
-                and all(a[j] == b[j] for j in range(len(b)) if j != k)]
-
-    for node in reshapes:
-        into = moved(node.input[0])
-        if len(into) != 1 or moved(node.output[0]):
+    for node in reshapes:  # the streams swallowed, or put where they do not start in memory (scrambled)
+        into = _stream_axis(many[node.input[0]], alone[node.input[0]])
+        if into is None:
+            continue
+        one_in, one_out = alone[node.input[0]], alone[node.output[0]]
+        out = _stream_axis(many[node.output[0]], one_out)
+        p = _memory_place(one_in, into[0], one_out)
+        if p is None or (out is not None and out[0] == p):
             continue
         target = np.asarray(consts[node.input[1]]).reshape(-1).astype(np.int64)
-        p = _target_axis(list(alone[node.input[0]]), into[0], target)
-        if p is not None and 0 <= p < len(target):
-            _Rewriter(model).batch_shape(node, node.input[0], into[0], target, p)
-            _toposort(model)
-            return True
+        target = np.where(target == -1, target, np.asarray(one_out, np.int64))
+        _Rewriter(model).batch_shape(node, node.input[0], into[0], target, p, per=into[1], times=int(one_out[p]))
+        _toposort(model)
+        return True
     return False
 
 
