@@ -321,9 +321,13 @@ def test_gtcrn_three_streams_in_one_pool_equal_the_wrapper(converted):
 
 
 @need_gtcrn
-def test_gtcrn_batch_dynamic_builds_with_tensorrt_rtx(converted, tmp_path):
-    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX builds engines on CPU")
+def test_gtcrn_batch_dynamic_passes_verify_and_builds_with_tensorrt_rtx(converted, tmp_path):
     cfg_path = converted(ref.gtcrn_model(), "--batch", "dynamic")
+    proc = subprocess.run([sys.executable, "-m", "rnnrt.cli", "verify", str(cfg_path), "--steps", "20",
+                           "--backends", "onnxruntime,onnxruntime:opt=disable"],
+                          cwd=ref.REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX builds engines on CPU")
     for f in cfg_path.parent.iterdir():
         (tmp_path / f.name).write_bytes(f.read_bytes())
     proc = subprocess.run([sys.executable, "-m", "rnnrt.cli", "build", str(tmp_path / "model.yaml")],
