@@ -8,9 +8,13 @@ Keras/tf2onnx and many PyTorch exports fix the batch at 1: inputs ``[1, 1, 257]`
    whose output lost it either has a constant shape operand (Reshape, Expand, Tile, ConstantOfShape),
    which is rewritten to take the batch from its input at run time, or it mixes the streams (a reduction
    over the batch, a MatMul contracting it ...) and the conversion is refused naming it;
-3. rewrites ScatterND/GatherND whose constant indices address the batch axis with row 0 (as every index
-   of a batch-1 export must): the indices are built at run time, one copy per row with the batch component
-   ``Range(0, batch)``, so each stream's row is written (read) from its own updates (data);
+3. runs the streams together (7 of them) and fixes what stops them or places them wrong: constant shape
+   operands as in 2; ScatterND/GatherND whose constant indices address the batch axis with row 0 (as every
+   index of a batch-1 export must), whose indices are then built at run time, one copy per row with the
+   batch component ``Range(0, batch)``, so each stream's row is written (read) from its own updates
+   (data); ScatterND updates with the batch on another unit axis; ``-1`` Reshapes that fold the streams
+   into another dim or interleave them (they get the streams where these start in memory); constant or
+   unfolded initial states of a GRU/LSTM/RNN;
 4. proves the result numerically: three streams with different data in one batch equal each alone.
    Where they differ, the first node whose rows differ while its inputs' rows agree is named.
 """
