@@ -320,6 +320,10 @@ def test_cli_build_and_inspect(tmp_path, capsys):
     assert main(["inspect", str(yaml_path)]) == 0
     out = capsys.readouterr().out
     assert f"Engine: {tmp_path / 'model.plan'} (tensorrt_rtx {trt.__version__}, fp32, batch 1/4/16)" in out, out
+    assert main(["inspect", str(yaml_path), "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["engine"] == {
+        "plan": str(tmp_path / "model.plan"), "flavour": "tensorrt_rtx", "version": trt.__version__,
+        "precision": "fp32", "io_dtype": "float32", "state_dtype": "float32", "profile": {"min": 1, "opt": 4, "max": 16}}
     # A plan without its manifest is still inspected; the report says the manifest is missing.
     (tmp_path / "e.plan.json").unlink()
     main(["inspect", str(tmp_path / "e.plan")])
