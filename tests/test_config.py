@@ -11,7 +11,6 @@ import yaml
 
 from rnnrt.ir.config import (
     ConfigError,
-    EngineConfig,
     ModelConfig,
     config_from_step_graph,
     json_schema,
@@ -47,17 +46,40 @@ def test_save_elsewhere_rewrites_relative_paths(lstm_yaml: Path, tmp_path: Path)
     assert moved.model_path.resolve() == cfg.model_path.resolve()
 
 
-def test_with_engine_records_plan(lstm_yaml: Path) -> None:
-    cfg = load_config(lstm_yaml)
-    built = cfg.with_engine(plan="model.plan", flavour="tensorrt_rtx", version="1.7.1.116",
-                            profile={"min": 1, "opt": 1, "max": 1})
-    assert cfg.engine is None  # frozen: the original is unchanged
-    assert isinstance(built.engine, EngineConfig) and built.plan_path == lstm_yaml.parent / "model.plan"
-    save_config(built, lstm_yaml)
-    with pytest.warns(FutureWarning, match=r"Has an `engine:` section, which only builds before the plan manifest"):
-        assert load_config(lstm_yaml).engine == built.engine
+def test_legacy_engine_section_is_read_once_into_a_manifest(lstm_yaml: Path, tmp_path: Path) -> None:
+    """An older build's `engine:` section is turned into the plan's manifest on load, with one warning."""
+    import warnings
+
+    from rnnrt.ir.manifest import EngineManifest, find_engine
+
+    section = {"plan": "../plans/old.plan", "flavour": "tensorrt_rtx", "version": "1.7.1.116", "precision": "fp16",
+               "io_dtype": "float16", "profile": {"min": 1, "opt": 2, "max": 4}}
+    edit_yaml(lstm_yaml, lambda d: d.update(engine=section))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        cfg = load_config(lstm_yaml)
+    assert [str(w.message) for w in seen if issubclass(w.category, FutureWarning)] == [
+        f"Config {str(lstm_yaml)!r} | Has an `engine:` section, which only builds before the plan manifest wrote; it "
+        "is read as the plan's manifest for now. Run `rnnrt build` again to write <plan>.json, and delete the section."]
+    m = cfg.legacy_engine
+    assert isinstance(m, EngineManifest) and not hasattr(cfg, "engine") and "engine" not in ModelConfig.model_fields
+    assert m.plan_path == (lstm_yaml.parent / "../plans/old.plan").absolute().parent / "old.plan"
+    assert (m.flavour, m.version, m.precision, m.io_dtype, m.state_dtype) == (
+        "tensorrt_rtx", "1.7.1.116", "fp16", "float16", "float32")
+    assert m.profile == [1, 2, 4] and m.max_batch == 4 and m.runtimes == ["tensorrt_rtx"]
+    assert m.runtime_cache is None and not m.path.exists()  # in memory only
+    assert find_engine(cfg, config_path=lstm_yaml) is m  # no <plan>.json: the section's plan
+    assert cfg.with_base_dir(tmp_path).legacy_engine is m  # copies keep it
+    # Saving writes no section back; a config without one has no legacy engine.
+    save_config(cfg, tmp_path / "again.yaml")
+    assert "engine" not in (tmp_path / "again.yaml").read_text()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_config(tmp_path / "again.yaml", validate=False).legacy_engine is None
+    # A bad section is refused, named as such.
+    edit_yaml(lstm_yaml, lambda d: d["engine"].update(flavour="tensorflow"))
     with pytest.raises(ConfigError, match=r"engine \| Invalid engine section: flavour"):
-        cfg.with_engine(plan="x.plan", flavour="tensorflow", version="1")
+        load_config(lstm_yaml)
 
 
 def test_written_yaml_has_no_deprecated_runtime_cache_and_warns_for_nothing(lstm_yaml: Path) -> None:

@@ -17,5 +17,4 @@ from rnnrt.ir.manifest import (  # noqa: F401 (the module has no __all__)
     manifest_path,
     read_manifest,
     sha256_file,
-    with_built_engine,
 )

@@ -55,13 +55,13 @@ def _config(args: argparse.Namespace) -> int:
     import onnx
 
     from rnnrt.ir.config import load_config
-    from rnnrt.ir.manifest import with_built_engine
+    from rnnrt.ir.manifest import find_engine
 
     cfg = load_config(args.path)
     model = onnx.load(str(cfg.model_path), load_external_data=False)
     ops = _op_counts(model)
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)
-    cfg = with_built_engine(cfg, args.path)
+    manifest = find_engine(cfg, config_path=args.path)  # the plan built for the config, if any
     lines = [f"Model: {cfg.model_path} (opset {opset if opset is not None else '?'}, {sum(ops.values())} nodes)"]
     if cfg.source:
         lines.append("Source: " + ", ".join(f"{k}={v}" for k, v in cfg.source.items()))
@@ -77,10 +77,14 @@ def _config(args: argparse.Namespace) -> int:
     c = cfg.continuation
     lines += ["", f"Continuation: {c.input} (batch_axis {c.batch_axis}, time_axis {c.time_axis}, fill {c.fill})"
               if c else "Continuation: none"]
-    e = cfg.engine
-    if e is not None:
-        lines.append(f"Engine: {e.plan} ({e.flavour} {e.version}, {e.precision}"
-                     + (f", batch {e.profile.min}/{e.profile.opt}/{e.profile.max})" if e.profile else ")"))
+    engine = None
+    if manifest is not None:
+        p = manifest.profile
+        engine = {"plan": str(manifest.plan_path), "flavour": manifest.flavour, "version": manifest.version,
+                  "precision": manifest.precision, "io_dtype": manifest.io_dtype, "state_dtype": manifest.state_dtype,
+                  "profile": {"min": p[0], "opt": p[1], "max": p[2]} if p else None}
+        lines.append(f"Engine: {engine['plan']} ({manifest.flavour} {manifest.version}, {manifest.precision}"
+                     + (f", batch {p[0]}/{p[1]}/{p[2]})" if p else ")"))
     lines += ["", table(["op", "count"], [[op, n] for op, n in ops.items()])]
     data = {
         "schema": SCHEMA,
@@ -94,7 +98,7 @@ def _config(args: argparse.Namespace) -> int:
         "outputs": [t.model_dump(mode="json") for t in cfg.outputs],
         "state": [st.model_dump(mode="json") for st in cfg.state],
         "continuation": c.model_dump(mode="json") if c else None,
-        "engine": e.model_dump(mode="json") if e is not None else None,
+        "engine": engine,
         "ops": ops,
     }
     report("\n".join(lines), data, args.json)

@@ -41,6 +41,7 @@ from rnnrt.ir.bindings import (
 )
 from rnnrt.ir.checks import ChecksRecord
 from rnnrt.ir.files import MAX_MODEL_BYTES, check_regular_file, read_yaml
+from rnnrt.ir.manifest import EngineManifest, legacy_manifest
 from rnnrt.safe_write import staged, write_text
 
 __all__ = [
@@ -89,7 +90,8 @@ class ProfileConfig(BaseModel):
 
 
 class EngineConfig(BaseModel):
-    """The TensorRT plan built from the step graph (written by ``rnnrt build``)."""
+    """The deprecated ``engine:`` section that older builds wrote into the YAML: only parsed by
+    :func:`load_config`, which turns it into the plan's manifest (:attr:`ModelConfig.legacy_engine`)."""
 
     model_config = _STRICT
 
@@ -127,10 +129,10 @@ class SessionConfig(BaseModel):
 
 
 class ModelConfig(BaseModel):
-    """The whole YAML config: the step graph, its bindings, its state and its engine.
+    """The whole YAML config: the step graph, its bindings, its state and the Session's defaults.
 
-    Relative paths (``model``, ``engine.plan``) are relative to the YAML file; :attr:`model_path` and
-    :attr:`plan_path` resolve them.
+    Relative paths (``model``) are relative to the YAML file; :attr:`model_path` resolves them. What a
+    build made is the plan's manifest (:func:`rnnrt.ir.manifest.find_engine`), never a field here.
     """
 
     model_config = _STRICT
@@ -144,15 +146,14 @@ class ModelConfig(BaseModel):
     outputs: list[TensorConfig] = Field(default_factory=list, description="User-visible outputs, state excluded.")
     state: list[StateConfig] = Field(default_factory=list, description="Recurrent state pairs, paired by name.")
     continuation: Optional[ContinuationConfig] = Field(default=None, description="The continuation input, if any.")
-    engine: Optional[EngineConfig] = Field(default=None, description="Deprecated: the built plan, as older "
-                                           "`rnnrt build`s recorded it (read with a warning; builds now write the "
-                                           "plan's manifest `<plan>.json` instead).")
     session: SessionConfig = Field(default_factory=SessionConfig, description="Runtime defaults of the Session.")
     checks: Optional[ChecksRecord] = Field(default=None, description="What the convert-time equivalence check "
                                            "compared, its largest errors, seed and steps; null if it did not run.")
 
     # Directory the relative paths above are relative to (the YAML file's directory).
     _base_dir: Optional[str] = PrivateAttr(default=None)
+    # The manifest load_config made from an older build's `engine:` section (read once, never written).
+    _legacy_engine: Optional[EngineManifest] = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check_names(self) -> "ModelConfig":
@@ -175,34 +176,20 @@ class ModelConfig(BaseModel):
         return self.resolve(self.model)
 
     @property
-    def plan_path(self) -> Optional[Path]:
-        """The engine plan file, or None if no engine is recorded."""
-        return None if self.engine is None else self.resolve(self.engine.plan)
+    def legacy_engine(self) -> Optional[EngineManifest]:
+        """The plan an older ``rnnrt build`` recorded in the YAML's ``engine:`` section, as its manifest.
+
+        :func:`load_config` reads that section once (with a ``FutureWarning``); None for every config
+        written since. Readers find a plan with :func:`rnnrt.ir.manifest.find_engine`, which falls back
+        to this when no ``<plan>.json`` is found.
+        """
+        return self._legacy_engine
 
     def with_base_dir(self, base_dir: Union[str, os.PathLike]) -> "ModelConfig":
         """Returns a copy whose relative paths resolve against ``base_dir``."""
         new = self.model_copy()
         new._base_dir = str(Path(base_dir).absolute())
         return new
-
-    def with_engine(self, engine: Optional[EngineConfig] = None, **fields: Any) -> "ModelConfig":
-        """Returns a copy that records a built plan.
-
-        Args:
-            engine (EngineConfig | None): The engine section. If None, one is made from ``fields``.
-            **fields: Fields of :class:`EngineConfig` (``plan``, ``flavour``, ``version`` ...).
-
-        Returns:
-            ModelConfig: The new config (this one is frozen and stays unchanged).
-        """
-        if engine is None:
-            try:
-                engine = EngineConfig(**fields)
-            except pydantic.ValidationError as err:
-                raise ConfigError(fmt("engine", f"Invalid engine section: {_format_errors(err)}")) from err
-        elif fields:
-            engine = engine.model_copy(update=fields)
-        return self.model_copy(update={"engine": engine})
 
     def with_session(self, **fields: Any) -> "ModelConfig":
         """Returns a copy whose ``session`` section has ``fields`` updated."""
@@ -250,6 +237,7 @@ def load_config(path: Union[str, os.PathLike], validate: bool = True) -> ModelCo
         raise ConfigError(
             fmt(f"Config {str(path)!r}", f"Top level is a {type(data).__name__}", "Expected a mapping of config keys.")
         )
+    section = data.pop("engine", None)  # an older build's record of its plan: read once, below
     try:
         cfg = ModelConfig.model_validate(data)
     except pydantic.ValidationError as err:
@@ -261,10 +249,20 @@ def load_config(path: Union[str, os.PathLike], validate: bool = True) -> ModelCo
             )
         ) from err
     cfg = cfg.with_base_dir(path.parent)
-    if cfg.engine is not None:
+    if section is not None:
+        try:
+            legacy = EngineConfig.model_validate(section)
+        except pydantic.ValidationError as err:
+            raise ConfigError(fmt(f"Config {str(path)!r} engine", f"Invalid engine section: {_format_errors(err)}",
+                                  "Run `rnnrt build` again (it writes <plan>.json) and delete the section.")) from err
         warnings.warn(f"Config {str(path)!r} | Has an `engine:` section, which only builds before the plan manifest "
                       "wrote; it is read as the plan's manifest for now. Run `rnnrt build` again to write "
                       "<plan>.json, and delete the section.", FutureWarning, stacklevel=2)
+        cfg._legacy_engine = legacy_manifest(cfg.resolve(legacy.plan), legacy.flavour, legacy.version,
+                                             precision=legacy.precision, io_dtype=legacy.io_dtype,
+                                             state_dtype=legacy.state_dtype, profile=legacy.profile and
+                                             [legacy.profile.min, legacy.profile.opt, legacy.profile.max],
+                                             runtime_cache=cfg.session.runtime_cache or None)
     if validate:
         validate_against_model(cfg)
     return cfg
@@ -328,12 +326,8 @@ def save_config(cfg: ModelConfig, path: Union[str, os.PathLike]) -> ModelConfig:
     update: dict[str, Any] = {}
     if not Path(cfg.model).is_absolute():
         update["model"] = _relative_to(cfg.model_path, base)
-    if cfg.engine is not None and not Path(cfg.engine.plan).is_absolute():
-        update["engine"] = cfg.engine.model_copy(update={"plan": _relative_to(cfg.plan_path, base)})
     out = cfg.model_copy(update=update).with_base_dir(base)
     data = out.model_dump(mode="json", exclude_none=False)
-    if out.engine is None:
-        data.pop("engine")
     if out.continuation is None:
         data.pop("continuation")
     if out.checks is None:
@@ -508,8 +502,20 @@ def validate_against_model(cfg: ModelConfig, onnx_path: Union[str, os.PathLike, 
 
 
 def json_schema() -> dict[str, Any]:
-    """Returns the JSON schema of the model config (what `rnnrt schema` prints)."""
-    return ModelConfig.model_json_schema()
+    """Returns the JSON schema of the model config (what `rnnrt schema` prints).
+
+    It lists the deprecated ``engine`` section too (marked ``deprecated``), so files older builds wrote
+    still validate; :func:`load_config` reads that section once into :attr:`ModelConfig.legacy_engine`.
+    """
+    schema = ModelConfig.model_json_schema()
+    legacy = EngineConfig.model_json_schema()
+    schema.setdefault("$defs", {}).update(legacy.pop("$defs", {}))
+    schema["$defs"]["EngineConfig"] = legacy
+    schema["properties"]["engine"] = {
+        "anyOf": [{"$ref": "#/$defs/EngineConfig"}, {"type": "null"}], "default": None, "deprecated": True,
+        "description": "Deprecated: the built plan, as older `rnnrt build`s recorded it (read with a warning; "
+        "builds now write the plan's manifest `<plan>.json` instead)."}
+    return schema
 
 
 def save_step_graph(step: Any, out_dir: Union[str, os.PathLike], name: str = "model") -> Path:

@@ -147,6 +147,11 @@ class EngineManifest:
         return None if self.graph is None or self.path is None else beside(self.path, self.graph, "Manifest graph")
 
     @property
+    def max_batch(self) -> Optional[int]:
+        """The largest batch of the optimization profile, or None when the plan has no profile."""
+        return None if not self.profile else int(self.profile[-1])
+
+    @property
     def runtime_cache_path(self) -> Optional[Path]:
         """The runtime cache file beside the plan, or None."""
         if self.runtime_cache is None or self.path is None:
@@ -230,7 +235,8 @@ def find_engine(cfg: Any, plan: Optional[PathLike] = None,
     name with ``.plan`` (``model.onnx`` -> ``model.plan``, what ``convert`` + ``build`` make), and reads
     ``<plan>.json``.
     A config written by an older ``rnnrt build`` (an ``engine:`` section in the YAML, which
-    :func:`rnnrt.ir.config.load_config` warns about) is honoured when no manifest is found.
+    :func:`rnnrt.ir.config.load_config` read once into ``cfg.legacy_engine``) is honoured when no manifest
+    is found.
 
     Args:
         cfg (ModelConfig): The loaded config.
@@ -256,26 +262,28 @@ def find_engine(cfg: Any, plan: Optional[PathLike] = None,
     for candidate in candidates:
         if manifest_path(candidate).is_file():
             return read_manifest(manifest_path(candidate))
-    if getattr(cfg, "engine", None) is not None:
-        return _legacy(cfg)
-    return None
+    return getattr(cfg, "legacy_engine", None)
 
 
-def _legacy(cfg: Any) -> EngineManifest:
-    """A manifest for a config whose YAML records its plan in an ``engine:`` section (older builds)."""
+def legacy_manifest(plan: PathLike, flavour: str, version: str, **fields: Any) -> EngineManifest:
+    """The manifest of a plan an older ``rnnrt build`` recorded in the YAML's ``engine:`` section.
+
+    Made once, by :func:`rnnrt.ir.config.load_config` (see :attr:`ModelConfig.legacy_engine`); it lives in
+    memory only (its ``path`` names no file). A ``runtime_cache`` given here (the deprecated
+    ``session.runtime_cache``) is checked when it is used: it must lie beside the plan.
+
+    Args:
+        plan (PathLike): The plan file, resolved against the YAML's folder.
+        flavour (str): The builder recorded in the section.
+        version (str): The builder's version recorded in the section.
+        **fields: Further :class:`EngineManifest` fields (``precision``, ``io_dtype``, ``state_dtype``,
+            ``profile``, ``runtime_cache``).
+    """
     from rnnrt.trt_compat import runtimes_for
 
-    e = cfg.engine
-    plan = Path(cfg.plan_path)
-    profile = [e.profile.min, e.profile.opt, e.profile.max] if e.profile is not None else None
-    manifest = EngineManifest(plan=plan.name, flavour=e.flavour, version=e.version, runtimes=runtimes_for(e.flavour),
-                              precision=e.precision, io_dtype=e.io_dtype, state_dtype=e.state_dtype, profile=profile,
-                              path=manifest_path(plan))
-    rc = getattr(cfg.session, "runtime_cache", None)
-    if rc:
-        manifest.runtime_cache = rc  # checked: must lie beside the plan
-        manifest.runtime_cache_path  # noqa: B018 (raises ConfigError when it does not)
-    return manifest
+    plan = Path(plan)
+    return EngineManifest(plan=plan.name, flavour=flavour, version=version, runtimes=runtimes_for(flavour),
+                          path=manifest_path(plan), **fields)
 
 
 def config_for_plan(cfg: Any, manifest: EngineManifest) -> Any:
@@ -292,23 +300,3 @@ def config_for_plan(cfg: Any, manifest: EngineManifest) -> Any:
     state = [s.model_copy(update={"dtype": manifest.state_dtype}) if s.dtype in floats else s for s in cfg.state]
     copy = cfg.model_copy(update={"inputs": inputs, "outputs": outputs, "state": state})
     return copy.with_base_dir(cfg.base_dir) if hasattr(copy, "with_base_dir") else copy
-
-
-def with_built_engine(cfg: Any, config_path: Optional[PathLike] = None, plan: Optional[PathLike] = None) -> Any:
-    """The config with its ``engine`` section filled from the plan's manifest (in memory, never saved).
-
-    For readers of ``cfg.engine`` / ``cfg.plan_path`` (Triton export, ``rnnrt inspect``): the YAML no
-    longer records the plan; the manifest beside the plan does. Returns ``cfg`` unchanged when no plan
-    was built for it.
-    """
-    manifest = find_engine(cfg, plan, config_path)
-    if manifest is None:
-        return cfg
-    profile = None
-    if manifest.profile:
-        profile = {"min": manifest.profile[0], "opt": manifest.profile[1], "max": manifest.profile[2]}
-    flavour = manifest.flavour if manifest.flavour in ("tensorrt", "tensorrt_rtx") else "tensorrt"
-    built = cfg.with_engine(plan=str(manifest.plan_path), flavour=flavour, version=manifest.version,
-                            precision=manifest.precision, io_dtype=manifest.io_dtype, state_dtype=manifest.state_dtype,
-                            profile=profile)
-    return built.with_base_dir(cfg.base_dir)

@@ -25,7 +25,7 @@ from rnnrt import trt_compat
 from rnnrt.build.builder import BuildOptions, parse_range, plan_from_config, plan_from_onnx
 from rnnrt.build.inspect import inspect_plan
 from rnnrt.errors import BuildError, ConfigError, EngineError, ModelImportError
-from tests.conftest import GOLDEN, REALWORLD, golden_cases, realworld_loadable
+from tests.conftest import GOLDEN, REALWORLD, edit_yaml, golden_cases, realworld_loadable
 from tests.build.graphs import STATE_IN, STATE_OUT, lstm_model
 
 trt = pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx is not installed (pip install tensorrt-rtx)")
@@ -216,11 +216,7 @@ def test_plan_from_config_writes_plan_and_manifest_not_the_yaml(tmp_path):
     assert m.config == "model.yaml" and m.plan_sha256 == hashlib.sha256(result.plan).hexdigest()
     assert m.record["bindings"] and "build_seconds" in m.record
     assert find_engine(load_config(yaml_path), config_path=yaml_path) == m
-    from rnnrt.ir.manifest import with_built_engine
-
-    built = with_built_engine(load_config(yaml_path), yaml_path)  # for readers of cfg.engine (Triton export)
-    assert built.plan_path == tmp_path / "model.plan" and built.engine.profile.max == 8
-    assert built.engine.precision == "fp16" and load_config(yaml_path).engine is None
+    assert m.max_batch == 8 and load_config(yaml_path).legacy_engine is None  # readers use the manifest itself
     # Building again from the same config always works (here: another precision, then the first again).
     plan_from_config(yaml_path, options=_opts(precision="fp32", batch=(1, 1, 4)))
     assert read_manifest(tmp_path / "model.plan.json").precision == "fp32"
@@ -265,8 +261,9 @@ def test_runtime_cache_only_beside_the_plan(tmp_path, capsys):
 
     legacy = tmp_path / "legacy"
     legacy.mkdir()
-    cfg = load_config(yaml_path).with_engine(plan=str(tmp_path / "model.plan"), flavour="tensorrt_rtx", version="1")
-    save_config(cfg.with_session(runtime_cache="/etc/passwd"), legacy / "old.yaml")
+    save_config(load_config(yaml_path).with_session(runtime_cache="/etc/passwd"), legacy / "old.yaml")
+    edit_yaml(legacy / "old.yaml", lambda d: d.update(engine={"plan": str(tmp_path / "model.plan"),
+                                                              "flavour": "tensorrt_rtx", "version": "1"}))
     (legacy / "model.onnx").write_bytes((tmp_path / "model.onnx").read_bytes())
     with pytest.raises(ConfigError, match="runtime_cache '/etc/passwd' \\| Is not in the plan's folder"):
         tensorrt_backend(load_config(legacy / "old.yaml"), config_path=legacy / "old.yaml")
@@ -323,6 +320,10 @@ def test_cli_build_and_inspect(tmp_path, capsys):
     assert main(["inspect", str(yaml_path)]) == 0
     out = capsys.readouterr().out
     assert f"Engine: {tmp_path / 'model.plan'} (tensorrt_rtx {trt.__version__}, fp32, batch 1/4/16)" in out, out
+    assert main(["inspect", str(yaml_path), "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["engine"] == {
+        "plan": str(tmp_path / "model.plan"), "flavour": "tensorrt_rtx", "version": trt.__version__,
+        "precision": "fp32", "io_dtype": "float32", "state_dtype": "float32", "profile": {"min": 1, "opt": 4, "max": 16}}
     # A plan without its manifest is still inspected; the report says the manifest is missing.
     (tmp_path / "e.plan.json").unlink()
     main(["inspect", str(tmp_path / "e.plan")])
@@ -433,7 +434,7 @@ def test_cli_build_records_runtime_cache_and_load_passes_it(tmp_path, capsys, mo
     yaml_path = _save(lstm_model(), tmp_path)
     assert main(["build", str(yaml_path), "--trt-module", "tensorrt_rtx", "--runtime-cache", str(tmp_path / "rt.cache")]) == 0
     cfg = load_config(yaml_path)
-    assert cfg.session.runtime_cache is None and cfg.engine is None  # the YAML is untouched
+    assert cfg.session.runtime_cache is None and cfg.legacy_engine is None  # the YAML is untouched
 
     seen = {}
 

@@ -156,6 +156,49 @@ def test_plan_engine_rebuilds_batch_first_plan(dynamic, tmp_path):
     assert (model_dir / "1" / "model.plan").stat().st_size > 0
 
 
+def test_exports_read_the_plan_manifest_and_an_old_engine_section(dynamic, tmp_path):
+    """The plan, its profile and its build options come from the manifest; an older build's `engine:` section
+    (read once by load_config) serves the same; the python export ships the plan with its manifest."""
+    build = pytest.importorskip("rnnrt.build", reason="rnnrt.build not available")
+    pytest.importorskip("tensorrt_rtx", reason="tensorrt_rtx not installed")
+    import shutil
+
+    from rnnrt.ir.config import load_config
+    from rnnrt.ir.manifest import find_engine, read_manifest
+    from tests.conftest import edit_yaml
+
+    work = tmp_path / "m"
+    shutil.copytree(dynamic("a_lstm_stream_t1n1").parent, work)
+    build.plan_from_config(work / "model.yaml", options=build.BuildOptions(batch=(1, 4, 16)))
+    built = read_manifest(work / "model.plan.json")
+    assert _parse(export_triton(work / "model.yaml", tmp_path / "r1", engine="onnx", name="o")).max_batch_size == 16
+    with pytest.raises(ConfigError, match="exceeds the plan's profile max 16"):
+        export_triton(work / "model.yaml", tmp_path / "r1", engine="python", name="p", max_sequences=17)
+    model_dir = export_triton(work / "model.yaml", tmp_path / "r1", engine="python", name="p")
+    assert _parse(model_dir).max_batch_size == 16
+    shipped = model_dir / "1" / "rnnrt_model"
+    assert (shipped / "model.plan").read_bytes() == (work / "model.plan").read_bytes()
+    assert "engine" not in (shipped / "model.yaml").read_text()  # found as any build's plan: its manifest beside
+    m = find_engine(load_config(shipped / "model.yaml"), config_path=shipped / "model.yaml")
+    assert (m.plan_path, m.profile, m.plan_sha256) == (shipped / "model.plan", [1, 4, 16], built.plan_sha256)
+    assert m.graph is None and m.runtime_cache is None and m.path == shipped / "model.plan.json"
+    # An older build's YAML: its engine: section names the plan; no manifest beside it.
+    (work / "model.plan.json").unlink()
+    shutil.move(work / "model.plan", work / "old.plan")
+    edit_yaml(work / "model.yaml", lambda d: d.update(engine={"plan": "old.plan", "flavour": "tensorrt_rtx",
+                                                              "version": built.version, "profile": {
+                                                                  "min": 1, "opt": 4, "max": 16}}))
+    with pytest.warns(FutureWarning, match="Has an `engine:` section"):
+        model_dir = export_triton(work / "model.yaml", tmp_path / "r2", engine="plan", name="legacy")
+    assert _parse(model_dir).max_batch_size == 16 and (model_dir / "1" / "model.plan").stat().st_size > 0
+    with pytest.warns(FutureWarning):
+        model_dir = export_triton(work / "model.yaml", tmp_path / "r2", engine="python", name="lp")
+    shipped = model_dir / "1" / "rnnrt_model"
+    assert (shipped / "model.plan").read_bytes() == (work / "old.plan").read_bytes()
+    assert read_manifest(shipped / "model.plan.json").profile == [1, 4, 16]
+    assert "engine" not in (shipped / "model.yaml").read_text()
+
+
 def test_cli_export_triton(dynamic, tmp_path, capsys):
     path = dynamic("c_lstm_stacked_ip_softmax")
     rc = cli_main(["export-triton", str(path), "-o", str(tmp_path / "repo"), "--engine", "onnx", "--name", "lm",

@@ -11,6 +11,7 @@ import numpy as np
 
 from rnnrt.errors import ConfigError, fmt
 from rnnrt.ir.config import ModelConfig
+from rnnrt.ir.manifest import EngineManifest
 from rnnrt.serve.triton.layout import _TritonShapes
 from rnnrt.serve.triton.onnx_plan_config import _backend_config
 from rnnrt.serve.triton.pbtxt import _to_text
@@ -56,7 +57,8 @@ def _check_counts(max_batch_size: Optional[int], idle_us: int, max_sequences: Op
 def triton_config(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_size: Optional[int] = None,
                   idle_us: int = 60_000_000, instance_kind: str = "auto", max_sequences: Optional[int] = None,
                   backend: str = "auto", queue_delay_us: int = 0, shared: Optional[Mapping[str, Any]] = None,
-                  max_frames: Optional[int] = None, max_request_bytes: Optional[int] = None) -> Any:
+                  max_frames: Optional[int] = None, max_request_bytes: Optional[int] = None,
+                  manifest: Optional[EngineManifest] = None) -> Any:
     """Returns the Triton ``ModelConfig`` message for a model config (see the module doc).
 
     Args:
@@ -77,6 +79,9 @@ def triton_config(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_s
             Defaults to :data:`rnnrt.serve.wire.MAX_FRAMES`.
         max_request_bytes (int | None): python: the most input bytes one request may carry
             (``rnnrt_max_request_bytes``). Defaults to :data:`rnnrt.serve.wire.MAX_REQUEST_BYTES`.
+        manifest (EngineManifest | None): The manifest of the plan built for the config
+            (:func:`rnnrt.ir.manifest.find_engine`): its profile's max batch is the default and the bound of
+            ``max_batch_size``/``max_sequences``. Defaults to None (no plan: 64 by default, unbounded).
     """
     check_model_name(name)
     _check_counts(max_batch_size, idle_us, max_sequences, max_frames, max_request_bytes)
@@ -90,14 +95,14 @@ def triton_config(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_s
     kind = default_instance_kind() if instance_kind == "auto" else instance_kind
     if engine == "python":
         return _python_config(cfg, name, idle_us, kind, max_sequences, backend, queue_delay_us, shared,
-                              max_frames, max_request_bytes)
+                              max_frames, max_request_bytes, manifest)
     if max_frames is not None or max_request_bytes is not None:
         raise ConfigError(fmt("export-triton max_frames=/max_request_bytes=", f"Are for --engine python only, not "
                               f"{engine!r}", "Triton's own backends take whole batches; bound requests at the client."))
     if shared:
         raise ConfigError(fmt("export-triton shared=", f"Is for --engine python only, not {engine!r}",
                               "Fold the value into the model instead (rnnrt convert --set NAME=VALUE)."))
-    return _backend_config(cfg, _TritonShapes(cfg, max_batch_size), name, engine, idle_us, kind)
+    return _backend_config(cfg, _TritonShapes(cfg, max_batch_size, manifest), name, engine, idle_us, kind)
 
 
 def triton_config_text(cfg: ModelConfig, name: str, engine: str = "onnx", max_batch_size: Optional[int] = None,

@@ -3,6 +3,7 @@ beside it and moved into place once complete, so a failure leaves the repository
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -15,6 +16,7 @@ import numpy as np
 
 from rnnrt.errors import ConfigError, fmt
 from rnnrt.ir.config import ModelConfig, load_config
+from rnnrt.ir.manifest import EngineManifest, default_plan_path, find_engine, manifest_path
 from rnnrt.safe_write import check_target
 from rnnrt.serve.triton.config import ENGINES, check_model_name, triton_config
 from rnnrt.serve.triton.layout import _TritonShapes
@@ -37,7 +39,7 @@ from rnnrt.serve.backend import TritonPythonModel  # noqa: E402,F401
 '''
 
 
-def _write_python_model(cfg: ModelConfig, version_dir: Path) -> None:
+def _write_python_model(cfg: ModelConfig, manifest: Optional[EngineManifest], version_dir: Path) -> None:
     from rnnrt.ir.config import save_config
 
     target = version_dir / PYTHON_MODEL_DIR
@@ -51,12 +53,14 @@ def _write_python_model(cfg: ModelConfig, version_dir: Path) -> None:
     for rel in external_data_files(model):  # big models: model.onnx.data beside it
         (target / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(model.parent / rel, target / rel)
-    update: dict[str, Any] = {"model": model.name}
-    if cfg.engine is not None and cfg.plan_path is not None and cfg.plan_path.is_file():
-        shutil.copyfile(cfg.plan_path, target / cfg.plan_path.name)
-        update["engine"] = cfg.engine.model_copy(update={"plan": cfg.plan_path.name})
-    new = cfg.model_copy(update=update).with_base_dir(target)
+    new = cfg.model_copy(update={"model": model.name}).with_base_dir(target)
     save_config(new, target / "model.yaml")
+    if manifest is not None and manifest.plan_path.is_file():
+        # Found by the served model's rnnrt.load as any build's: model.plan and model.plan.json beside model.yaml.
+        plan = default_plan_path(target / "model.yaml")
+        shutil.copyfile(manifest.plan_path, plan)
+        dataclasses.replace(manifest, plan=plan.name, graph=None, runtime_cache=None,
+                            config="model.yaml").write(manifest_path(plan))
     (version_dir / "model.py").write_text(_MODEL_PY)
 
 
@@ -119,22 +123,21 @@ def export_triton(
         BuildError: The wrapped graph's plan could not be built.
     """
     cfg = config if isinstance(config, ModelConfig) else load_config(config)
-    from rnnrt.ir.manifest import with_built_engine  # the plan's manifest says what was built
-
-    cfg = with_built_engine(cfg, None if isinstance(config, ModelConfig) else config)
+    manifest = find_engine(cfg, config_path=None if isinstance(config, ModelConfig) else config)
     if engine not in ENGINES:
         raise ConfigError(fmt("export-triton", f"Unknown engine {engine!r}", "Use 'plan', 'onnx' or 'python'."))
     name = check_model_name(name if name is not None else cfg.base_dir.name)
     if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1:
         raise ConfigError(fmt(f"export-triton version={version!r}", "Is not an integer >= 1"))
-    if engine == "plan" and (cfg.plan_path is None or not cfg.plan_path.is_file()):
+    if engine == "plan" and (manifest is None or not manifest.plan_path.is_file()):
         raise ConfigError(
-            fmt(f"Config {str(cfg.model_path.with_suffix('.yaml'))!r}", "Records no built plan" if cfg.engine is None
-                else f"Its plan {str(cfg.plan_path)!r} does not exist", "Run `rnnrt build` first, or pass --engine onnx.")
+            fmt(f"Config {str(cfg.model_path.with_suffix('.yaml'))!r}", "Records no built plan" if manifest is None
+                else f"Its plan {str(manifest.plan_path)!r} does not exist",
+                "Run `rnnrt build` first, or pass --engine onnx.")
         )
     msg = triton_config(cfg, name, engine, max_batch_size, idle_us, instance_kind, max_sequences=max_sequences,
                         backend=backend, queue_delay_us=queue_delay_us, shared=shared, max_frames=max_frames,
-                        max_request_bytes=max_request_bytes)
+                        max_request_bytes=max_request_bytes, manifest=manifest)
     if dims:
         from rnnrt.build.api import dim_range
 
@@ -155,7 +158,7 @@ def export_triton(
     except OSError as err:
         raise ConfigError(fmt(f"Repository {str(repo)!r}", f"Cannot be created: {err.strerror}")) from err
     try:
-        _write_model(cfg, staging, str(int(version)), msg, engine, max_batch_size, dims)
+        _write_model(cfg, manifest, staging, str(int(version)), msg, engine, max_batch_size, dims)
         _move_into_place(staging, model_dir, str(int(version)))
     except BaseException:
         if created is not None:
@@ -166,17 +169,17 @@ def export_triton(
     return model_dir
 
 
-def _write_model(cfg: ModelConfig, model_dir: Path, version: str, msg: Any, engine: str,
-                 max_batch_size: Optional[int], dims: Optional[Mapping[str, Any]]) -> None:
+def _write_model(cfg: ModelConfig, manifest: Optional[EngineManifest], model_dir: Path, version: str, msg: Any,
+                 engine: str, max_batch_size: Optional[int], dims: Optional[Mapping[str, Any]]) -> None:
     """Writes ``model_dir/config.pbtxt`` and ``model_dir/<version>/`` (into the staging folder)."""
     version_dir = model_dir / version
     version_dir.mkdir()
     if engine == "python":
-        _write_python_model(cfg, version_dir)
+        _write_python_model(cfg, manifest, version_dir)
     elif engine == "onnx":
         import onnx
 
-        plan = _TritonShapes(cfg, max_batch_size)
+        plan = _TritonShapes(cfg, max_batch_size, manifest)
         target = version_dir / "model.onnx"
         if plan.wrap:
             onnx.save(_wrap_model(cfg, plan), str(target))
@@ -188,15 +191,16 @@ def _write_model(cfg: ModelConfig, model_dir: Path, version: str, msg: Any, engi
                 (version_dir / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(cfg.model_path.parent / rel, version_dir / rel)
     else:
-        plan = _TritonShapes(cfg, max_batch_size)
+        assert manifest is not None  # export_triton refuses engine='plan' without one
+        plan = _TritonShapes(cfg, max_batch_size, manifest)
         target = version_dir / "model.plan"
-        if cfg.engine.flavour == "tensorrt_rtx":
+        if manifest.flavour == "tensorrt_rtx":
             G_LOGGER.warning("export-triton | The plan was built by TensorRT-RTX; Triton's 'tensorrt' backend loads "
                              "plans of standard TensorRT only. Rebuild with --trt-module tensorrt for Triton.")
         if plan.wrap:
-            _build_wrapped_plan(cfg, plan, target, dims)
+            _build_wrapped_plan(cfg, manifest, plan, target, dims)
         else:
-            shutil.copyfile(cfg.plan_path, target)
+            shutil.copyfile(manifest.plan_path, target)
     (model_dir / "config.pbtxt").write_text(_to_text(cfg, msg))
 
 

@@ -8,6 +8,7 @@ from typing import Optional
 
 from rnnrt.errors import ConfigError, fmt
 from rnnrt.ir.config import ModelConfig
+from rnnrt.ir.manifest import EngineManifest
 from rnnrt.ir.streams import fold_entries
 
 G_LOGGER = logging.getLogger("rnnrt")
@@ -42,19 +43,21 @@ def _batch_first(shape: list, axis: Optional[int], fold: Optional[tuple] = None)
 class _TritonShapes:
     """What the Triton model looks like: tensor shapes as Triton sees them and whether to wrap."""
 
-    def __init__(self, cfg: ModelConfig, max_batch_size: Optional[int]) -> None:
+    def __init__(self, cfg: ModelConfig, max_batch_size: Optional[int],
+                 manifest: Optional[EngineManifest] = None) -> None:
         entries = [(t.shape, t.batch_axis) for t in cfg.inputs + cfg.outputs] + [(s.shape, s.batch_axis) for s in cfg.state]
         dynamic = [isinstance(shape[axis], str) for shape, axis in entries if axis is not None]
         self.batched = bool(dynamic) and all(dynamic) and all(axis is not None for _, axis in entries)
         if self.batched:
-            if cfg.engine is not None and cfg.engine.profile is not None:
-                self.max_batch = int(cfg.engine.profile.max) if max_batch_size is None else int(max_batch_size)
+            profile_max = manifest.max_batch if manifest is not None else None
+            if max_batch_size is not None:
+                self.max_batch = int(max_batch_size)
             else:
-                self.max_batch = DEFAULT_MAX_BATCH if max_batch_size is None else int(max_batch_size)
-            if cfg.engine is not None and cfg.engine.profile is not None and self.max_batch > cfg.engine.profile.max:
+                self.max_batch = profile_max if profile_max is not None else DEFAULT_MAX_BATCH
+            if profile_max is not None and self.max_batch > profile_max:
                 raise ConfigError(
                     fmt("export-triton", f"max_batch_size={self.max_batch} exceeds the plan's profile max "
-                        f"{cfg.engine.profile.max}", "Rebuild with a larger --batch-profile or lower --max-batch-size.")
+                        f"{profile_max}", "Rebuild with a larger --batch-profile or lower --max-batch-size.")
                 )
         else:
             self.max_batch = 0

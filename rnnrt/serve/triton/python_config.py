@@ -12,6 +12,7 @@ import numpy as np
 
 from rnnrt.errors import ConfigError, fmt
 from rnnrt.ir.config import ModelConfig
+from rnnrt.ir.manifest import EngineManifest
 from rnnrt.serve.triton.layout import DEFAULT_MAX_BATCH
 from rnnrt.serve.triton.pbtxt import _tensor, model_config_pb2
 
@@ -51,7 +52,8 @@ def _shared_values(cfg: ModelConfig, shared: Optional[Mapping[str, Any]]) -> dic
 
 def _python_config(cfg: ModelConfig, name: str, idle_us: int, kind: str, max_sequences: Optional[int],
                    backend: str, queue_delay_us: int = 0, shared: Optional[Mapping[str, Any]] = None,
-                   max_frames: Optional[int] = None, max_request_bytes: Optional[int] = None) -> Any:
+                   max_frames: Optional[int] = None, max_request_bytes: Optional[int] = None,
+                   manifest: Optional[EngineManifest] = None) -> Any:
     from rnnrt.serve.wire import (CONTROL_INPUT, FLAGS_INPUT, FRAMES_INPUT, MAX_FRAMES, MAX_REQUEST_BYTES,
                                   STATE_TENSOR, STATUS_TENSOR, STREAMS_INPUT)
 
@@ -73,11 +75,11 @@ def _python_config(cfg: ModelConfig, name: str, idle_us: int, kind: str, max_seq
                 raise ConfigError(fmt(f"{role} {t.name!r}", f"Has no dynamic batch dim (shape {list(t.shape)}, "
                                       f"batch_axis {t.batch_axis}), so streams cannot get their own slots",
                                       "Convert with --batch dynamic for --engine python."))
-    profile = cfg.engine.profile if cfg.engine is not None else None
-    slots = int(max_sequences) if max_sequences is not None else (int(profile.max) if profile is not None
+    profile_max = manifest.max_batch if manifest is not None else None
+    slots = int(max_sequences) if max_sequences is not None else (profile_max if profile_max is not None
                                                                    else DEFAULT_MAX_BATCH)
-    if profile is not None and slots > profile.max:
-        raise ConfigError(fmt("export-triton", f"max_sequences={slots} exceeds the plan's profile max {profile.max}",
+    if profile_max is not None and slots > profile_max:
+        raise ConfigError(fmt("export-triton", f"max_sequences={slots} exceeds the plan's profile max {profile_max}",
                               "Rebuild with a larger --batch range or lower --max-sequences."))
 
     def per_request(shape: list, axis: int) -> list[int]:

@@ -10,6 +10,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from rnnrt.ir.config import ModelConfig
+from rnnrt.ir.manifest import EngineManifest
 from rnnrt.serve.triton.layout import _batch_first, _perm_from_first, _perm_to_first, _TritonShapes
 
 
@@ -179,16 +180,17 @@ def _time_major_cont(graph: Any, name: str, dst: str, shape: list, axis: int, fo
     ] + _unfold_first(graph, p + "first", dst, shape, axis, fold)
 
 
-def _build_wrapped_plan(cfg: ModelConfig, plan: _TritonShapes, target: Path, dims: Optional[Mapping[str, Any]]) -> None:
+def _build_wrapped_plan(cfg: ModelConfig, manifest: EngineManifest, plan: _TritonShapes, target: Path,
+                        dims: Optional[Mapping[str, Any]]) -> None:
+    """Builds the plan of the wrapped graph as the config's own plan was built (its manifest's options)."""
     from rnnrt.build.builder import BuildOptions, plan_from_onnx
 
-    e = cfg.engine
     model = _wrap_model(cfg, plan)
     batch_axes = {t.name: (0 if t.batch_axis is not None else None) for t in cfg.inputs}
     batch_axes.update({s.input: 0 for s in cfg.state})
-    profile = (e.profile.min, e.profile.opt, e.profile.max) if e.profile is not None else None
-    options = BuildOptions(precision=e.precision, io_dtype=e.io_dtype, state_dtype=e.state_dtype, batch=profile,
-                           dims=dict(dims or {}), trt_module=e.flavour)
+    profile = tuple(manifest.profile) if manifest.profile else None
+    options = BuildOptions(precision=manifest.precision, io_dtype=manifest.io_dtype, state_dtype=manifest.state_dtype,
+                           batch=profile, dims=dict(dims or {}), trt_module=manifest.flavour)
     result = plan_from_onnx(model, options, batch_axes=batch_axes, state_inputs=[s.input for s in cfg.state],
                             state_outputs=[s.output for s in cfg.state])
     target.write_bytes(bytes(result.plan))
