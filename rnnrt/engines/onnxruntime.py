@@ -51,6 +51,8 @@ def step_macs(model: Union[str, os.PathLike, bytes], rows: int = 1) -> int:
         import onnx
         from onnx import shape_inference
 
+        from rnnrt.ir.bindings import onnx_tensor_type
+
         if isinstance(model, bytes):
             proto = onnx.load_from_string(model)
         else:
@@ -68,7 +70,7 @@ def step_macs(model: Union[str, os.PathLike, bytes], rows: int = 1) -> int:
             weights[node.output[0]] = tuple(node.attribute[0].t.dims)
     shapes = {}
     for vi in (*g.input, *g.value_info, *g.output):
-        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+        shapes[vi.name] = [d if isinstance(d, int) else None for d in (onnx_tensor_type(vi, unnamed="")[1] or [])]
     total = 0
     for node in g.node:
         if node.op_type not in _WEIGHTED_OPS:

@@ -32,6 +32,7 @@ from onnx import numpy_helper
 
 from rnnrt.errors import ConfigError, UnsupportedOpError, fmt
 from rnnrt.importers.onnx.fold import unique_name
+from rnnrt.ir.bindings import onnx_tensor_type
 
 G_LOGGER = logging.getLogger("rnnrt.onnx")
 
@@ -47,10 +48,9 @@ _FIX_STREAMS = 7
 
 
 def _dims(vi: onnx.ValueInfoProto) -> Optional[list[Any]]:
-    t = vi.type.tensor_type
-    if not t.HasField("shape"):
-        return None
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+    """A tensor's dims: ints, dim names, None for an unnamed dynamic dim (None: no shape recorded)."""
+    dims = onnx_tensor_type(vi, unnamed="")[1]
+    return None if dims is None else [d if d != "" else None for d in dims]
 
 
 def _set(vi: onnx.ValueInfoProto, axis: int, value: Any) -> None:
