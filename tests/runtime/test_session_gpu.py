@@ -755,8 +755,6 @@ def test_pool_step_chunk_on_device_session_matches_host_pool(backend, golden, co
     chunks on an ORT pool, with idle streams (bit-identical across the chunks they miss) and a reset."""
     from rnnrt.runtime.pool import StreamPool
 
-    if outputs == "device" and backend.kind == "sim":
-        pytest.skip("outputs='device': chunks are read back with DeviceArray.get(), which needs a real GPU")
     yaml, d = converted("b_lstm_batch_resets")  # batch 3 (fixed): three slots
     rng = np.random.default_rng(14)
     with backend.session(yaml, d, feedback=feedback, cuda_graph=graph, outputs=outputs) as s, \
