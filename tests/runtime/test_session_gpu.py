@@ -274,6 +274,33 @@ def test_host_pointer_is_rejected_on_gpu(golden, converted):
             s.step({"data": fake})
 
 
+@pytest.mark.parametrize("graph", [False, True])
+def test_device_input_waits_for_its_producer_stream(monkeypatch, golden, converted, graph):
+    """A device array whose producer stream has not finished writing it (CUDA Array Interface ``stream``):
+    the Session orders its own stream after the producer's (event record + wait), so it reads the
+    finished data; the simulation runs the producer's copy only when something waits for it."""
+    mod = cudasim.install(monkeypatch)
+    backend = Backend("sim", mod, mod.sim)
+    case = golden("a_lstm_stream_t1n1")
+    yaml, d = converted("a_lstm_stream_t1n1")
+    producer = mod.Stream()
+    try:
+        with backend.session(yaml, d, input_memory={"data": "device"}, cuda_graph=graph) as s:
+            for k in range(case.num_calls):
+                feeds, expected = case.call(k)
+                host = mod.PinnedBuffer(feeds["data"].nbytes)
+                host.view(np.float32, feeds["data"].shape)[...] = feeds["data"]
+                buf = mod.DeviceBuffer(feeds["data"].nbytes)
+                mod.memcpy_async(buf.ptr, host.ptr, buf.nbytes, "h2d", producer)  # still pending
+                x = mod.DeviceArray(buf.ptr, np.float32, feeds["data"].shape, producer.handle)
+                got = s.step({"data": x, "cont": feeds["cont"]})
+                np.testing.assert_allclose(got["lstm1"], expected["lstm1"], atol=ATOL, rtol=RTOL, err_msg=f"call {k}")
+                buf.free()
+                host.free()
+    finally:
+        producer.destroy()
+
+
 def _device_free_after_torch_caches() -> int:
     # The stand-in computes with torch, whose caching allocator keeps blocks per stream and whose cuBLAS
     # keeps a workspace per (handle, stream); every Session brings a new stream. Those caches are the
