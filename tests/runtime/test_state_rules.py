@@ -126,8 +126,9 @@ def _assert_no_cont(s: Session) -> None:
 @pytest.mark.parametrize("backend,feedback,graph", BACKENDS, ids=BACKEND_IDS)
 @pytest.mark.parametrize("name", MODELS)
 def test_resets_and_slot_steps_on_every_slot(model_yaml, monkeypatch, name, backend, feedback, graph):
-    """Whole-batch steps, steps of some slots (any order), resets of several slots in several runs and of
-    all slots: after every operation each slot's outputs and state equal its stream run alone."""
+    """Whole-batch steps, steps of some slots (any order, some through step_async), resets of several slots
+    in several runs and of all slots: after every operation each slot's outputs and state equal its stream
+    run alone."""
     yaml = model_yaml(name)
     rng = np.random.default_rng(7)
     script = [("step", None), ("step", None), ("reset", [1, 3, 4]), ("step", None), ("step", [4, 0, 2]),
@@ -146,7 +147,13 @@ def test_resets_and_slot_steps_on_every_slot(model_yaml, monkeypatch, name, back
                         solo.reset(slot)
                 else:
                     frame = _frame(s, rng, len(listed))
-                    got = s.step(frame, slots=slots)
+                    if k % 3 == 1:  # every third step through step_async
+                        handle = s.step_async(frame, slots=slots)
+                        assert isinstance(handle.done(), bool)
+                        got = handle.wait()
+                        assert handle.done() and handle.wait() is got
+                    else:
+                        got = s.step(frame, slots=slots)
                     want = [solo.step(slot, _row(s, frame, j)) for j, slot in enumerate(listed)]
                     _check_outputs(s, got, want, listed, where)
                 _check_every_slot(s, solo, where)
