@@ -334,6 +334,9 @@ def _make_module(sim: Sim) -> types.ModuleType:
 
         path = "sim"
 
+        def __init__(self, mode: Optional[str] = None) -> None:
+            self.mode = mode
+
         def copy(self, dsts: np.ndarray, srcs: np.ndarray, sizes: np.ndarray, stream: Any) -> None:
             memcpy_batch_async(dsts.tolist(), srcs.tolist(), sizes.tolist(), stream)
 
