@@ -13,6 +13,7 @@ reference) and compares every slot's outputs and state rows after every operatio
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -232,3 +233,37 @@ def test_pool_churn_and_snapshot_restore_on_every_slot(model_yaml, monkeypatch, 
         finally:
             for r in refs.values():
                 r.close()
+
+
+@pytest.mark.parametrize("bad", ["shape", "dtype"])
+def test_a_wrong_state_output_is_refused_and_no_slot_advances(model_yaml, bad):
+    """An engine whose state output has the wrong shape (one row short) or dtype on a step of some slots:
+    EngineError naming the state output and what was expected; every slot's state as before."""
+    from rnnrt.engines import OnnxRuntimeEngine
+    from rnnrt.errors import EngineError
+
+    yaml = model_yaml("gru_cell")
+
+    class Broken(OnnxRuntimeEngine):
+        armed = False
+
+        def execute_impl(self, feeds, outputs):
+            result = super().execute_impl(feeds, outputs)
+            if Broken.armed:
+                h = result["h_out"]
+                result["h_out"] = h[:-1] if bad == "shape" else h.astype(np.float64)
+            return result
+
+    cfg = rnnrt.config.load_config(yaml)
+    rng = np.random.default_rng(5)
+    with Session(cfg, lambda: Broken(cfg.model_path, threads=1), batch_size=B) as s:
+        _assert_no_cont(s)
+        s.step(_frame(s, rng, B))
+        before = s.state
+        Broken.armed = True
+        got = "float32(2, 8)" if bad == "shape" else "float64(3, 8)"
+        with pytest.raises(EngineError, match=rf"State output 'h_out' \| The engine returned {re.escape(got)}\.\n"
+                                              r"Note: Expected float32\(3, 8\)\."):
+            s.step(_frame(s, rng, 3), slots=[4, 0, 2])
+        for name, value in s.state.items():
+            assert value.tobytes() == before[name].tobytes(), name
