@@ -35,7 +35,8 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "memory": ("rnnrt/runtime/memory.py", ["tests/runtime/test_session.py", "tests/runtime/test_state_rules.py",
                                            "tests/runtime/test_session_gpu.py", "-k", "not gpu"]),
     "host": ("rnnrt/runtime/host.py", ["tests/runtime/test_state_rules.py", "tests/runtime/test_slots.py",
-                                       "tests/runtime/test_session.py", "tests/runtime/test_chunk.py"]),
+                                       "tests/runtime/test_session.py", "tests/runtime/test_chunk.py",
+                                       "tests/runtime/test_host_executor.py", "tests/runtime/test_misuse.py"]),
     "device": ("rnnrt/runtime/device.py", ["tests/runtime/test_session_gpu.py", "tests/runtime/test_state_rules.py",
                                            "tests/test_cudasim.py", "-k", "not gpu"]),
     "session": ("rnnrt/runtime/session.py", ["tests/runtime/test_session.py", "tests/runtime/test_slots.py",
@@ -133,8 +134,10 @@ def main() -> None:
               f"{rep['counts']}) in {rep['seconds']} s", flush=True)
         if rep["returncode"] not in (0, None) and not rep["counts"]:
             print(f"  mutmut failed (exit {rep['returncode']}): see {args.work / name / 'mutmut.log'}")
+        if rep["survived"]:
+            print(f"  survivors (diff: cd {args.work / name / 'project'} && python -m mutmut show NAME):")
         for m in rep["survived"]:
-            print(f"  survived: {m}   (cd {args.work / name / 'project'} && python -m mutmut show {m})")
+            print(f"    {m}")
     if args.json:
         args.json.write_text(json.dumps(reports, indent=2))
 
