@@ -45,7 +45,8 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "pool": ("rnnrt/runtime/pool.py", ["tests/runtime/test_pool.py", "tests/runtime/test_pool_shared.py",
                                        "tests/runtime/test_state_rules.py"]),
     "snapshot": ("rnnrt/runtime/snapshot.py", ["tests/runtime/test_snapshot_identity.py", "tests/runtime/test_pool.py",
-                                               "tests/runtime/test_state_rules.py"]),
+                                               "tests/runtime/test_state_rules.py", "tests/runtime/test_misuse.py",
+                                               "tests/hostile/test_fuzz.py::test_fuzz_stream_state_bytes"]),
     "recurrent": ("rnnrt/importers/caffe/layers/recurrent.py", ["tests/importers/caffe/test_recurrent.py",
                                                                 "tests/importers/caffe/test_golden.py"]),
 }
