@@ -125,6 +125,7 @@ def main() -> None:
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         raise SystemExit(f"unknown modules {unknown}; known: {', '.join(MODULES)}")
+    args.work = args.work.resolve()  # mutmut runs the tests from inside mutants/: every path must be absolute
     args.work.mkdir(parents=True, exist_ok=True)
     reports = []
     for name in args.modules or list(MODULES):
