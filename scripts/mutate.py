@@ -33,12 +33,12 @@ MUTMUT = [sys.executable, "-m", "mutmut"]
 # module name -> (file to mutate, fast test selection: pytest arguments)
 MODULES: dict[str, tuple[str, list[str]]] = {
     "memory": ("rnnrt/runtime/memory.py", ["tests/runtime/test_session.py", "tests/runtime/test_state_rules.py",
-                                           "tests/runtime/test_session_gpu.py", "-k", "not gpu"]),
+                                           "tests/runtime/test_session_gpu.py", "-m", "not gpu"]),
     "host": ("rnnrt/runtime/host.py", ["tests/runtime/test_state_rules.py", "tests/runtime/test_slots.py",
                                        "tests/runtime/test_session.py", "tests/runtime/test_chunk.py",
                                        "tests/runtime/test_host_executor.py", "tests/runtime/test_misuse.py"]),
     "device": ("rnnrt/runtime/device.py", ["tests/runtime/test_session_gpu.py", "tests/runtime/test_state_rules.py",
-                                           "tests/test_cudasim.py", "-k", "not gpu"]),
+                                           "tests/test_cudasim.py", "-m", "not gpu"]),
     "session": ("rnnrt/runtime/session.py", ["tests/runtime/test_session.py", "tests/runtime/test_slots.py",
                                              "tests/runtime/test_misuse.py", "tests/runtime/test_chunk.py",
                                              "tests/runtime/test_state_rules.py"]),
