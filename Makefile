@@ -2,11 +2,13 @@
 # make test  : create .venv, install rnnrt with test extras, run the whole suite
 # make test-large : convert and run a model with 2.5 GB of weights (needs ~6 GB of memory, minutes)
 # make fuzz  : the fuzzing harnesses of tests/hostile, 100,000 random inputs each (hours; nice it on a shared machine)
+# make mutate: mutation testing (mutmut) of the state code, module by module; MUTATE_JOBS=N parallel mutants,
+#              MUTATE_MODULES="host pool" a subset (docs/testing.md)
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: install run test test-gpu test-large fuzz bench bench-serve proto clean
+.PHONY: install run test test-gpu test-large fuzz mutate plant-bugs bench bench-serve proto clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -60,6 +62,15 @@ test-large: $(VENV)/.installed-dev
 
 fuzz: $(VENV)/.installed-dev
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/hostile/test_fuzz.py
+
+MUTATE_JOBS ?=
+MUTATE_MODULES ?=
+mutate: $(VENV)/.installed-dev
+	MUTATE_JOBS=$(MUTATE_JOBS) $(BIN)/python scripts/mutate.py $(MUTATE_MODULES)
+
+# Plants each bug of issue 23 in a copy of the project and shows which CPU tests fail (docs/testing.md).
+plant-bugs: $(VENV)/.installed-dev
+	$(BIN)/python scripts/plant_bugs.py
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/cpu_step.py

@@ -38,7 +38,7 @@ Also: feedback alone (+ sync) for 1, 2 and 4 LSTM layers: per-tensor copies vs o
 
 ``--sim`` runs on any machine instead: the Session's own Python work per graph-mode step (numpy frame
 in, numpy outputs out), with ``rnnrt.cuda`` replaced by the tests' host simulation
-(tests/runtime/test_session_gpu.py) and the captured graph emptied, so no engine or copy work is timed; with
+(tests/cudasim.py) and the captured graph emptied, so no engine or copy work is timed; with
 ``--baseline`` side by side with another session.py.
 
 Usage::
@@ -285,9 +285,10 @@ def bench_feedback(rounds: int, steps: int, warmup: int, B: int) -> dict:
 def bench_sim(batches: list[int], rounds: int, steps: int, baseline_path: Path | None) -> None:
     """Python work per graph-mode step on the host simulation of rnnrt.cuda (graph replay emptied)."""
     import rnnrt
-    from tests.runtime.test_session_gpu import SimStandinEngine, _make_sim_cuda, _Sim
+    from tests import cudasim
+    from tests.runtime.test_session_gpu import SimStandinEngine
 
-    mod = _make_sim_cuda(_Sim())
+    mod = cudasim.make_module()
     sys.modules["rnnrt.cuda"] = mod
     rnnrt.cuda = mod
     classes = [("Session", Session)]

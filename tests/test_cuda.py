@@ -159,6 +159,17 @@ def test_cupy_arrays_are_device_arrays():
 @pytest.mark.parametrize("mode", ["kernel", "batch", "loop"])
 def test_2d_and_batched_copies(mode):
     """memcpy2d_async moves a strided block; BatchCopier (kernel, batch call or loop) many scattered rows."""
+    _check_2d_and_batched_copies(cuda, mode)
+
+
+def test_2d_and_batched_copies_on_the_simulation():
+    """The same on the host simulation the CPU tests use (tests/cudasim.py)."""
+    from tests import cudasim
+
+    _check_2d_and_batched_copies(cudasim.make_module(), "sim")
+
+
+def _check_2d_and_batched_copies(cuda, mode):
     stream = cuda.Stream()
     rows, width = 64, 256
     src, dst = cuda.DeviceBuffer(rows * width), cuda.DeviceBuffer(rows * width)

@@ -356,7 +356,7 @@ _TIMES: dict[str, dict[str, float]] = {}
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    convert = pytest.importorskip("rnnrt.importers.caffe.convert", reason="the Caffe converter is not there yet")
+    from rnnrt.importers.caffe import convert
     from rnnrt.ir.config import save_step_graph
 
     cache: dict = {}

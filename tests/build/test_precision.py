@@ -244,7 +244,7 @@ def _golden_names() -> list[str]:
 
 @pytest.mark.parametrize("name", _golden_names())
 def test_golden_case_reduced_precision_matches_fp32(golden, name):
-    convert = pytest.importorskip("rnnrt.importers.caffe.convert", reason="the Caffe converter is not there yet")
+    from rnnrt.importers.caffe import convert
     case = golden(name)
     step = convert.convert_caffe(case.prototxt, case.caffemodel)
     pairs = dict(state_inputs=[s.input for s in step.states], state_outputs=[s.output for s in step.states])

@@ -58,6 +58,25 @@ def test_execute_writes_into_destinations(model) -> None:
             engine.execute(feeds, {"lstm1.hT": np.zeros((1, 7), np.float32)})
 
 
+def test_several_steps_feed_state_back_and_match_reference(model) -> None:
+    """Six steps with new frames, the state outputs fed back as the next state inputs (into the same
+    destination arrays every step, as a Session does): every step's outputs equal the reference's."""
+    rng = np.random.default_rng(3)
+    state = {"lstm1.h0": np.zeros((2, 7), np.float32), "lstm1.c0": np.zeros((2, 7), np.float32)}
+    ref_state = dict(state)
+    dest = {"lstm1.hT": np.full((2, 7), np.nan, np.float32), "lstm1.cT": np.full((2, 7), np.nan, np.float32)}
+    with OnnxRuntimeEngine(model.step.model.SerializeToString(), threads=1) as engine:
+        for k in range(6):
+            frame = {"data": rng.uniform(-1, 1, (1, 2, 5)).astype(np.float32),
+                     "cont": np.array([[1.0, 0.0 if k == 3 else 1.0]], np.float32)}
+            outs = engine.execute({**frame, **state}, dest if k % 2 else None)
+            ref, ref_state = model.reference(frame, ref_state)
+            np.testing.assert_allclose(outs["lstm1"], ref["lstm1"], atol=1e-5, err_msg=f"step {k}")
+            np.testing.assert_allclose(outs["lstm1.hT"], ref_state["lstm1.h0"], atol=1e-5, err_msg=f"step {k}")
+            np.testing.assert_allclose(outs["lstm1.cT"], ref_state["lstm1.c0"], atol=1e-5, err_msg=f"step {k}")
+            state = {"lstm1.h0": outs["lstm1.hT"].copy(), "lstm1.c0": outs["lstm1.cT"].copy()}
+
+
 def test_dynamic_batch_binding_shape() -> None:
     m = MODELS["lstm_dynamic_batch"]()
     with OnnxRuntimeEngine(m.step.model.SerializeToString()) as engine:

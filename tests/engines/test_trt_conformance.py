@@ -10,8 +10,9 @@ The names come from the source itself: the test walks the AST of ``rnnrt/trt_com
 object (``trt.X``, ``engine.get_tensor_name``, ``ctx.execute_async_v3``, ``config.set_flag`` ...; the
 receiver's TensorRT class comes from :data:`RECEIVERS`), plus the enum members the code names as
 strings. A name the code uses that the real module lacks fails the test, unless the code only probes
-for it (``getattr(x, NAME, default)``/``hasattr``). The table of what was checked is written into
-docs/build.md (between the ``conformance`` markers).
+for it (``getattr(x, NAME, default)``/``hasattr``). The table of what was checked must equal the one in
+docs/build.md (between the ``conformance`` markers); the test never writes the source tree unless asked:
+``RNNRT_UPDATE_DOCS=1 pytest tests/engines/test_trt_conformance.py`` rewrites that table.
 """
 
 from __future__ import annotations
@@ -206,18 +207,27 @@ def test_every_tensorrt_name_rnnrt_uses_exists_in_the_real_modules():
         "|---|---|---|---|---|---|---|",
         *rows,
     ])
-    _write_docs(table)
     assert not missing, "\n".join(missing)
+    if trt10 is not None:  # without TensorRT 10's lean runtime this machine cannot make the documented table
+        _compare_docs(table)
 
 
-def _write_docs(table: str) -> None:
+def _compare_docs(table: str) -> None:
+    """The conformance table in docs/build.md equals ``table`` (rewritten instead with RNNRT_UPDATE_DOCS=1)."""
     doc = REPO / "docs" / "build.md"
     text = doc.read_text()
     begin, end = "<!-- conformance:begin -->", "<!-- conformance:end -->"
     assert begin in text and end in text, "docs/build.md lost its conformance markers"
     new = text[: text.index(begin) + len(begin)] + "\n" + table + "\n" + text[text.index(end):]
-    if new != text:
+    if new == text:
+        return
+    if os.environ.get("RNNRT_UPDATE_DOCS") == "1":
         doc.write_text(new)
+        return
+    documented = text[text.index(begin) + len(begin):text.index(end)].strip().splitlines()
+    changed = sorted(set(table.splitlines()) ^ set(documented))
+    raise AssertionError("docs/build.md's TensorRT conformance table is out of date; lines that differ:\n" +
+                         "\n".join(changed[:20]) + "\nRewrite it: RNNRT_UPDATE_DOCS=1 pytest tests/engines/test_trt_conformance.py")
 
 
 def test_conformance_catches_a_name_the_module_lacks():

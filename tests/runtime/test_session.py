@@ -333,7 +333,7 @@ def _replay(session: Session, io: dict) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("case", ["a_lstm_stream_t1n1", "b_lstm_batch_resets", "i_embed_lstm_lm_stream", "f_rnn_vanilla"])
 def test_golden_caffe_stream(tmp_path: Path, case: str) -> None:
     """Session on converted golden Caffe nets reproduces Caffe across calls (state carried)."""
-    convert = pytest.importorskip("rnnrt.importers.caffe.convert")
+    from rnnrt.importers.caffe import convert
     import json
 
     import onnx

@@ -14,8 +14,6 @@ Reference: the golden data of real BVLC Caffe, and the CPU Session (ONNX Runtime
 from __future__ import annotations
 
 import ctypes
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -24,10 +22,11 @@ import rnnrt
 from rnnrt import cuda as real_cuda
 from rnnrt.importers.caffe.convert import convert_caffe
 from rnnrt.ir.config import load_config, save_step_graph
-from rnnrt.engines.base import BaseDeviceEngine, Binding
 from rnnrt.errors import BindingError, EngineError, StateError
 from rnnrt.runtime.session import Session
+from tests import cudasim
 from tests.conftest import GOLDEN
+from tests.engines.sim_ort import SimOrtEngine
 
 torch = pytest.importorskip("torch")
 
@@ -42,200 +41,6 @@ MODES = [("copy", False), ("swap", False), ("copy", True), ("swap", True)]
 
 def gpu_available() -> bool:
     return real_cuda.available() and torch.cuda.is_available()
-
-
-# ---------------------------------------------------------------------------------------------------
-# Host simulation of rnnrt.cuda.
-class _Sim:
-    """State of the simulated CUDA layer: live buffers, the capture in progress, launched graphs."""
-
-    def __init__(self) -> None:
-        self.capturing: list | None = None
-        self.launches = 0
-        self.copies = 0
-        self.memsets = 0
-
-
-def _make_sim_cuda(sim: _Sim) -> types.ModuleType:
-    mod = types.ModuleType("rnnrt.cuda")
-    live = {"device": 0, "pinned": 0, "stream": 0, "event": 0, "graph": 0}
-
-    def run(fn):
-        if sim.capturing is not None:
-            sim.capturing.append(fn)
-        else:
-            fn()
-
-    class _Buffer:
-        kind = "device"
-
-        def __init__(self, nbytes):
-            self.nbytes = int(nbytes)
-            self._mem = np.full(max(self.nbytes, 1), 0xAB, dtype=np.uint8)  # poisoned, like fresh device memory
-            self.ptr = self._mem.ctypes.data if self.nbytes else 0
-            live[self.kind] += 1
-
-        def view(self, dtype, shape, offset=0):
-            return np.ndarray(shape, dtype=dtype, buffer=self._mem, offset=offset)
-
-        def free(self):
-            if self._mem is not None:
-                self._mem = None
-                self.ptr = 0
-                live[self.kind] -= 1
-
-    class DeviceBuffer(_Buffer):
-        kind = "device"
-
-    class PinnedBuffer(_Buffer):
-        kind = "pinned"
-
-    class Stream:
-        _next = [100]
-
-        def __init__(self):
-            self.handle = Stream._next[0] = Stream._next[0] + 1
-            live["stream"] += 1
-
-        def synchronize(self):
-            pass
-
-        def query(self):
-            return True
-
-        def wait_event(self, event):
-            pass
-
-        def destroy(self):
-            if self.handle:
-                self.handle = 0
-                live["stream"] -= 1
-
-    class Event:
-        def __init__(self):
-            self.handle = 1
-            live["event"] += 1
-
-        def record(self, stream):
-            pass
-
-        def synchronize(self):
-            pass
-
-        def query(self):
-            return True
-
-        def destroy(self):
-            if self.handle:
-                self.handle = 0
-                live["event"] -= 1
-
-    def memcpy_async(dst, src, nbytes, kind, stream):
-        if nbytes:
-            def op():
-                sim.copies += 1
-                ctypes.memmove(dst, src, nbytes)
-            run(op)
-
-    def memset_async(ptr, value, nbytes, stream):
-        if nbytes:
-            def op():
-                sim.memsets += 1
-                ctypes.memset(ptr, value, nbytes)
-            run(op)
-
-    def memcpy2d_async(dst, dpitch, src, spitch, width, height, kind, stream):
-        if width and height:
-            def op():
-                sim.copies += 1
-                for r in range(height):
-                    ctypes.memmove(dst + r * dpitch, src + r * spitch, width)
-            run(op)
-
-    def memset2d_async(ptr, pitch, value, width, height, stream):
-        if width and height:
-            def op():
-                sim.memsets += 1
-                for r in range(height):
-                    ctypes.memset(ptr + r * pitch, value, width)
-            run(op)
-
-    class GraphExec:
-        def __init__(self, ops):
-            self.ops = ops
-            live["graph"] += 1
-
-        def launch(self, stream):
-            sim.launches += 1
-            for op in self.ops:
-                op()
-
-        def destroy(self):
-            if self.ops is not None:
-                self.ops = None
-                live["graph"] -= 1
-
-    import contextlib
-
-    @contextlib.contextmanager
-    def capture(stream):
-        sim.capturing = []
-        box = []
-        try:
-            yield box
-        finally:
-            ops, sim.capturing = sim.capturing, None
-        box.append(GraphExec(ops))
-
-    mod.DeviceBuffer, mod.PinnedBuffer, mod.Stream, mod.Event = DeviceBuffer, PinnedBuffer, Stream, Event
-    mod.memcpy_async, mod.memset_async, mod.memset2d_async, mod.capture = memcpy_async, memset_async, memset2d_async, capture
-    mod.memcpy2d_async = memcpy2d_async
-
-    def memcpy_batch_async(dsts, srcs, sizes, stream):
-        for dst, src, n in zip(dsts, srcs, sizes):
-            memcpy_async(dst, src, n, "d2d", stream)
-
-    mod.memcpy_batch_async = memcpy_batch_async
-
-    class BatchCopier:
-        path = "sim"
-
-        def copy(self, dsts, srcs, sizes, stream):
-            memcpy_batch_async(dsts.tolist(), srcs.tolist(), sizes.tolist(), stream)
-
-        def prepare(self, dsts, srcs, sizes):
-            copier = self
-
-            class Prepared:
-                def launch(self, stream):
-                    copier.copy(dsts, srcs, sizes, stream)
-
-                def free(self):
-                    pass
-
-            return Prepared()
-
-        def free(self):
-            pass
-
-    mod.BatchCopier = BatchCopier
-    mod.GraphExec, mod.run = GraphExec, run
-
-    def raw_launcher(graph, stream):
-        def launch():
-            graph.launch(stream)
-            return (0,)
-        return launch
-
-    mod.raw_launcher, mod.raw_synchronizer = raw_launcher, lambda stream: (lambda: (0,))
-    mod.raise_status = real_cuda.raise_status
-    mod.DeviceArray, mod.ForeignArray = real_cuda.DeviceArray, real_cuda.ForeignArray
-    mod.is_device_array = real_cuda.is_device_array
-    mod.foreign_array = real_cuda.foreign_array
-    mod.current_device = lambda: 0
-    mod.live_allocations = lambda: dict(live)
-    mod.available = lambda: True
-    return mod
 
 
 class SimStandinEngine(StandinEngine):
@@ -258,21 +63,13 @@ class SimStandinEngine(StandinEngine):
     def enqueue_impl(self, context, feeds, outputs, stream):
         ins = {n: self._wrap(context, t) for n, t in feeds.items()}
         outs = {n: self._wrap(context, t) for n, t in outputs.items()}
-        self._sim_cuda.run(lambda: self.forward(ins, outs, context.work))
-
-
-def _sim_device_array(sim_cuda, arr: np.ndarray):
-    buf = sim_cuda.DeviceBuffer(arr.nbytes)
-    buf.view(arr.dtype, arr.shape)[...] = arr
-    da = real_cuda.DeviceArray(buf.ptr, arr.dtype, arr.shape)
-    da._buf = buf
-    return da
+        self._sim_cuda.run(lambda: self.forward(ins, outs, context.work), stream)
 
 
 class Backend:
     """What a test needs from one backend: a session factory, device arrays, live allocation counts."""
 
-    def __init__(self, kind: str, cuda_mod=None, sim: _Sim | None = None) -> None:
+    def __init__(self, kind: str, cuda_mod=None, sim: "cudasim.Sim | None" = None) -> None:
         self.kind, self.cuda, self.sim = kind, cuda_mod, sim
 
     def engine(self, case_dir):
@@ -286,14 +83,10 @@ class Backend:
 
     def device_array(self, arr: np.ndarray):
         if self.kind == "sim":
-            return _sim_device_array(self.cuda, arr)
+            return cudasim.device_array(self.cuda, arr)
         return torch.as_tensor(arr, device="cuda")
 
     def to_host(self, arr) -> np.ndarray:
-        if self.kind == "sim":
-            nbytes = arr.nbytes
-            raw = (ctypes.c_char * nbytes).from_address(arr.ptr)
-            return np.frombuffer(raw, dtype=arr.dtype).reshape(arr.shape).copy()
         return arr.get()
 
     def live(self) -> dict:
@@ -306,12 +99,8 @@ def backend(request, monkeypatch):
         if not gpu_available():
             pytest.skip("no CUDA GPU (cudaDriverGetVersion() == 0 or torch.cuda unavailable)")
         return Backend("gpu", real_cuda)
-    sim = _Sim()
-    mod = _make_sim_cuda(sim)
-    monkeypatch.setitem(sys.modules, "rnnrt.cuda", mod)
-    monkeypatch.setattr(rnnrt, "cuda", mod, raising=False)
-    monkeypatch.setattr(real_cuda, "_pointer_device", lambda ptr: 0)
-    return Backend("sim", mod, sim)
+    mod = cudasim.install(monkeypatch)
+    return Backend("sim", mod, mod.sim)
 
 
 @pytest.fixture(scope="module")
@@ -483,6 +272,33 @@ def test_host_pointer_is_rejected_on_gpu(golden, converted):
     with Backend("gpu", real_cuda).session(yaml, d) as s:
         with pytest.raises(BindingError, match=r"Input 'data' \| Received an array in host memory"):
             s.step({"data": fake})
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_device_input_waits_for_its_producer_stream(monkeypatch, golden, converted, graph):
+    """A device array whose producer stream has not finished writing it (CUDA Array Interface ``stream``):
+    the Session orders its own stream after the producer's (event record + wait), so it reads the
+    finished data; the simulation runs the producer's copy only when something waits for it."""
+    mod = cudasim.install(monkeypatch)
+    backend = Backend("sim", mod, mod.sim)
+    case = golden("a_lstm_stream_t1n1")
+    yaml, d = converted("a_lstm_stream_t1n1")
+    producer = mod.Stream()
+    try:
+        with backend.session(yaml, d, input_memory={"data": "device"}, cuda_graph=graph) as s:
+            for k in range(case.num_calls):
+                feeds, expected = case.call(k)
+                host = mod.PinnedBuffer(feeds["data"].nbytes)
+                host.view(np.float32, feeds["data"].shape)[...] = feeds["data"]
+                buf = mod.DeviceBuffer(feeds["data"].nbytes)
+                mod.memcpy_async(buf.ptr, host.ptr, buf.nbytes, "h2d", producer)  # still pending
+                x = mod.DeviceArray(buf.ptr, np.float32, feeds["data"].shape, producer.handle)
+                got = s.step({"data": x, "cont": feeds["cont"]})
+                np.testing.assert_allclose(got["lstm1"], expected["lstm1"], atol=ATOL, rtol=RTOL, err_msg=f"call {k}")
+                buf.free()
+                host.free()
+    finally:
+        producer.destroy()
 
 
 def _device_free_after_torch_caches() -> int:
@@ -657,8 +473,8 @@ def test_ioset_one_upload_one_download(host_outputs):
     first output: one H2D and one D2H move them all (checked on the host simulation)."""
     from rnnrt.runtime.device import IOSet as _IOSet
 
-    sim = _Sim()
-    mod = _make_sim_cuda(sim)
+    mod = cudasim.make_module()
+    sim = mod.sim
     f32, f16 = np.dtype(np.float32), np.dtype(np.float16)
     inputs = [("a", (3, 5), f32, True), ("dev", (7,), f32, False), ("b", (1,), f16, True), ("c", (2, 300), f32, True)]
     outputs = [("y", (4, 3), f32), ("z", (1,), f16), ("w", (65,), f32)]
@@ -668,6 +484,8 @@ def test_ioset_one_upload_one_download(host_outputs):
         for n in ("a", "b", "c"):
             io.host[n][...] = rng.uniform(-1, 1, io.host[n].shape)
         mod.memcpy_async(*io.h2d, "h2d", None)
+        assert sim.copies == 0, "the simulation runs enqueued work only when it is waited for"
+        mod.synchronize()
         assert sim.copies == 1
         dev = {n: io.device.view(t.dtype, t.shape, t.ptr - io.device.ptr) for n, t in io.tensors.items()}
         for n in ("a", "b", "c"):
@@ -676,6 +494,7 @@ def test_ioset_one_upload_one_download(host_outputs):
         for n, _, _ in outputs:
             dev[n][...] = rng.uniform(-1, 1, dev[n].shape)
         mod.memcpy_async(*io.d2h, "d2h", None)
+        mod.synchronize()
         if host_outputs:
             assert sim.copies == 2
             for n, _, _ in outputs:
@@ -840,68 +659,6 @@ def test_pool_step_batch_on_device_session_matches_host_pool(backend, golden, co
         assert sum(taken) >= 8, f"the fast path for slots ran {sum(taken)} times"
 
 
-class SimOrtEngine(BaseDeviceEngine):
-    """ONNX Runtime behind the device-engine interface, in the host simulation: "device" pointers are host
-    addresses, so any converted model (here: folded LRCN rows the torch stand-in cannot compute) runs
-    through the device executor's code paths (staging, scatter, gather, graphs, feedback)."""
-
-    def __init__(self, yaml, sim_cuda):
-        super().__init__("sim-ort")
-        self._cfg, self._sim = load_config(yaml), sim_cuda
-        self._shapes: dict = {}
-
-    def activate_impl(self):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        self._ort = ort.InferenceSession(str(self._cfg.model_path), opts, providers=["CPUExecutionProvider"])
-        cfg = self._cfg
-        self._inputs = [Binding(t.name, np.dtype(t.dtype), tuple(t.shape)) for t in cfg.inputs] + \
-            [Binding(s.input, np.dtype(s.dtype), tuple(s.shape)) for s in cfg.state]
-        self._outputs = [Binding(t.name, np.dtype(t.dtype), tuple(t.shape)) for t in cfg.outputs] + \
-            [Binding(s.output, np.dtype(s.dtype), tuple(s.shape)) for s in cfg.state]
-
-    def deactivate_impl(self):
-        self._ort = None
-
-    def input_bindings_impl(self):
-        return list(self._inputs)
-
-    def output_bindings_impl(self):
-        return list(self._outputs)
-
-    def create_context_impl(self):
-        return {}
-
-    def destroy_context_impl(self, context):
-        context.clear()
-
-    def output_shapes_impl(self, context, input_shapes):
-        key = tuple(sorted((n, tuple(s)) for n, s in input_shapes.items()))
-        if key not in self._shapes:
-            feeds = {b.name: np.zeros(input_shapes[b.name], b.dtype) for b in self._inputs}
-            names = [b.name for b in self._outputs]
-            self._shapes[key] = {n: r.shape for n, r in zip(names, self._ort.run(names, feeds))}
-        return dict(self._shapes[key])
-
-    @staticmethod
-    def _host(t):
-        nbytes = int(np.prod(t.shape, dtype=np.int64)) * np.dtype(t.dtype).itemsize
-        raw = (ctypes.c_char * max(nbytes, 1)).from_address(t.ptr)
-        return np.frombuffer(raw, dtype=t.dtype, count=nbytes // np.dtype(t.dtype).itemsize).reshape(t.shape)
-
-    def enqueue_impl(self, context, feeds, outputs, stream):
-        names = list(outputs)
-
-        def run():
-            results = self._ort.run(names, {n: self._host(t).copy() for n, t in feeds.items()})
-            for n, r in zip(names, results):
-                self._host(outputs[n])[...] = r
-
-        self._sim.run(run)
-
-
 @pytest.mark.parametrize("case", ["g1_lrcn_conv_lstm", "g4_mixed_ops"])  # folded input / folded output
 @pytest.mark.parametrize("outputs", ["host", "device"])
 @pytest.mark.parametrize("feedback,graph", [("swap", True), ("copy", False)])
@@ -912,11 +669,7 @@ def test_step_slots_on_folded_rows(dynamic, monkeypatch, feedback, graph, output
     over it == a host pool (simulated CUDA; the folded model runs in ONNX Runtime behind the device API)."""
     from rnnrt.runtime.pool import StreamPool
 
-    sim = _Sim()
-    mod = _make_sim_cuda(sim)
-    monkeypatch.setitem(sys.modules, "rnnrt.cuda", mod)
-    monkeypatch.setattr(rnnrt, "cuda", mod, raising=False)
-    monkeypatch.setattr(real_cuda, "_pointer_device", lambda ptr: 0)
+    mod = cudasim.install(monkeypatch)
     yaml = dynamic(case)
     cfg = load_config(yaml)
     assert any(t.batch_fold for t in cfg.inputs + cfg.outputs), "the case must fold streams with time"
@@ -935,15 +688,13 @@ def test_step_slots_on_folded_rows(dynamic, monkeypatch, feedback, graph, output
                 ref.reset(slots=[1])
             before = s.state
             # Every fourth call feeds (simulated) device arrays: rows copied on the device into the batch.
-            fed = {n: _sim_device_array(mod, v) for n, v in frame.items()} if k % 4 == 3 else frame
+            fed = {n: cudasim.device_array(mod, v) for n, v in frame.items()} if k % 4 == 3 else frame
             got = s.step(fed, slots=slots)
             want = ref.step(frame, slots=slots)
             for name, value in want.items():
                 value_got = got[name]
                 if outputs == "device":
-                    nbytes = int(np.prod(value_got.shape)) * value_got.dtype.itemsize
-                    raw = (ctypes.c_char * nbytes).from_address(value_got.ptr)
-                    value_got = np.frombuffer(raw, dtype=value_got.dtype).reshape(value_got.shape).copy()
+                    value_got = value_got.get()
                 assert value_got.shape == value.shape, name
                 np.testing.assert_allclose(value_got, value, atol=ATOL, rtol=RTOL, err_msg=f"{name} call {k} {slots}")
             after = s.state
@@ -979,11 +730,7 @@ def test_step_chunk_on_a_device_session(dynamic, monkeypatch, feedback, graph, o
     """A device Session's step_chunk (one step per frame, put back on failure) == the host Session's
     (simulated CUDA; ONNX Runtime behind the device API): outputs, state; a failure at frame 2 of 3
     leaves every slot as before."""
-    sim = _Sim()
-    mod = _make_sim_cuda(sim)
-    monkeypatch.setitem(sys.modules, "rnnrt.cuda", mod)
-    monkeypatch.setattr(rnnrt, "cuda", mod, raising=False)
-    monkeypatch.setattr(real_cuda, "_pointer_device", lambda ptr: 0)
+    mod = cudasim.install(monkeypatch)
     yaml = dynamic("c_lstm_stacked_ip_softmax")
     B = 4
     rng = np.random.default_rng(22)
@@ -1035,8 +782,6 @@ def test_pool_step_chunk_on_device_session_matches_host_pool(backend, golden, co
     chunks on an ORT pool, with idle streams (bit-identical across the chunks they miss) and a reset."""
     from rnnrt.runtime.pool import StreamPool
 
-    if outputs == "device" and backend.kind == "sim":
-        pytest.skip("outputs='device': chunks are read back with DeviceArray.get(), which needs a real GPU")
     yaml, d = converted("b_lstm_batch_resets")  # batch 3 (fixed): three slots
     rng = np.random.default_rng(14)
     with backend.session(yaml, d, feedback=feedback, cuda_graph=graph, outputs=outputs) as s, \

@@ -1,0 +1,103 @@
+"""The host simulation of rnnrt.cuda (tests/cudasim.py) keeps time and checks every access: what lets the
+simulated GPU tests catch a missing synchronisation, a missing event wait, a wrong copy kind or an
+out-of-bounds copy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rnnrt.errors import CudaError
+from tests import cudasim
+
+
+@pytest.fixture
+def mod():
+    return cudasim.make_module()
+
+
+def test_fresh_memory_is_nan_in_every_float_width(mod):
+    for buf in (mod.DeviceBuffer(64), mod.PinnedBuffer(64)):
+        for dtype in (np.float16, np.float32, np.float64):
+            assert np.isnan(buf.view(dtype, (64 // np.dtype(dtype).itemsize,))).all()
+        buf.free()
+
+
+def test_work_runs_when_waited_for(mod):
+    s1, s2 = mod.Stream(), mod.Stream()
+    pin, dev, out = mod.PinnedBuffer(16), mod.DeviceBuffer(16), mod.PinnedBuffer(16)
+    pin.view(np.float32, (4,))[...] = [1, 2, 3, 4]
+    mod.memcpy_async(dev.ptr, pin.ptr, 16, "h2d", s1)
+    mod.memcpy_async(out.ptr, dev.ptr, 16, "d2h", s1)
+    assert np.isnan(out.view(np.float32, (4,))).all(), "nothing runs before a wait"
+    assert not s1.query()  # work was pending (and has run since)
+    assert s1.query()
+    np.testing.assert_array_equal(out.view(np.float32, (4,)), [1, 2, 3, 4])
+    # s2 waits on an event recorded on s1: synchronising s2 runs s1's earlier work first, not its later work.
+    pin.view(np.float32, (4,))[...] = 7
+    mod.memcpy_async(dev.ptr, pin.ptr, 16, "h2d", s1)
+    ev = mod.Event()
+    ev.record(s1)
+    mod.memset_async(dev.ptr, 0, 8, s1)  # after the record
+    s2.wait_event(ev)
+    mod.memcpy_async(out.ptr, dev.ptr, 16, "d2h", s2)
+    s2.synchronize()
+    np.testing.assert_array_equal(out.view(np.float32, (4,)), [7, 7, 7, 7])
+    s1.synchronize()
+    np.testing.assert_array_equal(dev.view(np.float32, (4,)), [0, 0, 7, 7])
+    # Without the wait, the reader sees what was there before.
+    mod.memset_async(dev.ptr, 0, 16, s1)
+    mod.memcpy_async(out.ptr, dev.ptr, 16, "d2h", s2)
+    s2.synchronize()
+    np.testing.assert_array_equal(out.view(np.float32, (4,)), [0, 0, 7, 7])
+    s1.synchronize()
+    # A graph captures work and replays it only when its launch is waited for.
+    with mod.capture(s1) as box:
+        mod.memcpy_async(dev.ptr, pin.ptr, 16, "h2d", s1)
+    graph = box[0]
+    assert dev.view(np.float32, (4,)).tolist() == [0, 0, 0, 0]
+    graph.launch(s1)
+    assert dev.view(np.float32, (4,)).tolist() == [0, 0, 0, 0]
+    s1.synchronize()
+    assert dev.view(np.float32, (4,)).tolist() == [7, 7, 7, 7]
+    graph.destroy()
+    for b in (pin, dev, out):
+        b.free()
+    s1.destroy()
+    s2.destroy()
+    ev.destroy()
+    assert mod.live_allocations() == {"device": 0, "pinned": 0, "stream": 0, "event": 0, "graph": 0}
+
+
+def test_out_of_bounds_and_wrong_kinds_are_typed_errors(mod):
+    s = mod.Stream()
+    pin, dev, dev2 = mod.PinnedBuffer(512), mod.DeviceBuffer(256), mod.DeviceBuffer(256)
+    host = np.zeros(64, np.uint8)
+    with pytest.raises(CudaError, match=r"source range .* leaves the device allocation .*\(by 64 bytes\)"):
+        mod.memcpy_async(pin.ptr, dev.ptr, 320, "d2h", s)
+    with pytest.raises(CudaError, match="destination range .* leaves the pinned allocation"):
+        mod.memcpy_async(pin.ptr + 320, dev.ptr, 256, "d2h", s)
+    with pytest.raises(CudaError, match="leaves the device allocation"):
+        mod.memcpy_async(dev.ptr + 256 + 64, dev2.ptr, 16, "d2d", s)  # just past the end: in the guard zone
+    with pytest.raises(CudaError, match="leaves the device allocation"):
+        mod.memset2d_async(dev.ptr, 128, 0, 64, 3, s)
+    with pytest.raises(CudaError, match="is pinned host memory, not device memory"):
+        mod.memcpy_async(pin.ptr, dev.ptr, 16, "h2d", s)  # kinds swapped
+    with pytest.raises(CudaError, match="is device memory, not host memory"):
+        mod.memcpy_async(dev.ptr, dev2.ptr, 16, "d2h", s)
+    with pytest.raises(CudaError, match="is not device memory"):
+        mod.memcpy_async(dev.ptr, host.ctypes.data, 16, "d2d", s)
+    with pytest.raises(CudaError, match="is not device memory"):
+        mod.BatchCopier().copy(np.array([dev.ptr]), np.array([host.ctypes.data]), np.array([16]), s)
+    mod.memcpy_async(dev.ptr, host.ctypes.data, 64, "h2d", s)  # pageable host memory is fine
+    # A graph replayed after a buffer it copies into was freed fails when it runs.
+    with mod.capture(s) as box:
+        mod.memcpy_async(dev2.ptr, dev.ptr, 16, "d2d", s)
+    dev2.free()
+    box[0].launch(s)
+    with pytest.raises(CudaError, match="Ran after its device allocation .* was freed"):
+        s.synchronize()
+    box[0].destroy()
+    for b in (pin, dev):
+        b.free()
+    s.destroy()
