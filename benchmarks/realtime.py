@@ -129,7 +129,7 @@ def silero_path() -> Path:
 
 
 def converted(tmp: Path) -> Path:
-    from rnnrt.config import save_step_graph
+    from rnnrt.ir.config import save_step_graph
     from rnnrt.importers.onnx.importer import convert_onnx
 
     out = tmp / "silero"

@@ -43,11 +43,13 @@ def test_import_rnnrt_stays_light():
     assert proc.stdout.splitlines() == ["True True True", "[]"], proc.stdout + proc.stderr
 
 
-def test_build_package_names_stay_reachable():
-    from rnnrt.build import BuildOptions, parse_range
+def test_build_is_the_function_and_its_modules_stay_reachable():
+    from rnnrt.build.builder import BuildOptions, parse_range
+    from rnnrt.build.inspect import inspect_plan
 
-    assert parse_range("4") == (4, 4, 4) and BuildOptions().precision == "fp32"
-    assert sys.modules["rnnrt.build"].plan_from_config is sys.modules["rnnrt.build.builder"].plan_from_config
+    assert parse_range("4") == (4, 4, 4) and BuildOptions().precision == "fp32" and callable(inspect_plan)
+    assert rnnrt.build is sys.modules["rnnrt.build.api"].build  # `rnnrt.build(...)`, not the subpackage
+    assert not hasattr(sys.modules["rnnrt.build"], "__getattr__")  # no compatibility look-ups left
 
 
 def test_convert_writes_the_config_and_model(tmp_path):

@@ -30,7 +30,7 @@ import vad_server  # noqa: E402
 def silero_yaml(tmp_path_factory):
     import silero_vad
 
-    from rnnrt.config import save_step_graph
+    from rnnrt.ir.config import save_step_graph
     from rnnrt.importers.onnx.importer import convert_onnx
 
     model = Path(silero_vad.__file__).parent / "data" / "silero_vad.onnx"

@@ -6,7 +6,7 @@ import ctypes
 
 import numpy as np
 
-from rnnrt.config import load_config
+from rnnrt.ir.config import load_config
 from rnnrt.engines.base import BaseDeviceEngine, Binding
 
 

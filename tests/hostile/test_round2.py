@@ -13,7 +13,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import rnnrt
-from rnnrt.config import load_config, load_import_config, save_step_graph
+from rnnrt.importers.options import load_import_config
+from rnnrt.ir.config import load_config, save_step_graph
 from rnnrt.errors import ConfigError, ModelImportError
 from rnnrt.importers.caffe.convert import convert_caffe
 from rnnrt.importers.onnx.importer import convert_onnx

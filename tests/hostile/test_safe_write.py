@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from rnnrt.config import save_step_graph
+from rnnrt.ir.config import save_step_graph
 from rnnrt.errors import OutputError
 from rnnrt.importers.caffe.convert import convert_caffe
 from rnnrt.safe_write import check_target, staged, write_bytes, write_file, write_text

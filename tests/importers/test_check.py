@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import rnnrt
 from rnnrt.cli import main
-from rnnrt.config import load_config, save_step_graph
+from rnnrt.ir.config import load_config, save_step_graph
 from rnnrt.errors import BindingError, ConfigError, EquivalenceError
 from rnnrt.importers.caffe.convert import convert_caffe
 from rnnrt.importers.check import check_conversion

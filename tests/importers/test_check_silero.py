@@ -10,7 +10,7 @@ import yaml
 
 import rnnrt
 from rnnrt.cli import main
-from rnnrt.config import load_config
+from rnnrt.ir.config import load_config
 from rnnrt.errors import BindingError
 
 pytest.importorskip("silero_vad", reason="silero-vad (dev extra) ships the models")

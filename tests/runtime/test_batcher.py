@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import rnnrt
-from rnnrt.config import load_config, save_step_graph
+from rnnrt.ir.config import load_config, save_step_graph
 from rnnrt.errors import BindingError, ConfigError, EngineError, QueueFullError, StateError
 from rnnrt.importers.onnx.importer import convert_onnx
 from rnnrt.runtime.batcher import StreamBatcher

@@ -44,7 +44,7 @@ def test_input_buffers_of_a_dynamic_input_need_its_shape(tmp_path):
                                helper.make_node("Add", ["s", "h_in"], ["h_out"]),
                                helper.make_node("Identity", ["h_out"], ["y"])], "g", [x, h], [y, h_out])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
-    from rnnrt.config import save_step_graph
+    from rnnrt.ir.config import save_step_graph
     from rnnrt.importers.onnx.importer import convert_onnx
 
     src = tmp_path / "sum.onnx"

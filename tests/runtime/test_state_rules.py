@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import rnnrt
-from rnnrt.config import save_step_graph
+from rnnrt.ir.config import load_config, save_step_graph
 from rnnrt.importers.onnx.importer import convert_onnx
 from rnnrt.runtime.pool import StreamPool
 from rnnrt.runtime.session import Session
@@ -254,7 +254,7 @@ def test_a_wrong_state_output_is_refused_and_no_slot_advances(model_yaml, bad):
                 result["h_out"] = h[:-1] if bad == "shape" else h.astype(np.float64)
             return result
 
-    cfg = rnnrt.config.load_config(yaml)
+    cfg = load_config(yaml)
     rng = np.random.default_rng(5)
     with Session(cfg, lambda: Broken(cfg.model_path, threads=1), batch_size=B) as s:
         _assert_no_cont(s)

@@ -29,7 +29,7 @@ of the differing op) and :mod:`.conversion` (the driver, :func:`check_conversion
 
 ::
 
-    from rnnrt.config import save_step_graph
+    from rnnrt.ir.config import save_step_graph
     from rnnrt.importers.check import check_conversion
     from rnnrt.importers.onnx.importer import convert_onnx
 

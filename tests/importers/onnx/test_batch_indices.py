@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import rnnrt
-from rnnrt.config import save_step_graph
+from rnnrt.ir.config import save_step_graph
 from rnnrt.errors import UnsupportedOpError
 from rnnrt.importers.onnx.importer import convert_onnx
 from rnnrt.runtime.pool import StreamPool

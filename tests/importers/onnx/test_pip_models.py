@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import rnnrt
-from rnnrt.config import load_config
+from rnnrt.ir.config import load_config
 from tests.importers.onnx import enhance_ref as ref
 
 pytest.importorskip("onnxruntime")

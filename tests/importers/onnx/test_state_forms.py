@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import rnnrt
-from rnnrt.config import load_config, save_step_graph
+from rnnrt.ir.config import load_config, save_step_graph
 from rnnrt.errors import ConfigError, UnsupportedOpError
 from rnnrt.importers.onnx.context import parse_context
 from rnnrt.importers.onnx.importer import convert_onnx
