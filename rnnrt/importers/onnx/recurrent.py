@@ -14,7 +14,7 @@ from rnnrt.errors import ModelImportError, fmt
 from rnnrt.importers.onnx.axes import _prober
 from rnnrt.importers.onnx.fold import const_value, quiet_third_party, unique_name, value_sources
 from rnnrt.importers.onnx.probe import inner_shapes
-from rnnrt.importers.onnx.rnn_ops import RECURRENT_OPS, _check_node, _node_label
+from rnnrt.importers.onnx.rnn_ops import RECURRENT_OPS, _check_node, _node_label, _Slot
 from rnnrt.importers.onnx.shapes import _infer, _np_dtype, _spec_shape
 from rnnrt.importers.onnx.wiring import _ancestor_tensors, _wired_pair
 from rnnrt.ir.stepgraph import StatePair
@@ -39,39 +39,6 @@ def _nonzero_constant(t: gs.Tensor) -> bool:
     if value is None and len(t.inputs) == 1 and t.inputs[0].op in ("Slice", "Expand", "Identity", "Reshape"):
         return _nonzero_constant(t.inputs[0].inputs[0])
     return value is not None and bool(np.any(value != 0))
-
-
-class _Slot:
-    """One recurrent state of one node: its initial-state input and final-state output."""
-
-    def __init__(self, node: gs.Node, in_index: int, out_index: int, in_suffix: str, out_suffix: str) -> None:
-        self.node = node
-        self.in_index = in_index
-        self.out_index = out_index
-        self.in_suffix = in_suffix
-        self.out_suffix = out_suffix
-
-    def initial(self) -> Optional[gs.Tensor]:
-        if len(self.node.inputs) > self.in_index and self.node.inputs[self.in_index].name:
-            return self.node.inputs[self.in_index]
-        return None
-
-    def final(self, dtype: Any, shape: list) -> gs.Variable:
-        """The final-state output, created if the node does not emit it."""
-        outs = self.node.outputs
-        while len(outs) <= self.out_index:
-            outs.append(gs.Variable.empty())
-        var = outs[self.out_index]
-        if not var.name:
-            var = gs.Variable(f"{self.node.name or self.node.op}__{self.out_suffix}", dtype=dtype, shape=shape)
-            outs[self.out_index] = var
-        return var
-
-    def set_initial(self, var: gs.Tensor) -> None:
-        ins = self.node.inputs
-        while len(ins) <= self.in_index:
-            ins.append(gs.Variable.empty())
-        ins[self.in_index] = var
 
 
 def _subgraph_nodes(graph: gs.Graph) -> list[gs.Node]:

@@ -6,6 +6,8 @@ direction on request (``forward_only``); a ``layout=1`` node is rewritten to ``l
 
 from __future__ import annotations
 
+from typing import Any, Optional
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -121,3 +123,36 @@ def _to_layout0(node: gs.Node, graph: gs.Graph) -> None:
         node.outputs[k] = inner
         graph.layer(op="Transpose", inputs=[inner], outputs=[var], attrs={"perm": _Y_TO_LAYOUT1 if k == 0 else _SWAP01})
     node.attrs["layout"] = 0
+
+
+class _Slot:
+    """One recurrent state of one node: its initial-state input and final-state output."""
+
+    def __init__(self, node: gs.Node, in_index: int, out_index: int, in_suffix: str, out_suffix: str) -> None:
+        self.node = node
+        self.in_index = in_index
+        self.out_index = out_index
+        self.in_suffix = in_suffix
+        self.out_suffix = out_suffix
+
+    def initial(self) -> Optional[gs.Tensor]:
+        if len(self.node.inputs) > self.in_index and self.node.inputs[self.in_index].name:
+            return self.node.inputs[self.in_index]
+        return None
+
+    def final(self, dtype: Any, shape: list) -> gs.Variable:
+        """The final-state output, created if the node does not emit it."""
+        outs = self.node.outputs
+        while len(outs) <= self.out_index:
+            outs.append(gs.Variable.empty())
+        var = outs[self.out_index]
+        if not var.name:
+            var = gs.Variable(f"{self.node.name or self.node.op}__{self.out_suffix}", dtype=dtype, shape=shape)
+            outs[self.out_index] = var
+        return var
+
+    def set_initial(self, var: gs.Tensor) -> None:
+        ins = self.node.inputs
+        while len(ins) <= self.in_index:
+            ins.append(gs.Variable.empty())
+        ins[self.in_index] = var

@@ -12,7 +12,7 @@ import onnx_graphsurgeon as gs
 from rnnrt.importers.onnx.shapes import _np_dtype
 
 if TYPE_CHECKING:
-    from rnnrt.importers.onnx.recurrent import _Slot
+    from rnnrt.importers.onnx.rnn_ops import _Slot
 
 G_LOGGER = logging.getLogger("rnnrt.onnx")
 
