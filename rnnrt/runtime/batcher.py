@@ -3,7 +3,8 @@
 A :class:`StreamBatcher` sits in front of a :class:`~rnnrt.runtime.pool.StreamPool` (over a host or a
 device Session) or an ``rnnrt.client.StreamClient``. Callers hand it one stream's frame at a time, from
 coroutines (``await batcher.step(sid, frame)``) or threads (``batcher.submit(sid, frame)``, a
-``concurrent.futures.Future``). One worker thread collects the frames that arrived, writes them into
+``concurrent.futures.Future``; ``batcher.submit_many({sid: frame, ...})`` for many streams at once). One
+worker thread collects the frames that arrived, writes them into
 the Session's input buffers (row per stream), runs one engine step for every stream that has a frame
 waiting and hands each caller its rows. Over a StreamClient a tick is one multi-stream request
 (``step_many``) instead of one request per frame.
@@ -756,16 +757,6 @@ class StreamBatcher:
             controls = []
             frame = None
             queue = stream.queue
-            if len(queue) == 1 and queue[0].kind <= _CHUNK:  # the common case: one frame waiting
-                entry = queue.pop()
-                self._queued -= entry.count
-                if entry.claim():
-                    delays.append(now - entry.arrival)
-                    frame = entry
-                else:
-                    self._cancelled += entry.count
-                taken.append((stream, controls, frame))
-                continue
             while queue:
                 entry = queue.popleft()
                 if entry.kind > _CHUNK:
