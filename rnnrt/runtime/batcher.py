@@ -3,7 +3,8 @@
 A :class:`StreamBatcher` sits in front of a :class:`~rnnrt.runtime.pool.StreamPool` (over a host or a
 device Session) or an ``rnnrt.client.StreamClient``. Callers hand it one stream's frame at a time, from
 coroutines (``await batcher.step(sid, frame)``) or threads (``batcher.submit(sid, frame)``, a
-``concurrent.futures.Future``). One worker thread collects the frames that arrived, writes them into
+``concurrent.futures.Future``; ``batcher.submit_many({sid: frame, ...})`` for many streams at once). One
+worker thread collects the frames that arrived, writes them into
 the Session's input buffers (row per stream), runs one engine step for every stream that has a frame
 waiting and hands each caller its rows. Over a StreamClient a tick is one multi-stream request
 (``step_many``) instead of one request per frame.
@@ -169,6 +170,10 @@ class _PoolTarget:
         self.folds = dict(b.output_folds)
         self._buffers: dict[tuple, np.ndarray] = {}
         self._staging: Optional[dict] = None
+        # Shapes a frame of an input already passed the full check with (exact dtype, contiguous): the
+        # check depends on nothing else, so a frame like that is only copied. input -> {shape: key item}.
+        self._seen: dict[str, dict[tuple, tuple]] = {name: {} for name in self.specs}
+        self._dtypes = {name: spec.dtype for name, spec in self.specs.items()}
 
     # Streams.
     def open(self, stream: _Stream) -> None:
@@ -186,6 +191,23 @@ class _PoolTarget:
     # Frames.
     def prepare(self, stream_id: Hashable, frame: Any) -> tuple[tuple, dict]:
         """``(layout key, {input: checked array})`` of one frame (batch dim 1); raises BindingError naming the stream."""
+        if type(frame) is np.ndarray and self.single is not None and not self.check_finite:
+            # Fast path: a plain array of the exact dtype and a shape that passed the check before.
+            name = self.single
+            item = self._seen[name].get(frame.shape)
+            if item is not None and frame.dtype == self._dtypes[name] and frame.flags.c_contiguous:
+                return (item,), {name: frame.copy()}
+        key, arrays = self._prepare(stream_id, frame)
+        if not self.check_finite:
+            for item in key:
+                name, shape = item
+                seen = self._seen[name]
+                if shape not in seen and len(seen) < 64:
+                    seen[shape] = item
+        return key, arrays
+
+    def _prepare(self, stream_id: Hashable, frame: Any) -> tuple[tuple, dict]:
+        """:meth:`prepare` with every check (the first frame of a shape, mappings, casts, non-contiguous ...)."""
         if isinstance(frame, abc.Mapping):
             items = frame.items()
         elif self.single is not None:
@@ -240,9 +262,8 @@ class _PoolTarget:
             # Every slot steps: rows go straight into the Session's input buffers, at each stream's slot.
             order = sorted(range(n), key=lambda i: streams[i].slot)
             for name, _ in key:
-                spec, buf = self.specs[name], staging[name]
-                for i in order:
-                    _put_row(buf, streams[i].slot, spec, frames[i][name])
+                _put_rows(staging[name], self.specs[name], [frames[i][name] for i in order],
+                          [streams[i].slot for i in order])
             ids = [streams[i].id for i in order]
             outs = self.pool.split(ids, self.pool.step_batch(ids, {name: staging[name] for name, _ in key}))
             return [outs[s.id] for s in streams]
@@ -250,8 +271,7 @@ class _PoolTarget:
         for name, shape in key:
             spec = self.specs[name]
             buf = self._buffer(name, spec, shape, n)
-            for i, frame in enumerate(frames):
-                _put_row(buf, i, spec, frame[name])
+            _put_rows(buf, spec, [frame[name] for frame in frames], range(n))
             feeds[name] = buf
         ids = [s.id for s in streams]
         outs = self.pool.split(ids, self.pool.step_batch(ids, feeds))
@@ -359,6 +379,17 @@ def _rows_shape(spec: Any, shape: tuple, n: int) -> tuple:
     return shape[:axis] + (shape[axis] * n,) + shape[axis + 1:]
 
 
+def _put_rows(buf: np.ndarray, spec: Any, values: list, rows: Sequence[int]) -> None:
+    """Writes ``values[i]`` (batch dim 1) at row ``rows[i]`` of ``buf``; rows 0..n-1 in order (every row of
+    ``buf``) in one concatenation, straight into ``buf``."""
+    if spec.fold is None and len(values) == buf.shape[spec.batch_axis] and \
+            all(r == i for i, r in enumerate(rows)):
+        np.concatenate(values, axis=spec.batch_axis, out=buf)
+        return
+    for row, value in zip(rows, values):
+        _put_row(buf, row, spec, value)
+
+
 def _put_row(buf: np.ndarray, row: int, spec: Any, value: np.ndarray) -> None:
     axis = spec.batch_axis
     if spec.fold is None:
@@ -447,6 +478,60 @@ class StreamBatcher:
         future: Future = Future()
         self._submit(stream_id, _FRAME, frame, future, None)
         return future
+
+    def submit_many(self, frames: Mapping[Hashable, Any]) -> dict[Hashable, Future]:
+        """Queues one frame for each of several streams at once (:meth:`submit` for each, in one go); from
+        any thread.
+
+        For a caller that holds the frames of many streams at the same moment (a server's request batch,
+        a benchmark): every frame is checked as :meth:`submit` checks it, and the good ones are queued
+        under one lock acquisition, so the worker sees them together. A bad frame fails only its own
+        future.
+
+        Args:
+            frames (Mapping[Hashable, Any]): Stream id to one frame of that stream (as :meth:`submit` takes).
+
+        Returns:
+            dict[Hashable, concurrent.futures.Future]: Per stream id, what :meth:`submit` returns.
+
+        Raises:
+            QueueFullError: The good frames do not all fit below ``max_queue``; none was queued.
+            StateError: The batcher is closed.
+            BindingError: ``frames`` is not a mapping.
+        """
+        if not isinstance(frames, abc.Mapping):
+            raise BindingError(fmt("StreamBatcher.submit_many", f"Got a {type(frames).__name__}",
+                                   "Pass a mapping {stream id: frame}."))
+        futures: dict[Hashable, Future] = {}
+        entries = []
+        bad = []
+        prepare = self._target.prepare
+        now = time.perf_counter()
+        for stream_id, frame in frames.items():
+            future = futures[stream_id] = Future()
+            try:
+                key, arrays = prepare(stream_id, frame)
+            except BindingError as err:
+                bad.append((future, err))
+                continue
+            entries.append((stream_id, _Entry(_FRAME, key, arrays, future, now, 1)))
+        with self._cond:
+            if self._closing:
+                raise self._closed_error()
+            if self._queued + len(entries) > self.max_queue:
+                raise QueueFullError(fmt("StreamBatcher", f"{self._queued} frames are waiting (max_queue="
+                                         f"{self.max_queue}); none of the {len(entries)} frames was queued",
+                                         "Back off and submit again, shed streams, or raise max_queue."))
+            self._queued += len(entries)
+            self._failed += len(bad)
+            wake = False
+            for stream_id, entry in entries:
+                wake = self._enqueue(stream_id, entry) or wake
+            if wake:
+                self._cond.notify()
+        for future, err in bad:
+            future.set_exception(err)
+        return futures
 
     def submit_chunk(self, stream_id: Hashable, frames: Sequence[Any]) -> Future:
         """Queues K frames of one stream, stepped atomically (``step_chunk``); from any thread.
@@ -600,8 +685,7 @@ class StreamBatcher:
 
     def _put(self, stream_id: Hashable, entry: _Entry) -> None:
         self._check_id(stream_id)
-        cond = self._cond
-        with cond:
+        with self._cond:
             if self._closing:
                 raise self._closed_error()
             if entry.kind <= _CHUNK:
@@ -610,18 +694,24 @@ class StreamBatcher:
                                              f"{self.max_queue}); stream {stream_id!r}'s frame was not queued",
                                              "Back off and submit again, shed streams, or raise max_queue."))
                 self._queued += entry.count
-            stream = self._streams.get(stream_id)
-            if stream is None:
-                stream = self._streams[stream_id] = _Stream(stream_id)
-            stream.queue.append(entry)
-            if stream_id not in self._ready:
-                self._ready[stream_id] = stream
-                n = len(self._ready)
-                if n == 1 or n >= self.max_batch or n >= self._open:
-                    cond.notify()
-            if entry.kind > _CHUNK:
-                self._urgent = True
-                cond.notify()
+            if self._enqueue(stream_id, entry):
+                self._cond.notify()
+
+    def _enqueue(self, stream_id: Hashable, entry: _Entry) -> bool:
+        """Under the lock: appends an entry (already counted against max_queue) to its stream's queue;
+        True when the worker should look now (a first waiting stream, a full tick, a control entry)."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            stream = self._streams[stream_id] = _Stream(stream_id)
+        stream.queue.append(entry)
+        wake = False
+        if stream_id not in self._ready:
+            self._ready[stream_id] = stream
+            n = len(self._ready)
+            wake = n == 1 or n >= self.max_batch or n >= self._open
+        if entry.kind > _CHUNK:
+            self._urgent = wake = True
+        return wake
 
     def _control(self, stream_id: Hashable, kind: int) -> Future:
         future: Future = Future()
@@ -661,6 +751,7 @@ class StreamBatcher:
         now = time.perf_counter()
         taken = []
         ready = self._ready
+        delays = self._delays
         for sid in list(ready)[:self.max_batch]:
             stream = ready.pop(sid)
             controls = []
@@ -675,7 +766,7 @@ class StreamBatcher:
                 if not entry.claim():
                     self._cancelled += entry.count
                     continue
-                self._delays.append(now - entry.arrival)
+                delays.append(now - entry.arrival)
                 frame = entry
                 break
             if queue:
@@ -685,15 +776,15 @@ class StreamBatcher:
         return taken
 
     def _tick(self, taken: list) -> None:
-        target = self._target
+        expires = self._target.expires
         frames: dict[tuple, list] = {}
         for stream, controls, entry in taken:
             for control in controls:
                 self._apply(stream, control)
             if entry is None:
                 continue
-            if not self._ensure_open(stream, entry):
-                continue
+            if not (stream.open and not expires) and not self._ensure_open(stream, entry):
+                continue  # (an open stream of a pool without idle_timeout is ready: the common case)
             frames.setdefault((entry.kind, entry.key), []).append((stream, entry))
         steps = stepped = 0
         try:
@@ -709,8 +800,9 @@ class StreamBatcher:
             if steps:
                 self._recent.append((time.perf_counter(), steps, stepped))
             for stream, _, _ in taken:  # forget closed streams with nothing waiting
-                if not stream.open and not stream.lost and not stream.queue and \
-                        self._streams.get(stream.id) is stream:
+                if stream.open or stream.lost or stream.queue:
+                    continue
+                if self._streams.get(stream.id) is stream:
                     del self._streams[stream.id]
 
     def _step_group(self, key: tuple, group: list) -> tuple[int, int]:
@@ -736,12 +828,19 @@ class StreamBatcher:
                 s2, n2 = self._step_group(key, group[half:])
                 return s1 + s2 + 1, n1 + n2
         stepped = 0
+        outbox = self._outbox
         for (stream, entry), result in zip(group, results):
             if isinstance(result, BaseException):
                 self._settle(entry, error=result)
+                continue
+            stepped += entry.count
+            if entry.loop is None:
+                entry.future.set_result(result)
             else:
-                stepped += entry.count
-                self._settle(entry, result=result)
+                answers = outbox.get(entry.loop)
+                if answers is None:
+                    answers = outbox[entry.loop] = []
+                answers.append((entry.future, result, None))
         return 1, stepped
 
     def _settle(self, entry: _Entry, result: Any = None, error: Optional[BaseException] = None) -> None:

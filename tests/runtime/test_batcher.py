@@ -451,3 +451,83 @@ def test_a_reused_frame_buffer_does_not_change_a_queued_frame(sr_yaml):
         batcher.close()
     for g, w in zip(got, _solo(sr_yaml, frames)):
         np.testing.assert_array_equal(g, w)
+
+
+def test_frames_of_a_checked_shape_are_still_refused_when_bad(sr_yaml):
+    """submit() only copies a frame whose dtype and shape match one already checked; every other frame
+    (wrong dtype, masked, non-contiguous, NaN under check_finite, another shape) gets the full check."""
+    rng = np.random.default_rng(14)
+    for finite in (False, True):
+        with _load(sr_yaml, 4, check_finite=finite) as session:
+            pool = StreamPool(session, shared={"sr": np.int64(16000)})
+            with StreamBatcher(pool, max_delay_ms=0.0) as batcher:
+                good = [_x(rng) for _ in range(3)]
+                got = [batcher.submit("a", good[0]).result(10)["y"]]  # (1, 4) float32 checked once
+                bad = {
+                    "dtype": (np.zeros((1, 4), np.int16), "integers"),
+                    "unsafe cast": (np.zeros((1, 4), np.float64), "dtype float64"),
+                    "shape": (np.zeros((1, 5), np.float32), r"shape \(1, 5\)"),
+                    "masked": (np.ma.masked_array(np.zeros((1, 4), np.float32)), "masked"),
+                }
+                if finite:
+                    bad["nan"] = (np.full((1, 4), np.nan, np.float32), "NaN")
+                for what, (frame, match) in bad.items():
+                    with pytest.raises(BindingError, match=match):
+                        batcher.submit("a", frame).result(10)
+                wide = np.zeros((1, 8), np.float32)
+                wide[:, ::2] = good[1]
+                got.append(batcher.submit("a", wide[:, ::2]).result(10)["y"])  # non-contiguous: copied right
+                got.append(batcher.submit("a", good[2]).result(10)["y"])
+                assert batcher.metrics().failed == len(bad)
+        for g, w in zip(got, _solo(sr_yaml, good)):  # the bad frames left the state as it was
+            np.testing.assert_array_equal(g, w)
+
+
+def test_submit_many_equals_submit_and_fails_only_bad_frames(sr_yaml):
+    rng = np.random.default_rng(15)
+    ids = ["a", "b", "c"]
+    frames = {sid: [_x(rng) for _ in range(3)] for sid in ids}
+    with _load(sr_yaml, 4) as session:
+        pool = StreamPool(session, shared={"sr": np.int64(16000)})
+        counted = Counted(session)
+        got = {sid: [] for sid in ids}
+        with StreamBatcher(pool, max_delay_ms=50.0) as batcher:
+            for k in range(3):
+                batch = {sid: frames[sid][k] for sid in ids}
+                if k == 1:
+                    batch["d"] = np.zeros((1, 4), np.int16)  # a bad frame: its own future fails
+                futs = batcher.submit_many(batch)
+                assert list(futs) == list(batch)
+                for sid in ids:
+                    got[sid].append(futs[sid].result(10)["y"])
+                if k == 1:
+                    with pytest.raises(BindingError, match="Stream 'd'.*integers"):
+                        futs["d"].result(10)
+            assert counted.calls == 3  # the three streams stepped together each time
+            with pytest.raises(BindingError, match="mapping"):
+                batcher.submit_many([frames["a"][0]])
+            assert batcher.metrics().failed == 1 and "d" not in pool
+        with pytest.raises(StateError, match="closed"):
+            batcher.submit_many({"a": frames["a"][0]})
+    for sid in ids:
+        for g, w in zip(got[sid], _solo(sr_yaml, frames[sid])):
+            np.testing.assert_array_equal(g, w)
+
+
+def test_submit_many_beyond_max_queue_queues_nothing(sr_yaml):
+    rng = np.random.default_rng(16)
+    with _held(sr_yaml, max_queue=3) as (batcher, counted):
+        first = batcher.submit("z", _x(rng))
+        assert counted.entered.wait(10)  # the worker holds z's frame; the queue is empty
+        frames = {sid: _x(rng) for sid in "abcd"}
+        with pytest.raises(QueueFullError, match="none of the 4 frames"):
+            batcher.submit_many(frames)
+        assert batcher.metrics().queued == 0
+        futs = batcher.submit_many({sid: frames[sid] for sid in "abc"})
+        assert batcher.metrics().queued == 3
+        counted.hold.set()
+        first.result(10)
+        got = {sid: f.result(10)["y"] for sid, f in futs.items()}
+        batcher.close()
+    for sid, g in got.items():
+        np.testing.assert_array_equal(g, _solo(sr_yaml, [frames[sid]])[0])
