@@ -52,8 +52,8 @@ BUGS = [
      'self._cuda.memcpy_async(self._mirror.ptr, self.buffer.ptr, self.nbytes, "d2h", self.stream)',
      'self._cuda.memcpy_async(self._mirror.ptr, self.buffer.ptr, self.nbytes + 64, "d2h", self.stream)'),
     ("the ORT engine returns the previous step's outputs", "rnnrt/engines/onnxruntime.py",
-     "            values = self._sess.run(self._output_names, feeds)",
-     "            now = self._sess.run(self._output_names, feeds)\n"
+     "            values = run(self._output_names, feeds)",
+     "            now = run(self._output_names, feeds)\n"
      "            values, self._prev = getattr(self, '_prev', None) or now, now"),
     ("the pool skips one slot's reset", "rnnrt/runtime/pool.py",
      "        self.session.reset(slots=pending)", "        self.session.reset(slots=pending[1:])"),

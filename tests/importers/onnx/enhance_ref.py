@@ -76,6 +76,14 @@ def convert(model: Path, out: Path, *flags: str) -> Path:
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         raise AssertionError(f"convert failed:\n{proc.stdout}\n{proc.stderr}")
+    # The convert-time equivalence check ran, passed what it could run and recorded itself (issue 20).
+    from rnnrt.ir.config import load_config
+
+    checks = load_config(out / "model.yaml").checks
+    assert checks is not None and checks.summary() in proc.stdout, proc.stdout
+    ran = {r.check: r.passed for r in checks.results if r.passed is not None}
+    assert ran and all(ran.values()) and checks.batch_one is None, checks.summary()
+    assert "streaming" in ran or "--forward-only" in " ".join(flags), checks.summary()
     return out / "model.yaml"
 
 
