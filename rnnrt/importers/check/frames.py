@@ -125,17 +125,24 @@ def _layout(step: StepGraph, runner: _Runner, seed: int) -> _Layout:
     return layout
 
 
-def _time_axes(model: onnx.ModelProto) -> dict[str, int]:
-    """The recurrent nodes' time axis on each graph input/output that carries it (the ONNX importer's
-    symbolic inference); empty for a model without LSTM/GRU/RNN nodes."""
-    from rnnrt.importers.onnx.axes import _rnn_axes
+def _time_axes(model: onnx.ModelProto, states: Sequence[Any] = ()) -> dict[str, int]:
+    """The recurrent nodes' time axis on each graph input/output that carries it: the ONNX importer's
+    symbolic inference, and for inputs it cannot follow (a conv or reshape before the recurrence) the
+    importer's probe of the one dynamic dim that a recurrent node's sequence length follows
+    (:func:`rnnrt.importers.onnx.axes.time_axes`, given the step graph's ``states``); empty for a model
+    without LSTM/GRU/RNN nodes."""
+    from rnnrt.importers.onnx.axes import _rnn_axes, time_axes
 
-    return {name: axis for name, axis in _rnn_axes(model)[1].items() if axis is not None}
+    found = {name: axis for name, axis in _rnn_axes(model)[1].items() if axis is not None}
+    if states:
+        for name, axis in time_axes(model, list(states)).items():
+            found.setdefault(name, axis)
+    return found
 
 
 def _time_names(step: StepGraph) -> set:
     """Dim names on the recurrent nodes' time axis (one frame per call)."""
-    times = _time_axes(step.model)
+    times = _time_axes(step.model, step.states)
     return {t.shape[times[t.name]] for t in step.inputs if t.name in times and isinstance(t.shape[times[t.name]], str)}
 
 

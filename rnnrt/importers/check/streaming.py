@@ -158,7 +158,7 @@ def _streaming(step: StepGraph, runner: _Runner, orig: _Original, layout: _Layou
     if orig.carried:
         from rnnrt.ir.bindings import graph_bindings
 
-        times = _time_axes(step.model)
+        times = _time_axes(step.model, step.states)
         names = [s.input for s in orig.carried]
         if not any(t.name in times for t in step.inputs):
             raise _NotRun(f"the original does not carry the state {names} and has no time axis to run whole sequences")
