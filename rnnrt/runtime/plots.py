@@ -48,8 +48,14 @@ def latency_histogram(times_us: Sequence[float], path: Union[str, os.PathLike], 
     ax.set_title(title, fontsize=9)
     ax.legend()
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: Union[str, os.PathLike]) -> Path:
+    """Saves and closes a figure through :mod:`rnnrt.safe_write` (temporary name, rename; never through a
+    link); matplotlib picks the format by the file's suffix. Returns the path."""
     path = Path(path)
     with staged([path], "Plot") as (tmp,):
-        fig.savefig(tmp)  # the same file name: matplotlib picks the format by its suffix
-    plt.close(fig)
+        fig.savefig(tmp)  # the same file name, so the suffix still names the format
+    pyplot().close(fig)
     return path

@@ -104,7 +104,7 @@ class VerifyReport:
 
     def plot(self, path: PathLike) -> Path:
         """Draws the max abs error per step of every compared tensor (log scale) with the tolerance."""
-        from rnnrt.runtime.plots import pyplot
+        from rnnrt.runtime.plots import pyplot, save_figure
 
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(11, 4.8), dpi=110)
@@ -124,10 +124,4 @@ class VerifyReport:
         ax.set_title(f"rnnrt verify {Path(self.config).name}: {'PASSED' if self.passed else 'FAILED'}")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
-        path = Path(path)
-        from rnnrt.safe_write import staged
-
-        with staged([path], "Plot") as (tmp,):
-            fig.savefig(tmp)  # the same file name: matplotlib picks the format by its suffix
-        plt.close(fig)
-        return path
+        return save_figure(fig, path)
