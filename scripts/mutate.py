@@ -87,17 +87,22 @@ def _results(proj: Path) -> dict[str, str]:
     return out
 
 
-def run(name: str, work: Path, jobs: int) -> dict:
+def run(name: str, work: Path, jobs: int, max_seconds: float | None = None, diffs: Path | None = None) -> dict:
     proj = _prepare(work, name)
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)  # the tests must import the mutated copy, never the source tree
     env["PYTEST_DEBUG_TEMPROOT"] = str(work / name / "tmp")
     (work / name / "tmp").mkdir(exist_ok=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(MUTMUT + ["run", "--max-children", str(jobs)], cwd=proj, env=env,
-                          capture_output=True, text=True)
+    try:
+        proc = subprocess.run(MUTMUT + ["run", "--max-children", str(jobs)], cwd=proj, env=env,
+                              capture_output=True, text=True, timeout=max_seconds)
+        log, returncode = proc.stdout + proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as err:  # what ran so far is in mutmut's records; the rest is "not checked"
+        log = f"{err.stdout or ''}{err.stderr or ''}\nstopped after {max_seconds} s (--max-seconds)\n"
+        log, returncode = (log.decode(errors="replace") if isinstance(log, bytes) else log), None
     secs = time.perf_counter() - t0
-    (work / name / "mutmut.log").write_text(proc.stdout + proc.stderr)
+    (work / name / "mutmut.log").write_text(log)
     results = _results(proj)
     counts: dict[str, int] = {}
     for status in results.values():
@@ -105,9 +110,14 @@ def run(name: str, work: Path, jobs: int) -> dict:
     killed = counts.get("killed", 0) + counts.get("timeout", 0)
     survived = sorted(m for m, s in results.items() if s in ("survived", "no tests"))
     total = killed + len(survived)
+    if diffs is not None:
+        diffs.mkdir(parents=True, exist_ok=True)
+        shown = [subprocess.run(MUTMUT + ["show", m], cwd=proj, capture_output=True, text=True).stdout
+                 for m in survived]
+        (diffs / f"{name}.diff").write_text("\n".join(shown))
     return {"module": name, "file": MODULES[name][0], "seconds": round(secs), "counts": counts,
             "killed": killed, "survived": survived, "score": (killed / total if total else None),
-            "returncode": proc.returncode}
+            "returncode": returncode}
 
 
 def main() -> None:
@@ -117,6 +127,8 @@ def main() -> None:
                     help="mutants run in parallel (default: $MUTATE_JOBS, else the CPU count)")
     ap.add_argument("--work", type=Path, default=REPO / "build" / "mutate", help="work folder (default: %(default)s)")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--max-seconds", type=float, help="stop each module's run after this long (partial score)")
+    ap.add_argument("--diffs", type=Path, help="write each module's surviving mutants' diffs to DIR/MODULE.diff")
     ap.add_argument("--list", action="store_true", help="list the modules and their test selections")
     args = ap.parse_args()
     if args.list:
@@ -130,7 +142,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     reports = []
     for name in args.modules or list(MODULES):
-        rep = run(name, args.work, args.jobs)
+        rep = run(name, args.work, args.jobs, args.max_seconds, args.diffs)
         reports.append(rep)
         score = "n/a" if rep["score"] is None else f"{100 * rep['score']:.1f} %"
         print(f"{name}: {rep['file']}: {score} killed ({rep['killed']} of {rep['killed'] + len(rep['survived'])}; "
@@ -141,8 +153,8 @@ def main() -> None:
             print(f"  survivors (diff: cd {args.work / name / 'project'} && python -m mutmut show NAME):")
         for m in rep["survived"]:
             print(f"    {m}")
-    if args.json:
-        args.json.write_text(json.dumps(reports, indent=2))
+        if args.json:  # after every module: a stopped run keeps what finished
+            args.json.write_text(json.dumps(reports, indent=2))
 
 
 if __name__ == "__main__":
