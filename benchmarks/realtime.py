@@ -25,8 +25,9 @@ Capacity of a side: the most streams for which the p99 latency stays <= ``--p99-
 wrapper's (the sides compute the same probabilities).
 
 ``--saturate N`` measures throughput instead (closed loop, every stream always has a frame): the batcher
-over a pool of N streams (per-stream ``submit``, the headline row, and the bulk ``submit_many``) vs raw
-``pool.step_batch`` of one ready packed batch, frames/s side by side in alternating rounds; ``--device
+over a pool of N streams (per-stream ``submit``; ``submit_many``, a future per frame; ``submit_batch``, one
+block and one future for all N, the row the GPU goal is about) vs raw ``pool.step_batch`` of one ready packed
+batch, frames/s side by side in alternating rounds; ``--device
 gpu`` runs it on the torch stand-in engine (CUDA graphs, swap), the model of ``benchmarks/pool.py``.
 
 Usage::
@@ -375,10 +376,14 @@ def saturate(args) -> int:
             wait(futures)  # one wake-up for all (f.result() one by one hands the GIL back and forth)
 
         def many_side():
-            wait(batcher.submit_many(by_id).values())  # the bulk entry point: one lock round trip
+            wait(batcher.submit_many(by_id).values())  # many streams at once, still a future per frame
+
+        def block_side():
+            batcher.submit_batch(ids, x).result()  # the block entry point: one future for all streams
 
         # The same batcher (and pool) for both batcher rows: the streams advance in either.
-        sides = {"raw step_batch": raw_side, "batcher": batcher_side, "batcher submit_many": many_side}
+        sides = {"raw step_batch": raw_side, "batcher": batcher_side, "batcher submit_many": many_side,
+                 "batcher submit_batch": block_side}
         for fn in sides.values():
             for _ in range(5):
                 fn()
@@ -398,10 +403,10 @@ def saturate(args) -> int:
     for name, v in rates.items():
         rate = statistics.median(v)
         print(f"  {name:20s} {rate:12.0f}  ({1e6 / rate:.2f} us per frame)")
-    for name in ("batcher", "batcher submit_many"):
+    for name in ("batcher", "batcher submit_many", "batcher submit_batch"):
         ratios = sorted(b / a for a, b in zip(rates["raw step_batch"], rates[name]))
         print(f"  {name} / raw step_batch: {statistics.median(ratios):.3f}x (range {ratios[0]:.3f} .. "
-              f"{ratios[-1]:.3f})" + ("  goal >= 0.9x" if name == "batcher" else ""))
+              f"{ratios[-1]:.3f})" + ("  goal >= 0.9x" if name == "batcher submit_batch" else ""))
     print(f"  batcher mean batch {m.mean_batch:.0f}")
     return 0
 

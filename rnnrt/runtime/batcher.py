@@ -77,7 +77,7 @@ from rnnrt.runtime.frames import check_host, put_rows, take_rows
 
 __all__ = ["BatcherMetrics", "StreamBatcher"]
 
-_FRAME, _CHUNK, _RESET, _CLOSE = 0, 1, 2, 3
+_FRAME, _CHUNK, _BLOCK, _RESET, _CLOSE = 0, 1, 2, 3, 4  # kinds > _BLOCK are controls
 _WINDOW = 4096  # recent ticks and queue delays kept for metrics
 
 
@@ -112,12 +112,14 @@ class BatcherMetrics:
 
 class _Entry:
     # future: a concurrent.futures.Future (loop None), or an asyncio future of ``loop`` (await step()).
-    __slots__ = ("kind", "key", "value", "future", "arrival", "count", "loop")
+    # seq: the order of submission over all streams (set under the lock), which blocks are ordered by.
+    __slots__ = ("kind", "key", "value", "future", "arrival", "count", "loop", "seq")
 
     def __init__(self, kind: int, key: tuple, value: Any, future: Any, arrival: float, count: int,
                  loop: Any = None) -> None:
         self.kind, self.key, self.value, self.future = kind, key, value, future
         self.arrival, self.count, self.loop = arrival, count, loop
+        self.seq = 0
 
     def claim(self) -> bool:
         """Marks the entry taken by a tick; False if its caller cancelled it first (then it is dropped).
@@ -126,6 +128,19 @@ class _Entry:
         if self.loop is None:
             return self.future.set_running_or_notify_cancel()
         return not self.future.cancelled()
+
+
+class _Block(_Entry):
+    """One frame of each of several streams, already packed as a batch (:meth:`StreamBatcher.submit_batch`):
+    one future for all of them. ``key`` is the per-row layout it shares with single frames (it then steps
+    in their engine call), or None (it steps in an engine call of its own)."""
+
+    __slots__ = ("ids", "idset")
+
+    def __init__(self, ids: tuple, idset: frozenset, key: Optional[tuple], feeds: Any, future: Any,
+                 arrival: float, loop: Any = None) -> None:
+        super().__init__(_BLOCK, key, feeds, future, arrival, len(ids), loop)
+        self.ids, self.idset = ids, idset
 
 
 def _deliver(items: list) -> None:
@@ -168,6 +183,7 @@ class _PoolTarget:
         self.single = user[0] if len(user) == 1 else None
         self.outputs = [(t.name, t.batch_axis) for t in session.config.outputs]
         self.folds = dict(b.output_folds)
+        self.copy_outputs = getattr(session, "outputs", "host") != "host"  # views valid until the next step
         self._buffers: dict[tuple, np.ndarray] = {}
         self._staging: Optional[dict] = None
         # Shapes a frame of an input already passed the full check with (exact dtype, contiguous): the
@@ -299,6 +315,56 @@ class _PoolTarget:
                 fold = self.folds.get(name)
                 per[name] = np.stack([take_rows(value[k], row, axis, fold) for k in range(count)])
             results.append(per)
+        return results
+
+    def block_layout(self, ids: tuple, feeds: Any) -> tuple[Optional[tuple], Any]:
+        """``(per-row layout key or None, feeds)`` of a block: the key a single frame of the same inputs and
+        shapes has (the block then shares that engine call: host arrays of the exact dtype, one row per
+        stream along an unfolded batch axis), else None (the block steps alone and the pool checks it)."""
+        if isinstance(feeds, np.ndarray) and self.single is not None:
+            feeds = {self.single: feeds}
+        if self.check_finite or not isinstance(feeds, abc.Mapping) or not feeds.keys() <= self.specs.keys() \
+                or not self.required <= feeds.keys():
+            return None, feeds
+        n = len(ids)
+        key = []
+        for name, spec in self.specs.items():
+            arr = feeds.get(name)
+            if arr is None:
+                continue
+            axis = spec.batch_axis
+            if type(arr) is not np.ndarray or arr.dtype != spec.dtype or spec.fold is not None or \
+                    arr.ndim <= axis or arr.shape[axis] != n:
+                return None, feeds
+            key.append((name, arr.shape[:axis] + (1,) + arr.shape[axis + 1:]))
+        return tuple(key), feeds
+
+    def step_parts(self, parts: list, key: tuple) -> list:
+        """One engine step of single frames and blocks of one layout (rows in part order); per part, its
+        outputs (a single frame's rows with batch dim 1, a block's rows in its stream order)."""
+        if len(parts) == 1:  # one block alone: its own arrays, as the caller packed them
+            block = parts[0][1]
+            outs = self.pool.step_batch(block.ids, block.value)
+            return [{name: np.array(v) for name, v in outs.items()} if self.copy_outputs else outs]
+        ids: list = []
+        values: dict[str, list] = {name: [] for name, _ in key}
+        for stream, entry in parts:
+            if entry.kind == _BLOCK:
+                ids.extend(entry.ids)
+            else:
+                ids.append(stream.id)
+            for name in values:
+                values[name].append(entry.value[name])
+        feeds = {name: np.concatenate(v, axis=self.specs[name].batch_axis) for name, v in values.items()}
+        outs = self.pool.step_batch(tuple(ids), feeds)
+        results = []
+        start = 0
+        for _, entry in parts:
+            stop = start + entry.count
+            rows = np.arange(start, stop)
+            results.append({name: take_rows(outs[name], rows, axis, self.folds.get(name))
+                            for name, axis in self.outputs})
+            start = stop
         return results
 
     def _full_batch(self, key: tuple) -> Optional[dict]:
@@ -448,6 +514,12 @@ class StreamBatcher:
         self._cond = threading.Condition(threading.Lock())
         self._streams: dict[Hashable, _Stream] = {}
         self._ready: dict[Hashable, _Stream] = {}  # streams with entries waiting, in the order they go
+        self._blocks: deque = deque()  # blocks waiting (submit_batch), in submission order
+        self._block_rows = 0  # rows of the blocks waiting
+        self._seq = 0         # entries submitted so far (each entry's seq: the order blocks keep per stream)
+        self._last_ids: Optional[tuple] = None  # (ids, frozenset) of the last block: the same tuple skips the set
+        self._opened_ids: Optional[tuple] = None  # (ids, generation): a block's streams all open at that generation
+        self._generation = 0  # +1 whenever a stream closes or is lost
         self._queued = 0
         self._open = 0        # streams open in the target
         self._urgent = False  # a control entry is waiting: tick at once
@@ -547,6 +619,46 @@ class StreamBatcher:
         self._submit(stream_id, _CHUNK, frames, future, None)
         return future
 
+    def submit_batch(self, stream_ids: Sequence[Hashable], feeds: Any) -> Future:
+        """Queues one frame of each of several streams, already packed as one batch; one future for all.
+
+        The bulk entry point for a caller that holds many streams' frames in arrays (a server's
+        multi-stream request, a feature extractor's output): what :meth:`StreamPool.step_batch` takes,
+        queued like frames. The block steps in a tick as a whole, in one engine call with the single
+        frames of the same layout that wait then (or alone: device arrays, folded batch axes, other
+        dtypes), after every frame of its streams submitted before it and before every one submitted
+        after it. Its streams open on first use. No per-stream future, check or copy: the pool checks
+        the arrays when the block steps, and a bad block fails its own future (no stream of it advances).
+
+        Args:
+            stream_ids (Sequence[Hashable]): Distinct stream ids, at most ``max_batch``; row i of ``feeds``
+                is ``stream_ids[i]``'s frame. Passing the same tuple again skips re-hashing it.
+            feeds (Mapping[str, Any] | np.ndarray): As for :meth:`StreamPool.step_batch`: per input with a
+                batch axis ``len(stream_ids)`` rows (a bare array for a model with one such input). **Not
+                copied**: keep the arrays unchanged until the future is done.
+
+        Returns:
+            concurrent.futures.Future: Resolves to the outputs by name, row i for ``stream_ids[i]`` (what
+            ``step_batch`` returns; arrays the caller owns), or fails with the ``RnnrtError`` the step raised.
+
+        Raises:
+            BindingError: ``stream_ids`` is empty, longer than ``max_batch``, repeats an id or holds one
+                that is not hashable.
+            ConfigError: The batcher is over a StreamClient (blocks need a StreamPool).
+            QueueFullError: The block's rows do not fit below ``max_queue``; nothing was queued.
+            StateError: The batcher is closed.
+        """
+        future: Future = Future()
+        self._submit_block(stream_ids, feeds, future, None)
+        return future
+
+    async def step_batch(self, stream_ids: Sequence[Hashable], feeds: Any) -> dict[str, np.ndarray]:
+        """Awaits a block's outputs (:meth:`submit_batch` in a coroutine; raises what it raises)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._submit_block(stream_ids, feeds, future, loop)
+        return await future
+
     async def step(self, stream_id: Hashable, frame: Any) -> dict[str, np.ndarray]:
         """Awaits one frame's outputs (what :meth:`submit` resolves to; raises what it raises). Cancelling
         the awaiting task cancels the frame (see the module doc). The answers of a tick reach each event
@@ -580,6 +692,57 @@ class StreamBatcher:
             self._fail_now(future, err)
             return
         self._put(stream_id, _Entry(kind, key, arrays, future, time.perf_counter(), count, loop))
+
+    def _submit_block(self, stream_ids: Sequence[Hashable], feeds: Any, future: Any, loop: Any) -> None:
+        target = self._target
+        if not isinstance(target, _PoolTarget):
+            raise ConfigError(fmt("StreamBatcher.submit_batch", "Is over a StreamClient",
+                                  "Submit frames one stream at a time (submit/submit_many); blocks need a StreamPool."))
+        last = self._last_ids
+        if last is not None and last[0] is stream_ids:
+            ids, idset = last
+        else:
+            if isinstance(stream_ids, (str, bytes)) or not isinstance(stream_ids, abc.Iterable):
+                raise BindingError(fmt("StreamBatcher.submit_batch", f"Got {type(stream_ids).__name__} as stream ids",
+                                       "Pass a tuple or list of stream ids, one per row of the feeds."))
+            ids = tuple(stream_ids)
+            try:
+                idset = frozenset(ids)
+            except TypeError:
+                bad = next(i for i in ids if not isinstance(i, abc.Hashable))
+                raise BindingError(fmt(f"Stream id {bad!r}", f"Is a {type(bad).__name__}, which is not hashable",
+                                       "Use str, int or tuple ids.")) from None
+            if len(idset) != len(ids):
+                seen: set = set()
+                twice = next(i for i in ids if i in seen or seen.add(i))
+                raise BindingError(fmt("StreamBatcher.submit_batch", f"Stream {twice!r} is listed twice",
+                                       "List each stream once: a block steps each of its streams once."))
+            if not ids:
+                raise BindingError(fmt("StreamBatcher.submit_batch", "Got no stream ids", "List at least one stream."))
+            if type(stream_ids) is tuple:
+                self._last_ids = (ids, idset)  # a tuple cannot change behind our back
+        if len(ids) > self.max_batch:
+            raise BindingError(fmt("StreamBatcher.submit_batch", f"A block of {len(ids)} streams is more than "
+                                   f"max_batch={self.max_batch}", "Split it, or raise max_batch (at most the "
+                                   "pool's capacity)."))
+        key, feeds = target.block_layout(ids, feeds)
+        block = _Block(ids, idset, key, feeds, future, time.perf_counter(), loop)
+        n = block.count
+        with self._cond:
+            if self._closing:
+                raise self._closed_error()
+            if self._queued + n > self.max_queue:
+                raise QueueFullError(fmt("StreamBatcher", f"{self._queued} frames are waiting (max_queue="
+                                         f"{self.max_queue}); the block of {n} streams was not queued",
+                                         "Back off and submit again, shed streams, or raise max_queue."))
+            self._queued += n
+            self._seq += 1
+            block.seq = self._seq
+            self._blocks.append(block)
+            self._block_rows += n
+            rows = len(self._ready) + self._block_rows
+            if len(self._blocks) == 1 or rows >= self.max_batch or rows >= self._open:
+                self._cond.notify()
 
     def reset_stream(self, stream_id: Hashable) -> Future:
         """Starts a new sequence on the stream after the frames submitted before (zero state at its next frame).
@@ -688,7 +851,7 @@ class StreamBatcher:
         with self._cond:
             if self._closing:
                 raise self._closed_error()
-            if entry.kind <= _CHUNK:
+            if entry.kind < _BLOCK:
                 if self._queued + entry.count > self.max_queue:
                     raise QueueFullError(fmt("StreamBatcher", f"{self._queued} frames are waiting (max_queue="
                                              f"{self.max_queue}); stream {stream_id!r}'s frame was not queued",
@@ -703,13 +866,16 @@ class StreamBatcher:
         stream = self._streams.get(stream_id)
         if stream is None:
             stream = self._streams[stream_id] = _Stream(stream_id)
+        self._seq += 1
+        entry.seq = self._seq
         stream.queue.append(entry)
         wake = False
         if stream_id not in self._ready:
             self._ready[stream_id] = stream
             n = len(self._ready)
-            wake = n == 1 or n >= self.max_batch or n >= self._open
-        if entry.kind > _CHUNK:
+            rows = n + self._block_rows
+            wake = n == 1 or rows >= self.max_batch or rows >= self._open
+        if entry.kind > _BLOCK:
             self._urgent = wake = True
         return wake
 
@@ -724,42 +890,81 @@ class StreamBatcher:
         try:
             while True:
                 with cond:
-                    while not self._ready and not self._closing:
+                    while not self._ready and not self._blocks and not self._closing:
                         cond.wait()
-                    if not self._ready:
+                    if not self._ready and not self._blocks:
                         break  # closing, and nothing left
                     if not self._closing and not self._urgent and self.max_delay > 0:
                         ready = self._ready
-                        deadline = min(s.queue[0].arrival for s in ready.values()) + self.max_delay
-                        while len(ready) < self.max_batch and len(ready) < self._open and not self._closing \
-                                and not self._urgent:
+                        first = [s.queue[0].arrival for s in ready.values()]
+                        if self._blocks:
+                            first.append(self._blocks[0].arrival)
+                        deadline = min(first) + self.max_delay
+                        while len(ready) + self._block_rows < min(self.max_batch, self._open or 1) \
+                                and not self._closing and not self._urgent:
                             left = deadline - time.perf_counter()
                             if left <= 0:
                                 break
                             cond.wait(left)
-                    taken = self._take()
-                self._tick(taken)
+                    taken, blocks = self._take()
+                self._tick(taken, blocks)
         except BaseException as err:  # noqa: BLE001 - a bug here must not hang every caller
             self._abort(err)
             raise
         finally:
             self._stopped.set_result(None)
 
-    def _take(self) -> list:
-        """Under the lock: per waiting stream (up to max_batch), its control entries and first frame entry."""
+    def _take(self) -> tuple[list, list]:
+        """Under the lock: the blocks that go in this tick, and per waiting stream its control entries and
+        first frame entry (max_batch rows in all).
+
+        Blocks go in submission order while they fit, share no stream and none of their streams has a frame
+        submitted before them; the controls submitted before a block that goes are taken with it (applied
+        before the step). A stream's entries submitted after a block of it (taken or waiting) wait for it."""
         self._urgent = False
         now = time.perf_counter()
         taken = []
         ready = self._ready
         delays = self._delays
-        for sid in list(ready)[:self.max_batch]:
+        budget = self.max_batch
+        blocks: list = []
+        pending = self._blocks
+        while pending:
+            block = pending[0]
+            if block.count > budget or any(not b.idset.isdisjoint(block.idset) for b in blocks):
+                break
+            before = [ready[sid] for sid in ready.keys() & block.idset] if ready else ()
+            if any(e.kind < _BLOCK and e.seq < block.seq for s in before for e in s.queue):
+                break  # a frame of one of its streams goes first
+            pending.popleft()
+            self._block_rows -= block.count
+            self._queued -= block.count
+            for stream in before:
+                controls = []
+                while stream.queue and stream.queue[0].seq < block.seq:
+                    controls.append(stream.queue.popleft())
+                if controls:
+                    taken.append((stream, controls, None))
+                if not stream.queue:
+                    del ready[stream.id]
+            if not block.claim():
+                self._cancelled += block.count
+                continue
+            delays.append(now - block.arrival)
+            blocks.append(block)
+            budget -= block.count
+        held = blocks + list(pending) if blocks or pending else None
+        for sid in list(ready)[:budget]:
             stream = ready.pop(sid)
             controls = []
             frame = None
             queue = stream.queue
-            while queue:
+            limit = None
+            if held is not None:  # the first block of this stream: its entries after it wait
+                limit = min((b.seq for b in held if sid in b.idset), default=None)
+            while queue and (limit is None or queue[0].seq < limit):
                 entry = queue.popleft()
-                if entry.kind > _CHUNK:
+                if entry.kind > _BLOCK:
                     controls.append(entry)
                     continue
                 self._queued -= entry.count
@@ -773,9 +978,9 @@ class StreamBatcher:
                 ready[sid] = stream  # its next entry goes in a later tick, after the streams waiting now
             taken.append((stream, controls, frame))
         self._ticks += 1
-        return taken
+        return taken, blocks
 
-    def _tick(self, taken: list) -> None:
+    def _tick(self, taken: list, blocks: list) -> None:
         expires = self._target.expires
         frames: dict[tuple, list] = {}
         for stream, controls, entry in taken:
@@ -786,6 +991,12 @@ class StreamBatcher:
             if not (stream.open and not expires) and not self._ensure_open(stream, entry):
                 continue  # (an open stream of a pool without idle_timeout is ready: the common case)
             frames.setdefault((entry.kind, entry.key), []).append((stream, entry))
+        for block in blocks:
+            if not self._open_block(block):
+                continue
+            # Shares the engine call of single frames (and blocks) of its layout; else one of its own.
+            key = (_FRAME, block.key) if block.key is not None else (_BLOCK, id(block))
+            frames.setdefault(key, []).append((None, block))
         steps = stepped = 0
         try:
             for key, group in frames.items():
@@ -813,6 +1024,8 @@ class StreamBatcher:
         try:
             if isinstance(target, _ClientTarget):
                 results = target.step_many(streams, values)
+            elif key[0] == _BLOCK or any(s is None for s in streams):
+                results = target.step_parts(group, key[1])
             elif key[0] == _CHUNK:
                 results = target.step_chunk(streams, values, key[1])
             else:
@@ -865,27 +1078,55 @@ class StreamBatcher:
 
     def _ensure_open(self, stream: _Stream, entry: _Entry) -> bool:
         """Opens the stream on first use; False (its future failed) when it cannot step."""
+        error = self._open_error(stream)
+        if error is not None:
+            self._settle(entry, error=error)
+        return error is None
+
+    def _open_error(self, stream: _Stream) -> Optional[RnnrtError]:
+        """Opens the stream on first use; the error it cannot step with, or None."""
         target = self._target
         if stream.lost:
-            self._settle(entry, error=StateError(fmt(
-                f"Stream {stream.id!r}", "Was released by the pool (idle_timeout) and lost its state",
-                "reset_stream() or close_stream() it to start it over.")))
-            return False
+            return StateError(fmt(f"Stream {stream.id!r}", "Was released by the pool (idle_timeout) and lost its "
+                                  "state", "reset_stream() or close_stream() it to start it over."))
         if stream.open:
             if not target.expires or target.alive(stream):
-                return True
+                return None
             stream.open, stream.lost = False, True
+            self._generation += 1
             with self._cond:
                 self._open -= 1
-            return self._ensure_open(stream, entry)
+            return self._open_error(stream)
         try:
             target.open(stream)
         except RnnrtError as err:
-            self._settle(entry, error=err)
-            return False
+            return err
         stream.open = True
         with self._cond:
             self._open += 1
+        return None
+
+    def _open_block(self, block: _Block) -> bool:
+        """Opens a block's streams on first use; False (its future failed) when one cannot step."""
+        target = self._target
+        cached = self._opened_ids
+        if cached is not None and cached[0] is block.ids and cached[1] == self._generation and not target.expires:
+            return True  # the same streams as the last block, none closed or lost since
+        streams = self._streams
+        with self._cond:
+            mine = [streams.get(sid) or streams.setdefault(sid, _Stream(sid)) for sid in block.ids]
+        for stream in mine:
+            if stream.open and not target.expires:
+                continue
+            error = self._open_error(stream)
+            if error is not None:
+                self._settle(block, error=error)
+                with self._cond:  # forget the streams it made that hold nothing
+                    for s in mine:
+                        if not (s.open or s.lost or s.queue) and streams.get(s.id) is s:
+                            del streams[s.id]
+                return False
+        self._opened_ids = (block.ids, self._generation)
         return True
 
     def _apply(self, stream: _Stream, control: _Entry) -> None:
@@ -908,6 +1149,7 @@ class StreamBatcher:
                         with self._cond:
                             self._open -= 1
                     stream.open = stream.lost = False
+                    self._generation += 1
         except Exception as err:  # noqa: BLE001 - handed to whoever waits for it
             control.future.set_exception(err)
             return
@@ -917,12 +1159,14 @@ class StreamBatcher:
         """A bug in the worker: fail every waiting future rather than leave callers hanging."""
         with self._cond:
             self._closing = True
-            entries = [e for s in self._streams.values() for e in s.queue]
+            entries = [e for s in self._streams.values() for e in s.queue] + list(self._blocks)
             for s in self._streams.values():
                 s.queue.clear()
             self._ready.clear()
+            self._blocks.clear()
+            self._block_rows = 0
         for e in entries:
-            if e.kind > _CHUNK:
+            if e.kind > _BLOCK:
                 if e.future.set_running_or_notify_cancel():
                     e.future.set_exception(StateError(fmt("StreamBatcher", f"The worker stopped: {err!r}")))
             elif e.claim():

@@ -878,3 +878,47 @@ def test_batcher_over_device_session_equals_each_stream_alone(backend, golden, c
                 np.testing.assert_allclose(g, w, atol=ATOL, rtol=RTOL, err_msg=f"stream {sid} frame {k}")
         m = batcher.metrics()
         assert m.frames == 24 and m.engine_steps < 24 and m.mean_batch > 1
+
+
+def test_batcher_blocks_over_device_session_equal_each_stream_alone(backend, golden, converted):
+    """Blocks (host arrays, and device arrays passed through without a copy), single frames and a close go
+    through one StreamBatcher over a device Session (graph/swap): each stream equals its frames stepped alone
+    on an ORT pool; a block of all three streams is one engine step."""
+    from rnnrt.runtime.batcher import StreamBatcher
+    from rnnrt.runtime.pool import StreamPool
+
+    yaml, d = converted("b_lstm_batch_resets")  # batch 3 (fixed), frames (8, 1, 5): batch axis 1
+    rng = np.random.default_rng(22)
+    ids = ("a", "b", "c")
+    blocks = [rng.uniform(-1, 1, (8, 3, 5)).astype(np.float32) for _ in range(4)]
+    single = rng.uniform(-1, 1, (8, 1, 5)).astype(np.float32)
+    with backend.session(yaml, d, feedback="swap", cuda_graph=True) as s, \
+            rnnrt.load(yaml, backend="onnxruntime") as ref:
+        ref_pool = StreamPool(ref)
+        want = {sid: [] for sid in ids}
+        for k, x in enumerate(blocks):
+            if k == 2:  # b gets one frame of its own, then is closed (and reopened afresh by the next block)
+                want["b"].append(ref_pool.step({"b": {"data": single}})["b"]["lstm1"])
+                ref_pool.close("b")
+            for i, sid in enumerate(ids):
+                if sid not in ref_pool:
+                    ref_pool.open(sid)
+                want[sid].append(ref_pool.step({sid: {"data": x[:, i:i + 1]}})[sid]["lstm1"])
+        got = {sid: [] for sid in ids}
+        batcher = StreamBatcher(StreamPool(s), max_delay_ms=5.0)
+        for k, x in enumerate(blocks):
+            if k == 2:
+                got["b"].append(batcher.submit("b", {"data": single}).result(30)["lstm1"])
+                batcher.close_stream("b")
+            feeds = {"data": backend.device_array(x) if k % 2 else x}
+            out = batcher.submit_batch(ids, feeds).result(30)["lstm1"]
+            assert isinstance(out, np.ndarray)
+            for i, sid in enumerate(ids):
+                got[sid].append(out[:, i:i + 1])
+        batcher.close()
+        for sid in ids:
+            assert len(got[sid]) == len(want[sid])
+            for k, (g, w) in enumerate(zip(got[sid], want[sid])):
+                np.testing.assert_allclose(g, w, atol=ATOL, rtol=RTOL, err_msg=f"stream {sid} frame {k}")
+        m = batcher.metrics()
+        assert m.frames == 13 and m.engine_steps == 5
