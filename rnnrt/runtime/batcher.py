@@ -520,6 +520,7 @@ class StreamBatcher:
         self._last_ids: Optional[tuple] = None  # (ids, frozenset) of the last block: the same tuple skips the set
         self._opened_ids: Optional[tuple] = None  # (ids, generation): a block's streams all open at that generation
         self._generation = 0  # +1 whenever a stream closes or is lost
+        self._ticker: Optional[threading.Thread] = None  # the thread running a tick (the worker, or a caller inline)
         self._queued = 0
         self._open = 0        # streams open in the target
         self._urgent = False  # a control entry is waiting: tick at once
@@ -731,18 +732,50 @@ class StreamBatcher:
         with self._cond:
             if self._closing:
                 raise self._closed_error()
-            if self._queued + n > self.max_queue:
-                raise QueueFullError(fmt("StreamBatcher", f"{self._queued} frames are waiting (max_queue="
-                                         f"{self.max_queue}); the block of {n} streams was not queued",
-                                         "Back off and submit again, shed streams, or raise max_queue."))
-            self._queued += n
-            self._seq += 1
-            block.seq = self._seq
-            self._blocks.append(block)
-            self._block_rows += n
-            rows = len(self._ready) + self._block_rows
-            if len(self._blocks) == 1 or rows >= self.max_batch or rows >= self._open:
-                self._cond.notify()
+            if loop is None and self._ticker is None and not self._ready and not self._blocks \
+                    and n >= min(self.max_batch, self._open or 1):
+                # Nothing else waits, no tick runs and the block alone makes a full tick: step it in this
+                # thread now (no hand-off to the worker and back).
+                self._ticker = threading.current_thread()
+                self._seq += 1
+                block.seq = self._seq
+                self._ticks += 1
+                self._delays.append(0.0)
+            else:
+                self._queue_block(block)
+                return
+        self._tick_inline(block)
+
+    def _queue_block(self, block: _Block) -> None:
+        """Under the lock: queues a block (it steps in a later tick of the worker); returns None."""
+        n = block.count
+        if self._queued + n > self.max_queue:
+            raise QueueFullError(fmt("StreamBatcher", f"{self._queued} frames are waiting (max_queue="
+                                     f"{self.max_queue}); the block of {n} streams was not queued",
+                                     "Back off and submit again, shed streams, or raise max_queue."))
+        self._queued += n
+        self._seq += 1
+        block.seq = self._seq
+        self._blocks.append(block)
+        self._block_rows += n
+        rows = len(self._ready) + self._block_rows
+        if len(self._blocks) == 1 or rows >= self.max_batch or rows >= self._open:
+            self._cond.notify()
+
+    def _tick_inline(self, block: _Block) -> None:
+        """Runs one tick of this block in the calling thread (see :meth:`_submit_block`); then lets the worker on."""
+        try:
+            block.claim()
+            self._tick([], [block])
+        except BaseException as err:  # noqa: BLE001 - a bug in the tick: the caller learns it, nobody hangs
+            if not block.future.done():
+                block.future.set_exception(err)
+            raise
+        finally:
+            with self._cond:
+                self._ticker = None
+                if self._ready or self._blocks or self._closing:  # the worker waited for this tick
+                    self._cond.notify()
 
     def reset_stream(self, stream_id: Hashable) -> Future:
         """Starts a new sequence on the stream after the frames submitted before (zero state at its next frame).
@@ -767,10 +800,10 @@ class StreamBatcher:
         Raises:
             StateError: Called from the worker itself (a future's done-callback): it would wait for itself.
         """
-        if threading.current_thread() is self._worker:
-            raise StateError(fmt("StreamBatcher.close", "Was called from a future's done-callback (the worker "
-                                 "thread), which would wait for itself", "Call close() from another thread, "
-                                 "or await aclose() in a coroutine."))
+        if threading.current_thread() in (self._worker, self._ticker):
+            raise StateError(fmt("StreamBatcher.close", "Was called from a future's done-callback inside a "
+                                 "tick (the worker thread), which would wait for itself", "Call close() from "
+                                 "another thread, or await aclose() in a coroutine."))
         with self._cond:
             self._closing = True
             self._cond.notify()
@@ -890,8 +923,8 @@ class StreamBatcher:
         try:
             while True:
                 with cond:
-                    while not self._ready and not self._blocks and not self._closing:
-                        cond.wait()
+                    while (not self._ready and not self._blocks and not self._closing) or self._ticker is not None:
+                        cond.wait()  # (a caller running a block's tick inline holds the worker off)
                     if not self._ready and not self._blocks:
                         break  # closing, and nothing left
                     if not self._closing and not self._urgent and self.max_delay > 0:
@@ -907,7 +940,12 @@ class StreamBatcher:
                                 break
                             cond.wait(left)
                     taken, blocks = self._take()
-                self._tick(taken, blocks)
+                    self._ticker = self._worker
+                try:
+                    self._tick(taken, blocks)
+                finally:
+                    with cond:
+                        self._ticker = None
         except BaseException as err:  # noqa: BLE001 - a bug here must not hang every caller
             self._abort(err)
             raise

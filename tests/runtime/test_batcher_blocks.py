@@ -235,3 +235,40 @@ def test_await_step_batch_and_the_same_tuple_again(sr_yaml):
         want = _solo(sr_yaml, rows) if sid != "c" else _solo(sr_yaml, rows[:2]) + _solo(sr_yaml, rows[2:])
         for k, (y, w) in enumerate(zip(ys, want)):
             np.testing.assert_array_equal(y[i:i + 1], w, err_msg=f"{sid} {k}")
+
+
+def test_a_block_that_fills_an_idle_batcher_steps_in_the_callers_thread(sr_yaml):
+    """Nothing waiting, no tick running and the block covers every open stream: the calling thread steps it
+    (no hand-off; the future is done on return). A smaller block, or one arriving while frames wait, goes
+    through the worker as usual; either way each stream equals itself alone."""
+    import threading
+
+    rng = np.random.default_rng(37)
+    xs = [rng.standard_normal((4, 4)).astype(np.float32) for _ in range(3)]
+    ids = ("a", "b", "c", "d")
+    with _load(sr_yaml, 4) as session:
+        counted = Counted(session)
+        threads = []
+        real = session.engine.execute
+
+        def execute(feeds, *args, **kw):
+            threads.append(threading.current_thread())
+            return real(feeds, *args, **kw)
+
+        session.engine.execute = execute
+        batcher = StreamBatcher(StreamPool(session, shared=SR), max_delay_ms=20.0)
+        f0 = batcher.submit_batch(ids, xs[0])
+        assert f0.done() and threads == [threading.current_thread()]  # opened all four, stepped inline
+        f1 = batcher.submit_batch(ids[:2], xs[1][:2])  # half the open streams: waits for others (worker)
+        f2 = batcher.submit_batch(ids[2:], xs[1][2:])  # now all four wait: the worker ticks once
+        y1 = np.concatenate([f1.result(10)["y"], f2.result(10)["y"]])
+        assert threads[1] is batcher._worker and len(threads) == 2
+        f3 = batcher.submit_batch(ids, xs[2])
+        assert f3.done() and threads[2] is threading.current_thread()
+        batcher.close()
+        assert counted.calls == 3 and batcher.metrics().ticks == 3
+    ys = [f0.result()["y"], y1, f3.result()["y"]]
+    for i in range(4):
+        want = _solo(sr_yaml, [x[i:i + 1] for x in xs])
+        for k in range(3):
+            np.testing.assert_array_equal(ys[k][i:i + 1], want[k])
