@@ -41,6 +41,12 @@ Rules:
 * **Chunks** (:meth:`submit_chunk`, :meth:`step_chunk`): K frames of one stream as one entry, stepped
   atomically with ``step_chunk`` (with the other streams' chunks of the same K in the tick); the
   result stacks the K outputs along a new axis 0, like ``Session.step_chunk`` at batch 1.
+* **Blocks** (:meth:`submit_batch`, :meth:`step_batch`): one frame of each of several streams, packed as
+  ``StreamPool.step_batch`` takes them, one future for all; ordered with each stream's other entries by
+  submission order (a sequence number). A block of host arrays in the model's dtypes shares the tick's
+  engine call with the single frames of its per-row layout; any other steps alone. A block that fills an
+  idle batcher (nothing waiting, no tick running, every open stream in it) is stepped in the calling
+  thread: no hand-off to the worker. Not copied: the caller keeps the arrays unchanged until it is done.
 * **Backpressure.** At most ``max_queue`` frames wait; :meth:`submit` beyond that raises
   :class:`~rnnrt.errors.QueueFullError` (nothing is queued). Memory stays bounded.
 * **Cancellation.** A future cancelled before its tick takes it is dropped (the stream does not
