@@ -12,7 +12,7 @@ to ``--core``):
 * **Profile**: the real-time load of ``realtime.py`` (``--streams`` asyncio tasks awaiting
   ``batcher.step``, chunks every 32 ms + jitter) with thread-CPU-time counters around the batcher's
   phases: submit (check, copy, queue), take, pack, the engine, split, flush (``call_soon_threadsafe``),
-  delivery in the loop (``_deliver``), the worker's waits; and the CPU time of the event loop's thread
+  delivery in the loop (``_deliver``), the worker's waits; a task wake-up measured alone; and the CPU time of the event loop's thread
   and of the worker's. Per phase: µs per frame, the counters' own clock reads taken off. Then the same
   load with a step that answers at once: the load's own cost per frame (tasks, timers, bookkeeping),
   which any side pays; with it, the zero-overhead batcher's streams.
@@ -239,8 +239,39 @@ def profile(model: Path, streams: int, seconds: float, jitter_ms: float, max_del
         "calls": dict(counters.calls), "clock_us": counters.clock_cost * 1e6,
         "loop": (loop_cpu - reads["loop"]) / frames * 1e6, "worker": (worker_cpu - reads["worker"]) / frames * 1e6,
         "load_alone": (time.thread_time() - c1) / (load.streams * (load.count + 1)) * 1e6,
-        "wall": wall / frames * 1e6,
+        "wall": wall / frames * 1e6, "wakeup": wakeup_cost(max(1, round(frames / max(m.ticks - m0.ticks, 1)))),
     }
+
+
+def wakeup_cost(tasks: int, rounds: int = 20) -> float:
+    """µs of CPU per task to wake ``tasks`` tasks awaiting futures resolved in one callback (as ``_deliver``
+    resolves a tick's answers) and run each on to its end: the asyncio side of an answer, measured alone
+    (best of ``rounds``)."""
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        best = float("inf")
+        for _ in range(rounds):
+            futures = [loop.create_future() for _ in range(tasks)]
+            done = loop.create_future()
+            left = [tasks]
+
+            async def waiter(f):
+                await f
+                left[0] -= 1
+                if not left[0]:
+                    done.set_result(None)
+
+            runners = [loop.create_task(waiter(f)) for f in futures]
+            await asyncio.sleep(0)  # every task now awaits its future
+            t0 = time.thread_time()
+            loop.call_soon(lambda: [f.set_result(None) for f in futures])
+            await done
+            best = min(best, time.thread_time() - t0)
+            await asyncio.gather(*runners)
+        return best / tasks * 1e6
+
+    return asyncio.run(main())
 
 
 def print_profile(r: dict, max_delay_ms: float) -> None:
@@ -258,6 +289,7 @@ def print_profile(r: dict, max_delay_ms: float) -> None:
             rest = r["loop"] - ph.get("submit", 0) - ph.get("deliver", 0)
             print(f"    {'the rest (load, awaits, wake-ups)':46s} {rest:9.2f}")
             print(f"    {'  the load alone (an instant step)':46s} {r['load_alone']:9.2f}")
+            print(f"    {'  a task wake-up alone (set_result -> resumed)':46s} {r['wakeup']:9.2f}")
         else:
             own = r["worker"] - ph.get("session_step", 0)
             print(f"    {'the worker less Session.step':46s} {own:9.2f}")

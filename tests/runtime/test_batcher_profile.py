@@ -38,7 +38,7 @@ def test_profile_counts_every_phase_and_restores_the_batcher(model):
             assert r["phases"][phase] > 0, phase
     assert r["phases"]["prepare"] <= r["phases"]["submit"]
     assert r["phases"]["session_step"] <= r["phases"]["engine"] <= r["phases"]["tick"]
-    assert r["loop"] > 0 and r["worker"] > r["phases"]["session_step"] and r["load_alone"] > 0
+    assert r["loop"] > 0 and r["worker"] > r["phases"]["session_step"] and r["load_alone"] > 0 and r["wakeup"] > 0
     # The counters are gone: the batcher's functions are its own again.
     assert {name: getattr(batcher_mod.StreamBatcher, name) for name in before} == before
     assert (batcher_mod._put_rows, batcher_mod._deliver, batcher_mod._PoolTarget.prepare) == before_module
