@@ -284,6 +284,7 @@ def test_refusals_name_the_bytes_missing_or_left_over():
     ({"steps": True}, "steps is True, not a count in [0, 9223372036854775807]"),
     ({"steps": 1.0}, "steps is 1.0, not a count"),
     ({"steps": INT64_MAX + 1}, "steps is 9223372036854775808, not a count"),
+    ({"at_start": True}, "at_start is True but steps is 3"),  # its bytes would not be read back
 ])
 def test_a_malformed_stream_state_is_refused_when_built(changes, says):
     _built_refused(says, **changes)
