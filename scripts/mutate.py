@@ -47,7 +47,8 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "snapshot": ("rnnrt/runtime/snapshot.py", ["tests/runtime/test_snapshot_identity.py", "tests/runtime/test_pool.py",
                                                "tests/runtime/test_state_rules.py", "tests/runtime/test_misuse.py",
                                                "tests/hostile/test_fuzz.py::test_fuzz_stream_state_bytes",
-                                               "tests/runtime/test_snapshot_integrity.py"]),
+                                               "tests/runtime/test_snapshot_integrity.py",
+                                               "tests/runtime/test_snapshot_limits.py"]),
     "recurrent": ("rnnrt/importers/caffe/layers/recurrent.py", ["tests/importers/caffe/test_recurrent.py",
                                                                 "tests/importers/caffe/test_golden.py"]),
 }

@@ -165,7 +165,7 @@ class StreamState:
 
     Raises:
         SnapshotError: A field has the wrong type (a tensor that is not a numpy array, a name that is
-            not a string, a pairing or axis missing for a tensor).
+            not a string, a pairing or axis missing for a tensor), or ``at_start`` is True with steps taken.
     """
 
     model: str
@@ -200,6 +200,8 @@ class StreamState:
         if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) \
                 or not 0 <= self.steps <= _MAX_STEPS:
             raise bad(f"steps is {self.steps!r}, not a count in [0, {_MAX_STEPS}]")
+        if self.at_start and self.steps:  # to_bytes would write what from_bytes refuses
+            raise bad(f"at_start is True but steps is {self.steps!r} (a sequence start has taken no steps)")
 
     @classmethod
     def _from_pool(cls, model: str, tensors: dict, outputs: Mapping[str, str], batch_axes: Mapping[str, int],

@@ -8,33 +8,14 @@ import json
 import struct
 import warnings
 
-import numpy as np
 import pytest
 
 from rnnrt.errors import SnapshotError
 from rnnrt.runtime.snapshot import StreamState
-
-MAGIC_LEN = 8
-
-
-def _state(**changes) -> StreamState:
-    fields = dict(model="sha256:" + "ab" * 32,
-                  tensors={"l.h0": np.arange(6, dtype=np.float32).reshape(1, 6),
-                           "l.c0": np.linspace(-1, 1, 6, dtype=np.float32).reshape(1, 6)},
-                  outputs={"l.h0": "l.hT", "l.c0": "l.cT"}, batch_axes={"l.h0": 0, "l.c0": 0}, steps=3)
-    fields.update(changes)
-    return StreamState(**fields)
-
-
-def _split(blob: bytes) -> tuple[dict, bytes]:
-    (n,) = struct.unpack_from("<I", blob, MAGIC_LEN)
-    return json.loads(blob[MAGIC_LEN + 4:MAGIC_LEN + 4 + n]), blob[MAGIC_LEN + 4 + n:-32]
-
-
-def _join(header: dict, body: bytes, magic: bytes = b"RNNRTSS2", checksum: bool = True) -> bytes:
-    head = json.dumps(header).encode()
-    data = magic + struct.pack("<I", len(head)) + head + body
-    return data + hashlib.sha256(data).digest() if checksum else data
+from tests.runtime.snapshot_bytes import edited
+from tests.runtime.snapshot_bytes import join as _join
+from tests.runtime.snapshot_bytes import split as _split
+from tests.runtime.snapshot_bytes import state as _state
 
 
 def test_roundtrip_is_format_2_with_a_checksum():
@@ -106,15 +87,8 @@ def test_format_1_is_read_with_a_warning():
 ])
 def test_header_fields_are_range_checked(change, match):
     """Each field out of range is refused even with a valid checksum (a buggy or hostile writer)."""
-    header, body = _split(_state().to_bytes())
-    for key, value in change.items():
-        if key.startswith("tensors."):
-            _, i, field = key.split(".")
-            header["tensors"][int(i)][field] = value
-        else:
-            header[key] = value
     with pytest.raises(SnapshotError, match=match):
-        StreamState.from_bytes(_join(header, body))
+        StreamState.from_bytes(edited(change))
 
 
 def test_step_count_beyond_int64_is_refused_when_built():
