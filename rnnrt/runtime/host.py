@@ -39,7 +39,7 @@ def _address_space_left() -> Optional[int]:
             return None
         with open("/proc/self/statm") as f:
             used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except (ImportError, ValueError, OSError, AttributeError):
+    except (ImportError, ValueError, IndexError, OSError, AttributeError):  # IndexError: an empty statm
         return None
     return max(0, soft - used)
 
@@ -128,7 +128,6 @@ class HostExecutor:
         self._check_finite = session.check_finite
         self._scatter: dict[tuple, np.ndarray] = {}
         self._buffers: dict[tuple, np.ndarray] = {}
-        self._output_rows: dict[str, RowLayout] = {}
         self._arenas: list = []
         # Full-batch steps without sequence starts skip the per-input checks when the frame is exactly
         # what they would accept (see _fast_step); check_finite needs the full check.
