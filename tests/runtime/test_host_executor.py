@@ -264,6 +264,8 @@ def test_step_chunk_zeroes_the_continuation_at_frame_zero_only(tmp_path):
         y = s.step_chunk(frames[:2, :1], slots=[1])["y"]
         np.testing.assert_array_equal(y[0], frames[0, :1])
         np.testing.assert_allclose(y[1], frames[0, :1] + frames[1, :1] + 1, rtol=1e-6)
+        y = s.step_chunk({"x": frames, "cont": np.zeros((3, 3), np.float32)})["y"]  # a fed one is used as is
+        np.testing.assert_array_equal(y, frames)
 
 
 def test_step_chunk_sizes_dynamic_dims_from_the_frames(tmp_path):
