@@ -354,3 +354,83 @@ def test_input_buffers_of_dynamic_dims(monkeypatch, tmp_path):
             bufs[name][...] = x
             np.testing.assert_allclose(s.step({name: bufs[name]})["lstm1"], ref.step({name: x})["lstm1"],
                                        atol=ATOL, rtol=RTOL)
+
+
+def test_device_outputs_name_the_session_stream(backend, converted):
+    """outputs="device": every DeviceArray (full path, the plan's, gathered rows of some slots) names the
+    session's stream in its CUDA Array Interface, so consumers order after the step that wrote it."""
+    s, ref = _session(backend, converted, feedback="swap", outputs="device")
+    rng = np.random.default_rng(38)
+    with s, ref:
+        handle = s.executor._stream.handle
+        full = _count_full_steps(s)
+        for k in range(6):
+            x = _x(rng)
+            got = s.step({"data": x})["lstm1"]
+            assert got.__cuda_array_interface__["stream"] == handle, f"call {k}"
+            np.testing.assert_allclose(backend.to_host(got), ref.step({"data": x})["lstm1"], atol=ATOL, rtol=RTOL)
+        assert len(full) < 6, "the plan served the last steps"
+        x = _x(rng, 2)
+        got = s.step({"data": x}, slots=[2, 0])["lstm1"]
+        assert got.__cuda_array_interface__["stream"] == handle and got.shape == (8, 2, 7)
+        np.testing.assert_allclose(backend.to_host(got), ref.step({"data": x}, slots=[2, 0])["lstm1"], atol=ATOL,
+                                   rtol=RTOL)
+
+
+@pytest.fixture(scope="module")
+def unbatched_yaml(tmp_path_factory):
+    """shared_sr_onnx (batch 4) with one more output first, ``scale``: a scalar with no batch axis, like the
+    input ``sr`` (what the fast path for slots stages and returns whole)."""
+    import onnx.helper as oh
+    from onnx import TensorProto
+
+    from rnnrt.importers.onnx.importer import convert_onnx
+    from rnnrt.ir.config import load_config, save_step_graph
+    from tests.models.onnx_sources import shared_sr_onnx
+
+    model = shared_sr_onnx(4)
+    outs = list(model.graph.output)
+    del model.graph.output[:]
+    model.graph.output.extend([oh.make_tensor_value_info("scale", TensorProto.FLOAT, [])] + outs)
+    path = save_step_graph(convert_onnx(model), tmp_path_factory.mktemp("unbatched"))
+    axes = {t.name: t.batch_axis for t in load_config(path).inputs + load_config(path).outputs}
+    assert axes["sr"] is None and axes["scale"] is None and axes["y"] == 0
+    return path
+
+
+@pytest.mark.parametrize("outputs", ["host", "view", "device"])
+def test_slots_steps_with_unbatched_input_and_output(monkeypatch, unbatched_yaml, outputs):
+    """Steps of a read-only slot array on a model with an input and an output without a batch axis: the
+    input is staged whole, the output returned whole (a fresh array for "host", the staging for "view",
+    a DeviceArray on the session's stream for "device"), equal to the ORT Session's; out= gets both."""
+    mod = cudasim.install(monkeypatch)
+    rows = np.array([3, 1])
+    rows.flags.writeable = False
+    rng = np.random.default_rng(39)
+    with Session(unbatched_yaml, lambda: SimOrtEngine(unbatched_yaml, mod), feedback="swap", cuda_graph=True,
+                 outputs=outputs) as s, rnnrt.load(unbatched_yaml, backend="onnxruntime", threads=1) as ref:
+        assert s.io.output_names[0] == "scale"
+        taken = _count_fast_rows(s)
+        host = (lambda v: v.get()) if outputs == "device" else (lambda v: v)
+        seen = []
+        for k in range(8):
+            n = 4 if k < 3 else 2
+            frame = {"x": rng.uniform(-1, 1, (n, 4)).astype(np.float32), "sr": np.array(8000 * (k + 1), np.int64)}
+            slots = None if k < 3 else rows
+            out = {"scale": np.full((), np.nan, np.float32), "y": np.full((2, 3), np.nan, np.float32)} \
+                if k >= 6 and outputs != "device" else None
+            got = s.step(frame, slots=slots, out=out)
+            want = ref.step(frame, slots=None if slots is None else [3, 1])
+            for name in ("scale", "y"):
+                np.testing.assert_allclose(host(got[name]), want[name], atol=ATOL, rtol=RTOL, err_msg=f"{name} {k}")
+                if out is not None:
+                    assert got[name] is out[name]
+            if outputs == "device":
+                assert got["scale"].__cuda_array_interface__["stream"] == s.executor._stream.handle
+                assert got["scale"].shape == () and got["scale"].dtype == np.float32
+            elif k >= 4 and out is None:
+                seen.append(got["scale"])
+        if outputs != "device":
+            assert taken[-4:] == [True] * 4, taken
+            shared = np.shares_memory(seen[0], seen[1])
+            assert shared == (outputs == "view"), "a fresh scalar for 'host', the staging itself for 'view'"
