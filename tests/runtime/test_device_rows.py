@@ -175,9 +175,13 @@ def test_fast_step_fills_out_and_sends_bad_out_to_the_full_path(backend, convert
         assert not full, "out= matching the plan takes the fast path"
         _same_state(s, ref)
         for bad, match in _bad_outs((8, 3, 7)):
+            x = _x(rng)
+            s.step({"data": x}), ref.step({"data": x})  # an error drops the plan: the full path makes it again
+            del full[:]
             before = s.state
             with pytest.raises(BindingError, match=match):
                 s.step({"data": _x(rng)}, out=bad)
+            assert len(full) == 1, "the fast path declined the out= and the full path raised"
             for n, v in s.state.items():
                 assert v.tobytes() == before[n].tobytes(), n
         x = _x(rng)
@@ -231,15 +235,21 @@ def test_fast_rows_frames_and_out(backend, converted, outputs):
                            (_x(rng, 2).astype(np.float64), r"Input 'data' \| Received dtype float64"),
                            ({"data": _x(rng, 1)}, r"Input 'data' \| Received shape \(8, 1, 5\)"),
                            (_x(rng, 1), r"Input 'data' \| Received shape \(8, 1, 5\)")]:
+            both(_x(rng, 2))  # an error drops the plan: the full path makes it again
+            del taken[:]
             before = s.state
             with pytest.raises(BindingError, match=match):
                 s.step(bad, slots=rows)
+            assert taken == [False], "the fast path declined the frame and the full path raised"
             for n, v in s.state.items():
                 assert v.tobytes() == before[n].tobytes(), n
         for bad, match in _bad_outs((8, 2, 7)):
+            both(_x(rng, 2))
+            del taken[:]
             before = s.state
             with pytest.raises(BindingError, match=match):
                 s.step({"data": _x(rng, 2)}, slots=rows, out=bad)
+            assert taken == [False]
             for n, v in s.state.items():
                 assert v.tobytes() == before[n].tobytes(), n
         both(_x(rng, 2))  # after an error: the full path makes the plan again
