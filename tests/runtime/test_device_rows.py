@@ -141,6 +141,13 @@ def _x(rng, n=3):
     return rng.uniform(-1, 1, (8, n, 5)).astype(np.float32)
 
 
+def _warm(s, ref, rng):
+    """Full-batch steps on both sessions until the graph session has captured and made its plan."""
+    for _ in range(4):
+        x = _x(rng)
+        s.step({"data": x}), ref.step({"data": x})
+
+
 def _same_state(s, ref):
     for n, v in ref.state.items():
         np.testing.assert_allclose(s.state[n], v, atol=ATOL, rtol=RTOL, err_msg=n)
@@ -162,9 +169,7 @@ def test_fast_step_fills_out_and_sends_bad_out_to_the_full_path(backend, convert
     s, ref = _session(backend, converted, feedback="swap")
     rng = np.random.default_rng(31)
     with s, ref:
-        for _ in range(4):
-            x = _x(rng)
-            s.step({"data": x}), ref.step({"data": x})
+        _warm(s, ref, rng)
         full = _count_full_steps(s)
         for _ in range(3):
             x = _x(rng)
@@ -210,9 +215,7 @@ def test_fast_rows_frames_and_out(backend, converted, outputs):
     rows.flags.writeable = False
     with s, ref:
         taken = _count_fast_rows(s)
-        for _ in range(4):
-            x = _x(rng)
-            s.step({"data": x}), ref.step({"data": x})
+        _warm(s, ref, rng)
 
         def both(frame, out=None):
             got = s.step(frame, slots=rows, out=out)
@@ -294,9 +297,7 @@ def test_step_async_on_the_plan(backend, converted, outputs):
     s, ref = _session(backend, converted, feedback="swap", outputs=outputs)
     rng = np.random.default_rng(35)
     with s, ref:
-        for _ in range(4):
-            x = _x(rng)
-            s.step({"data": x}), ref.step({"data": x})
+        _warm(s, ref, rng)
         full = _count_full_steps(s)
         got = []
         for _ in range(2):
