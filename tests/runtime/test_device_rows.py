@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import rnnrt
-from rnnrt.errors import BindingError, CudaError
+from rnnrt.errors import BindingError, CudaError, StateError
 from rnnrt.runtime.device import DeviceArena
 from rnnrt.runtime.frames import RowLayout
 from rnnrt.runtime.session import Session
@@ -442,3 +442,56 @@ def test_slots_steps_with_unbatched_input_and_output(monkeypatch, unbatched_yaml
             assert taken[-4:] == [True] * 4, taken
             shared = np.shares_memory(seen[0], seen[1])
             assert shared == (outputs == "view"), "a fresh scalar for 'host', the staging itself for 'view'"
+
+
+def test_fast_step_bare_frames(backend, converted):
+    """Full-batch bare arrays take the plan made by a bare array (no full step); a bare array of another
+    dtype or shape, or a frame that is a mapping but not a dict, goes to the full path (its error or its
+    result), and the state stays on error."""
+    s, ref = _session(backend, converted, feedback="swap")
+    rng = np.random.default_rng(40)
+    with s, ref:
+        _warm(s, ref, rng)
+        full = _count_full_steps(s)
+
+        def both(frame):
+            got = s.step(frame)
+            want = ref.step(dict(frame) if isinstance(frame, types.MappingProxyType) else frame)
+            np.testing.assert_allclose(got["lstm1"], want["lstm1"], atol=ATOL, rtol=RTOL)
+            _same_state(s, ref)
+
+        for _ in range(3):
+            both(_x(rng))
+        assert not full, "bare arrays take the plan of a frame of the single input"
+        both(types.MappingProxyType({"data": _x(rng)}))
+        assert len(full) == 1
+        for bad, match in [(_x(rng).astype(np.float64), r"Input 'data' \| Received dtype float64"),
+                           (_x(rng)[:, :2].copy(), r"Input 'data' \| Received shape \(8, 2, 5\)")]:
+            both(_x(rng))
+            del full[:]
+            before = s.state
+            with pytest.raises(BindingError, match=match):
+                s.step(bad)
+            assert len(full) == 1
+            for n, v in s.state.items():
+                assert v.tobytes() == before[n].tobytes(), n
+
+
+def test_check_finite_on_a_device_session(backend, converted):
+    s, ref = _session(backend, converted, feedback="copy", check_finite=True)
+    rng = np.random.default_rng(41)
+    with s, ref:
+        x = _x(rng)
+        x[3, 1, 2] = np.nan
+        with pytest.raises(BindingError, match=r"Input 'data' \| Holds NaN or infinite values"):
+            s.step({"data": x})
+
+
+def test_wait_after_close_names_the_handle_and_the_fix(backend, converted):
+    s, ref = _session(backend, converted)
+    with s, ref:
+        h = s.step_async({"data": _x(np.random.default_rng(42))})
+    with pytest.raises(StateError) as err:
+        h.wait()
+    assert str(err.value) == ("StepHandle | wait() was called after the session was closed.\n"
+                              "Note: Wait for a step before closing its session.")
