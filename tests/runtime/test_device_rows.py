@@ -495,3 +495,15 @@ def test_wait_after_close_names_the_handle_and_the_fix(backend, converted):
         h.wait()
     assert str(err.value) == ("StepHandle | wait() was called after the session was closed.\n"
                               "Note: Wait for a step before closing its session.")
+
+
+def test_a_step_before_wait_names_the_session_and_the_fix(backend, converted):
+    s, ref = _session(backend, converted)
+    rng = np.random.default_rng(43)
+    with s, ref:
+        h = s.step_async({"data": _x(rng)})
+        with pytest.raises(StateError) as err:
+            s.step({"data": _x(rng)})
+        assert str(err.value) == ("Session | A step was started before the previous step_async() was waited for.\n"
+                                  "Note: Call wait() on the previous handle first.")
+        h.wait()
