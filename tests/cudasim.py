@@ -298,12 +298,18 @@ def _make_module(sim: Sim) -> types.ModuleType:
 
         return op
 
+    def _kind(what: str, kind: Any) -> None:
+        if kind not in _SPACES:  # rnnrt.cuda maps the kind through a table: anything else is a KeyError there
+            raise CudaError(fmt(f"CUDA {what}", f"Unknown copy kind {kind!r}"), "cudaErrorInvalidMemcpyDirection")
+
     def memcpy_async(dst: int, src: int, nbytes: int, kind: str, stream: Any) -> None:
+        _kind("cudaMemcpyAsync", kind)
         if nbytes:
             sim.enqueue(stream, _copy_op(f"cudaMemcpyAsync({kind}, {nbytes} bytes)", kind, dst, src, nbytes))
 
     def memcpy2d_async(dst: int, dpitch: int, src: int, spitch: int, width: int, height: int, kind: str,
                        stream: Any) -> None:
+        _kind("cudaMemcpy2DAsync", kind)
         if width and height:
             sim.enqueue(stream, _copy_op(f"cudaMemcpy2DAsync({kind}, {height} x {width} bytes)", kind, dst, src,
                                          width, height, dpitch, spitch))
@@ -342,13 +348,17 @@ def _make_module(sim: Sim) -> types.ModuleType:
 
         def prepare(self, dsts: np.ndarray, srcs: np.ndarray, sizes: np.ndarray) -> Any:
             op = _batch_op(np.asarray(dsts).tolist(), np.asarray(srcs).tolist(), np.asarray(sizes).tolist())
+            table = DeviceBuffer(24 * max(len(sizes), 1))  # like rnnrt.cuda: the copy table lives on the device
 
             class Prepared:
                 def launch(self, stream: Any) -> None:
+                    if not table.ptr:
+                        raise CudaError(fmt("rnnrt_batch_copy", "Launched after its copy table was freed"),
+                                        "cudaErrorIllegalAddress")
                     sim.enqueue(stream, op)
 
                 def free(self) -> None:
-                    pass
+                    table.free()
 
             return Prepared()
 

@@ -101,3 +101,28 @@ def test_out_of_bounds_and_wrong_kinds_are_typed_errors(mod):
     for b in (pin, dev):
         b.free()
     s.destroy()
+
+
+def test_copy_kinds_are_checked_and_copy_tables_are_device_memory(mod):
+    """A copy kind other than h2d/d2h/d2d is refused (rnnrt.cuda maps kinds through a table); a prepared
+    batch copy holds a device allocation until freed, and launching it after free is an error."""
+    s = mod.Stream()
+    a, b = mod.DeviceBuffer(16), mod.DeviceBuffer(16)
+    for bad in (None, "D2D", "h2h"):
+        with pytest.raises(CudaError, match="Unknown copy kind"):
+            mod.memcpy_async(a.ptr, b.ptr, 16, bad, s)
+        with pytest.raises(CudaError, match="Unknown copy kind"):
+            mod.memcpy2d_async(a.ptr, 8, b.ptr, 8, 8, 2, bad, s)
+    b.view(np.float32, (4,))[...] = [1, 2, 3, 4]
+    live = mod.live_allocations()["device"]
+    copier = mod.BatchCopier()
+    table = copier.prepare(np.array([a.ptr, a.ptr + 8]), np.array([b.ptr + 8, b.ptr]), np.array([8, 8]))
+    assert mod.live_allocations()["device"] == live + 1
+    table.launch(s)
+    s.synchronize()
+    np.testing.assert_array_equal(a.view(np.float32, (4,)), [3, 4, 1, 2])
+    table.free()
+    table.free()  # twice: harmless
+    assert mod.live_allocations()["device"] == live
+    with pytest.raises(CudaError, match="after its copy table was freed"):
+        table.launch(s)
