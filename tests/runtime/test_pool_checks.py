@@ -1,0 +1,207 @@
+"""StreamPool's argument and state checks: each refusal is a typed error whose whole message names the
+argument, the value and the fix, and leaves the pool as it was (issue 23: the pool's mutation survivors)."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+
+import rnnrt
+from rnnrt.errors import BindingError, ConfigError, SnapshotError, StateError
+from rnnrt.runtime.pool import StreamPool, StreamState
+from tests.models import MODELS
+
+
+@pytest.fixture()
+def session(tmp_path):
+    path = MODELS["lstm_dynamic_batch"]().save(tmp_path / "m")
+    with rnnrt.load(path, backend="onnxruntime", threads=1, batch_size=3) as s:
+        yield s
+
+
+def _refused(err_type, call, *args, **kwargs) -> str:
+    """The whole message of the ``err_type`` (exactly that class) that ``call`` raises."""
+    with pytest.raises(err_type) as info:
+        call(*args, **kwargs)
+    assert type(info.value) is err_type
+    return str(info.value)
+
+
+def test_session_that_is_not_a_session(session):
+    assert _refused(ConfigError, StreamPool, object()) == (
+        "StreamPool | Got a object, not a Session.\nNote: Pass rnnrt.load(config, batch_size=N).")
+    # A config without inputs is no Session config either.
+    assert _refused(ConfigError, StreamPool, types.SimpleNamespace(config=object())) == (
+        "StreamPool | Got a SimpleNamespace, not a Session.\nNote: Pass rnnrt.load(config, batch_size=N).")
+    # The right config but none of the Session's methods: the message lists what is missing.
+    assert _refused(ConfigError, StreamPool, types.SimpleNamespace(config=session.config, batch_size=3)) == (
+        "StreamPool | Got a SimpleNamespace without ['io', 'step', 'reset', 'read_state', 'write_state', "
+        "'sequence_starts'].\nNote: Pass a Session (rnnrt.load(config, batch_size=N)).")
+
+
+def test_output_without_batch_axis():
+    out = types.SimpleNamespace(name="y", batch_axis=None)
+    cfg = types.SimpleNamespace(inputs=[], outputs=[out])
+    assert _refused(ConfigError, StreamPool, types.SimpleNamespace(config=cfg)) == (
+        "Output 'y' | Has no batch axis, so StreamPool cannot give each stream its own slot.\n"
+        "Note: Pool only models whose every output has a batch_axis (convert with a batch dim).")
+
+
+@pytest.mark.parametrize("bad", ["x", -1, 0, 0.0, -0.5, float("nan"), True, [1]])
+def test_idle_timeout_must_be_a_positive_number(session, bad):
+    assert _refused(ConfigError, StreamPool, session, idle_timeout=bad) == (
+        f"StreamPool | idle_timeout={bad!r} is not a positive number of seconds.\n"
+        "Note: Pass None to keep idle streams forever.")
+
+
+@pytest.mark.parametrize("good", [0.25, 1, 2.5, np.float32(0.5)])
+def test_idle_timeout_below_and_above_one_second(session, good):
+    now = [0.0]
+    pool = StreamPool(session, idle_timeout=good, clock=lambda: now[0])
+    assert pool.idle_timeout == good
+    pool.open("a")
+    now[0] = float(good) * 0.9
+    assert pool.expire() == [] and "a" in pool
+    now[0] = float(good) * 1.1
+    assert pool.expire() == ["a"] and "a" not in pool
+
+
+def test_on_expire_must_be_callable(session):
+    assert _refused(ConfigError, StreamPool, session, on_expire=3) == (
+        "StreamPool | on_expire=3 is not callable.\nNote: Pass a function or None.")
+
+
+@pytest.mark.parametrize("bad", [["x"], {"a": 1}, {1, 2}, np.zeros(2)])
+def test_unhashable_stream_ids(session, bad):
+    pool = StreamPool(session)
+    pool.open("a")
+    want = (f"Stream id {bad!r} | Is a {type(bad).__name__}, which is not hashable.\n"
+            "Note: Use str, int or tuple ids.")
+    state = pool.snapshot("a")
+    for call, args in ((pool.open, (bad,)), (pool.restore, (bad, state)), (pool.close, (bad,)),
+                       (pool.reset, (bad,)), (pool.snapshot, (bad,))):
+        assert _refused(BindingError, call, *args) == want, call.__name__
+    assert list(pool) == ["a"] and pool.free_slots == 2
+
+
+def _state_like(state: StreamState, **changes) -> StreamState:
+    """``state`` with some fields replaced (built like the pool builds it, skipping the hand-built checks)."""
+    fields = {"model": state.model, "tensors": dict(state.tensors), "outputs": dict(state.outputs),
+              "batch_axes": dict(state.batch_axes), "at_start": state.at_start, "steps": state.steps}
+    fields.update(changes)
+    return StreamState._from_pool(fields["model"], fields["tensors"], fields["outputs"], fields["batch_axes"],
+                                  fields["at_start"], fields["steps"])
+
+
+def _restore_refused(pool, err_type, state, **kwargs) -> str:
+    """Refused restores take no slot and open nothing."""
+    free, ids = pool.free_slots, list(pool)
+    msg = _refused(err_type, pool.restore, "new", state, **kwargs)
+    assert pool.free_slots == free and list(pool) == ids and "new" not in pool
+    return msg
+
+
+def test_restore_refuses_a_state_that_does_not_fit(session):
+    pool = StreamPool(session)
+    pool.open("a")
+    pool.step({"a": np.ones((1, 1, 5), np.float32)})
+    state = pool.snapshot("a")
+    h = state.tensors["lstm1.h0"]
+    fit = ("StreamPool.restore | The state does not fit this model: (input, output, dtype, shape, batch_axis) "
+           "of the snapshot vs this pool: ")
+    note = "\nNote: Restore only into a pool of the same model."
+    assert _restore_refused(pool, StateError, _state_like(state, tensors={**state.tensors,
+                                                                         "lstm1.h0": h.astype(np.float64)})) == (
+        fit + "('lstm1.h0', 'lstm1.hT', 'float64', (1, 7), 0) vs ('lstm1.h0', 'lstm1.hT', 'float32', (1, 7), 0)."
+        + note)
+    assert _restore_refused(pool, StateError, _state_like(state, tensors={**state.tensors,
+                                                                         "lstm1.h0": np.zeros((1, 8), np.float32)})) == (
+        fit + "('lstm1.h0', 'lstm1.hT', 'float32', (1, 8), 0) vs ('lstm1.h0', 'lstm1.hT', 'float32', (1, 7), 0)."
+        + note)
+    assert _restore_refused(pool, StateError, _state_like(state, outputs={**state.outputs, "lstm1.c0": "x"})) == (
+        fit + "('lstm1.c0', 'x', 'float32', (1, 7), 0) vs ('lstm1.c0', 'lstm1.cT', 'float32', (1, 7), 0)." + note)
+    only_h = {"lstm1.h0": h}
+    assert _restore_refused(pool, StateError, _state_like(state, tensors=only_h)) == (
+        fit + "('lstm1.h0', 'lstm1.hT', 'float32', (1, 7), 0) vs ('lstm1.c0', 'lstm1.cT', 'float32', (1, 7), 0)."
+        + note)
+    other = "f" * 64
+    assert _restore_refused(pool, StateError, _state_like(state, model=other)) == (
+        f"StreamPool.restore | The state comes from model {other[:19]!r}... but this pool runs {pool.model[:19]!r}..."
+        "\nNote: Restore into a pool of the same model file, or pass check_model=False if the models differ only "
+        "in ways that keep the state meaning (e.g. a rebuilt plan).")
+    # check_model=False takes the state of another model file whose state fits; it continues bit-exactly.
+    slot = pool.restore("b", _state_like(state, model=other), check_model=False)
+    assert pool.slot_of("b") == slot
+    x = np.full((1, 1, 5), 0.5, np.float32)
+    outs = pool.step({"a": x, "b": x})
+    np.testing.assert_array_equal(outs["a"]["lstm1"], outs["b"]["lstm1"])
+
+
+@pytest.mark.parametrize("steps", [-1, 2**63, True, 1.0, "3", None])
+def test_restore_refuses_a_step_count_out_of_range(session, steps):
+    pool = StreamPool(session)
+    pool.open("a")
+    state = pool.snapshot("a")
+    assert _restore_refused(pool, SnapshotError, _state_like(state, steps=steps)) == (
+        f"StreamPool.restore | The state's step count {steps!r} is out of range.\n"
+        f"Note: A step count is an int in [0, {2**63 - 1}]; pass a StreamState from snapshot().")
+
+
+@pytest.mark.parametrize("steps", [0, 5, np.int64(7), 2**63 - 1])
+def test_restore_keeps_the_step_count_and_start_flag(session, steps):
+    pool = StreamPool(session)
+    pool.open("a")
+    state = _state_like(pool.snapshot("a"), steps=steps, at_start=False)
+    pool.restore("b", state)
+    again = pool.snapshot("b")
+    assert again.steps == steps and type(again.steps) is int and again.at_start is False
+
+
+def test_restore_refuses_what_is_not_a_state(session):
+    pool = StreamPool(session)
+    assert _restore_refused(pool, SnapshotError, b"bytes") == (
+        "StreamPool.restore | Got a bytes.\n"
+        "Note: Pass a StreamState (from snapshot() or StreamState.from_bytes()).")
+
+
+@pytest.fixture(scope="module")
+def sr_yaml(tmp_path_factory):
+    """A model with an int64 scalar input ``sr`` that has no batch axis (Silero-like), dynamic batch."""
+    from rnnrt.importers.onnx.importer import convert_onnx
+    from rnnrt.ir.config import save_step_graph
+    from tests.models.onnx_sources import shared_sr_onnx
+
+    return save_step_graph(convert_onnx(shared_sr_onnx("N")), tmp_path_factory.mktemp("sr"))
+
+
+def test_shared_value_checks_name_the_input_and_the_fix(sr_yaml):
+    with rnnrt.load(sr_yaml, backend="onnxruntime", batch_size=2, threads=1) as session:
+        assert _refused(ConfigError, StreamPool, session) == (
+            "Input 'sr' | Has no batch axis (one value for all streams) and StreamPool got none.\n"
+            "Note: Pass StreamPool(session, shared={'sr': value}), or fold it at convert time "
+            "(rnnrt convert ... --set sr=VALUE).")
+        assert _refused(ConfigError, StreamPool, session, shared=16000) == (
+            "StreamPool | shared=16000 is a int, not a mapping.\n"
+            "Note: Pass shared={input name: value}, e.g. shared={'sr': 16000}.")
+        assert _refused(ConfigError, StreamPool, session, shared={"sr": 16000, "x": 1}) == (
+            "StreamPool(shared={'x': ...}) | Has a batch axis; each stream feeds its own value in its frame.\n"
+            "Note: shared takes only inputs without a batch axis: ['sr'].")
+        assert _refused(ConfigError, StreamPool, session, shared={"nope": 1, "sr": 16000}) == (
+            "StreamPool(shared={'nope': ...}) | Is not an input of the model.\n"
+            "Note: shared takes only inputs without a batch axis: ['sr'].")
+        pool = StreamPool(session, shared={"sr": 16000})
+        assert list(pool.shared) == ["sr"] and pool.shared["sr"] == 16000
+        pool.open("a")
+        for what, call in (("StreamPool.step_batch", pool.step_batch), ("StreamPool.step_chunk", pool.step_chunk)):
+            for ids in ("a", b"a", 3):
+                assert _refused(BindingError, call, ids, np.zeros((1, 4), np.float32)) == (
+                    f"{what} | stream_ids is a {type(ids).__name__}.\n"
+                    "Note: Pass a sequence of stream ids, one per batch row of the feeds.")
+        before = session.read_state([0])
+        assert _refused(BindingError, pool.step_batch, ["a"], {"sr": np.int64(8000), "x": np.zeros((1, 4), np.float32)}) == (
+            "StreamPool.step_batch input 'sr' | Has no batch axis and the pool feeds it.\n"
+            "Note: The pool feeds every step the value given as StreamPool(session, shared=...); "
+            "leave 'sr' out of the feeds.")
+        np.testing.assert_array_equal(session.read_state([0])["state"], before["state"])
