@@ -205,3 +205,84 @@ def test_shared_value_checks_name_the_input_and_the_fix(sr_yaml):
             "Note: The pool feeds every step the value given as StreamPool(session, shared=...); "
             "leave 'sr' out of the feeds.")
         np.testing.assert_array_equal(session.read_state([0])["state"], before["state"])
+
+
+class _Spy:
+    """A Session that records the feeds of each step (everything else is the Session's)."""
+
+    def __init__(self, session):
+        self._session = session
+        self.feeds: list[dict] = []
+
+    def step(self, feeds, slots=None, **kwargs):
+        self.feeds.append({name: np.array(v) for name, v in feeds.items()})
+        self.last = dict(feeds)
+        return self._session.step(feeds, slots=slots, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+def test_full_batch_of_bare_frames_is_packed_into_the_session_input_buffer(session):
+    spy = _Spy(session)
+    pool = StreamPool(spy)
+    for sid in "abc":
+        pool.open(sid)
+    x = np.arange(15, dtype=np.float32).reshape(3, 1, 1, 5)
+    pool.step({"a": x[0], "b": x[1], "c": x[2]})  # every slot, in slot order: the Session's own buffer
+    staging = session.input_buffers()["data"]
+    assert spy.last["data"] is staging
+    np.testing.assert_array_equal(staging, np.concatenate(x, axis=1))
+    pool.step({"a": x[0], "b": x[1]})  # two of three slots: the pool's buffer, never the Session's
+    assert not np.shares_memory(spy.last["data"], staging)
+    np.testing.assert_array_equal(spy.last["data"], np.concatenate(x[:2], axis=1))
+    pool.step({"b": x[1], "a": x[0], "c": x[2]})  # every slot, not in slot order
+    assert not np.shares_memory(spy.last["data"], staging)
+    np.testing.assert_array_equal(spy.last["data"], np.concatenate([x[1], x[0], x[2]], axis=1))
+
+
+def test_continuation_fed_by_some_frames_is_filled_for_the_others(session):
+    """A frame that omits the continuation input gets 1, or 0 at its stream's first step; one that feeds
+    it keeps its value. The filled rows follow the frame order."""
+    spy = _Spy(session)
+    pool = StreamPool(spy)
+    x = np.ones((1, 1, 5), np.float32)
+    for sid in "abc":
+        pool.open(sid)
+    pool.step({"a": x, "c": x})       # a and c are past their first step, b is not
+    pool.reset("c")                   # c starts again
+    pool.step({"b": {"data": x}, "a": {"data": x, "cont": np.full((1, 1), 0.5, np.float32)}, "c": {"data": x}})
+    np.testing.assert_array_equal(spy.feeds[-1]["cont"], [[0.0, 0.5, 0.0]])
+    pool.step({"b": {"data": x}, "a": {"data": x, "cont": np.full((1, 1), 0.5, np.float32)}, "c": {"data": x}})
+    np.testing.assert_array_equal(spy.feeds[-1]["cont"], [[1.0, 0.5, 1.0]])
+    # No frame feeds it: the Session fills it itself (no continuation feed from the pool).
+    pool.step({"a": x, "b": x})
+    assert "cont" not in spy.feeds[-1]
+
+
+def test_frame_errors_name_the_stream_and_the_input(session):
+    pool = StreamPool(session)
+    for sid in "ab":
+        pool.open(sid)
+    x = np.ones((1, 1, 5), np.float32)
+    before = session.read_state([0, 1])
+    assert _refused(BindingError, pool.step, {"a": x, "b": {"data": x, "nope": x}}) == (
+        "Stream 'b' | Frame has unknown input 'nope'.\nNote: Inputs: ['cont', 'data'].")
+    assert _refused(BindingError, pool.step, {"a": x, "b": None}) == (
+        "Stream 'b' | Got a bare NoneType.\nNote: Pass a mapping {input name: array}; inputs: ['cont', 'data'].")
+    assert _refused(BindingError, pool.step, {"a": {"data": x}, "b": {"cont": np.ones((1, 1), np.float32)}}) == (
+        "Stream 'b' | Frame has no input 'data'.\nNote: Feed every input of ['cont', 'data'].")
+    assert _refused(BindingError, pool.step_batch, ["a", ["x"]], np.ones((1, 2, 5), np.float32)) == (
+        "Stream id ['x'] | Is not hashable.\nNote: Use str, int or tuple ids.")
+    assert _refused(BindingError, pool.step_batch, ["b", "a", "a"], np.ones((1, 3, 5), np.float32)) == (
+        "Stream 'a' | Is listed twice in one step.\n"
+        "Note: Step each stream at most once per call (its frames follow one another).")
+    assert _refused(StateError, pool.step, {"a": x, "zz": x}) == (
+        "Stream 'zz' | Is not open in this pool.\n"
+        "Note: open() it first (streams idle longer than idle_timeout are released).")
+    after = session.read_state([0, 1])
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name])
+    # A bare list is taken as the single input's value (checked like an array).
+    outs = pool.step({"a": x.tolist(), "b": x})
+    np.testing.assert_array_equal(outs["a"]["lstm1"], outs["b"]["lstm1"])
