@@ -64,6 +64,8 @@ def test_idle_timeout_below_and_above_one_second(session, good):
     pool.open("a")
     now[0] = float(good) * 0.9
     assert pool.expire() == [] and "a" in pool
+    now[0] = float(good)  # idle exactly idle_timeout: kept
+    assert pool.expire() == [] and "a" in pool
     now[0] = float(good) * 1.1
     assert pool.expire() == ["a"] and "a" not in pool
 
@@ -286,3 +288,21 @@ def test_frame_errors_name_the_stream_and_the_input(session):
     # A bare list is taken as the single input's value (checked like an array).
     outs = pool.step({"a": x.tolist(), "b": x})
     np.testing.assert_array_equal(outs["a"]["lstm1"], outs["b"]["lstm1"])
+
+
+def test_open_refusals_name_the_stream_and_the_fix(session):
+    pool = StreamPool(session)
+    for sid in "abc":
+        pool.open(sid)
+    state = pool.snapshot("a")
+    want = "Stream 'a' | Is already open.\nNote: Close it first, or use another id."
+    assert _refused(StateError, pool.open, "a") == want
+    assert _restore_refused(pool, StateError, state) == (
+        "StreamPool | All 3 slots are taken; cannot open stream 'new'.\n"
+        "Note: Close streams, set idle_timeout, or load the Session with a bigger batch_size.")
+    assert _refused(StateError, pool.open, "d") == (
+        "StreamPool | All 3 slots are taken; cannot open stream 'd'.\n"
+        "Note: Close streams, set idle_timeout, or load the Session with a bigger batch_size.")
+    pool.close("b")
+    assert _refused(StateError, pool.restore, "a", state) == want
+    assert pool.restore("b", state) == 1 and pool.free_slots == 0
