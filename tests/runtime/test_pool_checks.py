@@ -306,3 +306,73 @@ def test_open_refusals_name_the_stream_and_the_fix(session):
     pool.close("b")
     assert _refused(StateError, pool.restore, "a", state) == want
     assert pool.restore("b", state) == 1 and pool.free_slots == 0
+
+
+class _FailingWrite(_Spy):
+    """A Session whose next ``write_state`` fails (as a device copy might)."""
+
+    fail = True
+
+    def write_state(self, slots, values, start=False):
+        if self.fail:
+            self.fail = False
+            raise StateError("write failed")
+        return self._session.write_state(slots, values, start=start)
+
+
+def test_failed_restore_gives_the_slot_back_zeroed(session):
+    spy = _FailingWrite(session)
+    pool = StreamPool(spy)
+    pool.open("a")
+    x = np.ones((1, 1, 5), np.float32)
+    pool.step({"a": x})
+    state = pool.snapshot("a")
+    pool.close("a")       # slot 0 holds a's rows until it is zeroed
+    with pytest.raises(StateError, match="write failed"):
+        pool.restore("b", state)
+    assert "b" not in pool and pool.free_slots == 3 and list(pool) == []
+    assert pool.restore("b", state) == 0  # the id is free again, the slot too
+    pool.close("b")
+    spy.fail = True
+    with pytest.raises(StateError, match="write failed"):
+        pool.restore("c", state)
+    assert pool.open("d") == 0  # the slot of the failed restore starts from zero
+    np.testing.assert_array_equal(pool.step({"d": x})["d"]["lstm1"], _solo_first_step(session, x))
+
+
+def _solo_first_step(session, x):
+    with rnnrt.load(session.config.model_path.parent / "model.yaml", backend="onnxruntime", threads=1,
+                    batch_size=1) as solo:
+        return solo.step({"data": x})["lstm1"]
+
+
+@pytest.mark.parametrize("at_start", [True, False])
+def test_restore_keeps_the_sequence_start_flag(session, at_start):
+    """A state snapshotted before its first step restores at a sequence start: the filled continuation is 0."""
+    spy = _Spy(session)
+    pool = StreamPool(spy)
+    pool.open("a")
+    x = np.ones((1, 1, 5), np.float32)
+    if not at_start:
+        pool.step({"a": x})
+    state = pool.snapshot("a")
+    assert state.at_start is at_start
+    pool.open("b")
+    pool.step({"b": x})
+    pool.restore("r", state)
+    pool.step({"b": {"data": x, "cont": np.ones((1, 1), np.float32)}, "r": {"data": x}})
+    np.testing.assert_array_equal(spy.feeds[-1]["cont"], [[1.0, 0.0 if at_start else 1.0]])
+
+
+def test_restore_into_a_full_pool_releases_idle_streams(session):
+    now = [0.0]
+    expired = []
+    pool = StreamPool(session, idle_timeout=1.0, clock=lambda: now[0], on_expire=expired.append)
+    for sid in "abc":
+        pool.open(sid)
+    state = pool.snapshot("b")
+    now[0] = 0.5
+    pool.step({"b": np.ones((1, 1, 5), np.float32), "c": np.ones((1, 1, 5), np.float32)})
+    now[0] = 1.25  # a is idle past the timeout, b and c are not
+    assert pool.restore("r", state) == 0
+    assert expired == ["a"] and sorted(pool) == ["b", "c", "r"]
