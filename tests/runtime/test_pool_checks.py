@@ -206,6 +206,10 @@ def test_shared_value_checks_name_the_input_and_the_fix(sr_yaml):
             "StreamPool.step_batch input 'sr' | Has no batch axis and the pool feeds it.\n"
             "Note: The pool feeds every step the value given as StreamPool(session, shared=...); "
             "leave 'sr' out of the feeds.")
+        assert _refused(BindingError, pool.step, {"a": {"x": np.zeros((1, 4), np.float32), "sr": np.int64(8000)}}) == (
+            "Stream 'a' | Frame carries input 'sr', which has no batch axis.\n"
+            "Note: The pool feeds every step the value given as StreamPool(session, shared={'sr': ...}); "
+            "leave it out of frames.")
         np.testing.assert_array_equal(session.read_state([0])["state"], before["state"])
 
 
