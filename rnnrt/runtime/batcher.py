@@ -597,11 +597,7 @@ class StreamBatcher:
         with self._cond:
             if self._closing:
                 raise self._closed_error()
-            if self._queued + len(entries) > self.max_queue:
-                raise QueueFullError(fmt("StreamBatcher", f"{self._queued} frames are waiting (max_queue="
-                                         f"{self.max_queue}); none of the {len(entries)} frames was queued",
-                                         "Back off and submit again, shed streams, or raise max_queue."))
-            self._queued += len(entries)
+            self._reserve(len(entries), f"none of the {len(entries)} frames was queued")
             self._failed += len(bad)
             wake = False
             for stream_id, entry in entries:
@@ -716,9 +712,9 @@ class StreamBatcher:
             try:
                 idset = frozenset(ids)
             except TypeError:
-                bad = next(i for i in ids if not isinstance(i, abc.Hashable))
-                raise BindingError(fmt(f"Stream id {bad!r}", f"Is a {type(bad).__name__}, which is not hashable",
-                                       "Use str, int or tuple ids.")) from None
+                for stream_id in ids:
+                    self._check_id(stream_id)  # raises for the first id that is not hashable
+                raise
             if len(idset) != len(ids):
                 seen: set = set()
                 twice = next(i for i in ids if i in seen or seen.add(i))
@@ -755,11 +751,7 @@ class StreamBatcher:
     def _queue_block(self, block: _Block) -> None:
         """Under the lock: queues a block (it steps in a later tick of the worker); returns None."""
         n = block.count
-        if self._queued + n > self.max_queue:
-            raise QueueFullError(fmt("StreamBatcher", f"{self._queued} frames are waiting (max_queue="
-                                     f"{self.max_queue}); the block of {n} streams was not queued",
-                                     "Back off and submit again, shed streams, or raise max_queue."))
-        self._queued += n
+        self._reserve(n, f"the block of {n} streams was not queued")
         self._seq += 1
         block.seq = self._seq
         self._blocks.append(block)
@@ -891,13 +883,17 @@ class StreamBatcher:
             if self._closing:
                 raise self._closed_error()
             if entry.kind < _BLOCK:
-                if self._queued + entry.count > self.max_queue:
-                    raise QueueFullError(fmt("StreamBatcher", f"{self._queued} frames are waiting (max_queue="
-                                             f"{self.max_queue}); stream {stream_id!r}'s frame was not queued",
-                                             "Back off and submit again, shed streams, or raise max_queue."))
-                self._queued += entry.count
+                self._reserve(entry.count, f"stream {stream_id!r}'s frame was not queued")
             if self._enqueue(stream_id, entry):
                 self._cond.notify()
+
+    def _reserve(self, n: int, refused: str) -> None:
+        """Under the lock: counts ``n`` more waiting frames, or raises QueueFullError (``refused`` says what)."""
+        if self._queued + n > self.max_queue:
+            raise QueueFullError(fmt("StreamBatcher", f"{self._queued} frames are waiting (max_queue="
+                                     f"{self.max_queue}); {refused}",
+                                     "Back off and submit again, shed streams, or raise max_queue."))
+        self._queued += n
 
     def _enqueue(self, stream_id: Hashable, entry: _Entry) -> bool:
         """Under the lock: appends an entry (already counted against max_queue) to its stream's queue;
