@@ -173,6 +173,9 @@ class OnnxRuntimeEngine(BaseEngine):
         self._inputs: list[Binding] = []
         self._outputs: list[Binding] = []
         self._output_names: list[str] = []
+        self._input_names: frozenset[str] = frozenset()
+        self._run_bound: Any = None
+        self._bound: dict[int, _BoundRun] = {}
 
     def _describe(self) -> str:
         return repr(self._model) if isinstance(self._model, str) else f"<{len(self._model)} bytes>"
@@ -213,16 +216,23 @@ class OnnxRuntimeEngine(BaseEngine):
         # feed and feeds only numpy arrays, and the CPU provider has no fallback. An onnxruntime without
         # that attribute goes through the wrapper.
         compiled = getattr(self._sess, "_sess", None)
-        if compiled is not None and callable(getattr(compiled, "run", None)) and self.providers == ["CPUExecutionProvider"]:
+        cpu = self.providers == ["CPUExecutionProvider"]
+        if compiled is not None and callable(getattr(compiled, "run", None)) and cpu:
             self._run = lambda names, feeds: compiled.run(names, feeds, None)
         else:
             self._run = self._sess.run
         self._inputs = [binding(a) for a in self._sess.get_inputs()]
         self._outputs = [binding(a) for a in self._sess.get_outputs()]
         self._output_names = [b.name for b in self._outputs]
+        self._input_names = frozenset(b.name for b in self._inputs)
+        self._run_bound = None
+        if cpu and compiled is not None and callable(getattr(compiled, "run_with_iobinding", None)):
+            self._run_bound = lambda io: compiled.run_with_iobinding(io._iobinding, None)
+        self._bound = {}
 
     def deactivate_impl(self) -> None:
-        self._sess = self._run = None
+        self._sess = self._run = self._run_bound = None
+        self._bound = {}
 
     def input_bindings_impl(self) -> list[Binding]:
         return list(self._inputs)
@@ -231,6 +241,10 @@ class OnnxRuntimeEngine(BaseEngine):
         return list(self._outputs)
 
     def execute_impl(self, feeds: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Any]:
+        if outputs and self._run_bound is not None:
+            result = self._execute_bound(feeds, outputs)
+            if result is not None:
+                return result
         try:
             # As many feeds as inputs (what a Session feeds): the direct call; else the wrapper names what is missing.
             run = self._run if len(feeds) == len(self._inputs) else self._sess.run
@@ -254,4 +268,105 @@ class OnnxRuntimeEngine(BaseEngine):
                 )
             np.copyto(dst, src, casting="no")
             result[name] = dst
+        return result
+
+    def _execute_bound(self, feeds: Mapping[str, Any], outputs: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+        """The run with destinations through an ONNX Runtime IO binding: the engine writes those outputs
+        straight into them (no copy), and feeds that are the same arrays as last time stay bound (a
+        Session's state and continuation buffers). None when this run cannot take it (a feed missing or
+        unknown, a destination that is not a C-contiguous writable array, a feed overlapping a
+        destination, or a failed run): the plain run then runs it and names what went wrong."""
+        if feeds.keys() != self._input_names:
+            return None
+        entry = self._bound.get(id(outputs))
+        if entry is None or entry.outputs is not outputs or not entry.same_destinations():
+            if len(self._bound) >= _BOUND_RUNS:
+                self._bound.clear()
+            entry = self._bound[id(outputs)] = _BoundRun(self._sess, outputs, self._output_names, self._inputs)
+        if entry.io is None:
+            return None
+        try:
+            if not entry.bind(feeds):
+                return None
+            self._run_bound(entry.io)
+        except Exception:
+            entry.inputs.clear()  # bind every input again next time
+            return None
+        return entry.results()
+
+# IO bindings one engine keeps (one per destinations mapping: a Session has one per state arena).
+_BOUND_RUNS = 8
+
+
+class _BoundRun:
+    """One ONNX Runtime IO binding of an engine: some outputs bound to fixed destination arrays, the
+    others allocated by ONNX Runtime at each run, and the inputs bound last time (by identity).
+
+    ONNX Runtime binds a C-contiguous numpy array of the input's dtype by reference (it reads the array
+    when it runs: ``tests/engines/test_onnxruntime.py`` pins that) and any other array by copy, so only
+    the former stay bound from call to call; every other feed is bound again at each call. An input bound
+    by reference must not overlap a destination (the engine would read what it is writing)."""
+
+    def __init__(self, sess: Any, outputs: Mapping[str, Any], output_names: Sequence[str],
+                 inputs: Sequence[Binding]) -> None:
+        self.outputs = outputs  # kept alive: its id is the engine's key
+        self.destinations = dict(outputs)
+        self.input_dtypes = {b.name: b.dtype for b in inputs}
+        self.names = list(output_names)
+        self.fresh: list[tuple[int, str]] = []  # (position in io.get_outputs(), name): ORT-allocated outputs
+        self.spans: list[tuple[int, int]] = []  # the destinations' byte ranges
+        self.inputs: dict[str, Any] = {}
+        self.io: Any = None
+        for dst in self.destinations.values():
+            if type(dst) is not np.ndarray or not dst.flags.c_contiguous or not dst.flags.writeable:
+                return  # the plain run copies into it
+        if not set(self.destinations) <= set(self.names):
+            return
+        io = sess.io_binding()
+        for i, name in enumerate(self.names):
+            dst = self.destinations.get(name)
+            if dst is None:
+                self.fresh.append((i, name))
+                io.bind_output(name, "cpu")
+            else:
+                io.bind_output(name, "cpu", 0, dst.dtype, list(dst.shape), dst.ctypes.data)
+                self.spans.append((dst.ctypes.data, dst.ctypes.data + dst.nbytes))
+        self.io = io
+
+    def same_destinations(self) -> bool:
+        """Whether the destinations mapping still holds the arrays bound (by identity, same keys)."""
+        dests = self.destinations
+        if len(self.outputs) != len(dests):
+            return False
+        for name, dst in self.outputs.items():
+            if dests.get(name) is not dst:
+                return False
+        return True
+
+    def bind(self, feeds: Mapping[str, Any]) -> bool:
+        """Binds the feeds not bound last time; False when one overlaps a destination."""
+        bound = self.inputs
+        for name, value in feeds.items():
+            if bound.get(name) is value:
+                continue
+            bound.pop(name, None)
+            by_reference = type(value) is np.ndarray and value.flags.c_contiguous and \
+                value.dtype == self.input_dtypes[name]
+            if by_reference:
+                lo = value.ctypes.data
+                hi = lo + value.nbytes
+                for start, end in self.spans:
+                    if lo < end and start < hi:
+                        return False
+            self.io.bind_cpu_input(name, value)
+            if by_reference:
+                bound[name] = value
+        return True
+
+    def results(self) -> dict[str, Any]:
+        result = dict(self.destinations)
+        values = self.io.get_outputs()
+        for i, name in self.fresh:
+            # A copy: numpy() is a view of memory ONNX Runtime reuses at the next run.
+            result[name] = values[i].numpy().copy()
         return result

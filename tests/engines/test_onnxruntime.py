@@ -77,6 +77,118 @@ def test_several_steps_feed_state_back_and_match_reference(model) -> None:
             state = {"lstm1.h0": outs["lstm1.hT"].copy(), "lstm1.c0": outs["lstm1.cT"].copy()}
 
 
+def _ping_pong(engine, model, steps, rng, mutate_in_place):
+    """A Session's use of the engine: the same feed and destination arrays every step (state arenas
+    swapped each step), the frame written into one buffer in place or passed as a new array."""
+    arenas = [{"lstm1.h0": np.zeros((2, 7), np.float32), "lstm1.c0": np.zeros((2, 7), np.float32)} for _ in range(2)]
+    dests = [{"lstm1.hT": arenas[1 - k]["lstm1.h0"], "lstm1.cT": arenas[1 - k]["lstm1.c0"]} for k in range(2)]
+    frame = {"data": np.zeros((1, 2, 5), np.float32), "cont": np.ones((1, 2), np.float32)}
+    ref_state = {name: a.copy() for name, a in arenas[0].items()}
+    kept = []
+    for j in range(steps):
+        data = rng.uniform(-1, 1, (1, 2, 5)).astype(np.float32)
+        if mutate_in_place:
+            frame["data"][...] = data
+        else:
+            frame["data"] = data
+        k = j % 2
+        outs = engine.execute({**frame, **arenas[k]}, dests[k])
+        assert outs["lstm1.hT"] is dests[k]["lstm1.hT"]
+        ref, ref_state = model.reference({"data": data, "cont": frame["cont"]}, ref_state)
+        np.testing.assert_allclose(outs["lstm1"], ref["lstm1"], atol=1e-5, err_msg=f"step {j}")
+        np.testing.assert_allclose(arenas[1 - k]["lstm1.c0"], ref_state["lstm1.c0"], atol=1e-5, err_msg=f"step {j}")
+        kept.append((outs["lstm1"], outs["lstm1"].copy()))
+    for j, (returned, copy) in enumerate(kept):  # returned outputs are the caller's: never overwritten later
+        np.testing.assert_array_equal(returned, copy, err_msg=f"step {j}'s output changed afterwards")
+
+
+@pytest.mark.parametrize("mutate_in_place", [True, False], ids=["frame-buffer-reused", "new-frame-arrays"])
+def test_execute_with_the_same_buffers_every_step_reads_their_current_contents(model, mutate_in_place) -> None:
+    """The engine keeps arrays bound from call to call (an IO binding): a frame buffer rewritten in place
+    must be read anew, state arenas swapped each step must be followed, and the outputs it allocates must
+    not be reused under the caller's feet."""
+    with OnnxRuntimeEngine(model.step.model.SerializeToString(), threads=1) as engine:
+        assert engine._run_bound is not None  # the bound run is what this test is about
+        _ping_pong(engine, model, 8, np.random.default_rng(11), mutate_in_place)
+
+
+def test_onnxruntime_reads_a_contiguous_bound_array_in_place(model) -> None:
+    """What the engine's kept bindings rely on (an ONNX Runtime upgrade that copied at bind time would
+    make them stale): a C-contiguous array of the input's dtype, rewritten after binding, is read anew."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.step.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = _feeds(2)
+    io = sess.io_binding()
+    for name, value in feeds.items():
+        io.bind_cpu_input(name, value)
+    io.bind_output("lstm1", "cpu")
+    sess.run_with_iobinding(io)
+    first = io.copy_outputs_to_cpu()[0]
+    feeds["data"][...] *= -2
+    sess.run_with_iobinding(io)
+    second = io.copy_outputs_to_cpu()[0]
+    want = sess.run(["lstm1"], feeds)[0]
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(second, want)
+
+
+def test_bound_run_falls_back_where_it_cannot_bind(model) -> None:
+    """Destinations the binding cannot take (strided, overlapping a feed) and feeds that change from
+    bound-by-reference to copied all give the plain run's results; a feed left out after a bound run is
+    an error naming it, never the value bound before."""
+    feeds = _feeds(2)
+    with OnnxRuntimeEngine(model.step.model.SerializeToString(), threads=1) as plain:
+        plain._run_bound = None
+        want = plain.execute(feeds)
+    with OnnxRuntimeEngine(model.step.model.SerializeToString(), threads=1) as engine:
+        strided = np.full((2, 14), np.nan, np.float32)[:, ::2]
+        outs = engine.execute(feeds, {"lstm1.hT": strided})
+        np.testing.assert_array_equal(strided, want["lstm1.hT"])
+        assert outs["lstm1.hT"] is strided
+        # The state output written over the state input it is computed from.
+        h0 = feeds["lstm1.h0"].copy()
+        outs = engine.execute({**feeds, "lstm1.h0": h0}, {"lstm1.hT": h0})
+        np.testing.assert_array_equal(h0, want["lstm1.hT"])
+        dest = {"lstm1.hT": np.zeros((2, 7), np.float32)}
+        engine.execute(feeds, dest)
+        # A strided frame (bound by copy), then the same frame rewritten in place.
+        data = np.zeros((1, 2, 10), np.float32)
+        view = data[:, :, ::2]
+        view[...] = feeds["data"]
+        np.testing.assert_array_equal(engine.execute({**feeds, "data": view}, dest)["lstm1"], want["lstm1"])
+        view[...] = 0.25
+        again = engine.execute({**feeds, "data": view}, dest)["lstm1"]
+        np.testing.assert_array_equal(again, plain_run(model, {**feeds, "data": np.ascontiguousarray(view)}))
+        with pytest.raises(BindingError, match="rejected the feeds"):
+            engine.execute({k: v for k, v in feeds.items() if k != "cont"}, dest)
+        with pytest.raises(BindingError, match=r"Output 'lstm1.hT' \| Has shape \(2, 7\), its destination has shape"):
+            engine.execute(feeds, {"lstm1.hT": np.zeros((1, 7), np.float32)})
+
+
+def test_destination_over_a_feed_is_not_bound_over_it() -> None:
+    """A destination that is also a feed (written while read): the engine must not let ONNX Runtime write
+    into it during the run. A transpose into its own input is wrong if it does."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0])], "t",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 64])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    a = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
+    want = a.T.copy()
+    with OnnxRuntimeEngine(model.SerializeToString(), threads=1) as engine:
+        engine.execute({"x": a.copy()}, {"y": np.zeros_like(a)})  # a bound run first
+        assert engine.execute({"x": a}, {"y": a})["y"] is a
+    np.testing.assert_array_equal(a, want)
+
+
+def plain_run(model, feeds):
+    with OnnxRuntimeEngine(model.step.model.SerializeToString(), threads=1) as plain:
+        plain._run_bound = None
+        return plain.execute(feeds)["lstm1"]
+
+
 def test_dynamic_batch_binding_shape() -> None:
     m = MODELS["lstm_dynamic_batch"]()
     with OnnxRuntimeEngine(m.step.model.SerializeToString()) as engine:
