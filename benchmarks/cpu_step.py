@@ -3,8 +3,9 @@
 Model: a generated 2-layer Caffe-style LSTM step graph (input 256, hidden 512, T=1, cont multiplies
 h and c; tests/models/lstm.py). Both sides run the same ONNX file with the same ORT session options;
 the bare side feeds the state back by hand (rebinding the output arrays) and feeds cont=1 itself,
-the Session fills cont and copies the state arena. Rounds alternate between the two so that noise
-on a shared VM hits both alike; the table reports the median over rounds of each round's median.
+the Session fills cont and copies the state arena. A third side is the Session with its engine's
+IO binding turned off (state outputs copied from ONNX Runtime's arrays). Rounds alternate between the sides
+so that noise on a shared VM hits them alike; the table reports the median over rounds of each round's median.
 
 Usage::
 
@@ -104,30 +105,47 @@ def main(argv: list[str] | None = None) -> int:
             x = np.random.default_rng(0).uniform(-1, 1, (1, batch, 256)).astype(np.float32)
             for threads in args.threads:
                 bare = _bare(model_path, threads)
-                with rnnrt.load(path, backend="onnxruntime", threads=threads, feedback=args.feedback) as session:
+                with rnnrt.load(path, backend="onnxruntime", threads=threads, feedback=args.feedback) as session, \
+                        rnnrt.load(path, backend="onnxruntime", threads=threads, feedback=args.feedback) as plain:
+                    _plain_engine(plain)
                     # Warm up and size the rounds.
                     per_step = _time_bare(bare, x, 20)
                     _time_session(session, x, 20)
+                    _time_session(plain, x, 20)
                     steps = max(20, int(args.seconds / per_step))
-                    b_med, s_med = [], []
+                    b_med, s_med, p_med = [], [], []
                     for _ in range(args.rounds):
                         b_med.append(_time_bare(bare, x, steps))
                         s_med.append(_time_session(session, x, steps))
-                b_us, s_us = statistics.median(b_med) * 1e6, statistics.median(s_med) * 1e6
+                        p_med.append(_time_session(plain, x, steps))
+                b_us, s_us, p_us = (statistics.median(m) * 1e6 for m in (b_med, s_med, p_med))
                 k_us = _bookkeeping(path, x, 2000, args.feedback) * 1e6
-                rows.append((batch, threads, b_us, s_us, k_us, steps))
+                rows.append((batch, threads, b_us, s_us, p_us, k_us, steps))
                 print(f"batch {batch:3d} threads {threads}: bare {b_us:8.1f} us  session {s_us:8.1f} us  "
                       f"overhead {s_us - b_us:+7.1f} us ({(s_us / b_us - 1) * 100:+.1f} %)  "
+                      f"plain-run session {p_us:8.1f} us ({(p_us / b_us - 1) * 100:+.1f} %)  "
                       f"bookkeeping {k_us:.1f} us", flush=True)
 
     print()
-    print("| batch | threads | bare ORT `run` µs/step | `Session.step` µs/step | overhead | Session bookkeeping "
-          "(engine excluded) | steps × rounds |")
-    print("|---|---|---|---|---|---|---|")
-    for batch, threads, b_us, s_us, k_us, steps in rows:
+    print("| batch | threads | bare ORT `run` µs/step | `Session.step` µs/step | overhead | `Session.step`, engine "
+          "without IO binding | Session bookkeeping (engine excluded) | steps × rounds |")
+    print("|---|---|---|---|---|---|---|---|")
+    for batch, threads, b_us, s_us, p_us, k_us, steps in rows:
         print(f"| {batch} | {threads} | {b_us:.0f} | {s_us:.0f} | {s_us - b_us:+.0f} µs ({(s_us / b_us - 1) * 100:+.1f} %) "
-              f"| {k_us:.1f} µs ({k_us / b_us * 100:.1f} %) | {steps} × {args.rounds} |")
+              f"| {p_us:.0f} ({(p_us / b_us - 1) * 100:+.1f} %) | {k_us:.1f} µs ({k_us / b_us * 100:.1f} %) "
+              f"| {steps} × {args.rounds} |")
     return 0
+
+
+def _plain_engine(session: "rnnrt.Session") -> None:
+    """The Session's ONNX Runtime engine without its IO binding: every step through ``run`` and a copy of
+    each state output (the engine before issue 21's cut), for the side-by-side column."""
+    from rnnrt.engines import OnnxRuntimeEngine
+
+    engines = [v for v in vars(session).values() if isinstance(v, OnnxRuntimeEngine)]
+    if len(engines) != 1:
+        raise SystemExit("cpu_step.py: cannot find the Session's ONNX Runtime engine")
+    engines[0]._run_bound = None
 
 
 if __name__ == "__main__":
