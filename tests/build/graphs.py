@@ -158,7 +158,7 @@ def lstm_model(
         helper.make_tensor_value_info("lstm1.cT", TensorProto.FLOAT, [N, H]),
     ]
     graph = helper.make_graph(nodes, "lstm_step", ins, outs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
     model.ir_version = 9
     onnx.checker.check_model(model)
     return model

@@ -127,7 +127,7 @@ def test_int_tensors_untouched_and_constants_converted():
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
     )
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
     out = convert_precision(model, "fp16")
     onnx.checker.check_model(out, full_check=True)
     types = _node_types(out)

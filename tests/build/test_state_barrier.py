@@ -73,7 +73,7 @@ def stacked(op: str = "LSTM", layers: int = 2, state: str = "sliced", seed: int 
         nodes.append(helper.make_node("Concat", stacked_parts, ["state_out"], axis=3))
         outputs.append(helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [1, layers, HIDDEN, parts]))
     model = helper.make_model(helper.make_graph(nodes, "stacked", inputs, outputs, inits),
-                              opset_imports=[helper.make_opsetid("", 17)])
+                              opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
     return model

@@ -174,7 +174,7 @@ def test_destination_over_a_feed_is_not_bound_over_it() -> None:
     graph = helper.make_graph([helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0])], "t",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 64])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 64])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     a = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
     want = a.T.copy()
     with OnnxRuntimeEngine(model.SerializeToString(), threads=1) as engine:

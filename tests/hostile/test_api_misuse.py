@@ -21,7 +21,7 @@ def _lstm_onnx(path) -> None:
         [node], "lstm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, inp])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 1, hidden])], [w, r],
     )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
 
 
 @pytest.mark.parametrize("override", [[1, 2], 3.5, b"state: []", object()])

@@ -67,7 +67,7 @@ def _model(nodes, inputs=("x",), functions=(), opsets=(("", 17),)):
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
     graph = helper.make_graph(nodes, "g", vi, [y])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets],
-                             functions=list(functions))
+                             functions=list(functions), ir_version=8)
 
 
 def test_cyclic_graph_is_a_model_import_error():
@@ -112,7 +112,7 @@ def _lstm(inp, hidden, weights_as_inputs, w_dims=None):
                   numpy_helper.from_array(np.zeros((1, 4 * hidden, hidden), np.float32), "R")]
     node = helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=hidden, name="lstm")
     graph = helper.make_graph([node], "g", inputs, [y], initializer=inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 @pytest.mark.parametrize("model,match", [

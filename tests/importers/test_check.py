@@ -62,7 +62,7 @@ def _lstm(path: Path, *, mix: str = "", quantize: bool = False, explicit: bool =
         inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, "batch", H]) for n in ("h0", "c0")]
         outputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, "batch", H]) for n in ("hn", "cn")]
     graph = helper.make_graph(nodes, "lstm", inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
@@ -216,7 +216,7 @@ def test_reset_that_does_not_restart_a_stream_fails_the_check():
                                helper.make_tensor_value_info("h", TensorProto.FLOAT, [3, 2])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]),
                                helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [3, 2])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     step = StepGraph(model, [TensorSpec("x", "float32", [2, 3], 0)], [TensorSpec("y", "float32", [2, 3], 0)],
                      [StatePair("h", "h_out", [3, 2], batch_axis=0)])
     with pytest.raises(EquivalenceError, match=r"(?s)Output 'y' at step 4 \| .*reset at step 4 vs a fresh stream.*--override"):

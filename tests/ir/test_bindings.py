@@ -138,7 +138,7 @@ def test_graph_bindings_skip_weights() -> None:
         [_value_info("x", TensorProto.FLOAT, ["n", 4]), _value_info("w", TensorProto.FLOAT, [4])],
         [_value_info("y", TensorProto.FLOAT, ["n", 4])], [w],
     )
-    model = helper.make_model(graph)
+    model = helper.make_model(graph, ir_version=8)
     assert graph_bindings(model, "input") == {"x": ("float32", ["n", 4])}
     assert graph_bindings(model, "output") == {"y": ("float32", ["n", 4])}
 

@@ -192,7 +192,7 @@ def lstm_step_graph(
         ]
         inits = []
     graph = helper.make_graph(nodes, name, inputs + state_inputs, outputs + state_outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
     model.ir_version = 8
     onnx.checker.check_model(model)
     step = StepGraph(

@@ -28,7 +28,7 @@ def shared_sr_onnx(batch: object = "N") -> onnx.ModelProto:
         [onnx.numpy_helper.from_array(w, "W"), onnx.numpy_helper.from_array(u, "U"),
          onnx.numpy_helper.from_array(np.array(32000, np.float32), "k")],
     )
-    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model

@@ -49,7 +49,7 @@ def test_input_buffers_of_a_dynamic_input_need_its_shape(tmp_path):
     graph = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["s"], axes=[1], keepdims=1),
                                helper.make_node("Add", ["s", "h_in"], ["h_out"]),
                                helper.make_node("Identity", ["h_out"], ["y"])], "g", [x, h], [y, h_out])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=8)
     from rnnrt.ir.config import save_step_graph
     from rnnrt.importers.onnx.importer import convert_onnx
 
@@ -179,7 +179,7 @@ def _acc_model(batch, cont_shape=None):
     graph = helper.make_graph(nodes[0 if cont else 1:], "acc",
                               [vi("x", f32, [batch, 2])] + cont + [vi("h", f32, [batch, 2])],
                               [vi("y", f32, [batch, 2]), vi("scale", f32, [4]), vi("h_out", f32, [batch, 2])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=8)
     model.ir_version = 8
     step = StepGraph(model=model,
                      inputs=[TensorSpec("x", "float32", (batch, 2), 0)]
@@ -211,7 +211,7 @@ def _folded_model(batch):
              numpy_helper.from_array(np.array([2, 1], np.int64), "reps")]
     graph = helper.make_graph(nodes, "folded", [vi("f", f32, [2 * batch, 2]), vi("s", f32, [batch, 2])],
                               [vi("yf", f32, [2 * batch, 2]), vi("s_out", f32, [batch, 2])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=8)
     model.ir_version = 8
     step = StepGraph(model=model, inputs=[TensorSpec("f", "float32", (2 * batch, 2), 0, (2, 1))],
                      outputs=[TensorSpec("yf", "float32", (2 * batch, 2), 0, (2, 1))],

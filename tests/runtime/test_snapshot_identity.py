@@ -23,7 +23,7 @@ def _write_external(tmp_path, weights: np.ndarray) -> str:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
         [w],
     )
-    model = helper.make_model(graph)
+    model = helper.make_model(graph, ir_version=8)
     path = tmp_path / "model.onnx"
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location="model.onnx.data", size_threshold=0)

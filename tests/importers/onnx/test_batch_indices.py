@@ -54,7 +54,7 @@ def _model(read_both_slots: bool = False) -> onnx.ModelProto:
                                            helper.make_tensor_value_info("h_in", F, [1, 2, 4])],
                               [helper.make_tensor_value_info("y", F, [1, 4]),
                                helper.make_tensor_value_info("h_out", F, [1, 2, 4])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model

@@ -218,7 +218,7 @@ def _lstm_model(layout: int = 0, seq_lens: bool = False, direction: str = "forwa
     node = helper.make_node("LSTM", node_inputs, outs, hidden_size=H, layout=layout, direction=direction, name="lstm")
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)]
     graph = helper.make_graph([node], "g", inputs, outputs, [W, R, B])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def test_layout1_is_rewritten_and_streams(tmp_path):
@@ -274,7 +274,7 @@ def _cell_model() -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4]), helper.make_tensor_value_info("h_out", TensorProto.FLOAT, ["N", 4])],
         [wx, wh],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def test_override_declares_state_of_a_hand_written_cell(tmp_path):
@@ -416,7 +416,7 @@ def _two_layer_model(swap_output: bool) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", N, H]), helper.make_tensor_value_info("hn", TensorProto.FLOAT, [2, N, H])],
         inits,
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 @pytest.mark.parametrize("swap_output", [False, True])

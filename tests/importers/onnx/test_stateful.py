@@ -177,7 +177,7 @@ def _cell(outputs: list[str], inputs: tuple = ("x", "h")) -> onnx.ModelProto:
              onnx.numpy_helper.from_array(np.array(2, np.float32), "two")]
     graph = helper.make_graph(nodes, "cell", [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["N", 3]),
                                               helper.make_tensor_value_info(h, TensorProto.FLOAT, ["N", 4])], outs, inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def test_ambiguous_pair_lists_candidates_and_prints_the_override():
@@ -264,7 +264,7 @@ def test_state_dim_left_symbolic_by_the_exporter_is_resolved(tmp_path):
          helper.make_tensor_value_info("hn", TensorProto.FLOAT, ["unk__190", "N", 4]),
          helper.make_tensor_value_info("cn", TensorProto.FLOAT, ["unk__191", "N", 4])],
         [onnx.numpy_helper.from_array(w, "W"), onnx.numpy_helper.from_array(r, "R")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     step = convert_onnx(model)
     shapes = {s.input: list(s.shape) for s in step.states}
     assert shapes == {"h0": [1, "N", 4], "c0": [1, "N", 4]} or shapes == {"h0": [1, "batch", 4], "c0": [1, "batch", 4]}
