@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import rnnrt  # noqa: E402
+from rnnrt.runtime import batch_targets as targets_mod  # noqa: E402
 from rnnrt.runtime import batcher as batcher_mod  # noqa: E402
 from rnnrt.runtime.pool import StreamPool  # noqa: E402
 from realtime import CHUNK, PERIOD, Load, converted, drive  # noqa: E402
@@ -183,13 +184,13 @@ LABELS = {
 def profile(model: Path, streams: int, seconds: float, jitter_ms: float, max_delay_ms: float) -> dict:
     """The real-time load on a batcher with counters around its phases; per phase µs per frame."""
     counters = Counters()
-    B = batcher_mod
+    B, T = batcher_mod, targets_mod
     try:
         counters.wrap(B.StreamBatcher, "_submit", "submit")
-        counters.wrap(B._PoolTarget, "prepare", "prepare", "submit")
+        counters.wrap(T.PoolTarget, "prepare", "prepare", "submit")
         counters.wrap(B.StreamBatcher, "_take", "take")
         counters.wrap(B.StreamBatcher, "_tick", "tick")
-        counters.wrap(B, "_put_rows", "pack", "tick")
+        counters.wrap(T, "_put_rows", "pack", "tick")
         counters.wrap(B.StreamBatcher, "_flush", "flush", "tick")
         counters.wrap(B, "_deliver", "deliver")
         session = rnnrt.load(model, backend="onnxruntime", batch_size=streams)

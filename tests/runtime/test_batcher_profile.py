@@ -17,6 +17,7 @@ pytest.importorskip("onnxruntime")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks"))
 import batcher_profile  # noqa: E402  (benchmarks/batcher_profile.py)
 
+from rnnrt.runtime import batch_targets as targets_mod  # noqa: E402
 from rnnrt.runtime import batcher as batcher_mod  # noqa: E402
 
 
@@ -27,7 +28,7 @@ def model(tmp_path_factory):
 
 def test_profile_counts_every_phase_and_restores_the_batcher(model):
     before = {name: getattr(batcher_mod.StreamBatcher, name) for name in ("_submit", "_take", "_tick", "_flush")}
-    before_module = (batcher_mod._put_rows, batcher_mod._deliver, batcher_mod._PoolTarget.prepare)
+    before_module = (targets_mod._put_rows, batcher_mod._deliver, targets_mod.PoolTarget.prepare)
     r = batcher_profile.profile(model, streams=6, seconds=0.3, jitter_ms=8.0, max_delay_ms=2.0)
     count = batcher_profile.Load(6, 0.3, 8.0).count
     assert r["frames"] == 6 * (count + 1)  # every timed chunk plus each stream's silent first one
@@ -41,7 +42,7 @@ def test_profile_counts_every_phase_and_restores_the_batcher(model):
     assert r["loop"] > 0 and r["worker"] > r["phases"]["session_step"] and r["load_alone"] > 0 and r["wakeup"] > 0
     # The counters are gone: the batcher's functions are its own again.
     assert {name: getattr(batcher_mod.StreamBatcher, name) for name in before} == before
-    assert (batcher_mod._put_rows, batcher_mod._deliver, batcher_mod._PoolTarget.prepare) == before_module
+    assert (targets_mod._put_rows, batcher_mod._deliver, targets_mod.PoolTarget.prepare) == before_module
 
 
 def test_ceiling_rows_and_zero_overhead_streams(model):
