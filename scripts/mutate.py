@@ -61,6 +61,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
                                                "tests/runtime/test_snapshot_integrity.py",
                                                "tests/runtime/test_snapshot_limits.py"]),
     "recurrent": ("rnnrt/importers/caffe/layers/recurrent.py", ["tests/importers/caffe/test_recurrent.py",
+                                                                "tests/importers/caffe/test_recurrent_checks.py",
                                                                 "tests/importers/caffe/test_golden.py"]),
 }
 

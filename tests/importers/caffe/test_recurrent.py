@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 import rnnrt
@@ -169,3 +170,81 @@ def test_t1_graph_has_no_loop_and_chunk_uses_scan(tmp_path):
         p, w = write_net(tmp_path, recurrent_net("LSTM", t, 2), {"rec": blobs})
         ops = {n.op_type for n in convert_caffe(p, w).model.graph.node}
         assert ops & {"Loop", "Scan"} == expect
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "RNN"])
+@pytest.mark.parametrize("static", [False, True])
+def test_random_weights_follow_the_fillers(tmp_path, kind, static):
+    """Without a caffemodel the blobs come from the fillers as in Caffe's unrolled net: every W (x, static, h
+    and RNN's W_ho) from weight_filler, b_c / b_h and RNN's b_o from bias_filler."""
+    t, n = 3, 2
+    fillers = 'weight_filler { type: "constant" value: 0.25 } bias_filler { type: "constant" value: -0.5 }'
+    proto = recurrent_net(kind, t, n, static).replace(f"num_output: {H}", f"num_output: {H} {fillers}")
+    step = convert_caffe(write_net(tmp_path, proto)[0], None)
+    g = 4 * H if kind == "LSTM" else H
+    blobs = [np.full((g, D), 0.25), np.full(g, -0.5)] + ([np.full((g, S), 0.25)] if static else []) + [np.full((g, H), 0.25)]
+    if kind == "RNN":
+        blobs += [np.full((H, H), 0.25), np.full(H, -0.5)]
+    x = RNG.uniform(-1, 1, (t, n, D)).astype(np.float32)
+    cont = np.ones((t, n), np.float32)
+    xs = RNG.uniform(-1, 1, (n, S)).astype(np.float32) if static else None
+    h0 = {s.input: RNG.uniform(-1, 1, s.shape).astype(np.float32) for s in step.states}
+    sess = ort.InferenceSession(step.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(["y"], {"x": x, "cont": cont, **({"xs": xs} if static else {}), **h0})[0]
+    ref, _, _ = reference(kind, blobs, x, cont, xs, h0["rec.h0"], h0.get("rec.c0"))
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def _dynamic_net(kind, t, variant):
+    """A net at N = 1 (a deploy prototxt) with x as T x 1 x D x 1 and a static input as 1 x S x 1: the stream
+    axis must be followed through the reshapes, not guessed from the unit dims."""
+    n_state = 2 if kind == "LSTM" else 1
+    ins = [("x", (t, 1, D, 1)), ("cont", (t, 1))]
+    tops = ["y"]
+    param = f"num_output: {H}"
+    if variant == "static":
+        ins.append(("xs", (1, S, 1)))
+    if variant == "expose":
+        ins += [("h0", (1, 1, H)), ("c0", (1, 1, H))][:n_state]
+        tops += ["hT", "cT"][:n_state]
+        param += " expose_hidden: true"
+    bottoms = "".join(f'bottom: "{name}" ' for name, _ in ins)
+    tops = "".join(f'top: "{name}" ' for name in tops)
+    return input_layer(*ins) + f'layer {{ name: "rec" type: "{kind}" {bottoms}{tops}recurrent_param {{ {param} }} }}\n'
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "RNN"])
+@pytest.mark.parametrize("t", [1, 3])
+@pytest.mark.parametrize("variant", ["plain", "static", "expose"])
+def test_dynamic_batch_from_n1_prototxt_runs_any_batch(tmp_path, kind, t, variant):
+    n = 3  # streams fed; the prototxt says 1
+    blobs = make_blobs(kind, variant == "static")
+    proto, weights = write_net(tmp_path, _dynamic_net(kind, t, variant), {"rec": blobs})
+    step = convert_caffe(proto, weights, batch="dynamic")
+    n_state = 2 if kind == "LSTM" else 1
+    outs = {o.name: (o.shape, o.batch_axis) for o in step.outputs}
+    want = {"y": ((t, "batch", H), 1)}
+    if variant == "expose":
+        want |= {k: ((1, "batch", H), 1) for k in ["hT", "cT"][:n_state]}
+    assert outs == want
+    assert [(s.shape, s.batch_axis) for s in step.states] == ([] if variant == "expose" else [(("batch", H), 0)] * n_state)
+    x = RNG.uniform(-1, 1, (t, n, D, 1)).astype(np.float32)
+    cont = (RNG.random((t, n)) > 0.3).astype(np.float32)
+    feeds = {"x": x, "cont": cont}
+    xs = None
+    if variant == "static":
+        xs = RNG.uniform(-1, 1, (n, S, 1)).astype(np.float32)
+        feeds["xs"] = xs
+    state = {name: RNG.uniform(-1, 1, (n, H)).astype(np.float32) for name in ("h", "c")[:n_state]}
+    if variant == "expose":
+        feeds |= {f"{k}0": v[None] for k, v in state.items()}
+    else:
+        feeds |= {f"rec.{k}0": v for k, v in state.items()}
+    sess = ort.InferenceSession(step.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    got = dict(zip(names, sess.run(None, feeds)))
+    ref, h, c = reference(kind, blobs, x, cont, xs, state["h"], state.get("c"))
+    np.testing.assert_allclose(got["y"], ref, atol=1e-5)
+    final = {"h": h, "c": c}
+    for k in ("h", "c")[:n_state]:
+        np.testing.assert_allclose(got[f"{k}T"][0] if variant == "expose" else got[f"rec.{k}T"], final[k], atol=1e-5)
