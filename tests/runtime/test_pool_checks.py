@@ -400,6 +400,8 @@ def test_streams_not_open_are_named(session):
     for call in (pool.close, pool.reset, pool.slot_of, pool.snapshot):
         assert _refused(StateError, call, "zz") == want, call.__name__
     pool.close("zz", missing_ok=True)
+    assert _refused(BindingError, pool.slot_of, ["a"]) == (
+        "Stream id ['a'] | Is a list, which is not hashable.\nNote: Use str, int or tuple ids.")
     assert list(pool) == ["a"] and pool.free_slots == 2
 
 
@@ -612,7 +614,7 @@ def test_callback_errors_are_logged_and_the_last_100_kept(session, caplog):
     assert record.exc_info[1] is errors[-1]
 
 
-def test_step_batch_writes_into_out(session):
+def test_step_batch_writes_into_out_and_split_cuts_views(session):
     pool = StreamPool(session)
     for sid in "ab":
         pool.open(sid)
@@ -623,6 +625,11 @@ def test_step_batch_writes_into_out(session):
     with rnnrt.load(session.config.model_path.parent / "model.yaml", backend="onnxruntime", threads=1,
                     batch_size=2) as ref:
         np.testing.assert_array_equal(buf, ref.step(x)["lstm1"])
+    # split() cuts them per stream: row views of the Session's fresh outputs, no copy.
+    rows = pool.split(["b", "a"], got)
+    for i, sid in enumerate("ba"):
+        assert rows[sid]["lstm1"].shape == (1, 1, 7) and np.shares_memory(rows[sid]["lstm1"], buf)
+        np.testing.assert_array_equal(rows[sid]["lstm1"], buf[:, i:i + 1])
 
 
 class _ViewSession(_Spy):
