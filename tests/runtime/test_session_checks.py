@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import rnnrt
+from rnnrt.engines.onnxruntime import OnnxRuntimeEngine
 from rnnrt.errors import BindingError, ConfigError, StateError
 from rnnrt.ir.config import load_config
 from rnnrt.runtime.memory import DoneHandle
@@ -358,3 +359,81 @@ def test_load_auto_looks_for_the_plan_of_the_yaml_given(tmp_path, caplog):
         pass
     assert [r.getMessage() for r in caplog.records if "Using ONNX Runtime" in r.getMessage()] == [
         "rnnrt.load | Using ONNX Runtime: no TensorRT plan was built for the config (run `rnnrt build`)."]
+
+
+# The constructor's refusals.
+
+class _Bindings(OnnxRuntimeEngine):
+    """ONNX Runtime with its bindings or memory space changed: an engine that disagrees with the config."""
+
+    def __init__(self, model, change=None, memory="host"):
+        super().__init__(model, threads=1)
+        self._change, self.memory = change or (lambda role, bindings: bindings), memory
+
+    def input_bindings_impl(self):
+        return self._change("input", super().input_bindings_impl())
+
+    def output_bindings_impl(self):
+        return self._change("output", super().output_bindings_impl())
+
+
+def _drop(role_wanted, name):
+    return lambda role, bs: [b for b in bs if not (role == role_wanted and b.name == name)]
+
+
+def _retype(role_wanted, name, dtype):
+    import dataclasses
+
+    return lambda role, bs: [dataclasses.replace(b, dtype=np.dtype(dtype)) if role == role_wanted and b.name == name
+                             else b for b in bs]
+
+
+def _extra(role, bs):
+    from rnnrt.engines.base import Binding
+
+    return bs + [Binding("spare", np.dtype(np.float32), (1,))] if role == "input" else bs
+
+
+def test_constructor_refusals(tmp_path):
+    from rnnrt.runtime.session import Session
+
+    yaml = MODELS["lstm_dynamic_batch"]().save(tmp_path / "m")
+    cfg = load_config(yaml)
+    model = str(cfg.model_path)
+    engine = "'_Bindings'"  # the engine's class name
+    cases = [
+        ((42, None), {}, "Session | Got a int as the config.\nNote: Pass a path to a YAML config or a ModelConfig."),
+        ((cfg, None), {"feedback": "move"}, "Session | feedback='move' is not supported.\nNote: Use 'copy' or 'swap'."),
+        ((cfg, None), {"outputs": "gpu"},
+         "Session | outputs='gpu' is not supported.\nNote: Use 'host', 'view' or 'device'."),
+        ((cfg, lambda: _Bindings(model, memory="unified")), {},
+         f"Engine {engine} | Uses memory space 'unified', which the Session does not support.\n"
+         "Note: Supported: 'host', 'device'."),
+        ((cfg, lambda: _Bindings(model, _drop("input", "cont"))), {},
+         f"Config input 'cont' | Is not an input of engine {engine}.\n"
+         "Note: The engine's inputs are ['data', 'lstm1.c0', 'lstm1.h0']."),
+        ((cfg, lambda: _Bindings(model, _drop("output", "lstm1.cT"))), {},
+         f"Config output 'lstm1.cT' | Is not an output of engine {engine}.\n"
+         "Note: The engine's outputs are ['lstm1', 'lstm1.hT']."),
+        ((cfg, lambda: _Bindings(model, _retype("input", "lstm1.h0", np.float16))), {},
+         "Config input 'lstm1.h0' | Has dtype 'float32' but the engine has 'float16'.\n"
+         "Note: Rebuild the engine or fix the config."),
+        ((cfg, lambda: _Bindings(model, _retype("output", "lstm1", np.float64))), {},
+         "Config output 'lstm1' | Has dtype 'float32' but the engine has 'float64'.\n"
+         "Note: Rebuild the engine or fix the config."),
+        ((cfg, lambda: _Bindings(model, _extra)), {},
+         "Engine input 'spare' | Is not declared in the config.\nNote: Every engine input must be in the config."),
+    ]
+    for args, kw, message in cases:
+        made = []
+        factory = args[1]
+        if factory is not None:
+            args = (args[0], lambda f=factory: made.append(f()) or made[-1])
+        with pytest.raises(ConfigError) as info:
+            Session(*args, batch_size=B, **kw)
+        assert str(info.value) == message
+        # An engine the Session made is released again when the Session cannot be made.
+        assert all(not e.is_active for e in made)
+    # The config's own engine, unchanged, is accepted (the cases above fail on what they change only).
+    with Session(cfg, lambda: _Bindings(model), batch_size=B, feedback="swap", outputs="view") as s:
+        assert (s.feedback, s.outputs, s.batch_size) == ("swap", "view", B)
