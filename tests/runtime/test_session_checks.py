@@ -220,7 +220,8 @@ def _solo_outputs(tmp_path, name, params, xs, plan):
 @pytest.mark.parametrize("name,params,kw", KINDS, ids=["dynamic", "fixed"])
 def test_step_chunk_slots_equal_each_stream_alone(tmp_path, name, params, kw, feedback):
     rng = np.random.default_rng(7)
-    plan = [[0, 1, 2, 3], [2], [3, 0, 1], [1, 3], [2, 1, 0, 3], [0]]
+    # [0, 2, 1, 3]: every slot, first and last in place, the middle swapped (not the full batch in order).
+    plan = [[0, 1, 2, 3], [2], [3, 0, 1], [0, 2, 1, 3], [1, 3], [2, 1, 0, 3], [0]]
     xs = [_x(rng, len(slots), k=3) for slots in plan]
     with _load(tmp_path, name, params, feedback=feedback, **kw) as s:
         got = []
@@ -292,6 +293,22 @@ def test_swap_feedback_swaps_for_most_slots_and_copies_for_a_few(tmp_path, chunk
                 np.testing.assert_array_equal(c.state[k], s.state[k], err_msg=k)
 
 
+def test_every_slot_in_order_is_a_full_batch_step(tmp_path):
+    """``slots`` listing every slot in order is the full-batch step (``slots=None``): on a dynamic batch with
+    swap feedback it swaps the arenas like a full step, where a step of some slots writes their rows in place."""
+    rng = np.random.default_rng(10)
+    with _load(tmp_path, feedback="swap") as s, _load(tmp_path / "ref", feedback="swap") as ref:
+        for slots, arena in [([0, 1, 2, 3], 1), (np.arange(B), 0), ([0, 2, 1, 3], 0), ([3, 2, 1, 0], 0),
+                             (range(B), 1)]:
+            x = _x(rng, B)
+            order = list(slots)
+            full = np.empty_like(x)
+            full[:, order] = x
+            np.testing.assert_array_equal(s.step({"data": x}, slots=slots)["lstm1"],
+                                          ref.step({"data": full})["lstm1"][:, order])
+            assert s.in_arena == arena, f"slots {order}"
+
+
 # load's options.
 
 def test_load_refusals(tmp_path):
@@ -339,6 +356,25 @@ def test_load_validates_a_yaml_but_not_a_loaded_config(tmp_path, monkeypatch):
     with rnnrt.load(cfg, backend="onnxruntime", batch_size=2, threads=1) as s:
         assert s.config is cfg
     assert len(calls) == 1  # a loaded config is the caller's: not checked again
+
+
+def test_load_does_not_check_the_onnx_graph_when_a_plan_runs(tmp_path, monkeypatch):
+    """A TensorRT plan's bindings are checked by the Session; the ONNX graph is not read (stand-in: the
+    ONNX Runtime engine reported as the ``tensorrt`` choice)."""
+    import dataclasses
+
+    import rnnrt.engines.select as select
+    import rnnrt.ir.config as config_mod
+
+    yaml = MODELS["lstm_dynamic_batch"]().save(tmp_path / "m")
+    real_for = select.engine_for
+    monkeypatch.setattr(select, "engine_for",
+                        lambda *a, **kw: dataclasses.replace(real_for(*a, **kw), backend="tensorrt"))
+    calls = []
+    monkeypatch.setattr(config_mod, "validate_against_model", lambda cfg: calls.append(cfg))
+    with rnnrt.load(yaml, backend="onnxruntime", batch_size=2, threads=1) as s:
+        assert s.batch_size == 2
+    assert calls == []
 
 
 def test_load_auto_looks_for_the_plan_of_the_yaml_given(tmp_path, caplog):
