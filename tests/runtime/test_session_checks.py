@@ -473,3 +473,39 @@ def test_constructor_refusals(tmp_path):
     # The config's own engine, unchanged, is accepted (the cases above fail on what they change only).
     with Session(cfg, lambda: _Bindings(model), batch_size=B, feedback="swap", outputs="view") as s:
         assert (s.feedback, s.outputs, s.batch_size) == ("swap", "view", B)
+
+
+def test_batch_one_models_run_one_stream_per_session(tmp_path):
+    """A model whose convert-time check found its batch rows mixing refuses batch_size > 1, runs at 1."""
+    from rnnrt.ir.checks import ChecksRecord
+    from rnnrt.runtime.session import Session
+
+    yaml = MODELS["lstm_dynamic_batch"]().save(tmp_path / "m")
+    cfg = load_config(yaml)
+    cfg = cfg.model_copy(update={"checks": ChecksRecord(seed=0, steps=8, batch_one="batch statistics mix the rows")})
+    model = str(cfg.model_path)
+    with pytest.raises(ConfigError) as info:
+        Session(cfg, lambda: OnnxRuntimeEngine(model, threads=1), batch_size=2)
+    assert str(info.value) == ("Session batch_size=2 | The model runs one stream per batch only: batch statistics mix "
+                               "the rows.\nNote: Its convert-time check found the streams of a batch mixing: use "
+                               "batch_size=1 (one Session per stream).")
+    with Session(cfg, lambda: OnnxRuntimeEngine(model, threads=1), batch_size=1) as s:
+        assert s.batch_size == 1
+        assert s.step({"data": np.ones((1, 1, 5), np.float32)})["lstm1"].shape == (1, 1, 7)
+
+
+def test_a_fresh_session_and_the_config_defaults(tmp_path):
+    yaml = MODELS["lstm_dynamic_batch"]().save(tmp_path / "m")
+    with _load(tmp_path / "a") as s:
+        assert s.closed is False and s.in_arena == 0 and s.cuda_graph is False and s.feedback == "copy"
+        assert (s.input_names, s.output_names) == (["data", "cont"], ["lstm1"])
+        assert s.sequence_starts.tolist() == [True] * B
+    s.close()
+    assert s.closed is True
+    # The config's session section gives the defaults; an argument overrides it.
+    cfg = yaml.with_name("graph.yaml")
+    cfg.write_text(yaml.read_text().replace("feedback: copy, cuda_graph: false", "feedback: swap, cuda_graph: true"))
+    with rnnrt.load(cfg, backend="onnxruntime", batch_size=B, threads=1) as s:
+        assert (s.feedback, s.cuda_graph) == ("swap", True)  # cuda_graph is recorded; a host engine ignores it
+    with rnnrt.load(cfg, backend="onnxruntime", batch_size=B, threads=1, feedback="copy", cuda_graph=False) as s:
+        assert (s.feedback, s.cuda_graph) == ("copy", False)
