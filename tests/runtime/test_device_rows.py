@@ -507,3 +507,28 @@ def test_a_step_before_wait_names_the_session_and_the_fix(backend, converted):
         assert str(err.value) == ("Session | A step was started before the previous step_async() was waited for.\n"
                                   "Note: Call wait() on the previous handle first.")
         h.wait()
+
+
+def test_reset_writes_zero_bytes(backend, converted):
+    """A reset leaves exact zero bytes in the state (a fill of tiny non-zero values would pass any
+    tolerance): every slot after ``reset()``, only the listed slots after ``reset(slots)``, on the
+    graph Session and on one without graphs."""
+    rng = np.random.default_rng(21)
+    for graph in (True, False):
+        yaml, d = converted("b_lstm_batch_resets")
+        with backend.session(yaml, d, cuda_graph=graph) as s:
+            for _ in range(3):
+                s.step({"data": _x(rng)})
+            assert all(v.any() for v in s.state.values())
+            s.reset()
+            for n, v in s.state.items():
+                assert not v.tobytes().strip(b"\0"), f"{n}: non-zero bytes after reset() (cuda_graph={graph})"
+            for _ in range(3):
+                s.step({"data": _x(rng)})
+            before = s.state
+            s.reset([1])
+            for n, v in s.state.items():
+                rows = RowLayout(0 if v.shape[0] == 3 else 1, v.shape, v.dtype.itemsize)
+                assert not rows.take(v, np.array([1])).tobytes().strip(b"\0"), f"{n}: slot 1 after reset([1])"
+                others = np.array([0, 2])
+                assert rows.take(v, others).tobytes() == rows.take(before[n], others).tobytes(), n
