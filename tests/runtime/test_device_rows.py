@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import rnnrt
-from rnnrt.errors import BindingError, CudaError, StateError
+from rnnrt.errors import BindingError, CudaError, EngineError, StateError
 from rnnrt.runtime.device import DeviceArena
 from rnnrt.runtime.frames import RowLayout
 from rnnrt.runtime.session import Session
@@ -532,3 +532,30 @@ def test_reset_writes_zero_bytes(backend, converted):
                 assert not rows.take(v, np.array([1])).tobytes().strip(b"\0"), f"{n}: slot 1 after reset([1])"
                 others = np.array([0, 2])
                 assert rows.take(v, others).tobytes() == rows.take(before[n], others).tobytes(), n
+
+
+def test_engine_making_another_state_shape_is_refused_by_name(backend, converted, monkeypatch):
+    """An engine whose state output has another shape than the state it feeds back (a plan built for
+    other dims) is refused at the first step with the output, the engine's shape and the state's, and
+    the state stays as it was."""
+    yaml, d = converted("b_lstm_batch_resets")
+    with backend.session(yaml, d) as s:
+        state_out = next(iter(s._executor._state_shapes))
+        want = tuple(s._executor._state_shapes[state_out])
+        engine = s._engine
+        real = engine.output_shapes
+
+        def skewed(context, shapes):
+            out = dict(real(context, shapes))
+            out[state_out] = want[:-1] + (want[-1] + 1,)
+            return out
+
+        monkeypatch.setattr(engine, "output_shapes", skewed)
+        before = s.state
+        with pytest.raises(EngineError) as err:
+            s.step({"data": _x(np.random.default_rng(2))})
+        bad = want[:-1] + (want[-1] + 1,)
+        assert str(err.value) == (f"State output {state_out!r} | The engine makes shape {bad}.\n"
+                                  f"Note: Expected the state shape {want}.")
+        for n, v in s.state.items():
+            assert v.tobytes() == before[n].tobytes(), n
