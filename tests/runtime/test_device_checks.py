@@ -30,7 +30,8 @@ from rnnrt.runtime.session import Session
 from tests import cudasim
 from tests.engines.sim_ort import SimOrtEngine
 from tests.models import MODELS
-from tests.runtime.test_session_gpu import ATOL, RTOL, Backend, _count_full_steps, backend, converted  # noqa: F401
+from tests.runtime.test_session_gpu import (ATOL, RTOL, Backend, _count_calls, _count_full_steps, backend,  # noqa: F401
+                                            converted)
 
 CASE = "b_lstm_batch_resets"  # batch 3; inputs data (8, 3, 5) and cont (8, 3); output lstm1 (8, 3, 7)
 
@@ -352,21 +353,6 @@ def test_sequence_starts_reach_the_device_step(backend, converted, feedback):
                 _close(s.state[n], v)
 
 
-def _count_runs(s: Session) -> list:
-    """Counts the steps that reach the executor's full entry (``run``: after the Session's own fast path
-    declined the frame; ``run`` then tries the plan once more with the frame as a dict)."""
-    calls = []
-    executor = s.executor
-    run = executor.run
-
-    def counted(*args):
-        calls.append(1)
-        return run(*args)
-
-    executor.run = counted
-    return calls
-
-
 def test_plans_for_dicts_and_bare_frames(backend, converted):
     """A dict frame of the last layout and a bare array after a bare-array step take the plan (no full step);
     a bare array after a step that fed the continuation input, or one of another dtype or shape, takes the
@@ -390,7 +376,7 @@ def test_plans_for_dicts_and_bare_frames(backend, converted):
         for _ in range(2):
             both({"data": _x(rng), "cont": cont})
         del full[:]
-        runs = _count_runs(s)
+        runs = _count_calls(s, "run")  # the executor's full entry: the Session's plan declined the frame
         both(_x(rng))
         assert len(full) == 1, "a bare array does not take the plan of a frame with the continuation input"
         both(_x(rng))
