@@ -39,7 +39,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
                                        "tests/runtime/test_host_executor.py", "tests/runtime/test_misuse.py"]),
     "device": ("rnnrt/runtime/device.py", ["tests/runtime/test_session_gpu.py", "tests/runtime/test_state_rules.py",
                                            "tests/test_cudasim.py", "tests/runtime/test_device_rows.py",
-                                           "-m", "not gpu"]),
+                                           "tests/runtime/test_device_checks.py", "-m", "not gpu"]),
     "session": ("rnnrt/runtime/session.py", ["tests/runtime/test_session.py", "tests/runtime/test_slots.py",
                                              "tests/runtime/test_misuse.py", "tests/runtime/test_chunk.py",
                                              "tests/runtime/test_state_rules.py", "tests/runtime/test_pool.py",
