@@ -142,10 +142,9 @@ def _plain_engine(session: "rnnrt.Session") -> None:
     each state output (the engine before issue 21's cut), for the side-by-side column."""
     from rnnrt.engines import OnnxRuntimeEngine
 
-    engines = [v for v in vars(session).values() if isinstance(v, OnnxRuntimeEngine)]
-    if len(engines) != 1:
-        raise SystemExit("cpu_step.py: cannot find the Session's ONNX Runtime engine")
-    engines[0]._run_bound = None
+    if not isinstance(session._engine, OnnxRuntimeEngine):
+        raise SystemExit(f"cpu_step.py: the Session's engine is a {type(session._engine).__name__}")
+    session._engine._run_bound = None
 
 
 if __name__ == "__main__":

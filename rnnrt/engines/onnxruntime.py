@@ -276,9 +276,11 @@ class OnnxRuntimeEngine(BaseEngine):
     def _execute_bound(self, feeds: Mapping[str, Any], outputs: Mapping[str, Any]) -> Optional[dict[str, Any]]:
         """The run with destinations through an ONNX Runtime IO binding, from the second call with the same
         destinations mapping on: the engine writes those outputs straight into them (no copy), and feeds
-        that are the same arrays as last time stay bound (a Session's state and continuation buffers). None when this run cannot take it (a feed missing or
-        unknown, a destination that is not a C-contiguous writable array, a feed overlapping a
-        destination, or a failed run): the plain run then runs it and names what went wrong."""
+        that are the same arrays as last time stay bound (a Session's state and continuation buffers).
+
+        None when this run cannot take it (a feed missing or unknown, a destination that is not a
+        C-contiguous writable array, a feed overlapping a destination, or a failed run): the plain run then
+        runs it and names what went wrong."""
         if feeds.keys() != self._input_names:
             return None
         key = id(outputs)
@@ -302,6 +304,7 @@ class OnnxRuntimeEngine(BaseEngine):
             entry.inputs.clear()  # bind every input again next time
             return None
         return entry.results()
+
 
 # IO bindings one engine keeps (one per destinations mapping: a Session has one per state arena).
 _BOUND_RUNS = 8
